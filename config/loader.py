@@ -1,0 +1,308 @@
+"""Load a transfer config (YAML) and validate it, once, into frozen objects.
+
+Every error names the config file, the key and the allowed values. Paths are resolved relative
+to the config file's directory unless absolute or a URI (gs://...). Nothing here reads seller
+data: only the config and the schema files it names.
+"""
+
+import dataclasses
+import hashlib
+import json
+import posixpath
+from typing import Dict, Tuple
+
+import pyarrow as pa
+import yaml
+
+from schemas import LEVELS, FieldSpec, TableSchema, parse_schema
+from transforms.errors import ConfigError
+from transforms.files import read_text, resolve
+from transforms.masking import Operator, make_operator
+
+__all__ = ['ConsentConfig', 'DeadLetterConfig', 'FieldRule', 'MigrationConfig', 'OutputConfig',
+           'Purpose', 'TableConfig', 'Transfer', 'load_config', 'parse_config']
+
+FORMATS = ('csv', 'parquet')
+ENCODINGS = ('utf-8', 'utf-8-sig', 'gbk', 'gb18030')
+LEGAL_BASES = ('consent', 'contract')
+OUTPUT_FORMATS = ('parquet',)
+
+
+@dataclasses.dataclass(frozen=True)
+class Purpose:
+    name: str
+    legal_basis: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfer:
+    seller: str
+    acquirer: str
+    purposes: Tuple[Purpose, ...]
+    source_region: str
+    destination_region: str
+
+    @property
+    def cross_border(self) -> bool:
+        return self.source_region != self.destination_region
+
+    @property
+    def legal_bases(self) -> Dict[str, str]:
+        return {p.name: p.legal_basis for p in self.purposes}
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldRule:
+    """How one field is delivered: its classification and the operator that masks it."""
+    field: FieldSpec
+    operator: Operator
+
+    @property
+    def delivered(self) -> bool:
+        return self.operator.output_type() is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class TableConfig:
+    name: str
+    path: str
+    format: str
+    encoding: str
+    schema: TableSchema
+    subject_key: str
+    rules: Tuple[FieldRule, ...]
+
+    @property
+    def subject_domain(self) -> str:
+        """Pseudonym domain of the subject key: the same as its ``hash`` output, if hashed."""
+        rule = self.rule(self.subject_key)
+        domain = getattr(rule.operator, 'domain', None)
+        return domain or rule.field.category or rule.field.name
+
+    def rule(self, field_name: str) -> FieldRule:
+        return next(r for r in self.rules if r.field.name == field_name)
+
+    @property
+    def sensitive_fields(self) -> Tuple[str, ...]:
+        return tuple(r.field.name for r in self.rules if r.field.classification == 'sensitive')
+
+    @property
+    def delivered_schema(self) -> pa.Schema:
+        """The schema of the delivered files: masked types, classification and method noted."""
+        return pa.schema([
+            pa.field(r.field.name, r.operator.output_type(),
+                     metadata={'classification': r.field.classification,
+                               'masking': r.operator.name})
+            for r in self.rules if r.delivered])
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsentConfig:
+    registry: str
+    erasures: str
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    path: str
+    format: str
+    keys: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetterConfig:
+    max_ratio: float
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationConfig:
+    source: str  # the config file
+    transfer: Transfer
+    tables: Tuple[TableConfig, ...]
+    consent: ConsentConfig
+    output: OutputConfig
+    deadletter: DeadLetterConfig
+    digest: str  # sha256 of the config and its schemas, for the manifest
+
+    def table(self, name: str) -> TableConfig:
+        return next(t for t in self.tables if t.name == name)
+
+
+def load_config(path: str) -> MigrationConfig:
+    """Read and validate the config at ``path`` and the schemas it names."""
+    text = read_text(path, what='config')
+    base_dir = posixpath.dirname(path) or '.'
+    return parse_config(text, path, base_dir)
+
+
+def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        at = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
+        raise ConfigError(f'{source}: not valid YAML{at}') from None
+    c = _Checker(source)
+    root = c.mapping(doc, '', required=('transfer', 'tables', 'consent', 'masking', 'output'),
+                     optional=('deadletter',))
+    transfer = _transfer(c, root['transfer'])
+    schema_texts = []
+    tables_raw = c.mapping(root['tables'], 'tables')
+    if not tables_raw:
+        raise ConfigError(f'{source}: tables: at least one table is needed')
+    masking = c.mapping(root['masking'], 'masking', required=('defaults',), optional=('fields',))
+    defaults = c.mapping(masking['defaults'], 'masking.defaults', optional=LEVELS)
+    overrides = c.mapping(masking.get('fields') or {}, 'masking.fields')
+    tables = []
+    for name, raw in tables_raw.items():
+        table, schema_text = _table(c, name, raw, base_dir, defaults, overrides)
+        tables.append(table)
+        schema_texts.append(schema_text)
+    _check_overrides_exist(c, overrides, tables)
+    consent_raw = c.mapping(root['consent'], 'consent', required=('registry', 'erasures'))
+    consent = ConsentConfig(
+        registry=resolve(base_dir, c.string(consent_raw['registry'], 'consent.registry')),
+        erasures=resolve(base_dir, c.string(consent_raw['erasures'], 'consent.erasures')))
+    out_raw = c.mapping(root['output'], 'output', required=('path', 'keys'), optional=('format',))
+    output = OutputConfig(
+        path=resolve(base_dir, c.string(out_raw['path'], 'output.path')),
+        format=c.choice(out_raw.get('format', 'parquet'), 'output.format', OUTPUT_FORMATS),
+        keys=resolve(base_dir, c.string(out_raw['keys'], 'output.keys')))
+    dl_raw = c.mapping(root.get('deadletter') or {}, 'deadletter', optional=('max_ratio',))
+    max_ratio = dl_raw.get('max_ratio', 0.05)
+    if not isinstance(max_ratio, (int, float)) or isinstance(max_ratio, bool) or \
+            not 0 <= max_ratio <= 1:
+        raise ConfigError(f'{source}: deadletter.max_ratio must be a number between 0 and 1, '
+                          f'got {max_ratio!r}')
+    digest = hashlib.sha256(json.dumps([text] + schema_texts, ensure_ascii=False)
+                            .encode('utf-8')).hexdigest()
+    return MigrationConfig(source=source, transfer=transfer, tables=tuple(tables),
+                           consent=consent, output=output,
+                           deadletter=DeadLetterConfig(float(max_ratio)), digest=digest)
+
+
+class _Checker:
+    """Type and key checks whose errors name the config file and the key."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def fail(self, key, message):
+        raise ConfigError(f'{self.source}: {key + ": " if key else ""}{message}')
+
+    def mapping(self, value, key, *, required=(), optional=None):
+        if not isinstance(value, dict):
+            self.fail(key, f'must be a mapping, got {type(value).__name__}')
+        missing = [k for k in required if k not in value]
+        if missing:
+            self.fail(key, f'missing {", ".join(missing)}')
+        if optional is not None:
+            allowed = tuple(required) + tuple(optional)
+            unknown = [k for k in value if k not in allowed]
+            if unknown:
+                self.fail(key, f'unknown key(s) {", ".join(map(str, unknown))}; allowed: '
+                               f'{", ".join(allowed)}')
+        return value
+
+    def string(self, value, key):
+        if not isinstance(value, str) or not value.strip():
+            self.fail(key, f'must be a non-empty string, got {value!r}')
+        return value
+
+    def choice(self, value, key, allowed):
+        if value not in allowed:
+            self.fail(key, f'{value!r} is not allowed; allowed: {", ".join(allowed)}')
+        return value
+
+
+def _transfer(c, raw):
+    t = c.mapping(raw, 'transfer', required=('seller', 'acquirer', 'purposes', 'source_region',
+                                             'destination_region'), optional=())
+    if not isinstance(t['purposes'], list) or not t['purposes']:
+        c.fail('transfer.purposes', 'must be a non-empty list of {name, legal_basis}')
+    purposes = []
+    for i, p in enumerate(t['purposes']):
+        key = f'transfer.purposes[{i}]'
+        p = c.mapping(p, key, required=('name', 'legal_basis'), optional=())
+        purposes.append(Purpose(c.string(p['name'], f'{key}.name'),
+                                c.choice(p['legal_basis'], f'{key}.legal_basis', LEGAL_BASES)))
+    names = [p.name for p in purposes]
+    if len(set(names)) != len(names):
+        c.fail('transfer.purposes', 'a purpose is listed twice')
+    return Transfer(seller=c.string(t['seller'], 'transfer.seller'),
+                    acquirer=c.string(t['acquirer'], 'transfer.acquirer'),
+                    purposes=tuple(purposes),
+                    source_region=c.string(t['source_region'], 'transfer.source_region'),
+                    destination_region=c.string(t['destination_region'],
+                                                'transfer.destination_region'))
+
+
+def _table(c, name, raw, base_dir, defaults, overrides):
+    key = f'tables.{name}'
+    t = c.mapping(raw, key, required=('path', 'schema'),
+                  optional=('format', 'encoding', 'subject_key'))
+    path = resolve(base_dir, c.string(t['path'], f'{key}.path'))
+    fmt = t.get('format') or _format_from_extension(c, path, key)
+    c.choice(fmt, f'{key}.format', FORMATS)
+    encoding = c.choice(t.get('encoding', 'utf-8'), f'{key}.encoding', ENCODINGS)
+    if fmt != 'csv' and 'encoding' in t:
+        c.fail(f'{key}.encoding', f'applies to text formats only, not {fmt}')
+    schema_path = resolve(base_dir, c.string(t['schema'], f'{key}.schema'))
+    schema_text = read_text(schema_path, what=f'schema of table {name}')
+    schema = parse_schema(schema_text, schema_path)
+    subject_key = t.get('subject_key', schema.subject_key)
+    if subject_key not in schema.field_names:
+        c.fail(f'{key}.subject_key', f'{subject_key!r} is not a field of {schema_path}; '
+                                     f'fields: {", ".join(schema.field_names)}')
+    for f in schema.fields:
+        if f.name.startswith('__'):
+            c.fail(key, f'field {f.name!r} in {schema_path}: names starting with "__" are '
+                        f'reserved')
+    rules = tuple(_rule(c, name, f, defaults, overrides) for f in schema.fields)
+    return TableConfig(name=name, path=path, format=fmt, encoding=encoding, schema=schema,
+                       subject_key=subject_key, rules=rules), schema_text
+
+
+def _format_from_extension(c, path, key):
+    ext = posixpath.splitext(path)[1].lower().lstrip('.')
+    if ext in FORMATS:
+        return ext
+    c.fail(f'{key}.format', f'not given and cannot be told from the file name; allowed: '
+                            f'{", ".join(FORMATS)}')
+
+
+def _rule(c, table, field: FieldSpec, defaults, overrides) -> FieldRule:
+    key = f'masking.fields.{table}.{field.name}'
+    if key[len('masking.fields.'):] in overrides:
+        spec = overrides[key[len('masking.fields.'):]]
+    elif field.classification == 'restricted':
+        spec = 'drop'  # C3 authentication data is never transferred, whatever the defaults say
+        key = f'masking.defaults.{field.classification}'
+    elif field.classification in defaults:
+        spec = defaults[field.classification]
+        key = f'masking.defaults.{field.classification}'
+    else:
+        c.fail('masking.defaults', f'no method for classification {field.classification!r} '
+                                   f'(needed by {table}.{field.name}); give one of the levels '
+                                   f'{", ".join(LEVELS)}')
+    if isinstance(spec, str):
+        method, params = spec, {}
+    elif isinstance(spec, dict) and 'method' in spec:
+        params = dict(spec)
+        method = params.pop('method')
+    else:
+        c.fail(key, 'must be a method name or a mapping with "method"')
+    return FieldRule(field=field, operator=make_operator(method, field, f'{c.source}: {key}',
+                                                         params))
+
+
+def _check_overrides_exist(c, overrides, tables):
+    known = {t.name: t.schema for t in tables}
+    for ref in overrides:
+        table, _, field = str(ref).partition('.')
+        if table not in known:
+            c.fail(f'masking.fields.{ref}', f'no table {table!r}; tables: {", ".join(known)}')
+        if field not in known[table].field_names:
+            c.fail(f'masking.fields.{ref}', f'no field {field!r} in table {table} '
+                                            f'({known[table].source}); fields: '
+                                            f'{", ".join(known[table].field_names)}')

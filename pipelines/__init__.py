@@ -1,0 +1,1 @@
+"""Entry points: each builds a Beam pipeline from a validated config."""

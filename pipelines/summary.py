@@ -1,0 +1,27 @@
+"""A short human summary of a finished run, printed by `novation run` and `novation demo`."""
+
+__all__ = ['print_summary']
+
+
+def print_summary(manifest: dict, run_dir: str = None, seconds: float = None, out=print):
+    totals = manifest['totals']
+    out(f'Run {manifest["run_id"]}: {manifest["transfer"]["seller"]} -> '
+        f'{manifest["transfer"]["acquirer"]}')
+    rate = f' in {seconds:.1f} s ({totals["rows_read"] / seconds:,.0f} rows/s)' \
+        if seconds else ''
+    out(f'  {totals["rows_read"]:,} rows read, {totals["rows_written"]:,} written '
+        f'(encrypted), {totals["rows_read"] - totals["rows_written"]:,} dead letters{rate}')
+    width = max(len(t) for t in manifest['tables'])
+    out(f'  {"table":<{width}}  {"read":>10}  {"written":>10}  dead letters by reason')
+    for name, t in manifest['tables'].items():
+        dead = ', '.join(f'{r} {n:,}' for r, n in t['dead_letters'].items()) or 'none'
+        out(f'  {name:<{width}}  {t["rows_read"]:>10,}  {t["rows_written"]:>10,}  {dead}')
+    suppressed = [f'{name} {t["sensitive_suppressed_rows"]:,}'
+                  for name, t in manifest['tables'].items() if t['sensitive_suppressed_rows']]
+    if suppressed:
+        out(f'  sensitive fields nulled (no separate consent): {", ".join(suppressed)} rows')
+    if run_dir:
+        out(f'  data:         {run_dir}/data/<table>/part-*.parquet (Parquet Modular Encryption)')
+        out(f'  dead letters: {run_dir}/deadletter/<table>/part-*.jsonl.enc '
+            f'(deadletter key only)')
+        out(f'  manifest:     {run_dir}/manifest.json (counts, crc32c, key ids)')

@@ -1,0 +1,30 @@
+"""Novation: lawful, encrypted migration of a customer book from a seller to an acquirer."""
+
+import setuptools
+
+REQUIRED = [
+    'apache-beam==2.77.0',
+    'pyarrow>=17,<26',
+    'tink==1.16.1',
+    'google-crc32c>=1.5',
+    'PyYAML>=6',
+    'numpy>=1.24',
+    'Faker>=30',
+]
+
+setuptools.setup(
+    name='novation',
+    version='0.1.0',
+    description='Lawful, encrypted migration of a customer book from a seller to an acquirer '
+                '(Apache Beam).',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.10',
+    packages=['pipelines', 'transforms', 'schemas', 'config'],
+    package_data={'schemas': ['*.avsc'], 'config': ['*.yaml']},
+    install_requires=REQUIRED,
+    extras_require={
+        'test': ['pytest>=8', 'hypothesis>=6.100', 'fastavro>=1.9'],
+    },
+    entry_points={'console_scripts': ['novation = pipelines.cli:main']},
+)

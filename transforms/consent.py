@@ -1,0 +1,155 @@
+"""Consent: decide once per customer from the registry and the erasure list, gate every table.
+
+``ConsentDecisions`` reads the consent registry and the erasure list inside the pipeline and
+produces one dict (subject -> Decision) used as a side input; ``ConsentGate`` applies it to a
+table's batches with one lookup per distinct customer of a batch.
+"""
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from transforms.batches import row_dicts
+from transforms.casting import cast_column
+from transforms.consent_rules import decide_all, default_decision
+from transforms.errors import InputError
+from transforms.masking import string_form
+from transforms.reasons import DeadLetter
+from schemas import FieldSpec
+
+__all__ = ['ConsentDecisions', 'ConsentGate']
+
+REGISTRY_FIELDS = (
+    FieldSpec('subject_id', 'string', False, 'personal'),
+    FieldSpec('purpose', 'string', False, 'internal'),
+    FieldSpec('granted', 'boolean', False, 'internal'),
+    FieldSpec('granted_at', 'timestamp', True, 'internal'),
+    FieldSpec('withdrawn_at', 'timestamp', True, 'internal'),
+    FieldSpec('sensitive_consent', 'boolean', False, 'internal'),
+    FieldSpec('cross_border_consent', 'boolean', False, 'internal'),
+)
+ERASURE_FIELDS = (
+    FieldSpec('subject_id', 'string', False, 'personal'),
+    FieldSpec('requested_at', 'timestamp', True, 'internal'),
+)
+
+
+class ConsentDecisions(beam.PTransform):
+    """A single-element PCollection: {'decisions': {subject: Decision}, 'default': Decision}."""
+
+    def __init__(self, consent, transfer):
+        super().__init__()
+        self._consent = consent
+        self._transfer = transfer
+
+    def expand(self, pbegin):
+        return (pbegin
+                | 'Start' >> beam.Create([None])
+                | 'Decide' >> beam.Map(_decide, self._consent, self._transfer))
+
+
+def _decide(_, consent, transfer):
+    registry = read_consent_file(consent.registry, REGISTRY_FIELDS, 'consent registry')
+    erasures = read_consent_file(consent.erasures, ERASURE_FIELDS, 'erasure list')
+    kwargs = dict(purposes=transfer.legal_bases, cross_border=transfer.cross_border)
+    return {'decisions': decide_all(registry.to_pylist(),
+                                    erasures.column('subject_id').to_pylist(), **kwargs),
+            'default': default_decision(**kwargs)}
+
+
+def read_consent_file(path, fields, what) -> pa.Table:
+    """Read a UTF-8 CSV with the given columns; any bad value is an error (fail closed)."""
+    from apache_beam.io.filesystems import FileSystems
+    names = [f.name for f in fields]
+    try:
+        with FileSystems.open(path) as f:
+            table = pa_csv.read_csv(f, convert_options=pa_csv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, include_columns=names))
+    except (pa.ArrowInvalid, KeyError):
+        raise InputError(f'{what} {path}: needs the columns {", ".join(names)}') from None
+    except OSError:
+        raise InputError(f'cannot read {what} {path}') from None
+    columns = []
+    for field in fields:
+        result = cast_column(table.column(field.name), field)
+        nulls = pc.sum(pc.is_null(result.values)).as_py() if not field.nullable else 0
+        if result.bad is not None or nulls:
+            row = int(np.flatnonzero(
+                result.bad.to_numpy(zero_copy_only=False) if result.bad is not None
+                else pc.is_null(result.values).to_numpy(zero_copy_only=False))[0]) + 1
+            raise InputError(f'{what} {path}: row {row}, column {field.name}: expected '
+                             f'{result.expected}')
+        columns.append(result.values)
+    return pa.table(columns, names=names)
+
+
+class ConsentGate(beam.PTransform):
+    """Refuse rows of customers who may not move; suppress sensitive fields without consent.
+
+    Outputs: ``rows`` (allowed batches), ``dead`` (refusals), ``suppressed`` one
+    ``(table, rows)`` count per batch of rows whose sensitive fields were nulled.
+    """
+    ROWS = 'rows'
+    DEAD = 'dead'
+    SUPPRESSED = 'suppressed'
+
+    def __init__(self, table, decisions):
+        super().__init__()
+        self._table = table
+        self._decisions = decisions
+
+    def expand(self, batches):
+        return batches | 'Gate' >> beam.ParDo(
+            _GateFn(self._table), beam.pvalue.AsSingleton(self._decisions)).with_outputs(
+                self.DEAD, self.SUPPRESSED, main=self.ROWS)
+
+
+def gate_batch(batch: pa.RecordBatch, table, decisions: dict):
+    """(allowed batch with sensitive fields suppressed, suppressed count, [DeadLetter])."""
+    encoded = pc.dictionary_encode(string_form(batch.column(table.subject_key)))
+    lookup, default = decisions['decisions'], decisions['default']
+    verdicts = [lookup.get(s, default) for s in encoded.dictionary.to_pylist()]
+    reasons = pa.array([v.reason for v in verdicts], type=pa.string()).take(encoded.indices)
+    sensitive_ok = pa.array([v.sensitive_ok for v in verdicts], type=pa.bool_()).take(
+        encoded.indices)
+    refused = pc.is_valid(reasons).to_numpy(zero_copy_only=False)
+    dead = []
+    if refused.any():
+        indices = np.flatnonzero(refused)
+        reason_of = reasons.to_pylist()
+        for i, (source, row, raw) in zip(indices, row_dicts(batch, indices)):
+            reason = reason_of[i]
+            dead.append(DeadLetter(
+                reason=reason, stage='consent', table=table.name, source_file=source, row=row,
+                subject=str(raw[table.subject_key]),
+                raw=None if reason == 'erasure_requested' else raw))
+        keep = pa.array(~refused)
+        batch, sensitive_ok = batch.filter(keep), sensitive_ok.filter(keep)
+    suppressed = 0
+    if table.sensitive_fields and batch.num_rows:
+        suppressed = batch.num_rows - pc.sum(sensitive_ok).as_py()
+        if suppressed:
+            columns = list(batch.columns)
+            for name in table.sensitive_fields:
+                i = batch.schema.get_field_index(name)
+                columns[i] = pc.if_else(sensitive_ok, columns[i],
+                                        pa.scalar(None, columns[i].type))
+            batch = pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+    return batch, suppressed, dead
+
+
+class _GateFn(beam.DoFn):
+    def __init__(self, table):
+        self._table = table
+
+    def process(self, batch, decisions):
+        allowed, suppressed, dead = gate_batch(batch, self._table, decisions)
+        if allowed.num_rows:
+            yield allowed
+        if suppressed:
+            yield beam.pvalue.TaggedOutput(ConsentGate.SUPPRESSED,
+                                           (self._table.name, suppressed))
+        for letter in dead:
+            yield beam.pvalue.TaggedOutput(ConsentGate.DEAD, letter)

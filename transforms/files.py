@@ -1,0 +1,55 @@
+"""Small helpers over Beam's filesystems so local paths and gs:// URIs are treated alike."""
+
+import posixpath
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.errors import NovationError
+
+__all__ = ['exists', 'join', 'read_bytes', 'read_text', 'resolve']
+
+
+def has_scheme(path: str) -> bool:
+    return '://' in path
+
+
+def resolve(base_dir: str, path: str) -> str:
+    """``path`` as given if absolute or a URI, else relative to ``base_dir``."""
+    if has_scheme(path) or path.startswith('/'):
+        return path
+    if has_scheme(base_dir):
+        return posixpath.normpath(posixpath.join(base_dir, path)).replace(':/', '://', 1)
+    return posixpath.normpath(posixpath.join(base_dir, path))
+
+
+def join(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts)
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def read_bytes(path: str, *, what: str = 'file') -> bytes:
+    """Read a whole (small) file; a missing file is a user error naming it."""
+    try:
+        with FileSystems.open(path) as f:
+            return f.read()
+    except Exception as e:  # Beam raises BeamIOError/IOError depending on the filesystem
+        raise NovationError(f'cannot read {what} {path}: {_reason(e)}') from None
+
+
+def read_text(path: str, *, what: str = 'file') -> str:
+    data = read_bytes(path, what=what)
+    try:
+        return data.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        raise NovationError(f'{what} {path} is not UTF-8 (first bad byte at offset {e.start})'
+                            ) from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    if 'No such file' in text or 'not found' in text.lower() or isinstance(exc, FileNotFoundError):
+        return 'no such file'
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,179 @@
+"""Commit: check every written file, prove conservation, write ``manifest.json`` last.
+
+Runs inside the pipeline after all writes are finalized (on Dataflow the launcher may detach).
+Each output file is read back: its bytes are checksummed (crc32c) and its rows counted after
+decryption, so the manifest vouches for files that really open with the keys. A run directory
+without ``manifest.json`` is incomplete.
+"""
+
+import datetime
+import json
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+import google_crc32c
+import pyarrow.parquet as pq
+
+from transforms.crypto import DATA_ROLES, cached_keyring, pme_decryption_properties
+from transforms.errors import DeadLetterLimitExceeded
+from transforms.reasons import DATA_QUALITY_REASONS, REASONS
+
+__all__ = ['MANIFEST_FILE', 'WriteManifest', 'build_manifest', 'relative_path']
+
+MANIFEST_FILE = 'manifest.json'
+MANIFEST_FORMAT = 'novation-manifest/1'
+_CHUNK = 4 << 20
+
+
+class WriteManifest(beam.PTransform):
+    """Takes ``counts`` (((kind, table, source, reason), n)) and ``files`` ((table, kind, path));
+    outputs the manifest dict once it is written."""
+
+    def __init__(self, run):
+        super().__init__()
+        self._run = run  # dict: run_id, run_dir, keys_path, config digest, transfer, ...
+
+    def expand(self, inputs):
+        counts = (inputs['counts']
+                  | 'SumCounts' >> beam.CombinePerKey(sum)
+                  | 'AllCounts' >> beam.combiners.ToList())
+        files = (inputs['files']
+                 | 'CheckFiles' >> beam.ParDo(_FileFactsFn(self._run))
+                 | 'AllFiles' >> beam.combiners.ToList())
+        return (inputs['files'].pipeline
+                | 'Start' >> beam.Create([None])
+                | 'Write' >> beam.Map(_write_manifest, self._run,
+                                      beam.pvalue.AsSingleton(counts),
+                                      beam.pvalue.AsSingleton(files)))
+
+
+def relative_path(run_dir: str, path: str) -> str:
+    prefix = run_dir.rstrip('/') + '/'
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
+class _FileFactsFn(beam.DoFn):
+    def __init__(self, run):
+        self._run = run
+
+    def process(self, item):
+        table, kind, path = item
+        checksum = google_crc32c.Checksum()
+        size = 0
+        with FileSystems.open(path) as f:
+            while True:
+                chunk = f.read(_CHUNK)
+                if not chunk:
+                    break
+                checksum.update(chunk)
+                size += len(chunk)
+        yield {'table': table, 'kind': kind,
+               'path': relative_path(self._run['run_dir'], path),
+               'rows': self._rows(kind, path), 'bytes': size,
+               'crc32c': checksum.digest().hex()}
+
+    def _rows(self, kind, path):
+        if kind == 'data':
+            keyring = cached_keyring(self._run['keys_path'], DATA_ROLES)
+            with FileSystems.open(path) as f:
+                return pq.ParquetFile(
+                    f, decryption_properties=pme_decryption_properties(keyring)
+                ).metadata.num_rows
+        from transforms.deadletter import deadletter_associated_data
+        keyring = cached_keyring(self._run['keys_path'], ('deadletter',))
+        with FileSystems.open(path) as f, keyring.streaming().new_decrypting_stream(
+                f, deadletter_associated_data(self._run['run_id'], table_of(path))) as s:
+            lines = 0
+            while True:
+                chunk = s.read(_CHUNK)
+                if not chunk:
+                    return lines
+                lines += chunk.count(b'\n')
+
+
+def table_of(path: str) -> str:
+    """Table name of an output file: .../<data|deadletter>/<table>/part-..."""
+    return path.rstrip('/').split('/')[-2]
+
+
+def _write_manifest(_, run, counts, files):
+    manifest = build_manifest(run, dict(counts), files)
+    tmp = FileSystems.join(run['run_dir'], MANIFEST_FILE + '.tmp')
+    with FileSystems.create(tmp) as f:
+        f.write(json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
+    FileSystems.rename([tmp], [FileSystems.join(run['run_dir'], MANIFEST_FILE)])
+    return manifest
+
+
+def build_manifest(run: dict, counts: dict, files: list) -> dict:
+    """Assemble and check the manifest (pure).
+
+    ``counts`` maps (kind, table, source, reason) to a count, kind in read|written|dead|
+    suppressed. Raises DeadLetterLimitExceeded above ``run['max_ratio']`` of bad data in a
+    table, and AssertionError if any count does not add up (a bug: nothing may be lost).
+    """
+    tables = {name: {'rows_read': 0, 'rows_written': 0, 'dead_letters': {},
+                     'sensitive_suppressed_rows': 0, 'files': [], 'deadletter_files': []}
+              for name in run['tables']}
+    sources = {}
+    for (kind, table, source, reason), n in sorted(counts.items()):
+        t = tables[table]
+        if kind == 'suppressed':
+            t['sensitive_suppressed_rows'] += n
+            continue
+        s = sources.setdefault((table, source), {'path': source, 'table': table, 'rows_read': 0,
+                                                 'rows_written': 0, 'dead_letters': {}})
+        if kind == 'read':
+            s['rows_read'] += n
+            t['rows_read'] += n
+        elif kind == 'written':
+            s['rows_written'] += n
+            t['rows_written'] += n
+        elif kind == 'dead':
+            s['dead_letters'][reason] = s['dead_letters'].get(reason, 0) + n
+            t['dead_letters'][reason] = t['dead_letters'].get(reason, 0) + n
+    for f in sorted(files, key=lambda f: f['path']):
+        entry = {k: f[k] for k in ('path', 'rows', 'bytes', 'crc32c')}
+        tables[f['table']]['files' if f['kind'] == 'data' else 'deadletter_files'].append(entry)
+    for s in sources.values():
+        dead = sum(s['dead_letters'].values())
+        assert s['rows_read'] == s['rows_written'] + dead, \
+            f'conservation violated for {s["path"]}: {s}'
+    for name, t in tables.items():
+        dead = sum(t['dead_letters'].values())
+        assert t['rows_read'] == t['rows_written'] + dead, f'conservation violated for {name}'
+        assert t['rows_written'] == sum(f['rows'] for f in t['files']), \
+            f'{name}: rows in the data files differ from the rows written'
+        assert dead == sum(f['rows'] for f in t['deadletter_files']), \
+            f'{name}: rows in the dead-letter files differ from the dead letters counted'
+        t['dead_letters'] = dict(sorted(t['dead_letters'].items()))
+        bad = sum(n for r, n in t['dead_letters'].items() if r in DATA_QUALITY_REASONS)
+        if t['rows_read'] and bad / t['rows_read'] > run['max_ratio']:
+            raise DeadLetterLimitExceeded(
+                f'table {name}: {bad} of {t["rows_read"]} rows ({bad / t["rows_read"]:.1%}) '
+                f'are malformed, missing required values or duplicates, above '
+                f'deadletter.max_ratio {run["max_ratio"]:.1%} in {run["config"]}; the run is '
+                f'aborted and has no manifest')
+    totals = {'rows_read': sum(t['rows_read'] for t in tables.values()),
+              'rows_written': sum(t['rows_written'] for t in tables.values()),
+              'dead_letters': {r: sum(t['dead_letters'].get(r, 0) for t in tables.values())
+                               for r in REASONS}}
+    return {
+        'format': MANIFEST_FORMAT,
+        'run_id': run['run_id'],
+        'completed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec='seconds'),
+        'config_sha256': run['config_sha256'],
+        'transfer': run['transfer'],
+        'keys': run['key_ids'],
+        'encryption': {
+            'data': 'Parquet Modular Encryption, AES_GCM_V1, 256-bit data keys, encrypted '
+                    'footer, master key per classification (data.*)',
+            'deadletter': 'JSON Lines in Tink streaming AEAD AES256_GCM_HKDF_1MB (deadletter)',
+        },
+        'conservation': 'rows_read = rows_written + sum(dead_letters), per table and per '
+                        'source file: verified',
+        'totals': totals,
+        'tables': tables,
+        'sources': sorted(sources.values(), key=lambda s: (s['table'], s['path'])),
+    }

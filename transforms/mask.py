@@ -1,0 +1,47 @@
+"""Mask: apply each field's masking operator to whole batches, keys built once per worker."""
+
+import apache_beam as beam
+import pyarrow as pa
+
+from transforms.batches import ROW, SOURCE
+from transforms.crypto import cached_keyring
+from transforms.masking import MaskContext, string_form
+
+__all__ = ['Mask', 'mask_batch']
+
+
+class Mask(beam.PTransform):
+    """Batches in the delivered schema (plus provenance), masked per the table's policy."""
+
+    def __init__(self, table, keys_path):
+        super().__init__()
+        self._table = table
+        self._keys_path = keys_path
+
+    def expand(self, batches):
+        return batches | 'Apply' >> beam.ParDo(_MaskFn(self._table, self._keys_path))
+
+
+def mask_batch(batch: pa.RecordBatch, table, keyed_ops) -> pa.RecordBatch:
+    ctx = MaskContext(keyed_ops=keyed_ops,
+                      subjects=string_form(batch.column(table.subject_key)))
+    delivered = table.delivered_schema
+    columns = [rule.operator.apply(batch.column(rule.field.name), ctx)
+               for rule in table.rules if rule.delivered]
+    return pa.RecordBatch.from_arrays(
+        columns + [batch.column(SOURCE), batch.column(ROW)],
+        schema=pa.schema(list(delivered) + [batch.schema.field(SOURCE),
+                                            batch.schema.field(ROW)]))
+
+
+class _MaskFn(beam.DoFn):
+    def __init__(self, table, keys_path):
+        self._table = table
+        self._keys_path = keys_path
+        self._ops = None
+
+    def setup(self):
+        self._ops = cached_keyring(self._keys_path, ('pseudonym', 'token')).keyed_ops()
+
+    def process(self, batch):
+        yield mask_batch(batch, self._table, self._ops)
