@@ -16,17 +16,21 @@ import sys
 __all__ = ['main']
 
 
-class _QuietBeamImports(logging.Filter):
-    """Drop Beam's import-time warning about optional GCP client libraries we do not use."""
+class _CleanLogs(logging.Filter):
+    """Keep stderr for the user: drop Beam's import-time warning about optional GCP client
+    libraries we do not use, and Beam's traceback of a user error we report in one line."""
 
     def filter(self, record):
+        from transforms.errors import NovationError
+        if record.exc_info and isinstance(record.exc_info[1], NovationError):
+            return False
         return 'apitools not found' not in record.getMessage()
 
 
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter('novation: %(message)s'))
-    handler.addFilter(_QuietBeamImports())
+    handler.addFilter(_CleanLogs())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

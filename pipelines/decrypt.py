@@ -54,7 +54,7 @@ def read_table(run_dir: str, *, keys: str, table: str) -> pa.Table:
         data = _verified_bytes(run_dir, f)
         try:
             parts.append(pq.read_table(pa.BufferReader(data), decryption_properties=props))
-        except (OSError, pa.ArrowException):
+        except (OSError, pa.ArrowException, NovationError):
             raise NovationError(f'{f["path"]} cannot be decrypted with the data keys in {keys}'
                                 ) from None
     return pa.concat_tables(parts) if parts else pa.table({})

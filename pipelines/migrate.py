@@ -167,8 +167,6 @@ def run(argv=None) -> RunResult:
     try:
         with beam.Pipeline(runner=runner, options=options) as pipeline:
             build_pipeline(pipeline, config, run_info)
-    except NovationError:
-        raise
     except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
         raise unwrap_error(e) from None
     manifest_path = join(run_info['run_dir'], MANIFEST_FILE)

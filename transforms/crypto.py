@@ -206,10 +206,11 @@ def load_keyring(path: str, roles: Sequence[str] = tuple(ROLES)) -> Keyring:
                                f'{", ".join(sorted(keysets)) or "none"}')
         keyset_path = join(path, keysets[role])
         try:
-            handles[role] = tink.json_proto_keyset_format.parse(
-                read_text(keyset_path, what=f'{role} keyset'), secret_key_access.TOKEN)
-        except KeyringError:
-            raise
+            text = read_text(keyset_path, what=f'{role} keyset')
+        except NovationError as e:
+            raise KeyringError(str(e)) from None
+        try:
+            handles[role] = tink.json_proto_keyset_format.parse(text, secret_key_access.TOKEN)
         except Exception:  # Tink's messages may quote the keyset; ours names the file only
             raise KeyringError(f'{keyset_path}: not a valid Tink keyset for role {role!r}'
                                ) from None
@@ -270,8 +271,12 @@ class _TinkKmsClient(pe.KmsClient):
         return base64.b64encode(ct).decode('ascii')
 
     def unwrap_key(self, wrapped_key, master_key_identifier):
-        return self._aead(master_key_identifier).decrypt(
-            base64.b64decode(wrapped_key), b'novation-pme/' + master_key_identifier.encode())
+        try:
+            return self._aead(master_key_identifier).decrypt(
+                base64.b64decode(wrapped_key), b'novation-pme/' + master_key_identifier.encode())
+        except tink.TinkError:
+            raise KeyringError(f'the {master_key_identifier} key in {self._keyring.path} does '
+                               f'not open this file (wrong keyring or a tampered file)') from None
 
 
 def _crypto_factory(keyring: Keyring) -> pe.CryptoFactory:

@@ -1,0 +1,50 @@
+"""Shared fixtures: one demo run per test session (small, deterministic), fresh keyrings."""
+
+import os
+import shutil
+
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTVECTORS = os.path.join(os.path.dirname(ROOT), 'shared', 'testvectors')
+DEMO_CUSTOMERS = 2000
+
+
+def local_pipeline():
+    """A TestPipeline on the in-process runner (no Prism download attempt)."""
+    return TestPipeline(runner=FnApiRunner())
+
+
+@pytest.fixture(scope='session')
+def keys_dir(tmp_path_factory):
+    from transforms.crypto import init_keyring
+    path = str(tmp_path_factory.mktemp('keys') / 'keyring')
+    init_keyring(path)
+    return path
+
+
+@pytest.fixture(scope='session')
+def demo_run(tmp_path_factory):
+    """The demo, prepared and migrated once: (workdir, planted truth, RunResult)."""
+    from pipelines.demo import prepare_demo
+    from pipelines.migrate import run
+    workdir = str(tmp_path_factory.mktemp('demo'))
+    config, planted = prepare_demo(workdir, customers=DEMO_CUSTOMERS, seed=7)
+    result = run(['--config', config])
+    return workdir, planted, result
+
+
+@pytest.fixture
+def demo_copy(tmp_path):
+    """A fresh small demo workdir (exports, schemas, config, keys) without a run."""
+    from pipelines.demo import prepare_demo
+    workdir = str(tmp_path / 'demo')
+    config, planted = prepare_demo(workdir, customers=200, seed=11)
+    return workdir, config, planted
+
+
+def copy_tree(src, dst):
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,223 @@
+"""`run(argv)` / `novation` end to end on temporary directories, outputs read back."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.decrypt import read_deadletters, read_table
+from pipelines.migrate import run
+from transforms.crypto import init_keyring, load_keyring
+from transforms.errors import KeyringError, NovationError
+
+from conftest import DEMO_CUSTOMERS
+
+
+def output_files(run_dir):
+    for root, _, names in os.walk(run_dir):
+        for name in names:
+            yield os.path.join(root, name)
+
+
+def test_manifest_shape_and_conservation(demo_run):
+    workdir, planted, result = demo_run
+    m = result.manifest
+    assert set(m) >= {'run_id', 'tables', 'sources', 'keys', 'config_sha256'}
+    assert os.path.basename(result.run_dir) == m['run_id']
+    assert m['tables']['customers']['rows_read'] == DEMO_CUSTOMERS
+    assert m['tables']['contracts']['rows_read'] == planted.contracts
+    for name, t in m['tables'].items():
+        assert t['rows_read'] == t['rows_written'] + sum(t['dead_letters'].values())
+        assert t['rows_written'] == sum(f['rows'] for f in t['files'])
+        for f in t['files'] + t['deadletter_files']:
+            assert set(f) == {'path', 'rows', 'bytes', 'crc32c'}
+            assert os.path.getsize(os.path.join(result.run_dir, f['path'])) == f['bytes']
+    assert len(m['sources']) == 2
+    for s in m['sources']:
+        assert s['rows_read'] == s['rows_written'] + sum(s['dead_letters'].values())
+    # key ids only: every value in "keys" is an id, never material
+    for role, info in m['keys'].items():
+        assert isinstance(info['primary'], int) and all(isinstance(k, int) for k in info['keys'])
+
+
+def test_no_personal_value_in_any_output_byte(demo_run):
+    workdir, planted, result = demo_run
+    blobs = {path: open(path, 'rb').read() for path in output_files(result.run_dir)}
+    assert any(p.endswith('manifest.json') for p in blobs)
+    digits = re.compile(rb'\d{11,19}X?')
+    secrets = {k: {v.encode('utf-8') for v in vs} for k, vs in planted.secrets.items()}
+    numeric = secrets['national_id'] | secrets['mobile'] | secrets['bank_card']
+    for path, data in blobs.items():
+        for run_ in digits.findall(data):
+            windows = {run_[i:i + n] for n in (11, 16, 18) for i in range(len(run_) - n + 1)}
+            assert not windows & numeric, f'a personal number appears in {path}'
+        for kind in ('email', 'name'):
+            leaked = [v for v in secrets[kind] if v in data]
+            assert not leaked, f'{len(leaked)} {kind} values appear in {path}'
+
+
+def test_delivered_values_are_masked_and_join(demo_run):
+    workdir, planted, result = demo_run
+    keys = os.path.join(workdir, 'keys')
+    customers = read_table(result.run_dir, keys=keys, table='customers').to_pylist()
+    contracts = read_table(result.run_dir, keys=keys, table='contracts').to_pylist()
+    names = set(planted.secrets['name'])
+    ids = set(planted.secrets['national_id'])
+    for c in customers:
+        assert re.fullmatch(r'[0-9a-f]{32}', c['customer_id'])
+        assert re.fullmatch(r'[0-9a-f]{32}', c['email'])
+        assert c['name'] not in names and re.fullmatch(r'\w\*+', c['name'])
+        assert re.fullmatch(r'1\d\d\*{4}\d{4}', c['mobile'])
+        assert c['national_id'] is None or (c['national_id'] not in ids and
+                                            re.fullmatch(r'[A-Za-z0-9_-]{40,}',
+                                                         c['national_id']))
+        assert re.fullmatch(r'(19|20)\d\d', c['birth_date'])
+        assert re.fullmatch(r'\[\d+,\d+\)', c['monthly_income'] or '[0,1)')
+        assert c['remarks'] is None
+        assert 'login_password_hash' not in c
+    for k in contracts:
+        assert re.fullmatch(r'\w\w\*{5}', k['vehicle_plate'])
+    # the pseudonymous customer_id still joins contracts to customers
+    customer_ids = {c['customer_id'] for c in customers}
+    joined = [k for k in contracts if k['customer_id'] in customer_ids]
+    assert len(joined) > 0.9 * len(contracts)
+
+
+def test_each_planted_case_lands_under_its_reason(demo_run):
+    workdir, planted, result = demo_run
+    keys = os.path.join(workdir, 'keys')
+    ops = load_keyring(keys).keyed_ops()
+
+    def pseudonym(customer):
+        return ops.pseudonyms('customer_id', [customer.encode()])[0]
+
+    letters = read_deadletters(result.run_dir, keys=keys, table='customers')
+    by_subject = {}
+    for d in letters:
+        by_subject.setdefault(d['subject_id'], set()).add(d['reason'])
+    for reason in ('erasure_requested', 'consent_withdrawn', 'no_consent',
+                   'no_cross_border_consent'):
+        for customer in getattr(planted, reason):
+            assert by_subject.get(pseudonym(customer)) == {reason}, (reason, customer)
+    rows = {(d['row'], d['reason']) for d in letters if d['stage'] != 'consent'}
+    assert rows == {(r, reason) for r, reason in planted.bad_rows['customers'].items()}
+    erased = [d for d in letters if d['reason'] == 'erasure_requested']
+    assert erased and all(d['raw'] is None for d in erased)
+    contract_rows = {(d['row'], d['reason']) for d in read_deadletters(
+        result.run_dir, keys=keys, table='contracts') if d['stage'] != 'consent'}
+    assert contract_rows == set(planted.bad_rows['contracts'].items())
+    assert result.manifest['tables']['customers']['sensitive_suppressed_rows'] == len(
+        planted.no_sensitive_consent - {c for c in planted.no_sensitive_consent
+                                        if pseudonym(c) in by_subject})
+
+
+def test_dead_letters_need_the_deadletter_key(demo_run, tmp_path):
+    workdir, planted, result = demo_run
+    keys = os.path.join(workdir, 'keys')
+    # a keyring that names a data key as its dead-letter key is refused as such
+    forged = str(tmp_path / 'forged')
+    shutil.copytree(keys, forged)
+    ring = json.load(open(os.path.join(forged, 'keyring.json')))
+    ring['keysets']['deadletter'] = ring['keysets']['data.personal']
+    json.dump(ring, open(os.path.join(forged, 'keyring.json'), 'w'))
+    with pytest.raises(KeyringError, match='not a StreamingAead keyset'):
+        read_deadletters(result.run_dir, keys=forged, table='customers')
+    # another keyring's dead-letter key does not open them either
+    other = str(tmp_path / 'other')
+    init_keyring(other)
+    with pytest.raises(NovationError, match='cannot be decrypted with the deadletter key'):
+        read_deadletters(result.run_dir, keys=other, table='customers')
+    with pytest.raises(NovationError, match='cannot be decrypted with the data keys'):
+        read_table(result.run_dir, keys=other, table='customers')
+
+
+def test_a_changed_file_is_caught_by_the_manifest(demo_run, tmp_path):
+    workdir, _, result = demo_run
+    copy = str(tmp_path / 'run')
+    shutil.copytree(result.run_dir, copy)
+    entry = result.manifest['tables']['customers']['files'][0]
+    path = os.path.join(copy, entry['path'])
+    data = bytearray(open(path, 'rb').read())
+    data[100] ^= 1
+    open(path, 'wb').write(bytes(data))
+    with pytest.raises(NovationError, match='does not match the manifest'):
+        read_table(copy, keys=os.path.join(workdir, 'keys'), table='customers')
+
+
+def test_every_run_gets_a_new_directory(demo_copy):
+    workdir, config, _ = demo_copy
+    first = run(['--config', config])
+    second = run(['--config', config])
+    assert first.run_dir != second.run_dir
+    assert first.manifest['tables']['customers']['rows_read'] == 200
+    with pytest.raises(NovationError, match='already exists'):
+        run(['--config', config, '--run-id', first.manifest['run_id']])
+
+
+def novation(*args, cwd=None):
+    return subprocess.run([sys.executable, '-m', 'pipelines.cli', *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize('setup, message', [
+    (lambda w: os.remove(os.path.join(w, 'keys', 'keyring.json')), 'no keyring at'),
+    (lambda w: os.remove(os.path.join(w, 'keys', 'token.cleartext.json')),
+     'cannot read token keyset'),
+    (lambda w: os.remove(os.path.join(w, 'exports', 'customers.csv')),
+     'tables.customers.path: no file matches'),
+    (lambda w: os.remove(os.path.join(w, 'exports', 'erasure_requests.csv')),
+     'consent.erasures: no such file'),
+    (lambda w: open(os.path.join(w, 'demo.yaml'), 'a').write('\nextra: 1\n'),
+     'unknown key(s) extra'),
+])
+def test_bad_input_gives_one_line_and_no_traceback(demo_copy, setup, message):
+    workdir, config, _ = demo_copy
+    setup(workdir)
+    proc = novation('run', '--config', config)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith('novation: error: ') and message in proc.stderr
+    assert 'Traceback' not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(os.path.join(workdir, 'out'))  # failed before any output
+
+
+def test_an_input_file_with_unclassified_columns_is_refused(demo_copy):
+    workdir, config, _ = demo_copy
+    path = os.path.join(workdir, 'exports', 'contracts.parquet')
+    table = pq.read_table(path)
+    pq.write_table(table.append_column('wechat_id', table.column('contract_id')), path)
+    proc = novation('run', '--config', config)
+    assert proc.returncode == 2, proc.stderr
+    assert 'column(s) not in the schema (unclassified): wechat_id' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_dead_letter_limit_aborts_without_a_manifest(demo_copy):
+    workdir, config, _ = demo_copy
+    text = open(config).read().replace('max_ratio: 0.05', 'max_ratio: 0.001')
+    open(config, 'w').write(text)
+    proc = novation('run', '--config', config)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.startswith('novation: aborted: table customers:')
+    assert 'Traceback' not in proc.stderr
+    runs = os.listdir(os.path.join(workdir, 'out'))
+    assert len(runs) == 1
+    assert not os.path.exists(os.path.join(workdir, 'out', runs[0], 'manifest.json'))
+
+
+def test_demo_command_prints_the_run_directory_last(tmp_path):
+    proc = novation('demo', '--workdir', str(tmp_path / 'w'), '--customers', '300')
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert os.path.exists(os.path.join(last, 'manifest.json'))
+    assert 'rows read' in proc.stdout
+    assert proc.stderr == '', proc.stderr  # clean logs: no runner fallback, no warnings
+    out = tmp_path / 'customers.csv'
+    proc = novation('decrypt', last, '--keys', str(tmp_path / 'w' / 'keys'), '--table',
+                    'customers', '--out', str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text(encoding='utf-8').startswith('"customer_id"')

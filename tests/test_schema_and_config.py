@@ -1,0 +1,151 @@
+"""Every schema and config rule fails before any data is read, naming file, key and values."""
+
+import copy
+import json
+import os
+
+import pytest
+import yaml
+
+from config import load_config, parse_config
+from schemas import parse_schema
+from transforms.errors import ConfigError, NovationError, SchemaError
+
+from conftest import ROOT
+
+SCHEMA = {'type': 'record', 'name': 't', 'subject_key': 'id', 'fields': [
+    {'name': 'id', 'type': 'string', 'classification': 'personal', 'category': 'customer_id'},
+    {'name': 'born', 'type': {'type': 'int', 'logicalType': 'date'},
+     'classification': 'personal'},
+]}
+
+
+def schema_with(**field_changes):
+    doc = copy.deepcopy(SCHEMA)
+    doc['fields'][1].update(field_changes)
+    doc['fields'][1] = {k: v for k, v in doc['fields'][1].items() if v is not None}
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize('text, message', [
+    (schema_with(classification=None),
+     "t.avsc: field 'born' has no \"classification\"; every field must be classified as one "
+     "of public, internal, personal, sensitive, restricted"),
+    (schema_with(classification='secret'),
+     "t.avsc: field 'born': classification 'secret' is not a level; allowed: public, internal, "
+     "personal, sensitive, restricted"),
+    (schema_with(category='blood_type'), "t.avsc: field 'born': category 'blood_type' is "
+                                         "unknown; allowed: address, amount"),
+    (schema_with(category='cn_resident_id'), "category 'cn_resident_id' must be classified "
+                                             "'sensitive' or higher, not 'personal'"),
+    (schema_with(type='uuid'), "t.avsc: field 'born': type 'uuid' is not supported"),
+    (json.dumps({**SCHEMA, 'subject_key': 'nope'}), '"subject_key" must name one of the '
+                                                    'fields (born, id)'),
+    ('{"type": "record", ', 't.avsc: not valid JSON'),
+])
+def test_schema_errors(text, message):
+    with pytest.raises(SchemaError) as e:
+        parse_schema(text, 't.avsc')
+    assert message in str(e.value)
+
+
+def test_bundled_schemas_load():
+    for name in ('customers', 'contracts'):
+        with open(os.path.join(ROOT, 'schemas', f'{name}.avsc'), encoding='utf-8') as f:
+            schema = parse_schema(f.read(), name)
+        assert schema.subject_key == 'customer_id'
+
+
+@pytest.fixture
+def demo_doc():
+    with open(os.path.join(ROOT, 'config', 'demo.yaml'), encoding='utf-8') as f:
+        return yaml.safe_load(f)
+
+
+def parse(doc):
+    # Schemas are resolved from the repository so no data or generated files are needed.
+    return parse_config(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), 'demo.yaml',
+                        ROOT)
+
+
+def test_demo_config_is_valid(demo_doc):
+    config = parse(demo_doc)
+    assert [t.name for t in config.tables] == ['customers', 'contracts']
+    assert config.transfer.cross_border
+    customers = config.table('customers')
+    assert customers.rule('login_password_hash').operator.name == 'drop'
+    assert 'login_password_hash' not in customers.delivered_schema.names
+    assert customers.rule('national_id').operator.name == 'tokenize'
+
+
+def change(doc, dotted, value):
+    # masking.fields keys are TABLE.FIELD: keep them whole
+    head, _, rest = dotted.partition('masking.fields.')
+    keys = ['masking', 'fields', rest] if rest else dotted.split('.')
+    target = doc
+    for k in keys[:-1]:
+        target = target[k]
+    if value is None:
+        del target[keys[-1]]
+    else:
+        target[keys[-1]] = value
+    return doc
+
+
+@pytest.mark.parametrize('dotted, value, message', [
+    ('transfer', None, 'demo.yaml: missing transfer'),
+    ('transfer.purposes', [{'name': 'x', 'legal_basis': 'interest'}],
+     "transfer.purposes[0].legal_basis: 'interest' is not allowed; allowed: consent, contract"),
+    ('tables.customers.format', 'xlsx',
+     "tables.customers.format: 'xlsx' is not allowed; allowed: csv, parquet"),
+    ('tables.customers.encoding', 'big5',
+     "tables.customers.encoding: 'big5' is not allowed; allowed: utf-8, utf-8-sig, gbk, gb18030"),
+    ('tables.customers.colour', 'red', 'tables.customers: unknown key(s) colour; allowed: path, '
+                                       'schema, format, encoding, subject_key'),
+    ('tables.customers.subject_key', 'nobody', "tables.customers.subject_key: 'nobody' is not a "
+                                               "field of"),
+    ('masking.defaults.personal', 'keep_everything', "masking.defaults.personal: unknown "
+                                                     "masking method 'keep_everything'"),
+    ('masking.defaults.sensitive', 'keep', "masking.defaults.sensitive: method 'keep' is not "
+                                           "allowed for 'national_id', a sensitive field"),
+    ('masking.fields.customers.login_password_hash', 'hash',
+     "masking.fields.customers.login_password_hash: method 'hash' is not allowed for "
+     "'login_password_hash', a restricted field; allowed: drop"),
+    ('masking.fields.customers.nmae', 'keep', "masking.fields.customers.nmae: no field 'nmae' "
+                                              "in table customers"),
+    ('masking.fields.clients.name', 'keep', "masking.fields.clients.name: no table 'clients'; "
+                                            "tables: customers, contracts"),
+    ('output.format', 'orc', "output.format: 'orc' is not allowed; allowed: parquet"),
+    ('deadletter.max_ratio', 2, 'deadletter.max_ratio must be a number between 0 and 1'),
+])
+def test_config_errors(demo_doc, dotted, value, message):
+    with pytest.raises(ConfigError) as e:
+        parse(change(demo_doc, dotted, value))
+    assert message in str(e.value)
+    assert str(e.value).startswith('demo.yaml: ')
+
+
+def test_missing_default_for_a_level_is_an_error(demo_doc):
+    del demo_doc['masking']['defaults']['internal']
+    with pytest.raises(ConfigError) as e:
+        parse(demo_doc)
+    assert "no method for classification 'internal'" in str(e.value)
+
+
+def test_invalid_yaml_names_the_line():
+    with pytest.raises(ConfigError) as e:
+        parse_config('transfer: [unclosed\n', 'bad.yaml', ROOT)
+    assert str(e.value).startswith('bad.yaml: not valid YAML at line')
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(NovationError) as e:
+        load_config(str(tmp_path / 'nope.yaml'))
+    assert 'cannot read config' in str(e.value) and 'nope.yaml' in str(e.value)
+
+
+def test_missing_schema_file(demo_doc):
+    demo_doc['tables']['customers']['schema'] = 'schemas/missing.avsc'
+    with pytest.raises(NovationError) as e:
+        parse(demo_doc)
+    assert 'cannot read schema of table customers' in str(e.value)

@@ -1,0 +1,208 @@
+"""Composites with TestPipeline + assert_that on every output; DoFn logic called directly."""
+
+import dataclasses
+import datetime
+import decimal
+import io
+import os
+
+import apache_beam as beam
+from apache_beam.testing.util import assert_that, equal_to
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from config import load_config
+from transforms.batches import ROW, SOURCE, with_provenance
+from transforms.conform import conform_batch
+from transforms.consent import ConsentDecisions, ConsentGate
+from transforms.consent_rules import Decision
+from transforms.crypto import load_keyring, pme_decryption_properties
+from transforms.deadletter import seal
+from transforms.errors import DeadLetterLimitExceeded
+from transforms.manifest import build_manifest
+from transforms.mask import mask_batch
+from transforms.read import ReadTable
+from transforms.reasons import DeadLetter
+from transforms.write import WriteTable
+
+from conftest import local_pipeline
+
+
+@pytest.fixture
+def config(demo_copy):
+    return load_config(demo_copy[1])
+
+
+def rows_of(pcoll, label):
+    return (pcoll | f'{label}Rows' >> beam.Map(lambda b: b.num_rows)
+            | f'{label}Sum' >> beam.CombineGlobally(sum))
+
+
+def test_read_table_keeps_row_numbers_and_dead_letters_broken_rows(config, tmp_path):
+    table = config.table('customers')
+    header = ','.join(table.schema.field_names)
+    good = ['C1,张三,M' + ',' * 18, 'C3,李四,F' + ',' * 18]
+    broken = 'C2,王五,F,only,five'
+    path = tmp_path / 'c.csv'
+    path.write_bytes('\n'.join([header, good[0], broken, good[1]]).encode('gbk') + b'\n')
+    table = dataclasses.replace(table, path=str(path))
+    with local_pipeline() as p:
+        out = p | ReadTable(table)
+        assert_that(out[ReadTable.ROWS] | beam.FlatMap(lambda b: b.column(ROW).to_pylist()),
+                    equal_to([1, 3]), label='rows')
+        assert_that(out[ReadTable.DEAD] | beam.Map(
+            lambda d: (d.reason, d.stage, d.row, d.problem, d.subject)),
+            equal_to([('malformed', 'read', 2, 'expected 21 columns, found 5', 'C2')]),
+            label='dead')
+        assert_that(out[ReadTable.SOURCES], equal_to([('customers', str(path), 3)]),
+                    label='sources')
+
+
+def text_batch(table, rows):
+    names = table.schema.field_names
+    columns = {n: [r.get(n, '') for r in rows] for n in names}
+    batch = pa.RecordBatch.from_pydict(columns, schema=pa.schema([(n, pa.string())
+                                                                  for n in names]))
+    return with_provenance(batch, 'src.csv', np.arange(1, len(rows) + 1))
+
+
+GOOD = {'customer_id': 'C1', 'birth_date': '1990-01-02', 'monthly_income': '8000.50',
+        'created_at': '2020-01-01 08:00:00', 'mobile': '13812345678'}
+
+
+def test_conform_casts_and_refuses_bad_rows_without_values(config):
+    table = config.table('customers')
+    batch = text_batch(table, [GOOD, {**GOOD, 'customer_id': 'C2', 'birth_date': '1990-02-30',
+                                      'monthly_income': '五千'},
+                               {**GOOD, 'customer_id': 'C3', 'created_at': ''}])
+    typed, dead = conform_batch(batch, table)
+    assert typed.num_rows == 1
+    assert typed.column('birth_date').to_pylist() == [datetime.date(1990, 1, 2)]
+    assert typed.column('monthly_income').to_pylist() == [decimal.Decimal('8000.50')]
+    assert [(d.reason, d.row, d.field, d.subject) for d in dead] == [
+        ('malformed', 2, 'birth_date, monthly_income', 'C2'),
+        ('missing_required', 3, 'created_at', 'C3')]
+    for d in dead:
+        assert '1990-02-30' not in d.problem and '五千' not in d.problem
+        assert d.raw['mobile'] == '13812345678'  # kept only for the encrypted dead letter
+
+
+def decisions_for(**reasons):
+    return {'decisions': {s: Decision(r, r is None and s != 'NOSENS')
+                          for s, r in reasons.items()},
+            'default': Decision('no_consent', False)}
+
+
+def test_consent_gate_refuses_suppresses_and_counts(config):
+    table = config.table('customers')
+    typed, _ = conform_batch(text_batch(table, [
+        {**GOOD, 'customer_id': c, 'national_id': '11010519491231002X'}
+        for c in ('OK', 'NOSENS', 'ERASED', 'GONE', 'UNKNOWN')]), table)
+    decisions = decisions_for(OK=None, NOSENS=None, ERASED='erasure_requested',
+                              GONE='consent_withdrawn')
+    with local_pipeline() as p:
+        d = p | 'Decisions' >> beam.Create([decisions])
+        out = p | beam.Create([typed]) | ConsentGate(table, d)
+        assert_that(out[ConsentGate.ROWS] | beam.FlatMap(
+            lambda b: list(zip(b.column('customer_id').to_pylist(),
+                               b.column('national_id').to_pylist()))),
+            equal_to([('OK', '11010519491231002X'), ('NOSENS', None)]), label='rows')
+        assert_that(out[ConsentGate.DEAD] | beam.Map(
+            lambda l: (l.subject, l.reason, l.raw is None)),
+            equal_to([('ERASED', 'erasure_requested', True),
+                      ('GONE', 'consent_withdrawn', False),
+                      ('UNKNOWN', 'no_consent', False)]), label='dead')
+        assert_that(out[ConsentGate.SUPPRESSED], equal_to([('customers', 1)]),
+                    label='suppressed')
+
+
+def test_consent_decisions_read_inside_the_pipeline(config, demo_copy):
+    _, _, planted = demo_copy
+    erased = sorted(planted.erasure_requested)[0]
+    withdrawn = sorted(planted.consent_withdrawn)[0]
+    with local_pipeline() as p:
+        d = p | ConsentDecisions(config.consent, config.transfer)
+        assert_that(d | beam.Map(lambda x: (x['decisions'][erased].reason,
+                                            x['decisions'][withdrawn].reason,
+                                            x['default'].reason)),
+                    equal_to([('erasure_requested', 'consent_withdrawn', 'no_consent')]))
+
+
+def test_mask_batch_follows_the_policy(config, keys_dir):
+    table = config.table('customers')
+    typed, _ = conform_batch(text_batch(table, [{**GOOD, 'name': '张三丰',
+                                                 'login_password_hash': 'secret'}]), table)
+    ops = load_keyring(keys_dir).keyed_ops()
+    out = mask_batch(typed, table, ops).to_pylist()[0]
+    assert out['name'] == '张**' and out['mobile'] == '138****5678'
+    assert out['birth_date'] == '1990' and out['monthly_income'] == '[5000,10000)'
+    assert 'login_password_hash' not in out
+    assert out['customer_id'] == ops.pseudonyms('customer_id', [b'C1'])[0]
+    assert out[SOURCE] == 'src.csv' and out[ROW] == 1
+
+
+def test_seal_drops_the_raw_row_of_erased_customers_whatever_the_stage():
+    letter = DeadLetter('malformed', 'conform', 'customers', 'a.csv', 7, field='birth_date',
+                        problem='expected a date', subject='ERASED', raw={'name': '张三'})
+    sealed = seal(letter, decisions_for(ERASED='erasure_requested'), lambda s: 'p-' + s[::-1])
+    assert sealed == {'reason': 'erasure_requested', 'stage': 'consent', 'table': 'customers',
+                      'source_file': 'a.csv', 'row': 7, 'field': None, 'problem': None,
+                      'subject_id': 'p-DESARE', 'raw': None}
+    kept = seal(dataclasses.replace(letter, subject='OK'), decisions_for(OK=None), str.lower)
+    assert kept['reason'] == 'malformed' and kept['raw'] == {'name': '张三'}
+
+
+def test_write_table_encrypts_and_counts_by_source(config, keys_dir, tmp_path):
+    table = config.table('customers')
+    typed, _ = conform_batch(text_batch(table, [GOOD, {**GOOD, 'customer_id': 'C2'}]), table)
+    masked = mask_batch(typed, table, load_keyring(keys_dir).keyed_ops())
+    run_dir = str(tmp_path / 'run')
+    with local_pipeline() as p:
+        out = p | beam.Create([masked]) | WriteTable(table, run_dir, keys_dir)
+        assert_that(out[WriteTable.WRITTEN], equal_to([(('customers', 'src.csv'), 2)]),
+                    label='written')
+        assert_that(out[WriteTable.FILES] | beam.Map(os.path.basename),
+                    equal_to(['part-00000-of-00001.parquet']), label='files')
+    path = os.path.join(run_dir, 'data', 'customers', 'part-00000-of-00001.parquet')
+    with pytest.raises(OSError):
+        pq.read_table(path)  # no keys, no data: the footer itself is encrypted
+    props = pme_decryption_properties(load_keyring(keys_dir))
+    back = pq.read_table(path, decryption_properties=props)
+    assert back.num_rows == 2 and back.schema.names == table.delivered_schema.names
+    with open(path, 'rb') as f:
+        data = f.read()
+    assert data[:4] == data[-4:] == b'PARE'  # Parquet magic for an encrypted footer
+
+
+RUN = {'run_id': 'r', 'config_sha256': 'x', 'transfer': {}, 'key_ids': {}, 'tables': ['t'],
+       'max_ratio': 0.1, 'config': 'c.yaml'}
+
+
+def facts(read=10, written=8, dead=(('no_consent', 2),)):
+    counts = {('read', 't', 's', ''): read, ('written', 't', 's', ''): written}
+    counts.update({('dead', 't', 's', r): n for r, n in dead})
+    files = [{'table': 't', 'kind': 'data', 'path': 'data/t/p', 'rows': written, 'bytes': 1,
+              'crc32c': '00'},
+             {'table': 't', 'kind': 'deadletter', 'path': 'deadletter/t/p',
+              'rows': sum(n for _, n in dead), 'bytes': 1, 'crc32c': '00'}]
+    return counts, files
+
+
+def test_manifest_proves_conservation():
+    m = build_manifest(RUN, *facts())
+    assert m['tables']['t']['rows_read'] == 10
+    assert m['sources'] == [{'path': 's', 'table': 't', 'rows_read': 10, 'rows_written': 8,
+                             'dead_letters': {'no_consent': 2}}]
+
+
+def test_manifest_refuses_a_lost_row():
+    with pytest.raises(AssertionError, match='conservation violated'):
+        build_manifest(RUN, *facts(read=11))
+
+
+def test_manifest_aborts_above_the_dead_letter_limit_counting_only_bad_data():
+    build_manifest(RUN, *facts(written=5, dead=(('no_consent', 5),)))  # consent: no abort
+    with pytest.raises(DeadLetterLimitExceeded, match=r'table t: 2 of 10 rows \(20.0%\)'):
+        build_manifest(RUN, *facts(dead=(('malformed', 2),)))
