@@ -16,8 +16,8 @@ import pytest
 from config import load_config
 from transforms.batches import ROW, SOURCE, with_provenance
 from transforms.conform import conform_batch
-from transforms.consent import ConsentDecisions, ConsentGate
-from transforms.consent_rules import Decision
+from transforms.consent import ConsentDecisions, ConsentGate, verdict
+from transforms.consent_rules import VERDICT_CODE, Decision
 from transforms.crypto import load_keyring, pme_decryption_properties
 from transforms.deadletter import seal
 from transforms.errors import DeadLetterLimitExceeded
@@ -90,9 +90,9 @@ def test_conform_casts_and_refuses_bad_rows_without_values(config):
 
 
 def decisions_for(**reasons):
-    return {'decisions': {s: Decision(r, r is None and s != 'NOSENS')
-                          for s, r in reasons.items()},
-            'default': Decision('no_consent', False)}
+    return {'codes': {s: VERDICT_CODE[Decision(r, r is None and s != 'NOSENS')]
+                      for s, r in reasons.items()},
+            'default': VERDICT_CODE[Decision('no_consent', False)]}
 
 
 def test_consent_gate_refuses_suppresses_and_counts(config):
@@ -124,9 +124,9 @@ def test_consent_decisions_read_inside_the_pipeline(config, demo_copy):
     withdrawn = sorted(planted.consent_withdrawn)[0]
     with local_pipeline() as p:
         d = p | ConsentDecisions(config.consent, config.transfer)
-        assert_that(d | beam.Map(lambda x: (x['decisions'][erased].reason,
-                                            x['decisions'][withdrawn].reason,
-                                            x['default'].reason)),
+        assert_that(d | beam.Map(lambda x: (verdict(x, erased).reason,
+                                            verdict(x, withdrawn).reason,
+                                            verdict(x, 'nobody').reason)),
                     equal_to([('erasure_requested', 'consent_withdrawn', 'no_consent')]))
 
 

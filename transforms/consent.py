@@ -13,13 +13,14 @@ import pyarrow.csv as pa_csv
 
 from transforms.batches import row_dicts
 from transforms.casting import cast_column
-from transforms.consent_rules import decide_all, default_decision
+from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decision, decide_all,
+                                      default_decision)
 from transforms.errors import InputError
 from transforms.masking import string_form
 from transforms.reasons import DeadLetter
 from schemas import FieldSpec
 
-__all__ = ['ConsentDecisions', 'ConsentGate']
+__all__ = ['ConsentDecisions', 'ConsentGate', 'verdict']
 
 REGISTRY_FIELDS = (
     FieldSpec('subject_id', 'string', False, 'personal'),
@@ -37,7 +38,8 @@ ERASURE_FIELDS = (
 
 
 class ConsentDecisions(beam.PTransform):
-    """A single-element PCollection: {'decisions': {subject: Decision}, 'default': Decision}."""
+    """A single-element PCollection: {'codes': {subject: code}, 'default': code}, a code being
+    an index into ``VERDICTS`` (see ``verdict``)."""
 
     def __init__(self, consent, transfer):
         super().__init__()
@@ -54,9 +56,15 @@ def _decide(_, consent, transfer):
     registry = read_consent_file(consent.registry, REGISTRY_FIELDS, 'consent registry')
     erasures = read_consent_file(consent.erasures, ERASURE_FIELDS, 'erasure list')
     kwargs = dict(purposes=transfer.legal_bases, cross_border=transfer.cross_border)
-    return {'decisions': decide_all(registry.to_pylist(),
-                                    erasures.column('subject_id').to_pylist(), **kwargs),
-            'default': default_decision(**kwargs)}
+    decided = decide_all(registry.to_pylist(), erasures.column('subject_id').to_pylist(),
+                         **kwargs)
+    return {'codes': {s: VERDICT_CODE[d] for s, d in decided.items()},
+            'default': VERDICT_CODE[default_decision(**kwargs)]}
+
+
+def verdict(decisions: dict, subject: str) -> Decision:
+    """The decision for ``subject`` from a ``ConsentDecisions`` element."""
+    return VERDICTS[decisions['codes'].get(subject, decisions['default'])]
 
 
 def read_consent_file(path, fields, what) -> pa.Table:
@@ -109,8 +117,8 @@ class ConsentGate(beam.PTransform):
 def gate_batch(batch: pa.RecordBatch, table, decisions: dict):
     """(allowed batch with sensitive fields suppressed, suppressed count, [DeadLetter])."""
     encoded = pc.dictionary_encode(string_form(batch.column(table.subject_key)))
-    lookup, default = decisions['decisions'], decisions['default']
-    verdicts = [lookup.get(s, default) for s in encoded.dictionary.to_pylist()]
+    lookup, default = decisions['codes'], decisions['default']
+    verdicts = [VERDICTS[lookup.get(s, default)] for s in encoded.dictionary.to_pylist()]
     reasons = pa.array([v.reason for v in verdicts], type=pa.string()).take(encoded.indices)
     sensitive_ok = pa.array([v.sensitive_ok for v in verdicts], type=pa.bool_()).take(
         encoded.indices)

@@ -9,7 +9,8 @@ every table.
 import dataclasses
 from typing import Dict, Iterable, Optional, Sequence
 
-__all__ = ['ConsentRow', 'Decision', 'decide_all', 'decide_subject', 'default_decision']
+__all__ = ['VERDICTS', 'VERDICT_CODE', 'ConsentRow', 'Decision', 'decide_all', 'decide_subject',
+           'default_decision']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +73,14 @@ def decide_all(registry: Iterable[dict], erasures: Iterable[str], *, purposes: D
     return {s: decide_subject(by_subject.get(s, ()), erased=s in erased, purposes=purposes,
                               cross_border=cross_border)
             for s in set(by_subject) | erased}
+
+
+# Every possible decision, so a decision can travel as its index (a small int pickles and looks
+# up far faster than an object, and a registry holds millions of customers).
+VERDICTS = tuple(Decision(reason, ok) for reason in (
+    None, 'erasure_requested', 'consent_withdrawn', 'no_consent', 'no_cross_border_consent')
+    for ok in (False, True))
+VERDICT_CODE = {d: i for i, d in enumerate(VERDICTS)}
 
 
 def default_decision(*, purposes: Dict[str, str], cross_border: bool) -> Decision:

@@ -15,6 +15,7 @@ import apache_beam as beam
 from apache_beam.io import filebasedsink, iobase
 from apache_beam.io.filesystem import CompressionTypes
 
+from transforms.consent import verdict
 from transforms.crypto import cached_keyring, encrypting_stream
 from transforms.files import join
 
@@ -28,8 +29,7 @@ def deadletter_associated_data(run_id: str, table: str) -> bytes:
 def seal(letter, decisions, pseudonymize) -> dict:
     """The record written for ``letter``: subject pseudonymized, erasures without the raw row."""
     if letter.subject is not None and \
-            decisions['decisions'].get(letter.subject, decisions['default']).reason == \
-            'erasure_requested':
+            verdict(decisions, letter.subject).reason == 'erasure_requested':
         letter = dataclasses.replace(letter, reason='erasure_requested', stage='consent',
                                      field=None, problem=None, raw=None)
     return {
