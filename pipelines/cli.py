@@ -35,6 +35,7 @@ def _configure_logging(verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger('novation').setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger('novation.progress').setLevel(logging.INFO)  # long runs show progress
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,6 +96,8 @@ def main(argv=None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ('run', 'demo'):
         parser.error(f'unrecognized arguments: {" ".join(extra)}')
+    if args.command == 'demo' and args.customers < 1:
+        parser.error('--customers must be at least 1')
     _configure_logging(args.verbose)
     from transforms.errors import DeadLetterLimitExceeded, NovationError
     try:

@@ -1,14 +1,12 @@
 """Shared fixtures: one demo run per test session (small, deterministic), fresh keyrings."""
 
 import os
-import shutil
 
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTVECTORS = os.path.join(os.path.dirname(ROOT), 'shared', 'testvectors')
 DEMO_CUSTOMERS = 2000
 
 
@@ -43,8 +41,3 @@ def demo_copy(tmp_path):
     workdir = str(tmp_path / 'demo')
     config, planted = prepare_demo(workdir, customers=200, seed=11)
     return workdir, config, planted
-
-
-def copy_tree(src, dst):
-    shutil.copytree(src, dst)
-    return dst

@@ -221,3 +221,30 @@ def test_demo_command_prints_the_run_directory_last(tmp_path):
                     'customers', '--out', str(out))
     assert proc.returncode == 0, proc.stderr
     assert out.read_text(encoding='utf-8').startswith('"customer_id"')
+
+
+def test_a_table_spread_over_several_files_is_counted_per_file(demo_copy):
+    workdir, config, planted = demo_copy
+    source = os.path.join(workdir, 'exports', 'contracts.parquet')
+    table = pq.read_table(source)
+    os.remove(source)
+    os.makedirs(os.path.join(workdir, 'exports', 'contracts'))
+    half = table.num_rows // 2
+    for i, part in enumerate((table.slice(0, half), table.slice(half))):
+        pq.write_table(part, os.path.join(workdir, 'exports', 'contracts', f'part-{i}.parquet'))
+    text = open(config).read().replace('exports/contracts.parquet',
+                                       'exports/contracts/part-*.parquet')
+    open(config, 'w').write(text)
+    manifest = run(['--config', config]).manifest
+    parts = [s for s in manifest['sources'] if s['table'] == 'contracts']
+    assert [os.path.basename(s['path']) for s in parts] == ['part-0.parquet', 'part-1.parquet']
+    assert [s['rows_read'] for s in parts] == [half, table.num_rows - half]
+    for s in parts:
+        assert s['rows_read'] == s['rows_written'] + sum(s['dead_letters'].values())
+    bad = planted.bad_rows['contracts']
+    letters = read_deadletters(os.path.join(workdir, 'out', manifest['run_id']),
+                               keys=os.path.join(workdir, 'keys'), table='contracts')
+    rows = {(os.path.basename(d['source_file']), d['row']) for d in letters
+            if d['stage'] == 'conform'}
+    assert rows == {('part-0.parquet', r) if r <= half else ('part-1.parquet', r - half)
+                    for r in bad}

@@ -3,7 +3,6 @@
 import dataclasses
 import datetime
 import decimal
-import io
 import os
 
 import apache_beam as beam
@@ -206,3 +205,34 @@ def test_manifest_aborts_above_the_dead_letter_limit_counting_only_bad_data():
     build_manifest(RUN, *facts(written=5, dead=(('no_consent', 5),)))  # consent: no abort
     with pytest.raises(DeadLetterLimitExceeded, match=r'table t: 2 of 10 rows \(20.0%\)'):
         build_manifest(RUN, *facts(dead=(('malformed', 2),)))
+
+
+def test_mask_dofn_builds_keys_in_setup_then_masks_batches(config, keys_dir):
+    from transforms.mask import _MaskFn
+    table = config.table('contracts')
+    fn = _MaskFn(table, keys_dir)
+    fn.setup()
+    batch = pa.RecordBatch.from_pydict({
+        'contract_id': ['L1'], 'customer_id': ['C1'], 'product': ['auto_lease'],
+        'principal': ['1000.00'], 'annual_rate': ['0.0500'], 'term_months': ['12'],
+        'monthly_payment': ['90.00'], 'start_date': ['2024-01-02'], 'status': ['active'],
+        'overdue_days': ['0'], 'vehicle_plate': ['京A12345'], 'vehicle_vin': ['LSV1'],
+        'repayment_account': ['6222021234567890'], 'guarantor_name': ['王五'],
+        'guarantor_mobile': ['13900001111'], 'signed_at': ['2024-01-01 10:00:00']})
+    typed, dead = conform_batch(with_provenance(batch, 'k.parquet', np.array([1])), table)
+    assert not dead
+    [out] = list(fn.process(typed))
+    row = out.to_pylist()[0]
+    assert row['vehicle_plate'] == '京A*****' and row['guarantor_mobile'] == '139****1111'
+    assert row['customer_id'] == fn._ops.pseudonyms('customer_id', [b'C1'])[0]
+    assert row['repayment_account'] != '6222021234567890'
+
+
+def test_reading_logs_progress_without_values(monkeypatch, caplog):
+    import logging
+    from transforms import read
+    monkeypatch.setattr(read, 'PROGRESS_SECONDS', 0.0)
+    with caplog.at_level(logging.INFO, logger='novation.progress'):
+        progress = read._Progress('customers', 'c.csv')
+        progress.add(1000)
+    assert 'customers: c.csv: 1,000 rows read' in caplog.text

@@ -1,6 +1,8 @@
 """Read: a table's seller files, streamed as Arrow record batches with provenance."""
 
 import csv
+import logging
+import time
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -17,6 +19,26 @@ __all__ = ['ReadTable']
 
 _CSV_BLOCK_BYTES = 4 << 20
 _PARQUET_BATCH_ROWS = 65_536
+_PROGRESS = logging.getLogger('novation.progress')
+PROGRESS_SECONDS = 10.0
+
+
+class _Progress:
+    """Logs rows read from one file at most every PROGRESS_SECONDS (no per-row cost)."""
+
+    def __init__(self, table, path):
+        self._what = f'{table}: {path}'
+        self._started = self._last = time.monotonic()
+        self.rows = 0
+
+    def add(self, rows):
+        self.rows += rows
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_SECONDS:
+            self._last = now
+            elapsed = now - self._started
+            _PROGRESS.info('%s: %s rows read in %.0f s (%s rows/s)', self._what,
+                           f'{self.rows:,}', elapsed, f'{self.rows / elapsed:,.0f}')
 
 
 class ReadTable(beam.PTransform):
@@ -73,11 +95,13 @@ class _ReadBatchesFn(beam.DoFn):
         parquet = pq.ParquetFile(f)
         self._check_columns(parquet.schema_arrow.names, path)
         first = 1
+        progress = _Progress(self._table.name, path)
         for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS,
                                           columns=list(self._table.schema.field_names)):
             n = batch.num_rows
             yield with_provenance(batch, path, np.arange(first, first + n))
             first += n
+            progress.add(n)
         return first - 1
 
     def _csv(self, f, path):
@@ -100,6 +124,7 @@ class _ReadBatchesFn(beam.DoFn):
                     quoted_strings_can_be_null=False))
             self._check_columns(reader.schema.names, path)
             next_row = 1
+            progress = _Progress(self._table.name, path)
             for batch in reader:
                 # Number valid rows around the skipped ones so each keeps its record number.
                 skipped = {r.number - 1 for r in invalid}
@@ -109,6 +134,7 @@ class _ReadBatchesFn(beam.DoFn):
                         numbers.append(next_row)
                     next_row += 1
                 yield with_provenance(batch.select(list(names)), path, np.array(numbers))
+                progress.add(batch.num_rows)
         except UnicodeDecodeError as e:
             raise InputError(f'{path} is not valid {self._table.encoding} (byte offset '
                              f'{e.start} of a decoded block); set tables.{self._table.name}'
