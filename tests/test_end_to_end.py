@@ -196,6 +196,16 @@ def test_an_input_file_with_unclassified_columns_is_refused(demo_copy):
     assert 'Traceback' not in proc.stderr
 
 
+def test_an_export_in_another_encoding_is_a_clear_error(demo_copy):
+    workdir, config, _ = demo_copy
+    text = open(config).read().replace('encoding: gbk', 'encoding: utf-8')
+    open(config, 'w').write(text)
+    proc = novation('run', '--config', config)
+    assert proc.returncode == 2, proc.stderr
+    assert 'customers.csv' in proc.stderr and 'tables.customers' in proc.stderr
+    assert 'Traceback' not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_dead_letter_limit_aborts_without_a_manifest(demo_copy):
     workdir, config, _ = demo_copy
     text = open(config).read().replace('max_ratio: 0.05', 'max_ratio: 0.001')

@@ -236,3 +236,17 @@ def test_reading_logs_progress_without_values(monkeypatch, caplog):
         progress = read._Progress('customers', 'c.csv')
         progress.add(1000)
     assert 'customers: c.csv: 1,000 rows read' in caplog.text
+
+
+@pytest.mark.parametrize('data, encoding, offset', [
+    ('名字,王五\n'.encode('gbk'), 'utf-8-sig', 0),
+    (b'id,name\n1,ok\n2,' + '王'.encode('gbk') + b'\n', 'utf-8-sig', 15),
+    (b'a' * (1 << 20) + b'\xff', 'utf-8', 1 << 20),           # across the read chunk size
+    ('王五'.encode('gbk') + b'\x81\x20', 'gbk', 4),            # a truncated GBK pair
+    ('王五'.encode('gbk'), 'gbk', -1),
+])
+def test_first_undecodable_byte_is_a_file_offset(tmp_path, data, encoding, offset):
+    from transforms.read import first_undecodable_byte
+    path = tmp_path / 'f.csv'
+    path.write_bytes(data)
+    assert first_undecodable_byte(str(path), encoding) == offset

@@ -23,6 +23,26 @@ _PROGRESS = logging.getLogger('novation.progress')
 PROGRESS_SECONDS = 10.0
 
 
+def first_undecodable_byte(path: str, encoding: str) -> int:
+    """File offset of the first byte sequence that ``encoding`` cannot decode (-1: none)."""
+    import codecs
+    from apache_beam.io.filesystems import FileSystems
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset = 0
+    with FileSystems.open(path) as f:
+        while True:
+            chunk = f.read(1 << 20)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                # e.start counts from the bytes the decoder held back plus this chunk
+                pending = len(e.object) - len(chunk)
+                return offset - pending + e.start
+            if not chunk:
+                return -1
+            offset += len(chunk)
+
+
 class _Progress:
     """Logs rows read from one file at most every PROGRESS_SECONDS (no per-row cost)."""
 
@@ -112,10 +132,13 @@ class _ReadBatchesFn(beam.DoFn):
             return 'skip'
 
         names = self._table.schema.field_names
+        # UTF-8 too goes through Python's codec ('utf-8-sig' also drops a BOM): Arrow's own UTF-8
+        # path would report undecodable bytes as an unraisable traceback, not an error.
+        encoding = 'utf-8-sig' if self._table.encoding == 'utf-8' else self._table.encoding
         try:
             reader = pa_csv.open_csv(
                 f,
-                read_options=pa_csv.ReadOptions(encoding=self._table.encoding,
+                read_options=pa_csv.ReadOptions(encoding=encoding,
                                                  block_size=_CSV_BLOCK_BYTES, use_threads=False),
                 parse_options=pa_csv.ParseOptions(newlines_in_values=True,
                                                   invalid_row_handler=on_invalid),
@@ -135,10 +158,11 @@ class _ReadBatchesFn(beam.DoFn):
                     next_row += 1
                 yield with_provenance(batch.select(list(names)), path, np.array(numbers))
                 progress.add(batch.num_rows)
-        except UnicodeDecodeError as e:
-            raise InputError(f'{path} is not valid {self._table.encoding} (byte offset '
-                             f'{e.start} of a decoded block); set tables.{self._table.name}'
-                             f'.encoding to the export\'s encoding') from None
+        except UnicodeDecodeError:
+            offset = first_undecodable_byte(path, encoding)
+            raise InputError(f'{path} is not valid {self._table.encoding}: the first bad byte '
+                             f'sequence is at byte offset {offset}; set tables.'
+                             f'{self._table.name}.encoding to the export\'s encoding') from None
         except pa.ArrowInvalid:
             # Arrow's message may quote the offending row, so it is not repeated here.
             raise InputError(f'{path} cannot be read as CSV (check the delimiter, quoting and '
