@@ -1,6 +1,11 @@
+import datetime
+
+from hypothesis import given, settings, strategies as st
+import pyarrow as pa
 import pytest
 
-from transforms.consent_rules import ConsentRow, decide_all, decide_subject
+from transforms.consent_rules import (VERDICTS, ConsentRow, Decision, decide_subject,
+                                      decide_table)
 
 PURPOSES = {'servicing': 'contract', 'credit': 'consent'}
 
@@ -33,13 +38,47 @@ def test_contract_only_transfer_needs_no_consent_row():
     assert d.reason is None and d.sensitive_ok is False
 
 
-def test_decide_all_covers_registry_and_erasures():
-    registry = [
-        {'subject_id': 'A', 'purpose': 'credit', 'granted': True, 'withdrawn_at': None,
-         'sensitive_consent': True, 'cross_border_consent': True},
-        {'subject_id': 'B', 'purpose': 'credit', 'granted': True, 'withdrawn_at': 'then',
-         'sensitive_consent': True, 'cross_border_consent': True},
-    ]
-    out = decide_all(registry, ['C', 'A'], purposes=PURPOSES, cross_border=False)
-    assert {k: v.reason for k, v in out.items()} == {
-        'A': 'erasure_requested', 'B': 'consent_withdrawn', 'C': 'erasure_requested'}
+def registry_table(rows):
+    """rows: (subject, purpose, granted, withdrawn, sensitive, cross)."""
+    return pa.table({
+        'subject_id': pa.array([r[0] for r in rows], pa.string()),
+        'purpose': pa.array([r[1] for r in rows], pa.string()),
+        'granted': pa.array([r[2] for r in rows], pa.bool_()),
+        'withdrawn_at': pa.array([datetime.datetime(2024, 1, 1) if r[3] else None
+                                  for r in rows], pa.timestamp('us', tz='UTC')),
+        'sensitive_consent': pa.array([r[4] for r in rows], pa.bool_()),
+        'cross_border_consent': pa.array([r[5] for r in rows], pa.bool_()),
+    })
+
+
+def test_decide_table_covers_registry_and_erasures():
+    rows = [('A', 'credit', True, False, True, True), ('B', 'credit', True, True, True, True),
+            ('D', 'credit', True, False, False, True)]
+    codes = decide_table(registry_table(rows), ['C', 'A'], purposes=PURPOSES,
+                         cross_border=False)
+    assert {k: VERDICTS[v] for k, v in codes.items()} == {
+        'A': Decision('erasure_requested', False), 'B': Decision('consent_withdrawn', False),
+        'C': Decision('erasure_requested', False), 'D': Decision(None, False)}
+
+
+ROWS = st.lists(st.tuples(st.sampled_from('ABCDE'),
+                          st.sampled_from(['credit', 'servicing', 'marketing', 'risk']),
+                          st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+                max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=ROWS, erased=st.sets(st.sampled_from('ABCDEF'), max_size=3),
+       purposes=st.dictionaries(st.sampled_from(['credit', 'servicing', 'risk']),
+                                st.sampled_from(['consent', 'contract']), min_size=1),
+       cross_border=st.booleans())
+def test_decide_table_agrees_with_decide_subject(rows, erased, purposes, cross_border):
+    codes = decide_table(registry_table(rows), sorted(erased), purposes=purposes,
+                         cross_border=cross_border)
+    subjects = {r[0] for r in rows} | erased
+    assert set(codes) == subjects
+    for s in subjects:
+        expected = decide_subject(
+            [ConsentRow(p, g, w, se, cb) for subj, p, g, w, se, cb in rows if subj == s],
+            erased=s in erased, purposes=purposes, cross_border=cross_border)
+        assert VERDICTS[codes[s]] == expected, s

@@ -1,7 +1,7 @@
 """Consent: decide once per customer from the registry and the erasure list, gate every table.
 
 ``ConsentDecisions`` reads the consent registry and the erasure list inside the pipeline and
-produces one dict (subject -> Decision) used as a side input; ``ConsentGate`` applies it to a
+produces one dict (subject -> verdict code) used as a side input; ``ConsentGate`` applies it to a
 table's batches with one lookup per distinct customer of a batch.
 """
 
@@ -13,7 +13,7 @@ import pyarrow.csv as pa_csv
 
 from transforms.batches import row_dicts
 from transforms.casting import cast_column
-from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decision, decide_all,
+from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decision, decide_table,
                                       default_decision)
 from transforms.errors import InputError
 from transforms.masking import string_form
@@ -56,9 +56,8 @@ def _decide(_, consent, transfer):
     registry = read_consent_file(consent.registry, REGISTRY_FIELDS, 'consent registry')
     erasures = read_consent_file(consent.erasures, ERASURE_FIELDS, 'erasure list')
     kwargs = dict(purposes=transfer.legal_bases, cross_border=transfer.cross_border)
-    decided = decide_all(registry.to_pylist(), erasures.column('subject_id').to_pylist(),
-                         **kwargs)
-    return {'codes': {s: VERDICT_CODE[d] for s, d in decided.items()},
+    return {'codes': decide_table(registry, erasures.column('subject_id').to_pylist(),
+                                  **kwargs),
             'default': VERDICT_CODE[default_decision(**kwargs)]}
 
 

@@ -7,9 +7,13 @@ every table.
 """
 
 import dataclasses
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
-__all__ = ['VERDICTS', 'VERDICT_CODE', 'ConsentRow', 'Decision', 'decide_all', 'decide_subject',
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ['VERDICTS', 'VERDICT_CODE', 'ConsentRow', 'Decision', 'decide_subject', 'decide_table',
            'default_decision']
 
 
@@ -54,25 +58,51 @@ def decide_subject(rows: Sequence[ConsentRow], *, erased: bool, purposes: Dict[s
     return Decision(None, any(r.sensitive_consent for r in live))
 
 
-def decide_all(registry: Iterable[dict], erasures: Iterable[str], *, purposes: Dict[str, str],
-               cross_border: bool) -> Dict[str, Decision]:
-    """Decisions for every customer named in the registry or the erasure list.
+def decide_table(registry: pa.Table, erasures: Sequence[str], *, purposes: Dict[str, str],
+                 cross_border: bool) -> Dict[str, int]:
+    """``decide_subject`` for every customer of the registry and the erasure list, vectorized.
 
-    ``registry`` rows are dicts with subject_id, purpose, granted, withdrawn_at,
-    sensitive_consent, cross_border_consent. Customers in neither list get ``default_decision``.
+    ``registry`` has the columns subject_id, purpose, granted, withdrawn_at, sensitive_consent,
+    cross_border_consent. Returns subject -> code into ``VERDICTS`` (customers in neither list
+    get ``default_decision``). One Arrow group-by instead of a Python object per row: a registry
+    of millions of rows is decided in about a second.
     """
-    by_subject = {}
-    for r in registry:
-        by_subject.setdefault(r['subject_id'], []).append(ConsentRow(
-            purpose=r['purpose'],
-            granted=bool(r['granted']),
-            withdrawn=r['withdrawn_at'] is not None,
-            sensitive_consent=bool(r['sensitive_consent']),
-            cross_border_consent=bool(r['cross_border_consent'])))
-    erased = set(erasures)
-    return {s: decide_subject(by_subject.get(s, ()), erased=s in erased, purposes=purposes,
-                              cross_border=cross_border)
-            for s in set(by_subject) | erased}
+    purpose = registry.column('purpose')
+    relevant = pc.is_in(purpose, pa.array(list(purposes), pa.string()))
+    live = pc.and_(pc.and_(relevant, registry.column('granted')),
+                   pc.is_null(registry.column('withdrawn_at')))
+    withdrawn = pc.is_valid(registry.column('withdrawn_at'))
+    consent_purposes = [p for p, basis in purposes.items() if basis == 'consent']
+    flags = {'sensitive': pc.and_(live, registry.column('sensitive_consent')),
+             'cross': pc.and_(live, registry.column('cross_border_consent'))}
+    for i, p in enumerate(consent_purposes):
+        is_p = pc.equal(purpose, p)
+        flags[f'live{i}'] = pc.and_(live, is_p)
+        flags[f'withdrawn{i}'] = pc.and_(withdrawn, is_p)
+    grouped = pa.table({'subject_id': registry.column('subject_id'), **flags}).group_by(
+        'subject_id').aggregate([(name, 'any') for name in flags])
+
+    def column(name):
+        return grouped.column(f'{name}_any').to_numpy(zero_copy_only=False).astype(bool)
+
+    n = grouped.num_rows
+    missing_any = np.zeros(n, dtype=bool)
+    withdrawn_any = np.zeros(n, dtype=bool)
+    for i in range(len(consent_purposes)):
+        missing = ~column(f'live{i}')
+        missing_any |= missing
+        withdrawn_any |= missing & column(f'withdrawn{i}')
+    reason = np.full(n, _REASON_INDEX[None], dtype=np.int8)
+    if cross_border:
+        reason[~column('cross')] = _REASON_INDEX['no_cross_border_consent']
+    reason[missing_any] = _REASON_INDEX['no_consent']
+    reason[withdrawn_any] = _REASON_INDEX['consent_withdrawn']
+    sensitive_ok = column('sensitive') & (reason == _REASON_INDEX[None])
+    codes = dict(zip(grouped.column('subject_id').to_pylist(),
+                     (reason.astype(np.int64) * 2 + sensitive_ok).tolist()))
+    erased = VERDICT_CODE[Decision('erasure_requested', False)]
+    codes.update((s, erased) for s in erasures)
+    return codes
 
 
 # Every possible decision, so a decision can travel as its index (a small int pickles and looks
@@ -81,6 +111,7 @@ VERDICTS = tuple(Decision(reason, ok) for reason in (
     None, 'erasure_requested', 'consent_withdrawn', 'no_consent', 'no_cross_border_consent')
     for ok in (False, True))
 VERDICT_CODE = {d: i for i, d in enumerate(VERDICTS)}
+_REASON_INDEX = {d.reason: i // 2 for i, d in enumerate(VERDICTS)}
 
 
 def default_decision(*, purposes: Dict[str, str], cross_border: bool) -> Decision:
