@@ -108,6 +108,8 @@ def test_each_planted_case_lands_under_its_reason(demo_run):
     assert rows == {(r, reason) for r, reason in planted.bad_rows['customers'].items()}
     erased = [d for d in letters if d['reason'] == 'erasure_requested']
     assert erased and all(d['raw'] is None for d in erased)
+    kept = [d['raw'] for d in letters if d['raw'] is not None]
+    assert kept and not any('login_password_hash' in raw for raw in kept)
     contract_rows = {(d['row'], d['reason']) for d in read_deadletters(
         result.run_dir, keys=keys, table='contracts') if d['stage'] != 'consent'}
     assert contract_rows == set(planted.bad_rows['contracts'].items())
@@ -159,6 +161,12 @@ def test_every_run_gets_a_new_directory(demo_copy):
         run(['--config', config, '--run-id', first.manifest['run_id']])
 
 
+def edit(path, old, new):
+    text = open(path, encoding='utf-8').read()
+    assert old in text
+    open(path, 'w', encoding='utf-8').write(text.replace(old, new))
+
+
 def novation(*args, cwd=None):
     return subprocess.run([sys.executable, '-m', 'pipelines.cli', *args], capture_output=True,
                           text=True, cwd=cwd, timeout=300)
@@ -198,8 +206,7 @@ def test_an_input_file_with_unclassified_columns_is_refused(demo_copy):
 
 def test_an_export_in_another_encoding_is_a_clear_error(demo_copy):
     workdir, config, _ = demo_copy
-    text = open(config).read().replace('encoding: gbk', 'encoding: utf-8')
-    open(config, 'w').write(text)
+    edit(config, 'encoding: gbk', 'encoding: utf-8')
     proc = novation('run', '--config', config)
     assert proc.returncode == 2, proc.stderr
     assert 'customers.csv' in proc.stderr and 'tables.customers' in proc.stderr
@@ -208,8 +215,7 @@ def test_an_export_in_another_encoding_is_a_clear_error(demo_copy):
 
 def test_dead_letter_limit_aborts_without_a_manifest(demo_copy):
     workdir, config, _ = demo_copy
-    text = open(config).read().replace('max_ratio: 0.05', 'max_ratio: 0.001')
-    open(config, 'w').write(text)
+    edit(config, 'max_ratio: 0.05', 'max_ratio: 0.001')
     proc = novation('run', '--config', config)
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.startswith('novation: aborted: table customers:')
@@ -242,9 +248,7 @@ def test_a_table_spread_over_several_files_is_counted_per_file(demo_copy):
     half = table.num_rows // 2
     for i, part in enumerate((table.slice(0, half), table.slice(half))):
         pq.write_table(part, os.path.join(workdir, 'exports', 'contracts', f'part-{i}.parquet'))
-    text = open(config).read().replace('exports/contracts.parquet',
-                                       'exports/contracts/part-*.parquet')
-    open(config, 'w').write(text)
+    edit(config, 'exports/contracts.parquet', 'exports/contracts/part-*.parquet')
     manifest = run(['--config', config]).manifest
     parts = [s for s in manifest['sources'] if s['table'] == 'contracts']
     assert [os.path.basename(s['path']) for s in parts] == ['part-0.parquet', 'part-1.parquet']

@@ -153,6 +153,18 @@ def test_seal_drops_the_raw_row_of_erased_customers_whatever_the_stage():
     assert kept['reason'] == 'malformed' and kept['raw'] == {'name': '张三'}
 
 
+@pytest.mark.parametrize('stage, raw, expected', [
+    ('conform', {'name': '张三', 'login_password_hash': '$2b$x'}, {'name': '张三'}),
+    ('consent', {'name': '张三', 'login_password_hash': '$2b$x'}, {'name': '张三'}),
+    ('read', {'text': 'C1,张三,$2b$x'}, None),  # cannot tell the columns apart: withheld
+])
+def test_seal_never_keeps_restricted_fields(stage, raw, expected):
+    letter = DeadLetter('malformed' if stage != 'consent' else 'no_consent', stage,
+                        'customers', 'a.csv', 1, subject='OK', raw=raw)
+    sealed = seal(letter, decisions_for(OK=None), str.lower, ('login_password_hash',))
+    assert sealed['raw'] == expected
+
+
 def test_write_table_encrypts_and_counts_by_source(config, keys_dir, tmp_path):
     table = config.table('customers')
     typed, _ = conform_batch(text_batch(table, [GOOD, {**GOOD, 'customer_id': 'C2'}]), table)

@@ -32,7 +32,8 @@ import pyarrow.parquet.encryption as pe
 
 from transforms.errors import KeyringError
 
-__all__ = ['DATA_ROLES', 'ROLES', 'KeyedOps', 'Keyring', 'cached_keyring', 'data_role',
+__all__ = ['DATA_ROLES', 'ROLES', 'KeyedOps', 'Keyring', 'cached_keyed_ops', 'cached_keyring',
+           'data_role',
            'init_keyring',
            'load_keyring', 'pme_decryption_properties', 'pme_encryption_properties']
 
@@ -229,6 +230,11 @@ def cached_keyring(path: str, roles: Sequence[str]) -> Keyring:
         if key not in _CACHE:
             _CACHE[key] = load_keyring(path, roles)
         return _CACHE[key]
+
+
+def cached_keyed_ops(path: str) -> KeyedOps:
+    """The pseudonym and token operations of a keyring, loaded once per worker process."""
+    return cached_keyring(path, ('pseudonym', 'token')).keyed_ops()
 
 
 _PRIMITIVE_OF_ROLE = {

@@ -16,7 +16,7 @@ from apache_beam.io import filebasedsink, iobase
 from apache_beam.io.filesystem import CompressionTypes
 
 from transforms.consent import verdict
-from transforms.crypto import cached_keyring, encrypting_stream
+from transforms.crypto import cached_keyed_ops, cached_keyring, encrypting_stream
 from transforms.files import join
 
 __all__ = ['SealDeadLetters', 'WriteDeadLetters', 'deadletter_associated_data', 'seal']
@@ -26,12 +26,21 @@ def deadletter_associated_data(run_id: str, table: str) -> bytes:
     return f'novation/deadletter/{run_id}/{table}'.encode('utf-8')
 
 
-def seal(letter, decisions, pseudonymize) -> dict:
-    """The record written for ``letter``: subject pseudonymized, erasures without the raw row."""
+def seal(letter, decisions, pseudonymize, restricted=()) -> dict:
+    """The record written for ``letter``: subject pseudonymized, erasures without the raw row.
+
+    ``restricted`` fields (C3 authentication data) never leave the seller, not even encrypted in
+    a dead letter; a line that could not be split into columns is withheld whole if the table
+    has any (its source file and row still say where to find it).
+    """
     if letter.subject is not None and \
             verdict(decisions, letter.subject).reason == 'erasure_requested':
         letter = dataclasses.replace(letter, reason='erasure_requested', stage='consent',
                                      field=None, problem=None, raw=None)
+    raw = letter.raw
+    if raw is not None and restricted:
+        raw = None if letter.stage == 'read' else \
+            {k: v for k, v in raw.items() if k not in restricted}
     return {
         'reason': letter.reason,
         'stage': letter.stage,
@@ -41,7 +50,7 @@ def seal(letter, decisions, pseudonymize) -> dict:
         'field': letter.field,
         'problem': letter.problem,
         'subject_id': None if letter.subject is None else pseudonymize(letter.subject),
-        'raw': letter.raw,
+        'raw': raw,
     }
 
 
@@ -61,27 +70,33 @@ class SealDeadLetters(beam.PTransform):
     def __init__(self, tables, decisions, keys_path):
         super().__init__()
         self._domains = {t.name: t.subject_domain for t in tables}
+        self._restricted = {t.name: tuple(r.field.name for r in t.rules
+                                          if r.field.classification == 'restricted')
+                            for t in tables}
         self._decisions = decisions
         self._keys_path = keys_path
 
     def expand(self, letters):
         return letters | 'Seal' >> beam.ParDo(
-            _SealFn(self._domains, self._keys_path), beam.pvalue.AsSingleton(self._decisions))
+            _SealFn(self._domains, self._restricted, self._keys_path),
+            beam.pvalue.AsSingleton(self._decisions))
 
 
 class _SealFn(beam.DoFn):
-    def __init__(self, domains, keys_path):
+    def __init__(self, domains, restricted, keys_path):
         self._domains = domains
+        self._restricted = restricted
         self._keys_path = keys_path
         self._ops = None
 
     def setup(self):
-        self._ops = cached_keyring(self._keys_path, ('pseudonym', 'token')).keyed_ops()
+        self._ops = cached_keyed_ops(self._keys_path)
 
     def process(self, letter, decisions):
         domain = self._domains[letter.table]
         record = seal(letter, decisions,
-                      lambda s: self._ops.pseudonyms(domain, [s.encode('utf-8')])[0])
+                      lambda s: self._ops.pseudonyms(domain, [s.encode('utf-8')])[0],
+                      self._restricted[letter.table])
         line = json.dumps(record, ensure_ascii=False, default=_json_default).encode('utf-8')
         yield record['table'], record['source_file'], record['reason'], line
 

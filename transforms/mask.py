@@ -4,7 +4,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from transforms.batches import ROW, SOURCE
-from transforms.crypto import cached_keyring
+from transforms.crypto import cached_keyed_ops
 from transforms.masking import MaskContext, string_form
 
 __all__ = ['Mask', 'mask_batch']
@@ -41,7 +41,7 @@ class _MaskFn(beam.DoFn):
         self._ops = None
 
     def setup(self):
-        self._ops = cached_keyring(self._keys_path, ('pseudonym', 'token')).keyed_ops()
+        self._ops = cached_keyed_ops(self._keys_path)
 
     def process(self, batch):
         yield mask_batch(batch, self._table, self._ops)
