@@ -9,12 +9,14 @@ import dataclasses
 import hashlib
 import json
 import posixpath
+import zoneinfo
 from typing import Dict, Tuple
 
 import pyarrow as pa
 import yaml
 
 from schemas import LEVELS, FieldSpec, TableSchema, parse_schema
+from transforms.casting import NULL_TOKENS
 from transforms.errors import ConfigError
 from transforms.files import read_text, resolve
 from transforms.masking import Operator, make_operator
@@ -22,7 +24,11 @@ from transforms.masking import Operator, make_operator
 __all__ = ['ConsentConfig', 'DeadLetterConfig', 'FieldRule', 'MigrationConfig', 'OutputConfig',
            'Purpose', 'TableConfig', 'Transfer', 'load_config', 'parse_config']
 
-FORMATS = ('csv', 'parquet')
+FORMATS = ('csv', 'jsonl', 'avro', 'parquet')
+TEXT_FORMATS = ('csv', 'jsonl')
+EXTENSIONS = {'csv': 'csv', 'jsonl': 'jsonl', 'ndjson': 'jsonl', 'avro': 'avro',
+              'parquet': 'parquet'}
+EXTRA_COLUMNS = ('error', 'ignore')
 ENCODINGS = ('utf-8', 'utf-8-sig', 'gbk', 'gb18030')
 LEGAL_BASES = ('consent', 'contract')
 OUTPUT_FORMATS = ('parquet',)
@@ -71,6 +77,12 @@ class TableConfig:
     schema: TableSchema
     subject_key: str
     rules: Tuple[FieldRule, ...]
+    delimiter: str = ','
+    quote: str = '"'
+    header: bool = True
+    extra_columns: str = 'error'
+    timezone: str = 'Asia/Shanghai'
+    null_values: Tuple[str, ...] = NULL_TOKENS
 
     @property
     def subject_domain(self) -> str:
@@ -240,13 +252,39 @@ def _transfer(c, raw):
 def _table(c, name, raw, base_dir, defaults, overrides):
     key = f'tables.{name}'
     t = c.mapping(raw, key, required=('path', 'schema'),
-                  optional=('format', 'encoding', 'subject_key'))
+                  optional=('format', 'encoding', 'subject_key', 'delimiter', 'quote', 'header',
+                            'extra_columns', 'timezone', 'null_values'))
     path = resolve(base_dir, c.string(t['path'], f'{key}.path'))
     fmt = t.get('format') or _format_from_extension(c, path, key)
     c.choice(fmt, f'{key}.format', FORMATS)
     encoding = c.choice(t.get('encoding', 'utf-8'), f'{key}.encoding', ENCODINGS)
-    if fmt != 'csv' and 'encoding' in t:
-        c.fail(f'{key}.encoding', f'applies to text formats only, not {fmt}')
+    if fmt not in TEXT_FORMATS and 'encoding' in t:
+        c.fail(f'{key}.encoding', f'applies to text formats ({", ".join(TEXT_FORMATS)}) only, '
+                                  f'not {fmt}')
+    for option in ('delimiter', 'quote', 'header'):
+        if option in t and fmt != 'csv':
+            c.fail(f'{key}.{option}', f'applies to csv only, not {fmt}')
+    delimiter = t.get('delimiter', ',')
+    quote = t.get('quote', '"')
+    for option, value in (('delimiter', delimiter), ('quote', quote)):
+        if not isinstance(value, str) or len(value) != 1 or value in '\r\n':
+            c.fail(f'{key}.{option}', f'must be one character, got {value!r}')
+    if delimiter == quote:
+        c.fail(f'{key}.quote', 'must differ from the delimiter')
+    header = t.get('header', True)
+    if not isinstance(header, bool):
+        c.fail(f'{key}.header', f'must be true or false, got {header!r}')
+    extra_columns = c.choice(t.get('extra_columns', 'error'), f'{key}.extra_columns',
+                             EXTRA_COLUMNS)
+    timezone = c.string(t.get('timezone', 'Asia/Shanghai'), f'{key}.timezone')
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        c.fail(f'{key}.timezone', f'{timezone!r} is not a time zone; use an IANA name such as '
+                                  f'Asia/Shanghai or UTC')
+    null_values = t.get('null_values', list(NULL_TOKENS))
+    if not isinstance(null_values, list) or not all(isinstance(v, str) for v in null_values):
+        c.fail(f'{key}.null_values', 'must be a list of strings, e.g. ["", "NULL", "N/A"]')
     schema_path = resolve(base_dir, c.string(t['schema'], f'{key}.schema'))
     schema_text = read_text(schema_path, what=f'schema of table {name}')
     schema = parse_schema(schema_text, schema_path)
@@ -260,13 +298,15 @@ def _table(c, name, raw, base_dir, defaults, overrides):
                         f'reserved')
     rules = tuple(_rule(c, name, f, defaults, overrides) for f in schema.fields)
     return TableConfig(name=name, path=path, format=fmt, encoding=encoding, schema=schema,
-                       subject_key=subject_key, rules=rules), schema_text
+                       subject_key=subject_key, rules=rules, delimiter=delimiter, quote=quote,
+                       header=header, extra_columns=extra_columns, timezone=timezone,
+                       null_values=tuple(null_values)), schema_text
 
 
 def _format_from_extension(c, path, key):
     ext = posixpath.splitext(path)[1].lower().lstrip('.')
-    if ext in FORMATS:
-        return ext
+    if ext in EXTENSIONS:
+        return EXTENSIONS[ext]
     c.fail(f'{key}.format', f'not given and cannot be told from the file name; allowed: '
                             f'{", ".join(FORMATS)}')
 

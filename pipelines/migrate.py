@@ -96,8 +96,7 @@ def build_pipeline(pipeline, config, run) -> dict:
         dead_files = sealed | f'WriteDeadLetters{step}' >> WriteDeadLetters(
             table.name, run['run_dir'], run['run_id'], keys)
         counts += [
-            read[ReadTable.SOURCES] | f'CountRead{step}' >> beam.Map(
-                lambda t: (('read', t[0], t[1], ''), t[2])),
+            read[ReadTable.SOURCES] | f'CountRead{step}' >> beam.FlatMap(_source_counts),
             written[WriteTable.WRITTEN] | f'CountWritten{step}' >> beam.Map(
                 lambda kv: (('written', kv[0][0], kv[0][1], ''), kv[1])),
             sealed | f'CountDead{step}' >> beam.Map(lambda s: (('dead', s[0], s[1], s[2]), 1)),
@@ -114,6 +113,14 @@ def build_pipeline(pipeline, config, run) -> dict:
     manifest = {'counts': counts | 'AllCounts' >> beam.Flatten(),
                 'files': files | 'AllFiles' >> beam.Flatten()} | 'Commit' >> WriteManifest(run)
     return {'manifest': manifest, 'tables': outputs}
+
+
+def _source_counts(source):
+    """Rows read from a file, and each column ignored in it, as manifest counts."""
+    table, path, rows_read, ignored = source
+    yield ('read', table, path, ''), rows_read
+    for column in ignored:
+        yield ('ignored', table, path, column), 1
 
 
 def _camel(name: str) -> str:

@@ -67,6 +67,7 @@ class FieldSpec:
     scale: Optional[int] = None
     symbols: tuple = ()
     doc: str = ''
+    aliases: tuple = ()  # other column names the seller's exports use (e.g. 证件号码)
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -120,11 +121,16 @@ def parse_schema(text: str, source: str) -> TableSchema:
         raise SchemaError(f'{source}: record {name!r} has no "fields"')
     fields = []
     seen = set()
+    names = {}
     for i, raw in enumerate(raw_fields):
         spec = _parse_field(raw, source, i)
         if spec.name in seen:
             raise SchemaError(f'{source}: field {spec.name!r} is declared twice')
         seen.add(spec.name)
+        for column in (spec.name,) + spec.aliases:
+            if names.setdefault(column, spec.name) != spec.name:
+                raise SchemaError(f'{source}: column name {column!r} is used by fields '
+                                  f'{names[column]!r} and {spec.name!r}')
         fields.append(spec)
     subject_key = doc.get('subject_key')
     if subject_key not in seen:
@@ -165,8 +171,11 @@ def _parse_field(raw, source: str, index: int) -> FieldSpec:
                 f'not {level!r}')
     nullable, avro_type = _unwrap_nullable(raw.get('type'), where)
     kind, extra = _kind_of(avro_type, where)
+    aliases = raw.get('aliases', [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise SchemaError(f'{where}: "aliases" must be a list of column names')
     return FieldSpec(name=name, kind=kind, nullable=nullable, classification=level,
-                     category=category, doc=raw.get('doc', ''), **extra)
+                     category=category, doc=raw.get('doc', ''), aliases=tuple(aliases), **extra)
 
 
 def _unwrap_nullable(avro_type, where):

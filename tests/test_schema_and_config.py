@@ -97,11 +97,22 @@ def change(doc, dotted, value):
     ('transfer.purposes', [{'name': 'x', 'legal_basis': 'interest'}],
      "transfer.purposes[0].legal_basis: 'interest' is not allowed; allowed: consent, contract"),
     ('tables.customers.format', 'xlsx',
-     "tables.customers.format: 'xlsx' is not allowed; allowed: csv, parquet"),
+     "tables.customers.format: 'xlsx' is not allowed; allowed: csv, jsonl, avro, parquet"),
     ('tables.customers.encoding', 'big5',
      "tables.customers.encoding: 'big5' is not allowed; allowed: utf-8, utf-8-sig, gbk, gb18030"),
     ('tables.customers.colour', 'red', 'tables.customers: unknown key(s) colour; allowed: path, '
-                                       'schema, format, encoding, subject_key'),
+                                       'schema, format, encoding, subject_key, delimiter'),
+    ('tables.customers.delimiter', ';;', "tables.customers.delimiter: must be one character"),
+    ('tables.customers.quote', ',', 'tables.customers.quote: must differ from the delimiter'),
+    ('tables.customers.header', 'yes', "tables.customers.header: must be true or false"),
+    ('tables.contracts.delimiter', ';', 'tables.contracts.delimiter: applies to csv only'),
+    ('tables.contracts.encoding', 'gbk', 'tables.contracts.encoding: applies to text formats '
+                                         '(csv, jsonl) only, not parquet'),
+    ('tables.customers.extra_columns', 'keep', "tables.customers.extra_columns: 'keep' is not "
+                                               "allowed; allowed: error, ignore"),
+    ('tables.customers.timezone', 'Mars/Olympus', "tables.customers.timezone: 'Mars/Olympus' is "
+                                                  "not a time zone"),
+    ('tables.customers.null_values', 'NULL', 'tables.customers.null_values: must be a list'),
     ('tables.customers.subject_key', 'nobody', "tables.customers.subject_key: 'nobody' is not a "
                                                "field of"),
     ('masking.defaults.personal', 'keep_everything', "masking.defaults.personal: unknown "

@@ -55,7 +55,7 @@ def test_read_table_keeps_row_numbers_and_dead_letters_broken_rows(config, tmp_p
             lambda d: (d.reason, d.stage, d.row, d.problem, d.subject)),
             equal_to([('malformed', 'read', 2, 'expected 21 columns, found 5', 'C2')]),
             label='dead')
-        assert_that(out[ReadTable.SOURCES], equal_to([('customers', str(path), 3)]),
+        assert_that(out[ReadTable.SOURCES], equal_to([('customers', str(path), 3, [])]),
                     label='sources')
 
 
@@ -205,7 +205,7 @@ def test_manifest_proves_conservation():
     m = build_manifest(RUN, *facts())
     assert m['tables']['t']['rows_read'] == 10
     assert m['sources'] == [{'path': 's', 'table': 't', 'rows_read': 10, 'rows_written': 8,
-                             'dead_letters': {'no_consent': 2}}]
+                             'dead_letters': {'no_consent': 2}, 'ignored_columns': []}]
 
 
 def test_manifest_refuses_a_lost_row():

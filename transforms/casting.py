@@ -37,17 +37,21 @@ class CastResult:
     expected: str  # what a valid value looks like, for the dead letter's `problem`
 
 
-def cast_column(values: pa.Array, field: FieldSpec, *, zone: str = 'Asia/Shanghai'
-                ) -> CastResult:
-    """Cast one column to ``field``'s type. Text columns are parsed; typed ones cast safely."""
+def cast_column(values: pa.Array, field: FieldSpec, *, zone: str = 'Asia/Shanghai',
+                null_values=NULL_TOKENS) -> CastResult:
+    """Cast one column to ``field``'s type. Text columns are parsed; typed ones cast safely.
+
+    Naive timestamps are read in ``zone``; text equal to one of ``null_values`` (after trimming)
+    is null.
+    """
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     target = field.arrow_type
     expected = _EXPECTED[field.kind](field)
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
         text = pc.utf8_trim_whitespace(values.cast(pa.string()))
-        text = pc.if_else(pc.is_in(text, pa.array(NULL_TOKENS)), pa.scalar(None, pa.string()),
-                          text)
+        text = pc.if_else(pc.is_in(text, pa.array(null_values, pa.string())),
+                          pa.scalar(None, pa.string()), text)
         if field.kind in ('string',):
             return CastResult(text, None, expected)
         typed = _PARSERS[field.kind](text, field, zone)

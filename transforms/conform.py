@@ -34,7 +34,8 @@ def conform_batch(batch: pa.RecordBatch, table):
     schema = table.schema
     columns, problems, missing = [], [], []
     for field in schema.fields:
-        result = cast_column(batch.column(field.name), field)
+        result = cast_column(batch.column(field.name), field, zone=table.timezone,
+                             null_values=table.null_values)
         columns.append(result.values)
         if result.bad is not None:
             problems.append((field.name, result.bad.to_numpy(zero_copy_only=False),

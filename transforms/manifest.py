@@ -105,15 +105,21 @@ def _write_manifest(_, run, counts, files):
     return manifest
 
 
+def _new_source(table, path):
+    return {'path': path, 'table': table, 'rows_read': 0, 'rows_written': 0, 'dead_letters': {},
+            'ignored_columns': []}
+
+
 def build_manifest(run: dict, counts: dict, files: list) -> dict:
     """Assemble and check the manifest (pure).
 
     ``counts`` maps (kind, table, source, reason) to a count, kind in read|written|dead|
-    suppressed. Raises DeadLetterLimitExceeded above ``run['max_ratio']`` of bad data in a
+    suppressed|ignored (for ignored, ``reason`` is the column left out). Raises DeadLetterLimitExceeded above ``run['max_ratio']`` of bad data in a
     table, and AssertionError if any count does not add up (a bug: nothing may be lost).
     """
     tables = {name: {'rows_read': 0, 'rows_written': 0, 'dead_letters': {},
-                     'sensitive_suppressed_rows': 0, 'files': [], 'deadletter_files': []}
+                     'sensitive_suppressed_rows': 0, 'ignored_columns': [], 'files': [],
+                     'deadletter_files': []}
               for name in run['tables']}
     sources = {}
     for (kind, table, source, reason), n in sorted(counts.items()):
@@ -121,8 +127,12 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
         if kind == 'suppressed':
             t['sensitive_suppressed_rows'] += n
             continue
-        s = sources.setdefault((table, source), {'path': source, 'table': table, 'rows_read': 0,
-                                                 'rows_written': 0, 'dead_letters': {}})
+        if kind == 'ignored':
+            t['ignored_columns'] = sorted(set(t['ignored_columns']) | {reason})
+            sources.setdefault((table, source), _new_source(table, source))[
+                'ignored_columns'].append(reason)
+            continue
+        s = sources.setdefault((table, source), _new_source(table, source))
         if kind == 'read':
             s['rows_read'] += n
             t['rows_read'] += n

@@ -1,6 +1,14 @@
-"""Read: a table's seller files, streamed as Arrow record batches with provenance."""
+"""Read: a table's seller files (CSV, JSON Lines, Avro, Parquet), streamed as Arrow record batches.
 
+Every file is read in bounded memory (batch by batch, never whole) and every input row comes out
+exactly once: in a batch, with its source file and row number, or as a dead letter. Columns are
+mapped to schema fields by name or by the schema's Avro ``aliases`` (e.g. 证件号码 -> national_id).
+"""
+
+import codecs
 import csv
+import io
+import json
 import logging
 import time
 
@@ -8,6 +16,7 @@ import apache_beam as beam
 from apache_beam.io import fileio
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -15,17 +24,130 @@ from transforms.batches import with_provenance
 from transforms.errors import InputError
 from transforms.reasons import DeadLetter
 
-__all__ = ['ReadTable']
+__all__ = ['ColumnPlan', 'DecodedStream', 'ReadTable', 'first_undecodable_byte']
 
 _CSV_BLOCK_BYTES = 4 << 20
-_PARQUET_BATCH_ROWS = 65_536
+_BATCH_ROWS = 65_536
+_TEXT_BATCH_ROWS = 16_384  # JSON Lines and Avro build batches from Python values
 _PROGRESS = logging.getLogger('novation.progress')
 PROGRESS_SECONDS = 10.0
+# A file whose first batch has more than this share of undecodable rows is in the wrong
+# encoding as a whole: one clear error instead of a dead letter per row.
+WRONG_ENCODING_SHARE = 0.5
+REPLACEMENT = '\ufffd'
+
+
+class ReadTable(beam.PTransform):
+    """Read every file matching a table's path.
+
+    Outputs (tags): ``rows`` record batches with the schema's field names (text for CSV and JSON
+    Lines, as stored for Avro and Parquet) plus provenance; ``dead`` rows that cannot be read
+    (wrong column count, broken JSON, undecodable bytes); ``sources`` one
+    ``(table, path, rows_read, ignored_columns)`` per file.
+    """
+    ROWS = 'rows'
+    DEAD = 'dead'
+    SOURCES = 'sources'
+
+    def __init__(self, table):
+        super().__init__()
+        self._table = table
+
+    def expand(self, pbegin):
+        return (pbegin
+                | 'Match' >> fileio.MatchFiles(self._table.path)
+                | 'Spread' >> beam.Reshuffle()
+                | 'Open' >> fileio.ReadMatches()
+                | 'ReadBatches' >> beam.ParDo(_ReadBatchesFn(self._table)).with_outputs(
+                    self.DEAD, self.SOURCES, main=self.ROWS))
+
+
+class ColumnPlan:
+    """How a file's columns map to the schema's fields (pure).
+
+    A column is a field's name or one of its aliases. Columns that are no field are an error
+    (they would be unclassified data) unless the table says ``extra_columns: ignore``; then they
+    are left out and listed in the manifest. Missing nullable fields read as nulls; missing
+    required fields are an error.
+    """
+
+    def __init__(self, table):
+        self._table = table
+        self._field_of = {}
+        for f in table.schema.fields:
+            for name in (f.name,) + f.aliases:
+                self._field_of[name] = f.name
+
+    def resolve(self, columns, path, *, require_all=True):
+        """(source column -> field, ignored columns), or InputError naming what is wrong.
+
+        ``require_all=False`` (JSON Lines, where each record names its own keys) leaves missing
+        required fields to Conform, row by row.
+        """
+        mapping, ignored, seen = {}, [], {}
+        for column in columns:
+            field = self._field_of.get(column)
+            if field is None:
+                ignored.append(column)
+                continue
+            if field in seen:
+                raise InputError(f'{path}: columns {seen[field]!r} and {column!r} both map to '
+                                 f'field {field!r} of {self._table.schema.source}')
+            seen[field] = column
+            mapping[column] = field
+        schema = self._table.schema
+        if ignored and self._table.extra_columns != 'ignore':
+            raise InputError(
+                f'{path}: column(s) not in the schema (unclassified): {", ".join(ignored)}; '
+                f'classify them in {schema.source} (or add an alias), or set tables.'
+                f'{self._table.name}.extra_columns: ignore')
+        missing = [f.name for f in schema.fields if f.name not in seen and not f.nullable]
+        if missing and require_all:
+            raise InputError(f'{path}: missing required column(s) {", ".join(missing)} of '
+                             f'{schema.source}')
+        return mapping, ignored
+
+    def batch(self, batch: pa.RecordBatch, mapping) -> pa.RecordBatch:
+        """``batch`` with the schema's fields in order; absent fields as null text."""
+        by_field = {field: batch.column(column) for column, field in mapping.items()}
+        n = batch.num_rows
+        names = self._table.schema.field_names
+        return pa.RecordBatch.from_arrays(
+            [by_field[name] if name in by_field else pa.nulls(n, pa.string()) for name in names],
+            names=list(names))
+
+
+class DecodedStream(io.RawIOBase):
+    """A binary file in ``encoding`` read as UTF-8; undecodable bytes become U+FFFD.
+
+    The rows holding U+FFFD are then dead-lettered one by one, so a few bad bytes cost a few
+    rows, not the file. A UTF-8 byte-order mark is dropped.
+    """
+
+    def __init__(self, raw, encoding):
+        super().__init__()
+        self._raw = raw
+        name = 'utf-8-sig' if codecs.lookup(encoding).name == 'utf-8' else encoding
+        self._decoder = codecs.getincrementaldecoder(name)(errors='replace')
+        self._pending = b''
+        self._eof = False
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        while len(self._pending) < len(buffer) and not self._eof:
+            chunk = self._raw.read(_CSV_BLOCK_BYTES)
+            self._eof = not chunk
+            self._pending += self._decoder.decode(chunk, final=self._eof).encode('utf-8')
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
 
 
 def first_undecodable_byte(path: str, encoding: str) -> int:
     """File offset of the first byte sequence that ``encoding`` cannot decode (-1: none)."""
-    import codecs
     from apache_beam.io.filesystems import FileSystems
     decoder = codecs.getincrementaldecoder(encoding)()
     offset = 0
@@ -61,119 +183,217 @@ class _Progress:
                            f'{self.rows:,}', elapsed, f'{self.rows / elapsed:,.0f}')
 
 
-class ReadTable(beam.PTransform):
-    """Read every file matching a table's path.
-
-    Outputs (tags): ``rows`` record batches of the file's columns (text for CSV, as stored for
-    Parquet) plus provenance; ``dead`` rows that cannot even be split into columns;
-    ``sources`` one ``(table, path, rows_read)`` per file.
-    """
-    ROWS = 'rows'
-    DEAD = 'dead'
-    SOURCES = 'sources'
-
-    def __init__(self, table):
-        super().__init__()
-        self._table = table
-
-    def expand(self, pbegin):
-        return (pbegin
-                | 'Match' >> fileio.MatchFiles(self._table.path)
-                | 'Spread' >> beam.Reshuffle()
-                | 'Open' >> fileio.ReadMatches()
-                | 'ReadBatches' >> beam.ParDo(_ReadBatchesFn(self._table)).with_outputs(
-                    self.DEAD, self.SOURCES, main=self.ROWS))
-
-
 class _ReadBatchesFn(beam.DoFn):
+    """One file in, its batches out. Each reader yields (batch with source columns, row
+    numbers) and DeadLetters, and returns the number of rows it read."""
+
     def __init__(self, table):
         self._table = table
+        self._plan = ColumnPlan(table)
 
     def process(self, readable_file):
         path = readable_file.metadata.path
+        reader = {'csv': self._csv, 'jsonl': self._jsonl, 'avro': self._avro,
+                  'parquet': self._parquet}[self._table.format]
+        progress = _Progress(self._table.name, path)
+        state = {'mapping': None, 'ignored': []}
         with readable_file.open() as f:
-            if self._table.format == 'csv':
-                rows_read = yield from self._csv(f, path)
-            else:
-                rows_read = yield from self._parquet(f, path)
-        yield beam.pvalue.TaggedOutput(ReadTable.SOURCES, (self._table.name, path, rows_read))
+            rows_read = yield from self._emit(reader(f, path), path, progress, state)
+        yield beam.pvalue.TaggedOutput(ReadTable.SOURCES,
+                                       (self._table.name, path, rows_read, state['ignored']))
 
-    def _check_columns(self, names, path):
-        expected = self._table.schema.field_names
-        missing = [n for n in expected if n not in names]
-        extra = [n for n in names if n not in expected]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f'missing column(s) {", ".join(missing)}')
-            if extra:
-                parts.append(f'column(s) not in the schema (unclassified): {", ".join(extra)}')
-            raise InputError(f'{path} does not match schema {self._table.schema.source}: '
-                             f'{"; ".join(parts)}')
+    def _emit(self, items, path, progress, state):
+        checked_encoding = False
+        while True:
+            try:
+                item = next(items)
+            except StopIteration as done:
+                return done.value
+            if isinstance(item, DeadLetter):
+                yield beam.pvalue.TaggedOutput(ReadTable.DEAD, item)
+                continue
+            batch, rows = item
+            if state['mapping'] is None or set(batch.schema.names) != set(state['mapping']) \
+                    | set(state['ignored']):
+                state['mapping'], ignored = self._plan.resolve(
+                    batch.schema.names, path, require_all=self._table.format != 'jsonl')
+                state['ignored'] = sorted(set(state['ignored']) | set(ignored))
+            batch = self._plan.batch(batch, state['mapping'])
+            if self._table.format in ('csv', 'jsonl'):
+                batch, rows, dead = self._undecodable_rows(batch, rows, path, checked_encoding)
+                checked_encoding = True
+                for letter in dead:
+                    yield beam.pvalue.TaggedOutput(ReadTable.DEAD, letter)
+            progress.add(len(rows))
+            if batch.num_rows:
+                yield with_provenance(batch, path, rows)
+
+    def _undecodable_rows(self, batch, rows, path, checked):
+        """Split off rows holding U+FFFD (bytes the encoding could not decode)."""
+        masks = {name: pc.fill_null(pc.match_substring(batch.column(name), REPLACEMENT), False)
+                 for name in batch.schema.names
+                 if pa.types.is_string(batch.schema.field(name).type)}
+        bad = np.zeros(batch.num_rows, dtype=bool)
+        for mask in masks.values():
+            bad |= mask.to_numpy(zero_copy_only=False)
+        if not bad.any():
+            return batch, rows, []
+        if not checked and bad.mean() > WRONG_ENCODING_SHARE:
+            self._wrong_encoding(path)
+        dead = []
+        subjects = batch.column(self._table.subject_key).to_pylist()
+        for i in np.flatnonzero(bad):
+            fields = [name for name, mask in masks.items() if mask[i].as_py()]
+            dead.append(DeadLetter(
+                reason='malformed', stage='read', table=self._table.name, source_file=path,
+                row=int(rows[i]), field=', '.join(fields),
+                problem=f'holds bytes that are not valid {self._table.encoding}',
+                subject=subjects[i], raw=None))
+        keep = ~bad
+        return batch.filter(pa.array(keep)), rows[keep], dead
+
+    def _wrong_encoding(self, path):
+        offset = first_undecodable_byte(path, self._table.encoding)
+        raise InputError(f'{path} is not valid {self._table.encoding}: the first bad byte '
+                         f'sequence is at byte offset {offset}; set tables.{self._table.name}'
+                         f'.encoding to the export\'s encoding')
+
+    # -- formats --------------------------------------------------------------------------
 
     def _parquet(self, f, path):
         parquet = pq.ParquetFile(f)
-        self._check_columns(parquet.schema_arrow.names, path)
         first = 1
-        progress = _Progress(self._table.name, path)
-        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS,
-                                          columns=list(self._table.schema.field_names)):
+        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
             n = batch.num_rows
-            yield with_provenance(batch, path, np.arange(first, first + n))
+            yield batch, np.arange(first, first + n)
             first += n
-            progress.add(n)
         return first - 1
 
     def _csv(self, f, path):
+        t = self._table
+        stream = DecodedStream(f, t.encoding)
+        text = io.BufferedReader(stream, buffer_size=1 << 16)
+        if t.header:
+            line = text.readline().decode('utf-8')
+            if REPLACEMENT in line:
+                self._wrong_encoding(path)
+            columns = next(csv.reader([line], delimiter=t.delimiter, quotechar=t.quote), [])
+            columns = [c.strip() for c in columns]
+        else:
+            columns = list(t.schema.field_names)
         invalid = []
 
         def on_invalid(row):
             invalid.append(row)
             return 'skip'
 
-        names = self._table.schema.field_names
-        # UTF-8 too goes through Python's codec ('utf-8-sig' also drops a BOM): Arrow's own UTF-8
-        # path would report undecodable bytes as an unraisable traceback, not an error.
-        encoding = 'utf-8-sig' if self._table.encoding == 'utf-8' else self._table.encoding
         try:
             reader = pa_csv.open_csv(
-                f,
-                read_options=pa_csv.ReadOptions(encoding=encoding,
-                                                 block_size=_CSV_BLOCK_BYTES, use_threads=False),
-                parse_options=pa_csv.ParseOptions(newlines_in_values=True,
+                text,
+                read_options=pa_csv.ReadOptions(column_names=columns, block_size=_CSV_BLOCK_BYTES,
+                                                use_threads=False),
+                parse_options=pa_csv.ParseOptions(delimiter=t.delimiter, quote_char=t.quote,
+                                                  newlines_in_values=True,
                                                   invalid_row_handler=on_invalid),
                 convert_options=pa_csv.ConvertOptions(
-                    column_types={n: pa.string() for n in names}, strings_can_be_null=False,
+                    column_types={c: pa.string() for c in columns}, strings_can_be_null=False,
                     quoted_strings_can_be_null=False))
-            self._check_columns(reader.schema.names, path)
             next_row = 1
-            progress = _Progress(self._table.name, path)
             for batch in reader:
                 # Number valid rows around the skipped ones so each keeps its record number.
-                skipped = {r.number - 1 for r in invalid}
+                skipped = {r.number for r in invalid}
                 numbers = []
                 while len(numbers) < batch.num_rows:
                     if next_row not in skipped:
                         numbers.append(next_row)
                     next_row += 1
-                yield with_provenance(batch.select(list(names)), path, np.array(numbers))
-                progress.add(batch.num_rows)
-        except UnicodeDecodeError:
-            offset = first_undecodable_byte(path, encoding)
-            raise InputError(f'{path} is not valid {self._table.encoding}: the first bad byte '
-                             f'sequence is at byte offset {offset}; set tables.'
-                             f'{self._table.name}.encoding to the export\'s encoding') from None
+                yield batch, np.array(numbers, dtype=np.int64)
         except pa.ArrowInvalid:
             # Arrow's message may quote the offending row, so it is not repeated here.
-            raise InputError(f'{path} cannot be read as CSV (check the delimiter, quoting and '
-                             f'encoding of tables.{self._table.name})') from None
-        subject_index = names.index(self._table.subject_key)
+            raise InputError(f'{path} cannot be read as CSV (check tables.{t.name}.delimiter, '
+                             f'quote and encoding)') from None
+        subject = columns.index(t.subject_key) if t.subject_key in columns else None
         for r in invalid:
-            values = next(csv.reader([r.text]), [])
-            yield beam.pvalue.TaggedOutput(ReadTable.DEAD, DeadLetter(
-                reason='malformed', stage='read', table=self._table.name, source_file=path,
-                row=r.number - 1, problem=f'expected {r.expected_columns} columns, found '
-                                          f'{r.actual_columns}',
-                subject=values[subject_index] if len(values) > subject_index else None,
-                raw={'text': r.text}))
-        return next_row - 1 + sum(1 for r in invalid if r.number - 1 >= next_row)
+            values = next(csv.reader([r.text], delimiter=t.delimiter, quotechar=t.quote), [])
+            yield DeadLetter(
+                reason='malformed', stage='read', table=t.name, source_file=path,
+                row=r.number, problem=f'expected {r.expected_columns} columns, found '
+                                      f'{r.actual_columns}',
+                subject=values[subject] if subject is not None and len(values) > subject
+                else None, raw={'text': r.text})
+        return next_row - 1 + sum(1 for r in invalid if r.number >= next_row)
+
+    def _jsonl(self, f, path):
+        """One JSON object per line. Numbers keep their exact text (decimals stay exact)."""
+        t = self._table
+        text = io.TextIOWrapper(io.BufferedReader(DecodedStream(f, t.encoding)),
+                                encoding='utf-8', newline='\n')
+        records, numbers, count = [], [], 0
+        for line_no, line in enumerate(text, 1):
+            if not line.strip():
+                continue  # a blank line is no record
+            count += 1
+            record = _json_record(line)
+            if record is None:
+                yield DeadLetter(reason='malformed', stage='read', table=t.name,
+                                 source_file=path, row=line_no,
+                                 problem='not a JSON object on one line',
+                                 raw={'text': line.rstrip('\n')})
+                continue
+            records.append(record)
+            numbers.append(line_no)
+            if len(records) == _TEXT_BATCH_ROWS:
+                yield _batch_of_records(records, text_only=True), np.array(numbers)
+                records, numbers = [], []
+        if records:
+            yield _batch_of_records(records, text_only=True), np.array(numbers)
+        return count
+
+    def _avro(self, f, path):
+        import fastavro
+        try:
+            reader = fastavro.reader(f)
+        except Exception:  # fastavro's message may quote bytes of the file
+            raise InputError(f'{path} is not an Avro object container file') from None
+        records, first, n = [], 1, 0
+        for n, record in enumerate(reader, 1):
+            records.append(record)
+            if len(records) == _TEXT_BATCH_ROWS:
+                yield _batch_of_records(records, text_only=False), np.arange(first, n + 1)
+                records, first = [], n + 1
+        if records:
+            yield _batch_of_records(records, text_only=False), np.arange(first, n + 1)
+        return n
+
+
+def _json_record(line):
+    try:
+        record = json.loads(line, parse_float=str, parse_int=str)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _batch_of_records(records, *, text_only):
+    """Columns from Python records. ``text_only``: every value as text (JSON Lines), so casting
+    sees the exact digits; otherwise typed where the values allow (Avro)."""
+    names = list(dict.fromkeys(k for r in records for k in r))
+    columns = []
+    for name in names:
+        values = [r.get(name) for r in records]
+        columns.append(_text_array(values) if text_only else _typed_array(values))
+    return pa.RecordBatch.from_arrays(columns, names=names)
+
+
+def _text_array(values):
+    return pa.array([None if v is None else
+                     ('true' if v else 'false') if isinstance(v, bool) else
+                     v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+                     for v in values], type=pa.string())
+
+
+def _typed_array(values):
+    try:
+        return pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError):
+        return _text_array(values)  # mixed types (an Avro union): let Conform cast the text
