@@ -10,6 +10,7 @@ REQUIRED = [
     'PyYAML>=6',
     'numpy>=1.24',
     'Faker>=30',
+    'fastavro>=1.9',
 ]
 
 setuptools.setup(
@@ -24,7 +25,7 @@ setuptools.setup(
     package_data={'schemas': ['*.avsc'], 'config': ['*.yaml']},
     install_requires=REQUIRED,
     extras_require={
-        'test': ['pytest>=8', 'hypothesis>=6.100', 'fastavro>=1.9'],
+        'test': ['pytest>=8', 'hypothesis>=6.100'],
     },
     entry_points={'console_scripts': ['novation = pipelines.cli:main']},
 )

@@ -14,7 +14,7 @@ from transforms.crypto import init_keyring
 __all__ = ['prepare_demo', 'run_demo']
 
 DEMO_CONFIG = 'demo.yaml'
-DEMO_SCHEMAS = ('customers.avsc', 'contracts.avsc')
+DEMO_SCHEMAS = ('customers.avsc', 'contracts.avsc', 'repayments.avsc', 'collection_calls.avsc')
 
 
 def prepare_demo(workdir: str, *, customers: int, seed: int):
@@ -38,8 +38,8 @@ def run_demo(*, workdir=None, customers=10_000, seed=20261123, beam_args=(), out
     started = time.monotonic()
     config, planted = prepare_demo(workdir, customers=customers, seed=seed)
     out(f'Demo seller export in {workdir}/exports: {planted.customers:,} customers (GBK CSV), '
-        f'{planted.contracts:,} contracts (Parquet), consent registry, erasure list '
-        f'({time.monotonic() - started:.1f} s)')
+        f'{planted.contracts:,} contracts (Parquet), repayments (JSON Lines), collection calls '
+        f'(Avro), consent registry, erasure list ({time.monotonic() - started:.1f} s)')
     out('Keys: demo keyring in clear JSON (demo/test only) in '
         f'{workdir}/keys')
     result = run(['--config', config] + list(beam_args))

@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import datetime
 import io
+import json
 import os
 from typing import Dict, List, Set
 
@@ -75,7 +76,10 @@ def generate(workdir: str, *, customers: int = 10_000, seed: int = 20261123) -> 
     _plant_consent_cases(rng, ids, planted)
     rows = _customer_rows(rng, pools, ids, planted)
     _write_gbk_csv(os.path.join(exports, 'customers.csv'), CUSTOMER_COLUMNS, rows)
-    _write_contracts(os.path.join(exports, 'contracts.parquet'), rng, pools, ids, planted)
+    contracts = _write_contracts(os.path.join(exports, 'contracts.parquet'), rng, pools, ids,
+                                 planted)
+    _write_repayments(os.path.join(exports, 'repayments.jsonl'), rng, contracts, planted)
+    _write_calls(os.path.join(exports, 'collection_calls.avro'), rng, contracts, planted)
     _write_consent(exports, rng, ids, planted)
     return planted
 
@@ -286,6 +290,110 @@ def _write_contracts(path, rng, pools, ids, planted):
         'signed_at': pa.array(signed, type=pa.timestamp('us', tz='UTC')),
     })
     pq.write_table(table, path, row_group_size=100_000)
+    return {'contract_id': table.column('contract_id').to_pylist(), 'customer_id': customer_ids,
+            'start': start, 'payment': payment, 'status': status, 'account': accounts,
+            'mobile': g_mobiles}
+
+
+def _refused(planted):
+    return (planted.erasure_requested | planted.consent_withdrawn | planted.no_consent |
+            planted.no_cross_border_consent)
+
+
+def _write_repayments(path, rng, contracts, planted):
+    """JSON Lines with the billing system's Chinese keys (mapped by schema aliases)."""
+    n_contracts = len(contracts['contract_id'])
+    chosen = np.flatnonzero(rng.random(n_contracts) < 0.6)
+    channels = ('bank_debit', 'wechat_pay', 'alipay', 'counter')
+    lines, owners = [], []
+    for k, c in enumerate(chosen):
+        due = contracts['start'][c] + datetime.timedelta(days=30)
+        late = bool(contracts['status'][c] == 1)
+        paid = None if late else f'{due - datetime.timedelta(days=2):%Y-%m-%d} 10:15:00'
+        amount = f'{contracts["payment"][c]:.2f}'
+        record = {'repayment_id': f'R{k + 1:09d}', 'contract_id': contracts['contract_id'][c],
+                  '客户编号': contracts['customer_id'][c], 'due_date': f'{due:%Y-%m-%d}',
+                  'paid_at': paid, '应还金额': float(amount),
+                  '还款金额': None if late else float(amount),
+                  'channel': channels[k % 4], 'payer_account': contracts['account'][c],
+                  'late': late}
+        lines.append(json.dumps(record, ensure_ascii=False))
+        owners.append(contracts['customer_id'][c])
+    bad = {}
+    refused = _refused(planted)
+    candidates = [i for i, o in enumerate(owners) if o not in refused]
+    for k, i in enumerate(sorted(rng.choice(candidates, size=min(len(candidates),
+                                                               max(4, len(lines) // 500)),
+                                           replace=False))):
+        kind = k % 4
+        if kind == 0:
+            lines[i] = lines[i][:len(lines[i]) // 2]  # cut off mid-record
+        elif kind == 1:
+            lines[i] = _set_json(lines[i], 'due_date', '2023-02-30')
+        elif kind == 2:
+            lines[i] = _set_json(lines[i], '应还金额', '一千二百元')
+        else:
+            lines[i] = _set_json(lines[i], 'repayment_id', None, drop=True)
+        bad[i + 1] = 'missing_required' if kind == 3 else 'malformed'
+    planted.bad_rows['repayments'] = bad
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines) + '\n')
+
+
+def _set_json(line, key, value, drop=False):
+    record = json.loads(line)
+    if drop:
+        del record[key]
+    else:
+        record[key] = value
+    return json.dumps(record, ensure_ascii=False)
+
+
+def _write_calls(path, rng, contracts, planted):
+    """Avro from the call centre: legacy names (cust_no, tel), amounts and dates as text."""
+    import fastavro
+    overdue = [i for i, s in enumerate(contracts['status']) if s in (1, 3)]
+    outcomes = ('no_answer', 'promised', 'refused', 'wrong_number', 'paid')
+    records = []
+    for k, c in enumerate(overdue * 2):
+        outcome = outcomes[k % 5]
+        when = datetime.datetime.combine(contracts['start'][c], datetime.time(9 + k % 8),
+                                         tzinfo=datetime.timezone.utc) + \
+            datetime.timedelta(days=60 + k % 30)
+        records.append({
+            'call_id': f'K{k + 1:08d}', 'cust_no': contracts['customer_id'][c],
+            'called_at': when, 'agent_id': f'A{k % 40:03d}', 'tel': contracts['mobile'][c],
+            'outcome': outcome,
+            'promised_amount': f'{contracts["payment"][c]:.2f}' if outcome == 'promised'
+            else None,
+            'promised_date': f'{when + datetime.timedelta(days=7):%Y-%m-%d}'
+            if outcome == 'promised' else None,
+            'notes': f'客户称下周还款，联系 {contracts["mobile"][c]}' if k % 3 == 0 else None})
+    bad = {}
+    refused = _refused(planted)
+    candidates = [i for i, r in enumerate(records) if r['cust_no'] not in refused]
+    if candidates:
+        for k, i in enumerate(sorted(rng.choice(candidates, size=min(len(candidates), 4),
+                                                replace=False))):
+            if k % 2 == 0:
+                records[i]['promised_amount'] = '约五千'  # the legacy system kept free text
+            else:
+                records[i]['promised_date'] = '2024-04-31'
+            bad[i + 1] = 'malformed'
+    planted.bad_rows['collection_calls'] = bad
+    schema = fastavro.parse_schema({
+        'type': 'record', 'name': 'CallRecord', 'namespace': 'legacy.callcentre', 'fields': [
+            {'name': 'call_id', 'type': 'string'},
+            {'name': 'cust_no', 'type': 'string'},
+            {'name': 'called_at', 'type': {'type': 'long', 'logicalType': 'timestamp-micros'}},
+            {'name': 'agent_id', 'type': 'string'},
+            {'name': 'tel', 'type': ['null', 'string']},
+            {'name': 'outcome', 'type': 'string'},
+            {'name': 'promised_amount', 'type': ['null', 'string']},
+            {'name': 'promised_date', 'type': ['null', 'string']},
+            {'name': 'notes', 'type': ['null', 'string']}]})
+    with open(path, 'wb') as f:
+        fastavro.writer(f, schema, records, codec='deflate')
 
 
 def _write_consent(exports, rng, ids, planted):

@@ -37,7 +37,8 @@ def test_manifest_shape_and_conservation(demo_run):
         for f in t['files'] + t['deadletter_files']:
             assert set(f) == {'path', 'rows', 'bytes', 'crc32c'}
             assert os.path.getsize(os.path.join(result.run_dir, f['path'])) == f['bytes']
-    assert len(m['sources']) == 2
+    assert sorted(s['table'] for s in m['sources']) == sorted(m['tables'])
+    assert set(m['tables']) == {'customers', 'contracts', 'repayments', 'collection_calls'}
     for s in m['sources']:
         assert s['rows_read'] == s['rows_written'] + sum(s['dead_letters'].values())
     # key ids only: every value in "keys" is an id, never material
@@ -110,9 +111,11 @@ def test_each_planted_case_lands_under_its_reason(demo_run):
     assert erased and all(d['raw'] is None for d in erased)
     kept = [d['raw'] for d in letters if d['raw'] is not None]
     assert kept and not any('login_password_hash' in raw for raw in kept)
-    contract_rows = {(d['row'], d['reason']) for d in read_deadletters(
-        result.run_dir, keys=keys, table='contracts') if d['stage'] != 'consent'}
-    assert contract_rows == set(planted.bad_rows['contracts'].items())
+    for table in ('contracts', 'repayments', 'collection_calls'):
+        found = {(d['row'], d['reason']) for d in read_deadletters(
+            result.run_dir, keys=keys, table=table) if d['stage'] != 'consent'}
+        assert found == set(planted.bad_rows[table].items()), table
+        assert planted.bad_rows[table], table
     assert result.manifest['tables']['customers']['sensitive_suppressed_rows'] == len(
         planted.no_sensitive_consent - {c for c in planted.no_sensitive_consent
                                         if pseudonym(c) in by_subject})

@@ -50,7 +50,7 @@ def test_schema_errors(text, message):
 
 
 def test_bundled_schemas_load():
-    for name in ('customers', 'contracts'):
+    for name in ('customers', 'contracts', 'repayments', 'collection_calls'):
         with open(os.path.join(ROOT, 'schemas', f'{name}.avsc'), encoding='utf-8') as f:
             schema = parse_schema(f.read(), name)
         assert schema.subject_key == 'customer_id'
@@ -70,7 +70,8 @@ def parse(doc):
 
 def test_demo_config_is_valid(demo_doc):
     config = parse(demo_doc)
-    assert [t.name for t in config.tables] == ['customers', 'contracts']
+    assert [t.name for t in config.tables] == ['customers', 'contracts', 'repayments',
+                                              'collection_calls']
     assert config.transfer.cross_border
     customers = config.table('customers')
     assert customers.rule('login_password_hash').operator.name == 'drop'
