@@ -10,7 +10,7 @@ import hashlib
 import json
 import posixpath
 import zoneinfo
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import pyarrow as pa
 import yaml
@@ -29,6 +29,7 @@ TEXT_FORMATS = ('csv', 'jsonl')
 EXTENSIONS = {'csv': 'csv', 'jsonl': 'jsonl', 'ndjson': 'jsonl', 'avro': 'avro',
               'parquet': 'parquet'}
 EXTRA_COLUMNS = ('error', 'ignore')
+KEEP_DUPLICATES = ('none', 'latest')
 ENCODINGS = ('utf-8', 'utf-8-sig', 'gbk', 'gb18030')
 LEGAL_BASES = ('consent', 'contract')
 OUTPUT_FORMATS = ('parquet',)
@@ -83,6 +84,8 @@ class TableConfig:
     extra_columns: str = 'error'
     timezone: str = 'Asia/Shanghai'
     null_values: Tuple[str, ...] = NULL_TOKENS
+    keep_duplicates: str = 'none'  # none: every copy of a key is refused; latest: by order_by
+    order_by: Optional[str] = None
 
     @property
     def subject_domain(self) -> str:
@@ -253,7 +256,7 @@ def _table(c, name, raw, base_dir, defaults, overrides):
     key = f'tables.{name}'
     t = c.mapping(raw, key, required=('path', 'schema'),
                   optional=('format', 'encoding', 'subject_key', 'delimiter', 'quote', 'header',
-                            'extra_columns', 'timezone', 'null_values'))
+                            'extra_columns', 'timezone', 'null_values', 'duplicates'))
     path = resolve(base_dir, c.string(t['path'], f'{key}.path'))
     fmt = t.get('format') or _format_from_extension(c, path, key)
     c.choice(fmt, f'{key}.format', FORMATS)
@@ -297,10 +300,32 @@ def _table(c, name, raw, base_dir, defaults, overrides):
             c.fail(key, f'field {f.name!r} in {schema_path}: names starting with "__" are '
                         f'reserved')
     rules = tuple(_rule(c, name, f, defaults, overrides) for f in schema.fields)
+    keep, order_by = _duplicates(c, key, t.get('duplicates'), schema)
     return TableConfig(name=name, path=path, format=fmt, encoding=encoding, schema=schema,
                        subject_key=subject_key, rules=rules, delimiter=delimiter, quote=quote,
                        header=header, extra_columns=extra_columns, timezone=timezone,
-                       null_values=tuple(null_values)), schema_text
+                       null_values=tuple(null_values), keep_duplicates=keep,
+                       order_by=order_by), schema_text
+
+
+def _duplicates(c, key, raw, schema):
+    """(keep, order_by) for a table; duplicates are looked for only with a primary key."""
+    if raw is None:
+        return 'none', None
+    key = f'{key}.duplicates'
+    if schema.primary_key is None:
+        c.fail(key, f'{schema.source} declares no "primary_key", so there are no duplicates '
+                    f'to resolve')
+    d = c.mapping(raw, key, required=('keep',), optional=('order_by',))
+    keep = c.choice(d['keep'], f'{key}.keep', KEEP_DUPLICATES)
+    order_by = d.get('order_by')
+    if keep == 'latest':
+        if order_by not in schema.field_names:
+            c.fail(f'{key}.order_by', f'keep: latest needs order_by naming a field of '
+                                      f'{schema.source}; got {order_by!r}')
+    elif order_by is not None:
+        c.fail(f'{key}.order_by', 'applies to keep: latest only')
+    return keep, order_by
 
 
 def _format_from_extension(c, path, key):

@@ -75,6 +75,7 @@ def generate(workdir: str, *, customers: int = 10_000, seed: int = 20261123) -> 
     planted = Planted(customers=customers, contracts=0)
     _plant_consent_cases(rng, ids, planted)
     rows = _customer_rows(rng, pools, ids, planted)
+    _plant_duplicate_customers(rng, rows, planted)
     _write_gbk_csv(os.path.join(exports, 'customers.csv'), CUSTOMER_COLUMNS, rows)
     contracts = _write_contracts(os.path.join(exports, 'contracts.parquet'), rng, pools, ids,
                                  planted)
@@ -212,6 +213,18 @@ def _plant_bad_customer_rows(rng, rows, planted):
     return bad
 
 
+def _plant_duplicate_customers(rng, rows, planted):
+    """Re-export a few customers with a later updated_at: the older copy is the duplicate."""
+    refused = _refused(planted)
+    bad = planted.bad_rows['customers']
+    candidates = [i for i, r in enumerate(rows) if r[0] not in refused and i + 1 not in bad]
+    for i in sorted(rng.choice(candidates, size=max(2, len(rows) // 1000), replace=False)):
+        copy = list(rows[i])
+        copy[19] = '2024-09-01 12:00:00'  # updated_at: later than every original
+        rows.append(copy)
+        bad[i + 1] = 'duplicate_key'
+
+
 def _write_gbk_csv(path, header, rows):
     with open(path, 'wb') as f:
         buf = io.StringIO()
@@ -335,6 +348,10 @@ def _write_repayments(path, rng, contracts, planted):
         else:
             lines[i] = _set_json(lines[i], 'repayment_id', None, drop=True)
         bad[i + 1] = 'missing_required' if kind == 3 else 'malformed'
+    for i in sorted(rng.choice(candidates, size=2, replace=False)):
+        if i + 1 not in bad:  # the same payment exported twice: both copies are refused
+            lines.append(lines[i])
+            bad[i + 1] = bad[len(lines)] = 'duplicate_key'
     planted.bad_rows['repayments'] = bad
     with open(path, 'w', encoding='utf-8') as f:
         f.write('\n'.join(lines) + '\n')

@@ -23,6 +23,7 @@ from transforms.consent import ConsentDecisions, ConsentGate
 from transforms.conform import Conform
 from transforms.crypto import load_keyring
 from transforms.deadletter import SealDeadLetters, WriteDeadLetters
+from transforms.dedup import DropDuplicates, DuplicateKeys
 from transforms.errors import ConfigError, NovationError
 from transforms.files import exists, join
 from transforms.manifest import MANIFEST_FILE, WriteManifest
@@ -87,10 +88,16 @@ def build_pipeline(pipeline, config, run) -> dict:
         step = _camel(table.name)
         read = pipeline | f'Read{step}' >> ReadTable(table)
         conformed = read[ReadTable.ROWS] | f'Conform{step}' >> Conform(table)
-        gated = conformed[Conform.ROWS] | f'Consent{step}' >> ConsentGate(table, decisions)
+        rows, dead = conformed[Conform.ROWS], [read[ReadTable.DEAD], conformed[Conform.DEAD]]
+        if table.schema.primary_key:
+            duplicates = pipeline | f'KeysOf{step}' >> DuplicateKeys(table)
+            unique = rows | f'Dedup{step}' >> DropDuplicates(table, duplicates)
+            rows = unique[DropDuplicates.ROWS]
+            dead.append(unique[DropDuplicates.DEAD])
+        gated = rows | f'Consent{step}' >> ConsentGate(table, decisions)
         masked = gated[ConsentGate.ROWS] | f'Mask{step}' >> Mask(table, keys)
         written = masked | f'Write{step}' >> WriteTable(table, run['run_dir'], keys)
-        sealed = ((read[ReadTable.DEAD], conformed[Conform.DEAD], gated[ConsentGate.DEAD])
+        sealed = (dead + [gated[ConsentGate.DEAD]]
                   | f'DeadLetters{step}' >> beam.Flatten()
                   | f'Seal{step}' >> SealDeadLetters(config.tables, decisions, keys))
         dead_files = sealed | f'WriteDeadLetters{step}' >> WriteDeadLetters(

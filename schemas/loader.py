@@ -88,6 +88,7 @@ class TableSchema:
     subject_key: str
     fields: tuple  # of FieldSpec, in schema order
     source: str  # file the schema came from, for messages
+    primary_key: Optional[str] = None  # a field that must be unique in the table
 
     def field(self, name: str) -> FieldSpec:
         for f in self.fields:
@@ -137,7 +138,15 @@ def parse_schema(text: str, source: str) -> TableSchema:
         raise SchemaError(
             f'{source}: "subject_key" must name one of the fields '
             f'({", ".join(sorted(seen))}); got {subject_key!r}')
-    return TableSchema(name=name, subject_key=subject_key, fields=tuple(fields), source=source)
+    primary_key = doc.get('primary_key')
+    if primary_key is not None:
+        if primary_key not in seen:
+            raise SchemaError(f'{source}: "primary_key" must name one of the fields '
+                              f'({", ".join(sorted(seen))}); got {primary_key!r}')
+        if next(f for f in fields if f.name == primary_key).nullable:
+            raise SchemaError(f'{source}: primary key {primary_key!r} must not be nullable')
+    return TableSchema(name=name, subject_key=subject_key, fields=tuple(fields), source=source,
+                       primary_key=primary_key)
 
 
 def load_schema(path: str) -> TableSchema:

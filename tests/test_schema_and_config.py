@@ -41,9 +41,16 @@ def schema_with(**field_changes):
     (schema_with(type='uuid'), "t.avsc: field 'born': type 'uuid' is not supported"),
     (json.dumps({**SCHEMA, 'subject_key': 'nope'}), '"subject_key" must name one of the '
                                                     'fields (born, id)'),
+    (json.dumps({**SCHEMA, 'primary_key': 'nope'}), '"primary_key" must name one of the '
+                                                    'fields (born, id)'),
+    (json.loads(schema_with(type=['null', 'string'])) | {'primary_key': 'born'},
+     "t.avsc: primary key 'born' must not be nullable"),
+    (schema_with(aliases=['id']), "column name 'id' is used by fields 'id' and 'born'"),
+    (schema_with(aliases='birthday'), '"aliases" must be a list of column names'),
     ('{"type": "record", ', 't.avsc: not valid JSON'),
 ])
 def test_schema_errors(text, message):
+    text = text if isinstance(text, str) else json.dumps(text)
     with pytest.raises(SchemaError) as e:
         parse_schema(text, 't.avsc')
     assert message in str(e.value)
@@ -114,6 +121,14 @@ def change(doc, dotted, value):
     ('tables.customers.timezone', 'Mars/Olympus', "tables.customers.timezone: 'Mars/Olympus' is "
                                                   "not a time zone"),
     ('tables.customers.null_values', 'NULL', 'tables.customers.null_values: must be a list'),
+    ('tables.customers.duplicates', {'keep': 'first'}, "tables.customers.duplicates.keep: "
+                                                       "'first' is not allowed; allowed: none, "
+                                                       "latest"),
+    ('tables.customers.duplicates', {'keep': 'latest'}, 'tables.customers.duplicates.order_by: '
+                                                        'keep: latest needs order_by'),
+    ('tables.customers.duplicates', {'keep': 'none', 'order_by': 'updated_at'},
+     'order_by: applies to keep: latest only'),
+    ('tables.contracts.duplicates', {'keep': 'none'}, 'declares no "primary_key"'),
     ('tables.customers.subject_key', 'nobody', "tables.customers.subject_key: 'nobody' is not a "
                                                "field of"),
     ('masking.defaults.personal', 'keep_everything', "masking.defaults.personal: unknown "

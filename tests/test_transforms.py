@@ -262,3 +262,45 @@ def test_first_undecodable_byte_is_a_file_offset(tmp_path, data, encoding, offse
     path = tmp_path / 'f.csv'
     path.write_bytes(data)
     assert first_undecodable_byte(str(path), encoding) == offset
+
+
+def test_duplicates_keep_latest_refuses_older_copies_only(config, tmp_path):
+    from transforms.dedup import DropDuplicates, DuplicateKeys
+    table = config.table('customers')
+    assert table.keep_duplicates == 'latest' and table.order_by == 'updated_at'
+    header = ','.join(table.schema.field_names)
+
+    def line(cid, updated):
+        values = {n: '' for n in table.schema.field_names}
+        values.update(customer_id=cid, created_at='2020-01-01 00:00:00', updated_at=updated)
+        return ','.join(values[n] for n in table.schema.field_names)
+
+    path = tmp_path / 'c.csv'
+    path.write_bytes('\n'.join([header, line('A', '2024-01-01 00:00:00'),
+                                line('B', '2024-01-01 00:00:00'),
+                                line('A', '2024-06-01 00:00:00'),
+                                line('A', '2023-01-01 00:00:00')]).encode('gbk') + b'\n')
+    table = dataclasses.replace(table, path=str(path))
+    with local_pipeline() as p:
+        dups = p | 'Keys' >> DuplicateKeys(table)
+        conformed = (p | ReadTable(table))[ReadTable.ROWS] | 'Conform' >> beam.ParDo(
+            lambda b: [conform_batch(b, table)[0]])
+        out = conformed | DropDuplicates(table, dups)
+        assert_that(dups, equal_to([('A', (str(path), 3))]), label='duplicates')
+        assert_that(out[DropDuplicates.ROWS] | beam.FlatMap(
+            lambda b: list(zip(b.column('customer_id').to_pylist(),
+                               b.column(ROW).to_pylist()))),
+            equal_to([('A', 3), ('B', 2)]), label='rows')
+        assert_that(out[DropDuplicates.DEAD] | beam.Map(lambda d: (d.reason, d.row, d.field)),
+                    equal_to([('duplicate_key', 1, 'customer_id'),
+                              ('duplicate_key', 4, 'customer_id')]), label='dead')
+
+
+def test_duplicates_keep_none_refuses_every_copy(config):
+    from transforms.dedup import duplicate_rows
+    table = dataclasses.replace(config.table('customers'), keep_duplicates='none',
+                                order_by=None)
+    typed, _ = conform_batch(text_batch(table, [GOOD, {**GOOD, 'customer_id': 'C2'}, GOOD]),
+                             table)
+    assert duplicate_rows(typed, table, {'C1': None}).tolist() == [True, False, True]
+    assert duplicate_rows(typed, table, {}).tolist() == [False, False, False]
