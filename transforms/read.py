@@ -31,9 +31,11 @@ _BATCH_ROWS = 65_536
 _TEXT_BATCH_ROWS = 16_384  # JSON Lines and Avro build batches from Python values
 _PROGRESS = logging.getLogger('novation.progress')
 PROGRESS_SECONDS = 10.0
-# A file whose first batch has more than this share of undecodable rows is in the wrong
-# encoding as a whole: one clear error instead of a dead letter per row.
+# A file whose first batch has at least WRONG_ENCODING_ROWS undecodable rows, more than
+# WRONG_ENCODING_SHARE of it, is in the wrong encoding as a whole: one clear error instead of a
+# dead letter per row.
 WRONG_ENCODING_SHARE = 0.5
+WRONG_ENCODING_ROWS = 20
 REPLACEMENT = '\ufffd'
 
 
@@ -220,8 +222,9 @@ class _ReadBatchesFn(beam.DoFn):
                 state['ignored'] = sorted(set(state['ignored']) | set(ignored))
             batch = self._plan.batch(batch, state['mapping'])
             if self._table.format in ('csv', 'jsonl'):
-                batch, rows, dead = self._undecodable_rows(batch, rows, path, checked_encoding)
-                checked_encoding = True
+                checked = checked_encoding
+                checked_encoding = checked_encoding or batch.num_rows > 0
+                batch, rows, dead = self._undecodable_rows(batch, rows, path, checked)
                 for letter in dead:
                     yield beam.pvalue.TaggedOutput(ReadTable.DEAD, letter)
             progress.add(len(rows))
@@ -238,7 +241,8 @@ class _ReadBatchesFn(beam.DoFn):
             bad |= mask.to_numpy(zero_copy_only=False)
         if not bad.any():
             return batch, rows, []
-        if not checked and bad.mean() > WRONG_ENCODING_SHARE:
+        if not checked and bad.sum() >= WRONG_ENCODING_ROWS and \
+                bad.mean() > WRONG_ENCODING_SHARE:
             self._wrong_encoding(path)
         dead = []
         subjects = batch.column(self._table.subject_key).to_pylist()
@@ -262,6 +266,7 @@ class _ReadBatchesFn(beam.DoFn):
 
     def _parquet(self, f, path):
         parquet = pq.ParquetFile(f)
+        yield _no_rows(parquet.schema_arrow), np.array([], dtype=np.int64)  # check columns
         first = 1
         for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
             n = batch.num_rows
@@ -281,6 +286,8 @@ class _ReadBatchesFn(beam.DoFn):
             columns = [c.strip() for c in columns]
         else:
             columns = list(t.schema.field_names)
+        # Check the header against the schema even if no data row is readable.
+        yield _no_rows(pa.schema([(c, pa.string()) for c in columns])), np.array([], np.int64)
         invalid = []
 
         def on_invalid(row):
@@ -364,6 +371,10 @@ class _ReadBatchesFn(beam.DoFn):
         if records:
             yield _batch_of_records(records, text_only=False), np.arange(first, n + 1)
         return n
+
+
+def _no_rows(schema):
+    return pa.RecordBatch.from_pylist([], schema=schema)
 
 
 def _json_record(line):
