@@ -104,6 +104,16 @@ def assert_no_value_in_reasons(dead, values):
         assert not [v for v in values if v and MARK in v and v in text]
 
 
+def write_and_check(table, lines, n, values):
+    """Write ``lines`` as the table's file, read it, check both properties; the dead letters."""
+    with open(table.path, 'wb') as f:
+        f.write(b'\n'.join(lines) + b'\n')
+    kept, dead, rows_read, _ = read_file(table)
+    assert_each_row_once(kept, dead, rows_read, n)
+    assert_no_value_in_reasons(dead, values)
+    return dead
+
+
 # -- generated rows ----------------------------------------------------------------------------
 
 _text = st.text(st.characters(codec='gbk', exclude_characters='\r\n\x00"'), max_size=6).map(
@@ -154,11 +164,7 @@ def test_csv_every_row_once(tmp_path_factory, records, encoding):
         if kind == 'badbytes':
             line += b'\xff\xfe\x81'  # bytes no Chinese encoding or UTF-8 can decode
         lines.append(line)
-    with open(table.path, 'wb') as f:
-        f.write(b'\n'.join(lines) + b'\n')
-    kept, dead, rows_read, _ = read_file(table)
-    assert_each_row_once(kept, dead, rows_read, len(records))
-    assert_no_value_in_reasons(dead, values)
+    dead = write_and_check(table, lines, len(records), values)
     bad_bytes = {i for i, (_, _, k) in enumerate(records, 1) if k == 'badbytes'}
     assert bad_bytes <= {d.row for d in dead}
     for d in dead:
@@ -238,11 +244,7 @@ def test_jsonl_every_row_once(tmp_path_factory, records):
         if kind == 'badbytes':
             line = line.replace(MARK.encode(), b'\xff', 1)  # not UTF-8 any more
         lines.append(line)
-    with open(table.path, 'wb') as f:
-        f.write(b'\n'.join(lines) + b'\n')
-    kept, dead, rows_read, ignored = read_file(table)
-    assert_each_row_once(kept, dead, rows_read, len(records))
-    assert_no_value_in_reasons(dead, values)
+    write_and_check(table, lines, len(records), values)
 
 
 # -- Avro and Parquet: typed containers, garbage lives in the types ------------------------------

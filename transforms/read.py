@@ -132,19 +132,21 @@ class DecodedStream(io.RawIOBase):
         name = 'utf-8-sig' if codecs.lookup(encoding).name == 'utf-8' else encoding
         self._decoder = codecs.getincrementaldecoder(name)(errors='replace')
         self._pending = b''
+        self._pos = 0  # how much of _pending was handed out (no re-slicing per small read)
         self._eof = False
 
     def readable(self):
         return True
 
     def readinto(self, buffer):
-        while len(self._pending) < len(buffer) and not self._eof:
+        while self._pos == len(self._pending) and not self._eof:
             chunk = self._raw.read(_CSV_BLOCK_BYTES)
             self._eof = not chunk
-            self._pending += self._decoder.decode(chunk, final=self._eof).encode('utf-8')
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
+            self._pending = self._decoder.decode(chunk, final=self._eof).encode('utf-8')
+            self._pos = 0
+        n = min(len(buffer), len(self._pending) - self._pos)
+        buffer[:n] = self._pending[self._pos:self._pos + n]
+        self._pos += n
         return n
 
 
