@@ -65,7 +65,7 @@ class DuplicateKeys(beam.PTransform):
 
     def expand(self, pbegin):
         conformed = (pbegin
-                     | 'Read' >> ReadTable(self._table)
+                     | 'Read' >> ReadTable(self._table, purpose='(key pass)')
                      )[ReadTable.ROWS] | 'Conform' >> Conform(self._table)
         keep_latest = self._table.keep_duplicates == 'latest'
         return (conformed[Conform.ROWS]

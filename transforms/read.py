@@ -51,17 +51,19 @@ class ReadTable(beam.PTransform):
     DEAD = 'dead'
     SOURCES = 'sources'
 
-    def __init__(self, table):
+    def __init__(self, table, *, purpose=''):
         super().__init__()
         self._table = table
+        self._purpose = purpose  # named in progress lines, e.g. 'key pass'
 
     def expand(self, pbegin):
         return (pbegin
                 | 'Match' >> fileio.MatchFiles(self._table.path)
                 | 'Spread' >> beam.Reshuffle()
                 | 'Open' >> fileio.ReadMatches()
-                | 'ReadBatches' >> beam.ParDo(_ReadBatchesFn(self._table)).with_outputs(
-                    self.DEAD, self.SOURCES, main=self.ROWS))
+                | 'ReadBatches' >> beam.ParDo(
+                    _ReadBatchesFn(self._table, self._purpose)).with_outputs(
+                        self.DEAD, self.SOURCES, main=self.ROWS))
 
 
 class ColumnPlan:
@@ -191,15 +193,17 @@ class _ReadBatchesFn(beam.DoFn):
     """One file in, its batches out. Each reader yields (batch with source columns, row
     numbers) and DeadLetters, and returns the number of rows it read."""
 
-    def __init__(self, table):
+    def __init__(self, table, purpose=''):
         self._table = table
+        self._purpose = purpose
         self._plan = ColumnPlan(table)
 
     def process(self, readable_file):
         path = readable_file.metadata.path
         reader = {'csv': self._csv, 'jsonl': self._jsonl, 'avro': self._avro,
                   'parquet': self._parquet}[self._table.format]
-        progress = _Progress(self._table.name, path)
+        progress = _Progress(f'{self._table.name}{" " + self._purpose if self._purpose else ""}',
+                             path)
         state = {'mapping': None, 'ignored': []}
         with readable_file.open() as f:
             rows_read = yield from self._emit(reader(f, path), path, progress, state)
