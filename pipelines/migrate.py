@@ -64,7 +64,6 @@ def plan_run(config, *, run_id=None) -> dict:
         'run_dir': run_dir,
         'keys_path': config.output.keys,
         'key_ids': keyring.key_ids(),
-        'cleartext_keys': keyring.is_cleartext,
         'config': config.source,
         'config_sha256': config.digest,
         'tables': [table.name for table in config.tables],

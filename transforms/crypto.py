@@ -76,10 +76,6 @@ class Keyring:
     def __repr__(self):
         return f'Keyring({self.path!r}, roles={sorted(self._handles)})'
 
-    @property
-    def is_cleartext(self) -> bool:
-        return self.protection == 'cleartext'
-
     def key_ids(self) -> Dict[str, dict]:
         """Key ids per role (primary and all), safe to publish in a manifest."""
         out = {}
@@ -316,8 +312,3 @@ def pme_decryption_properties(keyring: Keyring):
 def encrypting_stream(keyring: Keyring, destination: BinaryIO, associated_data: bytes):
     """A writable stream that encrypts into ``destination`` (closed with it)."""
     return keyring.streaming().new_encrypting_stream(destination, associated_data)
-
-
-def decrypt_stream_bytes(keyring: Keyring, source: BinaryIO, associated_data: bytes) -> bytes:
-    with keyring.streaming().new_decrypting_stream(source, associated_data) as stream:
-        return stream.read()

@@ -15,6 +15,7 @@ import google_crc32c
 import pyarrow.parquet as pq
 
 from transforms.crypto import DATA_ROLES, cached_keyring, pme_decryption_properties
+from transforms.deadletter import deadletter_associated_data
 from transforms.errors import DeadLetterLimitExceeded
 from transforms.reasons import DATA_QUALITY_REASONS, REASONS
 
@@ -79,7 +80,6 @@ class _FileFactsFn(beam.DoFn):
                 return pq.ParquetFile(
                     f, decryption_properties=pme_decryption_properties(keyring)
                 ).metadata.num_rows
-        from transforms.deadletter import deadletter_associated_data
         keyring = cached_keyring(self._run['keys_path'], ('deadletter',))
         with FileSystems.open(path) as f, keyring.streaming().new_decrypting_stream(
                 f, deadletter_associated_data(self._run['run_id'], table_of(path))) as s:

@@ -63,9 +63,6 @@ class Operator:
     def apply(self, values: pa.Array, ctx: MaskContext) -> pa.Array:
         raise NotImplementedError
 
-    def describe(self) -> dict:
-        return {'method': self.name, **{k: getattr(self, k) for k in self.params}}
-
     def _require_int(self, key, low, high=None):
         value = getattr(self, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < low or \
