@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import posixpath
+import re
 import zoneinfo
 from typing import Dict, Optional, Tuple
 
@@ -32,7 +33,7 @@ EXTRA_COLUMNS = ('error', 'ignore')
 KEEP_DUPLICATES = ('none', 'latest')
 ENCODINGS = ('utf-8', 'utf-8-sig', 'gbk', 'gb18030')
 LEGAL_BASES = ('consent', 'contract')
-OUTPUT_FORMATS = ('parquet',)
+OUTPUT_FORMATS = ('parquet', 'avro')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +184,14 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
         path=resolve(base_dir, c.string(out_raw['path'], 'output.path')),
         format=c.choice(out_raw.get('format', 'parquet'), 'output.format', OUTPUT_FORMATS),
         keys=resolve(base_dir, c.string(out_raw['keys'], 'output.keys')))
+    if output.format == 'avro':
+        for table in tables:
+            for rule in table.rules:
+                if rule.operator.name == 'encrypt':
+                    c.fail('output.format', f'avro files are encrypted whole, so a column cannot '
+                                            f'have its own key ({table.name}.{rule.field.name} '
+                                            f'uses method encrypt): use parquet, or another '
+                                            f'method such as tokenize')
     dl_raw = c.mapping(root.get('deadletter') or {}, 'deadletter', optional=('max_ratio',))
     max_ratio = dl_raw.get('max_ratio', 0.05)
     if not isinstance(max_ratio, (int, float)) or isinstance(max_ratio, bool) or \
@@ -254,6 +263,9 @@ def _transfer(c, raw):
 
 def _table(c, name, raw, base_dir, defaults, overrides):
     key = f'tables.{name}'
+    if not isinstance(name, str) or not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*', name):
+        c.fail(key, 'a table name may hold only letters, digits and "_", and not start with a '
+                    'digit (it names directories and the Avro record)')
     t = c.mapping(raw, key, required=('path', 'schema'),
                   optional=('format', 'encoding', 'subject_key', 'delimiter', 'quote', 'header',
                             'extra_columns', 'timezone', 'null_values', 'duplicates'))
@@ -357,6 +369,8 @@ def _rule(c, table, field: FieldSpec, defaults, overrides) -> FieldRule:
         method = params.pop('method')
     else:
         c.fail(key, 'must be a method name or a mapping with "method"')
+    if method == 'encrypt' and 'key' not in params:
+        params['key'] = f'{table}.{field.name}'  # the column's own key: column.TABLE.FIELD
     return FieldRule(field=field, operator=make_operator(method, field, f'{c.source}: {key}',
                                                          params))
 

@@ -2,8 +2,10 @@
 
     novation run --config FILE [Beam options]     migrate a seller export
     novation demo [--workdir DIR] [--customers N]  generate demo data and migrate it
-    novation keys init DIR                         create a keyring (demo/test only: clear JSON)
+    novation keys init DIR [--master-key URI]      create a keyring (KMS-wrapped, or in clear)
+    novation keys show|rotate|add DIR ...          inspect, rotate or extend a keyring
     novation decrypt RUN_DIR --keys DIR --table NAME [--deadletter] --out FILE
+    novation detokenize --run RUN_DIR --keys DIR --field TABLE.FIELD (TOKEN... | --in FILE)
 
 User errors print one line (``novation: error: ...``) and exit 2; a run aborted on the
 dead-letter limit exits 3. Tracebacks are for bugs.
@@ -67,15 +69,49 @@ def _parser() -> argparse.ArgumentParser:
                       help='number of customers to generate (default 10000)')
     demo.add_argument('--seed', type=int, default=20261123, help='random seed (default: fixed)')
 
-    keys = sub.add_parser('keys', help='manage keyrings',
-                          description='Manage keyrings (Tink keysets, one per role).')
+    keys = sub.add_parser('keys', help='create, inspect, rotate and extend keyrings',
+                          description='Manage keyrings: one Tink keyset per role, stored '
+                                      'encrypted under a KMS master key or, for demos and '
+                                      'tests, in clear.')
     keys_sub = keys.add_subparsers(dest='keys_command', required=True, metavar='ACTION')
     init = keys_sub.add_parser(
-        'init', help='create a new cleartext keyring (demo/test only)',
+        'init', help='create a new keyring',
         description='Create a keyring with the roles pseudonym, token, data.footer, '
-                    'data.internal, data.personal, data.sensitive and deadletter. Keysets are '
-                    'stored in clear JSON (file mode 0600): for demos and tests only.')
-    init.add_argument('directory', help='new or empty directory')
+                    'data.internal, data.personal, data.sensitive, data.avro and deadletter '
+                    '(and column.NAME for each --column). With --master-key every keyset is '
+                    'encrypted under that master key (Tink KMS envelope); without it keysets '
+                    'are stored in clear JSON, for demos and tests only.')
+    init.add_argument('directory', help='new or empty local directory')
+    init.add_argument('--master-key', metavar='URI',
+                      help='gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K (needs '
+                           "novation[gcp]) or local-kms://PATH (an AEAD keyset file kept apart "
+                           'from the keyring; created if missing)')
+    init.add_argument('--column', action='append', default=[], metavar='NAME',
+                      help='also create column.NAME, the own key of columns masked with '
+                           '"encrypt" (NAME is TABLE.FIELD unless the policy names a key); '
+                           'repeatable')
+    show = keys_sub.add_parser(
+        'show', help='list roles, key ids, status and creation times (never key material)',
+        description='List every role of a keyring with its key ids, which one is primary, '
+                    'their status and creation times. Key material is never printed.')
+    show.add_argument('directory', help='keyring directory (local or gs://)')
+    rotate = keys_sub.add_parser(
+        'rotate', help='add a new primary key; files written before stay decryptable',
+        description='Give roles a new primary key. Old keys stay in the keyset, so files '
+                    'written before still decrypt; new files use the new key. By default the '
+                    'data.*, column.* and deadletter roles rotate. pseudonym and token rotate '
+                    'only when named: that changes every pseudonym and token, and joins with '
+                    'earlier deliveries break.')
+    rotate.add_argument('directory', help='local keyring directory')
+    rotate.add_argument('--role', action='append', default=[], metavar='ROLE',
+                        help='a role to rotate (repeatable; default: data.*, column.*, '
+                             'deadletter)')
+    add = keys_sub.add_parser(
+        'add', help='add keysets for new roles (e.g. column.customers.mobile)',
+        description='Add a keyset for each new role, e.g. column.customers.mobile for a '
+                    'column masked with "encrypt", under the keyring\'s protection.')
+    add.add_argument('directory', help='local keyring directory')
+    add.add_argument('roles', nargs='+', metavar='ROLE', help='role to add')
 
     decrypt = sub.add_parser(
         'decrypt', help='decrypt a table (or its dead letters) of a finished run',
@@ -87,6 +123,22 @@ def _parser() -> argparse.ArgumentParser:
     decrypt.add_argument('--deadletter', action='store_true',
                          help="the table's dead letters (needs the deadletter key)")
     decrypt.add_argument('--out', required=True, help='output file (.csv, .jsonl, .parquet)')
+
+    detok = sub.add_parser(
+        'detokenize', help='reverse tokenized values of a run (token key holders only)',
+        description='Turn tokens of a tokenized field back into the original values, with the '
+                    'token key. Prints "token<TAB>value" lines, or writes a CSV (token,value) '
+                    'with --out. Invalid tokens are reported and left empty. Fields masked with '
+                    '"hash" cannot be reversed: their pseudonyms are one-way.')
+    detok.add_argument('--run', required=True, metavar='RUN_DIR',
+                       help='OUT/<run_id> of the run that delivered the tokens (its manifest '
+                            'says how the field was masked)')
+    detok.add_argument('--keys', required=True, help='keyring directory (needs the token key)')
+    detok.add_argument('--field', required=True, metavar='TABLE.FIELD', help='tokenized field')
+    detok.add_argument('tokens', nargs='*', metavar='TOKEN', help='tokens to reverse')
+    detok.add_argument('--in', dest='infile', metavar='FILE',
+                       help='read tokens from FILE, one per line (the batch form)')
+    detok.add_argument('--out', metavar='FILE', help='write token,value CSV to FILE')
     return parser
 
 
@@ -107,6 +159,8 @@ def main(argv=None) -> int:
             return _cmd_demo(args, extra)
         if args.command == 'keys':
             return _cmd_keys(args)
+        if args.command == 'detokenize':
+            return _cmd_detokenize(args, parser)
         return _cmd_decrypt(args)
     except DeadLetterLimitExceeded as e:
         print(f'novation: aborted: {e}', file=sys.stderr)
@@ -117,6 +171,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print('novation: interrupted', file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()
+        return 0
 
 
 def _cmd_run(args, beam_args):
@@ -137,21 +194,94 @@ def _cmd_demo(args, beam_args):
 
 
 def _cmd_keys(args):
-    from transforms.crypto import CLEARTEXT_WARNING, init_keyring
-    ids = init_keyring(args.directory)
-    print(f'keyring created in {args.directory}')
-    for role, info in ids.items():
-        print(f'  {role:15s} key id {info["primary"]}')
-    print(f'warning: {CLEARTEXT_WARNING}')
+    from transforms import keyring as kr
+    path = args.directory
+    if args.keys_command == 'init':
+        uri = args.master_key
+        if uri and uri.startswith(kr.LOCAL_KMS):
+            import os
+            local = uri[len(kr.LOCAL_KMS):]
+            if not local:
+                raise kr.KeyringError(f'--master-key {uri}: give the path of the master key '
+                                      f'file after {kr.LOCAL_KMS}')
+            if not os.path.exists(local):
+                kr.create_local_master_key(local)
+                print(f'created local master key {local}: keep it apart from the keyring '
+                      f'and back it up; without it the keyring cannot be opened')
+        keyring = kr.init_keyring(path, master_key_uri=uri, columns=args.column)
+        print(f'keyring created in {path}')
+        _print_keys(keyring)
+        if keyring.protection == 'cleartext':
+            print(f'warning: {kr.CLEARTEXT_WARNING}')
+    elif args.keys_command == 'show':
+        _print_keys(kr.load_keyring(path))
+    elif args.keys_command == 'add':
+        kr.add_roles(path, args.roles)
+        print(f'added {", ".join(args.roles)} to {path}')
+    else:
+        roles = args.role or [r for r in kr.load_keyring(path, warn=False).roles
+                              if r not in kr.DETERMINISTIC_ROLES]
+        for role, (old, new) in kr.rotate_keyring(path, roles).items():
+            print(f'  {role:24s} primary key {old} -> {new}')
+        changed = sorted(set(roles) & set(kr.DETERMINISTIC_ROLES))
+        if changed:
+            print(f'warning: {", ".join(changed)} rotated: new pseudonyms/tokens differ from '
+                  f'those of earlier deliveries, so joins with them break')
+        print(f'rotated {len(roles)} role(s) in {path}; files written before still decrypt')
     return 0
+
+
+def _print_keys(keyring):
+    from transforms.keyring import display_uri
+    print(f'protection: {keyring.protection}'
+          + (f' (master key {display_uri(keyring.master_key_uri)})'
+             if keyring.protection == 'kms' else ''))
+    rows = keyring.describe()
+    width = max(len(r['role']) for r in rows)
+    print(f'  {"role":{width}s} {"key id":>10s}  {"primitive":22s} {"status":8s} created')
+    for row in rows:
+        mark = '*' if row['primary'] else ' '
+        print(f'  {row["role"]:{width}s} {row["key_id"]:>10d}{mark} {row["primitive"]:22s} '
+              f'{row["status"]:8s} {row["created_at"]}')
+    print('  (* primary: new data uses it; the others still decrypt)')
 
 
 def _cmd_decrypt(args):
     from pipelines.decrypt import decrypt_table
-    rows = decrypt_table(args.run_dir, keys=args.keys, table=args.table,
-                         deadletter=args.deadletter, out=args.out)
+    rows, withheld = decrypt_table(args.run_dir, keys=args.keys, table=args.table,
+                                   deadletter=args.deadletter, out=args.out)
     what = 'dead letters' if args.deadletter else 'rows'
     print(f'{rows} {what} of {args.table} written to {args.out}')
+    for column, role in sorted(withheld.items()):
+        print(f'  withheld: {column} (under {role}, which this keyring does not hold)')
+    return 0
+
+
+def _cmd_detokenize(args, parser):
+    from pipelines.decrypt import detokenize
+    from transforms.files import read_text
+    if bool(args.tokens) == bool(args.infile):
+        parser.error('detokenize: give tokens or --in FILE (not both)')
+    tokens = args.tokens or [line.strip() for line in
+                             read_text(args.infile, what='token file').splitlines()
+                             if line.strip()]
+    pairs = detokenize(args.run, keys=args.keys, field=args.field, tokens=tokens)
+    bad = sum(1 for _, value in pairs if value is None)
+    if args.out:
+        import csv
+        with open(args.out, 'w', encoding='utf-8', newline='') as f:
+            writer = csv.writer(f)
+            writer.writerow(['token', 'value'])
+            writer.writerows((t, '' if v is None else v) for t, v in pairs)
+        print(f'{len(pairs) - bad} of {len(pairs)} tokens of {args.field} reversed into '
+              f'{args.out}')
+    else:
+        for token, value in pairs:
+            print(f'{token}\t{"" if value is None else value}')
+    if bad:
+        print(f'novation: {bad} token(s) are not valid tokens of {args.field} under this key',
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,17 +8,19 @@ import json
 
 from apache_beam.io.filesystems import FileSystems
 import google_crc32c
+import tink
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from transforms.crypto import DATA_ROLES, load_keyring, pme_decryption_properties
-from transforms.deadletter import deadletter_associated_data
-from transforms.errors import NovationError
+from transforms.crypto import file_identity, keyed_ops
+from transforms.delivered import avro_records, deadletter_lines, parquet_file
+from transforms.errors import KeyringError, NovationError
 from transforms.files import join, read_bytes
+from transforms.keyring import load_keyring
 from transforms.manifest import MANIFEST_FILE
 
-__all__ = ['decrypt_table', 'load_manifest', 'read_deadletters', 'read_table']
+__all__ = ['decrypt_table', 'detokenize', 'load_manifest', 'read_deadletters', 'read_table']
 
 
 def load_manifest(run_dir: str) -> dict:
@@ -44,20 +46,72 @@ def _table_entry(manifest, table):
     return manifest['tables'][table]
 
 
-def read_table(run_dir: str, *, keys: str, table: str) -> pa.Table:
-    """All delivered rows of ``table``, decrypted with the keyring's data keys."""
+def readable_columns(entry: dict, keyring) -> tuple:
+    """(columns this keyring can read, {withheld column: the key role it needs})."""
+    readable, withheld = [], {}
+    for role, columns in entry['column_keys'].items():
+        for column in columns:
+            if keyring.has(role):
+                readable.append(column)
+            else:
+                withheld[column] = role
+    return readable, withheld
+
+
+def read_table(run_dir: str, *, keys: str, table: str, keyring=None) -> tuple:
+    """(rows of ``table`` decrypted, {withheld column: key role}) for the columns whose keys
+    the keyring holds; a column under a key it lacks is left out and named."""
     manifest = load_manifest(run_dir)
     entry = _table_entry(manifest, table)
-    props = pme_decryption_properties(load_keyring(keys, DATA_ROLES))
+    keyring = keyring or load_keyring(keys)
+    readable, withheld = readable_columns(entry, keyring)
+    footer = 'data.avro' if entry['format'] == 'avro' else 'data.footer'
+    if not keyring.has(footer):
+        raise KeyringError(f'keyring {keys} has no {footer!r} keyset; it cannot open the files '
+                           f'of {table}')
     parts = []
     for f in entry['files']:
-        data = _verified_bytes(run_dir, f)
+        source = pa.BufferReader(_verified_bytes(run_dir, f))
+        identity = file_identity(manifest['run_id'], f['path'])
         try:
-            parts.append(pq.read_table(pa.BufferReader(data), decryption_properties=props))
-        except (OSError, pa.ArrowException, NovationError):
-            raise NovationError(f'{f["path"]} cannot be decrypted with the data keys in {keys}'
+            if entry['format'] == 'avro':
+                schema, records = avro_records(source, keyring, identity)
+                parts.append(pa.Table.from_pylist(list(records), schema=arrow_schema(schema)))
+            else:
+                # Batch by batch: PME then asks only for the keys of the columns read, where
+                # ParquetFile.read would ask for every column's key.
+                pf = parquet_file(source, keyring, identity)
+                schema = pa.schema([pf.schema_arrow.field(c) for c in readable])
+                parts.append(pa.Table.from_batches(list(pf.iter_batches(columns=readable)),
+                                                   schema=schema))
+        except (OSError, pa.ArrowException, NovationError, ValueError):
+            raise NovationError(f'{f["path"]} cannot be decrypted with the keys in {keys} (wrong '
+                                f'keyring, a file moved from its place, or a changed file)'
                                 ) from None
-    return pa.concat_tables(parts) if parts else pa.table({})
+    return (pa.concat_tables(parts) if parts else pa.table({})), withheld
+
+
+def arrow_schema(avro_schema: dict) -> pa.Schema:
+    """The Arrow schema of a delivered Avro file (the inverse of ``write.avro_schema``)."""
+    fields = []
+    for field in avro_schema['fields']:
+        avro_type = [t for t in field['type'] if t != 'null'][0]
+        fields.append(pa.field(field['name'], _ARROW_OF_AVRO[_type_name(avro_type)](avro_type)))
+    return pa.schema(fields)
+
+
+def _type_name(avro_type):
+    return avro_type if isinstance(avro_type, str) else avro_type.get('logicalType',
+                                                                      avro_type['type'])
+
+
+_ARROW_OF_AVRO = {
+    'string': lambda t: pa.string(), 'boolean': lambda t: pa.bool_(), 'int': lambda t: pa.int32(),
+    'long': lambda t: pa.int64(), 'float': lambda t: pa.float32(),
+    'double': lambda t: pa.float64(),
+    'decimal': lambda t: pa.decimal128(t['precision'], t['scale']),
+    'date': lambda t: pa.date32(), 'timestamp-micros': lambda t: pa.timestamp('us', tz='UTC'),
+}
 
 
 def read_deadletters(run_dir: str, *, keys: str, table: str) -> list:
@@ -67,36 +121,71 @@ def read_deadletters(run_dir: str, *, keys: str, table: str) -> list:
     keyring = load_keyring(keys, ('deadletter',))
     records = []
     for f in entry['deadletter_files']:
-        data = _verified_bytes(run_dir, f)
+        source = io.BytesIO(_verified_bytes(run_dir, f))
         try:
-            with keyring.streaming().new_decrypting_stream(
-                    io.BytesIO(data),
-                    deadletter_associated_data(manifest['run_id'], table)) as stream:
-                text = stream.read()
+            records += [json.loads(line) for line in deadletter_lines(
+                source, keyring, file_identity(manifest['run_id'], f['path']))]
         except Exception:
             raise NovationError(f'{f["path"]} cannot be decrypted with the deadletter key in '
                                 f'{keys}') from None
-        records += [json.loads(line) for line in text.splitlines() if line]
     return records
 
 
-def decrypt_table(run_dir: str, *, keys: str, table: str, deadletter: bool, out: str) -> int:
-    """Write a table (or its dead letters) decrypted to ``out``; returns the row count."""
+OUT_FORMATS = ('.csv', '.jsonl', '.parquet')
+
+
+def decrypt_table(run_dir: str, *, keys: str, table: str, deadletter: bool, out: str) -> tuple:
+    """Write a table (or its dead letters) decrypted to ``out``.
+
+    Returns (row count, {withheld column: key role}).
+    """
+    if not out.endswith(OUT_FORMATS):
+        raise NovationError(f'--out {out}: the extension must be one of {", ".join(OUT_FORMATS)}')
+    withheld = {}
     if deadletter:
         records = read_deadletters(run_dir, keys=keys, table=table)
         data = pa.Table.from_pylist([{**r, 'raw': None if r['raw'] is None else
                                       json.dumps(r['raw'], ensure_ascii=False)}
                                      for r in records])
     else:
-        data = read_table(run_dir, keys=keys, table=table)
+        data, withheld = read_table(run_dir, keys=keys, table=table)
     if out.endswith('.parquet'):
         pq.write_table(data, out)
     elif out.endswith('.csv'):
         pa_csv.write_csv(data, out)
-    elif out.endswith('.jsonl'):
+    else:
         with open(out, 'w', encoding='utf-8') as f:
             for row in data.to_pylist():
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + '\n')
-    else:
-        raise NovationError(f'--out {out}: the extension must be .csv, .jsonl or .parquet')
-    return data.num_rows
+    return data.num_rows, withheld
+
+
+def token_field(manifest: dict, ref: str) -> dict:
+    """The manifest entry of TABLE.FIELD, which must be tokenized."""
+    table, _, name = ref.partition('.')
+    fields = {f['name']: f for f in _table_entry(manifest, table)['fields']}
+    if name not in fields:
+        raise NovationError(f'--field {ref}: no field {name!r} in {table}; fields: '
+                            f'{", ".join(fields)}')
+    field = fields[name]
+    if field['masking'] == 'hash':
+        raise NovationError(f'--field {ref}: hash is one-way; its values are keyed pseudonyms '
+                            f'(HMAC-SHA256) that no key can reverse. Join on them instead, or '
+                            f'tokenize the field in future runs if it must be re-identified')
+    if field['masking'] != 'tokenize':
+        raise NovationError(f'--field {ref}: is delivered with method {field["masking"]!r}; only '
+                            f'tokenized fields can be detokenized')
+    return field
+
+
+def detokenize(run_dir: str, *, keys: str, field: str, tokens) -> list:
+    """(token, value or None) for each token of TABLE.FIELD; None where a token is not valid."""
+    spec = token_field(load_manifest(run_dir), field)
+    ops = keyed_ops(load_keyring(keys, ('token',)))
+    out = []
+    for token in tokens:
+        try:
+            out.append((token, ops.detokenize(spec['domain'], token).decode('utf-8')))
+        except (tink.TinkError, ValueError, UnicodeDecodeError):
+            out.append((token, None))
+    return out

@@ -9,7 +9,8 @@ import time
 from pipelines.demo_data import generate
 from pipelines.migrate import run
 from pipelines.summary import print_summary
-from transforms.crypto import init_keyring
+from config import load_config
+from transforms.keyring import init_keyring
 
 __all__ = ['prepare_demo', 'run_demo']
 
@@ -27,10 +28,14 @@ def prepare_demo(workdir: str, *, customers: int, seed: int):
             shutil.copyfile(src, os.path.join(workdir, 'schemas', name))
     with importlib.resources.as_file(importlib.resources.files('config') / DEMO_CONFIG) as src:
         shutil.copyfile(src, os.path.join(workdir, DEMO_CONFIG))
+    config = os.path.join(workdir, DEMO_CONFIG)
     keys = os.path.join(workdir, 'keys')
     if not os.path.exists(os.path.join(keys, 'keyring.json')):
-        init_keyring(keys)
-    return os.path.join(workdir, DEMO_CONFIG), planted
+        init_keyring(keys, columns=sorted({rule.operator.key
+                                           for table in load_config(config).tables
+                                           for rule in table.rules
+                                           if rule.operator.name == 'encrypt'}))
+    return config, planted
 
 
 def run_demo(*, workdir=None, customers=10_000, seed=20261123, beam_args=(), out=print):

@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from config import load_config
 from transforms.consent import ConsentDecisions, ConsentGate
 from transforms.conform import Conform
-from transforms.crypto import load_keyring
+from transforms.keyring import load_keyring
 from transforms.deadletter import SealDeadLetters, WriteDeadLetters
 from transforms.dedup import DropDuplicates, DuplicateKeys
 from transforms.errors import ConfigError, NovationError
@@ -29,7 +29,7 @@ from transforms.files import exists, join
 from transforms.manifest import MANIFEST_FILE, WriteManifest
 from transforms.mask import Mask
 from transforms.read import ReadTable
-from transforms.write import WriteTable
+from transforms.write import WriteTable, column_keys, file_roles
 
 __all__ = ['RunResult', 'build_pipeline', 'plan_run', 'run']
 
@@ -39,10 +39,14 @@ _LOG = logging.getLogger('novation')
 def plan_run(config, *, run_id=None) -> dict:
     """Check everything that can be checked before any data is read; name the new run.
 
-    Keys load and hold every role; every table path matches at least one file; the consent
-    files exist; the run directory is new.
+    Keys load and hold every role the run needs; every table path matches at least one file;
+    the consent files exist; the run directory is new.
     """
+    fmt = config.output.format
+    roles = sorted({'pseudonym', 'token', 'deadletter',
+                    *(r for t in config.tables for r in file_roles(t, fmt))})
     keyring = load_keyring(config.output.keys)
+    keyring.require(roles, f' (needed by {config.source})')
     for table in config.tables:
         if not FileSystems.match([table.path])[0].metadata_list:
             raise ConfigError(f'{config.source}: tables.{table.name}.path: no file matches '
@@ -63,7 +67,11 @@ def plan_run(config, *, run_id=None) -> dict:
         'run_id': run_id,
         'run_dir': run_dir,
         'keys_path': config.output.keys,
-        'key_ids': keyring.key_ids(),
+        'key_ids': {role: ids for role, ids in keyring.key_ids().items() if role in roles},
+        'output_format': fmt,
+        'file_roles': {t.name: file_roles(t, fmt) for t in config.tables},
+        'column_keys': {t.name: column_keys(t) for t in config.tables},
+        'fields': {t.name: [field_entry(r) for r in t.rules] for t in config.tables},
         'config': config.source,
         'config_sha256': config.digest,
         'tables': [table.name for table in config.tables],
@@ -75,6 +83,15 @@ def plan_run(config, *, run_id=None) -> dict:
                      'destination_region': t.destination_region,
                      'cross_border': t.cross_border},
     }
+
+
+def field_entry(rule) -> dict:
+    """A field as the manifest lists it: how it was classified and delivered."""
+    entry = {'name': rule.field.name, 'classification': rule.field.classification,
+             'masking': rule.operator.name}
+    if rule.operator.name in ('hash', 'tokenize'):
+        entry['domain'] = rule.operator.domain
+    return entry
 
 
 def build_pipeline(pipeline, config, run) -> dict:
@@ -95,12 +112,11 @@ def build_pipeline(pipeline, config, run) -> dict:
             dead.append(unique[DropDuplicates.DEAD])
         gated = rows | f'Consent{step}' >> ConsentGate(table, decisions)
         masked = gated[ConsentGate.ROWS] | f'Mask{step}' >> Mask(table, keys)
-        written = masked | f'Write{step}' >> WriteTable(table, run['run_dir'], keys)
+        written = masked | f'Write{step}' >> WriteTable(table, run['output_format'], run, keys)
         sealed = (dead + [gated[ConsentGate.DEAD]]
                   | f'DeadLetters{step}' >> beam.Flatten()
                   | f'Seal{step}' >> SealDeadLetters(config.tables, decisions, keys))
-        dead_files = sealed | f'WriteDeadLetters{step}' >> WriteDeadLetters(
-            table.name, run['run_dir'], run['run_id'], keys)
+        dead_files = sealed | f'WriteDeadLetters{step}' >> WriteDeadLetters(table.name, run, keys)
         counts += [
             read[ReadTable.SOURCES] | f'CountRead{step}' >> beam.FlatMap(_source_counts),
             written[WriteTable.WRITTEN] | f'CountWritten{step}' >> beam.Map(

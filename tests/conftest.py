@@ -17,9 +17,9 @@ def local_pipeline():
 
 @pytest.fixture(scope='session')
 def keys_dir(tmp_path_factory):
-    from transforms.crypto import init_keyring
+    from transforms.keyring import init_keyring
     path = str(tmp_path_factory.mktemp('keys') / 'keyring')
-    init_keyring(path)
+    init_keyring(path, columns=['customers.monthly_income'])  # the demo policy's encrypt
     return path
 
 

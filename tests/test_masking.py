@@ -4,7 +4,8 @@ import pyarrow as pa
 import pytest
 
 from schemas import FieldSpec
-from transforms.crypto import load_keyring
+from transforms.crypto import keyed_ops
+from transforms.keyring import load_keyring
 from transforms.errors import ConfigError
 from transforms.masking import MaskContext, make_operator, map_unique, mask_text
 
@@ -29,10 +30,10 @@ def test_mask_text(value, first, last, expected):
 
 @pytest.fixture(scope='module')
 def ops(tmp_path_factory):
-    from transforms.crypto import init_keyring
+    from transforms.keyring import init_keyring
     path = str(tmp_path_factory.mktemp('k') / 'ring')
     init_keyring(path)
-    return load_keyring(path).keyed_ops()
+    return keyed_ops(load_keyring(path))
 
 
 def apply(method, values, field, ops, subjects=None, **params):

@@ -3,7 +3,9 @@
 import dataclasses
 import datetime
 import decimal
+import io
 import os
+import re
 
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
@@ -11,17 +13,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tink
 
 from config import load_config
 from transforms.batches import ROW, SOURCE, with_provenance
 from transforms.conform import conform_batch
 from transforms.consent import ConsentDecisions, ConsentGate, verdict
 from transforms.consent_rules import VERDICT_CODE, Decision
-from transforms.crypto import load_keyring, pme_decryption_properties
+from transforms.crypto import file_identity, keyed_ops, pme_decryption_properties
+from transforms.delivered import avro_records, count_rows
 from transforms.deadletter import seal
-from transforms.errors import DeadLetterLimitExceeded
+from transforms.errors import DeadLetterLimitExceeded, NovationError
+from transforms.keyring import load_keyring
 from transforms.manifest import build_manifest
 from transforms.mask import mask_batch
+from transforms.masking import make_operator
 from transforms.read import ReadTable
 from transforms.reasons import DeadLetter
 from transforms.write import WriteTable
@@ -133,10 +139,11 @@ def test_mask_batch_follows_the_policy(config, keys_dir):
     table = config.table('customers')
     typed, _ = conform_batch(text_batch(table, [{**GOOD, 'name': '张三丰',
                                                  'login_password_hash': 'secret'}]), table)
-    ops = load_keyring(keys_dir).keyed_ops()
+    ops = keyed_ops(load_keyring(keys_dir))
     out = mask_batch(typed, table, ops).to_pylist()[0]
     assert out['name'] == '张**' and out['mobile'] == '138****5678'
-    assert out['birth_date'] == '1990' and out['monthly_income'] == '[5000,10000)'
+    assert out['birth_date'] == '1990'
+    assert out['monthly_income'] == decimal.Decimal('8000.50')  # encrypt: clear, own column key
     assert 'login_password_hash' not in out
     assert out['customer_id'] == ops.pseudonyms('customer_id', [b'C1'])[0]
     assert out[SOURCE] == 'src.csv' and out[ROW] == 1
@@ -165,39 +172,76 @@ def test_seal_never_keeps_restricted_fields(stage, raw, expected):
     assert sealed['raw'] == expected
 
 
-def test_write_table_encrypts_and_counts_by_source(config, keys_dir, tmp_path):
+@pytest.mark.parametrize('output_format', ['parquet', 'avro'])
+def test_write_table_encrypts_binds_and_counts_by_source(config, keys_dir, tmp_path,
+                                                          output_format):
     table = config.table('customers')
+    if output_format == 'avro':  # avro has no per-column keys: deliver the income bucketed
+        table = dataclasses.replace(table, rules=tuple(
+            dataclasses.replace(r, operator=make_operator('generalize', r.field, 'test',
+                                                          {'bucket': 5000}))
+            if r.operator.name == 'encrypt' else r for r in table.rules))
     typed, _ = conform_batch(text_batch(table, [GOOD, {**GOOD, 'customer_id': 'C2'}]), table)
-    masked = mask_batch(typed, table, load_keyring(keys_dir).keyed_ops())
-    run_dir = str(tmp_path / 'run')
+    masked = mask_batch(typed, table, keyed_ops(load_keyring(keys_dir)))
+    run = {'run_dir': str(tmp_path / 'run'), 'run_id': 'r1'}
     with local_pipeline() as p:
-        out = p | beam.Create([masked]) | WriteTable(table, run_dir, keys_dir)
+        out = p | beam.Create([masked]) | WriteTable(table, output_format, run, keys_dir)
         assert_that(out[WriteTable.WRITTEN], equal_to([(('customers', 'src.csv'), 2)]),
                     label='written')
-        assert_that(out[WriteTable.FILES] | beam.Map(os.path.basename),
-                    equal_to(['part-00000-of-00001.parquet']), label='files')
-    path = os.path.join(run_dir, 'data', 'customers', 'part-00000-of-00001.parquet')
-    with pytest.raises(OSError):
-        pq.read_table(path)  # no keys, no data: the footer itself is encrypted
-    props = pme_decryption_properties(load_keyring(keys_dir))
-    back = pq.read_table(path, decryption_properties=props)
-    assert back.num_rows == 2 and back.schema.names == table.delivered_schema.names
+        assert_that(out[WriteTable.FILES] | beam.Map(
+            lambda path: bool(re.fullmatch(rf'part-[0-9a-f]{{16}}\.{output_format}',
+                                           os.path.basename(path)))),
+            equal_to([True]), label='files')
+    [name] = os.listdir(os.path.join(run['run_dir'], 'data', 'customers'))
+    assert sorted(os.listdir(run['run_dir'])) == ['data']  # temporary files are gone
+    path = os.path.join(run['run_dir'], 'data', 'customers', name)
+    keyring = load_keyring(keys_dir)
+    identity = file_identity('r1', f'data/customers/{name}')
     with open(path, 'rb') as f:
         data = f.read()
-    assert data[:4] == data[-4:] == b'PARE'  # Parquet magic for an encrypted footer
+    if output_format == 'parquet':
+        with pytest.raises(OSError):
+            pq.read_table(path)  # no keys, no data: the footer itself is encrypted
+        assert data[:4] == data[-4:] == b'PARE'  # Parquet magic for an encrypted footer
+        back = pq.read_table(path, decryption_properties=pme_decryption_properties(keyring,
+                                                                                   identity))
+        assert back.schema.names == table.delivered_schema.names
+        rows = back.to_pylist()
+    else:
+        schema, records = avro_records(io.BytesIO(data), keyring, identity)
+        rows = list(records)
+        assert [f['name'] for f in schema['fields']] == table.delivered_schema.names
+        assert schema['fields'][0]['classification'] == 'personal'
+    assert [r['customer_id'] for r in rows] == masked.column('customer_id').to_pylist()
+    with pytest.raises((OSError, NovationError, tink.TinkError)):  # bound to run and place
+        count_rows(output_format, io.BytesIO(data), keyring,
+                   file_identity('r2', f'data/customers/{name}'))
+
+
+def test_write_table_writes_one_empty_file_for_no_rows(config, keys_dir, tmp_path):
+    table = config.table('contracts')
+    run = {'run_dir': str(tmp_path / 'run'), 'run_id': 'r1'}
+    with local_pipeline() as p:
+        out = p | beam.Create([]) | WriteTable(table, 'parquet', run, keys_dir)
+        assert_that(out[WriteTable.FILES] | beam.Map(lambda path: 1), equal_to([1]))
+    [name] = os.listdir(os.path.join(run['run_dir'], 'data', 'contracts'))
+    with open(os.path.join(run['run_dir'], 'data', 'contracts', name), 'rb') as f:
+        assert count_rows('parquet', f, load_keyring(keys_dir),
+                          file_identity('r1', f'data/contracts/{name}')) == 0
 
 
 RUN = {'run_id': 'r', 'config_sha256': 'x', 'transfer': {}, 'key_ids': {}, 'tables': ['t'],
-       'max_ratio': 0.1, 'config': 'c.yaml'}
+       'max_ratio': 0.1, 'config': 'c.yaml', 'output_format': 'parquet',
+       'fields': {'t': []}, 'column_keys': {'t': {}}}
 
 
 def facts(read=10, written=8, dead=(('no_consent', 2),)):
     counts = {('read', 't', 's', ''): read, ('written', 't', 's', ''): written}
     counts.update({('dead', 't', 's', r): n for r, n in dead})
     files = [{'table': 't', 'kind': 'data', 'path': 'data/t/p', 'rows': written, 'bytes': 1,
-              'crc32c': '00'},
+              'crc32c': '00', 'keys': {}},
              {'table': 't', 'kind': 'deadletter', 'path': 'deadletter/t/p',
-              'rows': sum(n for _, n in dead), 'bytes': 1, 'crc32c': '00'}]
+              'rows': sum(n for _, n in dead), 'bytes': 1, 'crc32c': '00', 'keys': {}}]
     return counts, files
 
 

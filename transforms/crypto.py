@@ -1,59 +1,26 @@
-"""Keys and encryption: the keyring, keyed pseudonyms and tokens, Parquet and dead-letter crypto.
+"""Encryption with the keyring's keys: keyed pseudonyms and tokens, Parquet and stream crypto.
 
-Keys are Tink keysets, one per role, listed in ``keyring.json`` inside a keyring directory:
-
-=================  ======================================  =====================================
-role               Tink primitive (template)               used for
-=================  ======================================  =====================================
-``pseudonym``      PRF set (HMAC_SHA256_PRF)               ``hash`` pseudonyms, ``date_shift``
-``token``          deterministic AEAD (AES256_SIV)         ``tokenize`` (reversible by key holders)
-``data.footer``    AEAD (AES256_GCM)                       PME master key: footer, public columns
-``data.internal``  AEAD (AES256_GCM)                       PME master key: internal columns
-``data.personal``  AEAD (AES256_GCM)                       PME master key: personal columns
-``data.sensitive`` AEAD (AES256_GCM)                       PME master key: sensitive columns
-``deadletter``     streaming AEAD (AES256_GCM_HKDF_1MB)    dead letters (compliance only)
-=================  ======================================  =====================================
-
-A ``cleartext`` keyring stores keysets as plain JSON and is for demos and tests only. The format
-field ``protection`` leaves room for KMS-wrapped keysets. Nothing here ever logs, prints or puts
-key material into an exception message.
+Every delivered file has an identity, ``<run id>/<path in the run directory>`` (for example
+``20261123T101500Z-3fa9c1/data/customers/part-7c1e9a0b2d4f6e81.parquet``), and its encryption is
+bound to it: Parquet data keys are wrapped with the identity as associated data, streams (Avro,
+dead letters) use it as their associated data. A file renamed, swapped with another or copied
+into another run does not decrypt there. Nothing here logs, prints or puts key material into an
+exception message.
 """
 
 import base64
-import datetime
-import json
-import os
-import threading
 from typing import BinaryIO, Dict, List, Sequence
 
 import tink
-from tink import aead, daead, prf, secret_key_access, streaming_aead
+from tink import aead, daead, prf
 import pyarrow.parquet.encryption as pe
 
 from transforms.errors import KeyringError
+from transforms.keyring import Keyring, cached_keyring
 
-__all__ = ['DATA_ROLES', 'ROLES', 'KeyedOps', 'Keyring', 'cached_keyed_ops', 'cached_keyring',
-           'data_role',
-           'init_keyring',
-           'load_keyring', 'pme_decryption_properties', 'pme_encryption_properties']
-
-aead.register()
-daead.register()
-prf.register()
-streaming_aead.register()
-
-KEYRING_FILE = 'keyring.json'
-KEYRING_FORMAT = 'novation-keyring/1'
-CLEARTEXT_WARNING = ('DEMO/TEST ONLY: these keysets are stored in clear. Use a KMS-wrapped '
-                     'keyring for real customer data.')
-
-DATA_ROLES = ('data.footer', 'data.internal', 'data.personal', 'data.sensitive')
-ROLES = {
-    'pseudonym': prf.prf_key_templates.HMAC_SHA256,
-    'token': daead.deterministic_aead_key_templates.AES256_SIV,
-    **{role: aead.aead_key_templates.AES256_GCM for role in DATA_ROLES},
-    'deadletter': streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB,
-}
+__all__ = ['KeyedOps', 'cached_keyed_ops', 'data_role', 'decrypting_stream', 'encrypting_stream',
+           'file_identity', 'keyed_ops', 'pme_decryption_properties',
+           'pme_encryption_properties']
 
 # Length of a pseudonym in bytes before hex encoding: 128 bits keeps collisions negligible for
 # billions of subjects while keeping the column compact.
@@ -65,37 +32,17 @@ def data_role(classification: str) -> str:
     return 'data.footer' if classification == 'public' else f'data.{classification}'
 
 
-class Keyring:
-    """The keysets of one keyring directory, by role. Holds Tink handles, never prints them."""
+def file_identity(run_id: str, relative_path: str) -> str:
+    """What a delivered file's encryption is bound to: its run and its place in the run."""
+    return f'{run_id}/{relative_path}'
 
-    def __init__(self, path: str, protection: str, handles: Dict[str, 'tink.KeysetHandle']):
-        self.path = path
-        self.protection = protection
-        self._handles = handles
 
-    def __repr__(self):
-        return f'Keyring({self.path!r}, roles={sorted(self._handles)})'
-
-    def key_ids(self) -> Dict[str, dict]:
-        """Key ids per role (primary and all), safe to publish in a manifest."""
-        out = {}
-        for role, handle in sorted(self._handles.items()):
-            info = handle.keyset_info()
-            out[role] = {'primary': info.primary_key_id,
-                         'keys': sorted(k.key_id for k in info.key_info)}
-        return out
-
-    def primitive(self, role: str, cls):
-        if role not in self._handles:
-            raise KeyringError(f'keyring {self.path} has no {role!r} keyset')
-        return self._handles[role].primitive(cls)
-
-    def keyed_ops(self) -> 'KeyedOps':
-        return KeyedOps(self.primitive('pseudonym', prf.PrfSet),
-                        self.primitive('token', daead.DeterministicAead))
-
-    def streaming(self) -> streaming_aead.StreamingAead:
-        return self.primitive('deadletter', streaming_aead.StreamingAead)
+def keyed_ops(keyring: Keyring) -> 'KeyedOps':
+    """Pseudonyms and tokens with the keyring's keys (a token key holder may lack the other)."""
+    return KeyedOps(keyring.primitive('pseudonym', prf.PrfSet)
+                    if keyring.has('pseudonym') else None,
+                    keyring.primitive('token', daead.DeterministicAead)
+                    if keyring.has('token') else None)
 
 
 class KeyedOps:
@@ -107,7 +54,7 @@ class KeyedOps:
     """
 
     def __init__(self, prf_set, daead_primitive):
-        self._prf = prf_set.primary()
+        self._prf = prf_set and prf_set.primary()
         self._daead = daead_primitive
 
     def pseudonyms(self, domain: str, values: Sequence[bytes]) -> List[str]:
@@ -143,150 +90,57 @@ def _domain_prefix(domain: str) -> bytes:
     return len(d).to_bytes(2, 'big') + d
 
 
-# ---------------------------------------------------------------------------------------------
-# Keyring files
-
-
-def init_keyring(directory: str) -> Dict[str, dict]:
-    """Create a new cleartext keyring (demo/test only) in an empty or new local directory."""
-    if os.path.exists(os.path.join(directory, KEYRING_FILE)):
-        raise KeyringError(f'{directory} already holds a keyring; refusing to overwrite it')
-    os.makedirs(directory, exist_ok=True)
-    files = {}
-    for role, template in ROLES.items():
-        handle = tink.new_keyset_handle(template)
-        name = f'{role.replace(".", "-")}.cleartext.json'
-        serialized = tink.json_proto_keyset_format.serialize(handle, secret_key_access.TOKEN)
-        _write_private(os.path.join(directory, name), serialized)
-        files[role] = name
-    manifest = {
-        'format': KEYRING_FORMAT,
-        'protection': 'cleartext',
-        'warning': CLEARTEXT_WARNING,
-        'created_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'keysets': files,
-    }
-    _write_private(os.path.join(directory, KEYRING_FILE), json.dumps(manifest, indent=2) + '\n')
-    return load_keyring(directory).key_ids()
-
-
-def _write_private(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-        f.write(text)
-
-
-def load_keyring(path: str, roles: Sequence[str] = tuple(ROLES)) -> Keyring:
-    """Load the keysets of ``roles`` from a keyring directory (local path or gs:// URI)."""
-    from transforms.files import join, read_text
-    from transforms.errors import NovationError
-    try:
-        text = read_text(join(path, KEYRING_FILE), what='keyring')
-    except NovationError:
-        raise KeyringError(f'no keyring at {path} (expected {KEYRING_FILE}); create one with '
-                           f'`novation keys init {path}`') from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        raise KeyringError(f'{join(path, KEYRING_FILE)} is not valid JSON') from None
-    if doc.get('format') != KEYRING_FORMAT:
-        raise KeyringError(f'{join(path, KEYRING_FILE)}: format must be {KEYRING_FORMAT!r}')
-    protection = doc.get('protection')
-    if protection != 'cleartext':
-        raise KeyringError(f'{join(path, KEYRING_FILE)}: protection {protection!r} is not '
-                           f'supported; allowed: cleartext')
-    keysets = doc.get('keysets') or {}
-    handles = {}
-    for role in roles:
-        if role not in keysets:
-            raise KeyringError(f'keyring {path} has no {role!r} keyset; roles present: '
-                               f'{", ".join(sorted(keysets)) or "none"}')
-        keyset_path = join(path, keysets[role])
-        try:
-            text = read_text(keyset_path, what=f'{role} keyset')
-        except NovationError as e:
-            raise KeyringError(str(e)) from None
-        try:
-            handles[role] = tink.json_proto_keyset_format.parse(text, secret_key_access.TOKEN)
-        except Exception:  # Tink's messages may quote the keyset; ours names the file only
-            raise KeyringError(f'{keyset_path}: not a valid Tink keyset for role {role!r}'
-                               ) from None
-        _check_primitive(role, handles[role], keyset_path)
-    return Keyring(path, protection, handles)
-
-
-_CACHE = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def cached_keyring(path: str, roles: Sequence[str]) -> Keyring:
-    """``load_keyring``, once per worker process for each (path, roles)."""
-    key = (path, tuple(roles))
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = load_keyring(path, roles)
-        return _CACHE[key]
-
-
 def cached_keyed_ops(path: str) -> KeyedOps:
     """The pseudonym and token operations of a keyring, loaded once per worker process."""
-    return cached_keyring(path, ('pseudonym', 'token')).keyed_ops()
-
-
-_PRIMITIVE_OF_ROLE = {
-    'pseudonym': prf.PrfSet,
-    'token': daead.DeterministicAead,
-    **{role: aead.Aead for role in DATA_ROLES},
-    'deadletter': streaming_aead.StreamingAead,
-}
-
-
-def _check_primitive(role, handle, where):
-    try:
-        handle.primitive(_PRIMITIVE_OF_ROLE[role])
-    except tink.TinkError:
-        raise KeyringError(f'{where}: the keyset for role {role!r} is not a '
-                           f'{_PRIMITIVE_OF_ROLE[role].__name__} keyset') from None
+    return keyed_ops(cached_keyring(path, ('pseudonym', 'token')))
 
 
 # ---------------------------------------------------------------------------------------------
-# Parquet Modular Encryption: Tink AEAD keysets act as the KMS master keys.
+# Parquet Modular Encryption: the keyring's AEAD keysets act as the KMS master keys.
+
+
+def pme_associated_data(identity: str, master_key: str) -> bytes:
+    """Associated data of a wrapped Parquet data key: the file identity and the master key."""
+    return f'{identity}|{master_key}'.encode('utf-8')
 
 
 class _TinkKmsClient(pe.KmsClient):
-    """Wraps PME's key-encryption keys with the keyring's ``data.*`` AEAD keysets."""
+    """Wraps each Parquet data key with a master key role, bound to one file's identity."""
 
-    def __init__(self, keyring: Keyring):
+    def __init__(self, keyring: Keyring, identity: str):
         super().__init__()
         self._keyring = keyring
-        self._aeads = {}
-
-    def _aead(self, master_key_identifier):
-        if master_key_identifier not in self._aeads:
-            self._aeads[master_key_identifier] = self._keyring.primitive(
-                master_key_identifier, aead.Aead)
-        return self._aeads[master_key_identifier]
+        self._identity = identity
 
     def wrap_key(self, key_bytes, master_key_identifier):
-        ct = self._aead(master_key_identifier).encrypt(
-            key_bytes, b'novation-pme/' + master_key_identifier.encode())
+        ct = self._keyring.primitive(master_key_identifier, aead.Aead).encrypt(
+            key_bytes, pme_associated_data(self._identity, master_key_identifier))
         return base64.b64encode(ct).decode('ascii')
 
     def unwrap_key(self, wrapped_key, master_key_identifier):
+        if not self._keyring.has(master_key_identifier):
+            raise KeyringError(f'keyring {self._keyring.path} has no {master_key_identifier!r} '
+                               f'keyset, which this column needs')
         try:
-            return self._aead(master_key_identifier).decrypt(
-                base64.b64decode(wrapped_key), b'novation-pme/' + master_key_identifier.encode())
-        except tink.TinkError:
+            return self._keyring.primitive(master_key_identifier, aead.Aead).decrypt(
+                base64.b64decode(wrapped_key),
+                pme_associated_data(self._identity, master_key_identifier))
+        except (tink.TinkError, ValueError):
             raise KeyringError(f'the {master_key_identifier} key in {self._keyring.path} does '
-                               f'not open this file (wrong keyring or a tampered file)') from None
+                               f'not open {self._identity} (wrong keyring, a file moved from '
+                               f'its place, or a tampered file)') from None
 
 
-def _crypto_factory(keyring: Keyring) -> pe.CryptoFactory:
-    return pe.CryptoFactory(lambda _config: _TinkKmsClient(keyring))
+def _crypto_factory(keyring: Keyring, identity: str) -> pe.CryptoFactory:
+    # A factory per file: PME caches KMS clients and keys per factory, and every file's keys
+    # must be unwrapped under that file's own identity.
+    return pe.CryptoFactory(lambda _config: _TinkKmsClient(keyring, identity))
 
 
-def pme_encryption_properties(keyring: Keyring, column_keys: Dict[str, List[str]]):
-    """File encryption properties: AES-GCM, 256-bit data keys, encrypted footer."""
+def pme_encryption_properties(keyring: Keyring, column_keys: Dict[str, List[str]],
+                              identity: str):
+    """AES-GCM (never CTR), fresh 256-bit data keys per file, encrypted footer, each data key
+    wrapped directly by its master key role with the file identity as associated data."""
     config = pe.EncryptionConfiguration(
         footer_key='data.footer',
         column_keys={role: cols for role, cols in column_keys.items()
@@ -294,21 +148,27 @@ def pme_encryption_properties(keyring: Keyring, column_keys: Dict[str, List[str]
         encryption_algorithm='AES_GCM_V1',
         plaintext_footer=False,
         data_key_length_bits=256,
-        double_wrapping=True,
+        double_wrapping=False,
         internal_key_material=True,
     )
-    return _crypto_factory(keyring).file_encryption_properties(pe.KmsConnectionConfig(), config)
+    return _crypto_factory(keyring, identity).file_encryption_properties(
+        pe.KmsConnectionConfig(), config)
 
 
-def pme_decryption_properties(keyring: Keyring):
-    return _crypto_factory(keyring).file_decryption_properties(
+def pme_decryption_properties(keyring: Keyring, identity: str):
+    return _crypto_factory(keyring, identity).file_decryption_properties(
         pe.KmsConnectionConfig(), pe.DecryptionConfiguration())
 
 
 # ---------------------------------------------------------------------------------------------
-# Streaming AEAD for dead letters.
+# Streaming AEAD (Avro output, dead letters): the file identity is the associated data.
 
 
-def encrypting_stream(keyring: Keyring, destination: BinaryIO, associated_data: bytes):
+def encrypting_stream(keyring: Keyring, role: str, destination: BinaryIO, identity: str):
     """A writable stream that encrypts into ``destination`` (closed with it)."""
-    return keyring.streaming().new_encrypting_stream(destination, associated_data)
+    return keyring.primitive(role).new_encrypting_stream(destination, identity.encode('utf-8'))
+
+
+def decrypting_stream(keyring: Keyring, role: str, source: BinaryIO, identity: str):
+    """A readable stream of the plaintext of ``source``; raises on any change to the bytes."""
+    return keyring.primitive(role).new_decrypting_stream(source, identity.encode('utf-8'))

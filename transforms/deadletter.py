@@ -3,7 +3,7 @@
 Sealing applies the erasure list to every dead letter, whatever stage refused it: a customer who
 asked for erasure never has a raw row kept, even one that was also malformed. Files are JSON
 Lines inside Tink streaming AEAD (AES256_GCM_HKDF_1MB) under the ``deadletter`` keyset, which only
-compliance operators hold; associated data binds run id and table.
+compliance operators hold, bound to the file's identity (run id and place in the run).
 """
 
 import dataclasses
@@ -12,18 +12,15 @@ import decimal
 import json
 
 import apache_beam as beam
-from apache_beam.io import filebasedsink, iobase
-from apache_beam.io.filesystem import CompressionTypes
 
 from transforms.consent import verdict
-from transforms.crypto import cached_keyed_ops, cached_keyring, encrypting_stream
-from transforms.files import join
+from transforms.crypto import cached_keyed_ops, encrypting_stream
+from transforms.keyring import cached_keyring
+from transforms.sink import WriteEncryptedFiles
 
-__all__ = ['SealDeadLetters', 'WriteDeadLetters', 'deadletter_associated_data', 'seal']
+__all__ = ['DEADLETTER_SUFFIX', 'SealDeadLetters', 'WriteDeadLetters', 'seal']
 
-
-def deadletter_associated_data(run_id: str, table: str) -> bytes:
-    return f'novation/deadletter/{run_id}/{table}'.encode('utf-8')
+DEADLETTER_SUFFIX = '.jsonl.enc'
 
 
 def seal(letter, decisions, pseudonymize, restricted=()) -> dict:
@@ -104,33 +101,29 @@ class _SealFn(beam.DoFn):
 class WriteDeadLetters(beam.PTransform):
     """Write one table's sealed dead letters; outputs the final file paths."""
 
-    def __init__(self, table_name, run_dir, run_id, keys_path):
+    def __init__(self, table_name, run, keys_path):
         super().__init__()
-        self._sink = _EncryptedJsonLinesSink(
-            join(run_dir, 'deadletter', table_name, 'part'),
-            deadletter_associated_data(run_id, table_name), keys_path)
+        self._write = WriteEncryptedFiles(run['run_dir'], run['run_id'], 'deadletter',
+                                          table_name, _EncryptedJsonLines(keys_path))
 
     def expand(self, sealed):
         return (sealed
                 | 'Lines' >> beam.Map(lambda item: item[3])
-                | 'Encrypted' >> iobase.Write(self._sink))
+                | 'Encrypted' >> self._write)
 
 
-class _EncryptedJsonLinesSink(filebasedsink.FileBasedSink):
-    def __init__(self, prefix, associated_data, keys_path):
-        super().__init__(prefix, coder=None, file_name_suffix='.jsonl.enc', num_shards=0,
-                         shard_name_template='-SSSSS-of-NNNNN',
-                         mime_type='application/octet-stream',
-                         compression_type=CompressionTypes.UNCOMPRESSED)
-        self._associated_data = associated_data
+class _EncryptedJsonLines:
+    suffix = DEADLETTER_SUFFIX
+
+    def __init__(self, keys_path):
         self._keys_path = keys_path
 
-    def open(self, temp_path):
+    def open(self, handle, identity):
         keyring = cached_keyring(self._keys_path, ('deadletter',))
-        return encrypting_stream(keyring, super().open(temp_path), self._associated_data)
+        return encrypting_stream(keyring, 'deadletter', handle, identity)
 
-    def write_record(self, file_handle, value):
-        file_handle.write(value + b'\n')
+    def write(self, stream, line):
+        stream.write(line + b'\n')
 
-    def close(self, file_handle):
-        file_handle.close()  # closes the underlying file too
+    def close(self, stream):
+        stream.close()  # closes the underlying file too

@@ -2,8 +2,9 @@
 
 Runs inside the pipeline after all writes are finalized (on Dataflow the launcher may detach).
 Each output file is read back: its bytes are checksummed (crc32c) and its rows counted after
-decryption, so the manifest vouches for files that really open with the keys. A run directory
-without ``manifest.json`` is incomplete.
+decryption under its own identity, so the manifest vouches for files that really open with the
+keys, in their place. Each file is listed with the key roles and key ids it needs. A run
+directory without ``manifest.json`` is incomplete.
 """
 
 import datetime
@@ -12,10 +13,10 @@ import json
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 import google_crc32c
-import pyarrow.parquet as pq
 
-from transforms.crypto import DATA_ROLES, cached_keyring, pme_decryption_properties
-from transforms.deadletter import deadletter_associated_data
+from transforms.crypto import file_identity
+from transforms.delivered import count_rows, file_kind
+from transforms.keyring import cached_keyring
 from transforms.errors import DeadLetterLimitExceeded
 from transforms.reasons import DATA_QUALITY_REASONS, REASONS
 
@@ -24,6 +25,13 @@ __all__ = ['MANIFEST_FILE', 'WriteManifest', 'build_manifest', 'relative_path']
 MANIFEST_FILE = 'manifest.json'
 MANIFEST_FORMAT = 'novation-manifest/1'
 _CHUNK = 4 << 20
+ENCRYPTION = {
+    'parquet': 'Parquet Modular Encryption, AES_GCM_V1, fresh 256-bit data keys per file, '
+               'encrypted footer; each column under the master key of its classification '
+               '(data.*) or its own key (column.*), as listed in column_keys',
+    'avro': 'Avro object container (deflate) in Tink streaming AEAD AES256_GCM_HKDF_1MB '
+            '(data.avro)',
+}
 
 
 class WriteManifest(beam.PTransform):
@@ -68,32 +76,15 @@ class _FileFactsFn(beam.DoFn):
                     break
                 checksum.update(chunk)
                 size += len(chunk)
-        yield {'table': table, 'kind': kind,
-               'path': relative_path(self._run['run_dir'], path),
-               'rows': self._rows(kind, path), 'bytes': size,
-               'crc32c': checksum.digest().hex()}
-
-    def _rows(self, kind, path):
-        if kind == 'data':
-            keyring = cached_keyring(self._run['keys_path'], DATA_ROLES)
-            with FileSystems.open(path) as f:
-                return pq.ParquetFile(
-                    f, decryption_properties=pme_decryption_properties(keyring)
-                ).metadata.num_rows
-        keyring = cached_keyring(self._run['keys_path'], ('deadletter',))
-        with FileSystems.open(path) as f, keyring.streaming().new_decrypting_stream(
-                f, deadletter_associated_data(self._run['run_id'], table_of(path))) as s:
-            lines = 0
-            while True:
-                chunk = s.read(_CHUNK)
-                if not chunk:
-                    return lines
-                lines += chunk.count(b'\n')
-
-
-def table_of(path: str) -> str:
-    """Table name of an output file: .../<data|deadletter>/<table>/part-..."""
-    return path.rstrip('/').split('/')[-2]
+        relative = relative_path(self._run['run_dir'], path)
+        roles = self._run['file_roles'][table] if kind == 'data' else ['deadletter']
+        keyring = cached_keyring(self._run['keys_path'], roles)
+        with FileSystems.open(path) as f:
+            rows = count_rows(file_kind(path), f, keyring,
+                              file_identity(self._run['run_id'], relative))
+        yield {'table': table, 'kind': kind, 'path': relative, 'rows': rows, 'bytes': size,
+               'crc32c': checksum.digest().hex(),
+               'keys': {role: self._run['key_ids'][role]['primary'] for role in roles}}
 
 
 def _write_manifest(_, run, counts, files):
@@ -118,8 +109,13 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
     table, and AssertionError if any count does not add up (a bug: nothing may be lost).
     """
     tables = {name: {'rows_read': 0, 'rows_written': 0, 'dead_letters': {},
-                     'sensitive_suppressed_rows': 0, 'ignored_columns': [], 'files': [],
-                     'deadletter_files': []}
+                     'sensitive_suppressed_rows': 0, 'ignored_columns': [],
+                     'format': run['output_format'],
+                     'fields': run['fields'][name],
+                     'column_keys': run['column_keys'][name] if run['output_format'] == 'parquet'
+                     else {'data.avro': sorted(c for cols in run['column_keys'][name].values()
+                                               for c in cols)},
+                     'files': [], 'deadletter_files': []}
               for name in run['tables']}
     sources = {}
     for (kind, table, source, reason), n in sorted(counts.items()):
@@ -143,7 +139,7 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
             s['dead_letters'][reason] = s['dead_letters'].get(reason, 0) + n
             t['dead_letters'][reason] = t['dead_letters'].get(reason, 0) + n
     for f in sorted(files, key=lambda f: f['path']):
-        entry = {k: f[k] for k in ('path', 'rows', 'bytes', 'crc32c')}
+        entry = {k: f[k] for k in ('path', 'rows', 'bytes', 'crc32c', 'keys')}
         tables[f['table']]['files' if f['kind'] == 'data' else 'deadletter_files'].append(entry)
     for s in sources.values():
         dead = sum(s['dead_letters'].values())
@@ -177,9 +173,11 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
         'transfer': run['transfer'],
         'keys': run['key_ids'],
         'encryption': {
-            'data': 'Parquet Modular Encryption, AES_GCM_V1, 256-bit data keys, encrypted '
-                    'footer, master key per classification (data.*)',
+            'data': ENCRYPTION[run['output_format']],
             'deadletter': 'JSON Lines in Tink streaming AEAD AES256_GCM_HKDF_1MB (deadletter)',
+            'binding': 'each file is bound to its identity "<run_id>/<path>": Parquet data keys '
+                       'are wrapped with "<identity>|<role>" as associated data, streams use '
+                       '"<identity>" as associated data',
         },
         'conservation': 'rows_read = rows_written + sum(dead_letters), per table and per '
                         'source file: verified',

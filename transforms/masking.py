@@ -5,10 +5,11 @@ before any data is read), then applied batch by batch. Keyed operators get their
 ``KeyedOps`` object (see ``transforms.crypto``); nothing here imports Beam.
 
 Methods: ``keep``, ``drop``, ``redact``, ``mask``, ``hash``, ``tokenize``, ``generalize``,
-``date_shift``. No per-record random salts: determinism is what keeps joins intact.
+``date_shift``, ``encrypt``. No per-record random salts: determinism is what keeps joins intact.
 """
 
 import dataclasses
+import re
 from typing import Optional
 
 import pyarrow as pa
@@ -73,6 +74,21 @@ class Operator:
 
 class Keep(Operator):
     name = 'keep'
+
+    def apply(self, values, ctx):
+        return values
+
+
+class Encrypt(Operator):
+    """Deliver the value unchanged, in a Parquet column under its own key ``column.KEY``: only
+    holders of that key read it; holders of the data keys still read every other column."""
+    name = 'encrypt'
+    params = {'key': None}
+
+    def check(self):
+        if not isinstance(self.key, str) or not re.fullmatch(r'[A-Za-z0-9_.-]+', self.key):
+            raise ConfigError(f'{self.where}: key must name the column key (letters, digits, '
+                              f'".", "_", "-"), got {self.key!r}')
 
     def apply(self, values, ctx):
         return values
@@ -243,7 +259,7 @@ class DateShift(Operator):
 
 
 OPERATORS = {op.name: op for op in
-             (Keep, Drop, Redact, Mask, Hash, Tokenize, Generalize, DateShift)}
+             (Keep, Drop, Redact, Mask, Hash, Tokenize, Generalize, DateShift, Encrypt)}
 
 # Methods never allowed for a classification (sensitive data is never kept in clear;
 # restricted data, C3 authentication data, is never transferred).

@@ -1,34 +1,49 @@
-"""Write: delivered batches as Parquet with Parquet Modular Encryption, through a Beam file sink.
+"""Write: delivered batches as encrypted Parquet or Avro (``output.format``).
 
-Files are written under temporary names and renamed when the write is finalized (Beam's
-``FileBasedSink``), so a crashed run leaves no half-written file under a final name. Encryption:
-AES_GCM_V1 (never CTR), 256-bit data keys, encrypted footer, one master key per classification
-(see ``transforms.crypto``).
+Parquet uses Parquet Modular Encryption: AES_GCM_V1 (never CTR), fresh 256-bit data keys per
+file, encrypted footer, each column under the master key of its classification (``data.*``) or
+its own key (``column.NAME``, masking method ``encrypt``). Avro is a standard object container
+file (deflate codec) inside Tink streaming AEAD (``data.avro``). Both are bound to the file's
+identity (see ``transforms.crypto``) and written through ``transforms.sink``.
 """
 
 import apache_beam as beam
-from apache_beam.io import filebasedsink, iobase
-from apache_beam.io.filesystem import CompressionTypes
+import fastavro
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from transforms.batches import SOURCE, strip_provenance
-from transforms.crypto import DATA_ROLES, cached_keyring, data_role, pme_encryption_properties
-from transforms.files import join
+from transforms.crypto import data_role, encrypting_stream, pme_encryption_properties
+from transforms.keyring import cached_keyring, column_role
+from transforms.sink import WriteEncryptedFiles
 
-__all__ = ['WriteTable', 'column_keys']
+__all__ = ['AVRO_CODEC', 'WriteTable', 'avro_schema', 'column_keys', 'file_roles']
 
-SHARD_TEMPLATE = '-SSSSS-of-NNNNN'
+AVRO_CODEC = 'deflate'
+
+
+def key_role(rule) -> str:
+    """The master key role a delivered column is encrypted under (Parquet)."""
+    if rule.operator.name == 'encrypt':
+        return column_role(rule.operator.key)
+    return data_role(rule.field.classification)
 
 
 def column_keys(table) -> dict:
-    """PME master key role -> delivered columns under it (by classification)."""
+    """Parquet master key role -> delivered columns under it."""
     keys = {}
     for rule in table.rules:
         if rule.delivered:
-            keys.setdefault(data_role(rule.field.classification), []).append(rule.field.name)
+            keys.setdefault(key_role(rule), []).append(rule.field.name)
     return keys
+
+
+def file_roles(table, output_format: str) -> list:
+    """The key roles a delivered file of ``table`` needs."""
+    if output_format == 'avro':
+        return ['data.avro']
+    return sorted({'data.footer', *column_keys(table)})
 
 
 class WriteTable(beam.PTransform):
@@ -37,17 +52,18 @@ class WriteTable(beam.PTransform):
     FILES = 'files'
     WRITTEN = 'written'
 
-    def __init__(self, table, run_dir, keys_path):
+    def __init__(self, table, output_format, run, keys_path):
         super().__init__()
         self._table = table
-        self._sink = _EncryptedParquetSink(
-            join(run_dir, 'data', table.name, 'part'), table.delivered_schema,
-            column_keys(table), keys_path)
+        file_format = (_AvroFiles(table, keys_path) if output_format == 'avro'
+                       else _ParquetFiles(table, keys_path))
+        self._write = WriteEncryptedFiles(run['run_dir'], run['run_id'], 'data', table.name,
+                                          file_format)
 
     def expand(self, batches):
         counted = batches | 'Count' >> beam.ParDo(_CountBySourceFn(self._table.name)) \
             .with_outputs(self.WRITTEN, main='rows')
-        files = counted.rows | 'Parquet' >> iobase.Write(self._sink)
+        files = counted.rows | 'Files' >> self._write
         return {self.FILES: files, self.WRITTEN: counted[self.WRITTEN]}
 
 
@@ -65,34 +81,94 @@ class _CountBySourceFn(beam.DoFn):
         yield strip_provenance(batch)
 
 
-class _EncryptedParquetSink(filebasedsink.FileBasedSink):
-    def __init__(self, prefix, schema, keys_by_role, keys_path):
-        super().__init__(prefix, coder=None, file_name_suffix='.parquet', num_shards=0,
-                         shard_name_template=SHARD_TEMPLATE,
-                         mime_type='application/vnd.apache.parquet',
-                         compression_type=CompressionTypes.UNCOMPRESSED)
-        self._schema = schema
-        self._keys_by_role = keys_by_role
+class _ParquetFiles:
+    suffix = '.parquet'
+
+    def __init__(self, table, keys_path):
+        self._schema = table.delivered_schema
+        self._column_keys = column_keys(table)
+        self._roles = file_roles(table, 'parquet')
         self._keys_path = keys_path
 
-    def open(self, temp_path):
-        handle = super().open(temp_path)
-        keyring = cached_keyring(self._keys_path, DATA_ROLES)
+    def open(self, handle, identity):
+        keyring = cached_keyring(self._keys_path, self._roles)
         writer = pq.ParquetWriter(
             handle, self._schema, compression='zstd',
-            encryption_properties=pme_encryption_properties(keyring, self._keys_by_role))
-        return _OpenParquet(handle, writer)
+            encryption_properties=pme_encryption_properties(keyring, self._column_keys,
+                                                            identity))
+        return handle, writer
 
-    def write_record(self, file_handle, value):
-        file_handle.writer.write_batch(
-            pa.RecordBatch.from_arrays(value.columns, schema=self._schema))
+    def write(self, state, batch):
+        state[1].write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=self._schema))
 
-    def close(self, file_handle):
-        file_handle.writer.close()
-        file_handle.handle.close()
+    def close(self, state):
+        handle, writer = state
+        writer.close()
+        handle.close()
 
 
-class _OpenParquet:
-    def __init__(self, handle, writer):
-        self.handle = handle
-        self.writer = writer
+# ---------------------------------------------------------------------------------------------
+# Avro
+
+
+def _avro_type(arrow_type):
+    if pa.types.is_string(arrow_type):
+        return 'string'
+    if pa.types.is_boolean(arrow_type):
+        return 'boolean'
+    if pa.types.is_int32(arrow_type):
+        return 'int'
+    if pa.types.is_int64(arrow_type):
+        return 'long'
+    if pa.types.is_float32(arrow_type):
+        return 'float'
+    if pa.types.is_float64(arrow_type):
+        return 'double'
+    if pa.types.is_decimal(arrow_type):
+        return {'type': 'bytes', 'logicalType': 'decimal', 'precision': arrow_type.precision,
+                'scale': arrow_type.scale}
+    if pa.types.is_date32(arrow_type):
+        return {'type': 'int', 'logicalType': 'date'}
+    if pa.types.is_timestamp(arrow_type):
+        return {'type': 'long', 'logicalType': 'timestamp-micros'}
+    raise AssertionError(f'no Avro type for {arrow_type}')  # delivered types are all above
+
+
+def avro_schema(table) -> dict:
+    """The delivered schema as Avro: masked types, every field nullable, and each field's
+    classification and masking method recorded as attributes."""
+    fields = []
+    for rule in table.rules:
+        if not rule.delivered:
+            continue
+        field = {'name': rule.field.name, 'type': ['null', _avro_type(rule.operator.output_type())],
+                 'default': None, 'classification': rule.field.classification,
+                 'masking': rule.operator.name}
+        if rule.field.doc:
+            field['doc'] = rule.field.doc
+        fields.append(field)
+    return {'type': 'record', 'name': table.name, 'namespace': 'novation.delivered',
+            'doc': f'{table.name} as delivered by Novation', 'fields': fields}
+
+
+class _AvroFiles:
+    suffix = '.avro'
+
+    def __init__(self, table, keys_path):
+        self._schema = fastavro.parse_schema(avro_schema(table))
+        self._keys_path = keys_path
+
+    def open(self, handle, identity):
+        keyring = cached_keyring(self._keys_path, ('data.avro',))
+        stream = encrypting_stream(keyring, 'data.avro', handle, identity)
+        return stream, fastavro.write.Writer(stream, self._schema, codec=AVRO_CODEC)
+
+    def write(self, state, batch):
+        writer = state[1]
+        for record in batch.to_pylist():
+            writer.write(record)
+
+    def close(self, state):
+        stream, writer = state
+        writer.flush()
+        stream.close()  # closes the underlying file too

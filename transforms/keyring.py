@@ -1,0 +1,434 @@
+"""Keyrings: one Tink keyset per role, stored in clear (demo/test) or encrypted under a KMS key.
+
+A keyring is a directory holding ``keyring.json`` and one keyset file per role:
+
+=================  ======================================  =====================================
+role               Tink primitive (template)               used for
+=================  ======================================  =====================================
+``pseudonym``      PRF set (HMAC_SHA256_PRF)               ``hash`` pseudonyms, ``date_shift``
+``token``          deterministic AEAD (AES256_SIV)         ``tokenize`` (reversible by key holders)
+``data.footer``    AEAD (AES256_GCM)                       Parquet: footer, public columns
+``data.internal``  AEAD (AES256_GCM)                       Parquet: internal columns
+``data.personal``  AEAD (AES256_GCM)                       Parquet: personal columns
+``data.sensitive`` AEAD (AES256_GCM)                       Parquet: sensitive columns
+``column.NAME``    AEAD (AES256_GCM)                       Parquet: a column under its own key
+``data.avro``      streaming AEAD (AES256_GCM_HKDF_1MB)    Avro output files
+``deadletter``     streaming AEAD (AES256_GCM_HKDF_1MB)    dead letters (compliance only)
+=================  ======================================  =====================================
+
+Protection is ``cleartext`` (keysets as plain JSON, for demos and tests only, warned about on
+every use) or ``kms``: every keyset is encrypted with Tink's KMS envelope AEAD under a master key
+named by URI: ``gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K`` (Cloud KMS, extra
+``novation[gcp]``) or ``local-kms://PATH`` (an AES256_GCM keyset file kept apart from the
+keyring, for on-premises use). The role name is the associated data of its keyset, so keyset
+files cannot be swapped between roles.
+
+Rotation adds a new primary key to a keyset and keeps the old ones, so files written before it
+still decrypt. Nothing here prints, logs or puts key material into an exception message.
+"""
+
+import datetime
+import json
+import logging
+import os
+import threading
+from typing import Dict, Optional, Sequence
+
+import tink
+from tink import aead, daead, prf, secret_key_access, streaming_aead
+from tink.proto import tink_pb2
+
+from transforms.errors import KeyringError, NovationError
+from transforms.files import has_scheme, join, read_text
+
+__all__ = ['BASE_ROLES', 'DATA_ROLES', 'Keyring', 'add_roles', 'cached_keyring',
+           'column_role', 'display_uri', 'init_keyring', 'load_keyring', 'rotate_keyring']
+
+aead.register()
+daead.register()
+prf.register()
+streaming_aead.register()
+
+_LOG = logging.getLogger('novation.keys')
+
+KEYRING_FILE = 'keyring.json'
+KEYRING_FORMAT = 'novation-keyring/1'
+CLEARTEXT_WARNING = ('DEMO/TEST ONLY: these keysets are stored in clear. Use a KMS-wrapped '
+                     'keyring (novation keys init --master-key URI) for real customer data.')
+LOCAL_KMS = 'local-kms://'
+GCP_KMS = 'gcp-kms://'
+COLUMN_PREFIX = 'column.'
+
+DATA_ROLES = ('data.footer', 'data.internal', 'data.personal', 'data.sensitive')
+_AEAD = aead.aead_key_templates.AES256_GCM
+_STREAMING = streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB
+_TEMPLATES = {
+    'pseudonym': prf.prf_key_templates.HMAC_SHA256,
+    'token': daead.deterministic_aead_key_templates.AES256_SIV,
+    **{role: _AEAD for role in DATA_ROLES},
+    'data.avro': _STREAMING,
+    'deadletter': _STREAMING,
+}
+BASE_ROLES = tuple(_TEMPLATES)
+_PRIMITIVES = {
+    'pseudonym': prf.PrfSet,
+    'token': daead.DeterministicAead,
+    **{role: aead.Aead for role in DATA_ROLES},
+    'data.avro': streaming_aead.StreamingAead,
+    'deadletter': streaming_aead.StreamingAead,
+}
+# Rotating these changes every pseudonym or token: joins with earlier deliveries break.
+DETERMINISTIC_ROLES = ('pseudonym', 'token')
+
+
+def column_role(key_name: str) -> str:
+    """The role of a column under its own key (masking method ``encrypt``)."""
+    return COLUMN_PREFIX + key_name
+
+
+def _template(role):
+    return _AEAD if role.startswith(COLUMN_PREFIX) else _TEMPLATES[role]
+
+
+def _primitive_class(role):
+    return aead.Aead if role.startswith(COLUMN_PREFIX) else _PRIMITIVES[role]
+
+
+def _check_role_name(role):
+    if role in _TEMPLATES:
+        return
+    name = role[len(COLUMN_PREFIX):] if role.startswith(COLUMN_PREFIX) else ''
+    if not name or not all(c.isalnum() or c in '._-' for c in name):
+        raise KeyringError(f'unknown key role {role!r}; roles: {", ".join(BASE_ROLES)} and '
+                           f'column.NAME (NAME: letters, digits, ".", "_", "-")')
+
+
+def display_uri(uri: Optional[str]) -> str:
+    """A master key URI safe to print: Tink's test URIs (fake-kms://) embed key material."""
+    if not uri:
+        return 'none'
+    if uri.startswith((GCP_KMS, LOCAL_KMS)):
+        return uri
+    return uri.split('://', 1)[0] + '://(hidden)'
+
+
+class Keyring:
+    """The keysets of one keyring directory, by role. Holds Tink handles, never prints them."""
+
+    def __init__(self, path, doc, handles: Dict[str, 'tink.KeysetHandle']):
+        self.path = path
+        self.protection = doc['protection']
+        self.master_key_uri = doc.get('master_key_uri')
+        self._doc = doc
+        self._handles = handles
+
+    def __repr__(self):
+        return f'Keyring({self.path!r}, roles={sorted(self._handles)})'
+
+    @property
+    def roles(self):
+        return tuple(sorted(self._handles))
+
+    def has(self, role: str) -> bool:
+        return role in self._handles
+
+    def require(self, roles: Sequence[str], why: str = '') -> None:
+        missing = [r for r in roles if r not in self._handles]
+        if missing:
+            hint = ''.join(f'; add it with `novation keys add {self.path} {r}`'
+                           for r in missing[:1] if r.startswith(COLUMN_PREFIX))
+            raise KeyringError(f'keyring {self.path} has no {", ".join(map(repr, missing))} '
+                               f'keyset{why}{hint}')
+
+    def key_ids(self) -> Dict[str, dict]:
+        """Key ids per role (primary and all), safe to publish in a manifest."""
+        out = {}
+        for role, handle in sorted(self._handles.items()):
+            info = handle.keyset_info()
+            out[role] = {'primary': info.primary_key_id,
+                         'keys': sorted(k.key_id for k in info.key_info)}
+        return out
+
+    def describe(self) -> list:
+        """Per role: primitive, key ids, status and creation time; never key material."""
+        rows = []
+        for role, handle in sorted(self._handles.items()):
+            info = handle.keyset_info()
+            created = self._doc['keysets'][role].get('created', {})
+            for k in sorted(info.key_info, key=lambda k: created.get(str(k.key_id), '')):
+                rows.append({'role': role, 'key_id': k.key_id,
+                             'primitive': k.type_url.rsplit('.', 1)[-1],
+                             'status': tink_pb2.KeyStatusType.Name(k.status).lower(),
+                             'primary': k.key_id == info.primary_key_id,
+                             'created_at': created.get(str(k.key_id), 'unknown')})
+        return rows
+
+    def primitive(self, role: str, cls=None):
+        self.require([role])
+        return self._handles[role].primitive(cls or _primitive_class(role))
+
+
+# ---------------------------------------------------------------------------------------------
+# Master keys
+
+
+def master_key_aead(uri: str):
+    """The AEAD that encrypts keysets: Tink's KMS envelope over the master key at ``uri``."""
+    if uri.startswith(LOCAL_KMS):
+        path = uri[len(LOCAL_KMS):]
+        try:
+            remote = tink.json_proto_keyset_format.parse(
+                read_text(path, what='local master key'), secret_key_access.TOKEN
+            ).primitive(aead.Aead)
+        except NovationError as e:
+            raise KeyringError(str(e)) from None
+        except tink.TinkError:
+            raise KeyringError(f'{path} is not a Tink AEAD keyset (local master key)') from None
+    elif uri.startswith(GCP_KMS):
+        try:
+            from tink.integration import gcpkms
+        except ImportError:
+            raise KeyringError(f'{uri}: Cloud KMS master keys need the Google Cloud client: '
+                               f"pip install 'novation[gcp]'") from None
+        try:
+            remote = gcpkms.GcpKmsClient(uri, None).get_aead(uri)
+        except (tink.TinkError, ValueError) as e:
+            raise KeyringError(f'{uri}: cannot use this Cloud KMS key ({type(e).__name__})'
+                               ) from None
+    else:
+        try:
+            remote = tink.kms_client_from_uri(uri).get_aead(uri)
+        except tink.TinkError:
+            raise KeyringError(f'master key {display_uri(uri)}: unsupported URI; allowed: '
+                               f'{GCP_KMS}projects/P/locations/L/keyRings/R/cryptoKeys/K, '
+                               f'{LOCAL_KMS}PATH') from None
+    return aead.KmsEnvelopeAead(_AEAD, remote)
+
+
+def create_local_master_key(path: str) -> None:
+    """A new AES256_GCM keyset at ``path`` (mode 0600) to act as an on-premises master key."""
+    handle = tink.new_keyset_handle(_AEAD)
+    _write_private(path, tink.json_proto_keyset_format.serialize(handle, secret_key_access.TOKEN))
+
+
+# ---------------------------------------------------------------------------------------------
+# Creating, extending and rotating keyrings (local directories)
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+
+def _write_private(path: str, text: str, *, replace: bool = False) -> None:
+    """Write a file readable by its owner only; replacing goes through a rename (atomic)."""
+    target = path + '.tmp' if replace else path
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+        f.write(text)
+    if replace:
+        os.replace(target, path)
+
+
+def _local_dir(directory):
+    if has_scheme(directory):
+        raise KeyringError(f'{directory}: keyrings are created and changed in a local directory;'
+                           f' copy it to its bucket afterwards')
+    return directory
+
+
+def init_keyring(directory: str, *, master_key_uri: Optional[str] = None,
+                 columns: Sequence[str] = ()) -> Keyring:
+    """Create a keyring with every base role (and ``column.NAME`` for ``columns``).
+
+    Without ``master_key_uri`` the keysets are stored in clear (demo/test only).
+    """
+    _local_dir(directory)
+    if os.path.exists(os.path.join(directory, KEYRING_FILE)):
+        raise KeyringError(f'{directory} already holds a keyring; refusing to overwrite it')
+    roles = list(BASE_ROLES) + [column_role(c) for c in columns]
+    for role in roles:
+        _check_role_name(role)
+    wrap = master_key_aead(master_key_uri) if master_key_uri else None
+    os.makedirs(directory, exist_ok=True)
+    doc = {'format': KEYRING_FORMAT,
+           'protection': 'kms' if wrap else 'cleartext',
+           **({'master_key_uri': master_key_uri} if wrap else {'warning': CLEARTEXT_WARNING}),
+           'created_at': _now(),
+           'keysets': {}}
+    for role in roles:
+        _store(directory, doc, role, tink.new_keyset_handle(_template(role)), wrap, new=True)
+    _save_doc(directory, doc, new=True)
+    return load_keyring(directory, warn=False)
+
+
+def add_roles(directory: str, roles: Sequence[str]) -> Keyring:
+    """Add keysets for new roles (e.g. ``column.mobile``) to an existing keyring."""
+    doc, wrap = _open_for_change(directory)
+    for role in roles:
+        _check_role_name(role)
+        if role in doc['keysets']:
+            raise KeyringError(f'keyring {directory} already has a {role!r} keyset; use '
+                               f'`novation keys rotate` to add a key to it')
+    for role in roles:
+        _store(directory, doc, role, tink.new_keyset_handle(_template(role)), wrap, new=True)
+    _save_doc(directory, doc)
+    return load_keyring(directory, warn=False)
+
+
+def rotate_keyring(directory: str, roles: Sequence[str]) -> Dict[str, tuple]:
+    """Give each role a new primary key; old keys stay so earlier files still decrypt.
+
+    Returns role -> (old primary id, new primary id).
+    """
+    doc, wrap = _open_for_change(directory)
+    keyring = load_keyring(directory, warn=False)
+    keyring.require(roles)
+    changed = {}
+    for role in roles:
+        old = keyring._handles[role]
+        new = _with_new_primary(old, _template(role))
+        _store(directory, doc, role, new, wrap)
+        changed[role] = (old.keyset_info().primary_key_id, new.keyset_info().primary_key_id)
+    _save_doc(directory, doc)
+    return changed
+
+
+def _open_for_change(directory):
+    _local_dir(directory)
+    doc = _read_doc(directory)
+    wrap = master_key_aead(doc['master_key_uri']) if doc['protection'] == 'kms' else None
+    return doc, wrap
+
+
+def _with_new_primary(handle, template):
+    keyset = tink_pb2.Keyset.FromString(
+        tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN))
+    used = {k.key_id for k in keyset.key}
+    while True:
+        fresh = tink_pb2.Keyset.FromString(tink.proto_keyset_format.serialize(
+            tink.new_keyset_handle(template), secret_key_access.TOKEN)).key[0]
+        if fresh.key_id not in used:
+            break
+    keyset.key.append(fresh)
+    keyset.primary_key_id = fresh.key_id
+    return tink.proto_keyset_format.parse(keyset.SerializeToString(), secret_key_access.TOKEN)
+
+
+def _store(directory, doc, role, handle, wrap, *, new=False):
+    """Write one role's keyset file and record its keys' creation times."""
+    entry = doc['keysets'].setdefault(role, {
+        'file': f'{role}.json' if wrap else f'{role}.cleartext.json', 'created': {}})
+    if wrap:
+        text = tink.json_proto_keyset_format.serialize_encrypted(handle, wrap, _ad(role))
+    else:
+        text = tink.json_proto_keyset_format.serialize(handle, secret_key_access.TOKEN)
+    _write_private(os.path.join(directory, entry['file']), text, replace=not new)
+    for key in handle.keyset_info().key_info:
+        entry['created'].setdefault(str(key.key_id), _now())
+
+
+def _save_doc(directory, doc, *, new=False):
+    _write_private(os.path.join(directory, KEYRING_FILE), json.dumps(doc, indent=2) + '\n',
+                   replace=not new)
+
+
+def _ad(role):
+    return f'novation-keyring/{role}'.encode('utf-8')
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _doc_text(path):
+    try:
+        return read_text(join(path, KEYRING_FILE), what='keyring')
+    except NovationError:
+        raise KeyringError(f'no keyring at {path} (expected {KEYRING_FILE}); create one with '
+                           f'`novation keys init {path}`') from None
+
+
+def _read_doc(path):
+    where = join(path, KEYRING_FILE)
+    text = _doc_text(path)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        raise KeyringError(f'{where} is not valid JSON') from None
+    if not isinstance(doc, dict) or doc.get('format') != KEYRING_FORMAT:
+        raise KeyringError(f'{where}: format must be {KEYRING_FORMAT!r}')
+    protection = doc.get('protection')
+    if protection not in ('cleartext', 'kms'):
+        raise KeyringError(f'{where}: protection {protection!r} is not supported; allowed: '
+                           f'cleartext, kms')
+    if protection == 'kms' and not isinstance(doc.get('master_key_uri'), str):
+        raise KeyringError(f'{where}: protection kms needs master_key_uri')
+    if not isinstance(doc.get('keysets'), dict) or not all(
+            isinstance(e, dict) and isinstance(e.get('file'), str)
+            for e in doc['keysets'].values()):
+        raise KeyringError(f'{where}: keysets must map each role to {{"file": ...}}')
+    return doc
+
+
+def load_keyring(path: str, roles: Optional[Sequence[str]] = None, *,
+                 warn: bool = True) -> Keyring:
+    """Load a keyring directory (local path or gs:// URI): ``roles``, or every role in it.
+
+    A cleartext keyring logs a warning on every load with ``warn``.
+    """
+    doc = _read_doc(path)
+    keysets = doc['keysets']
+    wanted = sorted(keysets) if roles is None else list(roles)
+    missing = [r for r in wanted if r not in keysets]
+    if missing:
+        raise KeyringError(f'keyring {path} has no {", ".join(map(repr, missing))} keyset; '
+                           f'roles present: {", ".join(sorted(keysets)) or "none"}')
+    if doc['protection'] == 'cleartext' and warn:
+        _LOG.warning('warning: keyring %s: %s', path, CLEARTEXT_WARNING)
+    wrap = master_key_aead(doc['master_key_uri']) if doc['protection'] == 'kms' else None
+    handles = {}
+    for role in wanted:
+        keyset_path = join(path, keysets[role]['file'])
+        try:
+            text = read_text(keyset_path, what=f'{role} keyset')
+        except NovationError as e:
+            raise KeyringError(str(e)) from None
+        handles[role] = _parse_keyset(text, role, keyset_path, wrap, doc.get('master_key_uri'))
+        try:
+            handles[role].primitive(_primitive_class(role))
+        except (tink.TinkError, KeyError):
+            raise KeyringError(f'{keyset_path}: the keyset for role {role!r} is not of the '
+                               f'kind this role needs') from None
+    return Keyring(path, doc, handles)
+
+
+def _parse_keyset(text, role, keyset_path, wrap, master_key_uri):
+    # Tink's messages may quote the keyset; ours name the file only.
+    if wrap is None:
+        try:
+            return tink.json_proto_keyset_format.parse(text, secret_key_access.TOKEN)
+        except Exception:
+            raise KeyringError(f'{keyset_path}: not a valid cleartext Tink keyset for role '
+                               f'{role!r}') from None
+    try:
+        return tink.json_proto_keyset_format.parse_encrypted(text, wrap, _ad(role))
+    except Exception:
+        raise KeyringError(f'{keyset_path}: the master key {display_uri(master_key_uri)} does '
+                           f'not open this keyset (wrong master key, or the file was changed)'
+                           ) from None
+
+
+_CACHE = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_keyring(path: str, roles: Sequence[str]) -> Keyring:
+    """``load_keyring`` without the warning, once per worker process for each (path, roles).
+
+    The key includes ``keyring.json`` itself, so a rotated keyring is loaded afresh.
+    """
+    key = (path, tuple(roles), _doc_text(path))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load_keyring(path, roles, warn=False)
+        return _CACHE[key]
