@@ -26,6 +26,8 @@ setuptools.setup(
     install_requires=REQUIRED,
     extras_require={
         'test': ['pytest>=8', 'hypothesis>=6.100'],
+        # Dataflow and Cloud KMS master keys (gcp-kms:// URIs).
+        'gcp': ['apache-beam[gcp]==2.77.0', 'tink[gcpkms]==1.16.1'],
     },
     entry_points={'console_scripts': ['novation = pipelines.cli:main']},
 )

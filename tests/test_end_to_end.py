@@ -277,3 +277,84 @@ def test_a_table_spread_over_several_files_is_counted_per_file(demo_copy):
             if d['stage'] == 'conform'}
     assert rows == {('part-0.parquet', r) if r <= half else ('part-1.parquet', r - half)
                     for r in bad}
+
+
+def test_detokenize_reverses_tokens_for_key_holders_only(demo_run, tmp_path):
+    workdir, planted, result = demo_run
+    keys = os.path.join(workdir, 'keys')
+    customers, _ = read_table(result.run_dir, keys=keys, table='customers')
+    tokens = [t for t in customers.column('national_id').to_pylist() if t][:3]
+    proc = novation('detokenize', '--run', result.run_dir, '--keys', keys,
+                    '--field', 'customers.national_id', *tokens, 'not-a-token')
+    assert proc.returncode == 1  # one token was not valid
+    pairs = [line.split('\t') for line in proc.stdout.splitlines()]
+    assert [p[0] for p in pairs] == tokens + ['not-a-token']
+    assert all(v in planted.secrets['national_id'] for _, v in pairs[:3]) and pairs[3][1] == ''
+    assert '1 token(s) are not valid' in proc.stderr
+    listing = tmp_path / 'tokens.txt'
+    listing.write_text('\n'.join(tokens) + '\n')
+    out = tmp_path / 'values.csv'
+    proc = novation('detokenize', '--run', result.run_dir, '--keys', keys,
+                    '--field', 'customers.national_id', '--in', str(listing), '--out', str(out))
+    assert proc.returncode == 0 and '3 of 3 tokens' in proc.stdout, proc.stderr
+    assert out.read_text().splitlines()[1:] == [f'{t},{v}' for t, v in pairs[:3]]
+    proc = novation('detokenize', '--run', result.run_dir, '--keys', keys,
+                    '--field', 'customers.customer_id', 'abc')
+    assert proc.returncode == 2 and 'hash is one-way' in proc.stderr
+    other = str(tmp_path / 'other')
+    init_keyring(other)
+    proc = novation('detokenize', '--run', result.run_dir, '--keys', other,
+                    '--field', 'customers.national_id', tokens[0])
+    assert proc.returncode == 1 and proc.stdout == f'{tokens[0]}\t\n'  # another key: nothing
+
+
+def test_without_a_column_key_every_other_column_still_reads(demo_run, tmp_path):
+    workdir, _, result = demo_run
+    keys = str(tmp_path / 'analyst')
+    shutil.copytree(os.path.join(workdir, 'keys'), keys)
+    ring = json.load(open(os.path.join(keys, 'keyring.json')))
+    os.remove(os.path.join(keys, ring['keysets'].pop('column.customers.monthly_income')['file']))
+    json.dump(ring, open(os.path.join(keys, 'keyring.json'), 'w'))
+    table, withheld = read_table(result.run_dir, keys=keys, table='customers')
+    assert withheld == {'monthly_income': 'column.customers.monthly_income'}
+    assert 'monthly_income' not in table.schema.names
+    assert table.num_rows == result.manifest['tables']['customers']['rows_written']
+    full, _ = read_table(result.run_dir, keys=os.path.join(workdir, 'keys'), table='customers')
+    assert table.equals(full.drop_columns(['monthly_income']))
+    out = tmp_path / 'c.csv'
+    proc = novation('decrypt', result.run_dir, '--keys', keys, '--table', 'customers',
+                    '--out', str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert 'withheld: monthly_income (under column.customers.monthly_income' in proc.stdout
+
+
+def test_decrypting_with_another_keyring_is_one_clear_line(demo_run, tmp_path):
+    workdir, _, result = demo_run
+    other = str(tmp_path / 'other')
+    init_keyring(other, columns=['customers.monthly_income'])
+    proc = novation('decrypt', result.run_dir, '--keys', other, '--table', 'contracts',
+                    '--out', str(tmp_path / 'x.csv'))
+    assert proc.returncode == 2
+    [line] = problems(proc.stderr)
+    assert line.startswith('novation: error: data/contracts/part-') and \
+        'cannot be decrypted with the keys in' in line
+    assert not (tmp_path / 'x.csv').exists()
+
+
+def test_avro_and_parquet_deliver_the_same_rows(demo_copy):
+    workdir, config, _ = demo_copy
+    edit(config, 'customers.monthly_income: encrypt', 'customers.monthly_income: '
+                                                      '{method: generalize, bucket: 5000}')
+    as_parquet = run(['--config', config])
+    edit(config, 'format: parquet\n  keys:', 'format: avro\n  keys:')  # output.format
+    as_avro = run(['--config', config])
+    keys = os.path.join(workdir, 'keys')
+    for name, t in as_avro.manifest['tables'].items():
+        assert t['format'] == 'avro' and all(f['path'].endswith('.avro') for f in t['files'])
+        assert all(set(f['keys']) == {'data.avro'} for f in t['files'])
+        parquet_rows, _ = read_table(as_parquet.run_dir, keys=keys, table=name)
+        avro_rows, _ = read_table(as_avro.run_dir, keys=keys, table=name)
+        assert avro_rows.num_rows == t['rows_written'] > 0
+        key = lambda r: json.dumps(r, sort_keys=True, default=str)  # noqa: E731
+        assert sorted(avro_rows.to_pylist(), key=key) == \
+            sorted(parquet_rows.to_pylist(), key=key), name
