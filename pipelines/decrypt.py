@@ -47,15 +47,12 @@ def _table_entry(manifest, table):
 
 
 def readable_columns(entry: dict, keyring) -> tuple:
-    """(columns this keyring can read, {withheld column: the key role it needs})."""
-    readable, withheld = [], {}
-    for role, columns in entry['column_keys'].items():
-        for column in columns:
-            if keyring.has(role):
-                readable.append(column)
-            else:
-                withheld[column] = role
-    return readable, withheld
+    """(columns this keyring can read, in schema order; {withheld column: its key role})."""
+    role_of = {column: role for role, columns in entry['column_keys'].items()
+               for column in columns}
+    delivered = [f['name'] for f in entry['fields'] if f['name'] in role_of]
+    readable = [c for c in delivered if keyring.has(role_of[c])]
+    return readable, {c: role_of[c] for c in delivered if not keyring.has(role_of[c])}
 
 
 def read_table(run_dir: str, *, keys: str, table: str, keyring=None) -> tuple:

@@ -121,6 +121,7 @@ class Keyring:
         self.master_key_uri = doc.get('master_key_uri')
         self._doc = doc
         self._handles = handles
+        self._primitives = {}
 
     def __repr__(self):
         return f'Keyring({self.path!r}, roles={sorted(self._handles)})'
@@ -164,8 +165,12 @@ class Keyring:
         return rows
 
     def primitive(self, role: str, cls=None):
-        self.require([role])
-        return self._handles[role].primitive(cls or _primitive_class(role))
+        """The Tink primitive of a role, built once (building one costs more than using it)."""
+        cls = cls or _primitive_class(role)
+        if (role, cls) not in self._primitives:
+            self.require([role])
+            self._primitives[role, cls] = self._handles[role].primitive(cls)
+        return self._primitives[role, cls]
 
 
 # ---------------------------------------------------------------------------------------------
