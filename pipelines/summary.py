@@ -21,7 +21,10 @@ def print_summary(manifest: dict, run_dir: str = None, seconds: float = None, ou
     if suppressed:
         out(f'  sensitive fields nulled (no separate consent): {", ".join(suppressed)} rows')
     if run_dir:
-        out(f'  data:         {run_dir}/data/<table>/part-*.parquet (Parquet Modular Encryption)')
+        avro = any(t.get('format') == 'avro' for t in manifest['tables'].values())
+        out(f'  data:         {run_dir}/data/<table>/' + (
+            'part-*.avro.enc (Avro in Tink streaming AEAD)' if avro else
+            'part-*.parquet (Parquet Modular Encryption)'))
         out(f'  dead letters: {run_dir}/deadletter/<table>/part-*.jsonl.enc '
             f'(deadletter key only)')
         out(f'  manifest:     {run_dir}/manifest.json (counts, crc32c, key ids)')

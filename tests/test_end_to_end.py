@@ -350,7 +350,7 @@ def test_avro_and_parquet_deliver_the_same_rows(demo_copy):
     as_avro = run(['--config', config])
     keys = os.path.join(workdir, 'keys')
     for name, t in as_avro.manifest['tables'].items():
-        assert t['format'] == 'avro' and all(f['path'].endswith('.avro') for f in t['files'])
+        assert t['format'] == 'avro' and all(f['path'].endswith('.avro.enc') for f in t['files'])
         assert all(set(f['keys']) == {'data.avro'} for f in t['files'])
         parquet_rows, _ = read_table(as_parquet.run_dir, keys=keys, table=name)
         avro_rows, _ = read_table(as_avro.run_dir, keys=keys, table=name)

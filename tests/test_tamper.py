@@ -56,7 +56,7 @@ def read_deadletters(data, keyring, identity):
 
 
 READERS = {'parquet': read_parquet, 'avro': read_avro, 'deadletter': read_deadletters}
-SUFFIX = {'parquet': '.parquet', 'avro': '.avro', 'deadletter': '.jsonl.enc'}
+SUFFIX = {'parquet': '.parquet', 'avro': '.avro.enc', 'deadletter': '.jsonl.enc'}
 
 
 def identity(kind, table, n=0):

@@ -189,7 +189,7 @@ def test_write_table_encrypts_binds_and_counts_by_source(config, keys_dir, tmp_p
         assert_that(out[WriteTable.WRITTEN], equal_to([(('customers', 'src.csv'), 2)]),
                     label='written')
         assert_that(out[WriteTable.FILES] | beam.Map(
-            lambda path: bool(re.fullmatch(rf'part-[0-9a-f]{{16}}\.{output_format}',
+            lambda path: bool(re.fullmatch(r'part-[0-9a-f]{16}\.(parquet|avro\.enc)',
                                            os.path.basename(path)))),
             equal_to([True]), label='files')
     [name] = os.listdir(os.path.join(run['run_dir'], 'data', 'customers'))

@@ -20,7 +20,7 @@ def file_kind(path: str) -> str:
     """parquet, avro or deadletter, from the file name."""
     if path.endswith('.parquet'):
         return 'parquet'
-    if path.endswith('.avro'):
+    if path.endswith('.avro.enc'):
         return 'avro'
     if path.endswith(DEADLETTER_SUFFIX):
         return 'deadletter'

@@ -152,7 +152,7 @@ def avro_schema(table) -> dict:
 
 
 class _AvroFiles:
-    suffix = '.avro'
+    suffix = '.avro.enc'
 
     def __init__(self, table, keys_path):
         self._schema = fastavro.parse_schema(avro_schema(table))
