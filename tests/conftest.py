@@ -10,6 +10,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CUSTOMERS = 2000
 
 
+def keyring_without(keys: str, copy: str, role: str) -> str:
+    """A copy of keyring ``keys`` at ``copy`` that lacks ``role`` (e.g. an analyst's keys)."""
+    import json
+    import shutil
+    shutil.copytree(keys, copy)
+    ring = json.load(open(os.path.join(copy, 'keyring.json')))
+    os.remove(os.path.join(copy, ring['keysets'].pop(role)['file']))
+    json.dump(ring, open(os.path.join(copy, 'keyring.json'), 'w'))
+    return copy
+
+
 def local_pipeline():
     """A TestPipeline on the in-process runner (no Prism download attempt)."""
     return TestPipeline(runner=FnApiRunner())

@@ -5,14 +5,12 @@ Each example block follows a ``<!-- example: NAME -->`` marker. It runs in a dir
 reader gives.
 """
 
-import json
 import os
 import re
-import shutil
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, keyring_without
 from pipelines.decrypt import read_table
 from pipelines.migrate import run
 
@@ -50,11 +48,8 @@ def test_plain_pyarrow_reads_a_delivered_parquet_table(demo_run, tmp_path):
 
 def test_plain_pyarrow_reads_every_column_but_the_one_whose_key_is_missing(demo_run, tmp_path):
     workdir, _, result = demo_run
-    keys = str(tmp_path / 'analyst-keys')
-    shutil.copytree(os.path.join(workdir, 'keys'), keys)
-    ring = json.load(open(os.path.join(keys, 'keyring.json')))
-    os.remove(os.path.join(keys, ring['keysets'].pop('column.customers.monthly_income')['file']))
-    json.dump(ring, open(os.path.join(keys, 'keyring.json'), 'w'))
+    keys = keyring_without(os.path.join(workdir, 'keys'), str(tmp_path / 'analyst'),
+                           'column.customers.monthly_income')
     found = run_examples(str(tmp_path / 'b'), result.run_dir, keys, 'common', 'parquet')
     ours, _ = read_table(result.run_dir, keys=os.path.join(workdir, 'keys'), table='customers')
     assert found['customers'].equals(ours.drop_columns(['monthly_income']))
