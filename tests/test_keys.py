@@ -239,3 +239,18 @@ def test_avro_output_cannot_give_a_column_its_own_key(demo_copy):
     with pytest.raises(ConfigError, match='output.format: avro files are encrypted whole.*'
                                           'customers.monthly_income uses method encrypt'):
         run(['--config', config])
+
+
+def test_no_key_material_in_any_output_file(demo_run):
+    workdir, _, result = demo_run
+    secrets = set()
+    for file in keyset_files(os.path.join(workdir, 'keys')).values():
+        for key in json.load(open(file))['key']:
+            encoded = key['keyData']['value']
+            proto = base64.b64decode(encoded)
+            secrets |= {encoded.encode(), proto, proto[-32:]}  # the raw key ends the proto
+    assert len(secrets) >= 27
+    for root, _, names in os.walk(result.run_dir):
+        for name in names:
+            data = open(os.path.join(root, name), 'rb').read()
+            assert not [s for s in secrets if s in data], name
