@@ -12,6 +12,8 @@ REQUIRED = [
     'Faker>=30',
     'fastavro>=1.9',
 ]
+# Dataflow (build: the sdist staged for workers) and Cloud KMS master keys (gcp-kms://).
+GCP = ['apache-beam[gcp]==2.77.0', 'tink[gcpkms]==1.16.1', 'build>=1']
 
 setuptools.setup(
     name='novation',
@@ -25,9 +27,9 @@ setuptools.setup(
     package_data={'schemas': ['*.avsc'], 'config': ['*.yaml']},
     install_requires=REQUIRED,
     extras_require={
-        'test': ['pytest>=8', 'hypothesis>=6.100'],
-        # Dataflow and Cloud KMS master keys (gcp-kms:// URIs).
-        'gcp': ['apache-beam[gcp]==2.77.0', 'tink[gcpkms]==1.16.1'],
+        'gcp': GCP,
+        # The tests build the Dataflow job graph, so they need the gcp extra too.
+        'test': ['pytest>=8', 'hypothesis>=6.100'] + GCP,
     },
     entry_points={'console_scripts': ['novation = pipelines.cli:main']},
 )

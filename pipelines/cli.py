@@ -49,13 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('-v', '--verbose', action='store_true', help='log progress steps')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
-    run = sub.add_parser(
-        'run', help='run a migration from a transfer config',
-        description='Run a migration. Options not listed here are Beam pipeline options, '
-                    'e.g. --runner DataflowRunner --project P --region R --temp_location '
-                    'gs://... ; without --runner it runs locally.')
-    run.add_argument('--config', required=True, help='transfer config (YAML)')
-    run.add_argument('--run-id', help='name of the run directory (default: UTC time + random)')
+    from pipelines.migrate import run_parser
+    sub.add_parser(
+        'run', help='run a migration from a transfer config', parents=[run_parser(False)],
+        description='Run a migration. Options not listed here are Beam pipeline options. '
+                    'Without --runner it runs locally on the in-process runner; '
+                    '--runner DataflowRunner --project P --region R --temp_location gs://... '
+                    '--setup_file ./setup.py runs it on Dataflow (see the README); '
+                    '--runner PortableRunner --job_endpoint HOST:PORT on a portable job '
+                    'service.')
 
     demo = sub.add_parser(
         'demo', help='generate demo exports, keys and config, then migrate them',
@@ -154,7 +156,7 @@ def main(argv=None) -> int:
     from transforms.errors import DeadLetterLimitExceeded, NovationError
     try:
         if args.command == 'run':
-            return _cmd_run(args, extra)
+            return _cmd_run(argv[argv.index('run') + 1:])
         if args.command == 'demo':
             return _cmd_demo(args, extra)
         if args.command == 'keys':
@@ -176,12 +178,18 @@ def main(argv=None) -> int:
         return 0
 
 
-def _cmd_run(args, beam_args):
+def _cmd_run(argv):
     from pipelines.migrate import run
     from pipelines.summary import print_summary
-    argv = ['--config', args.config] + (['--run-id', args.run_id] if args.run_id else [])
-    result = run(argv + beam_args)
-    print_summary(result.manifest, result.run_dir, result.seconds)
+    result = run(argv)
+    if result.status == 'done':
+        print_summary(result.manifest, result.run_dir, result.seconds)
+    elif result.status == 'dry-run':
+        print('dry run: the job was built and not submitted')
+    else:
+        job = getattr(result.pipeline_result, 'job_id', lambda: None)()
+        print(f'submitted{f" job {job}" if job else ""}; the manifest is written to '
+              f'{result.run_dir}/manifest.json as the job\'s last step')
     print(result.run_dir)
     return 0
 

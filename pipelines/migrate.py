@@ -7,6 +7,7 @@ PCollections so tests can assert on them.
 
 import argparse
 import collections
+import dataclasses
 import datetime
 import json
 import logging
@@ -16,37 +17,41 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.runners.runner import PipelineState
 
 from config import load_config
 from transforms.consent import ConsentDecisions, ConsentGate
 from transforms.conform import Conform
-from transforms.keyring import load_keyring
+from transforms.keyring import display_uri, load_keyring
 from transforms.deadletter import SealDeadLetters, WriteDeadLetters
 from transforms.dedup import DropDuplicates, DuplicateKeys
 from transforms.errors import ConfigError, NovationError
-from transforms.files import exists, join
+from transforms.files import exists, has_scheme, join
 from transforms.manifest import MANIFEST_FILE, WriteManifest
 from transforms.mask import Mask
 from transforms.read import ReadTable
 from transforms.write import WriteTable, column_keys, file_roles
 
-__all__ = ['RunResult', 'build_pipeline', 'plan_run', 'run']
+__all__ = ['RunResult', 'build_pipeline', 'plan_run', 'run', 'run_parser']
 
 _LOG = logging.getLogger('novation')
 
 
-def plan_run(config, *, run_id=None) -> dict:
+def plan_run(config, *, run_id=None, runner='local') -> dict:
     """Check everything that can be checked before any data is read; name the new run.
 
     Keys load and hold every role the run needs; every table path matches at least one file;
-    the consent files exist; the run directory is new.
+    the consent files exist; the run directory is new. On Dataflow every path must be one the
+    workers can reach.
     """
     fmt = config.output.format
     roles = sorted({'pseudonym', 'token', 'deadletter',
                     *(r for t in config.tables for r in file_roles(t, fmt))})
     keyring = load_keyring(config.output.keys)
     keyring.require(roles, f' (needed by {config.source})')
+    if runner == 'dataflow':
+        check_reachable_by_workers(config, keyring)
     for table in config.tables:
         if not FileSystems.match([table.path])[0].metadata_list:
             raise ConfigError(f'{config.source}: tables.{table.name}.path: no file matches '
@@ -92,6 +97,22 @@ def field_entry(rule) -> dict:
     if rule.operator.name in ('hash', 'tokenize'):
         entry['domain'] = rule.operator.domain
     return entry
+
+
+def check_reachable_by_workers(config, keyring) -> None:
+    """Dataflow workers see neither the launcher's disk nor a local master key file."""
+    paths = [(f'tables.{t.name}.path', t.path) for t in config.tables] + [
+        ('consent.registry', config.consent.registry),
+        ('consent.erasures', config.consent.erasures),
+        ('output.path', config.output.path), ('output.keys', config.output.keys)]
+    for key, path in paths:
+        if not has_scheme(path):
+            raise ConfigError(f'{config.source}: {key}: {path} is on this machine, which '
+                              f'Dataflow workers cannot read; use a gs:// path')
+    if keyring.protection == 'kms' and not keyring.master_key_uri.startswith('gcp-kms://'):
+        raise ConfigError(f'keyring {keyring.path}: its master key '
+                          f'{display_uri(keyring.master_key_uri)} is not reachable by Dataflow '
+                          f'workers; use a gcp-kms:// key')
 
 
 def build_pipeline(pipeline, config, run) -> dict:
@@ -149,6 +170,16 @@ def _camel(name: str) -> str:
     return ''.join(part.capitalize() for part in re.split(r'[^A-Za-z0-9]+', name) if part)
 
 
+def runner_kind(options: PipelineOptions) -> str:
+    """local (no --runner, DirectRunner), dataflow, dataflow-dry-run, or other (e.g. Portable)."""
+    name = options.view_as(StandardOptions).runner
+    if name in (None, 'DirectRunner', 'direct'):
+        return 'local'
+    if name in ('DataflowRunner', 'dataflow'):
+        return 'dataflow-dry-run' if options.view_as(TestOptions).dry_run else 'dataflow'
+    return 'other'
+
+
 def local_runner(options: PipelineOptions):
     """The runner to use: Beam's FnApiRunner for local runs, chosen explicitly.
 
@@ -158,36 +189,69 @@ def local_runner(options: PipelineOptions):
     file is read by one worker, so a second process does not pay for itself yet (measured: 1M
     customers took 134.8 s on two processes against 124.6 s on one).
     """
-    if options.view_as(StandardOptions).runner not in (None, 'DirectRunner', 'direct'):
+    if runner_kind(options) != 'local':
         return None  # Dataflow, Portable, ...: Beam resolves it from the options
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     return FnApiRunner()
 
 
-RunResult = collections.namedtuple('RunResult', 'manifest run_dir seconds')
+# status: done (manifest written), dry-run (Dataflow job built, not submitted), detached.
+RunResult = collections.namedtuple('RunResult',
+                                   'manifest run_dir seconds pipeline_result status')
+
+
+def run_parser(add_help=True) -> argparse.ArgumentParser:
+    """The options of ``novation run``; everything else is a Beam pipeline option."""
+    parser = argparse.ArgumentParser(prog='novation run', add_help=add_help)
+    parser.add_argument('--config', required=True,
+                        help='transfer config (YAML; local path or gs://)')
+    parser.add_argument('--run-id', help='name of the run directory (default: UTC time + random)')
+    parser.add_argument('--output', metavar='PATH',
+                        help='where run directories are created, instead of output.path')
+    parser.add_argument('--keys', metavar='PATH',
+                        help='keyring directory, instead of output.keys')
+    parser.add_argument('--detach', action='store_true',
+                        help='return once the job is submitted (Dataflow); the pipeline still '
+                             'writes the manifest as its last step')
+    return parser
 
 
 def run(argv=None) -> RunResult:
-    """Run a migration; returns its manifest. Raises NovationError on user errors."""
-    parser = argparse.ArgumentParser(prog='novation run')
-    parser.add_argument('--config', required=True, help='transfer config (YAML)')
-    parser.add_argument('--run-id', help='name of the run directory (default: time + random)')
-    known, beam_args = parser.parse_known_args(argv)
-    config = load_config(known.config)
-    run_info = plan_run(config, run_id=known.run_id)
+    """Run a migration; returns its manifest (None for a dry run or a detached job).
+
+    Raises NovationError on user errors.
+    """
+    known, beam_args = run_parser().parse_known_args(argv)
+    config = with_overrides(load_config(known.config), output=known.output, keys=known.keys)
     options = PipelineOptions(beam_args)
-    runner = local_runner(options)
+    run_info = plan_run(config, run_id=known.run_id, runner=runner_kind(options))
     _LOG.info('run %s: %s', run_info['run_id'], run_info['run_dir'])
     started = time.monotonic()
+    pipeline = beam.Pipeline(runner=local_runner(options), options=options)
+    build_pipeline(pipeline, config, run_info)
     try:
-        with beam.Pipeline(runner=runner, options=options) as pipeline:
-            build_pipeline(pipeline, config, run_info)
+        result = pipeline.run()
+        if known.detach or options.view_as(TestOptions).dry_run:
+            status = 'dry-run' if options.view_as(TestOptions).dry_run else 'detached'
+            return RunResult(None, run_info['run_dir'], time.monotonic() - started, result,
+                             status)
+        state = result.wait_until_finish()
     except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
         raise unwrap_error(e) from None
-    manifest_path = join(run_info['run_dir'], MANIFEST_FILE)
-    with FileSystems.open(manifest_path) as f:
+    if state != PipelineState.DONE:
+        raise NovationError(f'the pipeline ended in state {state}; {run_info["run_dir"]} has no '
+                            f'manifest and is incomplete')
+    with FileSystems.open(join(run_info['run_dir'], MANIFEST_FILE)) as f:
         manifest = json.loads(f.read().decode('utf-8'))
-    return RunResult(manifest, run_info['run_dir'], time.monotonic() - started)
+    return RunResult(manifest, run_info['run_dir'], time.monotonic() - started, result, 'done')
+
+
+def with_overrides(config, *, output=None, keys=None):
+    """The config with output.path / output.keys replaced from the command line."""
+    if not output and not keys:
+        return config
+    return dataclasses.replace(config, output=dataclasses.replace(
+        config.output, path=output or config.output.path, keys=keys or config.output.keys))
 
 
 def unwrap_error(exc: BaseException) -> BaseException:

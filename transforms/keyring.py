@@ -197,8 +197,8 @@ def master_key_aead(uri: str):
                                f"pip install 'novation[gcp]'") from None
         try:
             remote = gcpkms.GcpKmsClient(uri, None).get_aead(uri)
-        except (tink.TinkError, ValueError) as e:
-            raise KeyringError(f'{uri}: cannot use this Cloud KMS key ({type(e).__name__})'
+        except Exception as e:  # no credentials, malformed URI, ...: Google's text says which
+            raise KeyringError(f'{uri}: cannot use this Cloud KMS key: {_first_line(e)}'
                                ) from None
     else:
         try:
@@ -208,6 +208,11 @@ def master_key_aead(uri: str):
                                f'{GCP_KMS}projects/P/locations/L/keyRings/R/cryptoKeys/K, '
                                f'{LOCAL_KMS}PATH') from None
     return aead.KmsEnvelopeAead(_AEAD, remote)
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return f'{type(exc).__name__}: {text.splitlines()[0]}' if text else type(exc).__name__
 
 
 def create_local_master_key(path: str) -> None:
@@ -324,7 +329,11 @@ def _store(directory, doc, role, handle, wrap, *, new=False):
     entry = doc['keysets'].setdefault(role, {
         'file': f'{role}.json' if wrap else f'{role}.cleartext.json', 'created': {}})
     if wrap:
-        text = tink.json_proto_keyset_format.serialize_encrypted(handle, wrap, _ad(role))
+        try:
+            text = tink.json_proto_keyset_format.serialize_encrypted(handle, wrap, _ad(role))
+        except Exception as e:  # the KMS could not be reached or refused the call
+            raise KeyringError(f'the KMS behind {display_uri(doc.get("master_key_uri"))} '
+                               f'failed: {_first_line(e)}') from None
     else:
         text = tink.json_proto_keyset_format.serialize(handle, secret_key_access.TOKEN)
     _write_private(os.path.join(directory, entry['file']), text, replace=not new)
@@ -417,10 +426,13 @@ def _parse_keyset(text, role, keyset_path, wrap, master_key_uri):
                                f'{role!r}') from None
     try:
         return tink.json_proto_keyset_format.parse_encrypted(text, wrap, _ad(role))
-    except Exception:
+    except tink.TinkError:
         raise KeyringError(f'{keyset_path}: the master key {display_uri(master_key_uri)} does '
                            f'not open this keyset (wrong master key, or the file was changed)'
                            ) from None
+    except Exception as e:  # the KMS could not be reached or refused the call
+        raise KeyringError(f'{keyset_path}: the KMS behind {display_uri(master_key_uri)} '
+                           f'failed: {_first_line(e)}') from None
 
 
 _CACHE = {}

@@ -1,0 +1,100 @@
+"""The same `novation run` on other runners, proven without a cloud account.
+
+- Dataflow: the demo's job is built by the real DataflowRunner in dry-run mode, with the network
+  cut off, and the job holds every step and the sdist workers install.
+- Beam's PortableRunner (embedded job service, loopback workers): the demo gives the same
+  decrypted outputs, counts and pseudonyms as the local runner on the same input and keys.
+"""
+
+import json
+import os
+import socket
+import tarfile
+
+import pytest
+from apache_beam.portability.api import beam_runner_api_pb2
+
+from conftest import ROOT
+from pipelines.decrypt import read_deadletters, read_table
+from pipelines.migrate import run
+from transforms.errors import ConfigError
+
+DATAFLOW = ['--runner', 'DataflowRunner', '--dry_run=True', '--no_auth',
+            '--sdk_location', 'container', '--project', 'novation-ci',
+            '--region', 'europe-west1', '--temp_location', 'gs://novation-ci-temp/tmp',
+            '--staging_location', 'gs://novation-ci-temp/staging']
+TABLES = ('Customers', 'Contracts', 'Repayments', 'CollectionCalls')
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f'network access attempted: {args[1:] or kwargs}')
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    monkeypatch.setattr(socket, 'create_connection', refuse)
+
+
+def test_the_dataflow_job_is_built_offline(demo_copy, no_network):
+    _, config, _ = demo_copy
+    result = run(['--config', config, *DATAFLOW,
+                  '--setup_file', os.path.join(ROOT, 'setup.py')])
+    assert result.status == 'dry-run' and result.manifest is None
+    assert not os.path.exists(result.run_dir)  # nothing ran
+    job = result.pipeline_result.job
+    options = job.options.get_all_options()
+    assert (options['project'], options['region']) == ('novation-ci', 'europe-west1')
+    assert json.loads(job.json())['type'] == 'JOB_TYPE_BATCH'
+    steps = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    expected = {'ConsentDecisions', 'Commit', 'Commit/Write', 'AllCounts', 'AllFiles'} | {
+        f'{step}{table}' for table in TABLES for step in (
+            'Read', 'Conform', 'Consent', 'Mask', 'Write', 'Seal', 'WriteDeadLetters')} | {
+        'KeysOfCustomers', 'DedupCustomers', 'KeysOfRepayments', 'DedupRepayments',
+        'WriteCustomers/Files/Finalize'}
+    assert expected <= steps, sorted(expected - steps)
+    [environment] = job.proto_pipeline.components.environments.values()
+    assert environment.urn == 'beam:env:docker:v1'
+    staged = {}
+    for dependency in environment.dependencies:
+        role = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(
+            dependency.role_payload)
+        staged[role.staged_name] = beam_runner_api_pb2.ArtifactFilePayload.FromString(
+            dependency.type_payload).path
+    # workers install the project from this sdist: code, schemas and the demo config included
+    with tarfile.open(staged['workflow.tar.gz']) as sdist:
+        names = {n.split('/', 1)[1] for n in sdist.getnames() if '/' in n}
+    assert {'setup.py', 'README.md', 'pipelines/migrate.py', 'transforms/keyring.py',
+            'schemas/customers.avsc', 'config/demo.yaml'} <= names
+
+
+def test_dataflow_refuses_paths_its_workers_cannot_read(demo_copy, no_network):
+    _, config, _ = demo_copy
+    live = [a for a in DATAFLOW if a != '--dry_run=True']
+    with pytest.raises(ConfigError, match=r'tables.customers.path: .* is on this machine, which '
+                                          r'Dataflow workers cannot read; use a gs:// path'):
+        run(['--config', config, *live])
+
+
+def rows(table) -> list:
+    return sorted(json.dumps(r, sort_keys=True, default=str) for r in table.to_pylist())
+
+
+def test_the_portable_runner_delivers_what_the_local_runner_delivers(demo_copy):
+    workdir, config, _ = demo_copy
+    keys = os.path.join(workdir, 'keys')
+    local = run(['--config', config])
+    portable = run(['--config', config, '--runner', 'PortableRunner', '--job_endpoint', 'embed',
+                    '--environment_type', 'LOOPBACK'])
+    assert portable.status == 'done'
+    strip = ('files', 'deadletter_files')
+    assert {n: {k: v for k, v in t.items() if k not in strip}
+            for n, t in portable.manifest['tables'].items()} == \
+        {n: {k: v for k, v in t.items() if k not in strip}
+         for n, t in local.manifest['tables'].items()}
+    assert portable.manifest['totals'] == local.manifest['totals']
+    for name in local.manifest['tables']:
+        mine, _ = read_table(portable.run_dir, keys=keys, table=name)
+        theirs, _ = read_table(local.run_dir, keys=keys, table=name)
+        assert mine.num_rows > 0 and rows(mine) == rows(theirs), name  # pseudonyms included
+        assert sorted(map(json.dumps, read_deadletters(portable.run_dir, keys=keys, table=name))) \
+            == sorted(map(json.dumps, read_deadletters(local.run_dir, keys=keys, table=name)))
