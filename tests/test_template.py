@@ -1,0 +1,79 @@
+"""The Dataflow Flex Template: its files agree with the command line and with the README."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from pipelines.migrate import run_parser
+from test_runners import DATAFLOW
+
+METADATA = os.path.join(ROOT, 'dataflow', 'metadata.json')
+DOCKERFILE = os.path.join(ROOT, 'Dockerfile')
+
+
+def parameters():
+    return {p['name']: p for p in json.load(open(METADATA, encoding='utf-8'))['parameters']}
+
+
+def test_every_template_parameter_is_an_option_of_novation_run():
+    options = {o for action in run_parser()._actions for o in action.option_strings}
+    for name, p in parameters().items():
+        assert f'--{name}' in options, name
+        assert p['label'] and len(p['helpText']) > 40 and p['regexes'], name
+    assert not parameters()['config'].get('isOptional')
+
+
+@pytest.mark.parametrize('name, value, valid', [
+    ('config', 'gs://my-bucket/transfer/transfer.yaml', True),
+    ('config', 'gs://my-bucket/t.yml', True),
+    ('config', '/home/me/transfer.yaml', False),
+    ('config', 'gs://my-bucket/transfer.json', False),
+    ('config', 'https://storage.googleapis.com/b/t.yaml', False),
+    ('output', 'gs://acquirer-bucket/novation/out', True),
+    ('output', 'gs://Bad_Bucket/out', False),
+    ('keys', 'gs://my-bucket/novation/keys', True),
+    ('keys', 'keys', False),
+])
+def test_parameter_patterns(name, value, valid):
+    assert all(bool(re.fullmatch(rx, value)) == valid for rx in parameters()[name]['regexes'])
+
+
+def test_the_dockerfile_copies_what_the_launcher_runs():
+    text = open(DOCKERFILE, encoding='utf-8').read()
+    assert re.search(r'^FROM gcr\.io/dataflow-templates-base/python3\d+-template-launcher-base',
+                     text, re.M)
+    copied = re.findall(r'^COPY (.+) \S+$', text, re.M)
+    for sources in copied:
+        for source in sources.split():
+            assert os.path.exists(os.path.join(ROOT, source)), source
+    env = dict(re.findall(r'^ENV (\w+)=(\S+)$', text, re.M))
+    assert env['FLEX_TEMPLATE_PYTHON_PY_FILE'].endswith('/main.py')
+    assert env['FLEX_TEMPLATE_PYTHON_SETUP_FILE'].endswith('/setup.py')
+    assert 'COPY dataflow/main.py main.py' in text and "'.[gcp]'" in text
+
+
+def test_the_readme_launches_the_template_with_its_parameters():
+    readme = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
+    section = readme.split('## Run on Dataflow', 1)[1].split('\n## ', 1)[0]
+    assert '--metadata-file dataflow/metadata.json' in section
+    given = re.search(r'--parameters (\S+)', section).group(1)
+    assert {kv.split('=', 1)[0] for kv in given.split(',')} == set(parameters())
+    for kv in given.split(','):
+        name, value = kv.split('=', 1)
+        assert all(re.fullmatch(rx, value.replace('BUCKET', 'my-bucket'))
+                   for rx in parameters()[name]['regexes']), kv
+
+
+def test_the_template_entry_point_builds_the_job(demo_copy):
+    """What the launcher runs (main.py + Dataflow options), as a dry run."""
+    _, config, _ = demo_copy
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'dataflow', 'main.py'),
+                           f'--config={config}', *DATAFLOW], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert 'dry run: the job was built and not submitted' in proc.stdout
