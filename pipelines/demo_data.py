@@ -66,7 +66,12 @@ class Planted:
     contract_customers: List[str] = dataclasses.field(default_factory=list)
 
 
-def generate(workdir: str, *, customers: int = 10_000, seed: int = 20261123) -> Planted:
+def generate(workdir: str, *, customers: int = 10_000, seed: int = 20261123,
+             customers_only: bool = False) -> Planted:
+    """Write the demo exports under ``workdir/exports``; returns what was planted where.
+
+    ``customers_only`` writes the customers table and the consent files only (benchmarks).
+    """
     exports = os.path.join(workdir, 'exports')
     os.makedirs(exports, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -77,6 +82,9 @@ def generate(workdir: str, *, customers: int = 10_000, seed: int = 20261123) -> 
     rows = _customer_rows(rng, pools, ids, planted)
     _plant_duplicate_customers(rng, rows, planted)
     _write_gbk_csv(os.path.join(exports, 'customers.csv'), CUSTOMER_COLUMNS, rows)
+    if customers_only:
+        _write_consent(exports, rng, ids, planted)
+        return planted
     contracts = _write_contracts(os.path.join(exports, 'contracts.parquet'), rng, pools, ids,
                                  planted)
     _write_repayments(os.path.join(exports, 'repayments.jsonl'), rng, contracts, planted)

@@ -330,7 +330,7 @@ def test_duplicates_keep_latest_refuses_older_copies_only(config, tmp_path):
         conformed = (p | ReadTable(table))[ReadTable.ROWS] | 'Conform' >> beam.ParDo(
             lambda b: [conform_batch(b, table)[0]])
         out = conformed | DropDuplicates(table, dups)
-        assert_that(dups, equal_to([('A', (str(path), 3))]), label='duplicates')
+        assert_that(dups, equal_to([{'A': (str(path), 3)}]), label='duplicates')
         assert_that(out[DropDuplicates.ROWS] | beam.FlatMap(
             lambda b: list(zip(b.column('customer_id').to_pylist(),
                                b.column(ROW).to_pylist()))),

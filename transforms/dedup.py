@@ -21,43 +21,66 @@ from transforms.reasons import DeadLetter
 __all__ = ['DropDuplicates', 'DuplicateKeys', 'duplicate_rows', 'key_facts']
 
 
-def key_facts(batch: pa.RecordBatch, table):
-    """(key, (has_order, order, source, row)) for each row of a conformed batch."""
-    keys = string_form(batch.column(table.schema.primary_key)).to_pylist()
-    orders = batch.column(table.order_by).to_pylist() if table.order_by else [None] * len(keys)
-    sources = batch.column(SOURCE).to_pylist()
-    rows = batch.column(ROW).to_pylist()
-    return [(k, (o is not None, o, s, r)) for k, o, s, r in zip(keys, orders, sources, rows)]
+def key_facts(batch: pa.RecordBatch, table) -> pa.Table:
+    """The key pass's view of a conformed batch: key, order (if any), source and row."""
+    source = batch.column(SOURCE)
+    if pa.types.is_dictionary(source.type):
+        source = source.dictionary_decode()
+    columns = {'key': string_form(batch.column(table.schema.primary_key)), 'source': source,
+               'row': batch.column(ROW)}
+    if table.order_by:
+        columns['order'] = batch.column(table.order_by)
+    return pa.table(columns)
 
 
-class _CountAndBest(beam.CombineFn):
-    """(copies, the best (has_order, order, source, row)) of one key."""
+class _DuplicatedKeys(beam.CombineFn):
+    """Key facts of every row -> {duplicated key: (source, row) of the copy to keep, or None}.
+
+    Facts stay Arrow tables (a few bytes per key) and are counted with one vectorized group-by;
+    only the duplicated keys, a small share, are ranked in Python.
+    """
+
+    def __init__(self, keep_latest):
+        self._keep_latest = keep_latest
 
     def create_accumulator(self):
-        return 0, None
+        return []
 
-    def add_input(self, acc, fact):
-        return acc[0] + 1, fact if acc[1] is None or _rank(fact) > _rank(acc[1]) else acc[1]
+    def add_input(self, acc, facts):
+        acc.append(facts)
+        return acc
 
     def merge_accumulators(self, accs):
-        count, best = 0, None
-        for c, b in accs:
-            count += c
-            if b is not None and (best is None or _rank(b) > _rank(best)):
-                best = b
-        return count, best
+        return [facts for acc in accs for facts in acc]
+
+    def compact(self, acc):
+        return [pa.concat_tables(acc)] if len(acc) > 1 else acc
 
     def extract_output(self, acc):
-        return acc
+        if not acc:
+            return {}
+        facts = pa.concat_tables(acc)
+        counts = facts.group_by('key').aggregate([('key', 'count')])
+        duplicated = counts.filter(pc.greater(counts['key_count'], 1)).column('key')
+        if not self._keep_latest:
+            return dict.fromkeys(duplicated.to_pylist())
+        best = {}
+        for fact in facts.filter(pc.is_in(facts['key'], duplicated)).to_pylist():
+            rank = _rank(fact)
+            if fact['key'] not in best or rank > best[fact['key']]:
+                best[fact['key']] = rank
+        return {key: rank[2:] for key, rank in best.items()}
 
 
 def _rank(fact):
-    has_order, order, source, row = fact
-    return (has_order, order if has_order else 0, source, row)
+    """Greatest wins: rows with an order value, then the order, then the last read."""
+    order = fact.get('order')
+    return (order is not None, order if order is not None else 0, fact['source'], fact['row'])
 
 
 class DuplicateKeys(beam.PTransform):
-    """{key: (source, row) of the copy to keep, or None to keep none} for duplicated keys."""
+    """One dict: {key: (source, row) of the copy to keep, or None to keep none} for every
+    duplicated key."""
 
     def __init__(self, table):
         super().__init__()
@@ -67,13 +90,10 @@ class DuplicateKeys(beam.PTransform):
         conformed = (pbegin
                      | 'Read' >> ReadTable(self._table, purpose='(key pass)')
                      )[ReadTable.ROWS] | 'Conform' >> Conform(self._table)
-        keep_latest = self._table.keep_duplicates == 'latest'
         return (conformed[Conform.ROWS]
-                | 'Keys' >> beam.FlatMap(key_facts, self._table)
-                | 'Count' >> beam.CombinePerKey(_CountAndBest())
-                | 'Duplicated' >> beam.Filter(lambda kv: kv[1][0] > 1)
-                | 'Winner' >> beam.Map(
-                    lambda kv: (kv[0], kv[1][1][2:] if keep_latest else None)))
+                | 'Keys' >> beam.Map(key_facts, self._table)
+                | 'Count' >> beam.CombineGlobally(
+                    _DuplicatedKeys(self._table.keep_duplicates == 'latest')))
 
 
 def duplicate_rows(batch: pa.RecordBatch, table, duplicates: dict) -> np.ndarray:
@@ -105,7 +125,7 @@ class DropDuplicates(beam.PTransform):
 
     def expand(self, batches):
         return batches | 'Drop' >> beam.ParDo(
-            _DropFn(self._table), beam.pvalue.AsDict(self._duplicates)).with_outputs(
+            _DropFn(self._table), beam.pvalue.AsSingleton(self._duplicates)).with_outputs(
                 self.DEAD, main=self.ROWS)
 
 
