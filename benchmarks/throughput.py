@@ -1,0 +1,289 @@
+"""Throughput benchmark: Novation against a per-record baseline and an I/O ceiling, same data.
+
+    python -m benchmarks.throughput [--customers N] [--runs R] [--workdir DIR]
+
+On the demo's customers table (GBK CSV, generated once per size and reused), three pipelines
+run one after another, each in its own process, R times:
+
+- ``novation``: ``novation run`` end to end: read and decode, conform, duplicate check, consent
+  gate, masking (hash, tokenize, date_shift, mask, generalize, redact, encrypt, drop: 14 of the
+  21 fields change), encrypted Parquet, dead letters, manifest.
+- ``baseline``: the same masking written the common way, one Python dict per row in a Beam
+  pipeline (ReadFromText, csv, a keyed call per value), written as plain Parquet. It skips
+  consent, duplicates and encryption, so the ratio is conservative.
+- ``ceiling``: the same read and the same encrypted Parquet write with nothing in between.
+
+Each figure is the wall time of the whole process (interpreter and Beam start-up included) and
+its peak RSS; the medians over the runs are printed side by side, then the ratios, and last one
+JSON object for scripts.
+"""
+
+import argparse
+import csv
+import datetime
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import apache_beam as beam
+from apache_beam import coders
+from apache_beam.options.pipeline_options import PipelineOptions
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from config import load_config
+from pipelines.migrate import local_runner
+
+STAGES = ('novation', 'baseline', 'ceiling')
+CONFIG = 'bench.yaml'
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def prepare(workdir: str, customers: int) -> str:
+    """Generate the customers export once per size; write the benchmark config and keys."""
+    import yaml
+    from pipelines.demo_data import generate
+    from transforms.keyring import init_keyring
+    stamp = os.path.join(workdir, 'customers.count')
+    if not (os.path.exists(stamp) and open(stamp).read() == str(customers)):
+        shutil.rmtree(os.path.join(workdir, 'exports'), ignore_errors=True)
+        generate(workdir, customers=customers, seed=20261123, customers_only=True)
+        with open(stamp, 'w') as f:
+            f.write(str(customers))
+    demo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'config',
+                        'demo.yaml')
+    doc = yaml.safe_load(open(demo, encoding='utf-8'))
+    doc['tables'] = {'customers': doc['tables']['customers']}
+    doc['masking']['fields'] = {k: v for k, v in doc['masking']['fields'].items()
+                                if k.startswith('customers.')}
+    doc['tables']['customers']['schema'] = _schema_path()
+    with open(os.path.join(workdir, CONFIG), 'w', encoding='utf-8') as f:
+        yaml.safe_dump(doc, f, allow_unicode=True, sort_keys=False)
+    if not os.path.exists(os.path.join(workdir, 'keys', 'keyring.json')):
+        init_keyring(os.path.join(workdir, 'keys'), columns=['customers.monthly_income'])
+    return os.path.join(workdir, CONFIG)
+
+
+def _schema_path():
+    import importlib.resources
+    return str(importlib.resources.files('schemas') / 'customers.avsc')
+
+
+# ---------------------------------------------------------------------------------------------
+# The three pipelines (each runs in a child process)
+
+
+def run_novation(workdir):
+    from pipelines.migrate import run
+    out = tempfile.mkdtemp(prefix='out-', dir=workdir)
+    result = run(['--config', os.path.join(workdir, CONFIG), '--output', out])
+    shutil.rmtree(out)
+    return result.manifest['totals']['rows_read']
+
+
+def run_baseline(workdir):
+    """One Python dict per row: parse, mask field by field with a keyed call per value."""
+    config = load_config(os.path.join(workdir, CONFIG))
+    table = config.table('customers')
+    header = open(table.path, 'rb').readline().decode('gbk').strip().split(',')
+    out = tempfile.mkdtemp(prefix='baseline-', dir=workdir)
+    schema = pa.schema([(name, pa.string()) for name in header if name != 'login_password_hash'])
+    options = PipelineOptions([])
+    with beam.Pipeline(runner=local_runner(options), options=options) as p:
+        counted = (p
+                   | beam.io.ReadFromText(table.path, skip_header_lines=1,
+                                          coder=coders.BytesCoder())
+                   | beam.Map(_parse_row, header)
+                   | beam.ParDo(_MaskRowFn(config.output.keys)))
+        _ = counted | beam.io.WriteToParquet(os.path.join(out, 'part'), schema,
+                                             codec='zstd')
+    rows = sum(1 for _ in open(table.path, 'rb')) - 1
+    shutil.rmtree(out)
+    return rows
+
+
+def _parse_row(line, header):
+    values = next(csv.reader(io.StringIO(line.decode('gbk', errors='replace'))), [])
+    return dict(zip(header, values))
+
+
+class _MaskRowFn(beam.DoFn):
+    def __init__(self, keys):
+        self._keys = keys
+        self._ops = None
+
+    def setup(self):
+        from transforms.crypto import keyed_ops
+        from transforms.keyring import load_keyring
+        self._ops = keyed_ops(load_keyring(self._keys, ('pseudonym', 'token'), warn=False))
+
+    def process(self, row):
+        ops = self._ops
+        subject = row.get('customer_id', '').encode()
+        out = dict(row)
+        out.pop('login_password_hash', None)
+        out['customer_id'] = ops.pseudonyms('customer_id', [subject])[0]
+        out['email'] = ops.pseudonyms('email', [row.get('email', '').encode()])[0]
+        out['national_id'] = ops.tokens('cn_resident_id', [row.get('national_id', '').encode()])[0]
+        out['bank_card'] = ops.tokens('bank_card', [row.get('bank_card', '').encode()])[0]
+        name = row.get('name', '')
+        out['name'] = name[:1] + '*' * max(len(name) - 1, 0)
+        mobile = row.get('mobile', '')
+        out['mobile'] = mobile[:3] + '****' + mobile[-4:] if len(mobile) > 7 else '*' * 7
+        out['birth_date'] = row.get('birth_date', '')[:4]
+        out['address'] = row.get('address', '')[:6]
+        try:
+            score = int(row.get('credit_score') or 0)
+            out['credit_score'] = f'[{score // 50 * 50},{score // 50 * 50 + 50})'
+            kyc = datetime.datetime.strptime(row.get('kyc_verified_on', ''), '%Y/%m/%d')
+            shift = ops.day_shifts([subject], 30)[0]
+            out['kyc_verified_on'] = (kyc + datetime.timedelta(days=shift)).date().isoformat()
+        except ValueError:
+            out['credit_score'] = out['kyc_verified_on'] = None
+        out['remarks'] = None
+        yield out
+
+
+def run_ceiling(workdir):
+    """The same reader and the same encrypted Parquet writer, nothing between them."""
+    from transforms.batches import strip_provenance
+    from transforms.read import ReadTable
+    from transforms.sink import WriteEncryptedFiles
+    config = load_config(os.path.join(workdir, CONFIG))
+    table = config.table('customers')
+    out = tempfile.mkdtemp(prefix='ceiling-', dir=workdir)
+    options = PipelineOptions([])
+    with beam.Pipeline(runner=local_runner(options), options=options) as p:
+        read = p | ReadTable(table)
+        _ = (read[ReadTable.ROWS]
+             | beam.Map(strip_provenance)
+             | WriteEncryptedFiles(out, 'bench', 'data', 'customers',
+                                   _RawParquet(table, config.output.keys)))
+    rows = sum(1 for _ in open(table.path, 'rb')) - 1
+    shutil.rmtree(out)
+    return rows
+
+
+class _RawParquet:
+    """The export's columns as read (text), under the PME master key of their classification."""
+    suffix = '.parquet'
+
+    def __init__(self, table, keys):
+        from transforms.crypto import data_role
+        self._keys = keys
+        self._schema = pa.schema([(f.name, pa.string()) for f in table.schema.fields])
+        self._column_keys = {}
+        for f in table.schema.fields:
+            role = 'data.sensitive' if f.classification == 'restricted' else \
+                data_role(f.classification)
+            self._column_keys.setdefault(role, []).append(f.name)
+
+    def open(self, handle, identity):
+        from transforms.crypto import pme_encryption_properties
+        from transforms.keyring import cached_keyring
+        keyring = cached_keyring(self._keys, sorted({'data.footer', *self._column_keys}))
+        return handle, pq.ParquetWriter(handle, self._schema, compression='zstd',
+                                        encryption_properties=pme_encryption_properties(
+                                            keyring, self._column_keys, identity))
+
+    def write(self, state, batch):
+        state[1].write_batch(pa.record_batch([batch.column(n) for n in self._schema.names],
+                                             schema=self._schema))
+
+    def close(self, state):
+        state[1].close()
+        state[0].close()
+
+
+RUNNERS = {'novation': run_novation, 'baseline': run_baseline, 'ceiling': run_ceiling}
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+
+
+def measure(stage: str, workdir: str) -> dict:
+    """Run one stage in a child process: its rows, wall seconds and peak RSS."""
+    started = time.monotonic()
+    child = subprocess.Popen([sys.executable, '-m', 'benchmarks.throughput', '--stage', stage,
+                              '--workdir', workdir], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.monotonic() - started
+    output = child.stdout.read().decode()
+    child.stdout.close()
+    if status != 0:
+        raise SystemExit(f'benchmark stage {stage} failed (status {status}): {output[-500:]}')
+    rows = json.loads(output.strip().splitlines()[-1])['rows']
+    return {'rows': rows, 'seconds': seconds, 'rows_per_s': rows / seconds,
+            'peak_rss_mb': usage.ru_maxrss / 1024}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='python -m benchmarks.throughput',
+                                     description=__doc__.split('\n\n')[0])
+    parser.add_argument('--customers', type=int, default=1_000_000,
+                        help='customers to generate (default 1000000; 10000000 for the '
+                             'scaling check)')
+    parser.add_argument('--runs', type=int, default=3, help='runs of each pipeline (median)')
+    parser.add_argument('--workdir', help='data and scratch directory (default: a directory '
+                                          'per size under the system temp dir, reused)')
+    parser.add_argument('--stage', choices=STAGES, help=argparse.SUPPRESS)  # child processes
+    args = parser.parse_args(argv)
+    if args.stage:
+        print(json.dumps({'rows': RUNNERS[args.stage](args.workdir)}))
+        return 0
+    workdir = args.workdir or os.path.join(tempfile.gettempdir(),
+                                           f'novation-bench-{args.customers}')
+    os.makedirs(workdir, exist_ok=True)
+    started = time.monotonic()
+    prepare(workdir, args.customers)
+    print(f'data: {args.customers:,} customers in {workdir} '
+          f'(ready in {time.monotonic() - started:.0f} s)', flush=True)
+    results = {stage: [] for stage in STAGES}
+    for k in range(args.runs):
+        for stage in STAGES:
+            results[stage].append(measure(stage, workdir))
+            r = results[stage][-1]
+            print(f'  run {k + 1}/{args.runs} {stage:9s} {r["rows_per_s"]:>10,.0f} rows/s '
+                  f'{r["seconds"]:7.1f} s {r["peak_rss_mb"]:7.0f} MB', flush=True)
+    median = {stage: {key: statistics.median(r[key] for r in runs)
+                      for key in ('rows_per_s', 'seconds', 'peak_rss_mb')}
+              for stage, runs in results.items()}
+    rows = results['novation'][0]['rows']
+    print(f'\n{rows:,} rows (customers table, GBK CSV), median of {args.runs} run(s), '
+          f'{os.cpu_count()} cores')
+    print(f'  {"pipeline":10s} {"rows/s":>10s} {"wall s":>8s} {"peak RSS MB":>12s}')
+    for stage in STAGES:
+        m = median[stage]
+        print(f'  {stage:10s} {m["rows_per_s"]:>10,.0f} {m["seconds"]:>8.1f} '
+              f'{m["peak_rss_mb"]:>12.0f}')
+    vs_baseline = median['novation']['rows_per_s'] / median['baseline']['rows_per_s']
+    vs_ceiling = median['novation']['rows_per_s'] / median['ceiling']['rows_per_s']
+    print(f'  novation / baseline: {vs_baseline:.2f}x   novation / ceiling: {vs_ceiling:.0%}')
+    print(json.dumps({
+        'rows': rows, 'customers': args.customers, 'runs': args.runs,
+        'novation_rows_per_s': round(median['novation']['rows_per_s']),
+        'baseline_rows_per_s': round(median['baseline']['rows_per_s']),
+        'ceiling_rows_per_s': round(median['ceiling']['rows_per_s']),
+        'novation_seconds': round(median['novation']['seconds'], 2),
+        'novation_peak_rss_mb': round(median['novation']['peak_rss_mb']),
+        'baseline_peak_rss_mb': round(median['baseline']['peak_rss_mb']),
+        'ceiling_peak_rss_mb': round(median['ceiling']['peak_rss_mb']),
+        'novation_vs_baseline': round(vs_baseline, 2),
+        'novation_vs_ceiling': round(vs_ceiling, 3),
+    }))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
