@@ -15,7 +15,8 @@ run one after another, each in its own process, R times:
 
 Each figure is the wall time of the whole process (interpreter and Beam start-up included) and
 its peak RSS; the medians over the runs are printed side by side, then the ratios, and last one
-JSON object for scripts.
+JSON object for scripts. This parent process imports nothing heavy and generates the data in a
+child too: on Linux a child's peak RSS starts from its parent's size at fork.
 """
 
 import argparse
@@ -30,15 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-
-import apache_beam as beam
-from apache_beam import coders
-from apache_beam.options.pipeline_options import PipelineOptions
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from config import load_config
-from pipelines.migrate import local_runner
 
 STAGES = ('novation', 'baseline', 'ceiling')
 CONFIG = 'bench.yaml'
@@ -82,6 +74,11 @@ def _schema_path():
 # The three pipelines (each runs in a child process)
 
 
+def run_prepare(workdir, customers):
+    prepare(workdir, customers)
+    return customers
+
+
 def run_novation(workdir):
     from pipelines.migrate import run
     out = tempfile.mkdtemp(prefix='out-', dir=workdir)
@@ -92,6 +89,12 @@ def run_novation(workdir):
 
 def run_baseline(workdir):
     """One Python dict per row: parse, mask field by field with a keyed call per value."""
+    import apache_beam as beam
+    from apache_beam import coders
+    from apache_beam.options.pipeline_options import PipelineOptions
+    import pyarrow as pa
+    from config import load_config
+    from pipelines.migrate import local_runner
     config = load_config(os.path.join(workdir, CONFIG))
     table = config.table('customers')
     header = open(table.path, 'rb').readline().decode('gbk').strip().split(',')
@@ -103,7 +106,7 @@ def run_baseline(workdir):
                    | beam.io.ReadFromText(table.path, skip_header_lines=1,
                                           coder=coders.BytesCoder())
                    | beam.Map(_parse_row, header)
-                   | beam.ParDo(_MaskRowFn(config.output.keys)))
+                   | beam.ParDo(_mask_row_fn(config.output.keys)))
         _ = counted | beam.io.WriteToParquet(os.path.join(out, 'part'), schema,
                                              codec='zstd')
     rows = sum(1 for _ in open(table.path, 'rb')) - 1
@@ -116,45 +119,56 @@ def _parse_row(line, header):
     return dict(zip(header, values))
 
 
-class _MaskRowFn(beam.DoFn):
-    def __init__(self, keys):
-        self._keys = keys
-        self._ops = None
+def _mask_row_fn(keys):
+    """The baseline's DoFn (defined in the child process, where Beam is imported)."""
+    import apache_beam as beam
 
-    def setup(self):
-        from transforms.crypto import keyed_ops
-        from transforms.keyring import load_keyring
-        self._ops = keyed_ops(load_keyring(self._keys, ('pseudonym', 'token'), warn=False))
+    class MaskRowFn(beam.DoFn):
+        def __init__(self, keys):
+            self._keys = keys
+            self._ops = None
 
-    def process(self, row):
-        ops = self._ops
-        subject = row.get('customer_id', '').encode()
-        out = dict(row)
-        out.pop('login_password_hash', None)
-        out['customer_id'] = ops.pseudonyms('customer_id', [subject])[0]
-        out['email'] = ops.pseudonyms('email', [row.get('email', '').encode()])[0]
-        out['national_id'] = ops.tokens('cn_resident_id', [row.get('national_id', '').encode()])[0]
-        out['bank_card'] = ops.tokens('bank_card', [row.get('bank_card', '').encode()])[0]
-        name = row.get('name', '')
-        out['name'] = name[:1] + '*' * max(len(name) - 1, 0)
-        mobile = row.get('mobile', '')
-        out['mobile'] = mobile[:3] + '****' + mobile[-4:] if len(mobile) > 7 else '*' * 7
-        out['birth_date'] = row.get('birth_date', '')[:4]
-        out['address'] = row.get('address', '')[:6]
-        try:
-            score = int(row.get('credit_score') or 0)
-            out['credit_score'] = f'[{score // 50 * 50},{score // 50 * 50 + 50})'
-            kyc = datetime.datetime.strptime(row.get('kyc_verified_on', ''), '%Y/%m/%d')
-            shift = ops.day_shifts([subject], 30)[0]
-            out['kyc_verified_on'] = (kyc + datetime.timedelta(days=shift)).date().isoformat()
-        except ValueError:
-            out['credit_score'] = out['kyc_verified_on'] = None
-        out['remarks'] = None
-        yield out
+        def setup(self):
+            from transforms.crypto import keyed_ops
+            from transforms.keyring import load_keyring
+            self._ops = keyed_ops(load_keyring(self._keys, ('pseudonym', 'token'), warn=False))
+
+        def process(self, row):
+            ops = self._ops
+            subject = row.get('customer_id', '').encode()
+            out = dict(row)
+            out.pop('login_password_hash', None)
+            out['customer_id'] = ops.pseudonyms('customer_id', [subject])[0]
+            out['email'] = ops.pseudonyms('email', [row.get('email', '').encode()])[0]
+            out['national_id'] = ops.tokens('cn_resident_id',
+                                            [row.get('national_id', '').encode()])[0]
+            out['bank_card'] = ops.tokens('bank_card', [row.get('bank_card', '').encode()])[0]
+            name = row.get('name', '')
+            out['name'] = name[:1] + '*' * max(len(name) - 1, 0)
+            mobile = row.get('mobile', '')
+            out['mobile'] = mobile[:3] + '****' + mobile[-4:] if len(mobile) > 7 else '*' * 7
+            out['birth_date'] = row.get('birth_date', '')[:4]
+            out['address'] = row.get('address', '')[:6]
+            try:
+                score = int(row.get('credit_score') or 0)
+                out['credit_score'] = f'[{score // 50 * 50},{score // 50 * 50 + 50})'
+                kyc = datetime.datetime.strptime(row.get('kyc_verified_on', ''), '%Y/%m/%d')
+                shift = ops.day_shifts([subject], 30)[0]
+                out['kyc_verified_on'] = (kyc + datetime.timedelta(days=shift)).date().isoformat()
+            except ValueError:
+                out['credit_score'] = out['kyc_verified_on'] = None
+            out['remarks'] = None
+            yield out
+
+    return MaskRowFn(keys)
 
 
 def run_ceiling(workdir):
     """The same reader and the same encrypted Parquet writer, nothing between them."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from config import load_config
+    from pipelines.migrate import local_runner
     from transforms.batches import strip_provenance
     from transforms.read import ReadTable
     from transforms.sink import WriteEncryptedFiles
@@ -178,6 +192,7 @@ class _RawParquet:
     suffix = '.parquet'
 
     def __init__(self, table, keys):
+        import pyarrow as pa
         from transforms.crypto import data_role
         self._keys = keys
         self._schema = pa.schema([(f.name, pa.string()) for f in table.schema.fields])
@@ -188,6 +203,7 @@ class _RawParquet:
             self._column_keys.setdefault(role, []).append(f.name)
 
     def open(self, handle, identity):
+        import pyarrow.parquet as pq
         from transforms.crypto import pme_encryption_properties
         from transforms.keyring import cached_keyring
         keyring = cached_keyring(self._keys, sorted({'data.footer', *self._column_keys}))
@@ -196,6 +212,7 @@ class _RawParquet:
                                             keyring, self._column_keys, identity))
 
     def write(self, state, batch):
+        import pyarrow as pa
         state[1].write_batch(pa.record_batch([batch.column(n) for n in self._schema.names],
                                              schema=self._schema))
 
@@ -205,18 +222,19 @@ class _RawParquet:
 
 
 RUNNERS = {'novation': run_novation, 'baseline': run_baseline, 'ceiling': run_ceiling}
+CHILD_STAGES = STAGES + ('prepare',)
 
 
 # ---------------------------------------------------------------------------------------------
 # Measuring
 
 
-def measure(stage: str, workdir: str) -> dict:
+def measure(stage: str, workdir: str, customers: int) -> dict:
     """Run one stage in a child process: its rows, wall seconds and peak RSS."""
     started = time.monotonic()
     child = subprocess.Popen([sys.executable, '-m', 'benchmarks.throughput', '--stage', stage,
-                              '--workdir', workdir], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL)
+                              '--workdir', workdir, '--customers', str(customers)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.monotonic() - started
     output = child.stdout.read().decode()
@@ -237,51 +255,57 @@ def main(argv=None):
     parser.add_argument('--runs', type=int, default=3, help='runs of each pipeline (median)')
     parser.add_argument('--workdir', help='data and scratch directory (default: a directory '
                                           'per size under the system temp dir, reused)')
-    parser.add_argument('--stage', choices=STAGES, help=argparse.SUPPRESS)  # child processes
+    parser.add_argument('--only', choices=STAGES, action='append',
+                        help='run only this pipeline (repeatable; e.g. for the 10M scaling '
+                             'check: --only novation)')
+    parser.add_argument('--stage', choices=CHILD_STAGES, help=argparse.SUPPRESS)  # children
     args = parser.parse_args(argv)
+    if args.stage == 'prepare':
+        print(json.dumps({'rows': run_prepare(args.workdir, args.customers)}))
+        return 0
     if args.stage:
         print(json.dumps({'rows': RUNNERS[args.stage](args.workdir)}))
         return 0
     workdir = args.workdir or os.path.join(tempfile.gettempdir(),
                                            f'novation-bench-{args.customers}')
     os.makedirs(workdir, exist_ok=True)
-    started = time.monotonic()
-    prepare(workdir, args.customers)
-    print(f'data: {args.customers:,} customers in {workdir} '
-          f'(ready in {time.monotonic() - started:.0f} s)', flush=True)
-    results = {stage: [] for stage in STAGES}
+    ready = measure('prepare', workdir, args.customers)
+    print(f'data: {args.customers:,} customers in {workdir} (ready in {ready["seconds"]:.0f} s)',
+          flush=True)
+    stages = [s for s in STAGES if not args.only or s in args.only]
+    results = {stage: [] for stage in stages}
     for k in range(args.runs):
-        for stage in STAGES:
-            results[stage].append(measure(stage, workdir))
+        for stage in stages:
+            results[stage].append(measure(stage, workdir, args.customers))
             r = results[stage][-1]
             print(f'  run {k + 1}/{args.runs} {stage:9s} {r["rows_per_s"]:>10,.0f} rows/s '
                   f'{r["seconds"]:7.1f} s {r["peak_rss_mb"]:7.0f} MB', flush=True)
     median = {stage: {key: statistics.median(r[key] for r in runs)
                       for key in ('rows_per_s', 'seconds', 'peak_rss_mb')}
               for stage, runs in results.items()}
-    rows = results['novation'][0]['rows']
+    rows = results[stages[0]][0]['rows']
     print(f'\n{rows:,} rows (customers table, GBK CSV), median of {args.runs} run(s), '
           f'{os.cpu_count()} cores')
     print(f'  {"pipeline":10s} {"rows/s":>10s} {"wall s":>8s} {"peak RSS MB":>12s}')
-    for stage in STAGES:
+    for stage in stages:
         m = median[stage]
         print(f'  {stage:10s} {m["rows_per_s"]:>10,.0f} {m["seconds"]:>8.1f} '
               f'{m["peak_rss_mb"]:>12.0f}')
-    vs_baseline = median['novation']['rows_per_s'] / median['baseline']['rows_per_s']
-    vs_ceiling = median['novation']['rows_per_s'] / median['ceiling']['rows_per_s']
-    print(f'  novation / baseline: {vs_baseline:.2f}x   novation / ceiling: {vs_ceiling:.0%}')
-    print(json.dumps({
-        'rows': rows, 'customers': args.customers, 'runs': args.runs,
-        'novation_rows_per_s': round(median['novation']['rows_per_s']),
-        'baseline_rows_per_s': round(median['baseline']['rows_per_s']),
-        'ceiling_rows_per_s': round(median['ceiling']['rows_per_s']),
-        'novation_seconds': round(median['novation']['seconds'], 2),
-        'novation_peak_rss_mb': round(median['novation']['peak_rss_mb']),
-        'baseline_peak_rss_mb': round(median['baseline']['peak_rss_mb']),
-        'ceiling_peak_rss_mb': round(median['ceiling']['peak_rss_mb']),
-        'novation_vs_baseline': round(vs_baseline, 2),
-        'novation_vs_ceiling': round(vs_ceiling, 3),
-    }))
+    figures = {'rows': rows, 'customers': args.customers, 'runs': args.runs}
+    for stage in stages:
+        figures[f'{stage}_rows_per_s'] = round(median[stage]['rows_per_s'])
+        figures[f'{stage}_seconds'] = round(median[stage]['seconds'], 2)
+        figures[f'{stage}_peak_rss_mb'] = round(median[stage]['peak_rss_mb'])
+    ratios = []
+    for other in ('baseline', 'ceiling'):
+        if 'novation' in median and other in median:
+            ratio = median['novation']['rows_per_s'] / median[other]['rows_per_s']
+            figures[f'novation_vs_{other}'] = round(ratio, 3)
+            ratios.append(f'novation / {other}: ' +
+                          (f'{ratio:.2f}x' if other == 'baseline' else f'{ratio:.0%}'))
+    if ratios:
+        print('  ' + '   '.join(ratios))
+    print(json.dumps(figures))
     return 0
 
 

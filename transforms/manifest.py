@@ -105,8 +105,9 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
     """Assemble and check the manifest (pure).
 
     ``counts`` maps (kind, table, source, reason) to a count, kind in read|written|dead|
-    suppressed|ignored (for ignored, ``reason`` is the column left out). Raises DeadLetterLimitExceeded above ``run['max_ratio']`` of bad data in a
-    table, and AssertionError if any count does not add up (a bug: nothing may be lost).
+    suppressed|ignored (for ignored, ``reason`` is the column left out). Raises
+    DeadLetterLimitExceeded above ``run['max_ratio']`` of bad data in a table, and
+    AssertionError if any count does not add up (a bug: nothing may be lost).
     """
     tables = {name: {'rows_read': 0, 'rows_written': 0, 'dead_letters': {},
                      'sensitive_suppressed_rows': 0, 'ignored_columns': [],

@@ -1,0 +1,24 @@
+"""The throughput benchmark runs end to end at a smoke size (figures, not a timing assertion)."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_the_benchmark_prints_every_figure_and_a_json_last_line(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'benchmarks.throughput', '--customers', '2000',
+                           '--runs', '1', '--workdir', str(tmp_path)], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert figures['rows'] >= 2000
+    for key in ('novation_rows_per_s', 'baseline_rows_per_s', 'ceiling_rows_per_s',
+                'novation_peak_rss_mb'):
+        assert figures[key] > 0, key
+    table = '\n'.join(lines)
+    for stage in ('novation', 'baseline', 'ceiling'):
+        assert f'\n  {stage} ' in table
+    assert 'novation / baseline:' in table and 'novation / ceiling:' in table
