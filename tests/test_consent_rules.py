@@ -1,6 +1,7 @@
 import datetime
 
 from hypothesis import given, settings, strategies as st
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -82,3 +83,19 @@ def test_decide_table_agrees_with_decide_subject(rows, erased, purposes, cross_b
             [ConsentRow(p, g, w, se, cb) for subj, p, g, w, se, cb in rows if subj == s],
             erased=s in erased, purposes=purposes, cross_border=cross_border)
         assert VERDICTS[codes[s]] == expected, s
+
+
+@settings(max_examples=200, deadline=None)
+@given(known=st.dictionaries(st.text(max_size=12), st.integers(0, 9), max_size=40),
+       asked=st.lists(st.text(max_size=14), max_size=20))
+def test_subject_codes_agree_with_a_dict(known, asked):
+    """Any text as an id (empty, non-ASCII, NUL bytes, prefixes of others, longer than every
+    known id) finds exactly the code a dict would give, or the default."""
+    from transforms.consent_rules import SubjectCodes
+    codes = SubjectCodes(pa.array(list(known), pa.string()),
+                         np.array(list(known.values()), dtype=np.int8))
+    assert dict(codes.items()) == known and len(codes) == len(known)
+    queries = list(known) + asked + [k + '\x00' for k in known] + [k[:-1] for k in known]
+    got = codes.lookup(pa.array(queries, pa.string()), -3).tolist()
+    assert got == [known.get(q, -3) for q in queries]
+    assert all(codes.get(q, -3) == known.get(q, -3) for q in queries[:10])

@@ -13,8 +13,8 @@ import pyarrow.csv as pa_csv
 
 from transforms.batches import row_dicts
 from transforms.casting import cast_column
-from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decision, decide_table,
-                                      default_decision)
+from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decision, SubjectCodes,
+                                      decide_table, default_decision)
 from transforms.errors import InputError
 from transforms.masking import string_form
 from transforms.reasons import DeadLetter
@@ -38,8 +38,8 @@ ERASURE_FIELDS = (
 
 
 class ConsentDecisions(beam.PTransform):
-    """A single-element PCollection: {'codes': {subject: code}, 'default': code}, a code being
-    an index into ``VERDICTS`` (see ``verdict``)."""
+    """A single-element PCollection: {'codes': SubjectCodes (subject -> code), 'default': code},
+    a code being an index into ``VERDICTS`` (see ``verdict``)."""
 
     def __init__(self, consent, transfer):
         super().__init__()
@@ -59,6 +59,14 @@ def _decide(_, consent, transfer):
     return {'codes': decide_table(registry, erasures.column('subject_id').to_pylist(),
                                   **kwargs),
             'default': VERDICT_CODE[default_decision(**kwargs)]}
+
+
+def subject_codes(decisions: dict, subjects: pa.Array) -> list:
+    """The decision code of each subject, in one vectorized lookup."""
+    codes, default = decisions['codes'], decisions['default']
+    if isinstance(codes, SubjectCodes):
+        return codes.lookup(subjects, default).tolist()
+    return [codes.get(s, default) for s in subjects.to_pylist()]
 
 
 def verdict(decisions: dict, subject: str) -> Decision:
@@ -116,8 +124,7 @@ class ConsentGate(beam.PTransform):
 def gate_batch(batch: pa.RecordBatch, table, decisions: dict):
     """(allowed batch with sensitive fields suppressed, suppressed count, [DeadLetter])."""
     encoded = pc.dictionary_encode(string_form(batch.column(table.subject_key)))
-    lookup, default = decisions['codes'], decisions['default']
-    verdicts = [VERDICTS[lookup.get(s, default)] for s in encoded.dictionary.to_pylist()]
+    verdicts = [VERDICTS[code] for code in subject_codes(decisions, encoded.dictionary)]
     reasons = pa.array([v.reason for v in verdicts], type=pa.string()).take(encoded.indices)
     sensitive_ok = pa.array([v.sensitive_ok for v in verdicts], type=pa.bool_()).take(
         encoded.indices)

@@ -7,13 +7,15 @@ every table.
 """
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ['VERDICTS', 'VERDICT_CODE', 'ConsentRow', 'Decision', 'decide_subject', 'decide_table',
+__all__ = ['VERDICTS', 'VERDICT_CODE', 'ConsentRow', 'Decision', 'SubjectCodes', 'decide_subject',
+           'decide_table',
            'default_decision']
 
 
@@ -98,11 +100,78 @@ def decide_table(registry: pa.Table, erasures: Sequence[str], *, purposes: Dict[
     reason[missing_any] = _REASON_INDEX['no_consent']
     reason[withdrawn_any] = _REASON_INDEX['consent_withdrawn']
     sensitive_ok = column('sensitive') & (reason == _REASON_INDEX[None])
-    codes = dict(zip(grouped.column('subject_id').to_pylist(),
-                     (reason.astype(np.int64) * 2 + sensitive_ok).tolist()))
-    erased = VERDICT_CODE[Decision('erasure_requested', False)]
-    codes.update((s, erased) for s in erasures)
-    return codes
+    codes = (reason * 2 + sensitive_ok).astype(np.int8)
+    subjects = grouped.column('subject_id').combine_chunks()
+    erased = np.array(list(set(erasures)), dtype=object)
+    known = pc.is_in(subjects, pa.array(erased, pa.string())).to_numpy(zero_copy_only=False)
+    codes[known] = VERDICT_CODE[Decision('erasure_requested', False)]
+    only_erased = pc.filter(pa.array(erased, pa.string()),
+                            pc.invert(pc.is_in(pa.array(erased, pa.string()), subjects)))
+    return SubjectCodes(pa.concat_arrays([subjects, only_erased]), np.concatenate([
+        codes, np.full(len(only_erased), VERDICT_CODE[Decision('erasure_requested', False)],
+                       dtype=np.int8)]))
+
+
+class SubjectCodes(Mapping):
+    """subject -> decision code, compact enough for tens of millions of customers.
+
+    Subjects are kept as sorted fixed-width byte strings (UTF-8, then a 0x01 terminator so no
+    byte is lost to NumPy's padding) beside an int8 code each: about (longest id + 2) bytes per
+    customer, where a dict takes over 100. Lookups are binary searches, vectorized per batch.
+    """
+
+    _CHUNK = 1 << 18  # subjects per step: bounds the temporary index arrays
+
+    def __init__(self, subjects: pa.Array, codes: np.ndarray):
+        keys = self._keys(subjects)
+        order = np.argsort(keys, kind='stable')
+        self._keys_sorted = keys[order]
+        self._codes = codes[order]
+
+    @classmethod
+    def _keys(cls, subjects, width=None):
+        """Fixed-width keys of a string array, built chunk by chunk from Arrow's buffers."""
+        subjects = subjects.cast(pa.binary()) if len(subjects) else pa.array([], pa.binary())
+        lengths = pc.binary_length(subjects).to_numpy(zero_copy_only=False) \
+            if len(subjects) else np.zeros(0, dtype=np.int32)
+        width = width or (int(lengths.max()) + 1 if len(lengths) else 1)
+        out = np.zeros((len(subjects), width), dtype=np.uint8)
+        for start in range(0, len(subjects), cls._CHUNK):
+            part = subjects.slice(start, cls._CHUNK)
+            offsets = np.frombuffer(part.buffers()[1], dtype=np.int32)[
+                part.offset:part.offset + len(part) + 1]
+            data = np.frombuffer(part.buffers()[2], dtype=np.uint8) \
+                if part.buffers()[2] is not None else np.zeros(0, dtype=np.uint8)
+            n = lengths[start:start + len(part)]
+            fits = n < width
+            copied = np.where(fits, n, 0)  # bytes copied per subject
+            rows = np.repeat(np.arange(len(part)), copied)
+            cols = np.arange(len(rows)) - np.repeat(np.cumsum(copied) - copied, copied)
+            out[start + rows, cols] = data[np.repeat(offsets[:-1], copied) + cols]
+            # a subject too long for the index can match nothing: its row stays all zero
+            out[start + np.flatnonzero(fits), n[fits]] = 1
+        return out.view(f'S{width}').ravel()
+
+    def lookup(self, subjects: pa.Array, default: int) -> np.ndarray:
+        """The code of each subject (``default`` for those not in the index)."""
+        if not len(self._keys_sorted) or not len(subjects):
+            return np.full(len(subjects), default, dtype=np.int8)
+        keys = self._keys(subjects, self._keys_sorted.dtype.itemsize)
+        at = np.minimum(np.searchsorted(self._keys_sorted, keys), len(self._keys_sorted) - 1)
+        found = (self._keys_sorted[at] == keys) & (keys != b'')
+        return np.where(found, self._codes[at], np.int8(default))
+
+    def __getitem__(self, subject):
+        code = self.lookup(pa.array([subject], pa.string()), -1)[0]
+        if code < 0:
+            raise KeyError(subject)
+        return int(code)
+
+    def __iter__(self):
+        return (k[:-1].decode('utf-8') for k in self._keys_sorted.tolist())
+
+    def __len__(self):
+        return len(self._keys_sorted)
 
 
 # Every possible decision, so a decision can travel as its index (a small int pickles and looks
