@@ -24,8 +24,8 @@ __all__ = ['DropDuplicates', 'DuplicateKeys', 'duplicate_rows', 'key_facts']
 def key_facts(batch: pa.RecordBatch, table) -> pa.Table:
     """The key pass's view of a conformed batch: key, order (if any), source and row."""
     source = batch.column(SOURCE)
-    if pa.types.is_dictionary(source.type):
-        source = source.dictionary_decode()
+    if not pa.types.is_dictionary(source.type):  # one path per row would dominate the facts
+        source = pc.dictionary_encode(source)
     columns = {'key': string_form(batch.column(table.schema.primary_key)), 'source': source,
                'row': batch.column(ROW)}
     if table.order_by:
