@@ -348,3 +348,18 @@ def test_duplicates_keep_none_refuses_every_copy(config):
                              table)
     assert duplicate_rows(typed, table, {'C1': None}).tolist() == [True, False, True]
     assert duplicate_rows(typed, table, {}).tolist() == [False, False, False]
+
+
+@pytest.mark.parametrize('text, message', [
+    ('subject_id,purpose\nC1,credit\n', 'needs the columns subject_id, purpose, granted'),
+    ('subject_id,purpose,granted,granted_at,withdrawn_at,sensitive_consent,'
+     'cross_border_consent\nC1,credit,Y,,,N,N\nC2,credit,maybe,,,N,N\n',
+     'row 2, column granted: expected'),
+])
+def test_a_bad_consent_file_names_the_row_and_column(tmp_path, text, message):
+    from transforms.consent import REGISTRY_FIELDS, read_consent_file
+    from transforms.errors import InputError
+    path = tmp_path / 'registry.csv'
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        list(read_consent_file(str(path), REGISTRY_FIELDS, 'consent registry'))

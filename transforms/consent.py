@@ -53,11 +53,11 @@ class ConsentDecisions(beam.PTransform):
 
 
 def _decide(_, consent, transfer):
-    registry = read_consent_file(consent.registry, REGISTRY_FIELDS, 'consent registry')
-    erasures = read_consent_file(consent.erasures, ERASURE_FIELDS, 'erasure list')
+    erased = [s for t in read_consent_file(consent.erasures, ERASURE_FIELDS, 'erasure list')
+              for s in t.column('subject_id').to_pylist()]
     kwargs = dict(purposes=transfer.legal_bases, cross_border=transfer.cross_border)
-    return {'codes': decide_table(registry, erasures.column('subject_id').to_pylist(),
-                                  **kwargs),
+    registry = read_consent_file(consent.registry, REGISTRY_FIELDS, 'consent registry')
+    return {'codes': decide_table(registry, erased, **kwargs),
             'default': VERDICT_CODE[default_decision(**kwargs)]}
 
 
@@ -74,30 +74,47 @@ def verdict(decisions: dict, subject: str) -> Decision:
     return VERDICTS[decisions['codes'].get(subject, decisions['default'])]
 
 
-def read_consent_file(path, fields, what) -> pa.Table:
-    """Read a UTF-8 CSV with the given columns; any bad value is an error (fail closed)."""
+def read_consent_file(path, fields, what):
+    """Tables of a UTF-8 CSV with the given columns, batch by batch; any bad value is an error
+    naming its row (fail closed)."""
     from apache_beam.io.filesystems import FileSystems
     names = [f.name for f in fields]
-    try:
-        with FileSystems.open(path) as f:
-            table = pa_csv.read_csv(f, convert_options=pa_csv.ConvertOptions(
-                column_types={n: pa.string() for n in names}, include_columns=names))
-    except (pa.ArrowInvalid, KeyError):
-        raise InputError(f'{what} {path}: needs the columns {", ".join(names)}') from None
-    except OSError:
-        raise InputError(f'cannot read {what} {path}') from None
+    with FileSystems.open(path) as f:
+        try:
+            reader = pa_csv.open_csv(f, read_options=pa_csv.ReadOptions(block_size=16 << 20),
+                                     convert_options=pa_csv.ConvertOptions(
+                                         column_types={n: pa.string() for n in names},
+                                         include_columns=names))
+        except (pa.ArrowInvalid, KeyError):
+            raise InputError(f'{what} {path}: needs the columns {", ".join(names)}') from None
+        except OSError:
+            raise InputError(f'cannot read {what} {path}') from None
+        seen = 0
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, OSError) as e:
+                raise InputError(f'{what} {path}: not a valid CSV after row {seen} '
+                                 f'({str(e).splitlines()[0]})') from None
+            yield _checked(batch, fields, path, what, seen)
+            seen += batch.num_rows
+
+
+def _checked(batch, fields, path, what, seen) -> pa.Table:
     columns = []
     for field in fields:
-        result = cast_column(table.column(field.name), field)
+        result = cast_column(batch.column(field.name), field)
         nulls = pc.sum(pc.is_null(result.values)).as_py() if not field.nullable else 0
         if result.bad is not None or nulls:
             row = int(np.flatnonzero(
                 result.bad.to_numpy(zero_copy_only=False) if result.bad is not None
                 else pc.is_null(result.values).to_numpy(zero_copy_only=False))[0]) + 1
-            raise InputError(f'{what} {path}: row {row}, column {field.name}: expected '
+            raise InputError(f'{what} {path}: row {seen + row}, column {field.name}: expected '
                              f'{result.expected}')
         columns.append(result.values)
-    return pa.table(columns, names=names)
+    return pa.table(columns, names=[f.name for f in fields])
 
 
 class ConsentGate(beam.PTransform):

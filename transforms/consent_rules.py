@@ -60,15 +60,38 @@ def decide_subject(rows: Sequence[ConsentRow], *, erased: bool, purposes: Dict[s
     return Decision(None, any(r.sensitive_consent for r in live))
 
 
-def decide_table(registry: pa.Table, erasures: Sequence[str], *, purposes: Dict[str, str],
-                 cross_border: bool) -> Dict[str, int]:
+def decide_table(registry, erasures: Sequence[str], *, purposes: Dict[str, str],
+                 cross_border: bool) -> 'SubjectCodes':
     """``decide_subject`` for every customer of the registry and the erasure list, vectorized.
 
-    ``registry`` has the columns subject_id, purpose, granted, withdrawn_at, sensitive_consent,
-    cross_border_consent. Returns subject -> code into ``VERDICTS`` (customers in neither list
-    get ``default_decision``). One Arrow group-by instead of a Python object per row: a registry
-    of millions of rows is decided in about a second.
+    ``registry`` is a table, or an iterable of tables (read batch by batch), with the columns
+    subject_id, purpose, granted, withdrawn_at, sensitive_consent, cross_border_consent. Returns
+    subject -> code into ``VERDICTS`` (customers in neither list get ``default_decision``). Each
+    batch is reduced to a few flags per customer with an Arrow group-by, so memory follows the
+    number of customers, not the registry's size, and millions of rows take seconds.
     """
+    batches = [registry] if isinstance(registry, (pa.Table, pa.RecordBatch)) else registry
+    partial = [registry_flags(b, purposes) for b in batches] or \
+        [registry_flags(_EMPTY_REGISTRY, purposes)]
+    names = [n for n in partial[0].column_names if n != 'subject_id']
+    grouped = pa.concat_tables(partial).group_by('subject_id').aggregate(
+        [(name, 'any') for name in names])
+    grouped = grouped.rename_columns([n[:-4] if n.endswith('_any') else n
+                                      for n in grouped.column_names])
+    return _decide_flags(grouped, erasures, purposes, cross_border)
+
+
+_EMPTY_REGISTRY = pa.table({'subject_id': pa.array([], pa.string()),
+                            'purpose': pa.array([], pa.string()),
+                            'granted': pa.array([], pa.bool_()),
+                            'withdrawn_at': pa.array([], pa.timestamp('us', tz='UTC')),
+                            'sensitive_consent': pa.array([], pa.bool_()),
+                            'cross_border_consent': pa.array([], pa.bool_())})
+
+
+def registry_flags(registry, purposes: Dict[str, str]) -> pa.Table:
+    """One row per customer of a registry batch: does any row give live consent, sensitive or
+    cross-border consent, live consent per consent-based purpose, a withdrawal per purpose."""
     purpose = registry.column('purpose')
     relevant = pc.is_in(purpose, pa.array(list(purposes), pa.string()))
     live = pc.and_(pc.and_(relevant, registry.column('granted')),
@@ -83,9 +106,15 @@ def decide_table(registry: pa.Table, erasures: Sequence[str], *, purposes: Dict[
         flags[f'withdrawn{i}'] = pc.and_(withdrawn, is_p)
     grouped = pa.table({'subject_id': registry.column('subject_id'), **flags}).group_by(
         'subject_id').aggregate([(name, 'any') for name in flags])
+    return grouped.rename_columns([n[:-4] if n.endswith('_any') else n
+                                   for n in grouped.column_names])
+
+
+def _decide_flags(grouped, erasures, purposes, cross_border):
+    consent_purposes = [p for p, basis in purposes.items() if basis == 'consent']
 
     def column(name):
-        return grouped.column(f'{name}_any').to_numpy(zero_copy_only=False).astype(bool)
+        return grouped.column(name).to_numpy(zero_copy_only=False).astype(bool)
 
     n = grouped.num_rows
     missing_any = np.zeros(n, dtype=bool)
