@@ -13,6 +13,7 @@ dead-letter limit exits 3. Tracebacks are for bugs.
 
 import argparse
 import logging
+import os
 import sys
 
 __all__ = ['main']
@@ -207,7 +208,6 @@ def _cmd_keys(args):
     if args.keys_command == 'init':
         uri = args.master_key
         if uri and uri.startswith(kr.LOCAL_KMS):
-            import os
             local = uri[len(kr.LOCAL_KMS):]
             if not local:
                 raise kr.KeyringError(f'--master-key {uri}: give the path of the master key '

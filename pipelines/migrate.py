@@ -75,7 +75,7 @@ def plan_run(config, *, run_id=None, runner='local') -> dict:
         'key_ids': {role: ids for role, ids in keyring.key_ids().items() if role in roles},
         'output_format': fmt,
         'file_roles': {t.name: file_roles(t, fmt) for t in config.tables},
-        'column_keys': {t.name: column_keys(t) for t in config.tables},
+        'column_keys': {t.name: column_keys(t, fmt) for t in config.tables},
         'fields': {t.name: [field_entry(r) for r in t.rules] for t in config.tables},
         'config': config.source,
         'config_sha256': config.digest,

@@ -113,9 +113,7 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
                      'sensitive_suppressed_rows': 0, 'ignored_columns': [],
                      'format': run['output_format'],
                      'fields': run['fields'][name],
-                     'column_keys': run['column_keys'][name] if run['output_format'] == 'parquet'
-                     else {'data.avro': sorted(c for cols in run['column_keys'][name].values()
-                                               for c in cols)},
+                     'column_keys': run['column_keys'][name],
                      'files': [], 'deadletter_files': []}
               for name in run['tables']}
     sources = {}

@@ -30,8 +30,10 @@ def key_role(rule) -> str:
     return data_role(rule.field.classification)
 
 
-def column_keys(table) -> dict:
-    """Parquet master key role -> delivered columns under it."""
+def column_keys(table, output_format: str = 'parquet') -> dict:
+    """Key role -> delivered columns under it (an Avro file is under one key, whole)."""
+    if output_format == 'avro':
+        return {'data.avro': [r.field.name for r in table.rules if r.delivered]}
     keys = {}
     for rule in table.rules:
         if rule.delivered:
@@ -43,7 +45,7 @@ def file_roles(table, output_format: str) -> list:
     """The key roles a delivered file of ``table`` needs."""
     if output_format == 'avro':
         return ['data.avro']
-    return sorted({'data.footer', *column_keys(table)})
+    return sorted({'data.footer', *column_keys(table, output_format)})
 
 
 class WriteTable(beam.PTransform):
