@@ -55,12 +55,12 @@ def readable_columns(entry: dict, keyring) -> tuple:
     return readable, {c: role_of[c] for c in delivered if not keyring.has(role_of[c])}
 
 
-def read_table(run_dir: str, *, keys: str, table: str, keyring=None) -> tuple:
+def read_table(run_dir: str, *, keys: str, table: str) -> tuple:
     """(rows of ``table`` decrypted, {withheld column: key role}) for the columns whose keys
     the keyring holds; a column under a key it lacks is left out and named."""
     manifest = load_manifest(run_dir)
     entry = _table_entry(manifest, table)
-    keyring = keyring or load_keyring(keys)
+    keyring = load_keyring(keys)
     readable, withheld = readable_columns(entry, keyring)
     footer = 'data.avro' if entry['format'] == 'avro' else 'data.footer'
     if not keyring.has(footer):

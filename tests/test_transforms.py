@@ -363,3 +363,14 @@ def test_a_bad_consent_file_names_the_row_and_column(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(InputError, match=message):
         list(read_consent_file(str(path), REGISTRY_FIELDS, 'consent registry'))
+
+
+def test_a_broken_consent_csv_does_not_quote_its_rows(tmp_path):
+    from transforms.consent import REGISTRY_FIELDS, read_consent_file
+    from transforms.errors import InputError
+    path = tmp_path / 'registry.csv'
+    path.write_text('subject_id,purpose,granted,granted_at,withdrawn_at,sensitive_consent,'
+                    'cross_border_consent\nC1,credit,Y,,,N,N\n张三丰SECRET,credit\n')
+    with pytest.raises(InputError, match='not a valid CSV in its first rows') as caught:
+        list(read_consent_file(str(path), REGISTRY_FIELDS, 'consent registry'))
+    assert 'SECRET' not in str(caught.value)

@@ -85,7 +85,10 @@ def read_consent_file(path, fields, what):
                                      convert_options=pa_csv.ConvertOptions(
                                          column_types={n: pa.string() for n in names},
                                          include_columns=names))
-        except (pa.ArrowInvalid, KeyError):
+        except (pa.ArrowInvalid, KeyError) as e:
+            if 'CSV parse error' in str(e):  # Arrow's message quotes the row: not shown
+                raise InputError(f'{what} {path}: not a valid CSV in its first rows (a row '
+                                 f'with another number of columns, or a broken quote)') from None
             raise InputError(f'{what} {path}: needs the columns {", ".join(names)}') from None
         except OSError:
             raise InputError(f'cannot read {what} {path}') from None
@@ -95,9 +98,10 @@ def read_consent_file(path, fields, what):
                 batch = reader.read_next_batch()
             except StopIteration:
                 return
-            except (pa.ArrowInvalid, OSError) as e:
-                raise InputError(f'{what} {path}: not a valid CSV after row {seen} '
-                                 f'({str(e).splitlines()[0]})') from None
+            except (pa.ArrowInvalid, OSError):  # Arrow's message quotes the row: not shown
+                raise InputError(f'{what} {path}: not a valid CSV after row {seen} (a row '
+                                 f'with another number of columns, or a broken quote)'
+                                 ) from None
             yield _checked(batch, fields, path, what, seen)
             seen += batch.num_rows
 

@@ -191,10 +191,13 @@ class SubjectCodes(Mapping):
         return np.where(found, self._codes[at], np.int8(default))
 
     def __getitem__(self, subject):
-        code = self.lookup(pa.array([subject], pa.string()), -1)[0]
-        if code < 0:
-            raise KeyError(subject)
-        return int(code)
+        # One binary search on a scalar: sealing looks subjects up one dead letter at a time.
+        key = subject.encode('utf-8') + b'\x01'
+        if len(key) <= self._keys_sorted.dtype.itemsize and len(self._keys_sorted):
+            at = int(np.searchsorted(self._keys_sorted, key))
+            if at < len(self._keys_sorted) and self._keys_sorted[at] == key:
+                return int(self._codes[at])
+        raise KeyError(subject)
 
     def __iter__(self):
         return (k[:-1].decode('utf-8') for k in self._keys_sorted.tolist())

@@ -58,11 +58,14 @@ class _Places:
                 file_identity(self.run_id, f'{self.relative_dir}/{name}'))
 
 
-def _write_file(places, file_format, values=()):
+def _open_file(places, file_format):
+    """(temporary path, final path, writer state) of a new file, open for writing."""
     temp, final, identity = places.new_file()
-    state = file_format.open(FileSystems.create(temp), identity)
-    for value in values:
-        file_format.write(state, value)
+    return temp, final, file_format.open(FileSystems.create(temp), identity)
+
+
+def _write_empty_file(places, file_format):
+    temp, final, state = _open_file(places, file_format)
     file_format.close(state)
     return temp, final
 
@@ -78,8 +81,7 @@ class _WriteShardsFn(beam.DoFn):
 
     def process(self, value):
         if self._open is None:
-            temp, final, identity = self._places.new_file()
-            self._open = (temp, final, self._format.open(FileSystems.create(temp), identity))
+            self._open = _open_file(self._places, self._format)
         self._format.write(self._open[2], value)
 
     def finish_bundle(self):
@@ -91,7 +93,7 @@ class _WriteShardsFn(beam.DoFn):
 
 
 def _finalize(_, places, file_format, written):
-    written = list(written) or [_write_file(places, file_format)]
+    written = list(written) or [_write_empty_file(places, file_format)]
     if not FileSystems.exists(places.final_dir):
         FileSystems.mkdirs(places.final_dir)
     # Idempotent: a retried finalize finds some files already in place.
