@@ -30,10 +30,38 @@ class _CleanLogs(logging.Filter):
         return 'apitools not found' not in record.getMessage()
 
 
+class _WorkerLogs(logging.Filter):
+    """Worker processes (a local run on several cores) send their log lines to Beam's job
+    service, which logs each as a dump of the Fn API entry. Keep Novation's own lines (progress)
+    and warnings, as their message alone; drop the rest and Beam's start-up notice about a
+    missing semi-persistent directory, which concerns Dataflow's containers only."""
+
+    def filter(self, record):
+        if record.msg != 'Worker: %s' or not record.args:
+            return record.levelno >= logging.WARNING
+        from apache_beam.portability.api import beam_fn_api_pb2
+        from google.protobuf import text_format
+        entry = beam_fn_api_pb2.LogEntry()
+        try:
+            text_format.Parse(record.args[0], entry)
+        except text_format.ParseError:
+            return record.levelno >= logging.WARNING
+        ours = any(f'{os.sep}{package}{os.sep}' in entry.log_location
+                   for package in ('transforms', 'pipelines'))
+        if 'semi_persistent_directory' in entry.message or not (
+                ours or record.levelno >= logging.WARNING):
+            return False
+        record.msg, record.args = entry.message, ()
+        return True
+
+
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter('novation: %(message)s'))
     handler.addFilter(_CleanLogs())
+    workers = logging.getLogger('apache_beam.runners.portability.local_job_service')
+    workers.setLevel(logging.INFO)
+    workers.addFilter(_WorkerLogs())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

@@ -11,13 +11,15 @@ import dataclasses
 import datetime
 import json
 import logging
+import os
 import re
 import secrets
 import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, StandardOptions,
+                                                  TestOptions)
 from apache_beam.runners.runner import PipelineState
 
 from config import load_config
@@ -52,10 +54,13 @@ def plan_run(config, *, run_id=None, runner='local') -> dict:
     keyring.require(roles, f' (needed by {config.source})')
     if runner == 'dataflow':
         check_reachable_by_workers(config, keyring)
+    input_bytes = 0
     for table in config.tables:
-        if not FileSystems.match([table.path])[0].metadata_list:
+        matched = FileSystems.match([table.path])[0].metadata_list
+        if not matched:
             raise ConfigError(f'{config.source}: tables.{table.name}.path: no file matches '
                               f'{table.path}')
+        input_bytes += sum(m.size_in_bytes for m in matched)
     for key, path in (('consent.registry', config.consent.registry),
                       ('consent.erasures', config.consent.erasures)):
         if not exists(path):
@@ -71,6 +76,7 @@ def plan_run(config, *, run_id=None, runner='local') -> dict:
     return {
         'run_id': run_id,
         'run_dir': run_dir,
+        'input_bytes': input_bytes,
         'keys_path': config.output.keys,
         'key_ids': {role: ids for role, ids in keyring.key_ids().items() if role in roles},
         'output_format': fmt,
@@ -115,19 +121,22 @@ def check_reachable_by_workers(config, keyring) -> None:
                           f'workers; use a gcp-kms:// key')
 
 
-def build_pipeline(pipeline, config, run) -> dict:
-    """Add the migration to ``pipeline``; returns {'manifest', 'tables': {name: outputs}}."""
+def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
+    """Add the migration to ``pipeline``; returns {'manifest', 'tables': {name: outputs}}.
+
+    ``workers``: how many workers read in parallel; large CSV files are split for them.
+    """
     keys = run['keys_path']
     decisions = pipeline | 'ConsentDecisions' >> ConsentDecisions(config.consent,
                                                                    config.transfer)
     counts, files, outputs = [], [], {}
     for table in config.tables:
         step = _camel(table.name)
-        read = pipeline | f'Read{step}' >> ReadTable(table)
+        read = pipeline | f'Read{step}' >> ReadTable(table, workers=workers)
         conformed = read[ReadTable.ROWS] | f'Conform{step}' >> Conform(table)
         rows, dead = conformed[Conform.ROWS], [read[ReadTable.DEAD], conformed[Conform.DEAD]]
         if table.schema.primary_key:
-            duplicates = pipeline | f'KeysOf{step}' >> DuplicateKeys(table)
+            duplicates = pipeline | f'KeysOf{step}' >> DuplicateKeys(table, workers=workers)
             unique = rows | f'Dedup{step}' >> DropDuplicates(table, duplicates)
             rows = unique[DropDuplicates.ROWS]
             dead.append(unique[DropDuplicates.DEAD])
@@ -184,15 +193,43 @@ def local_runner(options: PipelineOptions):
     """The runner to use: Beam's FnApiRunner for local runs, chosen explicitly.
 
     Beam's DirectRunner would first try to download and start the Prism runner, which fails
-    offline and logs a fallback; we go straight to the in-process runner it falls back to. It
-    runs one worker unless --direct_num_workers / --direct_running_mode say otherwise: a seller
-    file is read by one worker, so a second process does not pay for itself yet (measured: 1M
-    customers took 134.8 s on two processes against 124.6 s on one).
+    offline and logs a fallback; we go straight to the in-process runner it falls back to.
+    ``read_workers`` decides how many worker processes it runs.
     """
     if runner_kind(options) != 'local':
         return None  # Dataflow, Portable, ...: Beam resolves it from the options
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     return FnApiRunner()
+
+
+# Below this much input, worker processes cost more to start than they save (measured: see
+# the README's Performance section).
+PARALLEL_MIN_BYTES = 64 << 20
+DATAFLOW_READ_WORKERS = 4  # ranges per large file are a multiple of this on Dataflow
+
+
+def read_workers(options: PipelineOptions, input_bytes: int, beam_args=()) -> int:
+    """How many workers read in parallel; for a local run, also sets Beam's worker options.
+
+    A local run of at least PARALLEL_MIN_BYTES of seller files uses one worker process per core
+    unless --direct_num_workers or --direct_running_mode was given; smaller runs stay in this
+    process, where start-up is fastest. ``beam_args``: the Beam flags as given.
+    """
+    kind = runner_kind(options)
+    if kind != 'local':
+        return DATAFLOW_READ_WORKERS if kind.startswith('dataflow') else 1
+    direct = options.view_as(DirectOptions)
+    if any(arg.split('=')[0] in ('--direct_num_workers', '--direct_running_mode')
+           for arg in beam_args):
+        if direct.direct_running_mode == 'in_memory':
+            return 1
+        return direct.direct_num_workers or os.cpu_count() or 1
+    cores = os.cpu_count() or 1
+    if cores < 2 or input_bytes < PARALLEL_MIN_BYTES:
+        return 1
+    direct.direct_num_workers = cores
+    direct.direct_running_mode = 'multi_processing'
+    return cores
 
 
 # status: done (manifest written), dry-run (Dataflow job built, not submitted), detached.
@@ -227,8 +264,11 @@ def run(argv=None) -> RunResult:
     run_info = plan_run(config, run_id=known.run_id, runner=runner_kind(options))
     _LOG.info('run %s: %s', run_info['run_id'], run_info['run_dir'])
     started = time.monotonic()
+    workers = read_workers(options, run_info['input_bytes'], beam_args)
+    if workers > 1:
+        _LOG.info('reading with %d workers', workers)
     pipeline = beam.Pipeline(runner=local_runner(options), options=options)
-    build_pipeline(pipeline, config, run_info)
+    build_pipeline(pipeline, config, run_info, workers=workers)
     try:
         result = pipeline.run()
         if known.detach or options.view_as(TestOptions).dry_run:

@@ -14,8 +14,6 @@ import os
 import re
 
 import fastavro
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import FileMetadata
 from apache_beam.pvalue import TaggedOutput
 from hypothesis import HealthCheck, given, settings, strategies as st
 import pyarrow as pa
@@ -27,7 +25,7 @@ from config import load_config
 from transforms.batches import ROW
 from transforms.conform import conform_batch
 from transforms.errors import InputError
-from transforms.read import ReadTable, _ReadBatchesFn
+from transforms.read import FileRange, ReadTable, _ReadBatchesFn
 
 # Every free-text value generated carries this letter, which no reason text contains: a leak of
 # any value into a dead letter's field or problem would show.
@@ -75,9 +73,8 @@ def make_table(directory, fmt, **options):
 def read_file(table):
     """Run the read DoFn on the table's file, then conform: (kept rows, dead letters, read)."""
     path = table.path
-    readable = fileio.ReadableFile(FileMetadata(path, os.path.getsize(path)))
     kept, dead, rows_read, ignored = [], [], None, None
-    for out in _ReadBatchesFn(table).process(readable):
+    for out in _ReadBatchesFn(table).process(FileRange(path)):
         if isinstance(out, TaggedOutput):
             if out.tag == ReadTable.DEAD:
                 dead.append(out.value)
@@ -142,7 +139,8 @@ def rows_of(records):
 
 # -- CSV ---------------------------------------------------------------------------------------
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=st.lists(_record, min_size=1, max_size=30), encoding=st.sampled_from(
     ['gbk', 'gb18030', 'utf-8', 'utf-8-sig']))
 def test_csv_every_row_once(tmp_path_factory, records, encoding):
@@ -221,7 +219,8 @@ def test_a_file_in_the_wrong_encoding_is_one_error_with_the_offset(tmp_path):
 
 # -- JSON Lines --------------------------------------------------------------------------------
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=st.lists(_record, min_size=1, max_size=30))
 def test_jsonl_every_row_once(tmp_path_factory, records):
     directory = str(tmp_path_factory.mktemp('jsonl'))
@@ -255,7 +254,8 @@ _AVRO = fastavro.parse_schema({'type': 'record', 'name': 'legacy', 'fields': [
     {'name': 'flag', 'type': ['null', 'string']}, {'name': 'note', 'type': ['null', 'string']}]})
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=st.lists(_record, min_size=1, max_size=30), typed_days=st.booleans())
 def test_avro_and_parquet_every_row_once(tmp_path_factory, records, typed_days):
     rows, values = [], []
@@ -307,8 +307,7 @@ def local_text(at):
 def _typed(table):
     kept = []
     path = table.path
-    readable = fileio.ReadableFile(FileMetadata(path, os.path.getsize(path)))
-    for out in _ReadBatchesFn(table).process(readable):
+    for out in _ReadBatchesFn(table).process(FileRange(path)):
         if not isinstance(out, TaggedOutput):
             typed, dead = conform_batch(out, table)
             assert not dead

@@ -15,15 +15,12 @@ from test_dirty_exports import make_table
 READER = r'''
 import os, sys
 sys.path.insert(0, sys.argv[3])
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import FileMetadata
 from test_dirty_exports import make_table
-from transforms.read import _ReadBatchesFn
+from transforms.read import FileRange, _ReadBatchesFn
 table = make_table(sys.argv[1], 'csv', encoding='gbk')
 path = table.path
 rows = 0
-for out in _ReadBatchesFn(table).process(
-        fileio.ReadableFile(FileMetadata(path, os.path.getsize(path)))):
+for out in _ReadBatchesFn(table).process(FileRange(path)):
     rows += getattr(out, 'num_rows', 0)
 peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
 print(rows, int(peak) // 1024)

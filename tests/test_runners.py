@@ -2,8 +2,9 @@
 
 - Dataflow: the demo's job is built by the real DataflowRunner in dry-run mode, with the network
   cut off, and the job holds every step and the sdist workers install.
-- Beam's PortableRunner (embedded job service, loopback workers): the demo gives the same
-  decrypted outputs, counts and pseudonyms as the local runner on the same input and keys.
+- Beam's PortableRunner (embedded job service, loopback workers) and the local runner with two
+  worker processes: the demo gives the same decrypted outputs, counts and pseudonyms as the
+  in-process local runner on the same input and keys.
 """
 
 import json
@@ -12,11 +13,12 @@ import socket
 import tarfile
 
 import pytest
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 
 from conftest import ROOT
 from pipelines.decrypt import read_deadletters, read_table
-from pipelines.migrate import run
+from pipelines.migrate import DATAFLOW_READ_WORKERS, read_workers, run
 from transforms.errors import ConfigError
 
 DATAFLOW = ['--runner', 'DataflowRunner', '--dry_run=True', '--no_auth',
@@ -79,22 +81,59 @@ def rows(table) -> list:
     return sorted(json.dumps(r, sort_keys=True, default=str) for r in table.to_pylist())
 
 
-def test_the_portable_runner_delivers_what_the_local_runner_delivers(demo_copy):
+OTHER_RUNS = {
+    'portable runner': ['--runner', 'PortableRunner', '--job_endpoint', 'embed',
+                        '--environment_type', 'LOOPBACK'],
+    'two worker processes': ['--direct_num_workers=2', '--direct_running_mode=multi_processing'],
+}
+
+
+def test_other_runners_deliver_what_the_local_runner_delivers(demo_copy):
     workdir, config, _ = demo_copy
     keys = os.path.join(workdir, 'keys')
     local = run(['--config', config])
-    portable = run(['--config', config, '--runner', 'PortableRunner', '--job_endpoint', 'embed',
-                    '--environment_type', 'LOOPBACK'])
-    assert portable.status == 'done'
-    strip = ('files', 'deadletter_files')
-    assert {n: {k: v for k, v in t.items() if k not in strip}
-            for n, t in portable.manifest['tables'].items()} == \
-        {n: {k: v for k, v in t.items() if k not in strip}
-         for n, t in local.manifest['tables'].items()}
-    assert portable.manifest['totals'] == local.manifest['totals']
-    for name in local.manifest['tables']:
-        mine, _ = read_table(portable.run_dir, keys=keys, table=name)
-        theirs, _ = read_table(local.run_dir, keys=keys, table=name)
-        assert mine.num_rows > 0 and rows(mine) == rows(theirs), name  # pseudonyms included
-        assert sorted(map(json.dumps, read_deadletters(portable.run_dir, keys=keys, table=name))) \
-            == sorted(map(json.dumps, read_deadletters(local.run_dir, keys=keys, table=name)))
+    for how, flags in OTHER_RUNS.items():
+        other = run(['--config', config] + flags)
+        assert other.status == 'done', how
+        strip = ('files', 'deadletter_files')
+        assert {n: {k: v for k, v in t.items() if k not in strip}
+                for n, t in other.manifest['tables'].items()} == \
+            {n: {k: v for k, v in t.items() if k not in strip}
+             for n, t in local.manifest['tables'].items()}, how
+        assert other.manifest['totals'] == local.manifest['totals'], how
+        for name in local.manifest['tables']:
+            mine, _ = read_table(other.run_dir, keys=keys, table=name)
+            theirs, _ = read_table(local.run_dir, keys=keys, table=name)
+            assert mine.num_rows > 0 and rows(mine) == rows(theirs), (how, name)
+            assert sorted(map(json.dumps, read_deadletters(other.run_dir, keys=keys,
+                                                           table=name))) \
+                == sorted(map(json.dumps, read_deadletters(local.run_dir, keys=keys,
+                                                           table=name))), (how, name)
+
+
+MB = 1 << 20
+
+
+@pytest.mark.parametrize('flags, input_mb, cores, workers, mode', [
+    ([], 10, 2, 1, 'in_memory'),                  # small: start-up would cost more
+    ([], 100, 2, 2, 'multi_processing'),          # large: one process per core
+    ([], 100, 1, 1, 'in_memory'),
+    (['--direct_num_workers=1'], 100, 2, 1, 'in_memory'),  # the user's choice stands
+    (['--direct_num_workers', '3', '--direct_running_mode', 'multi_processing'], 10, 2, 3,
+     'multi_processing'),
+    (['--direct_running_mode=in_memory'], 100, 4, 1, 'in_memory'),
+])
+def test_local_runs_use_every_core_when_the_input_is_large(monkeypatch, flags, input_mb, cores,
+                                                           workers, mode):
+    monkeypatch.setattr(os, 'cpu_count', lambda: cores)
+    options = PipelineOptions(flags)
+    assert read_workers(options, input_mb * MB, flags) == workers
+    assert options.view_as(DirectOptions).direct_running_mode == mode
+
+
+@pytest.mark.parametrize('flags, workers', [
+    (DATAFLOW, DATAFLOW_READ_WORKERS),
+    (['--runner', 'PortableRunner'], 1),
+])
+def test_other_runners_read_ranges_for_their_own_workers(flags, workers):
+    assert read_workers(PipelineOptions(flags), 1 << 40, flags) == workers

@@ -82,13 +82,15 @@ class DuplicateKeys(beam.PTransform):
     """One dict: {key: (source, row) of the copy to keep, or None to keep none} for every
     duplicated key."""
 
-    def __init__(self, table):
+    def __init__(self, table, *, workers=1):
         super().__init__()
         self._table = table
+        self._workers = workers
 
     def expand(self, pbegin):
         conformed = (pbegin
-                     | 'Read' >> ReadTable(self._table, purpose='(key pass)')
+                     | 'Read' >> ReadTable(self._table, purpose='(key pass)',
+                                           workers=self._workers)
                      )[ReadTable.ROWS] | 'Conform' >> Conform(self._table)
         return (conformed[Conform.ROWS]
                 | 'Keys' >> beam.Map(key_facts, self._table)

@@ -10,10 +10,15 @@ import csv
 import io
 import json
 import logging
+import math
+import os
 import time
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,10 +26,12 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from transforms.batches import with_provenance
+from transforms.csv_ranges import record_splits, splittable_encoding
 from transforms.errors import InputError
 from transforms.reasons import DeadLetter
 
-__all__ = ['ColumnPlan', 'DecodedStream', 'ReadTable', 'first_undecodable_byte']
+__all__ = ['ColumnPlan', 'DecodedStream', 'FileRange', 'ReadTable', 'first_undecodable_byte',
+           'plan_ranges']
 
 _CSV_BLOCK_BYTES = 4 << 20
 _BATCH_ROWS = 65_536
@@ -37,6 +44,23 @@ PROGRESS_SECONDS = 10.0
 WRONG_ENCODING_SHARE = 0.5
 WRONG_ENCODING_ROWS = 20
 REPLACEMENT = '\ufffd'
+# A CSV file read by several workers is cut into ranges of at least MIN_RANGE_BYTES (smaller
+# ones cost more in start-up than they save) and at most MAX_RANGE_BYTES.
+MIN_RANGE_BYTES = 16 << 20
+MAX_RANGE_BYTES = 256 << 20
+
+
+class FileRange(NamedTuple):
+    """What one reader reads: a whole file, or the records of a CSV file from byte ``start``
+    (a record start) to ``end``, numbered from ``first_row``."""
+    path: str
+    start: int = 0
+    end: Optional[int] = None
+    first_row: int = 1
+
+    @property
+    def whole(self):
+        return self.start == 0 and self.end is None
 
 
 class ReadTable(beam.PTransform):
@@ -51,19 +75,46 @@ class ReadTable(beam.PTransform):
     DEAD = 'dead'
     SOURCES = 'sources'
 
-    def __init__(self, table, *, purpose=''):
+    def __init__(self, table, *, purpose='', workers=1):
         super().__init__()
         self._table = table
         self._purpose = purpose  # named in progress lines, e.g. 'key pass'
+        self._workers = workers  # how many workers will read: large CSV files are split
 
     def expand(self, pbegin):
         return (pbegin
                 | 'Match' >> fileio.MatchFiles(self._table.path)
+                | 'Split' >> beam.FlatMap(plan_ranges, self._table, self._workers)
                 | 'Spread' >> beam.Reshuffle()
-                | 'Open' >> fileio.ReadMatches()
                 | 'ReadBatches' >> beam.ParDo(
                     _ReadBatchesFn(self._table, self._purpose)).with_outputs(
                         self.DEAD, self.SOURCES, main=self.ROWS))
+
+
+def plan_ranges(metadata, table, workers):
+    """The ranges one file is read in: whole, or for a large CSV file read by several workers,
+    a multiple of ``workers`` ranges cut at record starts (see transforms.csv_ranges)."""
+    path, size = metadata.path, metadata.size_in_bytes
+    if path.endswith(('/', os.sep)):
+        return []  # a directory matched by the pattern, as fileio.ReadMatches skips it
+    count = workers * max(1, math.ceil(size / (workers * MAX_RANGE_BYTES)))
+    count = min(count, size // MIN_RANGE_BYTES)
+    if (count < 2 or table.format != 'csv'
+            or CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
+            or not splittable_encoding(table.encoding, table.delimiter, table.quote)):
+        return [FileRange(path)]
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        data_start = len(f.readline()) if table.header else 0
+        splits = record_splits(f, data_start, [data_start + (size - data_start) * k // count
+                                               for k in range(1, count)],
+                               delimiter=table.delimiter, quote=table.quote)
+    splits = [s for s in splits or [] if s.offset < size]
+    if not splits:
+        return [FileRange(path)]
+    starts = [(0, 0)] + [(s.offset, s.rows_before) for s in splits]
+    ends = [s.offset for s in splits] + [None]
+    return [FileRange(path, start, end, rows_before + 1)
+            for (start, rows_before), end in zip(starts, ends)]
 
 
 class ColumnPlan:
@@ -125,13 +176,14 @@ class DecodedStream(io.RawIOBase):
     """A binary file in ``encoding`` read as UTF-8; undecodable bytes become U+FFFD.
 
     The rows holding U+FFFD are then dead-lettered one by one, so a few bad bytes cost a few
-    rows, not the file. A UTF-8 byte-order mark is dropped.
+    rows, not the file. A UTF-8 byte-order mark at the file start is dropped.
     """
 
-    def __init__(self, raw, encoding):
+    def __init__(self, raw, encoding, *, file_start=True):
         super().__init__()
         self._raw = raw
-        name = 'utf-8-sig' if codecs.lookup(encoding).name == 'utf-8' else encoding
+        name = ('utf-8-sig' if codecs.lookup(encoding).name == 'utf-8' and file_start
+                else encoding)
         self._decoder = codecs.getincrementaldecoder(name)(errors='replace')
         self._pending = b''
         self._pos = 0  # how much of _pending was handed out (no re-slicing per small read)
@@ -171,6 +223,41 @@ def first_undecodable_byte(path: str, encoding: str) -> int:
             offset += len(chunk)
 
 
+class _RangeStream(io.RawIOBase):
+    """The bytes of ``raw`` up to ``length`` (None: all of them)."""
+
+    def __init__(self, raw, length):
+        super().__init__()
+        self._raw = raw
+        self._left = length
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        if self._left is None:
+            return self._raw.read(size)
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        chunk = self._raw.read(size)
+        self._left -= len(chunk)
+        return chunk
+
+    def readinto(self, buffer):
+        chunk = self.read(len(buffer))
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+
+def _open_range(file_range):
+    """A readable stream of the range's bytes; a whole file is decompressed as its name says."""
+    if file_range.whole:
+        return FileSystems.open(file_range.path)
+    f = FileSystems.open(file_range.path, compression_type=CompressionTypes.UNCOMPRESSED)
+    f.seek(file_range.start)
+    end = file_range.end
+    return _RangeStream(f, None if end is None else end - file_range.start)
+
+
 class _Progress:
     """Logs rows read from one file at most every PROGRESS_SECONDS (no per-row cost)."""
 
@@ -198,15 +285,16 @@ class _ReadBatchesFn(beam.DoFn):
         self._purpose = purpose
         self._plan = ColumnPlan(table)
 
-    def process(self, readable_file):
-        path = readable_file.metadata.path
+    def process(self, file_range):
+        path = file_range.path
         reader = {'csv': self._csv, 'jsonl': self._jsonl, 'avro': self._avro,
                   'parquet': self._parquet}[self._table.format]
+        where = path if file_range.whole else f'{path} (from row {file_range.first_row:,})'
         progress = _Progress(f'{self._table.name}{" " + self._purpose if self._purpose else ""}',
-                             path)
+                             where)
         state = {'mapping': None, 'ignored': []}
-        with readable_file.open() as f:
-            rows_read = yield from self._emit(reader(f, path), path, progress, state)
+        with _open_range(file_range) as f:
+            rows_read = yield from self._emit(reader(f, path, file_range), path, progress, state)
         yield beam.pvalue.TaggedOutput(ReadTable.SOURCES,
                                        (self._table.name, path, rows_read, state['ignored']))
 
@@ -270,7 +358,7 @@ class _ReadBatchesFn(beam.DoFn):
 
     # -- formats --------------------------------------------------------------------------
 
-    def _parquet(self, f, path):
+    def _parquet(self, f, path, _):
         parquet = pq.ParquetFile(f)
         yield _no_rows(parquet.schema_arrow), np.array([], dtype=np.int64)  # check columns
         first = 1
@@ -280,21 +368,21 @@ class _ReadBatchesFn(beam.DoFn):
             first += n
         return first - 1
 
-    def _csv(self, f, path):
+    def _csv(self, f, path, file_range):
         t = self._table
-        stream = DecodedStream(f, t.encoding)
-        text = io.BufferedReader(stream, buffer_size=1 << 16)
-        if t.header:
-            line = text.readline().decode('utf-8')
-            if REPLACEMENT in line:
-                self._wrong_encoding(path)
-            columns = next(csv.reader([line], delimiter=t.delimiter, quotechar=t.quote), [])
-            columns = [c.strip() for c in columns]
-        else:
+        text = io.BufferedReader(DecodedStream(f, t.encoding, file_start=file_range.start == 0),
+                                 buffer_size=1 << 16)
+        if not t.header:
             columns = list(t.schema.field_names)
+        elif file_range.start == 0:
+            columns = self._header(text, path)
+        else:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+                columns = self._header(io.BufferedReader(DecodedStream(raw, t.encoding)), path)
         # Check the header against the schema even if no data row is readable.
         yield _no_rows(pa.schema([(c, pa.string()) for c in columns])), np.array([], np.int64)
         invalid = []
+        offset = file_range.first_row - 1  # records before the range
 
         def on_invalid(row):
             invalid.append(row)
@@ -314,13 +402,13 @@ class _ReadBatchesFn(beam.DoFn):
             next_row = 1
             for batch in reader:
                 # Number valid rows around the skipped ones so each keeps its record number.
-                skipped = {r.number for r in invalid}
-                numbers = []
-                while len(numbers) < batch.num_rows:
-                    if next_row not in skipped:
-                        numbers.append(next_row)
-                    next_row += 1
-                yield batch, np.array(numbers, dtype=np.int64)
+                n = batch.num_rows
+                skipped = np.array([r.number for r in invalid if r.number >= next_row],
+                                   dtype=np.int64)
+                numbers = np.arange(next_row, next_row + n + len(skipped), dtype=np.int64)
+                numbers = numbers[~np.isin(numbers, skipped)][:n]
+                next_row = int(numbers[-1]) + 1 if n else next_row
+                yield batch, numbers + offset
         except pa.ArrowInvalid:
             # Arrow's message may quote the offending row, so it is not repeated here.
             raise InputError(f'{path} cannot be read as CSV (check tables.{t.name}.delimiter, '
@@ -330,13 +418,21 @@ class _ReadBatchesFn(beam.DoFn):
             values = next(csv.reader([r.text], delimiter=t.delimiter, quotechar=t.quote), [])
             yield DeadLetter(
                 reason='malformed', stage='read', table=t.name, source_file=path,
-                row=r.number, problem=f'expected {r.expected_columns} columns, found '
-                                      f'{r.actual_columns}',
+                row=r.number + offset, problem=f'expected {r.expected_columns} columns, found '
+                                               f'{r.actual_columns}',
                 subject=values[subject] if subject is not None and len(values) > subject
                 else None, raw={'text': r.text})
         return next_row - 1 + sum(1 for r in invalid if r.number >= next_row)
 
-    def _jsonl(self, f, path):
+    def _header(self, text, path):
+        line = text.readline().decode('utf-8')
+        if REPLACEMENT in line:
+            self._wrong_encoding(path)
+        columns = next(csv.reader([line], delimiter=self._table.delimiter,
+                                  quotechar=self._table.quote), [])
+        return [c.strip() for c in columns]
+
+    def _jsonl(self, f, path, _):
         """One JSON object per line. Numbers keep their exact text (decimals stay exact)."""
         t = self._table
         text = io.TextIOWrapper(io.BufferedReader(DecodedStream(f, t.encoding)),
@@ -362,7 +458,7 @@ class _ReadBatchesFn(beam.DoFn):
             yield _batch_of_records(records, text_only=True), np.array(numbers)
         return count
 
-    def _avro(self, f, path):
+    def _avro(self, f, path, _):
         import fastavro
         try:
             reader = fastavro.reader(f)
