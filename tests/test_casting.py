@@ -1,10 +1,12 @@
 import datetime
 import decimal
 
+from hypothesis import given, settings, strategies as st
 import pyarrow as pa
 import pytest
 
 from schemas import FieldSpec
+from transforms import casting
 from transforms.casting import cast_column
 
 
@@ -116,3 +118,57 @@ def test_typed_columns_cast_safely_and_mark_only_the_bad_rows():
 def test_expected_text_never_contains_the_value():
     result = cast_column(pa.array(['13812345678']), field('date'))
     assert '13812345678' not in result.expected
+
+
+# -- the fixed-form fast paths equal the general parsers ----------------------------------------
+
+def _digits(n):
+    return st.text(alphabet='0123456789', min_size=n, max_size=n)
+
+
+_moment = st.tuples(_digits(4), st.sampled_from(['01', '02', '04', '12', '13', '00', '2']),
+                    st.sampled_from(['01', '28', '29', '30', '31', '32', '00']),
+                    st.sampled_from(['00', '23', '24']), st.sampled_from(['00', '59', '60']),
+                    st.sampled_from(['00', '59', '60', '5x']))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), _moment), max_size=40), st.sampled_from('-/'))
+def test_fixed_form_dates_parse_as_the_general_parser_does(moments, sep):
+    text = pa.array([None if m is None else f'{m[0]}{sep}{m[1]}{sep}{m[2]}' for m in moments],
+                    type=pa.string())
+    assert casting._parse_date(text, None, None).equals(casting._parse_any_date(text))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), _moment), max_size=40), st.sampled_from(' T'))
+def test_fixed_form_timestamps_parse_as_the_general_parser_does(moments, sep):
+    text = pa.array([None if m is None else f'{m[0]}-{m[1]}-{m[2]}{sep}{m[3]}:{m[4]}:{m[5]}'
+                     for m in moments], type=pa.string())
+    zone = 'Asia/Shanghai'
+    assert casting._parse_timestamp(text, None, zone).equals(
+        casting._parse_any_timestamp(text, zone))
+
+
+def test_the_calendar_screen_rejects_exactly_what_arrow_rejects():
+    days = [f'{y:04d}-{m:02d}-{d:02d}' for y in (1900, 1999, 2000, 2023, 2024, 2100)
+            for m in range(0, 14) for d in range(0, 33)]
+    times = [f'2024-02-29T{h:02d}:{mi:02d}:{s:02d}' for h in (0, 23, 24) for mi in (0, 59, 60)
+             for s in (0, 59, 60)]
+    for text in days + times:
+        target = pa.date32() if len(text) == 10 else pa.timestamp('us')
+        try:
+            pa.array([text]).cast(target)
+            accepted = True
+        except pa.ArrowInvalid:
+            accepted = False
+        screened = casting._real_moments(pa.array([text])).is_valid().to_pylist()[0]
+        assert screened == accepted, text
+
+
+def test_fixed_form_reads_nulls_that_keep_their_bytes():
+    text = pa.array(['2024-01-02', '2024-01-03', '2024-01-04'])
+    validity = pa.array([True, False, True]).buffers()[1]
+    holey = pa.Array.from_buffers(pa.string(), 3, [validity] + text.buffers()[1:])
+    assert casting._parse_date(holey, None, None).to_pylist() == [D(2024, 1, 2), None,
+                                                                   D(2024, 1, 4)]

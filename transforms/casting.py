@@ -7,6 +7,7 @@ with a description of what was expected. The description never contains the valu
 import dataclasses
 from typing import Optional
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -23,6 +24,9 @@ _FALSE = ['false', 'f', '0', 'n', 'no', '否']
 # 2024-01-02, 2024/1/2, 20240102, 2024年1月2日
 _DATE_RE = (r'^(?P<y>\d{4})(?:-(?P<m1>\d{1,2})-(?P<d1>\d{1,2})|/(?P<m2>\d{1,2})/(?P<d2>\d{1,2})'
             r'|(?P<m3>\d{2})(?P<d3>\d{2})|年(?P<m4>\d{1,2})月(?P<d4>\d{1,2})日)$')
+# The fixed-width forms most exports use (see _fixed_form): tried first, on the bytes.
+_DATE_FORMS = ('dddd-dd-dd', 'dddd/dd/dd')
+_TIMESTAMP_FORM = 'dddd-dd-dd?dd:dd:dd'  # naive, to the second
 _NAIVE_TS_RE = r'^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$'
 _ZONED_TS_RE = r'^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$'
 _INT_RE = r'^[+-]?\d{1,18}$'
@@ -74,11 +78,17 @@ def _check_symbols(typed, bad, field):
     return pc.if_else(outside, pa.scalar(None, typed.type), typed), bad
 
 
-def _cast_safely(values: pa.Array, target: pa.DataType) -> pa.Array:
-    """Cast; values that cannot be cast become null. Bisects only when a batch has bad values."""
+def _cast_safely(values: pa.Array, target: pa.DataType, screen=None) -> pa.Array:
+    """Cast; values that cannot be cast become null. Bisects only when a batch has bad values.
+
+    ``screen``, if given, nulls most bad values in one vectorized pass before bisecting (a
+    bisection costs a cast per level for every bad value's half).
+    """
     try:
         return values.cast(target, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if screen is not None:
+            return _cast_safely(screen(values), target)
         if len(values) == 1:
             return pa.nulls(1, type=target)
         middle = len(values) // 2
@@ -86,11 +96,108 @@ def _cast_safely(values: pa.Array, target: pa.DataType) -> pa.Array:
                                  _cast_safely(values.slice(middle), target)])
 
 
-def _gated(text, pattern, target):
+def _gated(text, pattern, target, screen=None):
     """Cast only the values matching ``pattern``; the rest become null."""
     ok = pc.match_substring_regex(text, pattern)
     candidates = pc.if_else(ok, text, pa.scalar(None, pa.string()))
-    return _cast_safely(candidates, target)
+    return _cast_safely(candidates, target, screen)
+
+
+_DAYS_IN_MONTH = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+_ZERO = ord('0')
+
+
+def _leading_bytes(text: pa.Array, width: int):
+    """(rows, lengths, valid): each value's first ``width`` bytes as a row of a matrix, padded
+    with '0'; its length in bytes; whether it is non-null. Read from the Arrow buffers."""
+    text = text.cast(pa.string())
+    n = len(text)
+    _, offsets, data = text.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int32)[text.offset:text.offset + n + 1]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None and data.size else \
+        np.full(1, _ZERO, dtype=np.uint8)
+    lengths = np.diff(offsets)
+    valid = np.ones(n, dtype=bool) if text.null_count == 0 else \
+        text.is_valid().to_numpy(zero_copy_only=False)
+    places = np.arange(width)
+    present = (places < lengths[:, None]) & valid[:, None]
+    index = np.where(present, offsets[:-1, None] + places, 0)
+    return np.where(present, data[index], _ZERO).astype(np.uint8), lengths, valid
+
+
+def _real(rows: np.ndarray) -> np.ndarray:
+    """Which rows (YYYY-MM-DD[?HH:MM[:SS]] bytes) name a real day and time of day: the values
+    Arrow's cast accepts (no 2023-02-29, 2024-04-31, 24:00 or 12:60)."""
+    digits = rows.astype(np.int64) - _ZERO
+
+    def number(first, stop):
+        return digits[:, first:stop] @ (10 ** np.arange(stop - first - 1, -1, -1))
+
+    year, month, day = number(0, 4), number(5, 7), number(8, 10)
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    longest = _DAYS_IN_MONTH[np.clip(month, 0, 12)] - ((month == 2) & ~leap)
+    real = (month >= 1) & (month <= 12) & (day >= 1) & (day <= longest)
+    if rows.shape[1] >= 16:
+        real &= (number(11, 13) < 24) & (number(14, 16) < 60)
+    if rows.shape[1] >= 19:
+        real &= number(17, 19) < 60
+    return real
+
+
+def _real_moments(iso: pa.Array) -> pa.Array:
+    """``iso`` with the values that name no real day or time of day as null, in one pass."""
+    rows, _, valid = _leading_bytes(iso, 19)
+    return pc.if_else(pa.array(valid & _real(rows)), iso, pa.scalar(None, pa.string()))
+
+
+def _fixed_form(text: pa.Array, form: str):
+    """(rows, valid) if every non-null value has ``form`` ('d' a digit, '?' a space or T, any
+    other character itself): ``rows`` holds the non-null values' bytes, one per row. Else None.
+
+    Exports mostly write every value of a column one way; looking at the bytes directly is far
+    cheaper than a regular expression.
+    """
+    text = text.cast(pa.string())
+    width, n = len(form), len(text)
+    _, offsets, data = text.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int32)[text.offset:text.offset + n + 1]
+    lengths = np.diff(offsets)
+    valid = np.ones(n, dtype=bool) if text.null_count == 0 else \
+        text.is_valid().to_numpy(zero_copy_only=False)
+    if not valid.any() or (lengths[valid] != width).any():
+        return None
+    data = np.frombuffer(data, dtype=np.uint8)
+    if (lengths[~valid] == 0).all():  # the usual layout: the values lie end to end
+        rows = data[offsets[0]:offsets[-1]].reshape(-1, width)
+    else:
+        rows = data[offsets[:-1][valid, None] + np.arange(width)]
+    digits = rows[:, [i for i, c in enumerate(form) if c == 'd']]
+    if not ((digits >= _ZERO) & (digits <= ord('9'))).all():
+        return None
+    for i, c in enumerate(form):
+        allowed = [ord(' '), ord('T')] if c == '?' else [ord(c)]
+        if c != 'd' and not np.isin(rows[:, i], allowed).all():
+            return None
+    return rows, valid
+
+
+def _from_fixed_form(rows, valid, target) -> pa.Array:
+    """Typed values from _fixed_form's rows: written the ISO way, unreal days and times null,
+    put back in place among the nulls."""
+    rows = rows.copy()
+    rows[:, [4, 7]] = ord('-')
+    if rows.shape[1] > 10:
+        rows[:, 10] = ord('T')
+    count, width = rows.shape
+    offsets = np.arange(0, (count + 1) * width, width, dtype=np.int32)
+    iso = pa.Array.from_buffers(pa.string(), count, [None, pa.py_buffer(offsets),
+                                                     pa.py_buffer(rows.tobytes())])
+    iso = pc.if_else(pa.array(_real(rows)), iso, pa.scalar(None, pa.string()))
+    typed = _cast_safely(iso, target)
+    if valid.all():
+        return typed
+    places = pa.array(np.cumsum(valid) - 1, mask=~valid)
+    return typed.take(places)
 
 
 def _parse_int(text, field, zone):
@@ -121,6 +228,14 @@ def _parse_boolean(text, field, zone):
 
 
 def _parse_date(text, field, zone):
+    for form in _DATE_FORMS:
+        fixed = _fixed_form(text, form)
+        if fixed is not None:
+            return _from_fixed_form(*fixed, pa.date32())
+    return _parse_any_date(text)
+
+
+def _parse_any_date(text):
     parts = pc.extract_regex(text, _DATE_RE)
     year = parts.field('y')
 
@@ -131,15 +246,26 @@ def _parse_date(text, field, zone):
     month = pc.utf8_lpad(first('m1', 'm2', 'm3', 'm4'), 2, '0')
     day = pc.utf8_lpad(first('d1', 'd2', 'd3', 'd4'), 2, '0')
     iso = pc.binary_join_element_wise(year, month, day, '-')
-    return _cast_safely(iso, pa.date32())
+    return _cast_safely(iso, pa.date32(), _real_moments)
 
 
 def _parse_timestamp(text, field, zone):
+    fixed = _fixed_form(text, _TIMESTAMP_FORM)
+    if fixed is not None:
+        return _naive_in_zone(_from_fixed_form(*fixed, pa.timestamp('us')), zone)
+    return _parse_any_timestamp(text, zone)
+
+
+def _parse_any_timestamp(text, zone):
     iso = pc.replace_substring(text, ' ', 'T', max_replacements=1)
-    naive = _gated(iso, _NAIVE_TS_RE, pa.timestamp('us'))
-    local = pc.assume_timezone(naive, zone, ambiguous='earliest', nonexistent='earliest')
+    naive = _gated(iso, _NAIVE_TS_RE, pa.timestamp('us'), _real_moments)
     zoned = _gated(iso, _ZONED_TS_RE, pa.timestamp('us', tz='UTC'))
-    return pc.coalesce(local.cast(pa.timestamp('us', tz='UTC')), zoned)
+    return pc.coalesce(_naive_in_zone(naive, zone), zoned)
+
+
+def _naive_in_zone(naive, zone):
+    local = pc.assume_timezone(naive, zone, ambiguous='earliest', nonexistent='earliest')
+    return local.cast(pa.timestamp('us', tz='UTC'))
 
 
 def _parse_enum(text, field, zone):
