@@ -143,8 +143,7 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
         gated = rows | f'Consent{step}' >> ConsentGate(table, decisions)
         masked = gated[ConsentGate.ROWS] | f'Mask{step}' >> Mask(table, keys)
         written = masked | f'Write{step}' >> WriteTable(table, run['output_format'], run, keys)
-        sealed = (dead + [gated[ConsentGate.DEAD]]
-                  | f'DeadLetters{step}' >> beam.Flatten()
+        sealed = (tuple(dead + [gated[ConsentGate.DEAD]])
                   | f'Seal{step}' >> SealDeadLetters(config.tables, decisions, keys))
         dead_files = sealed | f'WriteDeadLetters{step}' >> WriteDeadLetters(table.name, run, keys)
         counts += [

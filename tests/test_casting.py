@@ -140,10 +140,12 @@ def test_fixed_form_dates_parse_as_the_general_parser_does(moments, sep):
     assert casting._parse_date(text, None, None).equals(casting._parse_any_date(text))
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.none(), _moment), max_size=40), st.sampled_from(' T'))
-def test_fixed_form_timestamps_parse_as_the_general_parser_does(moments, sep):
-    text = pa.array([None if m is None else f'{m[0]}-{m[1]}-{m[2]}{sep}{m[3]}:{m[4]}:{m[5]}'
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), _moment), max_size=40), st.sampled_from(' T'),
+       st.sampled_from(['', '+08:00', '-05:30', '+00:00', '+24:00']))
+def test_fixed_form_timestamps_parse_as_the_general_parser_does(moments, sep, offset):
+    text = pa.array([None if m is None else
+                     f'{m[0]}-{m[1]}-{m[2]}{sep}{m[3]}:{m[4]}:{m[5]}{offset}'
                      for m in moments], type=pa.string())
     zone = 'Asia/Shanghai'
     assert casting._parse_timestamp(text, None, zone).equals(

@@ -27,6 +27,7 @@ _DATE_RE = (r'^(?P<y>\d{4})(?:-(?P<m1>\d{1,2})-(?P<d1>\d{1,2})|/(?P<m2>\d{1,2})/
 # The fixed-width forms most exports use (see _fixed_form): tried first, on the bytes.
 _DATE_FORMS = ('dddd-dd-dd', 'dddd/dd/dd')
 _TIMESTAMP_FORM = 'dddd-dd-dd?dd:dd:dd'  # naive, to the second
+_ZONED_TIMESTAMP_FORM = 'dddd-dd-dd?dd:dd:dd±dd:dd'
 _NAIVE_TS_RE = r'^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$'
 _ZONED_TS_RE = r'^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$'
 _INT_RE = r'^[+-]?\d{1,18}$'
@@ -58,6 +59,8 @@ def cast_column(values: pa.Array, field: FieldSpec, *, zone: str = 'Asia/Shangha
                           pa.scalar(None, pa.string()), text)
         if field.kind in ('string',):
             return CastResult(text, None, expected)
+        if text.null_count == len(text):  # e.g. a column of blanks: nothing to parse
+            return CastResult(pa.nulls(len(text), target), None, expected)
         typed = _PARSERS[field.kind](text, field, zone)
         bad = pc.and_(pc.is_valid(text), pc.is_null(typed))
     elif values.type.equals(target):
@@ -128,10 +131,13 @@ def _leading_bytes(text: pa.Array, width: int):
 def _real(rows: np.ndarray) -> np.ndarray:
     """Which rows (YYYY-MM-DD[?HH:MM[:SS]] bytes) name a real day and time of day: the values
     Arrow's cast accepts (no 2023-02-29, 2024-04-31, 24:00 or 12:60)."""
-    digits = rows.astype(np.int64) - _ZERO
+    digits = rows[:, :19].T.astype(np.int32) - _ZERO  # one contiguous row per place
 
     def number(first, stop):
-        return digits[:, first:stop] @ (10 ** np.arange(stop - first - 1, -1, -1))
+        value = digits[first]
+        for place in range(first + 1, stop):
+            value = value * 10 + digits[place]
+        return value
 
     year, month, day = number(0, 4), number(5, 7), number(8, 10)
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
@@ -151,8 +157,8 @@ def _real_moments(iso: pa.Array) -> pa.Array:
 
 
 def _fixed_form(text: pa.Array, form: str):
-    """(rows, valid) if every non-null value has ``form`` ('d' a digit, '?' a space or T, any
-    other character itself): ``rows`` holds the non-null values' bytes, one per row. Else None.
+    """(rows, valid) if every non-null value has ``form`` ('d' a digit, '?' a space or T, '±'
+    a sign, any other character itself): ``rows`` holds the non-null values' bytes, one per row. Else None.
 
     Exports mostly write every value of a column one way; looking at the bytes directly is far
     cheaper than a regular expression.
@@ -175,7 +181,7 @@ def _fixed_form(text: pa.Array, form: str):
     if not ((digits >= _ZERO) & (digits <= ord('9'))).all():
         return None
     for i, c in enumerate(form):
-        allowed = [ord(' '), ord('T')] if c == '?' else [ord(c)]
+        allowed = {'?': [ord(' '), ord('T')], '±': [ord('+'), ord('-')]}.get(c, [ord(c)])
         if c != 'd' and not np.isin(rows[:, i], allowed).all():
             return None
     return rows, valid
@@ -253,6 +259,9 @@ def _parse_timestamp(text, field, zone):
     fixed = _fixed_form(text, _TIMESTAMP_FORM)
     if fixed is not None:
         return _naive_in_zone(_from_fixed_form(*fixed, pa.timestamp('us')), zone)
+    fixed = _fixed_form(text, _ZONED_TIMESTAMP_FORM)
+    if fixed is not None:
+        return _from_fixed_form(*fixed, pa.timestamp('us', tz='UTC'))
     return _parse_any_timestamp(text, zone)
 
 

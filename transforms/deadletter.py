@@ -62,7 +62,13 @@ def _json_default(value):
 
 
 class SealDeadLetters(beam.PTransform):
-    """DeadLetter -> (table, source, reason, JSON line bytes)."""
+    """DeadLetter -> (table, source, reason, JSON line bytes).
+
+    The input is a PCollection or a list of them (a table's refusals at each step). Each is
+    sealed where it was refused, in the same fused step and worker, and only the sealed lines
+    are brought together: a local runner materializes a Flatten's input, and sealed lines cost
+    far less to carry than DeadLetter objects with their rows.
+    """
 
     def __init__(self, tables, decisions, keys_path):
         super().__init__()
@@ -74,9 +80,11 @@ class SealDeadLetters(beam.PTransform):
         self._keys_path = keys_path
 
     def expand(self, letters):
-        return letters | 'Seal' >> beam.ParDo(
+        branches = letters if isinstance(letters, (list, tuple)) else [letters]
+        sealed = [branch | f'Seal{i}' >> beam.ParDo(
             _SealFn(self._domains, self._restricted, self._keys_path),
-            beam.pvalue.AsSingleton(self._decisions))
+            beam.pvalue.AsSingleton(self._decisions)) for i, branch in enumerate(branches)]
+        return sealed | 'Together' >> beam.Flatten()
 
 
 class _SealFn(beam.DoFn):
