@@ -30,9 +30,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 STAGES = ('novation', 'baseline', 'ceiling')
+GENERATED_MAX = 1_000_000  # larger sizes repeat a generated export (see _repeat_exports)
 CONFIG = 'bench.yaml'
 
 
@@ -48,7 +50,13 @@ def prepare(workdir: str, customers: int) -> str:
     stamp = os.path.join(workdir, 'customers.count')
     if not (os.path.exists(stamp) and open(stamp).read() == str(customers)):
         shutil.rmtree(os.path.join(workdir, 'exports'), ignore_errors=True)
-        generate(workdir, customers=customers, seed=20261123, customers_only=True)
+        copies = max(1, customers // GENERATED_MAX)
+        if customers > GENERATED_MAX and (customers % GENERATED_MAX or copies > 10):
+            raise SystemExit(f'--customers above {GENERATED_MAX:,} must be a multiple of it, '
+                             f'at most {10 * GENERATED_MAX:,}')
+        generate(workdir, customers=customers // copies, seed=20261123, customers_only=True)
+        if copies > 1:
+            _repeat_exports(os.path.join(workdir, 'exports'), copies)
         with open(stamp, 'w') as f:
             f.write(str(customers))
     demo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'config',
@@ -63,6 +71,23 @@ def prepare(workdir: str, customers: int) -> str:
     if not os.path.exists(os.path.join(workdir, 'keys', 'keyring.json')):
         init_keyring(os.path.join(workdir, 'keys'), columns=['customers.monthly_income'])
     return os.path.join(workdir, CONFIG)
+
+
+def _repeat_exports(exports: str, copies: int) -> None:
+    """Make each export ``copies`` times as long: copy k repeats every line with its customer
+    id's leading 'C0' made 'C<k>', so ids stay unique and each copy keeps its planted dirt,
+    duplicates and consent cases. (The generator holds a table in memory; 10M rows would need
+    about 18 GB.)"""
+    for name in ('customers.csv', 'consent_registry.csv', 'erasure_requests.csv'):
+        path = os.path.join(exports, name)
+        with open(path, 'rb') as f:
+            header, body = f.readline(), f.read()
+        assert all(line.startswith(b'C0') for line in body.splitlines()[:1000]), name
+        with open(path, 'wb') as f:
+            f.write(header + body)
+            for k in range(1, copies):
+                f.write(b'\n'.join(b'C%d' % k + line[2:] if line.startswith(b'C0') else line
+                                   for line in body.split(b'\n')))
 
 
 def _schema_path():
@@ -91,7 +116,6 @@ def run_baseline(workdir):
     """One Python dict per row: parse, mask field by field with a keyed call per value."""
     import apache_beam as beam
     from apache_beam import coders
-    from apache_beam.options.pipeline_options import PipelineOptions
     import pyarrow as pa
     from config import load_config
     from pipelines.migrate import local_runner
@@ -100,7 +124,7 @@ def run_baseline(workdir):
     header = open(table.path, 'rb').readline().decode('gbk').strip().split(',')
     out = tempfile.mkdtemp(prefix='baseline-', dir=workdir)
     schema = pa.schema([(name, pa.string()) for name in header if name != 'login_password_hash'])
-    options = PipelineOptions([])
+    options, _ = _local_options(table.path)
     p = beam.Pipeline(runner=local_runner(options), options=options)
     _ = (p
          | beam.io.ReadFromText(table.path, skip_header_lines=1, coder=coders.BytesCoder())
@@ -111,6 +135,15 @@ def run_baseline(workdir):
     rows = _rows_counted(p)
     shutil.rmtree(out)
     return rows
+
+
+def _local_options(path):
+    """(options, workers): the worker processes ``novation run`` would choose for this input,
+    so that all three pipelines use the same cores."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipelines.migrate import read_workers
+    options = PipelineOptions([])
+    return options, read_workers(options, os.path.getsize(path))
 
 
 def _counted():
@@ -186,7 +219,6 @@ def _mask_row_fn(keys):
 def run_ceiling(workdir):
     """The same reader and the same encrypted Parquet writer, nothing between them."""
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
     from config import load_config
     from pipelines.migrate import local_runner
     from transforms.batches import strip_provenance
@@ -195,9 +227,9 @@ def run_ceiling(workdir):
     config = load_config(os.path.join(workdir, CONFIG))
     table = config.table('customers')
     out = tempfile.mkdtemp(prefix='ceiling-', dir=workdir)
-    options = PipelineOptions([])
+    options, workers = _local_options(table.path)
     p = beam.Pipeline(runner=local_runner(options), options=options)
-    _ = ((p | ReadTable(table))[ReadTable.ROWS]
+    _ = ((p | ReadTable(table, workers=workers))[ReadTable.ROWS]
          | beam.Map(strip_provenance)
          | _counted()
          | WriteEncryptedFiles(out, 'bench', 'data', 'customers',
@@ -250,20 +282,57 @@ CHILD_STAGES = STAGES + ('prepare',)
 
 
 def measure(stage: str, workdir: str, customers: int) -> dict:
-    """Run one stage in a child process: its rows, wall seconds and peak RSS."""
+    """Run one stage in a child process: its rows, wall seconds and peak memory.
+
+    Peak memory is the largest sum of the resident sets of the child and all its descendants
+    (Beam's worker processes), sampled every 0.1 s, and never less than the largest single
+    process's peak as the kernel counts it.
+    """
     started = time.monotonic()
     child = subprocess.Popen([sys.executable, '-m', 'benchmarks.throughput', '--stage', stage,
                               '--workdir', workdir, '--customers', str(customers)],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
+    output = []
+    reader = threading.Thread(target=lambda: output.append(child.stdout.read()), daemon=True)
+    reader.start()
+    tree_peak_kb = 0
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        tree_peak_kb = max(tree_peak_kb, tree_rss_kb(child.pid))
+        time.sleep(0.1)
     seconds = time.monotonic() - started
-    output = child.stdout.read().decode()
+    reader.join()
     child.stdout.close()
+    output = output[0].decode() if output else ''
     if status != 0:
         raise SystemExit(f'benchmark stage {stage} failed (status {status}): {output[-500:]}')
     rows = json.loads(output.strip().splitlines()[-1])['rows']
     return {'rows': rows, 'seconds': seconds, 'rows_per_s': rows / seconds,
-            'peak_rss_mb': usage.ru_maxrss / 1024}
+            'peak_rss_mb': max(tree_peak_kb, usage.ru_maxrss) / 1024}
+
+
+def tree_rss_kb(root: int) -> int:
+    """Resident memory of ``root`` and all its descendants now, in KiB (Linux /proc)."""
+    parents, rss = {}, {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                parents[int(entry)] = int(f.read().rsplit(')', 1)[1].split()[1])
+            with open(f'/proc/{entry}/statm') as f:
+                rss[int(entry)] = int(f.read().split()[1]) * os.sysconf('SC_PAGESIZE') // 1024
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended meanwhile
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        tree.update(children)
+        frontier += children
+    return sum(rss.get(pid, 0) for pid in tree)
 
 
 def main(argv=None):

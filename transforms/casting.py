@@ -158,7 +158,8 @@ def _real_moments(iso: pa.Array) -> pa.Array:
 
 def _fixed_form(text: pa.Array, form: str):
     """(rows, valid) if every non-null value has ``form`` ('d' a digit, '?' a space or T, '±'
-    a sign, any other character itself): ``rows`` holds the non-null values' bytes, one per row. Else None.
+    a sign, any other character itself): ``rows`` holds the non-null values' bytes, one per
+    row. Else None.
 
     Exports mostly write every value of a column one way; looking at the bytes directly is far
     cheaper than a regular expression.
