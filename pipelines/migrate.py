@@ -150,7 +150,9 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
             read[ReadTable.SOURCES] | f'CountRead{step}' >> beam.FlatMap(_source_counts),
             written[WriteTable.WRITTEN] | f'CountWritten{step}' >> beam.Map(
                 lambda kv: (('written', kv[0][0], kv[0][1], ''), kv[1])),
-            sealed | f'CountDead{step}' >> beam.Map(lambda s: (('dead', s[0], s[1], s[2]), 1)),
+            # summed where sealed, so that only a few sums per bundle travel on
+            *(branch | f'CountDead{step}{i}' >> beam.Map(lambda s: (('dead', s[0], s[1], s[2]), 1))
+              | f'SumDead{step}{i}' >> beam.CombinePerKey(sum) for i, branch in enumerate(sealed)),
             gated[ConsentGate.SUPPRESSED] | f'CountSuppressed{step}' >> beam.Map(
                 lambda t: (('suppressed', t[0], '', ''), t[1])),
         ]
@@ -160,7 +162,7 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
             dead_files | f'DeadLetterFiles{step}' >> beam.Map(
                 lambda path, name: (name, 'deadletter', path), table.name),
         ]
-        outputs[table.name] = {'rows': masked, 'dead': sealed}
+        outputs[table.name] = {'rows': masked, 'dead': sealed}  # dead: one PCollection per step
     manifest = {'counts': counts | 'AllCounts' >> beam.Flatten(),
                 'files': files | 'AllFiles' >> beam.Flatten()} | 'Commit' >> WriteManifest(run)
     return {'manifest': manifest, 'tables': outputs}

@@ -64,10 +64,10 @@ def _json_default(value):
 class SealDeadLetters(beam.PTransform):
     """DeadLetter -> (table, source, reason, JSON line bytes).
 
-    The input is a PCollection or a list of them (a table's refusals at each step). Each is
-    sealed where it was refused, in the same fused step and worker, and only the sealed lines
-    are brought together: a local runner materializes a Flatten's input, and sealed lines cost
-    far less to carry than DeadLetter objects with their rows.
+    The input is a PCollection or a tuple of them (a table's refusals at each step); the output
+    is a tuple with each sealed. Each is sealed, and then written (``WriteDeadLetters``), where
+    it was refused, in the same fused step and worker: a local runner holds a Flatten's input in
+    memory, which for dead letters would grow with the export.
     """
 
     def __init__(self, tables, decisions, keys_path):
@@ -81,10 +81,9 @@ class SealDeadLetters(beam.PTransform):
 
     def expand(self, letters):
         branches = letters if isinstance(letters, (list, tuple)) else [letters]
-        sealed = [branch | f'Seal{i}' >> beam.ParDo(
+        return tuple(branch | f'Seal{i}' >> beam.ParDo(
             _SealFn(self._domains, self._restricted, self._keys_path),
-            beam.pvalue.AsSingleton(self._decisions)) for i, branch in enumerate(branches)]
-        return sealed | 'Together' >> beam.Flatten()
+            beam.pvalue.AsSingleton(self._decisions)) for i, branch in enumerate(branches))
 
 
 class _SealFn(beam.DoFn):
@@ -115,8 +114,10 @@ class WriteDeadLetters(beam.PTransform):
                                           table_name, _EncryptedJsonLines(keys_path))
 
     def expand(self, sealed):
-        return (sealed
-                | 'Lines' >> beam.Map(lambda item: item[3])
+        """``sealed``: a PCollection or a tuple of them, as SealDeadLetters gives."""
+        branches = sealed if isinstance(sealed, tuple) else (sealed,)
+        return (tuple(branch | f'Lines{i}' >> beam.Map(lambda item: item[3])
+                      for i, branch in enumerate(branches))
                 | 'Encrypted' >> self._write)
 
 

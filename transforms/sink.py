@@ -25,7 +25,9 @@ class WriteEncryptedFiles(beam.PTransform):
     """Values -> encrypted files under ``run_dir/kind/table``; outputs the final paths.
 
     ``file_format`` has ``suffix``, ``open(handle, identity)`` returning a writer state,
-    ``write(state, value)`` and ``close(state)`` (which closes ``handle``).
+    ``write(state, value)`` and ``close(state)`` (which closes ``handle``). The input may be a
+    tuple of PCollections: each is written where it is produced (no Flatten, which a local
+    runner would hold in memory) and one finalize step places all their files.
     """
 
     def __init__(self, run_dir, run_id, kind, table_name, file_format):
@@ -34,8 +36,11 @@ class WriteEncryptedFiles(beam.PTransform):
         self._format = file_format
 
     def expand(self, values):
-        written = values | 'WriteShards' >> beam.ParDo(_WriteShardsFn(self._places, self._format))
-        return (values.pipeline
+        branches = values if isinstance(values, tuple) else (values,)
+        written = [branch | f'WriteShards{i if len(branches) > 1 else ""}' >> beam.ParDo(
+            _WriteShardsFn(self._places, self._format)) for i, branch in enumerate(branches)]
+        written = written[0] if len(written) == 1 else written | 'Written' >> beam.Flatten()
+        return (branches[0].pipeline
                 | 'Once' >> beam.Create([None])
                 | 'Finalize' >> beam.FlatMap(_finalize, self._places, self._format,
                                              beam.pvalue.AsList(written)))
