@@ -5,13 +5,13 @@ leaves the other cores idle. A range reader needs two things it cannot find out 
 record starts (a newline inside a quoted value is not one) and how many records come before it
 (so every row keeps its record number in the file).
 
-One pass over the raw bytes finds both, vectorized (and where a chunk holds no quote and no
-blank line, with bytes.count at memory speed): a quote's position in the file-wide count
+One pass over the raw bytes finds both, vectorized: a quote's position in the file-wide count
 of quotes tells whether it opens or closes a quoted value. That holds only for files quoted as
 RFC 4180 says (a quote opens a value only at its start, a quote inside is doubled), so the scan
 checks every quote; any other use of the quote character, or a lone carriage return as a line
 end, makes the file unsplittable and it is read whole: slower, never wrong. Records are counted
-as the CSV reader counts them: blank lines are not records.
+as the CSV reader counts them: blank lines are not records. A chunk with no quote and no blank
+line, the usual case, takes a few numpy passes at memory speed.
 
 The scan works on bytes, so the delimiter, quote and newline bytes must never occur inside a
 multi-byte character: true in UTF-8 for every ASCII byte, and in the GB encodings for bytes
@@ -59,17 +59,19 @@ def record_splits(f: BinaryIO, data_start: int, targets: List[int], *, delimiter
     last_end = data_start - 1  # position of the last record's line end
     records = 0
     for offset, chunk, next_byte in _chunks(f, data_start, chunk_bytes):
-        if not parity and _plain(chunk, next_byte, quote):
-            # Every LF ends a record: bytes.find and bytes.count, several GB/s.
+        line_ends = None if parity else _plain_line_ends(chunk, next_byte, quote)
+        if line_ends is not None:
+            # Every LF ends a record: memchr and one vectorized count per split.
             while pending:
                 end = chunk.find(b'\n', max(0, pending[0] - 1 - offset))
                 if end < 0:
                     break
                 pending.pop(0)
-                split = Split(offset + end + 1, records + chunk.count(b'\n', 0, end + 1))
+                split = Split(offset + end + 1,
+                              records + int(np.count_nonzero(line_ends[:end + 1])))
                 if not splits or splits[-1].offset != split.offset:
                     splits.append(split)
-            records += chunk.count(b'\n')
+            records += int(np.count_nonzero(line_ends))
             if chunk.rfind(b'\n') >= 0:
                 last_end = offset + chunk.rfind(b'\n')
             prev_byte = chunk[-1]
@@ -107,14 +109,22 @@ def record_splits(f: BinaryIO, data_start: int, targets: List[int], *, delimiter
     return splits
 
 
-def _plain(chunk: bytes, next_byte: Optional[int], quote: str) -> bool:
-    """No quote, no blank line, no lone CR, and not starting with a line end: the common
-    chunk, where every LF ends one record."""
-    if quote.encode('ascii') in chunk or chunk[:1] in (b'\n', b'\r') or b'\n\n' in chunk \
-            or b'\n\r\n' in chunk:
-        return False
-    crs = chunk.count(b'\r')
-    return not crs or crs == chunk.count(b'\r\n') + (chunk.endswith(b'\r') and next_byte == _LF)
+def _plain_line_ends(chunk: bytes, next_byte: Optional[int], quote: str):
+    """Where the LFs are (a boolean array), if the chunk is plain: no quote, no blank line, no
+    lone CR, not starting with a line end. In the usual chunk every LF then ends one record.
+    None otherwise."""
+    if quote.encode('ascii') in chunk or chunk[:1] in (b'\n', b'\r'):
+        return None
+    b = np.frombuffer(chunk, dtype=np.uint8)
+    lf = b == _LF
+    if (lf[1:] & lf[:-1]).any():
+        return None  # a blank line
+    if b'\r' in chunk:
+        cr = b == _CR
+        before_lf = np.append(lf[1:], next_byte in (None, _LF))
+        if (cr & ~before_lf).any() or (lf[2:] & cr[1:-1] & lf[:-2]).any():
+            return None  # a lone CR, or a blank CRLF line
+    return lf
 
 
 def _quotes_well_formed(b, quotes, parity, prev_byte, next_byte, delim, q) -> bool:
