@@ -5,6 +5,9 @@ produces one dict (subject -> verdict code) used as a side input; ``ConsentGate`
 table's batches with one lookup per distinct customer of a batch.
 """
 
+import collections
+import csv
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -14,7 +17,8 @@ import pyarrow.csv as pa_csv
 from transforms.batches import row_dicts
 from transforms.casting import cast_column
 from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decision, SubjectCodes,
-                                      decide_table, default_decision)
+                                      decide_flags, default_decision, merge_flags,
+                                      registry_flags)
 from transforms.errors import InputError
 from transforms.masking import string_form
 from transforms.reasons import DeadLetter
@@ -39,25 +43,56 @@ ERASURE_FIELDS = (
 
 class ConsentDecisions(beam.PTransform):
     """A single-element PCollection: {'codes': SubjectCodes (subject -> code), 'default': code},
-    a code being an index into ``VERDICTS`` (see ``verdict``)."""
+    a code being an index into ``VERDICTS`` (see ``verdict``).
 
-    def __init__(self, consent, transfer):
+    A large registry is read in byte ranges by several workers (``workers``), each reducing its
+    part to a few flags per customer; one step merges the parts and decides.
+    """
+
+    def __init__(self, consent, transfer, *, workers=1):
         super().__init__()
         self._consent = consent
         self._transfer = transfer
+        self._workers = workers
 
     def expand(self, pbegin):
+        purposes = self._transfer.legal_bases
+        flags = (pbegin
+                 | 'MatchRegistry' >> beam.Create([self._consent.registry])
+                 | 'SplitRegistry' >> beam.FlatMap(_registry_ranges, self._workers)
+                 | 'Spread' >> beam.Reshuffle()
+                 | 'Flags' >> beam.Map(_range_flags, purposes))
         return (pbegin
                 | 'Start' >> beam.Create([None])
-                | 'Decide' >> beam.Map(_decide, self._consent, self._transfer))
+                | 'Decide' >> beam.Map(_decide, self._consent, self._transfer,
+                                       beam.pvalue.AsList(flags)))
 
 
-def _decide(_, consent, transfer):
+# How the registry is laid out, in the terms transforms.read.plan_ranges reads.
+_REGISTRY_LAYOUT = collections.namedtuple('CsvLayout', 'format encoding delimiter quote header')(
+    'csv', 'utf-8', ',', '"', True)
+
+
+def _registry_ranges(path, workers):
+    from apache_beam.io.filesystems import FileSystems
+    from transforms.read import plan_ranges
+    try:
+        [metadata] = FileSystems.match([path])[0].metadata_list
+    except ValueError:
+        raise InputError(f'cannot read consent registry {path}') from None
+    return plan_ranges(metadata, _REGISTRY_LAYOUT, workers)
+
+
+def _range_flags(file_range, purposes):
+    parts = read_consent_file(file_range.path, REGISTRY_FIELDS, 'consent registry', file_range)
+    return merge_flags([registry_flags(batch, purposes) for batch in parts], purposes)
+
+
+def _decide(_, consent, transfer, flags):
     erased = [s for t in read_consent_file(consent.erasures, ERASURE_FIELDS, 'erasure list')
               for s in t.column('subject_id').to_pylist()]
     kwargs = dict(purposes=transfer.legal_bases, cross_border=transfer.cross_border)
-    registry = read_consent_file(consent.registry, REGISTRY_FIELDS, 'consent registry')
-    return {'codes': decide_table(registry, erased, **kwargs),
+    return {'codes': decide_flags(flags, erased, **kwargs),
             'default': VERDICT_CODE[default_decision(**kwargs)]}
 
 
@@ -74,14 +109,22 @@ def verdict(decisions: dict, subject: str) -> Decision:
     return VERDICTS[decisions['codes'].get(subject, decisions['default'])]
 
 
-def read_consent_file(path, fields, what):
+def read_consent_file(path, fields, what, file_range=None):
     """Tables of a UTF-8 CSV with the given columns, batch by batch; any bad value is an error
-    naming its row (fail closed)."""
+    naming its row (fail closed). ``file_range``: only that part of the file
+    (transforms.read.FileRange)."""
     from apache_beam.io.filesystems import FileSystems
+    from transforms.read import FileRange, open_range
+    file_range = file_range or FileRange(path)
     names = [f.name for f in fields]
-    with FileSystems.open(path) as f:
+    columns = None
+    if file_range.start:  # a later range: the header is at the start of the file
+        with FileSystems.open(path) as f:
+            columns = next(csv.reader([f.readline().decode('utf-8-sig')]), [])
+    with open_range(file_range) as f:
         try:
-            reader = pa_csv.open_csv(f, read_options=pa_csv.ReadOptions(block_size=16 << 20),
+            reader = pa_csv.open_csv(f, read_options=pa_csv.ReadOptions(block_size=16 << 20,
+                                                                        column_names=columns),
                                      convert_options=pa_csv.ConvertOptions(
                                          column_types={n: pa.string() for n in names},
                                          include_columns=names))
@@ -92,7 +135,7 @@ def read_consent_file(path, fields, what):
             raise InputError(f'{what} {path}: needs the columns {", ".join(names)}') from None
         except OSError:
             raise InputError(f'cannot read {what} {path}') from None
-        seen = 0
+        seen = file_range.first_row - 1
         while True:
             try:
                 batch = reader.read_next_batch()

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = ['VERDICTS', 'VERDICT_CODE', 'ConsentRow', 'Decision', 'SubjectCodes', 'decide_subject',
-           'decide_table',
+           'decide_flags', 'decide_table', 'merge_flags',
            'default_decision']
 
 
@@ -71,14 +71,29 @@ def decide_table(registry, erasures: Sequence[str], *, purposes: Dict[str, str],
     number of customers, not the registry's size, and millions of rows take seconds.
     """
     batches = [registry] if isinstance(registry, (pa.Table, pa.RecordBatch)) else registry
-    partial = [registry_flags(b, purposes) for b in batches] or \
-        [registry_flags(_EMPTY_REGISTRY, purposes)]
-    names = [n for n in partial[0].column_names if n != 'subject_id']
-    grouped = pa.concat_tables(partial).group_by('subject_id').aggregate(
+    return decide_flags([registry_flags(b, purposes) for b in batches], erasures,
+                        purposes=purposes, cross_border=cross_border)
+
+
+def decide_flags(flags: Sequence[pa.Table], erasures: Sequence[str], *,
+                 purposes: Dict[str, str], cross_border: bool) -> 'SubjectCodes':
+    """``decide_table`` from ``registry_flags`` of the registry's parts (batches, or parts read
+    by different workers): flags are "any" per customer, so parts merge in any order."""
+    return _decide_flags(merge_flags(flags, purposes), erasures, purposes, cross_border)
+
+
+def merge_flags(flags: Sequence[pa.Table], purposes: Dict[str, str]) -> pa.Table:
+    """One row per customer from ``registry_flags`` of several parts of the registry."""
+    flags = list(flags) or [registry_flags(_EMPTY_REGISTRY, purposes)]
+    if len(flags) == 1:
+        return flags[0]
+    names = [n for n in flags[0].column_names if n != 'subject_id']
+    grouped = pa.concat_tables(flags).group_by('subject_id').aggregate(
         [(name, 'any') for name in names])
-    grouped = grouped.rename_columns([n[:-4] if n.endswith('_any') else n
-                                      for n in grouped.column_names])
-    return _decide_flags(grouped, erasures, purposes, cross_border)
+    # One chunk: a group-by's chunks are slices of shared buffers, which pickling (to send the
+    # table to another worker) would copy whole for every chunk.
+    return grouped.rename_columns([n[:-4] if n.endswith('_any') else n
+                                   for n in grouped.column_names]).combine_chunks()
 
 
 _EMPTY_REGISTRY = pa.table({'subject_id': pa.array([], pa.string()),

@@ -31,7 +31,7 @@ from transforms.errors import InputError
 from transforms.reasons import DeadLetter
 
 __all__ = ['ColumnPlan', 'DecodedStream', 'FileRange', 'ReadTable', 'first_undecodable_byte',
-           'plan_ranges']
+           'open_range', 'plan_ranges']
 
 _CSV_BLOCK_BYTES = 4 << 20
 _BATCH_ROWS = 65_536
@@ -248,7 +248,7 @@ class _RangeStream(io.RawIOBase):
         return len(chunk)
 
 
-def _open_range(file_range):
+def open_range(file_range):
     """A readable stream of the range's bytes; a whole file is decompressed as its name says."""
     if file_range.whole:
         return FileSystems.open(file_range.path)
@@ -293,7 +293,7 @@ class _ReadBatchesFn(beam.DoFn):
         progress = _Progress(f'{self._table.name}{" " + self._purpose if self._purpose else ""}',
                              where)
         state = {'mapping': None, 'ignored': []}
-        with _open_range(file_range) as f:
+        with open_range(file_range) as f:
             rows_read = yield from self._emit(reader(f, path, file_range), path, progress, state)
         yield beam.pvalue.TaggedOutput(ReadTable.SOURCES,
                                        (self._table.name, path, rows_read, state['ignored']))
