@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 from config import load_config
-from transforms.consent import ConsentDecisions, ConsentGate
+from transforms.consent import ConsentDecisions, ConsentGate, ErasedSubjects
 from transforms.conform import Conform
 from transforms.keyring import display_uri, load_keyring
 from transforms.deadletter import SealDeadLetters, WriteDeadLetters
@@ -129,6 +129,7 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
     keys = run['keys_path']
     decisions = pipeline | 'ConsentDecisions' >> ConsentDecisions(
         config.consent, config.transfer, workers=workers)
+    erased = pipeline | 'ErasedSubjects' >> ErasedSubjects(config.consent)
     counts, files, outputs = [], [], {}
     for table in config.tables:
         step = _camel(table.name)
@@ -144,7 +145,7 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
         masked = gated[ConsentGate.ROWS] | f'Mask{step}' >> Mask(table, keys)
         written = masked | f'Write{step}' >> WriteTable(table, run['output_format'], run, keys)
         sealed = (tuple(dead + [gated[ConsentGate.DEAD]])
-                  | f'Seal{step}' >> SealDeadLetters(config.tables, decisions, keys))
+                  | f'Seal{step}' >> SealDeadLetters(config.tables, erased, keys))
         dead_files = sealed | f'WriteDeadLetters{step}' >> WriteDeadLetters(table.name, run, keys)
         counts += [
             read[ReadTable.SOURCES] | f'CountRead{step}' >> beam.FlatMap(_source_counts),

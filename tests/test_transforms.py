@@ -152,11 +152,11 @@ def test_mask_batch_follows_the_policy(config, keys_dir):
 def test_seal_drops_the_raw_row_of_erased_customers_whatever_the_stage():
     letter = DeadLetter('malformed', 'conform', 'customers', 'a.csv', 7, field='birth_date',
                         problem='expected a date', subject='ERASED', raw={'name': '张三'})
-    sealed = seal(letter, decisions_for(ERASED='erasure_requested'), lambda s: 'p-' + s[::-1])
+    sealed = seal(letter, {'ERASED'}, lambda s: 'p-' + s[::-1])
     assert sealed == {'reason': 'erasure_requested', 'stage': 'consent', 'table': 'customers',
                       'source_file': 'a.csv', 'row': 7, 'field': None, 'problem': None,
                       'subject_id': 'p-DESARE', 'raw': None}
-    kept = seal(dataclasses.replace(letter, subject='OK'), decisions_for(OK=None), str.lower)
+    kept = seal(dataclasses.replace(letter, subject='OK'), {'ERASED'}, str.lower)
     assert kept['reason'] == 'malformed' and kept['raw'] == {'name': '张三'}
 
 
@@ -168,7 +168,7 @@ def test_seal_drops_the_raw_row_of_erased_customers_whatever_the_stage():
 def test_seal_never_keeps_restricted_fields(stage, raw, expected):
     letter = DeadLetter('malformed' if stage != 'consent' else 'no_consent', stage,
                         'customers', 'a.csv', 1, subject='OK', raw=raw)
-    sealed = seal(letter, decisions_for(OK=None), str.lower, ('login_password_hash',))
+    sealed = seal(letter, set(), str.lower, ('login_password_hash',))
     assert sealed['raw'] == expected
 
 

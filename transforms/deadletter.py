@@ -13,7 +13,6 @@ import json
 
 import apache_beam as beam
 
-from transforms.consent import verdict
 from transforms.crypto import cached_keyed_ops, encrypting_stream
 from transforms.keyring import cached_keyring
 from transforms.sink import WriteEncryptedFiles
@@ -23,15 +22,16 @@ __all__ = ['DEADLETTER_SUFFIX', 'SealDeadLetters', 'WriteDeadLetters', 'seal']
 DEADLETTER_SUFFIX = '.jsonl.enc'
 
 
-def seal(letter, decisions, pseudonymize, restricted=()) -> dict:
+def seal(letter, erased, pseudonymize, restricted=()) -> dict:
     """The record written for ``letter``: subject pseudonymized, erasures without the raw row.
+
+    ``erased``: the subjects who asked for erasure (a set).
 
     ``restricted`` fields (C3 authentication data) never leave the seller, not even encrypted in
     a dead letter; a line that could not be split into columns is withheld whole if the table
     has any (its source file and row still say where to find it).
     """
-    if letter.subject is not None and \
-            verdict(decisions, letter.subject).reason == 'erasure_requested':
+    if letter.subject is not None and letter.subject in erased:
         letter = dataclasses.replace(letter, reason='erasure_requested', stage='consent',
                                      field=None, problem=None, raw=None)
     raw = letter.raw
@@ -70,20 +70,22 @@ class SealDeadLetters(beam.PTransform):
     memory, which for dead letters would grow with the export.
     """
 
-    def __init__(self, tables, decisions, keys_path):
+    def __init__(self, tables, erased, keys_path):
+        """``erased``: a single-element PCollection, the set of subjects who asked for erasure
+        (``transforms.consent.ErasedSubjects``)."""
         super().__init__()
         self._domains = {t.name: t.subject_domain for t in tables}
         self._restricted = {t.name: tuple(r.field.name for r in t.rules
                                           if r.field.classification == 'restricted')
                             for t in tables}
-        self._decisions = decisions
+        self._erased = erased
         self._keys_path = keys_path
 
     def expand(self, letters):
         branches = letters if isinstance(letters, (list, tuple)) else [letters]
         return tuple(branch | f'Seal{i}' >> beam.ParDo(
             _SealFn(self._domains, self._restricted, self._keys_path),
-            beam.pvalue.AsSingleton(self._decisions)) for i, branch in enumerate(branches))
+            beam.pvalue.AsSingleton(self._erased)) for i, branch in enumerate(branches))
 
 
 class _SealFn(beam.DoFn):
@@ -96,9 +98,9 @@ class _SealFn(beam.DoFn):
     def setup(self):
         self._ops = cached_keyed_ops(self._keys_path)
 
-    def process(self, letter, decisions):
+    def process(self, letter, erased):
         domain = self._domains[letter.table]
-        record = seal(letter, decisions,
+        record = seal(letter, erased,
                       lambda s: self._ops.pseudonyms(domain, [s.encode('utf-8')])[0],
                       self._restricted[letter.table])
         line = json.dumps(record, ensure_ascii=False, default=_json_default).encode('utf-8')
