@@ -50,7 +50,7 @@ def test_the_dataflow_job_is_built_offline(demo_copy, no_network):
     steps = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
     expected = {'ConsentDecisions', 'Commit', 'Commit/Write', 'AllCounts', 'AllFiles'} | {
         f'{step}{table}' for table in TABLES for step in (
-            'Read', 'Conform', 'Consent', 'Mask', 'Write', 'Seal', 'WriteDeadLetters')} | {
+            'Read', 'Conform', 'Consent', 'Mask', 'Write', 'WriteDeadLetters')} | {
         'KeysOfCustomers', 'DedupCustomers', 'KeysOfRepayments', 'DedupRepayments',
         'WriteCustomers/Files/Finalize'}
     assert expected <= steps, sorted(expected - steps)

@@ -6,18 +6,20 @@ Lines inside Tink streaming AEAD (AES256_GCM_HKDF_1MB) under the ``deadletter`` 
 compliance operators hold, bound to the file's identity (run id and place in the run).
 """
 
+import collections
 import dataclasses
 import datetime
 import decimal
 import json
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.crypto import cached_keyed_ops, encrypting_stream
 from transforms.keyring import cached_keyring
 from transforms.sink import WriteEncryptedFiles
 
-__all__ = ['DEADLETTER_SUFFIX', 'SealDeadLetters', 'WriteDeadLetters', 'seal']
+__all__ = ['DEADLETTER_SUFFIX', 'WriteDeadLetters', 'seal']
 
 DEADLETTER_SUFFIX = '.jsonl.enc'
 
@@ -61,16 +63,19 @@ def _json_default(value):
     raise TypeError(type(value).__name__)
 
 
-class SealDeadLetters(beam.PTransform):
-    """DeadLetter -> (table, source, reason, JSON line bytes).
+class WriteDeadLetters(beam.PTransform):
+    """Seal one table's refusals and write them encrypted.
 
-    The input is a PCollection or a tuple of them (a table's refusals at each step); the output
-    is a tuple with each sealed. Each is sealed, and then written (``WriteDeadLetters``), where
-    it was refused, in the same fused step and worker: a local runner holds a Flatten's input in
-    memory, which for dead letters would grow with the export.
+    The input is a PCollection of DeadLetters or a tuple of them (the table's refusals at each
+    step). Each is sealed and written by the step that refused it, in the same fused stage and
+    worker: a local runner holds a Flatten's input in memory, which for dead letters would grow
+    with the export. Outputs ``files`` (final paths) and ``counts``, one
+    ``(('dead', table, source, reason), n)`` per bundle and reason, for the manifest.
     """
+    FILES = 'files'
+    COUNTS = 'counts'
 
-    def __init__(self, tables, erased, keys_path):
+    def __init__(self, table_name, tables, erased, run, keys_path):
         """``erased``: a single-element PCollection, the set of subjects who asked for erasure
         (``transforms.consent.ErasedSubjects``)."""
         super().__init__()
@@ -80,47 +85,48 @@ class SealDeadLetters(beam.PTransform):
                             for t in tables}
         self._erased = erased
         self._keys_path = keys_path
+        self._write = WriteEncryptedFiles(run['run_dir'], run['run_id'], 'deadletter',
+                                          table_name, _EncryptedJsonLines(keys_path))
 
     def expand(self, letters):
-        branches = letters if isinstance(letters, (list, tuple)) else [letters]
-        return tuple(branch | f'Seal{i}' >> beam.ParDo(
+        branches = letters if isinstance(letters, tuple) else (letters,)
+        sealed = [branch | f'Seal{i}' >> beam.ParDo(
             _SealFn(self._domains, self._restricted, self._keys_path),
-            beam.pvalue.AsSingleton(self._erased)) for i, branch in enumerate(branches))
+            beam.pvalue.AsSingleton(self._erased)).with_outputs(self.COUNTS, main='lines')
+            for i, branch in enumerate(branches)]
+        return {self.FILES: tuple(s.lines for s in sealed) | 'Encrypted' >> self._write,
+                self.COUNTS: tuple(s[self.COUNTS] for s in sealed) | 'Counts' >> beam.Flatten()}
 
 
 class _SealFn(beam.DoFn):
+    """DeadLetter -> its JSON line; the letters of each (table, source, reason) counted per
+    bundle."""
+
     def __init__(self, domains, restricted, keys_path):
         self._domains = domains
         self._restricted = restricted
         self._keys_path = keys_path
         self._ops = None
+        self._counts = None
 
     def setup(self):
         self._ops = cached_keyed_ops(self._keys_path)
+
+    def start_bundle(self):
+        self._counts = collections.Counter()
 
     def process(self, letter, erased):
         domain = self._domains[letter.table]
         record = seal(letter, erased,
                       lambda s: self._ops.pseudonyms(domain, [s.encode('utf-8')])[0],
                       self._restricted[letter.table])
-        line = json.dumps(record, ensure_ascii=False, default=_json_default).encode('utf-8')
-        yield record['table'], record['source_file'], record['reason'], line
+        self._counts[record['table'], record['source_file'], record['reason']] += 1
+        yield json.dumps(record, ensure_ascii=False, default=_json_default).encode('utf-8')
 
-
-class WriteDeadLetters(beam.PTransform):
-    """Write one table's sealed dead letters; outputs the final file paths."""
-
-    def __init__(self, table_name, run, keys_path):
-        super().__init__()
-        self._write = WriteEncryptedFiles(run['run_dir'], run['run_id'], 'deadletter',
-                                          table_name, _EncryptedJsonLines(keys_path))
-
-    def expand(self, sealed):
-        """``sealed``: a PCollection or a tuple of them, as SealDeadLetters gives."""
-        branches = sealed if isinstance(sealed, tuple) else (sealed,)
-        return (tuple(branch | f'Lines{i}' >> beam.Map(lambda item: item[3])
-                      for i, branch in enumerate(branches))
-                | 'Encrypted' >> self._write)
+    def finish_bundle(self):
+        for key, n in self._counts.items():
+            yield beam.pvalue.TaggedOutput(WriteDeadLetters.COUNTS, GlobalWindows.windowed_value(
+                (('dead',) + key, n)))
 
 
 class _EncryptedJsonLines:
