@@ -127,9 +127,9 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
     ``workers``: how many workers read in parallel; large CSV files are split for them.
     """
     keys = run['keys_path']
-    decisions = pipeline | 'ConsentDecisions' >> ConsentDecisions(
-        config.consent, config.transfer, workers=workers)
     erased = pipeline | 'ErasedSubjects' >> ErasedSubjects(config.consent)
+    decisions = pipeline | 'ConsentDecisions' >> ConsentDecisions(
+        config.consent, config.transfer, erased, workers=workers)
     counts, files, outputs = [], [], {}
     for table in config.tables:
         step = _camel(table.name)

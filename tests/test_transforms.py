@@ -18,7 +18,7 @@ import tink
 from config import load_config
 from transforms.batches import ROW, SOURCE, with_provenance
 from transforms.conform import conform_batch
-from transforms.consent import ConsentDecisions, ConsentGate, verdict
+from transforms.consent import ConsentDecisions, ConsentGate, ErasedSubjects, verdict
 from transforms.consent_rules import VERDICT_CODE, Decision
 from transforms.crypto import file_identity, keyed_ops, pme_decryption_properties
 from transforms.delivered import avro_records, count_rows
@@ -128,7 +128,8 @@ def test_consent_decisions_read_inside_the_pipeline(config, demo_copy):
     erased = sorted(planted.erasure_requested)[0]
     withdrawn = sorted(planted.consent_withdrawn)[0]
     with local_pipeline() as p:
-        d = p | ConsentDecisions(config.consent, config.transfer)
+        d = p | ConsentDecisions(config.consent, config.transfer,
+                                 p | ErasedSubjects(config.consent))
         assert_that(d | beam.Map(lambda x: (verdict(x, erased).reason,
                                             verdict(x, withdrawn).reason,
                                             verdict(x, 'nobody').reason)),

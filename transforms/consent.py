@@ -49,10 +49,12 @@ class ConsentDecisions(beam.PTransform):
     part to a few flags per customer; one step merges the parts and decides.
     """
 
-    def __init__(self, consent, transfer, *, workers=1):
+    def __init__(self, consent, transfer, erased, *, workers=1):
+        """``erased``: the ``ErasedSubjects`` of ``consent``."""
         super().__init__()
         self._consent = consent
         self._transfer = transfer
+        self._erased = erased
         self._workers = workers
 
     def expand(self, pbegin):
@@ -64,8 +66,8 @@ class ConsentDecisions(beam.PTransform):
                  | 'Flags' >> beam.Map(_range_flags, purposes))
         return (pbegin
                 | 'Start' >> beam.Create([None])
-                | 'Decide' >> beam.Map(_decide, self._consent, self._transfer,
-                                       beam.pvalue.AsList(flags)))
+                | 'Decide' >> beam.Map(_decide, self._transfer, beam.pvalue.AsList(flags),
+                                       beam.pvalue.AsSingleton(self._erased)))
 
 
 class ErasedSubjects(beam.PTransform):
@@ -79,13 +81,12 @@ class ErasedSubjects(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | 'Start' >> beam.Create([None])
-                | 'Read' >> beam.Map(lambda _, path: frozenset(_erased(path)),
-                                     self._consent.erasures))
+                | 'Read' >> beam.Map(_erased, self._consent.erasures))
 
 
-def _erased(path):
-    return [s for t in read_consent_file(path, ERASURE_FIELDS, 'erasure list')
-            for s in t.column('subject_id').to_pylist()]
+def _erased(_, path):
+    return frozenset(s for t in read_consent_file(path, ERASURE_FIELDS, 'erasure list')
+                     for s in t.column('subject_id').to_pylist())
 
 
 # How the registry is laid out, in the terms transforms.read.plan_ranges reads.
@@ -108,10 +109,9 @@ def _range_flags(file_range, purposes):
     return merge_flags([registry_flags(batch, purposes) for batch in parts], purposes)
 
 
-def _decide(_, consent, transfer, flags):
-    erased = _erased(consent.erasures)
+def _decide(_, transfer, flags, erased):
     kwargs = dict(purposes=transfer.legal_bases, cross_border=transfer.cross_border)
-    return {'codes': decide_flags(flags, erased, **kwargs),
+    return {'codes': decide_flags(flags, sorted(erased), **kwargs),
             'default': VERDICT_CODE[default_decision(**kwargs)]}
 
 
