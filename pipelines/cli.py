@@ -82,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         'run', help='run a migration from a transfer config', parents=[run_parser(False)],
         description='Run a migration. Options not listed here are Beam pipeline options. '
-                    'Without --runner it runs locally on the in-process runner; '
+                    'Without --runner it runs locally: in this process, or with one worker '
+                    'process per core when the seller files total 64 MB or more '
+                    '(--direct_num_workers and --direct_running_mode override); '
                     '--runner DataflowRunner --project P --region R --temp_location gs://... '
                     '--setup_file ./setup.py runs it on Dataflow (see the README); '
                     '--runner PortableRunner --job_endpoint HOST:PORT on a portable job '

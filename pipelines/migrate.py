@@ -193,7 +193,7 @@ def local_runner(options: PipelineOptions):
     """The runner to use: Beam's FnApiRunner for local runs, chosen explicitly.
 
     Beam's DirectRunner would first try to download and start the Prism runner, which fails
-    offline and logs a fallback; we go straight to the in-process runner it falls back to.
+    offline and logs a fallback; we go straight to the FnApiRunner it falls back to.
     ``read_workers`` decides how many worker processes it runs.
     """
     if runner_kind(options) != 'local':
