@@ -9,6 +9,7 @@ import collections
 import csv
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,6 +22,7 @@ from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decision, SubjectC
                                       registry_flags)
 from transforms.errors import InputError
 from transforms.masking import string_form
+from transforms.read import FileRange, open_range, plan_ranges
 from transforms.reasons import DeadLetter
 from schemas import FieldSpec
 
@@ -95,8 +97,6 @@ _REGISTRY_LAYOUT = collections.namedtuple('CsvLayout', 'format encoding delimite
 
 
 def _registry_ranges(path, workers):
-    from apache_beam.io.filesystems import FileSystems
-    from transforms.read import plan_ranges
     try:
         [metadata] = FileSystems.match([path])[0].metadata_list
     except ValueError:
@@ -132,8 +132,6 @@ def read_consent_file(path, fields, what, file_range=None):
     """Tables of a UTF-8 CSV with the given columns, batch by batch; any bad value is an error
     naming its row (fail closed). ``file_range``: only that part of the file
     (transforms.read.FileRange)."""
-    from apache_beam.io.filesystems import FileSystems
-    from transforms.read import FileRange, open_range
     file_range = file_range or FileRange(path)
     names = [f.name for f in fields]
     columns = None
