@@ -200,3 +200,17 @@ def test_read_table_with_two_workers_gives_what_one_gives(tmp_path, monkeypatch)
                     equal_to(expected[1]), label='dead')
         assert_that(out[ReadTable.SOURCES] | beam.Map(lambda s: s[2])
                     | beam.CombineGlobally(sum), equal_to([59]), label='sources')
+
+
+def test_only_the_files_first_batch_can_condemn_its_encoding(tmp_path, monkeypatch):
+    table = make_table(str(tmp_path), 'csv', encoding='gbk')
+    good = [f'R{i},{i}.00,2024-02-01,否,备注{i}' for i in range(10)]
+    bad = [f'R{i},{i}.00,2024-02-01,否,'.encode('gbk') + b'\xff\xfe' for i in range(10, 90)]
+    with open(table.path, 'wb') as f:
+        f.write(b'rid,amount,day,flag,note\n' + '\n'.join(good).encode('gbk') + b'\n'
+                + b'\n'.join(bad) + b'\n')
+    monkeypatch.setattr(read, 'MIN_RANGE_BYTES', 100)
+    first, later = plan_ranges(FileMetadata(table.path, os.path.getsize(table.path)), table, 2)
+    rows, dead, _ = read_range(table, later)  # over 20 rows, all undecodable: still just rows
+    assert len(dead) >= read.WRONG_ENCODING_ROWS and not rows
+    assert all(reason == 'malformed' for _, reason in dead)

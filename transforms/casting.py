@@ -110,18 +110,23 @@ _DAYS_IN_MONTH = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 _ZERO = ord('0')
 
 
-def _leading_bytes(text: pa.Array, width: int):
-    """(rows, lengths, valid): each value's first ``width`` bytes as a row of a matrix, padded
-    with '0'; its length in bytes; whether it is non-null. Read from the Arrow buffers."""
+def _string_buffers(text: pa.Array):
+    """(offsets, lengths, valid, data) of a string array, as numpy views of its buffers."""
     text = text.cast(pa.string())
     n = len(text)
     _, offsets, data = text.buffers()
     offsets = np.frombuffer(offsets, dtype=np.int32)[text.offset:text.offset + n + 1]
     data = np.frombuffer(data, dtype=np.uint8) if data is not None and data.size else \
         np.full(1, _ZERO, dtype=np.uint8)
-    lengths = np.diff(offsets)
     valid = np.ones(n, dtype=bool) if text.null_count == 0 else \
         text.is_valid().to_numpy(zero_copy_only=False)
+    return offsets, np.diff(offsets), valid, data
+
+
+def _leading_bytes(text: pa.Array, width: int):
+    """(rows, lengths, valid): each value's first ``width`` bytes as a row of a matrix, padded
+    with '0'; its length in bytes; whether it is non-null. Read from the Arrow buffers."""
+    offsets, lengths, valid, data = _string_buffers(text)
     places = np.arange(width)
     present = (places < lengths[:, None]) & valid[:, None]
     index = np.where(present, offsets[:-1, None] + places, 0)
@@ -164,16 +169,10 @@ def _fixed_form(text: pa.Array, form: str):
     Exports mostly write every value of a column one way; looking at the bytes directly is far
     cheaper than a regular expression.
     """
-    text = text.cast(pa.string())
-    width, n = len(form), len(text)
-    _, offsets, data = text.buffers()
-    offsets = np.frombuffer(offsets, dtype=np.int32)[text.offset:text.offset + n + 1]
-    lengths = np.diff(offsets)
-    valid = np.ones(n, dtype=bool) if text.null_count == 0 else \
-        text.is_valid().to_numpy(zero_copy_only=False)
+    width = len(form)
+    offsets, lengths, valid, data = _string_buffers(text)
     if not valid.any() or (lengths[valid] != width).any():
         return None
-    data = np.frombuffer(data, dtype=np.uint8)
     if (lengths[~valid] == 0).all():  # the usual layout: the values lie end to end
         rows = data[offsets[0]:offsets[-1]].reshape(-1, width)
     else:

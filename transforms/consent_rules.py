@@ -86,14 +86,16 @@ def merge_flags(flags: Sequence[pa.Table], purposes: Dict[str, str]) -> pa.Table
     """One row per customer from ``registry_flags`` of several parts of the registry."""
     flags = list(flags) or [registry_flags(_EMPTY_REGISTRY, purposes)]
     if len(flags) == 1:
-        return flags[0]
-    names = [n for n in flags[0].column_names if n != 'subject_id']
-    grouped = pa.concat_tables(flags).group_by('subject_id').aggregate(
-        [(name, 'any') for name in names])
+        merged = flags[0]
+    else:
+        names = [n for n in flags[0].column_names if n != 'subject_id']
+        merged = pa.concat_tables(flags).group_by('subject_id').aggregate(
+            [(name, 'any') for name in names])
+        merged = merged.rename_columns([n[:-4] if n.endswith('_any') else n
+                                        for n in merged.column_names])
     # One chunk: a group-by's chunks are slices of shared buffers, which pickling (to send the
     # table to another worker) would copy whole for every chunk.
-    return grouped.rename_columns([n[:-4] if n.endswith('_any') else n
-                                   for n in grouped.column_names]).combine_chunks()
+    return merged.combine_chunks()
 
 
 _EMPTY_REGISTRY = pa.table({'subject_id': pa.array([], pa.string()),

@@ -72,8 +72,9 @@ def record_splits(f: BinaryIO, data_start: int, targets: List[int], *, delimiter
                 if not splits or splits[-1].offset != split.offset:
                     splits.append(split)
             records += int(np.count_nonzero(line_ends))
-            if chunk.rfind(b'\n') >= 0:
-                last_end = offset + chunk.rfind(b'\n')
+            last = chunk.rfind(b'\n')
+            if last >= 0:
+                last_end = offset + last
             prev_byte = chunk[-1]
             if not pending:
                 break

@@ -294,12 +294,15 @@ class _ReadBatchesFn(beam.DoFn):
                              where)
         state = {'mapping': None, 'ignored': []}
         with open_range(file_range) as f:
-            rows_read = yield from self._emit(reader(f, path, file_range), path, progress, state)
+            rows_read = yield from self._emit(reader(f, path, file_range), path, progress, state,
+                                              file_start=file_range.start == 0)
         yield beam.pvalue.TaggedOutput(ReadTable.SOURCES,
                                        (self._table.name, path, rows_read, state['ignored']))
 
-    def _emit(self, items, path, progress, state):
-        checked_encoding = False
+    def _emit(self, items, path, progress, state, *, file_start=True):
+        # Only the file's first batch may condemn the whole file as in the wrong encoding; a
+        # later range's first batch is just rows.
+        checked_encoding = not file_start
         while True:
             try:
                 item = next(items)
