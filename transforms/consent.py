@@ -18,8 +18,8 @@ import pyarrow.csv as pa_csv
 from transforms.batches import row_dicts
 from transforms.casting import cast_column
 from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decision, SubjectCodes,
-                                      decide_flags, default_decision, merge_flags,
-                                      registry_flags)
+                                      decide_flags, default_decision, flag_run,
+                                      merge_flags, registry_flags)
 from transforms.errors import InputError
 from transforms.masking import string_form
 from transforms.read import FileRange, open_range, plan_ranges
@@ -106,7 +106,8 @@ def _registry_ranges(path, workers):
 
 def _range_flags(file_range, purposes):
     parts = read_consent_file(file_range.path, REGISTRY_FIELDS, 'consent registry', file_range)
-    return merge_flags([registry_flags(batch, purposes) for batch in parts], purposes)
+    return merge_flags([flag_run(registry_flags(batch, purposes), purposes) for batch in parts],
+                       purposes)
 
 
 def _decide(_, transfer, flags, erased):

@@ -6,6 +6,7 @@ PIPL: each purpose needs a legal basis (Art. 13/14); sensitive data needs separa
 every table.
 """
 
+import collections
 import dataclasses
 from collections.abc import Mapping
 from typing import Dict, Optional, Sequence
@@ -14,8 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.sorted_keys import fixed_width, group_starts, merge_runs, sorted_run
+
 __all__ = ['VERDICTS', 'VERDICT_CODE', 'ConsentRow', 'Decision', 'SubjectCodes', 'decide_subject',
-           'decide_flags', 'decide_table', 'merge_flags',
+           'decide_flags', 'decide_table', 'flag_run', 'merge_flags',
            'default_decision']
 
 
@@ -71,31 +74,48 @@ def decide_table(registry, erasures: Sequence[str], *, purposes: Dict[str, str],
     number of customers, not the registry's size, and millions of rows take seconds.
     """
     batches = [registry] if isinstance(registry, (pa.Table, pa.RecordBatch)) else registry
-    return decide_flags([registry_flags(b, purposes) for b in batches], erasures,
-                        purposes=purposes, cross_border=cross_border)
+    return decide_flags([flag_run(registry_flags(b, purposes), purposes) for b in batches],
+                        erasures, purposes=purposes, cross_border=cross_border)
 
 
-def decide_flags(flags: Sequence[pa.Table], erasures: Sequence[str], *,
+def decide_flags(runs: Sequence['FlagRun'], erasures: Sequence[str], *,
                  purposes: Dict[str, str], cross_border: bool) -> 'SubjectCodes':
-    """``decide_table`` from ``registry_flags`` of the registry's parts (batches, or parts read
-    by different workers): flags are "any" per customer, so parts merge in any order."""
-    return _decide_flags(merge_flags(flags, purposes), erasures, purposes, cross_border)
+    """``decide_table`` from the ``flag_run``s of the registry's parts (batches, or byte ranges
+    read by different workers): flags are "any" per customer, so parts merge in any order."""
+    return _decide_flags(merge_flags(runs, purposes), erasures, purposes, cross_border)
 
 
-def merge_flags(flags: Sequence[pa.Table], purposes: Dict[str, str]) -> pa.Table:
-    """One row per customer from ``registry_flags`` of several parts of the registry."""
-    flags = list(flags) or [registry_flags(_EMPTY_REGISTRY, purposes)]
-    if len(flags) == 1:
-        merged = flags[0]
-    else:
-        names = [n for n in flags[0].column_names if n != 'subject_id']
-        merged = pa.concat_tables(flags).group_by('subject_id').aggregate(
-            [(name, 'any') for name in names])
-        merged = merged.rename_columns([n[:-4] if n.endswith('_any') else n
-                                        for n in merged.column_names])
-    # One chunk: a group-by's chunks are slices of shared buffers, which pickling (to send the
-    # table to another worker) would copy whole for every chunk.
-    return merged.combine_chunks()
+# A registry part reduced to one entry per customer: sorted fixed-width subject keys
+# (transforms.sorted_keys) and beside each a row of booleans, one per ``_flag_names``. About
+# (id length + 2 + flags) bytes a customer, where an Arrow group-by over ids takes several times
+# that while it runs.
+FlagRun = collections.namedtuple('FlagRun', 'subjects flags')
+
+
+def _flag_names(purposes: Dict[str, str]) -> list:
+    consent_purposes = [p for p, basis in purposes.items() if basis == 'consent']
+    return ['sensitive', 'cross'] + [f'{kind}{i}' for i in range(len(consent_purposes))
+                                     for kind in ('live', 'withdrawn')]
+
+
+def flag_run(flags: pa.Table, purposes: Dict[str, str]) -> FlagRun:
+    """A ``registry_flags`` table as a ``FlagRun``."""
+    matrix = np.column_stack([flags.column(name).to_numpy(zero_copy_only=False).astype(bool)
+                              for name in _flag_names(purposes)]) if flags.num_rows else \
+        np.zeros((0, len(_flag_names(purposes))), dtype=bool)
+    return FlagRun(*sorted_run(fixed_width(flags.column('subject_id')), matrix))
+
+
+def merge_flags(runs: Sequence[FlagRun], purposes: Dict[str, str]) -> FlagRun:
+    """One entry per customer from the ``FlagRun``s of several parts of the registry."""
+    runs = list(runs) or [flag_run(registry_flags(_EMPTY_REGISTRY, purposes), purposes)]
+    subjects, flags = merge_runs(runs)
+    if len(runs) == 1:
+        return FlagRun(subjects, flags)
+    starts = group_starts(subjects)
+    if not len(starts):
+        return FlagRun(subjects, flags)
+    return FlagRun(subjects[starts], np.logical_or.reduceat(flags, starts, axis=0))
 
 
 _EMPTY_REGISTRY = pa.table({'subject_id': pa.array([], pa.string()),
@@ -127,16 +147,16 @@ def registry_flags(registry, purposes: Dict[str, str]) -> pa.Table:
                                    for n in grouped.column_names])
 
 
-def _decide_flags(grouped, erasures, purposes, cross_border):
-    consent_purposes = [p for p, basis in purposes.items() if basis == 'consent']
+def _decide_flags(merged: FlagRun, erasures, purposes, cross_border):
+    names = _flag_names(purposes)
 
     def column(name):
-        return grouped.column(name).to_numpy(zero_copy_only=False).astype(bool)
+        return merged.flags[:, names.index(name)]
 
-    n = grouped.num_rows
+    n = len(merged.subjects)
     missing_any = np.zeros(n, dtype=bool)
     withdrawn_any = np.zeros(n, dtype=bool)
-    for i in range(len(consent_purposes)):
+    for i in range(len(names) // 2 - 1):
         missing = ~column(f'live{i}')
         missing_any |= missing
         withdrawn_any |= missing & column(f'withdrawn{i}')
@@ -147,62 +167,44 @@ def _decide_flags(grouped, erasures, purposes, cross_border):
     reason[withdrawn_any] = _REASON_INDEX['consent_withdrawn']
     sensitive_ok = column('sensitive') & (reason == _REASON_INDEX[None])
     codes = (reason * 2 + sensitive_ok).astype(np.int8)
-    subjects = grouped.column('subject_id').combine_chunks()
-    erased = np.array(list(set(erasures)), dtype=object)
-    known = pc.is_in(subjects, pa.array(erased, pa.string())).to_numpy(zero_copy_only=False)
-    codes[known] = VERDICT_CODE[Decision('erasure_requested', False)]
-    only_erased = pc.filter(pa.array(erased, pa.string()),
-                            pc.invert(pc.is_in(pa.array(erased, pa.string()), subjects)))
-    return SubjectCodes(pa.concat_arrays([subjects, only_erased]), np.concatenate([
-        codes, np.full(len(only_erased), VERDICT_CODE[Decision('erasure_requested', False)],
-                       dtype=np.int8)]))
+    erased_code = VERDICT_CODE[Decision('erasure_requested', False)]
+    erased = sorted_run(fixed_width(pa.array(sorted(set(erasures)), pa.string())))[0]
+    subjects = merged.subjects
+    if len(erased) and n:
+        width = max(subjects.dtype.itemsize, erased.dtype.itemsize)
+        subjects, erased = subjects.astype(f'S{width}'), erased.astype(f'S{width}')
+        at = np.minimum(np.searchsorted(subjects, erased), n - 1)
+        known = subjects[at] == erased
+        codes[at[known]] = erased_code
+        erased = erased[~known]
+    subjects, codes = merge_runs([(subjects, codes),
+                                  (erased, np.full(len(erased), erased_code, dtype=np.int8))])
+    return SubjectCodes.from_sorted(subjects, codes)
 
 
 class SubjectCodes(Mapping):
     """subject -> decision code, compact enough for tens of millions of customers.
 
-    Subjects are kept as sorted fixed-width byte strings (UTF-8, then a 0x01 terminator so no
-    byte is lost to NumPy's padding) beside an int8 code each: about (longest id + 2) bytes per
-    customer, where a dict takes over 100. Lookups are binary searches, vectorized per batch.
+    Subjects are kept as sorted fixed-width keys (``transforms.sorted_keys``) beside an int8 code
+    each: about (longest id + 2) bytes per customer, where a dict takes over 100. Lookups are
+    binary searches, vectorized per batch.
     """
 
-    _CHUNK = 1 << 18  # subjects per step: bounds the temporary index arrays
-
     def __init__(self, subjects: pa.Array, codes: np.ndarray):
-        keys = self._keys(subjects)
-        order = np.argsort(keys, kind='stable')
-        self._keys_sorted = keys[order]
-        self._codes = codes[order]
+        self._keys_sorted, self._codes = sorted_run(fixed_width(subjects), codes)
 
     @classmethod
-    def _keys(cls, subjects, width=None):
-        """Fixed-width keys of a string array, built chunk by chunk from Arrow's buffers."""
-        subjects = subjects.cast(pa.binary()) if len(subjects) else pa.array([], pa.binary())
-        lengths = pc.binary_length(subjects).to_numpy(zero_copy_only=False) \
-            if len(subjects) else np.zeros(0, dtype=np.int32)
-        width = width or (int(lengths.max()) + 1 if len(lengths) else 1)
-        out = np.zeros((len(subjects), width), dtype=np.uint8)
-        for start in range(0, len(subjects), cls._CHUNK):
-            part = subjects.slice(start, cls._CHUNK)
-            offsets = np.frombuffer(part.buffers()[1], dtype=np.int32)[
-                part.offset:part.offset + len(part) + 1]
-            data = np.frombuffer(part.buffers()[2], dtype=np.uint8) \
-                if part.buffers()[2] is not None else np.zeros(0, dtype=np.uint8)
-            n = lengths[start:start + len(part)]
-            fits = n < width
-            copied = np.where(fits, n, 0)  # bytes copied per subject
-            rows = np.repeat(np.arange(len(part)), copied)
-            cols = np.arange(len(rows)) - np.repeat(np.cumsum(copied) - copied, copied)
-            out[start + rows, cols] = data[np.repeat(offsets[:-1], copied) + cols]
-            # a subject too long for the index can match nothing: its row stays all zero
-            out[start + np.flatnonzero(fits), n[fits]] = 1
-        return out.view(f'S{width}').ravel()
+    def from_sorted(cls, keys: np.ndarray, codes: np.ndarray) -> 'SubjectCodes':
+        """From keys already sorted and distinct (``sorted_run``)."""
+        self = cls.__new__(cls)
+        self._keys_sorted, self._codes = keys, codes
+        return self
 
     def lookup(self, subjects: pa.Array, default: int) -> np.ndarray:
         """The code of each subject (``default`` for those not in the index)."""
         if not len(self._keys_sorted) or not len(subjects):
             return np.full(len(subjects), default, dtype=np.int8)
-        keys = self._keys(subjects, self._keys_sorted.dtype.itemsize)
+        keys = fixed_width(subjects, self._keys_sorted.dtype.itemsize)
         at = np.minimum(np.searchsorted(self._keys_sorted, keys), len(self._keys_sorted) - 1)
         found = (self._keys_sorted[at] == keys) & (keys != b'')
         return np.where(found, self._codes[at], np.int8(default))

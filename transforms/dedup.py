@@ -7,6 +7,8 @@ memory while keys are counted. ``DropDuplicates`` then refuses, in the main path
 ties go to the last row read).
 """
 
+import collections
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -17,31 +19,52 @@ from transforms.conform import Conform
 from transforms.masking import string_form
 from transforms.read import ReadTable
 from transforms.reasons import DeadLetter
+from transforms.sorted_keys import fixed_width, group_starts
 
-__all__ = ['DropDuplicates', 'DuplicateKeys', 'duplicate_rows', 'key_facts']
+__all__ = ['DropDuplicates', 'DuplicateKeys', 'KeyFacts', 'duplicate_rows', 'key_facts']
 
 
-def key_facts(batch: pa.RecordBatch, table) -> pa.Table:
-    """The key pass's view of a conformed batch: key, order (if any), source and row."""
+# The key pass's view of a batch: its keys as a sorted run (transforms.sorted_keys) and, when
+# the copy to keep is ranked (keep: latest), the rank of each key's row in the same order.
+KeyFacts = collections.namedtuple('KeyFacts', 'keys ranks')
+
+
+def key_facts(batch: pa.RecordBatch, table) -> KeyFacts:
+    """The key pass's facts of a conformed batch: about (key length + 2) bytes a row, plus
+    source, row and order for ``keep: latest``."""
+    keys = fixed_width(string_form(batch.column(table.schema.primary_key)))
+    order = np.argsort(keys, kind='stable')
+    if table.keep_duplicates != 'latest':
+        return KeyFacts(keys[order], None)
     source = batch.column(SOURCE)
     if not pa.types.is_dictionary(source.type):  # one path per row would dominate the facts
         source = pc.dictionary_encode(source)
-    columns = {'key': string_form(batch.column(table.schema.primary_key)), 'source': source,
-               'row': batch.column(ROW)}
+    ranks = {'source': source, 'row': batch.column(ROW)}
     if table.order_by:
-        columns['order'] = batch.column(table.order_by)
-    return pa.table(columns)
+        ranks['order'] = batch.column(table.order_by)
+    return KeyFacts(keys[order], pa.table(ranks).take(order))
+
+
+def _merged(facts) -> KeyFacts:
+    """One ``KeyFacts`` run from several."""
+    if len(facts) == 1:
+        return facts[0]
+    width = max(f.keys.dtype.itemsize for f in facts)
+    keys = np.concatenate([f.keys.astype(f'S{width}') for f in facts])
+    order = np.argsort(keys, kind='stable')  # sorted runs: near-linear
+    if facts[0].ranks is None:
+        return KeyFacts(keys[order], None)
+    # One chunk: pickling (to send facts to another worker) copies a chunk's buffers whole.
+    ranks = pa.concat_tables([f.ranks for f in facts])
+    return KeyFacts(keys[order], ranks.take(order).combine_chunks())
 
 
 class _DuplicatedKeys(beam.CombineFn):
     """Key facts of every row -> {duplicated key: (source, row) of the copy to keep, or None}.
 
-    Facts stay Arrow tables (a few bytes per key) and are counted with one vectorized group-by;
-    only the duplicated keys, a small share, are ranked in Python.
+    Facts stay sorted runs of fixed-width keys, a few bytes a key, and merge without a hash
+    table of strings; only the duplicated keys, a small share, are ranked in Python.
     """
-
-    def __init__(self, keep_latest):
-        self._keep_latest = keep_latest
 
     def create_accumulator(self):
         return []
@@ -54,22 +77,32 @@ class _DuplicatedKeys(beam.CombineFn):
         return [facts for acc in accs for facts in acc]
 
     def compact(self, acc):
-        return [pa.concat_tables(acc)] if len(acc) > 1 else acc
+        return [_merged(acc)] if len(acc) > 1 else acc
 
     def extract_output(self, acc):
         if not acc:
             return {}
-        facts = pa.concat_tables(acc)
-        counts = facts.group_by('key').aggregate([('key', 'count')])
-        duplicated = counts.filter(pc.greater(counts['key_count'], 1)).column('key')
-        if not self._keep_latest:
-            return dict.fromkeys(duplicated.to_pylist())
+        width = max(f.keys.dtype.itemsize for f in acc)
+        keys = np.concatenate([f.keys.astype(f'S{width}') for f in acc])
+        order = np.argsort(keys, kind='stable')  # sorted runs: near-linear
+        keys = keys[order]
+        starts = group_starts(keys)
+        copies = np.diff(np.append(starts, len(keys)))
+        if acc[0].ranks is None:
+            return dict.fromkeys(_text(keys[starts[copies > 1]]))
+        # Only the copies of duplicated keys are ranked: the others' ranks are never gathered.
+        rows = np.flatnonzero(np.repeat(copies > 1, copies))
+        ranks = pa.concat_tables([f.ranks for f in acc]).take(pa.array(order[rows]))
         best = {}
-        for fact in facts.filter(pc.is_in(facts['key'], duplicated)).to_pylist():
+        for key, fact in zip(_text(keys[rows]), ranks.to_pylist()):
             rank = _rank(fact)
-            if fact['key'] not in best or rank > best[fact['key']]:
-                best[fact['key']] = rank
+            if key not in best or rank > best[key]:
+                best[key] = rank
         return {key: rank[2:] for key, rank in best.items()}
+
+
+def _text(keys: np.ndarray) -> list:
+    return [k[:-1].decode('utf-8') for k in keys.tolist()]
 
 
 def _rank(fact):
@@ -94,8 +127,7 @@ class DuplicateKeys(beam.PTransform):
                      )[ReadTable.ROWS] | 'Conform' >> Conform(self._table)
         return (conformed[Conform.ROWS]
                 | 'Keys' >> beam.Map(key_facts, self._table)
-                | 'Count' >> beam.CombineGlobally(
-                    _DuplicatedKeys(self._table.keep_duplicates == 'latest')))
+                | 'Count' >> beam.CombineGlobally(_DuplicatedKeys()))
 
 
 def duplicate_rows(batch: pa.RecordBatch, table, duplicates: dict) -> np.ndarray:
@@ -107,11 +139,10 @@ def duplicate_rows(batch: pa.RecordBatch, table, duplicates: dict) -> np.ndarray
                                 .to_numpy(zero_copy_only=False))
     refused = np.zeros(batch.num_rows, dtype=bool)
     if len(candidates):
-        sources = batch.column(SOURCE).to_pylist()
-        rows = batch.column(ROW).to_pylist()
-        key_list = keys.to_pylist()
-        for i in candidates:
-            refused[i] = duplicates[key_list[i]] != (sources[i], rows[i])
+        at = pa.array(candidates)
+        kept = zip(keys.take(at).to_pylist(), batch.column(SOURCE).take(at).to_pylist(),
+                   batch.column(ROW).take(at).to_pylist())
+        refused[candidates] = [duplicates[key] != (source, row) for key, source, row in kept]
     return refused
 
 

@@ -1,0 +1,121 @@
+"""Sorted fixed-width keys, and the two merges built on them: consent flags of registry parts
+and the key pass's facts."""
+
+import collections
+
+from hypothesis import given, settings, strategies as st
+import numpy as np
+import pyarrow as pa
+
+from transforms.batches import ROW, SOURCE
+from transforms.consent_rules import (VERDICTS, ConsentRow, decide_flags, decide_subject,
+                                      flag_run, registry_flags)
+from transforms.sorted_keys import fixed_width, group_starts, merge_runs, sorted_run
+
+KEYS = st.text(alphabet=st.sampled_from(['a', 'b', '\x00', '王', '\x01']), max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(runs=st.lists(st.lists(KEYS, max_size=12), min_size=1, max_size=5))
+def test_merged_runs_order_and_group_keys_as_python_does(runs):
+    """Runs of any widths (NUL, the terminator byte, prefixes, non-ASCII) merge into one order
+    in which equal keys sit together, each run's copies in run order."""
+    built = [sorted_run(fixed_width(pa.array(run, pa.string())),
+                        np.array([(i, j) for j in range(len(run))], dtype=int).reshape(-1, 2))
+             for i, run in enumerate(runs)]
+    keys, where = merge_runs(built)
+    texts = [k[:-1].decode('utf-8') for k in keys.tolist()]
+    everything = [(k, i, j) for i, run in enumerate(runs) for j, k in enumerate(run)]
+    assert sorted(texts) == sorted(k for k, _, _ in everything)
+    starts = group_starts(keys)
+    assert len(starts) == len(set(texts))
+    for start, end in zip(starts, list(starts[1:]) + [len(keys)]):
+        group = set(texts[start:end])
+        assert len(group) == 1
+        assert [tuple(w) for w in where[start:end]] == sorted(
+            (i, j) for k, i, j in everything if k in group)
+
+
+def test_a_key_longer_than_the_width_matches_nothing():
+    keys = fixed_width(pa.array(['abc', 'a']), 3)
+    assert keys.tolist() == [b'', b'a\x01']
+
+
+REGISTRY = st.lists(st.tuples(st.sampled_from(['C1', 'C2', 'C10', '王']),
+                              st.sampled_from(['credit', 'servicing', 'risk']),
+                              st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+                    max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=REGISTRY, cuts=st.lists(st.integers(0, 30), max_size=4),
+       erased=st.sets(st.sampled_from(['C2', 'C3', '王']), max_size=2),
+       cross_border=st.booleans())
+def test_registry_parts_decide_as_each_customer_alone(rows, cuts, erased, cross_border):
+    """A customer's rows spread over several parts (byte ranges, batches) decide as
+    ``decide_subject`` on all of them together."""
+    purposes = {'credit': 'consent', 'risk': 'consent', 'servicing': 'contract'}
+    bounds = sorted({0, len(rows), *[c for c in cuts if c < len(rows)]})
+    parts = [rows[a:b] for a, b in zip(bounds, bounds[1:])]
+    runs = [flag_run(registry_flags(_registry(part), purposes), purposes) for part in parts]
+    codes = decide_flags(runs, sorted(erased), purposes=purposes, cross_border=cross_border)
+    subjects = {r[0] for r in rows} | erased
+    assert set(codes) == subjects
+    for s in subjects:
+        assert VERDICTS[codes[s]] == decide_subject(
+            [ConsentRow(p, g, w, se, cb) for subj, p, g, w, se, cb in rows if subj == s],
+            erased=s in erased, purposes=purposes, cross_border=cross_border), s
+
+
+def _registry(rows):
+    return pa.table({
+        'subject_id': pa.array([r[0] for r in rows], pa.string()),
+        'purpose': pa.array([r[1] for r in rows], pa.string()),
+        'granted': pa.array([r[2] for r in rows], pa.bool_()),
+        'withdrawn_at': pa.array([0 if r[3] else None for r in rows],
+                                 pa.timestamp('us', tz='UTC')),
+        'sensitive_consent': pa.array([r[4] for r in rows], pa.bool_()),
+        'cross_border_consent': pa.array([r[5] for r in rows], pa.bool_())})
+
+
+Table = collections.namedtuple('Table', 'schema keep_duplicates order_by')
+Schema = collections.namedtuple('Schema', 'primary_key')
+FACT_ROWS = st.lists(st.tuples(st.sampled_from(['k1', 'k2', 'k10', '键']),
+                               st.one_of(st.none(), st.integers(0, 3)),
+                               st.sampled_from(['a.csv', 'b.csv'])), max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=FACT_ROWS, cuts=st.lists(st.integers(0, 30), max_size=4),
+       keep=st.sampled_from(['latest', 'none']), order_by=st.booleans())
+def test_key_facts_merged_in_any_grouping_find_the_copy_to_keep(rows, cuts, keep, order_by):
+    """Batches whose facts are merged per bundle (compact), then across bundles, find every
+    duplicated key and, for keep: latest, the copy with the greatest (order, source, row)."""
+    from transforms.dedup import _DuplicatedKeys, _rank, key_facts
+    table = Table(Schema('id'), keep, 'order' if order_by else None)
+    numbered = [(key, order, source, n + 1) for n, (key, order, source) in enumerate(rows)]
+    bounds = sorted({0, len(rows), *[c for c in cuts if c < len(rows)]})
+    batches = [pa.record_batch({
+        'id': pa.array([r[0] for r in part], pa.string()),
+        'order': pa.array([r[1] for r in part], pa.int64()),
+        SOURCE: pa.array([r[2] for r in part], pa.string()),
+        ROW: pa.array([r[3] for r in part], pa.int64())})
+        for part in (numbered[a:b] for a, b in zip(bounds, bounds[1:]))]
+    combine = _DuplicatedKeys()
+    bundles = [combine.compact(combine.add_input(combine.add_input(
+        combine.create_accumulator(), key_facts(b, table)), key_facts(b, table)))
+        for b in batches[:1]] + [combine.compact(combine.add_input(
+            combine.create_accumulator(), key_facts(b, table))) for b in batches[1:]]
+    result = combine.extract_output(combine.merge_accumulators(bundles))
+    counted = collections.Counter(r[0] for r in numbered)
+    if batches[:1]:  # the first batch was added twice: its keys count twice
+        counted.update(batches[0].column('id').to_pylist())
+    duplicated = {k for k, n in counted.items() if n > 1}
+    assert set(result) == duplicated
+    for key in duplicated:
+        if keep == 'none':
+            assert result[key] is None
+        else:
+            copies = [{'order': o if order_by else None, 'source': s, 'row': n}
+                      for k, o, s, n in numbered if k == key]
+            assert result[key] == max(_rank(c) for c in copies)[2:]
