@@ -7,6 +7,7 @@ PCollections so tests can assert on them.
 
 import argparse
 import collections
+import ctypes
 import dataclasses
 import datetime
 import json
@@ -232,6 +233,27 @@ def read_workers(options: PipelineOptions, input_bytes: int, beam_args=()) -> in
     return cores
 
 
+# glibc's malloc, left to itself, keeps memory numpy and Python free in one arena per thread and
+# raises its mmap threshold as large arrays come and go, so freed batches stay part of every
+# process. Measured at 1M customers (runner + 2 workers): peak 1.87 GB -> 1.33 GB, time within
+# the machine's noise.
+MALLOC_SETTINGS = (('MALLOC_ARENA_MAX', -8, 2), ('MALLOC_MMAP_THRESHOLD_', -3, 2 << 20))
+
+
+def bound_malloc_retention() -> None:
+    """Apply MALLOC_SETTINGS to this process and to the worker processes it starts, unless the
+    environment already sets them. Does nothing where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    for name, option, value in MALLOC_SETTINGS:
+        if name not in os.environ:
+            os.environ[name] = str(value)  # read by each worker process as it starts
+            mallopt(option, value)
+
+
 # status: done (manifest written), dry-run (Dataflow job built, not submitted), detached.
 RunResult = collections.namedtuple('RunResult',
                                    'manifest run_dir seconds pipeline_result status')
@@ -270,6 +292,8 @@ def run(argv=None) -> RunResult:
     _LOG.info('run %s: %s', run_info['run_id'], run_info['run_dir'])
     started = time.monotonic()
     workers = read_workers(options, run_info['input_bytes'], beam_args)
+    if runner_kind(options) == 'local':
+        bound_malloc_retention()
     if workers > 1:
         _LOG.info('reading with %d workers', workers)
     pipeline = beam.Pipeline(runner=local_runner(options), options=options)

@@ -137,3 +137,13 @@ def test_local_runs_use_every_core_when_the_input_is_large(monkeypatch, flags, i
 ])
 def test_other_runners_read_ranges_for_their_own_workers(flags, workers):
     assert read_workers(PipelineOptions(flags), 1 << 40, flags) == workers
+
+
+def test_worker_processes_start_with_bounded_malloc_retention_unless_the_user_chose(
+        monkeypatch):
+    from pipelines import migrate
+    monkeypatch.delenv('MALLOC_MMAP_THRESHOLD_', raising=False)
+    monkeypatch.setenv('MALLOC_ARENA_MAX', '4')
+    migrate.bound_malloc_retention()
+    assert os.environ['MALLOC_ARENA_MAX'] == '4'
+    assert os.environ['MALLOC_MMAP_THRESHOLD_'] == str(2 << 20)
