@@ -19,7 +19,7 @@ from transforms.conform import Conform
 from transforms.masking import string_form
 from transforms.read import ReadTable
 from transforms.reasons import DeadLetter
-from transforms.sorted_keys import fixed_width, group_starts
+from transforms.sorted_keys import fixed_width, group_starts, merge_order
 
 __all__ = ['DropDuplicates', 'DuplicateKeys', 'KeyFacts', 'duplicate_rows', 'key_facts']
 
@@ -49,14 +49,12 @@ def _merged(facts) -> KeyFacts:
     """One ``KeyFacts`` run from several."""
     if len(facts) == 1:
         return facts[0]
-    width = max(f.keys.dtype.itemsize for f in facts)
-    keys = np.concatenate([f.keys.astype(f'S{width}') for f in facts])
-    order = np.argsort(keys, kind='stable')  # sorted runs: near-linear
+    keys, order = merge_order([f.keys for f in facts])
     if facts[0].ranks is None:
-        return KeyFacts(keys[order], None)
+        return KeyFacts(keys, None)
     # One chunk: pickling (to send facts to another worker) copies a chunk's buffers whole.
     ranks = pa.concat_tables([f.ranks for f in facts])
-    return KeyFacts(keys[order], ranks.take(order).combine_chunks())
+    return KeyFacts(keys, ranks.take(order).combine_chunks())
 
 
 class _DuplicatedKeys(beam.CombineFn):
@@ -82,10 +80,7 @@ class _DuplicatedKeys(beam.CombineFn):
     def extract_output(self, acc):
         if not acc:
             return {}
-        width = max(f.keys.dtype.itemsize for f in acc)
-        keys = np.concatenate([f.keys.astype(f'S{width}') for f in acc])
-        order = np.argsort(keys, kind='stable')  # sorted runs: near-linear
-        keys = keys[order]
+        keys, order = merge_order([f.keys for f in acc])
         starts = group_starts(keys)
         copies = np.diff(np.append(starts, len(keys)))
         if acc[0].ranks is None:

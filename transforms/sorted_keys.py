@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ['fixed_width', 'group_starts', 'merge_runs', 'sorted_run']
+__all__ = ['fixed_width', 'group_starts', 'merge_order', 'merge_runs', 'sorted_run']
 
 _CHUNK = 1 << 18  # keys per step: bounds the temporary index arrays
 
@@ -58,10 +58,18 @@ def merge_runs(runs: Sequence[Tuple[np.ndarray, ...]]) -> Tuple[np.ndarray, ...]
     runs = list(runs)
     if len(runs) == 1:
         return runs[0]
-    width = max(run[0].dtype.itemsize for run in runs)
-    keys = np.concatenate([run[0].astype(f'S{width}') for run in runs])
-    columns = [np.concatenate([run[i] for run in runs]) for i in range(1, len(runs[0]))]
-    return sorted_run(keys, *columns)  # timsort finds the runs: near-linear
+    keys, order = merge_order([run[0] for run in runs])
+    return (keys,) + tuple(np.concatenate([run[i] for run in runs])[order]
+                           for i in range(1, len(runs[0])))
+
+
+def merge_order(keys: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """The sorted keys of several sorted runs, and where each came from in the runs laid end to
+    end (a stable sort: timsort finds the runs, so this is near-linear)."""
+    width = max(k.dtype.itemsize for k in keys)
+    together = np.concatenate([k.astype(f'S{width}') for k in keys])
+    order = np.argsort(together, kind='stable')
+    return together[order], order
 
 
 def group_starts(keys: np.ndarray) -> np.ndarray:
