@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.sorted_keys import fixed_width, group_starts, merge_runs, sorted_run
+from transforms.sorted_keys import fixed_width, group_starts, merge_runs, sorted_run, texts
 
 __all__ = ['VERDICTS', 'VERDICT_CODE', 'ConsentRow', 'Decision', 'SubjectCodes', 'decide_subject',
            'decide_flags', 'decide_table', 'flag_run', 'merge_flags',
@@ -92,8 +92,14 @@ def decide_flags(runs: Sequence['FlagRun'], erasures: Sequence[str], *,
 FlagRun = collections.namedtuple('FlagRun', 'subjects flags')
 
 
+def _consent_purposes(purposes: Dict[str, str]) -> list:
+    """The purposes whose legal basis is consent, in the config's order (flag columns follow
+    it)."""
+    return [p for p, basis in purposes.items() if basis == 'consent']
+
+
 def _flag_names(purposes: Dict[str, str]) -> list:
-    consent_purposes = [p for p, basis in purposes.items() if basis == 'consent']
+    consent_purposes = _consent_purposes(purposes)
     return ['sensitive', 'cross'] + [f'{kind}{i}' for i in range(len(consent_purposes))
                                      for kind in ('live', 'withdrawn')]
 
@@ -134,7 +140,7 @@ def registry_flags(registry, purposes: Dict[str, str]) -> pa.Table:
     live = pc.and_(pc.and_(relevant, registry.column('granted')),
                    pc.is_null(registry.column('withdrawn_at')))
     withdrawn = pc.is_valid(registry.column('withdrawn_at'))
-    consent_purposes = [p for p, basis in purposes.items() if basis == 'consent']
+    consent_purposes = _consent_purposes(purposes)
     flags = {'sensitive': pc.and_(live, registry.column('sensitive_consent')),
              'cross': pc.and_(live, registry.column('cross_border_consent'))}
     for i, p in enumerate(consent_purposes):
@@ -149,6 +155,7 @@ def registry_flags(registry, purposes: Dict[str, str]) -> pa.Table:
 
 def _decide_flags(merged: FlagRun, erasures, purposes, cross_border):
     names = _flag_names(purposes)
+    consent_purposes = _consent_purposes(purposes)
 
     def column(name):
         return merged.flags[:, names.index(name)]
@@ -156,7 +163,7 @@ def _decide_flags(merged: FlagRun, erasures, purposes, cross_border):
     n = len(merged.subjects)
     missing_any = np.zeros(n, dtype=bool)
     withdrawn_any = np.zeros(n, dtype=bool)
-    for i in range(len(names) // 2 - 1):
+    for i in range(len(consent_purposes)):
         missing = ~column(f'live{i}')
         missing_any |= missing
         withdrawn_any |= missing & column(f'withdrawn{i}')
@@ -219,7 +226,7 @@ class SubjectCodes(Mapping):
         raise KeyError(subject)
 
     def __iter__(self):
-        return (k[:-1].decode('utf-8') for k in self._keys_sorted.tolist())
+        return iter(texts(self._keys_sorted))
 
     def __len__(self):
         return len(self._keys_sorted)

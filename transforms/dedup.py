@@ -19,7 +19,7 @@ from transforms.conform import Conform
 from transforms.masking import string_form
 from transforms.read import ReadTable
 from transforms.reasons import DeadLetter
-from transforms.sorted_keys import fixed_width, group_starts, merge_order
+from transforms.sorted_keys import fixed_width, group_starts, merge_order, texts
 
 __all__ = ['DropDuplicates', 'DuplicateKeys', 'KeyFacts', 'duplicate_rows', 'key_facts']
 
@@ -84,20 +84,16 @@ class _DuplicatedKeys(beam.CombineFn):
         starts = group_starts(keys)
         copies = np.diff(np.append(starts, len(keys)))
         if acc[0].ranks is None:
-            return dict.fromkeys(_text(keys[starts[copies > 1]]))
+            return dict.fromkeys(texts(keys[starts[copies > 1]]))
         # Only the copies of duplicated keys are ranked: the others' ranks are never gathered.
         rows = np.flatnonzero(np.repeat(copies > 1, copies))
         ranks = pa.concat_tables([f.ranks for f in acc]).take(pa.array(order[rows]))
         best = {}
-        for key, fact in zip(_text(keys[rows]), ranks.to_pylist()):
+        for key, fact in zip(texts(keys[rows]), ranks.to_pylist()):
             rank = _rank(fact)
             if key not in best or rank > best[key]:
                 best[key] = rank
         return {key: rank[2:] for key, rank in best.items()}
-
-
-def _text(keys: np.ndarray) -> list:
-    return [k[:-1].decode('utf-8') for k in keys.tolist()]
 
 
 def _rank(fact):

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ['fixed_width', 'group_starts', 'merge_order', 'merge_runs', 'sorted_run']
+__all__ = ['fixed_width', 'group_starts', 'merge_order', 'merge_runs', 'sorted_run', 'texts']
 
 _CHUNK = 1 << 18  # keys per step: bounds the temporary index arrays
 
@@ -77,3 +77,8 @@ def group_starts(keys: np.ndarray) -> np.ndarray:
     if not len(keys):
         return np.zeros(0, dtype=np.intp)
     return np.concatenate([[0], np.flatnonzero(keys[1:] != keys[:-1]) + 1])
+
+
+def texts(keys: np.ndarray) -> list:
+    """The strings of fixed-width keys (NumPy drops the padding; the terminator goes here)."""
+    return [k[:-1].decode('utf-8') for k in keys.tolist()]
