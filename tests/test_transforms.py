@@ -18,8 +18,8 @@ import tink
 from config import load_config
 from transforms.batches import ROW, SOURCE, with_provenance
 from transforms.conform import conform_batch
-from transforms.consent import ConsentDecisions, ConsentGate, ErasedSubjects, verdict
-from transforms.consent_rules import VERDICT_CODE, Decision
+from transforms.consent import ConsentDecisions, ConsentGate, ErasedSubjects
+from transforms.consent_rules import VERDICT_CODE, VERDICTS, Decision, SubjectCodes
 from transforms.crypto import file_identity, keyed_ops, pme_decryption_properties
 from transforms.delivered import avro_records, count_rows
 from transforms.deadletter import seal
@@ -95,9 +95,14 @@ def test_conform_casts_and_refuses_bad_rows_without_values(config):
 
 
 def decisions_for(**reasons):
-    return {'codes': {s: VERDICT_CODE[Decision(r, r is None and s != 'NOSENS')]
-                      for s, r in reasons.items()},
-            'default': VERDICT_CODE[Decision('no_consent', False)]}
+    return {'codes': SubjectCodes(pa.array(list(reasons), pa.string()), np.array(
+        [VERDICT_CODE[Decision(r, r is None and s != 'NOSENS')] for s, r in reasons.items()],
+        dtype=np.int8)), 'default': VERDICT_CODE[Decision('no_consent', False)]}
+
+
+def verdict(decisions: dict, subject: str) -> Decision:
+    """The decision for ``subject`` from a ``ConsentDecisions`` element."""
+    return VERDICTS[decisions['codes'].get(subject, decisions['default'])]
 
 
 def test_consent_gate_refuses_suppresses_and_counts(config):

@@ -17,16 +17,15 @@ import pyarrow.csv as pa_csv
 
 from transforms.batches import row_dicts
 from transforms.casting import cast_column
-from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decision, SubjectCodes,
-                                      decide_flags, default_decision, flag_run,
-                                      merge_flags, registry_flags)
+from transforms.consent_rules import (VERDICT_CODE, VERDICTS, decide_flags, default_decision,
+                                      flag_run, merge_flags, registry_flags)
 from transforms.errors import InputError
 from transforms.masking import string_form
 from transforms.read import FileRange, open_range, plan_ranges
 from transforms.reasons import DeadLetter
 from schemas import FieldSpec
 
-__all__ = ['ConsentDecisions', 'ConsentGate', 'ErasedSubjects', 'verdict']
+__all__ = ['ConsentDecisions', 'ConsentGate', 'ErasedSubjects']
 
 REGISTRY_FIELDS = (
     FieldSpec('subject_id', 'string', False, 'personal'),
@@ -45,7 +44,7 @@ ERASURE_FIELDS = (
 
 class ConsentDecisions(beam.PTransform):
     """A single-element PCollection: {'codes': SubjectCodes (subject -> code), 'default': code},
-    a code being an index into ``VERDICTS`` (see ``verdict``).
+    a code being an index into ``VERDICTS``.
 
     A large registry is read in byte ranges by several workers (``workers``), each reducing its
     part to a few flags per customer; one step merges the parts and decides.
@@ -118,15 +117,7 @@ def _decide(_, transfer, flags, erased):
 
 def subject_codes(decisions: dict, subjects: pa.Array) -> list:
     """The decision code of each subject, in one vectorized lookup."""
-    codes, default = decisions['codes'], decisions['default']
-    if isinstance(codes, SubjectCodes):
-        return codes.lookup(subjects, default).tolist()
-    return [codes.get(s, default) for s in subjects.to_pylist()]
-
-
-def verdict(decisions: dict, subject: str) -> Decision:
-    """The decision for ``subject`` from a ``ConsentDecisions`` element."""
-    return VERDICTS[decisions['codes'].get(subject, decisions['default'])]
+    return decisions['codes'].lookup(subjects, decisions['default']).tolist()
 
 
 def read_consent_file(path, fields, what, file_range=None):
