@@ -15,12 +15,14 @@ import logging
 import os
 import re
 import secrets
+import tempfile
 import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, StandardOptions,
-                                                  TestOptions, TypeOptions)
+from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions,
+                                                  PipelineOptions, StandardOptions, TestOptions,
+                                                  TypeOptions)
 from apache_beam.runners.runner import PipelineState
 
 from config import load_config
@@ -34,6 +36,7 @@ from transforms.files import exists, has_scheme, join
 from transforms.manifest import MANIFEST_FILE, WriteManifest
 from transforms.mask import Mask
 from transforms.read import ReadTable
+from transforms.scratch import Scratch, partitions_for
 from transforms.write import WriteTable, column_keys, file_roles
 
 __all__ = ['RunResult', 'build_pipeline', 'plan_run', 'run', 'run_parser']
@@ -41,12 +44,13 @@ __all__ = ['RunResult', 'build_pipeline', 'plan_run', 'run', 'run_parser']
 _LOG = logging.getLogger('novation')
 
 
-def plan_run(config, *, run_id=None, runner='local') -> dict:
+def plan_run(config, *, run_id=None, runner='local', temp_location=None) -> dict:
     """Check everything that can be checked before any data is read; name the new run.
 
     Keys load and hold every role the run needs; every table path matches at least one file;
     the consent files exist; the run directory is new. On Dataflow every path must be one the
-    workers can reach.
+    workers can reach. The run's scratch files go under ``temp_location`` (Beam's
+    --temp_location; this machine's temporary directory if not given).
     """
     fmt = config.output.format
     roles = sorted({'pseudonym', 'token', 'deadletter',
@@ -54,18 +58,22 @@ def plan_run(config, *, run_id=None, runner='local') -> dict:
     keyring = load_keyring(config.output.keys)
     keyring.require(roles, f' (needed by {config.source})')
     if runner == 'dataflow':
+        if not (temp_location or '').startswith('gs://'):
+            raise ConfigError('a Dataflow run needs --temp_location=gs://... (the run\'s '
+                              'scratch files and Beam\'s own temporary files go there)')
         check_reachable_by_workers(config, keyring)
-    input_bytes = 0
+    table_bytes = {}
     for table in config.tables:
         matched = FileSystems.match([table.path])[0].metadata_list
         if not matched:
             raise ConfigError(f'{config.source}: tables.{table.name}.path: no file matches '
                               f'{table.path}')
-        input_bytes += sum(m.size_in_bytes for m in matched)
+        table_bytes[table.name] = sum(m.size_in_bytes for m in matched)
     for key, path in (('consent.registry', config.consent.registry),
                       ('consent.erasures', config.consent.erasures)):
         if not exists(path):
             raise ConfigError(f'{config.source}: {key}: no such file {path}')
+    registry_bytes = FileSystems.match([config.consent.registry])[0].metadata_list[0].size_in_bytes
     run_id = run_id or (datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
                         + '-' + secrets.token_hex(3))
     if not re.fullmatch(r'[A-Za-z0-9_.-]+', run_id):
@@ -77,7 +85,10 @@ def plan_run(config, *, run_id=None, runner='local') -> dict:
     return {
         'run_id': run_id,
         'run_dir': run_dir,
-        'input_bytes': input_bytes,
+        'input_bytes': sum(table_bytes.values()),
+        'scratch_dir': join(temp_location or tempfile.gettempdir(), f'novation-{run_id}'),
+        'partitions': {'consent': partitions_for(registry_bytes),
+                       **{name: partitions_for(n) for name, n in table_bytes.items()}},
         'keys_path': config.output.keys,
         'key_ids': {role: ids for role, ids in keyring.key_ids().items() if role in roles},
         'output_format': fmt,
@@ -128,9 +139,12 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
     ``workers``: how many workers read in parallel; large CSV files are split for them.
     """
     keys = run['keys_path']
+    scratch = run_scratch(run)
+    parts = run['partitions']
     erased = pipeline | 'ErasedSubjects' >> ErasedSubjects(config.consent)
     decisions = pipeline | 'ConsentDecisions' >> ConsentDecisions(
-        config.consent, config.transfer, erased, workers=workers)
+        config.consent, config.transfer, erased, scratch, parts=parts['consent'],
+        workers=workers)
     counts, files, outputs = [], [], {}
     for table in config.tables:
         step = _camel(table.name)
@@ -138,11 +152,12 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
         conformed = read[ReadTable.ROWS] | f'Conform{step}' >> Conform(table)
         rows, dead = conformed[Conform.ROWS], [read[ReadTable.DEAD], conformed[Conform.DEAD]]
         if table.schema.primary_key:
-            duplicates = pipeline | f'KeysOf{step}' >> DuplicateKeys(table, workers=workers)
+            duplicates = pipeline | f'KeysOf{step}' >> DuplicateKeys(
+                table, scratch, parts=parts[table.name], workers=workers)
             unique = rows | f'Dedup{step}' >> DropDuplicates(table, duplicates)
             rows = unique[DropDuplicates.ROWS]
             dead.append(unique[DropDuplicates.DEAD])
-        gated = rows | f'Consent{step}' >> ConsentGate(table, decisions)
+        gated = rows | f'Consent{step}' >> ConsentGate(table, decisions, scratch)
         masked = gated[ConsentGate.ROWS] | f'Mask{step}' >> Mask(table, keys)
         written = masked | f'Write{step}' >> WriteTable(table, run['output_format'], run, keys)
         dead_letters = (tuple(dead + [gated[ConsentGate.DEAD]])
@@ -165,7 +180,13 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
         outputs[table.name] = {'rows': masked}
     manifest = {'counts': counts | 'AllCounts' >> beam.Flatten(),
                 'files': files | 'AllFiles' >> beam.Flatten()} | 'Commit' >> WriteManifest(run)
+    _ = manifest | 'RemoveScratch' >> beam.Map(lambda _, s: s.remove(), scratch)
     return {'manifest': manifest, 'tables': outputs}
+
+
+def run_scratch(run: dict) -> Scratch:
+    """The run's scratch files (``transforms.scratch``): removed once the manifest is written."""
+    return Scratch(run['scratch_dir'], run['keys_path'], run['run_id'])
 
 
 def _source_counts(source):
@@ -288,7 +309,8 @@ def run(argv=None) -> RunResult:
         # Novation declares no element type hints; Beam's inference of them from bytecode
         # took 2 of the demo's 13 s while the job was built, for nothing.
         options.view_as(TypeOptions).pipeline_type_check = False
-    run_info = plan_run(config, run_id=known.run_id, runner=runner_kind(options))
+    run_info = plan_run(config, run_id=known.run_id, runner=runner_kind(options),
+                        temp_location=options.view_as(GoogleCloudOptions).temp_location)
     _LOG.info('run %s: %s', run_info['run_id'], run_info['run_dir'])
     started = time.monotonic()
     workers = read_workers(options, run_info['input_bytes'], beam_args)
@@ -306,8 +328,11 @@ def run(argv=None) -> RunResult:
                              status)
         state = result.wait_until_finish()
     except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
+        if runner_kind(options) == 'local':
+            run_scratch(run_info).remove()
         raise unwrap_error(e) from None
     if state != PipelineState.DONE:
+        run_scratch(run_info).remove()
         raise NovationError(f'the pipeline ended in state {state}; {run_info["run_dir"]} has no '
                             f'manifest and is incomplete')
     with FileSystems.open(join(run_info['run_dir'], MANIFEST_FILE)) as f:

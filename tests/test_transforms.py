@@ -18,8 +18,9 @@ import tink
 from config import load_config
 from transforms.batches import ROW, SOURCE, with_provenance
 from transforms.conform import conform_batch
-from transforms.consent import ConsentDecisions, ConsentGate, ErasedSubjects
-from transforms.consent_rules import VERDICT_CODE, VERDICTS, Decision, SubjectCodes
+from transforms.consent import (ConsentDecisions, ConsentGate, ErasedSubjects, load_decisions,
+                                write_decision_part)
+from transforms.consent_rules import VERDICT_CODE, Decision, SubjectCodes
 from transforms.crypto import file_identity, keyed_ops, pme_decryption_properties
 from transforms.delivered import avro_records, count_rows
 from transforms.deadletter import seal
@@ -30,6 +31,7 @@ from transforms.mask import mask_batch
 from transforms.masking import make_operator
 from transforms.read import ReadTable
 from transforms.reasons import DeadLetter
+from transforms.scratch import Scratch
 from transforms.write import WriteTable
 
 from conftest import local_pipeline
@@ -94,27 +96,30 @@ def test_conform_casts_and_refuses_bad_rows_without_values(config):
         assert d.raw['mobile'] == '13812345678'  # kept only for the encrypted dead letter
 
 
-def decisions_for(**reasons):
-    return {'codes': SubjectCodes(pa.array(list(reasons), pa.string()), np.array(
+NO_CONSENT = VERDICT_CODE[Decision('no_consent', False)]
+
+
+def codes_for(**reasons) -> SubjectCodes:
+    return SubjectCodes(pa.array(list(reasons), pa.string()), np.array(
         [VERDICT_CODE[Decision(r, r is None and s != 'NOSENS')] for s, r in reasons.items()],
-        dtype=np.int8)), 'default': VERDICT_CODE[Decision('no_consent', False)]}
+        dtype=np.int8))
 
 
-def verdict(decisions: dict, subject: str) -> Decision:
-    """The decision for ``subject`` from a ``ConsentDecisions`` element."""
-    return VERDICTS[decisions['codes'].get(subject, decisions['default'])]
+@pytest.fixture
+def scratch(tmp_path, keys_dir):
+    return Scratch(str(tmp_path / 'scratch'), keys_dir, 'r1')
 
 
-def test_consent_gate_refuses_suppresses_and_counts(config):
+def test_consent_gate_refuses_suppresses_and_counts(config, scratch):
     table = config.table('customers')
     typed, _ = conform_batch(text_batch(table, [
         {**GOOD, 'customer_id': c, 'national_id': '11010519491231002X'}
         for c in ('OK', 'NOSENS', 'ERASED', 'GONE', 'UNKNOWN')]), table)
-    decisions = decisions_for(OK=None, NOSENS=None, ERASED='erasure_requested',
-                              GONE='consent_withdrawn')
+    part = write_decision_part(scratch, 0, 1, codes_for(
+        OK=None, NOSENS=None, ERASED='erasure_requested', GONE='consent_withdrawn'), NO_CONSENT)
     with local_pipeline() as p:
-        d = p | 'Decisions' >> beam.Create([decisions])
-        out = p | beam.Create([typed]) | ConsentGate(table, d)
+        d = p | 'Decisions' >> beam.Create([part])
+        out = p | beam.Create([typed]) | ConsentGate(table, d, scratch)
         assert_that(out[ConsentGate.ROWS] | beam.FlatMap(
             lambda b: list(zip(b.column('customer_id').to_pylist(),
                                b.column('national_id').to_pylist()))),
@@ -128,17 +133,26 @@ def test_consent_gate_refuses_suppresses_and_counts(config):
                     label='suppressed')
 
 
-def test_consent_decisions_read_inside_the_pipeline(config, demo_copy):
+@pytest.mark.parametrize('parts', [1, 3])
+def test_consent_decisions_read_inside_the_pipeline(config, demo_copy, scratch, parts):
     _, _, planted = demo_copy
-    erased = sorted(planted.erasure_requested)[0]
-    withdrawn = sorted(planted.consent_withdrawn)[0]
+    erased = sorted(planted.erasure_requested)
+    withdrawn = sorted(planted.consent_withdrawn)
     with local_pipeline() as p:
         d = p | ConsentDecisions(config.consent, config.transfer,
-                                 p | ErasedSubjects(config.consent))
-        assert_that(d | beam.Map(lambda x: (verdict(x, erased).reason,
-                                            verdict(x, withdrawn).reason,
-                                            verdict(x, 'nobody').reason)),
-                    equal_to([('erasure_requested', 'consent_withdrawn', 'no_consent')]))
+                                 p | ErasedSubjects(config.consent), scratch, parts=parts)
+        assert_that(d | beam.Map(lambda part: part.partition), equal_to(list(range(parts))),
+                    label='partitions')
+
+        def reasons(_, parts):
+            decisions = load_decisions(scratch, parts)
+            return ({decisions.decision(s).reason for s in erased},
+                    {decisions.decision(s).reason for s in withdrawn},
+                    decisions.decision('nobody').reason)
+
+        assert_that(p | 'Start' >> beam.Create([None]) | beam.Map(reasons, beam.pvalue.AsList(d)),
+                    equal_to([({'erasure_requested'}, {'consent_withdrawn'}, 'no_consent')]),
+                    label='reasons')
 
 
 def test_mask_batch_follows_the_policy(config, keys_dir):
@@ -314,7 +328,8 @@ def test_first_undecodable_byte_is_a_file_offset(tmp_path, data, encoding, offse
     assert first_undecodable_byte(str(path), encoding) == offset
 
 
-def test_duplicates_keep_latest_refuses_older_copies_only(config, tmp_path):
+@pytest.mark.parametrize('parts', [1, 4])
+def test_duplicates_keep_latest_refuses_older_copies_only(config, tmp_path, scratch, parts):
     from transforms.dedup import DropDuplicates, DuplicateKeys
     table = config.table('customers')
     assert table.keep_duplicates == 'latest' and table.order_by == 'updated_at'
@@ -332,11 +347,11 @@ def test_duplicates_keep_latest_refuses_older_copies_only(config, tmp_path):
                                 line('A', '2023-01-01 00:00:00')]).encode('gbk') + b'\n')
     table = dataclasses.replace(table, path=str(path))
     with local_pipeline() as p:
-        dups = p | 'Keys' >> DuplicateKeys(table)
+        dups = p | 'Keys' >> DuplicateKeys(table, scratch, parts=parts)
         conformed = (p | ReadTable(table))[ReadTable.ROWS] | 'Conform' >> beam.ParDo(
             lambda b: [conform_batch(b, table)[0]])
         out = conformed | DropDuplicates(table, dups)
-        assert_that(dups, equal_to([{'A': (str(path), 3)}]), label='duplicates')
+        assert_that(dups, equal_to([('A', (str(path), 3))]), label='duplicates')
         assert_that(out[DropDuplicates.ROWS] | beam.FlatMap(
             lambda b: list(zip(b.column('customer_id').to_pylist(),
                                b.column(ROW).to_pylist()))),
@@ -397,8 +412,8 @@ def registry_lines(n):
     return lines
 
 
-def test_a_registry_read_in_ranges_gives_the_decisions_of_a_whole_read(tmp_path, monkeypatch,
-                                                                       config):
+def test_a_registry_read_in_ranges_and_partitions_decides_as_a_whole_read(
+        tmp_path, monkeypatch, config, scratch):
     from apache_beam.io.filesystem import FileMetadata
     from transforms import consent, read
     from transforms.consent_rules import decide_table
@@ -410,13 +425,18 @@ def test_a_registry_read_in_ranges_gives_the_decisions_of_a_whole_read(tmp_path,
                               consent._REGISTRY_LAYOUT, 2)
     assert len(ranges) >= 4
     purposes = config.transfer.legal_bases
-    parts = [consent._range_flags(r, purposes) for r in ranges]
+    flags = [f for r in ranges for f in consent._spill_range_flags(r, purposes, scratch, 3)]
+    assert {p for p, _ in flags} == {0, 1, 2}
+    decided = [consent._decide_partition(p, config.transfer, scratch, 3, flags, {'C7', 'X'})
+               for p in range(3)]
     whole = decide_table(consent.read_consent_file(str(path), consent.REGISTRY_FIELDS, 'r'),
-                         ['C7'], purposes=purposes, cross_border=True)
-    split = consent.decide_flags(parts, ['C7'], purposes=purposes, cross_border=True)
-    subjects = pa.array([f'C{i}' for i in range(300)] + ['C999'])
-    assert split.lookup(subjects, 0).tolist() == whole.lookup(subjects, 0).tolist()
-    assert len(set(whole.lookup(subjects, 0).tolist())) >= 3  # several verdicts were decided
+                         ["C7", "X"], purposes=purposes,
+                         cross_border=config.transfer.cross_border)
+    subjects = pa.array([f'C{i}' for i in range(300)] + ['C999', 'X'])
+    default = decided[0].default
+    split = load_decisions(scratch, decided).lookup(subjects)
+    assert split.tolist() == whole.lookup(subjects, default).tolist()
+    assert len(set(split.tolist())) >= 3  # several verdicts were decided
 
 
 def test_a_bad_value_in_a_later_range_names_its_row_in_the_file(tmp_path, monkeypatch):

@@ -1,12 +1,14 @@
 """Consent: decide once per customer from the registry and the erasure list, gate every table.
 
 ``ConsentDecisions`` reads the consent registry and the erasure list inside the pipeline and
-produces one dict (subject -> verdict code) used as a side input; ``ConsentGate`` applies it to a
-table's batches with one lookup per distinct customer of a batch.
+decides every customer, one hash partition of the customers at a time, into the run's scratch
+files (``transforms.scratch``); ``ConsentGate`` loads them once per worker process and applies
+them to a table's batches with one lookup per distinct customer of a batch.
 """
 
 import collections
 import csv
+import threading
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -17,15 +19,19 @@ import pyarrow.csv as pa_csv
 
 from transforms.batches import row_dicts
 from transforms.casting import cast_column
-from transforms.consent_rules import (VERDICT_CODE, VERDICTS, decide_flags, default_decision,
-                                      flag_run, merge_flags, registry_flags)
+from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decisions, FlagRun, SubjectCodes,
+                                      decide_flags, default_decision, flag_run, merge_flags,
+                                      registry_flags)
 from transforms.errors import InputError
 from transforms.masking import string_form
 from transforms.read import FileRange, open_range, plan_ranges
 from transforms.reasons import DeadLetter
+from transforms.scratch import SPILL_ROWS, write_partitions
+from transforms.sorted_keys import fixed_width, key_column, keys_of, partition_of, texts
 from schemas import FieldSpec
 
-__all__ = ['ConsentDecisions', 'ConsentGate', 'ErasedSubjects']
+__all__ = ['ConsentDecisions', 'ConsentGate', 'DecisionPart', 'ErasedSubjects', 'load_decisions',
+           'write_decision_part']
 
 REGISTRY_FIELDS = (
     FieldSpec('subject_id', 'string', False, 'personal'),
@@ -43,19 +49,23 @@ ERASURE_FIELDS = (
 
 
 class ConsentDecisions(beam.PTransform):
-    """A single-element PCollection: {'codes': SubjectCodes (subject -> code), 'default': code},
-    a code being an index into ``VERDICTS``.
+    """One ``DecisionPart`` per partition of the customers: the scratch file of their decision
+    codes (``load_decisions`` reads them all back).
 
     A large registry is read in byte ranges by several workers (``workers``), each reducing its
-    part to a few flags per customer; one step merges the parts and decides.
+    part to a few flags per customer, written to scratch by partition; each partition's flags
+    are then merged and decided alone. ``scratch``: the run's ``transforms.scratch.Scratch``;
+    ``parts``: how many partitions (``scratch.partitions_for`` the registry's size).
     """
 
-    def __init__(self, consent, transfer, erased, *, workers=1):
+    def __init__(self, consent, transfer, erased, scratch, *, parts=1, workers=1):
         """``erased``: the ``ErasedSubjects`` of ``consent``."""
         super().__init__()
         self._consent = consent
         self._transfer = transfer
         self._erased = erased
+        self._scratch = scratch
+        self._parts = parts
         self._workers = workers
 
     def expand(self, pbegin):
@@ -64,11 +74,14 @@ class ConsentDecisions(beam.PTransform):
                  | 'MatchRegistry' >> beam.Create([self._consent.registry])
                  | 'SplitRegistry' >> beam.FlatMap(_registry_ranges, self._workers)
                  | 'Spread' >> beam.Reshuffle()
-                 | 'Flags' >> beam.Map(_range_flags, purposes))
-        return (pbegin
-                | 'Start' >> beam.Create([None])
-                | 'Decide' >> beam.Map(_decide, self._transfer, beam.pvalue.AsList(flags),
-                                       beam.pvalue.AsSingleton(self._erased)))
+                 | 'Flags' >> beam.FlatMap(_spill_range_flags, purposes, self._scratch,
+                                           self._parts))
+        partitions = pbegin | 'Partitions' >> beam.Create(range(self._parts))
+        if self._parts > 1:
+            partitions |= 'SpreadPartitions' >> beam.Reshuffle()
+        return partitions | 'Decide' >> beam.Map(
+            _decide_partition, self._transfer, self._scratch, self._parts,
+            beam.pvalue.AsList(flags), beam.pvalue.AsSingleton(self._erased))
 
 
 class ErasedSubjects(beam.PTransform):
@@ -103,21 +116,75 @@ def _registry_ranges(path, workers):
     return plan_ranges(metadata, _REGISTRY_LAYOUT, workers)
 
 
-def _range_flags(file_range, purposes):
-    parts = read_consent_file(file_range.path, REGISTRY_FIELDS, 'consent registry', file_range)
-    return merge_flags([flag_run(registry_flags(batch, purposes), purposes) for batch in parts],
-                       purposes)
+def _spill_range_flags(file_range, purposes, scratch, parts):
+    """A range of the registry as ``FlagRun``s written to scratch by partition, up to
+    SPILL_ROWS registry rows at a time: ``[(partition, path)]``."""
+    runs, rows, written = [], 0, []
+    for batch in read_consent_file(file_range.path, REGISTRY_FIELDS, 'consent registry',
+                                   file_range):
+        runs.append(flag_run(registry_flags(batch, purposes), purposes))
+        rows += batch.num_rows
+        if rows >= SPILL_ROWS:
+            written += _write_flags(scratch, parts, merge_flags(runs, purposes))
+            runs, rows = [], 0
+    if runs:
+        written += _write_flags(scratch, parts, merge_flags(runs, purposes))
+    return written
 
 
-def _decide(_, transfer, flags, erased):
-    kwargs = dict(purposes=transfer.legal_bases, cross_border=transfer.cross_border)
-    return {'codes': decide_flags(flags, sorted(erased), **kwargs),
-            'default': VERDICT_CODE[default_decision(**kwargs)]}
+def _write_flags(scratch, parts, run):
+    flags = np.ascontiguousarray(run.flags).view(f'S{run.flags.shape[1]}').ravel()
+    return write_partitions(scratch, 'flags', parts, run.subjects, {'flags': flags})
 
 
-def subject_codes(decisions: dict, subjects: pa.Array) -> list:
-    """The decision code of each subject, in one vectorized lookup."""
-    return decisions['codes'].lookup(subjects, decisions['default']).tolist()
+def _read_flags(scratch, path) -> FlagRun:
+    read = scratch.read(path)
+    flags = keys_of(read.column('flags'))
+    return FlagRun(keys_of(read.column('key')),
+                   flags.view(np.bool_).reshape(len(flags), flags.dtype.itemsize))
+
+
+# One partition's decisions in scratch (``partition`` of ``parts``), and the code of a customer
+# the registry does not know.
+DecisionPart = collections.namedtuple('DecisionPart', 'partition parts path default')
+
+
+def _decide_partition(partition, transfer, scratch, parts, flags, erased):
+    purposes = transfer.legal_bases
+    runs = [_read_flags(scratch, path) for p, path in flags if p == partition]
+    erased_keys = fixed_width(pa.array(sorted(erased), pa.string()))
+    erased_here = texts(erased_keys[partition_of(erased_keys, parts) == partition])
+    kwargs = dict(purposes=purposes, cross_border=transfer.cross_border)
+    codes = decide_flags(runs, erased_here, **kwargs)
+    return write_decision_part(scratch, partition, parts, codes,
+                               VERDICT_CODE[default_decision(**kwargs)])
+
+
+def write_decision_part(scratch, partition, parts, codes: SubjectCodes, default) -> DecisionPart:
+    """Write one partition's decisions (every customer in it must be in that partition)."""
+    path = scratch.write(f'decisions-{partition}', pa.table({
+        'key': key_column(codes.keys), 'code': pa.array(codes.codes, pa.int8())}))
+    return DecisionPart(partition, parts, path, default)
+
+
+_LOADED = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def load_decisions(scratch, parts) -> Decisions:
+    """The ``Decisions`` of all ``DecisionPart``s, read once per worker process (every table's
+    gate shares them)."""
+    parts = tuple(sorted(parts))
+    assert [p.partition for p in parts] == list(range(parts[0].parts)), 'a partition is missing'
+    with _LOADED_LOCK:
+        if parts not in _LOADED:
+            _LOADED.clear()  # a process serves one run at a time
+            tables = [scratch.read(p.path) for p in parts]
+            _LOADED[parts] = Decisions(
+                [SubjectCodes.from_sorted(keys_of(t.column('key')),
+                                          t.column('code').to_numpy()) for t in tables],
+                parts[0].default)
+        return _LOADED[parts]
 
 
 def read_consent_file(path, fields, what, file_range=None):
@@ -183,21 +250,23 @@ class ConsentGate(beam.PTransform):
     DEAD = 'dead'
     SUPPRESSED = 'suppressed'
 
-    def __init__(self, table, decisions):
+    def __init__(self, table, decisions, scratch):
+        """``decisions``: the ``ConsentDecisions``, in ``scratch``."""
         super().__init__()
         self._table = table
         self._decisions = decisions
+        self._scratch = scratch
 
     def expand(self, batches):
         return batches | 'Gate' >> beam.ParDo(
-            _GateFn(self._table), beam.pvalue.AsSingleton(self._decisions)).with_outputs(
+            _GateFn(self._table, self._scratch), beam.pvalue.AsList(self._decisions)).with_outputs(
                 self.DEAD, self.SUPPRESSED, main=self.ROWS)
 
 
-def gate_batch(batch: pa.RecordBatch, table, decisions: dict):
+def gate_batch(batch: pa.RecordBatch, table, decisions: Decisions):
     """(allowed batch with sensitive fields suppressed, suppressed count, [DeadLetter])."""
     encoded = pc.dictionary_encode(string_form(batch.column(table.subject_key)))
-    verdicts = [VERDICTS[code] for code in subject_codes(decisions, encoded.dictionary)]
+    verdicts = [VERDICTS[code] for code in decisions.lookup(encoded.dictionary).tolist()]
     reasons = pa.array([v.reason for v in verdicts], type=pa.string()).take(encoded.indices)
     sensitive_ok = pa.array([v.sensitive_ok for v in verdicts], type=pa.bool_()).take(
         encoded.indices)
@@ -228,11 +297,13 @@ def gate_batch(batch: pa.RecordBatch, table, decisions: dict):
 
 
 class _GateFn(beam.DoFn):
-    def __init__(self, table):
+    def __init__(self, table, scratch):
         self._table = table
+        self._scratch = scratch
 
-    def process(self, batch, decisions):
-        allowed, suppressed, dead = gate_batch(batch, self._table, decisions)
+    def process(self, batch, parts):
+        allowed, suppressed, dead = gate_batch(batch, self._table,
+                                               load_decisions(self._scratch, parts))
         if allowed.num_rows:
             yield allowed
         if suppressed:

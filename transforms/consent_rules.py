@@ -15,10 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.sorted_keys import fixed_width, group_starts, merge_runs, sorted_run, texts
+from transforms.sorted_keys import (fit_width, fixed_width, group_starts, merge_runs,
+                                   sorted_run, split_by_partition, texts)
 
-__all__ = ['VERDICTS', 'VERDICT_CODE', 'ConsentRow', 'Decision', 'SubjectCodes', 'decide_subject',
-           'decide_flags', 'decide_table', 'flag_run', 'merge_flags',
+__all__ = ['VERDICTS', 'VERDICT_CODE', 'ConsentRow', 'Decision', 'Decisions', 'SubjectCodes',
+           'decide_subject', 'decide_flags', 'decide_table', 'flag_run', 'merge_flags',
            'default_decision']
 
 
@@ -207,17 +208,31 @@ class SubjectCodes(Mapping):
         self._keys_sorted, self._codes = keys, codes
         return self
 
+    @property
+    def keys(self) -> np.ndarray:
+        """The sorted fixed-width keys."""
+        return self._keys_sorted
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The code beside each key."""
+        return self._codes
+
     def lookup(self, subjects: pa.Array, default: int) -> np.ndarray:
         """The code of each subject (``default`` for those not in the index)."""
-        if not len(self._keys_sorted) or not len(subjects):
-            return np.full(len(subjects), default, dtype=np.int8)
-        keys = fixed_width(subjects, self._keys_sorted.dtype.itemsize)
+        return self.lookup_keys(fixed_width(subjects), default)
+
+    def lookup_keys(self, keys: np.ndarray, default: int) -> np.ndarray:
+        """``lookup`` for subjects already fixed-width keys."""
+        if not len(self._keys_sorted) or not len(keys):
+            return np.full(len(keys), default, dtype=np.int8)
+        keys = fit_width(keys, self._keys_sorted.dtype.itemsize)
         at = np.minimum(np.searchsorted(self._keys_sorted, keys), len(self._keys_sorted) - 1)
         found = (self._keys_sorted[at] == keys) & (keys != b'')
         return np.where(found, self._codes[at], np.int8(default))
 
     def __getitem__(self, subject):
-        # One binary search on a scalar: sealing looks subjects up one dead letter at a time.
+        # One binary search on a scalar (the Mapping interface, for one subject at a time).
         key = subject.encode('utf-8') + b'\x01'
         if len(key) <= self._keys_sorted.dtype.itemsize and len(self._keys_sorted):
             at = int(np.searchsorted(self._keys_sorted, key))
@@ -230,6 +245,29 @@ class SubjectCodes(Mapping):
 
     def __len__(self):
         return len(self._keys_sorted)
+
+
+class Decisions:
+    """Every customer's decision code: the ``SubjectCodes`` of each hash partition of the
+    customers (``sorted_keys.partition_of``), and the code of a customer in none of them."""
+
+    def __init__(self, partitions: Sequence[SubjectCodes], default: int):
+        self._partitions = list(partitions)
+        self._default = default
+
+    def lookup(self, subjects: pa.Array) -> np.ndarray:
+        """The code of each subject, one binary search per partition."""
+        keys = fixed_width(subjects)
+        codes = np.full(len(keys), self._default, dtype=np.int8)
+        order, bounds = split_by_partition(keys, len(self._partitions))
+        for p, codes_p in enumerate(self._partitions):
+            at = order[bounds[p]:bounds[p + 1]]
+            if len(at):
+                codes[at] = codes_p.lookup_keys(keys[at], self._default)
+        return codes
+
+    def decision(self, subject: str) -> 'Decision':
+        return VERDICTS[int(self.lookup(pa.array([subject], pa.string()))[0])]
 
 
 # Every possible decision, so a decision can travel as its index (a small int pickles and looks

@@ -1,15 +1,17 @@
 """Duplicates: the same primary key twice in a table becomes ``duplicate_key`` dead letters.
 
-``DuplicateKeys`` reads the table a second time (key pass) and keeps one small entry per key, so
-memory grows with the number of keys, never with the rows: the main path is not held back in
-memory while keys are counted. ``DropDuplicates`` then refuses, in the main path, every copy
-(``keep: none``) or every copy but the one with the greatest ``order_by`` (``keep: latest``;
-ties go to the last row read).
+``DuplicateKeys`` reads the table a second time (key pass), so the main path is not held back in
+memory while keys are counted. It keeps a few bytes per row (the key, and where the row is), in
+the run's scratch files split by a hash of the key (``transforms.scratch``), then finds the
+duplicated keys one partition at a time: memory follows a partition, not the table.
+``DropDuplicates`` then refuses, in the main path, every copy (``keep: none``) or every copy but
+the one with the greatest ``order_by`` (``keep: latest``; ties go to the last row read).
 """
 
 import collections
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,9 +21,11 @@ from transforms.conform import Conform
 from transforms.masking import string_form
 from transforms.read import ReadTable
 from transforms.reasons import DeadLetter
-from transforms.sorted_keys import fixed_width, group_starts, merge_order, texts
+from transforms.scratch import SPILL_ROWS, write_partitions
+from transforms.sorted_keys import fixed_width, group_starts, keys_of, merge_order, texts
 
-__all__ = ['DropDuplicates', 'DuplicateKeys', 'KeyFacts', 'duplicate_rows', 'key_facts']
+__all__ = ['DropDuplicates', 'DuplicateKeys', 'KeyFacts', 'duplicate_rows', 'duplicated_keys',
+           'key_facts']
 
 
 # The key pass's view of a batch: its keys as a sorted run (transforms.sorted_keys) and, when
@@ -52,48 +56,32 @@ def _merged(facts) -> KeyFacts:
     keys, order = merge_order([f.keys for f in facts])
     if facts[0].ranks is None:
         return KeyFacts(keys, None)
-    # One chunk: pickling (to send facts to another worker) copies a chunk's buffers whole.
+    # One chunk, one dictionary of sources: each partition's file is then one record batch.
     ranks = pa.concat_tables([f.ranks for f in facts])
     return KeyFacts(keys, ranks.take(order).combine_chunks())
 
 
-class _DuplicatedKeys(beam.CombineFn):
-    """Key facts of every row -> {duplicated key: (source, row) of the copy to keep, or None}.
+def duplicated_keys(facts) -> dict:
+    """{duplicated key: (source, row) of the copy to keep, or None} from ``KeyFacts`` runs.
 
-    Facts stay sorted runs of fixed-width keys, a few bytes a key, and merge without a hash
-    table of strings; only the duplicated keys, a small share, are ranked in Python.
+    Only the copies of duplicated keys, a small share, are ranked in Python; the ranks of the
+    others are never gathered.
     """
-
-    def create_accumulator(self):
-        return []
-
-    def add_input(self, acc, facts):
-        acc.append(facts)
-        return acc
-
-    def merge_accumulators(self, accs):
-        return [facts for acc in accs for facts in acc]
-
-    def compact(self, acc):
-        return [_merged(acc)] if len(acc) > 1 else acc
-
-    def extract_output(self, acc):
-        if not acc:
-            return {}
-        keys, order = merge_order([f.keys for f in acc])
-        starts = group_starts(keys)
-        copies = np.diff(np.append(starts, len(keys)))
-        if acc[0].ranks is None:
-            return dict.fromkeys(texts(keys[starts[copies > 1]]))
-        # Only the copies of duplicated keys are ranked: the others' ranks are never gathered.
-        rows = np.flatnonzero(np.repeat(copies > 1, copies))
-        ranks = pa.concat_tables([f.ranks for f in acc]).take(pa.array(order[rows]))
-        best = {}
-        for key, fact in zip(texts(keys[rows]), ranks.to_pylist()):
-            rank = _rank(fact)
-            if key not in best or rank > best[key]:
-                best[key] = rank
-        return {key: rank[2:] for key, rank in best.items()}
+    if not facts:
+        return {}
+    keys, order = merge_order([f.keys for f in facts])
+    starts = group_starts(keys)
+    copies = np.diff(np.append(starts, len(keys)))
+    if facts[0].ranks is None:
+        return dict.fromkeys(texts(keys[starts[copies > 1]]))
+    rows = np.flatnonzero(np.repeat(copies > 1, copies))
+    ranks = pa.concat_tables([f.ranks for f in facts]).take(pa.array(order[rows]))
+    best = {}
+    for key, fact in zip(texts(keys[rows]), ranks.to_pylist()):
+        rank = _rank(fact)
+        if key not in best or rank > best[key]:
+            best[key] = rank
+    return {key: rank[2:] for key, rank in best.items()}
 
 
 def _rank(fact):
@@ -103,12 +91,18 @@ def _rank(fact):
 
 
 class DuplicateKeys(beam.PTransform):
-    """One dict: {key: (source, row) of the copy to keep, or None to keep none} for every
-    duplicated key."""
+    """``(key, (source, row) of the copy to keep, or None to keep none)`` for every duplicated
+    key (for ``beam.pvalue.AsDict``).
 
-    def __init__(self, table, *, workers=1):
+    ``scratch``: the run's ``transforms.scratch.Scratch``; ``parts``: how many partitions the
+    keys are split into (``scratch.partitions_for`` the table's size).
+    """
+
+    def __init__(self, table, scratch, *, parts=1, workers=1):
         super().__init__()
         self._table = table
+        self._scratch = scratch
+        self._parts = parts
         self._workers = workers
 
     def expand(self, pbegin):
@@ -116,9 +110,59 @@ class DuplicateKeys(beam.PTransform):
                      | 'Read' >> ReadTable(self._table, purpose='(key pass)',
                                            workers=self._workers)
                      )[ReadTable.ROWS] | 'Conform' >> Conform(self._table)
-        return (conformed[Conform.ROWS]
-                | 'Keys' >> beam.Map(key_facts, self._table)
-                | 'Count' >> beam.CombineGlobally(_DuplicatedKeys()))
+        spilled = conformed[Conform.ROWS] | 'SpillKeys' >> beam.ParDo(
+            _SpillKeyFactsFn(self._table, self._scratch, self._parts))
+        partitions = pbegin | 'Partitions' >> beam.Create(range(self._parts))
+        if self._parts > 1:
+            partitions |= 'Spread' >> beam.Reshuffle()
+        return partitions | 'Duplicated' >> beam.FlatMap(
+            _duplicated_in_partition, self._table, self._scratch,
+            beam.pvalue.AsList(spilled))
+
+
+class _SpillKeyFactsFn(beam.DoFn):
+    """Key facts of each batch, merged up to SPILL_ROWS rows at a time and written to scratch by
+    partition; outputs ``(partition, path)``."""
+
+    def __init__(self, table, scratch, parts):
+        self._table = table
+        self._scratch = scratch
+        self._parts = parts
+        self._facts = []
+        self._rows = 0
+
+    def start_bundle(self):
+        self._facts, self._rows = [], 0
+
+    def process(self, batch):
+        self._facts.append(key_facts(batch, self._table))
+        self._rows += batch.num_rows
+        if self._rows >= SPILL_ROWS:
+            yield from self._spill()
+
+    def finish_bundle(self):
+        for written in self._spill():
+            yield GlobalWindows.windowed_value(written)
+
+    def _spill(self):
+        if not self._facts:
+            return []
+        facts = _merged(self._facts)
+        self._facts, self._rows = [], 0
+        ranks = {} if facts.ranks is None else dict(zip(facts.ranks.column_names,
+                                                        facts.ranks.columns))
+        return write_partitions(self._scratch, 'keys', self._parts, facts.keys, ranks)
+
+
+def _duplicated_in_partition(partition, table, scratch, spilled):
+    latest = table.keep_duplicates == 'latest'
+    facts = []
+    for p, path in spilled:
+        if p == partition:
+            read = scratch.read(path)
+            facts.append(KeyFacts(keys_of(read.column('key')),
+                                  read.drop_columns(['key']) if latest else None))
+    return duplicated_keys(facts).items()
 
 
 def duplicate_rows(batch: pa.RecordBatch, table, duplicates: dict) -> np.ndarray:
@@ -149,7 +193,7 @@ class DropDuplicates(beam.PTransform):
 
     def expand(self, batches):
         return batches | 'Drop' >> beam.ParDo(
-            _DropFn(self._table), beam.pvalue.AsSingleton(self._duplicates)).with_outputs(
+            _DropFn(self._table), beam.pvalue.AsDict(self._duplicates)).with_outputs(
                 self.DEAD, main=self.ROWS)
 
 

@@ -4,30 +4,31 @@ A string key becomes a fixed-width byte string (its UTF-8, then a 0x01 terminato
 padding loses no byte and no key is a prefix of another); an array of them sorts, searches and
 compares in NumPy without a Python object per key. Parts built apart (batches, byte ranges of a
 file) are kept sorted, so merging them is a stable sort over already sorted runs, which is fast,
-and the result stays a few arrays rather than a hash table of strings.
+and the result stays a few arrays rather than a hash table of strings. State too large for one
+process is split into partitions by a hash of the key (``partition_of``), each merged alone.
 """
 
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ['fixed_width', 'group_starts', 'merge_order', 'merge_runs', 'sorted_run', 'texts']
+__all__ = ['fit_width', 'fixed_width', 'group_starts', 'key_column', 'keys_of', 'merge_order',
+           'merge_runs', 'partition_of', 'sorted_run', 'split_by_partition', 'texts']
 
 _CHUNK = 1 << 18  # keys per step: bounds the temporary index arrays
 
 
-def fixed_width(strings: pa.Array, width: Optional[int] = None) -> np.ndarray:
-    """The keys of a (non-null) string array as ``S<width>``, built chunk by chunk from Arrow's
-    buffers. ``width`` defaults to the longest key plus its terminator; a key too long for a
-    given width becomes b'' (it can match nothing)."""
+def fixed_width(strings: pa.Array) -> np.ndarray:
+    """The keys of a (non-null) string array as ``S<width>``, ``width`` being the longest key
+    plus its terminator, built chunk by chunk from Arrow's buffers."""
     strings = strings.cast(pa.binary()) if len(strings) else pa.array([], pa.binary())
     if isinstance(strings, pa.ChunkedArray):
         strings = strings.combine_chunks()
     lengths = pc.binary_length(strings).to_numpy(zero_copy_only=False) \
         if len(strings) else np.zeros(0, dtype=np.int32)
-    width = width or (int(lengths.max()) + 1 if len(lengths) else 1)
+    width = int(lengths.max()) + 1 if len(lengths) else 1
     out = np.zeros((len(strings), width), dtype=np.uint8)
     for start in range(0, len(strings), _CHUNK):
         part = strings.slice(start, _CHUNK)
@@ -36,12 +37,10 @@ def fixed_width(strings: pa.Array, width: Optional[int] = None) -> np.ndarray:
         data = np.frombuffer(part.buffers()[2], dtype=np.uint8) \
             if part.buffers()[2] is not None else np.zeros(0, dtype=np.uint8)
         n = lengths[start:start + len(part)]
-        fits = n < width
-        copied = np.where(fits, n, 0)  # bytes copied per key
-        rows = np.repeat(np.arange(len(part)), copied)
-        cols = np.arange(len(rows)) - np.repeat(np.cumsum(copied) - copied, copied)
-        out[start + rows, cols] = data[np.repeat(offsets[:-1], copied) + cols]
-        out[start + np.flatnonzero(fits), n[fits]] = 1
+        rows = np.repeat(np.arange(len(part)), n)
+        cols = np.arange(len(rows)) - np.repeat(np.cumsum(n) - n, n)
+        out[start + rows, cols] = data[np.repeat(offsets[:-1], n) + cols]
+        out[start + np.arange(len(part)), n] = 1
     return out.view(f'S{width}').ravel()
 
 
@@ -82,3 +81,67 @@ def group_starts(keys: np.ndarray) -> np.ndarray:
 def texts(keys: np.ndarray) -> list:
     """The strings of fixed-width keys (NumPy drops the padding; the terminator goes here)."""
     return [k[:-1].decode('utf-8') for k in keys.tolist()]
+
+
+def fit_width(keys: np.ndarray, width: int) -> np.ndarray:
+    """Keys at another width, to compare with an array of that width; a key too long for it
+    becomes b'' (it can match nothing)."""
+    if keys.dtype.itemsize <= width:
+        return keys.astype(f'S{width}')
+    matrix = keys.view(np.uint8).reshape(len(keys), keys.dtype.itemsize)
+    fitted = np.ascontiguousarray(matrix[:, :width]).view(f'S{width}').ravel()
+    fitted[matrix[:, width:].any(axis=1)] = b''
+    return fitted
+
+
+# One odd 64-bit multiplier per byte position (SplitMix64 of the position): a zero byte adds
+# nothing, so a key hashes alike at every padded width.
+def _multipliers(width: int) -> np.ndarray:
+    with np.errstate(over='ignore'):
+        z = np.arange(1, width + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (z ^ (z >> np.uint64(31))) | np.uint64(1)
+
+
+def partition_of(keys: np.ndarray, parts: int) -> np.ndarray:
+    """The partition (0 .. parts - 1) of each key, the same for a key at any width. A spread,
+    not a secret: partitions hold keys in the clear and are encrypted where they are stored."""
+    if parts == 1 or not len(keys):
+        return np.zeros(len(keys), dtype=np.intp)
+    matrix = keys.view(np.uint8).reshape(len(keys), keys.dtype.itemsize)
+    h = np.zeros(len(keys), dtype=np.uint64)
+    with np.errstate(over='ignore'):
+        for i, m in enumerate(_multipliers(keys.dtype.itemsize)):
+            h += matrix[:, i] * m
+        h ^= h >> np.uint64(33)  # MurmurHash3's finalizer: every input bit moves the low bits
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+    return (h % np.uint64(parts)).astype(np.intp)
+
+
+def split_by_partition(keys: np.ndarray, parts: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(order, bounds)``: partition p of ``keys`` is ``keys[order[bounds[p]:bounds[p + 1]]]``,
+    in the order of ``keys`` (sorted keys stay sorted in each partition)."""
+    of = partition_of(keys, parts)
+    order = np.argsort(of, kind='stable')
+    return order, np.searchsorted(of[order], np.arange(parts + 1))
+
+
+def key_column(keys: np.ndarray) -> pa.Array:
+    """Fixed-width keys (or any fixed-width bytes) as an Arrow fixed_size_binary array, without a
+    copy."""
+    keys = np.ascontiguousarray(keys)
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(keys.dtype.itemsize), len(keys),
+                                                [None, pa.py_buffer(keys)])
+
+
+def keys_of(column) -> np.ndarray:
+    """The fixed-width keys of a ``key_column``, without a copy."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    width = column.type.byte_width
+    if not len(column):
+        return np.zeros(0, dtype=f'S{width}')
+    data = np.frombuffer(column.buffers()[1], dtype=f'S{width}')
+    return data[column.offset:column.offset + len(column)]
