@@ -227,16 +227,40 @@ def test_an_export_in_another_encoding_is_a_clear_error(demo_copy):
     assert 'Traceback' not in proc.stderr and len(problems(proc.stderr)) == 1
 
 
-def test_dead_letter_limit_aborts_without_a_manifest(demo_copy):
+def test_dead_letter_limit_aborts_without_a_manifest(demo_copy, tmp_path):
     workdir, config, _ = demo_copy
     edit(config, 'max_ratio: 0.05', 'max_ratio: 0.001')
-    proc = novation('run', '--config', config)
+    temp = tmp_path / 'temp'
+    temp.mkdir()
+    proc = novation('run', '--config', config, f'--temp_location={temp}')
     assert proc.returncode == 3, proc.stderr
+    assert os.listdir(temp) == []  # the aborted run's scratch files are gone too
     assert problems(proc.stderr)[0].startswith('novation: aborted: table customers:')
     assert 'Traceback' not in proc.stderr
     runs = os.listdir(os.path.join(workdir, 'out'))
     assert len(runs) == 1
     assert not os.path.exists(os.path.join(workdir, 'out', runs[0], 'manifest.json'))
+
+
+def test_a_run_parks_its_state_in_scratch_and_removes_it(demo_copy, tmp_path, monkeypatch):
+    from transforms.scratch import Scratch
+    _, config, _ = demo_copy
+    removed = []
+    remove = Scratch.remove
+
+    def listing_remove(self):
+        removed.append((self.directory, sorted(os.listdir(self.directory))))
+        remove(self)
+
+    monkeypatch.setattr(Scratch, 'remove', listing_remove)
+    temp = tmp_path / 'temp'
+    temp.mkdir()
+    result = run(['--config', config, f'--temp_location={temp}'])
+    [(directory, names)] = removed
+    assert directory == os.path.join(temp, 'novation-' + result.manifest['run_id'])
+    # key facts of the two tables with a primary key, consent flags, consent decisions
+    assert {name.split('-')[0] for name in names} == {'keys', 'flags', 'decisions'}
+    assert os.listdir(temp) == []
 
 
 def test_demo_command_prints_the_run_directory_last(tmp_path):

@@ -77,6 +77,14 @@ def test_dataflow_refuses_paths_its_workers_cannot_read(demo_copy, no_network):
         run(['--config', config, *live])
 
 
+def test_dataflow_needs_a_temp_location_for_its_scratch_files(demo_copy, no_network):
+    _, config, _ = demo_copy
+    live = [a for a in DATAFLOW if a != '--dry_run=True' and not a.startswith('gs://')
+            and a not in ('--temp_location', '--staging_location')]
+    with pytest.raises(ConfigError, match=r'a Dataflow run needs --temp_location=gs://'):
+        run(['--config', config, *live])
+
+
 def rows(table) -> list:
     return sorted(json.dumps(r, sort_keys=True, default=str) for r in table.to_pylist())
 
