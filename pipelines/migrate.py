@@ -26,7 +26,8 @@ from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOpti
 from apache_beam.runners.runner import PipelineState
 
 from config import load_config
-from transforms.consent import ConsentDecisions, ConsentGate, ErasedSubjects
+from transforms.consent import (ConsentDecisions, ConsentGate, ErasedSubjects,
+                                forget_decisions)
 from transforms.conform import Conform
 from transforms.keyring import display_uri, load_keyring
 from transforms.deadletter import WriteDeadLetters
@@ -180,8 +181,13 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
         outputs[table.name] = {'rows': masked}
     manifest = {'counts': counts | 'AllCounts' >> beam.Flatten(),
                 'files': files | 'AllFiles' >> beam.Flatten()} | 'Commit' >> WriteManifest(run)
-    _ = manifest | 'RemoveScratch' >> beam.Map(lambda _, s: s.remove(), scratch)
+    _ = manifest | 'RemoveScratch' >> beam.Map(_remove_scratch, scratch)
     return {'manifest': manifest, 'tables': outputs}
+
+
+def _remove_scratch(_, scratch):
+    scratch.remove()
+    forget_decisions()  # in this worker; the others end with the job
 
 
 def run_scratch(run: dict) -> Scratch:
@@ -329,10 +335,10 @@ def run(argv=None) -> RunResult:
         state = result.wait_until_finish()
     except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
         if runner_kind(options) == 'local':
-            run_scratch(run_info).remove()
+            _remove_scratch(None, run_scratch(run_info))
         raise unwrap_error(e) from None
     if state != PipelineState.DONE:
-        run_scratch(run_info).remove()
+        _remove_scratch(None, run_scratch(run_info))
         raise NovationError(f'the pipeline ended in state {state}; {run_info["run_dir"]} has no '
                             f'manifest and is incomplete')
     with FileSystems.open(join(run_info['run_dir'], MANIFEST_FILE)) as f:

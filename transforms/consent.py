@@ -30,8 +30,8 @@ from transforms.scratch import SPILL_ROWS, write_partitions
 from transforms.sorted_keys import fixed_width, key_column, keys_of, partition_of, texts
 from schemas import FieldSpec
 
-__all__ = ['ConsentDecisions', 'ConsentGate', 'DecisionPart', 'ErasedSubjects', 'load_decisions',
-           'write_decision_part']
+__all__ = ['ConsentDecisions', 'ConsentGate', 'DecisionPart', 'ErasedSubjects',
+           'forget_decisions', 'load_decisions', 'write_decision_part']
 
 REGISTRY_FIELDS = (
     FieldSpec('subject_id', 'string', False, 'personal'),
@@ -185,6 +185,12 @@ def load_decisions(scratch, parts) -> Decisions:
                                           t.column('code').to_numpy()) for t in tables],
                 parts[0].default)
         return _LOADED[parts]
+
+
+def forget_decisions() -> None:
+    """Drop the decisions this process loaded (the run is over)."""
+    with _LOADED_LOCK:
+        _LOADED.clear()
 
 
 def read_consent_file(path, fields, what, file_range=None):

@@ -7,12 +7,13 @@ Instead each step writes its part to the run's scratch directory, split by a has
 into ``parts`` partitions, and a later step reads one partition at a time: memory follows the
 size of a partition, not of the customer book.
 
-Scratch files hold customer ids in the clear inside, so each is encrypted with the keyring's
-dead-letter key (Tink streaming AEAD, the run and file name as associated data) and deleted
-when the run commits.
+Scratch files hold customer ids and consent outcomes, so each is encrypted with the keyring's
+dead-letter key (Tink streaming AEAD, the run and file name as associated data), and all are
+deleted when the run ends.
 """
 
 import math
+import os
 import uuid
 from typing import Dict, List, Optional, Tuple
 
@@ -21,6 +22,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.crypto import decrypting_stream, encrypting_stream
+from transforms.files import has_scheme
 from transforms.keyring import cached_keyring
 from transforms.sorted_keys import key_column, split_by_partition
 
@@ -92,6 +94,11 @@ class Scratch:
         return pa.ipc.open_stream(data).read_all()
 
     def remove(self) -> None:
-        """Delete the whole scratch directory (the run committed, or failed locally)."""
-        if FileSystems.exists(self.directory):
-            FileSystems.delete([self.directory])
+        """Delete every scratch file and the directory (the run committed, or failed locally).
+        Object stores have no directories: there, the files are the directory."""
+        files = [m.path for m in FileSystems.match(
+            [FileSystems.join(self.directory, '*')])[0].metadata_list]
+        if files:
+            FileSystems.delete(files)
+        if not has_scheme(self.directory) and os.path.isdir(self.directory):
+            os.rmdir(self.directory)
