@@ -128,8 +128,7 @@ class _SpillKeyFactsFn(beam.DoFn):
         self._table = table
         self._scratch = scratch
         self._parts = parts
-        self._facts = []
-        self._rows = 0
+        self._facts, self._rows = None, 0
 
     def start_bundle(self):
         self._facts, self._rows = [], 0
