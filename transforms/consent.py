@@ -26,7 +26,7 @@ from transforms.errors import InputError
 from transforms.masking import string_form
 from transforms.read import FileRange, open_range, plan_ranges
 from transforms.reasons import DeadLetter
-from transforms.scratch import SPILL_ROWS, write_partitions
+from transforms.scratch import SPILL_ROWS, Partitions, write_partitions
 from transforms.sorted_keys import fixed_width, key_column, keys_of, partition_of, texts
 from schemas import FieldSpec
 
@@ -76,10 +76,7 @@ class ConsentDecisions(beam.PTransform):
                  | 'Spread' >> beam.Reshuffle()
                  | 'Flags' >> beam.FlatMap(_spill_range_flags, purposes, self._scratch,
                                            self._parts))
-        partitions = pbegin | 'Partitions' >> beam.Create(range(self._parts))
-        if self._parts > 1:
-            partitions |= 'SpreadPartitions' >> beam.Reshuffle()
-        return partitions | 'Decide' >> beam.Map(
+        return (pbegin | 'Partitions' >> Partitions(self._parts)) | 'Decide' >> beam.Map(
             _decide_partition, self._transfer, self._scratch, self._parts,
             beam.pvalue.AsList(flags), beam.pvalue.AsSingleton(self._erased))
 

@@ -21,7 +21,7 @@ from transforms.conform import Conform
 from transforms.masking import string_form
 from transforms.read import ReadTable
 from transforms.reasons import DeadLetter
-from transforms.scratch import SPILL_ROWS, write_partitions
+from transforms.scratch import SPILL_ROWS, Partitions, write_partitions
 from transforms.sorted_keys import fixed_width, group_starts, keys_of, merge_order, texts
 
 __all__ = ['DropDuplicates', 'DuplicateKeys', 'KeyFacts', 'duplicate_rows', 'duplicated_keys',
@@ -112,10 +112,7 @@ class DuplicateKeys(beam.PTransform):
                      )[ReadTable.ROWS] | 'Conform' >> Conform(self._table)
         spilled = conformed[Conform.ROWS] | 'SpillKeys' >> beam.ParDo(
             _SpillKeyFactsFn(self._table, self._scratch, self._parts))
-        partitions = pbegin | 'Partitions' >> beam.Create(range(self._parts))
-        if self._parts > 1:
-            partitions |= 'Spread' >> beam.Reshuffle()
-        return partitions | 'Duplicated' >> beam.FlatMap(
+        return (pbegin | 'Partitions' >> Partitions(self._parts)) | 'Duplicated' >> beam.FlatMap(
             _duplicated_in_partition, self._table, self._scratch,
             beam.pvalue.AsList(spilled))
 

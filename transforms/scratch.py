@@ -17,6 +17,7 @@ import os
 import uuid
 from typing import Dict, List, Optional, Tuple
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
@@ -26,7 +27,8 @@ from transforms.files import has_scheme
 from transforms.keyring import cached_keyring
 from transforms.sorted_keys import key_column, split_by_partition
 
-__all__ = ['PARTITION_BYTES', 'SPILL_ROWS', 'Scratch', 'partitions_for', 'write_partitions']
+__all__ = ['PARTITION_BYTES', 'SPILL_ROWS', 'Partitions', 'Scratch', 'partitions_for',
+           'write_partitions']
 
 ROLE = 'deadletter'
 # Input bytes per partition: a partition's keys and facts are then a few MB to a few tens of MB.
@@ -58,6 +60,20 @@ def write_partitions(scratch: 'Scratch', prefix: str, parts: int, keys: np.ndarr
                 else values.take(pa.array(at))
         written.append((p, scratch.write(f'{prefix}-{p}', pa.table(table))))
     return written
+
+
+class Partitions(beam.PTransform):
+    """The partition numbers 0 .. parts - 1, spread over the workers when there are several."""
+
+    def __init__(self, parts: int):
+        super().__init__()
+        self._parts = parts
+
+    def expand(self, pbegin):
+        numbers = pbegin | 'Numbers' >> beam.Create(range(self._parts))
+        if self._parts > 1:
+            numbers |= 'Spread' >> beam.Reshuffle()
+        return numbers
 
 
 class Scratch:
