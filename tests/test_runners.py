@@ -9,12 +9,14 @@
 
 import json
 import os
+import re
 import socket
 import tarfile
 
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.runners.pipeline_context import PipelineContext
 
 from conftest import ROOT
 from pipelines.decrypt import read_deadletters, read_table
@@ -54,6 +56,19 @@ def test_the_dataflow_job_is_built_offline(demo_copy, no_network):
         'KeysOfCustomers', 'DedupCustomers', 'KeysOfRepayments', 'DedupRepayments',
         'WriteCustomers/Files/Finalize'}
     assert expected <= steps, sorted(expected - steps)
+    # Beam samples each step's output size by encoding elements: batches must get their own
+    # coder, not the pickle fallback (run() turns Beam's type inference off)
+    components = job.proto_pipeline.components
+    coders = PipelineContext(components).coders
+    batch_steps = {t.unique_name: coders.get_by_id(
+        components.pcollections[t.outputs['None']].coder_id).__class__.__name__
+        for t in components.transforms.values()
+        if not t.subtransforms and re.search(r'/(ReadBatches|Cast|Drop|Gate|Apply|Count)(/ParDo\(\w+\))?$',
+                     t.unique_name)}
+    # per table: read, conform, gate, mask, count; two tables also drop duplicates and have
+    # a key pass that reads and conforms
+    assert len(batch_steps) == 4 * 5 + 2 * 3, sorted(batch_steps)
+    assert set(batch_steps.values()) == {'RecordBatchCoder'}
     [environment] = job.proto_pipeline.components.environments.values()
     assert environment.urn == 'beam:env:docker:v1'
     staged = {}

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.batches import ROW, SOURCE, row_dicts
+from transforms.batches import ROW, SOURCE, holding_batches, row_dicts
 from transforms.casting import cast_column
 from transforms.reasons import DeadLetter
 
@@ -25,8 +25,10 @@ class Conform(beam.PTransform):
         self._table = table
 
     def expand(self, batches):
-        return batches | 'Cast' >> beam.ParDo(_ConformFn(self._table)).with_outputs(
+        conformed = batches | 'Cast' >> beam.ParDo(_ConformFn(self._table)).with_outputs(
             self.DEAD, main=self.ROWS)
+        holding_batches(conformed[self.ROWS])
+        return conformed
 
 
 def conform_batch(batch: pa.RecordBatch, table):

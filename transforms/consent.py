@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from transforms.batches import row_dicts
+from transforms.batches import holding_batches, row_dicts
 from transforms.casting import cast_column
 from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decisions, FlagRun, SubjectCodes,
                                       decide_flags, default_decision, flag_run, merge_flags,
@@ -261,9 +261,11 @@ class ConsentGate(beam.PTransform):
         self._scratch = scratch
 
     def expand(self, batches):
-        return batches | 'Gate' >> beam.ParDo(
+        gated = batches | 'Gate' >> beam.ParDo(
             _GateFn(self._table, self._scratch), beam.pvalue.AsList(self._decisions)).with_outputs(
                 self.DEAD, self.SUPPRESSED, main=self.ROWS)
+        holding_batches(gated[self.ROWS])
+        return gated
 
 
 def gate_batch(batch: pa.RecordBatch, table, decisions: Decisions):

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.batches import ROW, SOURCE, row_dicts
+from transforms.batches import ROW, SOURCE, holding_batches, row_dicts
 from transforms.conform import Conform
 from transforms.masking import string_form
 from transforms.read import ReadTable
@@ -188,9 +188,11 @@ class DropDuplicates(beam.PTransform):
         self._duplicates = duplicates
 
     def expand(self, batches):
-        return batches | 'Drop' >> beam.ParDo(
+        unique = batches | 'Drop' >> beam.ParDo(
             _DropFn(self._table), beam.pvalue.AsDict(self._duplicates)).with_outputs(
                 self.DEAD, main=self.ROWS)
+        holding_batches(unique[self.ROWS])
+        return unique
 
 
 class _DropFn(beam.DoFn):

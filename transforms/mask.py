@@ -3,7 +3,7 @@
 import apache_beam as beam
 import pyarrow as pa
 
-from transforms.batches import ROW, SOURCE
+from transforms.batches import ROW, SOURCE, holding_batches
 from transforms.crypto import cached_keyed_ops
 from transforms.masking import MaskContext, string_form
 
@@ -19,7 +19,8 @@ class Mask(beam.PTransform):
         self._keys_path = keys_path
 
     def expand(self, batches):
-        return batches | 'Apply' >> beam.ParDo(_MaskFn(self._table, self._keys_path))
+        return holding_batches(batches | 'Apply' >> beam.ParDo(_MaskFn(self._table,
+                                                                        self._keys_path)))
 
 
 def mask_batch(batch: pa.RecordBatch, table, keyed_ops) -> pa.RecordBatch:

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from transforms.batches import with_provenance
+from transforms.batches import holding_batches, with_provenance
 from transforms.csv_ranges import record_splits, splittable_encoding
 from transforms.errors import InputError
 from transforms.reasons import DeadLetter
@@ -82,13 +82,15 @@ class ReadTable(beam.PTransform):
         self._workers = workers  # how many workers will read: large CSV files are split
 
     def expand(self, pbegin):
-        return (pbegin
+        read = (pbegin
                 | 'Match' >> fileio.MatchFiles(self._table.path)
                 | 'Split' >> beam.FlatMap(plan_ranges, self._table, self._workers)
                 | 'Spread' >> beam.Reshuffle()
                 | 'ReadBatches' >> beam.ParDo(
                     _ReadBatchesFn(self._table, self._purpose)).with_outputs(
                         self.DEAD, self.SOURCES, main=self.ROWS))
+        holding_batches(read[self.ROWS])
+        return read
 
 
 def plan_ranges(metadata, table, workers):

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms.batches import SOURCE, strip_provenance
+from transforms.batches import SOURCE, holding_batches, strip_provenance
 from transforms.crypto import data_role, encrypting_stream, pme_encryption_properties
 from transforms.keyring import cached_keyring, column_role
 from transforms.sink import WriteEncryptedFiles
@@ -65,7 +65,7 @@ class WriteTable(beam.PTransform):
     def expand(self, batches):
         counted = batches | 'Count' >> beam.ParDo(_CountBySourceFn(self._table.name)) \
             .with_outputs(self.WRITTEN, main='rows')
-        files = counted.rows | 'Files' >> self._write
+        files = holding_batches(counted.rows) | 'Files' >> self._write
         return {self.FILES: files, self.WRITTEN: counted[self.WRITTEN]}
 
 
