@@ -1,13 +1,14 @@
 import datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from schemas import FieldSpec
 from transforms.crypto import keyed_ops
 from transforms.keyring import load_keyring
 from transforms.errors import ConfigError
-from transforms.masking import MaskContext, make_operator, map_unique, mask_text
+from transforms.masking import MaskContext, make_operator, map_unique, mask_text, year_or_month
 
 
 def spec(kind='string', classification='personal', category=None, **extra):
@@ -81,6 +82,21 @@ def test_generalize(ops, kind, params, value, expected):
     extra = {'precision': 12, 'scale': 2} if kind == 'decimal' else {}
     assert apply('generalize', [value], spec(kind, **extra), ops, **params) == [expected]
 
+
+
+@pytest.mark.parametrize('values, type_', [
+    ([datetime.date(1987, 5, 6), None, datetime.date(5, 3, 1), datetime.date(9999, 12, 31)],
+     pa.date32()),
+    ([datetime.datetime(2024, 12, 31, 23, 30), None, datetime.datetime(1, 1, 1)],
+     pa.timestamp('us')),
+    # 2024-12-31 23:30 UTC is already January 2025 in Shanghai: the zone's own calendar
+    ([datetime.datetime(2024, 12, 31, 23, 30), datetime.datetime(2024, 6, 30, 16, 0)],
+     pa.timestamp('us', tz='Asia/Shanghai')),
+])
+@pytest.mark.parametrize('to, form', [('year', '%Y'), ('month', '%Y-%m')])
+def test_year_or_month_prints_what_strftime_prints(values, type_, to, form):
+    array = pa.array(values, type_)
+    assert year_or_month(array, to).to_pylist() == pc.strftime(array, format=form).to_pylist()
 
 def test_date_shift_is_constant_per_customer_and_never_zero(ops):
     f = spec('date')

@@ -63,8 +63,8 @@ def test_the_dataflow_job_is_built_offline(demo_copy, no_network):
     batch_steps = {t.unique_name: coders.get_by_id(
         components.pcollections[t.outputs['None']].coder_id).__class__.__name__
         for t in components.transforms.values()
-        if not t.subtransforms and re.search(r'/(ReadBatches|Cast|Drop|Gate|Apply|Count)(/ParDo\(\w+\))?$',
-                     t.unique_name)}
+        if not t.subtransforms and re.search(
+            r'/(ReadBatches|Cast|Drop|Gate|Apply|Count)(/ParDo\(\w+\))?$', t.unique_name)}
     # per table: read, conform, gate, mask, count; two tables also drop duplicates and have
     # a key pass that reads and conforms
     assert len(batch_steps) == 4 * 5 + 2 * 3, sorted(batch_steps)
