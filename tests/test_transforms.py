@@ -334,6 +334,19 @@ def test_reading_logs_progress_without_values(monkeypatch, caplog):
     assert 'customers: c.csv: 1,000 rows read' in caplog.text
 
 
+@pytest.mark.parametrize('values, expected', [
+    (['plain', None, '北京'], False),
+    ([None, None], False),
+    ([], False),
+    (['ok', 'x\ufffdy'], True),
+    # U+FFFD (3 bytes) before, across and after the end of the first 1 MB search window
+    *[(['a' * ((1 << 20) + shift) + '\ufffd'], True) for shift in (-3, -2, -1, 0, 1)],
+])
+def test_undecodable_screen_finds_every_replacement_character(values, expected):
+    from transforms.read import _may_hold_replacement
+    assert _may_hold_replacement(pa.array(values, pa.string())) is expected
+
+
 @pytest.mark.parametrize('data, encoding, offset', [
     ('名字,王五\n'.encode('gbk'), 'utf-8-sig', 0),
     (b'id,name\n1,ok\n2,' + '王'.encode('gbk') + b'\n', 'utf-8-sig', 15),
