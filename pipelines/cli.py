@@ -88,9 +88,10 @@ def _parser() -> argparse.ArgumentParser:
                     '--runner DataflowRunner --project P --region R --temp_location gs://... '
                     '--setup_file ./setup.py runs it on Dataflow (see the README); '
                     '--runner PortableRunner --job_endpoint HOST:PORT on a portable job '
-                    'service. The run keeps per-customer state in encrypted scratch files under '
-                    '--temp_location (default: this machine\'s temporary directory) and removes '
-                    'them when it ends.')
+                    'service. The run keeps per-customer state, and the rows of tables with a '
+                    'primary key while their duplicates are found, in encrypted scratch files '
+                    'under --temp_location (default: this machine\'s temporary directory; about '
+                    '0.2 KB a row) and removes them when it ends.')
 
     demo = sub.add_parser(
         'demo', help='generate demo exports, keys and config, then migrate them',

@@ -31,7 +31,7 @@ from transforms.consent import (ConsentDecisions, ConsentGate, ErasedSubjects,
 from transforms.conform import Conform
 from transforms.keyring import display_uri, load_keyring
 from transforms.deadletter import WriteDeadLetters
-from transforms.dedup import DropDuplicates, DuplicateKeys
+from transforms.dedup import DropDuplicates
 from transforms.errors import ConfigError, NovationError
 from transforms.files import exists, has_scheme, join
 from transforms.manifest import MANIFEST_FILE, WriteManifest
@@ -153,9 +153,8 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
         conformed = read[ReadTable.ROWS] | f'Conform{step}' >> Conform(table)
         rows, dead = conformed[Conform.ROWS], [read[ReadTable.DEAD], conformed[Conform.DEAD]]
         if table.schema.primary_key:
-            duplicates = pipeline | f'KeysOf{step}' >> DuplicateKeys(
-                table, scratch, parts=parts[table.name], workers=workers)
-            unique = rows | f'Dedup{step}' >> DropDuplicates(table, duplicates)
+            unique = rows | f'Dedup{step}' >> DropDuplicates(table, scratch,
+                                                             parts=parts[table.name])
             rows = unique[DropDuplicates.ROWS]
             dead.append(unique[DropDuplicates.DEAD])
         gated = rows | f'Consent{step}' >> ConsentGate(table, decisions, scratch)

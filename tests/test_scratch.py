@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 import tink
 
+from transforms.batches import with_provenance
 from transforms.scratch import MAX_PARTITIONS, PARTITION_BYTES, Scratch, partitions_for, \
     write_partitions
 from transforms.sorted_keys import fixed_width, keys_of, partition_of, sorted_run
@@ -64,6 +65,39 @@ def test_a_scratch_file_is_bound_to_its_run_name_and_bytes(scratch, keys_dir, tm
     with pytest.raises(tink.TinkError):
         scratch.read(path)
 
+
+
+def parked(scratch):
+    """Three batches of rows from two sources (each batch its own dictionary of sources), as
+    the duplicate check parks them."""
+    batches = [with_provenance(pa.record_batch({'customer_id': SUBJECTS[i:i + 2]}), source,
+                               np.arange(i + 1, i + 3)) for i, source in
+               [(0, 'a.csv'), (2, 'a.csv'), (1, 'gs://b/c.csv')]]
+    file = scratch.batch_file('rows-customers', batches[0].schema)
+    for batch in batches:
+        file.write(batch)
+    assert file.rows == 6
+    return batches, file.close()
+
+
+def test_parked_rows_come_back_batch_by_batch_and_show_no_subject(scratch):
+    batches, path = parked(scratch)
+    back = list(scratch.read_batches(path))
+    assert [b.to_pylist() for b in back] == [b.to_pylist() for b in batches]
+    data = open(path, 'rb').read()
+    for subject in SUBJECTS:
+        assert subject.encode('utf-8')[:6] not in data
+
+
+def test_parked_rows_are_bound_to_their_run_and_bytes(scratch, keys_dir):
+    _, path = parked(scratch)
+    with pytest.raises(tink.TinkError):
+        list(Scratch(scratch.directory, keys_dir, 'run-2').read_batches(path))
+    data = bytearray(open(path, 'rb').read())
+    data[len(data) - 20] ^= 1  # the last segment: earlier batches may already have been read
+    open(path, 'wb').write(bytes(data))
+    with pytest.raises(tink.TinkError):
+        list(scratch.read_batches(path))
 
 def test_remove_deletes_the_directory_and_tolerates_none(scratch):
     written(scratch)

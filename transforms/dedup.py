@@ -1,11 +1,13 @@
 """Duplicates: the same primary key twice in a table becomes ``duplicate_key`` dead letters.
 
-``DuplicateKeys`` reads the table a second time (key pass), so the main path is not held back in
-memory while keys are counted. It keeps a few bytes per row (the key, and where the row is), in
-the run's scratch files split by a hash of the key (``transforms.scratch``), then finds the
-duplicated keys one partition at a time: memory follows a partition, not the table.
-``DropDuplicates`` then refuses, in the main path, every copy (``keep: none``) or every copy but
-the one with the greatest ``order_by`` (``keep: latest``; ties go to the last row read).
+Whether a row is a refused copy is known only once every row's key has been seen, so
+``DropDuplicates`` parks the conformed rows in the run's scratch files while it counts their
+keys, and takes them back once the duplicated keys are known: the rows wait on disk (encrypted),
+not in memory, and the table is read and conformed once. Of each row it keeps a few bytes (the
+key, and where the row is) in scratch files split by a hash of the key
+(``transforms.scratch``), and finds the duplicated keys one partition at a time: memory follows
+a partition, not the table. It then refuses every copy (``keep: none``) or every copy but the
+one with the greatest ``order_by`` (``keep: latest``; ties go to the last row read).
 """
 
 import collections
@@ -17,24 +19,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.batches import ROW, SOURCE, holding_batches, row_dicts
-from transforms.conform import Conform
 from transforms.masking import string_form
-from transforms.read import ReadTable
 from transforms.reasons import DeadLetter
 from transforms.scratch import SPILL_ROWS, Partitions, write_partitions
 from transforms.sorted_keys import fixed_width, group_starts, keys_of, merge_order, texts
 
-__all__ = ['DropDuplicates', 'DuplicateKeys', 'KeyFacts', 'duplicate_rows', 'duplicated_keys',
-           'key_facts']
+__all__ = ['DropDuplicates', 'KeyFacts', 'duplicate_rows', 'duplicated_keys', 'key_facts']
+
+# Rows per parked file: files enough for every worker to take some back, each a few tens of MB.
+PARK_ROWS = 1 << 17
 
 
-# The key pass's view of a batch: its keys as a sorted run (transforms.sorted_keys) and, when
+# The duplicate check's view of a batch: its keys as a sorted run (transforms.sorted_keys) and, when
 # the copy to keep is ranked (keep: latest), the rank of each key's row in the same order.
 KeyFacts = collections.namedtuple('KeyFacts', 'keys ranks')
 
 
 def key_facts(batch: pa.RecordBatch, table) -> KeyFacts:
-    """The key pass's facts of a conformed batch: about (key length + 2) bytes a row, plus
+    """The duplicate check's facts of a conformed batch: about (key length + 2) bytes a row, plus
     source, row and order for ``keep: latest``."""
     keys = fixed_width(string_form(batch.column(table.schema.primary_key)))
     order = np.argsort(keys, kind='stable')
@@ -88,33 +90,6 @@ def _rank(fact):
     """Greatest wins: rows with an order value, then the order, then the last read."""
     order = fact.get('order')
     return (order is not None, order if order is not None else 0, fact['source'], fact['row'])
-
-
-class DuplicateKeys(beam.PTransform):
-    """``(key, (source, row) of the copy to keep, or None to keep none)`` for every duplicated
-    key (for ``beam.pvalue.AsDict``).
-
-    ``scratch``: the run's ``transforms.scratch.Scratch``; ``parts``: how many partitions the
-    keys are split into (``scratch.partitions_for`` the table's size).
-    """
-
-    def __init__(self, table, scratch, *, parts=1, workers=1):
-        super().__init__()
-        self._table = table
-        self._scratch = scratch
-        self._parts = parts
-        self._workers = workers
-
-    def expand(self, pbegin):
-        conformed = (pbegin
-                     | 'Read' >> ReadTable(self._table, purpose='(key pass)',
-                                           workers=self._workers)
-                     )[ReadTable.ROWS] | 'Conform' >> Conform(self._table)
-        spilled = conformed[Conform.ROWS] | 'SpillKeys' >> beam.ParDo(
-            _SpillKeyFactsFn(self._table, self._scratch, self._parts))
-        return (pbegin | 'Partitions' >> Partitions(self._parts)) | 'Duplicated' >> beam.FlatMap(
-            _duplicated_in_partition, self._table, self._scratch,
-            beam.pvalue.AsList(spilled))
 
 
 class _SpillKeyFactsFn(beam.DoFn):
@@ -178,21 +153,67 @@ def duplicate_rows(batch: pa.RecordBatch, table, duplicates: dict) -> np.ndarray
 
 
 class DropDuplicates(beam.PTransform):
-    """Main path: ``rows`` without refused copies, ``dead`` their duplicate_key letters."""
+    """Conformed batches in; ``rows`` without refused copies, ``dead`` their duplicate_key
+    letters.
+
+    ``scratch``: the run's ``transforms.scratch.Scratch``; ``parts``: how many partitions the
+    keys are split into (``scratch.partitions_for`` the table's size).
+    """
     ROWS = 'rows'
     DEAD = 'dead'
 
-    def __init__(self, table, duplicates):
+    def __init__(self, table, scratch, *, parts=1):
         super().__init__()
         self._table = table
-        self._duplicates = duplicates
+        self._scratch = scratch
+        self._parts = parts
 
     def expand(self, batches):
-        unique = batches | 'Drop' >> beam.ParDo(
-            _DropFn(self._table), beam.pvalue.AsDict(self._duplicates)).with_outputs(
+        spilled = batches | 'SpillKeys' >> beam.ParDo(
+            _SpillKeyFactsFn(self._table, self._scratch, self._parts))
+        parked = batches | 'Park' >> beam.ParDo(_ParkRowsFn(self._scratch, self._table.name))
+        duplicates = (batches.pipeline | 'Partitions' >> Partitions(self._parts)
+                      ) | 'Duplicated' >> beam.FlatMap(
+            _duplicated_in_partition, self._table, self._scratch, beam.pvalue.AsList(spilled))
+        # After the Reshuffle the duplicated keys are known: the side input waits for them.
+        unparked = holding_batches(parked | 'Spread' >> beam.Reshuffle()
+                                   | 'Unpark' >> beam.FlatMap(self._scratch.read_batches))
+        unique = unparked | 'Drop' >> beam.ParDo(
+            _DropFn(self._table), beam.pvalue.AsDict(duplicates)).with_outputs(
                 self.DEAD, main=self.ROWS)
         holding_batches(unique[self.ROWS])
         return unique
+
+
+class _ParkRowsFn(beam.DoFn):
+    """Conformed batches written to scratch files of up to PARK_ROWS rows; outputs each file's
+    path."""
+
+    def __init__(self, scratch, table_name):
+        self._scratch = scratch
+        self._prefix = f'rows-{table_name}'
+        self._file = None
+
+    def start_bundle(self):
+        self._file = None
+
+    def process(self, batch):
+        if not batch.num_rows:
+            return
+        if self._file is not None and not batch.schema.equals(self._file.schema):
+            yield self._file.close()
+            self._file = None
+        if self._file is None:
+            self._file = self._scratch.batch_file(self._prefix, batch.schema)
+        self._file.write(batch)
+        if self._file.rows >= PARK_ROWS:
+            yield self._file.close()
+            self._file = None
+
+    def finish_bundle(self):
+        if self._file is not None:
+            yield GlobalWindows.windowed_value(self._file.close())
+            self._file = None
 
 
 class _DropFn(beam.DoFn):

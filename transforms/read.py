@@ -76,10 +76,9 @@ class ReadTable(beam.PTransform):
     DEAD = 'dead'
     SOURCES = 'sources'
 
-    def __init__(self, table, *, purpose='', workers=1):
+    def __init__(self, table, *, workers=1):
         super().__init__()
         self._table = table
-        self._purpose = purpose  # named in progress lines, e.g. 'key pass'
         self._workers = workers  # how many workers will read: large CSV files are split
 
     def expand(self, pbegin):
@@ -88,7 +87,7 @@ class ReadTable(beam.PTransform):
                 | 'Split' >> beam.FlatMap(plan_ranges, self._table, self._workers)
                 | 'Spread' >> beam.Reshuffle()
                 | 'ReadBatches' >> beam.ParDo(
-                    _ReadBatchesFn(self._table, self._purpose)).with_outputs(
+                    _ReadBatchesFn(self._table)).with_outputs(
                         self.DEAD, self.SOURCES, main=self.ROWS))
         holding_batches(read[self.ROWS])
         return read
@@ -296,9 +295,8 @@ class _ReadBatchesFn(beam.DoFn):
     """One file in, its batches out. Each reader yields (batch with source columns, row
     numbers) and DeadLetters, and returns the number of rows it read."""
 
-    def __init__(self, table, purpose=''):
+    def __init__(self, table):
         self._table = table
-        self._purpose = purpose
         self._plan = ColumnPlan(table)
 
     def process(self, file_range):
@@ -306,8 +304,7 @@ class _ReadBatchesFn(beam.DoFn):
         reader = {'csv': self._csv, 'jsonl': self._jsonl, 'avro': self._avro,
                   'parquet': self._parquet}[self._table.format]
         where = path if file_range.whole else f'{path} (from row {file_range.first_row:,})'
-        progress = _Progress(f'{self._table.name}{" " + self._purpose if self._purpose else ""}',
-                             where)
+        progress = _Progress(self._table.name, where)
         state = {'mapping': None, 'ignored': []}
         with open_range(file_range) as f:
             rows_read = yield from self._emit(reader(f, path, file_range), path, progress, state,

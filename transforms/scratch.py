@@ -1,21 +1,22 @@
-"""Scratch: state kept per key, parked on disk between stages, one partition at a time.
+"""Scratch: state kept per key, and rows waiting for it, parked on disk between stages.
 
 Only two things grow with the customer book rather than with a batch: the consent decisions
 (one per customer) and the duplicate check's keys (one per row). Gathered whole, they would sit
 in one process, and on the local runner also in the runner that passes them between stages.
 Instead each step writes its part to the run's scratch directory, split by a hash of the key
 into ``parts`` partitions, and a later step reads one partition at a time: memory follows the
-size of a partition, not of the customer book.
+size of a partition, not of the customer book. The rows of a table with a primary key wait
+here too (``BatchFile``, ``Scratch.read_batches``) until its duplicated keys are known.
 
-Scratch files hold customer ids and consent outcomes, so each is encrypted with the keyring's
-dead-letter key (Tink streaming AEAD, the run and file name as associated data), and all are
-deleted when the run ends.
+Scratch files hold customer data, ids and consent outcomes, so each is encrypted with the
+keyring's dead-letter key (Tink streaming AEAD, the run and file name as associated data), and
+all are deleted when the run ends.
 """
 
 import math
 import os
 import uuid
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -27,7 +28,7 @@ from transforms.files import has_scheme
 from transforms.keyring import cached_keyring
 from transforms.sorted_keys import key_column, split_by_partition
 
-__all__ = ['PARTITION_BYTES', 'SPILL_ROWS', 'Partitions', 'Scratch', 'partitions_for',
+__all__ = ['PARTITION_BYTES', 'SPILL_ROWS', 'BatchFile', 'Partitions', 'Scratch', 'partitions_for',
            'write_partitions']
 
 ROLE = 'deadletter'
@@ -76,6 +77,30 @@ class Partitions(beam.PTransform):
         return numbers
 
 
+class BatchFile:
+    """A scratch file being written: an Arrow IPC stream (LZ4-compressed: it may hold whole
+    tables) inside Tink streaming AEAD."""
+
+    def __init__(self, path: str, schema: pa.Schema, stream):
+        self.path = path
+        self.schema = schema
+        self.rows = 0
+        self._stream = stream
+        self._writer = pa.ipc.new_stream(pa.PythonFile(stream, mode='w'), schema,
+                                         options=pa.ipc.IpcWriteOptions(compression='lz4'))
+
+    def write(self, data) -> None:
+        """Append a record batch or table."""
+        self._writer.write(data)
+        self.rows += data.num_rows
+
+    def close(self) -> str:
+        """Finish the file; returns its path."""
+        self._writer.close()
+        self._stream.close()
+        return self.path
+
+
 class Scratch:
     """The run's scratch directory: encrypted Arrow tables written by one step, read by another.
 
@@ -95,19 +120,28 @@ class Scratch:
 
     def write(self, prefix: str, table: pa.Table) -> str:
         """Write ``table`` to a new file named after ``prefix``; returns its path."""
+        batches = self.batch_file(prefix, table.schema)
+        batches.write(table)
+        return batches.close()
+
+    def batch_file(self, prefix: str, schema: pa.Schema) -> 'BatchFile':
+        """A new file named after ``prefix``, written a batch at a time."""
         path = FileSystems.join(self.directory, f'{prefix}-{uuid.uuid4().hex}.arrows')
-        stream = encrypting_stream(self._keyring(), ROLE, FileSystems.create(path),
-                                   self._identity(path))
-        with pa.ipc.new_stream(pa.PythonFile(stream, mode='w'), table.schema) as writer:
-            writer.write_table(table)
-        stream.close()
-        return path
+        return BatchFile(path, schema, encrypting_stream(
+            self._keyring(), ROLE, FileSystems.create(path), self._identity(path)))
 
     def read(self, path: str) -> pa.Table:
         """The table of a file ``write`` wrote; raises if its bytes were changed."""
         with FileSystems.open(path) as f:
             data = decrypting_stream(self._keyring(), ROLE, f, self._identity(path)).read()
         return pa.ipc.open_stream(data).read_all()
+
+    def read_batches(self, path: str) -> Iterator[pa.RecordBatch]:
+        """The batches of a file, one at a time (memory follows a batch, not the file); raises
+        if its bytes were changed."""
+        with FileSystems.open(path) as f:
+            stream = decrypting_stream(self._keyring(), ROLE, f, self._identity(path))
+            yield from pa.ipc.open_stream(pa.PythonFile(stream, mode='r'))
 
     def remove(self) -> None:
         """Delete every scratch file and the directory (the run committed, or failed locally).
