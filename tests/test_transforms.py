@@ -392,6 +392,29 @@ def test_duplicates_keep_latest_refuses_older_copies_only(config, tmp_path, scra
                               ('duplicate_key', 4, 'customer_id')]), label='dead')
 
 
+def test_parking_rolls_files_and_flushes_each_bundle(scratch, monkeypatch):
+    from transforms import dedup
+    monkeypatch.setattr(dedup, 'PARK_ROWS', 3)
+    park = dedup._ParkRowsFn(scratch, 'customers')
+
+    def batch(ids, source='a.csv'):
+        return with_provenance(pa.record_batch({'customer_id': ids}), source, np.arange(
+            1, len(ids) + 1))
+    wider = pa.record_batch({'customer_id': ['C9'], 'x': [1]})
+    batches = [batch(['C1', 'C2']), batch([]), batch(['C3'], 'b.csv'), batch(['C4']), wider,
+               batch(['C5'])]
+    park.start_bundle()
+    paths = [path for b in batches for path in park.process(b)]
+    paths += [wv.value for wv in park.finish_bundle()]
+    files = [[r for b in scratch.read_batches(path) for r in b.to_pylist()] for path in paths]
+    # full at 3 rows; a batch of another schema starts a new file; the rest at the bundle's end
+    assert [[r['customer_id'] for r in f] for f in files] == [['C1', 'C2', 'C3'], ['C4'],
+                                                               ['C9'], ['C5']]
+    assert files[0][2]['__source'] == 'b.csv'
+    park.start_bundle()
+    assert list(park.finish_bundle()) == []  # an empty bundle writes nothing
+
+
 def test_duplicates_keep_none_refuses_every_copy(config):
     from transforms.dedup import duplicate_rows
     table = dataclasses.replace(config.table('customers'), keep_duplicates='none',

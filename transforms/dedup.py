@@ -175,7 +175,7 @@ class DropDuplicates(beam.PTransform):
         duplicates = (batches.pipeline | 'Partitions' >> Partitions(self._parts)
                       ) | 'Duplicated' >> beam.FlatMap(
             _duplicated_in_partition, self._table, self._scratch, beam.pvalue.AsList(spilled))
-        # After the Reshuffle the duplicated keys are known: the side input waits for them.
+        # The Reshuffle ends the stage: rows come back once every key has been counted.
         unparked = holding_batches(parked | 'Spread' >> beam.Reshuffle()
                                    | 'Unpark' >> beam.FlatMap(self._scratch.read_batches))
         unique = unparked | 'Drop' >> beam.ParDo(
