@@ -491,6 +491,9 @@ def test_a_registry_read_in_ranges_and_partitions_decides_as_a_whole_read(
     split = load_decisions(scratch, decided).lookup(subjects)
     assert split.tolist() == whole.lookup(subjects, default).tolist()
     assert len(set(split.tolist())) >= 3  # several verdicts were decided
+    for incomplete in (decided[1:], decided[:2], []):
+        with pytest.raises(RuntimeError, match='consent decisions incomplete'):
+            load_decisions(scratch, incomplete)
 
 
 def test_a_bad_value_in_a_later_range_names_its_row_in_the_file(tmp_path, monkeypatch):

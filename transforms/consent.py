@@ -172,7 +172,10 @@ def load_decisions(scratch, parts) -> Decisions:
     """The ``Decisions`` of all ``DecisionPart``s, read once per worker process (every table's
     gate shares them)."""
     parts = tuple(sorted(parts))
-    assert [p.partition for p in parts] == list(range(parts[0].parts)), 'a partition is missing'
+    if not parts or [p.partition for p in parts] != list(range(parts[0].parts)):
+        # A bug, never a user error: a gate with part of the decisions would misjudge customers.
+        raise RuntimeError(f'consent decisions incomplete: partitions '
+                           f'{[p.partition for p in parts]} of {parts[0].parts if parts else "?"}')
     with _LOADED_LOCK:
         if parts not in _LOADED:
             _LOADED.clear()  # a process serves one run at a time
