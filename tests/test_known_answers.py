@@ -88,3 +88,49 @@ def test_hmac_sha256(group, case):
 ])
 def test_crc32c(data, expected):
     assert google_crc32c.value(data) == expected
+
+
+def test_keyed_ops_agree_with_independent_hmac_and_aes_siv():
+    """The column-wise pseudonyms, tokens and day shifts equal HMAC-SHA256 (Python's hmac) and
+    AES-SIV (the cryptography package) computed value by value from the same raw keys."""
+    import base64
+    import hashlib
+    import hmac
+
+    import pyarrow as pa
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+    from transforms.crypto import KeyedOps, _domain_prefix
+
+    mac_key, siv_key = bytes(range(32)), bytes(range(64, 128))
+    ops = KeyedOps(raw_primitive('HmacPrfKey', hmac_prf_pb2.HmacPrfKey(
+        version=0, key_value=mac_key, params=hmac_prf_pb2.HmacPrfParams(hash=common_pb2.SHA256)),
+        prf.PrfSet), raw_primitive('AesSivKey', aes_siv_pb2.AesSivKey(
+            version=0, key_value=siv_key), daead.DeterministicAead))
+    values = ['C00000001', '张三', '', 'x' * 300] + [f'11010519{i:010d}' for i in range(200)]
+
+    def prf_ref(domain, value, size):
+        message = _domain_prefix(domain) + value.encode('utf-8')
+        return hmac.new(mac_key, message, hashlib.sha256).digest()[:size]
+
+    pseudonyms = ops.pseudonyms('customer_id', pa.array(values)).to_pylist()
+    assert pseudonyms == [prf_ref('customer_id', v, 16).hex() for v in values]
+    assert pseudonyms[0] == ops.pseudonym('customer_id', values[0])
+
+    siv = AESSIV(siv_key)
+    tokens = ops.tokens('cn_resident_id', pa.array(values)).to_pylist()
+    assert tokens == [base64.urlsafe_b64encode(siv.encrypt(v.encode('utf-8'), [
+        _domain_prefix('cn_resident_id')])).rstrip(b'=').decode('ascii') for v in values]
+    assert any('-' in t for t in tokens) and any('_' in t for t in tokens)  # URL-safe alphabet
+    assert all(ops.detokenize('cn_resident_id', t) == v.encode('utf-8')
+               for t, v in zip(tokens, values))
+
+    shifts = ops.day_shifts(pa.array(values), 30)
+    assert shifts.type == pa.int32()
+    for value, shift in zip(values, shifts.to_pylist()):
+        r = int.from_bytes(prf_ref('date_shift', value, 8), 'big') % 60
+        assert shift == (r - 30 if r < 30 else r - 29) and shift != 0
+
+    empty = pa.array([], pa.string())
+    assert len(ops.pseudonyms('d', empty)) == len(ops.tokens('d', empty)) == \
+        len(ops.day_shifts(empty, 30)) == 0

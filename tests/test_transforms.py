@@ -185,7 +185,7 @@ def test_mask_batch_follows_the_policy(config, keys_dir):
     assert out['birth_date'] == '1990'
     assert out['monthly_income'] == decimal.Decimal('8000.50')  # encrypt: clear, own column key
     assert 'login_password_hash' not in out
-    assert out['customer_id'] == ops.pseudonyms('customer_id', [b'C1'])[0]
+    assert out['customer_id'] == ops.pseudonym('customer_id', 'C1')
     assert out[SOURCE] == 'src.csv' and out[ROW] == 1
 
 
@@ -320,7 +320,7 @@ def test_mask_dofn_builds_keys_in_setup_then_masks_batches(config, keys_dir):
     [out] = list(fn.process(typed))
     row = out.to_pylist()[0]
     assert row['vehicle_plate'] == '京A*****' and row['guarantor_mobile'] == '139****1111'
-    assert row['customer_id'] == fn._ops.pseudonyms('customer_id', [b'C1'])[0]
+    assert row['customer_id'] == fn._ops.pseudonym('customer_id', 'C1')
     assert row['repayment_account'] != '6222021234567890'
 
 

@@ -118,7 +118,7 @@ class _SealFn(beam.DoFn):
     def process(self, letter, erased):
         domain = self._domains[letter.table]
         record = seal(letter, erased,
-                      lambda s: self._ops.pseudonyms(domain, [s.encode('utf-8')])[0],
+                      lambda s: self._ops.pseudonym(domain, s),
                       self._restricted[letter.table])
         self._counts[record['table'], record['source_file'], record['reason']] += 1
         yield json.dumps(record, ensure_ascii=False, default=_json_default).encode('utf-8')

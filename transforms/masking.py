@@ -177,23 +177,23 @@ class _Keyed(Operator):
         return pa.string()
 
     def apply(self, values, ctx):
-        return map_unique(values, lambda raw: self._compute(ctx.keyed_ops, raw))
+        return map_unique(values, lambda distinct: self._compute(ctx.keyed_ops, distinct))
 
 
 class Hash(_Keyed):
     """HMAC-SHA256 pseudonym (128 bits, hex), keyed and domain-separated. One-way."""
     name = 'hash'
 
-    def _compute(self, ops, raw):
-        return ops.pseudonyms(self.domain, raw)
+    def _compute(self, ops, distinct):
+        return ops.pseudonyms(self.domain, distinct)
 
 
 class Tokenize(_Keyed):
     """AES-SIV deterministic encryption (base64url): reversible by the token key holder only."""
     name = 'tokenize'
 
-    def _compute(self, ops, raw):
-        return ops.tokens(self.domain, raw)
+    def _compute(self, ops, distinct):
+        return ops.tokens(self.domain, distinct)
 
 
 class Generalize(Operator):
@@ -260,8 +260,7 @@ class DateShift(Operator):
 
     def apply(self, values, ctx):
         days = map_unique(ctx.subjects,
-                          lambda raw: ctx.keyed_ops.day_shifts(raw, self.max_days),
-                          out_type=pa.int32())
+                          lambda distinct: ctx.keyed_ops.day_shifts(distinct, self.max_days))
         days = pc.if_else(pc.is_null(values), pa.scalar(None, pa.int32()), days)
         if self.field.kind == 'date':
             return pc.add(values.cast(pa.int32()), days).cast(pa.date32())
@@ -301,8 +300,9 @@ def string_form(values: pa.Array) -> pa.Array:
     return values.cast(pa.string())
 
 
-def map_unique(values: pa.Array, compute, out_type=pa.string()) -> pa.Array:
-    """Apply a per-value function once per distinct non-null value of the batch.
+def map_unique(values: pa.Array, compute) -> pa.Array:
+    """Apply ``compute`` (an array of distinct non-null values, in their string form, to an
+    array of as many results) once per distinct value of the batch; nulls stay null.
 
     Customer ids repeat across a batch (one customer, many contracts): computing each distinct
     value once and taking the results back keeps keyed work proportional to distinct values.
@@ -310,6 +310,4 @@ def map_unique(values: pa.Array, compute, out_type=pa.string()) -> pa.Array:
     encoded = pc.dictionary_encode(string_form(values))
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
-    uniques = [v.encode('utf-8') for v in encoded.dictionary.to_pylist()]
-    mapped = pa.array(compute(uniques), type=out_type)
-    return mapped.take(encoded.indices)
+    return compute(encoded.dictionary).take(encoded.indices)
