@@ -26,8 +26,10 @@ from transforms.sorted_keys import fixed_width, group_starts, keys_of, merge_ord
 
 __all__ = ['DropDuplicates', 'KeyFacts', 'duplicate_rows', 'duplicated_keys', 'key_facts']
 
-# Rows per parked file: files enough for every worker to take some back, each a few tens of MB.
-PARK_ROWS = 1 << 17
+# A parked file closes once it holds this many rows: with a CSV batch or two per file, the files
+# are many and alike, so the workers that take them back get even shares (with four times as
+# many rows per file, one of two workers sat idle for the last 2 s of 8 at 1M customers).
+PARK_ROWS = 1 << 15
 
 
 # The duplicate check's view of a batch: its keys as a sorted run (transforms.sorted_keys) and, when
@@ -186,8 +188,8 @@ class DropDuplicates(beam.PTransform):
 
 
 class _ParkRowsFn(beam.DoFn):
-    """Conformed batches written to scratch files of up to PARK_ROWS rows; outputs each file's
-    path."""
+    """Conformed batches written to scratch files that close at PARK_ROWS rows or more; outputs
+    each file's path."""
 
     def __init__(self, scratch, table_name):
         self._scratch = scratch
