@@ -22,3 +22,23 @@ def test_the_benchmark_prints_every_figure_and_a_json_last_line(tmp_path):
     for stage in ('novation', 'baseline', 'ceiling'):
         assert f'\n  {stage} ' in table
     assert 'novation / baseline:' in table and 'novation / ceiling:' in table
+
+
+def test_the_baselines_per_value_keyed_calls_equal_novations(keys_dir):
+    """The baseline does the same keyed work as the product, only one value at a time."""
+    import pyarrow as pa
+
+    from benchmarks.throughput import _mask_row_fn
+    from transforms.crypto import keyed_ops
+    from transforms.keyring import load_keyring
+
+    baseline = _mask_row_fn(keys_dir)
+    baseline.setup()
+    ops = keyed_ops(load_keyring(keys_dir, ('pseudonym', 'token'), warn=False))
+    values = ['C00000001', '张三', '']
+    assert [baseline.pseudonym('email', v) for v in values] == \
+        ops.pseudonyms('email', pa.array(values)).to_pylist()
+    assert [baseline.token('bank_card', v) for v in values] == \
+        ops.tokens('bank_card', pa.array(values)).to_pylist()
+    assert [baseline.day_shift(v, 30) for v in values] == \
+        ops.day_shifts(pa.array(values), 30).to_pylist()
