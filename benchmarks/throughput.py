@@ -107,9 +107,8 @@ def run_prepare(workdir, customers):
 
 def run_novation(workdir):
     from pipelines.migrate import run
-    out = tempfile.mkdtemp(prefix='out-', dir=workdir)
-    result = run(['--config', os.path.join(workdir, CONFIG), '--output', out])
-    shutil.rmtree(out)
+    with tempfile.TemporaryDirectory(prefix='out-', dir=workdir) as out:
+        result = run(['--config', os.path.join(workdir, CONFIG), '--output', out])
     return result.manifest['totals']['rows_read']
 
 
@@ -123,19 +122,17 @@ def run_baseline(workdir):
     config = load_config(os.path.join(workdir, CONFIG))
     table = config.table('customers')
     header = open(table.path, 'rb').readline().decode('gbk').strip().split(',')
-    out = tempfile.mkdtemp(prefix='baseline-', dir=workdir)
     schema = pa.schema([(name, pa.string()) for name in header if name != 'login_password_hash'])
     options, _ = _local_options(table.path)
     p = beam.Pipeline(runner=local_runner(options), options=options)
-    _ = (p
-         | beam.io.ReadFromText(table.path, skip_header_lines=1, coder=coders.BytesCoder())
-         | beam.Map(_parse_row, header)
-         | beam.ParDo(_mask_row_fn(config.output.keys))
-         | _counted()
-         | beam.io.WriteToParquet(os.path.join(out, 'part'), schema, codec='zstd'))
-    rows = _rows_counted(p)
-    shutil.rmtree(out)
-    return rows
+    with tempfile.TemporaryDirectory(prefix='baseline-', dir=workdir) as out:
+        _ = (p
+             | beam.io.ReadFromText(table.path, skip_header_lines=1, coder=coders.BytesCoder())
+             | beam.Map(_parse_row, header)
+             | beam.ParDo(_mask_row_fn(config.output.keys))
+             | _counted()
+             | beam.io.WriteToParquet(os.path.join(out, 'part'), schema, codec='zstd'))
+        return _rows_counted(p)
 
 
 def _local_options(path):
@@ -242,17 +239,15 @@ def run_ceiling(workdir):
     from transforms.sink import WriteEncryptedFiles
     config = load_config(os.path.join(workdir, CONFIG))
     table = config.table('customers')
-    out = tempfile.mkdtemp(prefix='ceiling-', dir=workdir)
     options, workers = _local_options(table.path)
     p = beam.Pipeline(runner=local_runner(options), options=options)
-    _ = ((p | ReadTable(table, workers=workers))[ReadTable.ROWS]
-         | beam.Map(strip_provenance)
-         | _counted()
-         | WriteEncryptedFiles(out, 'bench', 'data', 'customers',
-                               _RawParquet(table, config.output.keys)))
-    rows = _rows_counted(p)
-    shutil.rmtree(out)
-    return rows
+    with tempfile.TemporaryDirectory(prefix='ceiling-', dir=workdir) as out:
+        _ = ((p | ReadTable(table, workers=workers))[ReadTable.ROWS]
+             | beam.Map(strip_provenance)
+             | _counted()
+             | WriteEncryptedFiles(out, 'bench', 'data', 'customers',
+                                   _RawParquet(table, config.output.keys)))
+        return _rows_counted(p)
 
 
 class _RawParquet:
