@@ -182,15 +182,16 @@ def _mask_row_fn(keys):
             # One Tink call per value, as per-record code does it; the domains and the
             # encodings are Novation's, so the outputs are the same as the product's.
             from tink import daead, prf
-            from transforms.crypto import _domain_prefix
+            from transforms.crypto import PSEUDONYM_BYTES, _domain_prefix
             from transforms.keyring import load_keyring
-            self._domain = _domain_prefix
+            self._domain, self._pseudonym_bytes = _domain_prefix, PSEUDONYM_BYTES
             keyring = load_keyring(self._keys, ('pseudonym', 'token'), warn=False)
             self._prf = keyring.primitive('pseudonym', prf.PrfSet).primary()
             self._daead = keyring.primitive('token', daead.DeterministicAead)
 
         def pseudonym(self, domain, value):
-            return self._prf.compute(self._domain(domain) + value.encode(), 16).hex()
+            return self._prf.compute(self._domain(domain) + value.encode(),
+                                     self._pseudonym_bytes).hex()
 
         def token(self, domain, value):
             sealed = self._daead.encrypt_deterministically(value.encode(), self._domain(domain))
