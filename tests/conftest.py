@@ -8,6 +8,15 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CUSTOMERS = 2000
+# Tests that run whole pipelines end to end (through these fixtures, or a module marked
+# ``slow``) are marked slow: ``pytest -m "not slow"`` runs the fast ones alone.
+PIPELINE_FIXTURES = ('demo_run', 'demo_copy')
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if any(name in item.fixturenames for name in PIPELINE_FIXTURES):
+            item.add_marker(pytest.mark.slow)
 
 
 def keyring_without(keys: str, copy: str, role: str) -> str:

@@ -4,7 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # the benchmark runs three pipelines
 
 
 def test_the_benchmark_prints_every_figure_and_a_json_last_line(tmp_path):

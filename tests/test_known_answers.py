@@ -1,6 +1,6 @@
 """Known answers for every primitive Novation's keys use, run in CI.
 
-Wycheproof vectors (shared/testvectors/wycheproof) drive Tink's own primitives with raw keys:
+Wycheproof vectors (tests/vectors/wycheproof, Apache-2.0) drive Tink's own primitives with raw keys:
 AES-GCM (Parquet master keys), AES-SIV (``tokenize``), HMAC-SHA256 (``hash``, ``date_shift``).
 Valid cases must round-trip; invalid ones must be rejected. Only the parameter sets Tink
 supports are used (AES-GCM: 128/256-bit keys, 96-bit IVs; AES-SIV: 512-bit keys).
@@ -21,7 +21,7 @@ aead.register()
 daead.register()
 prf.register()
 
-WYCHEPROOF = os.path.join(os.path.dirname(ROOT), 'shared', 'testvectors', 'wycheproof')
+WYCHEPROOF = os.path.join(ROOT, 'tests', 'vectors', 'wycheproof')
 
 
 def vectors(name, keep):

@@ -10,7 +10,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from test_dirty_exports import make_table
+
+pytestmark = pytest.mark.slow  # subprocesses reading hundreds of MB
 
 READER = r'''
 import os, sys

@@ -23,6 +23,8 @@ from pipelines.decrypt import read_deadletters, read_table
 from pipelines.migrate import DATAFLOW_READ_WORKERS, read_workers, run
 from transforms.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # other runners, job graphs and worker processes
+
 DATAFLOW = ['--runner', 'DataflowRunner', '--dry_run=True', '--no_auth',
             '--sdk_location', 'container', '--project', 'novation-ci',
             '--region', 'europe-west1', '--temp_location', 'gs://novation-ci-temp/tmp',

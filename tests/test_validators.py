@@ -5,7 +5,7 @@ from transforms.validators import (is_luhn_valid, is_resident_id, is_social_cred
 
 
 @pytest.mark.parametrize('value, valid', [
-    ('11010519491231002X', True),   # GB 11643 known answer (shared/testvectors)
+    ('11010519491231002X', True),   # GB 11643 known answer (tests/vectors/README.md)
     ('11010519491231002x', True),
     ('110105194912310021', False),
     ('11010519491231002', False),
@@ -38,7 +38,7 @@ def test_luhn_check_digit():
 
 
 @pytest.mark.parametrize('value, valid', [
-    ('91110000600037341L', True),   # GB 32100 known answer (shared/testvectors)
+    ('91110000600037341L', True),   # GB 32100 known answer (tests/vectors/README.md)
     ('91110000600037341M', False),
     ('91110000600037341', False),
     ('9111000060003734IL', False),  # I is not in the alphabet
