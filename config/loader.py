@@ -151,9 +151,39 @@ def load_config(path: str) -> MigrationConfig:
     return parse_config(text, path, base_dir)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first_line, second_line):
+        super().__init__(key)
+        self.key, self.lines = key, (first_line, second_line)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping holding a key twice is an error: by
+    default the last copy wins silently (a table pasted twice, a key overridden unseen)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == 'tag:yaml.org,2002:merge':
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, seen[key], line)
+                    seen[key] = line
+                except TypeError:
+                    continue  # an unhashable key: PyYAML reports it below
+        return super().construct_mapping(node, deep)
+
+
 def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: SafeLoader's constructors only
+    except _DuplicateKey as e:
+        raise ConfigError(f'{source}: key {e.key!r} is given twice, at lines {e.lines[0]} and '
+                          f'{e.lines[1]}; keep one') from None
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         at = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''

@@ -75,12 +75,15 @@ def _parser() -> argparse.ArgumentParser:
         description='Move a customer book from a seller to an acquirer: classified, '
                     'consent-filtered, masked and encrypted, with encrypted dead letters and a '
                     'manifest that proves nothing was lost.')
-    parser.add_argument('-v', '--verbose', action='store_true', help='log progress steps')
+    parser.add_argument('-v', '--verbose', action='store_true',
+                        help='also log the run id, its directory and the steps taken (may also '
+                             'follow the command)')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
-    from pipelines.migrate import run_parser
+    from pipelines.migrate import add_verbose_flag, run_parser
     sub.add_parser(
         'run', help='run a migration from a transfer config', parents=[run_parser(False)],
+        allow_abbrev=False,
         description='Run a migration. Options not listed here are Beam pipeline options. '
                     'Without --runner it runs locally: in this process, or with one worker '
                     'process per core when the seller files total 64 MB or more '
@@ -95,15 +98,19 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         'demo', help='generate demo exports, keys and config, then migrate them',
-        description='Generate a demo seller export (GBK CSV customers, Parquet contracts, '
-                    'consent registry, erasure list, planted problems), a demo keyring and '
-                    'config under WORKDIR, and migrate it. Prints the run directory last. '
-                    'Other options are Beam pipeline options.')
+        allow_abbrev=False,
+        description='Generate a demo seller export in all four formats (customers as GBK CSV, '
+                    'contracts as Parquet, repayments as JSON Lines with Chinese keys, '
+                    'collection calls as Avro with legacy field names), a consent registry and '
+                    'an erasure list, with planted problems of every kind; a demo keyring (in '
+                    'clear, demo only) and the config, all under WORKDIR; then migrate it. '
+                    'Prints the run directory last. Other options are Beam pipeline options.')
     demo.add_argument('--workdir', help='where to put everything (default: a new temporary '
                                         'directory)')
     demo.add_argument('--customers', type=int, default=10_000,
                       help='number of customers to generate (default 10000)')
-    demo.add_argument('--seed', type=int, default=20261123, help='random seed (default: fixed)')
+    demo.add_argument('--seed', type=int, default=20261123,
+                      help='random seed: the same seed gives the same data (default 20261123)')
 
     keys = sub.add_parser('keys', help='create, inspect, rotate and extend keyrings',
                           description='Manage keyrings: one Tink keyset per role, stored '
@@ -175,28 +182,45 @@ def _parser() -> argparse.ArgumentParser:
     detok.add_argument('--in', dest='infile', metavar='FILE',
                        help='read tokens from FILE, one per line (the batch form)')
     detok.add_argument('--out', metavar='FILE', help='write token,value CSV to FILE')
+    for command in [*sub.choices.values(), *keys_sub.choices.values()]:
+        if not any('-v' in a.option_strings for a in command._actions):
+            add_verbose_flag(command)
     return parser
+
+
+def _subparser(parser, args):
+    """The parser of the subcommand ``args`` were parsed for: its errors show its usage."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = sub.choices[args.command]
+    if args.command == 'keys':
+        keys_sub = next(a for a in command._actions
+                        if isinstance(a, argparse._SubParsersAction))
+        command = keys_sub.choices[args.keys_command]
+    return command
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
+    command = _subparser(parser, args)
     if extra and args.command not in ('run', 'demo'):
-        parser.error(f'unrecognized arguments: {" ".join(extra)}')
+        command.error(f'unrecognized arguments: {" ".join(extra)}')
     if args.command == 'demo' and args.customers < 1:
-        parser.error('--customers must be at least 1')
+        command.error('--customers must be at least 1')
     _configure_logging(args.verbose)
     from transforms.errors import DeadLetterLimitExceeded, NovationError
     try:
         if args.command == 'run':
             return _cmd_run(argv[argv.index('run') + 1:])
         if args.command == 'demo':
+            from pipelines.migrate import check_beam_args
+            check_beam_args(extra, command)  # before the demo spends time generating data
             return _cmd_demo(args, extra)
         if args.command == 'keys':
             return _cmd_keys(args)
         if args.command == 'detokenize':
-            return _cmd_detokenize(args, parser)
+            return _cmd_detokenize(args, command)
         return _cmd_decrypt(args)
     except DeadLetterLimitExceeded as e:
         print(f'novation: aborted: {e}', file=sys.stderr)
@@ -302,7 +326,7 @@ def _cmd_detokenize(args, parser):
     from pipelines.decrypt import detokenize
     from transforms.files import read_text
     if bool(args.tokens) == bool(args.infile):
-        parser.error('detokenize: give tokens or --in FILE (not both)')
+        parser.error('give tokens or --in FILE (not both)')
     tokens = args.tokens or [line.strip() for line in
                              read_text(args.infile, what='token file').splitlines()
                              if line.strip()]

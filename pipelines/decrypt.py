@@ -17,7 +17,7 @@ from transforms.crypto import file_identity, keyed_ops
 from transforms.delivered import avro_records, deadletter_lines, parquet_file
 from transforms.errors import KeyringError, NovationError
 from transforms.files import join, read_bytes
-from transforms.keyring import load_keyring
+from transforms.keyring import READ_HINT, load_keyring
 from transforms.manifest import MANIFEST_FILE
 
 __all__ = ['decrypt_table', 'detokenize', 'load_manifest', 'read_deadletters', 'read_table']
@@ -60,7 +60,7 @@ def read_table(run_dir: str, *, keys: str, table: str) -> tuple:
     the keyring holds; a column under a key it lacks is left out and named."""
     manifest = load_manifest(run_dir)
     entry = _table_entry(manifest, table)
-    keyring = load_keyring(keys)
+    keyring = load_keyring(keys, hint=READ_HINT)
     readable, withheld = readable_columns(entry, keyring)
     footer = 'data.avro' if entry['format'] == 'avro' else 'data.footer'
     if not keyring.has(footer):
@@ -115,7 +115,7 @@ def read_deadletters(run_dir: str, *, keys: str, table: str) -> list:
     """All dead letters of ``table``, decrypted with the keyring's deadletter key."""
     manifest = load_manifest(run_dir)
     entry = _table_entry(manifest, table)
-    keyring = load_keyring(keys, ('deadletter',))
+    keyring = load_keyring(keys, ('deadletter',), hint=READ_HINT)
     records = []
     for f in entry['deadletter_files']:
         source = io.BytesIO(_verified_bytes(run_dir, f))
@@ -178,7 +178,7 @@ def token_field(manifest: dict, ref: str) -> dict:
 def detokenize(run_dir: str, *, keys: str, field: str, tokens) -> list:
     """(token, value or None) for each token of TABLE.FIELD; None where a token is not valid."""
     spec = token_field(load_manifest(run_dir), field)
-    ops = keyed_ops(load_keyring(keys, ('token',)))
+    ops = keyed_ops(load_keyring(keys, ('token',), hint=READ_HINT))
     out = []
     for token in tokens:
         try:

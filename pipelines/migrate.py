@@ -10,6 +10,7 @@ import collections
 import ctypes
 import dataclasses
 import datetime
+import difflib
 import json
 import logging
 import os
@@ -33,25 +34,29 @@ from transforms.keyring import display_uri, load_keyring
 from transforms.deadletter import WriteDeadLetters
 from transforms.dedup import DropDuplicates
 from transforms.errors import ConfigError, NovationError
-from transforms.files import exists, has_scheme, join
+from transforms.files import exists, has_scheme, join, why_not_writable
 from transforms.manifest import MANIFEST_FILE, WriteManifest
 from transforms.mask import Mask
 from transforms.read import ReadTable
 from transforms.scratch import Scratch, partitions_for
 from transforms.write import WriteTable, column_keys, file_roles
 
-__all__ = ['RunResult', 'build_pipeline', 'plan_run', 'run', 'run_parser']
+__all__ = ['RunResult', 'add_verbose_flag', 'build_pipeline', 'check_beam_args', 'plan_run', 'run',
+           'run_parser']
 
 _LOG = logging.getLogger('novation')
 
 
-def plan_run(config, *, run_id=None, runner='local', temp_location=None) -> dict:
+def plan_run(config, *, run_id=None, runner='local', temp_location=None,
+             output_key=None) -> dict:
     """Check everything that can be checked before any data is read; name the new run.
 
     Keys load and hold every role the run needs; every table path matches at least one file;
-    the consent files exist; the run directory is new. On Dataflow every path must be one the
-    workers can reach. The run's scratch files go under ``temp_location`` (Beam's
-    --temp_location; this machine's temporary directory if not given).
+    the consent files exist; the run directory is new; the output and scratch locations can be
+    written. On Dataflow every path must be one the workers can reach. The run's scratch files
+    go under ``temp_location`` (Beam's --temp_location; this machine's temporary directory if
+    not given). ``output_key``: where the output path was given, for errors (default: the
+    config's output.path).
     """
     fmt = config.output.format
     roles = sorted({'pseudonym', 'token', 'deadletter',
@@ -82,12 +87,18 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None) -> dict
     run_dir = join(config.output.path, run_id)
     if exists(run_dir):
         raise ConfigError(f'{run_dir} already exists; every run writes a new directory')
+    scratch_parent = temp_location or tempfile.gettempdir()
+    for key, path in ((output_key or f'{config.source}: output.path', config.output.path),
+                      ('scratch files (--temp_location)', scratch_parent)):
+        why = why_not_writable(path)
+        if why:
+            raise ConfigError(f'{key}: {path} cannot be written: {why}')
     t = config.transfer
     return {
         'run_id': run_id,
         'run_dir': run_dir,
         'input_bytes': sum(table_bytes.values()),
-        'scratch_dir': join(temp_location or tempfile.gettempdir(), f'novation-{run_id}'),
+        'scratch_dir': join(scratch_parent, f'novation-{run_id}'),
         'partitions': {'consent': partitions_for(registry_bytes),
                        **{name: partitions_for(n) for name, n in table_bytes.items()}},
         'keys_path': config.output.keys,
@@ -287,7 +298,9 @@ RunResult = collections.namedtuple('RunResult',
 
 def run_parser(add_help=True) -> argparse.ArgumentParser:
     """The options of ``novation run``; everything else is a Beam pipeline option."""
-    parser = argparse.ArgumentParser(prog='novation run', add_help=add_help)
+    # No abbreviations: a prefix of ours could swallow a Beam option, as Beam allows none.
+    parser = argparse.ArgumentParser(prog='novation run', add_help=add_help, allow_abbrev=False)
+    add_verbose_flag(parser)
     parser.add_argument('--config', required=True,
                         help='transfer config (YAML; local path or gs://)')
     parser.add_argument('--run-id', help='name of the run directory (default: UTC time + random)')
@@ -301,12 +314,43 @@ def run_parser(add_help=True) -> argparse.ArgumentParser:
     return parser
 
 
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    """``-v``, accepted after a subcommand as well as before it (where ``novation`` reads it)."""
+    parser.add_argument('-v', '--verbose', action='store_true', default=argparse.SUPPRESS,
+                        help='also log the run id, its directory and the steps taken')
+
+
+def check_beam_args(beam_args, ours: argparse.ArgumentParser) -> None:
+    """Refuse, before anything runs, arguments that are neither ``ours`` nor Beam options:
+    Beam would only log that it discards them (a typo such as --ouput would go unnoticed)."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+    beam = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(beam)  # pylint: disable=protected-access
+    _, unknown = beam.parse_known_args(list(beam_args))
+    if not unknown:
+        return
+    flags = [a.split('=', 1)[0] for a in unknown if a.startswith('-')]
+    command = ours.prog
+    if not flags:
+        raise ConfigError(f'unexpected argument {unknown[0]!r}: every value follows the option '
+                          f'it belongs to (see {command} --help)')
+    known = [o for p in (ours, beam) for a in p._actions for o in a.option_strings
+             if o.startswith('--')]
+    close = difflib.get_close_matches(flags[0], known, n=1)
+    raise ConfigError(f'unknown option {flags[0]}: neither {command} nor Beam has it'
+                      + (f' (did you mean {close[0]}?)' if close else
+                         f'; see {command} --help'))
+
+
 def run(argv=None) -> RunResult:
     """Run a migration; returns its manifest (None for a dry run or a detached job).
 
     Raises NovationError on user errors.
     """
-    known, beam_args = run_parser().parse_known_args(argv)
+    parser = run_parser()
+    known, beam_args = parser.parse_known_args(argv)
+    check_beam_args(beam_args, parser)
     config = with_overrides(load_config(known.config), output=known.output, keys=known.keys)
     options = PipelineOptions(beam_args)
     if not any(arg.split('=')[0] in ('--pipeline_type_check', '--no_pipeline_type_check')
@@ -315,7 +359,8 @@ def run(argv=None) -> RunResult:
         # took 2 of the demo's 13 s while the job was built, for nothing.
         options.view_as(TypeOptions).pipeline_type_check = False
     run_info = plan_run(config, run_id=known.run_id, runner=runner_kind(options),
-                        temp_location=options.view_as(GoogleCloudOptions).temp_location)
+                        temp_location=options.view_as(GoogleCloudOptions).temp_location,
+                        output_key='--output' if known.output else None)
     _LOG.info('run %s: %s', run_info['run_id'], run_info['run_dir'])
     started = time.monotonic()
     workers = read_workers(options, run_info['input_bytes'], beam_args)

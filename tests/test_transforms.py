@@ -299,7 +299,7 @@ def test_manifest_refuses_a_lost_row():
 
 def test_manifest_aborts_above_the_dead_letter_limit_counting_only_bad_data():
     build_manifest(RUN, *facts(written=5, dead=(('no_consent', 5),)))  # consent: no abort
-    with pytest.raises(DeadLetterLimitExceeded, match=r'table t: 2 of 10 rows \(20.0%\)'):
+    with pytest.raises(DeadLetterLimitExceeded, match=r'table t: 2 of 10 rows \(20%\)'):
         build_manifest(RUN, *facts(dead=(('malformed', 2),)))
 
 

@@ -1,12 +1,14 @@
 """Small helpers over Beam's filesystems so local paths and gs:// URIs are treated alike."""
 
+import os
 import posixpath
+import tempfile
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import NovationError
 
-__all__ = ['exists', 'join', 'read_bytes', 'read_text', 'resolve']
+__all__ = ['exists', 'join', 'read_bytes', 'read_text', 'resolve', 'why_not_writable']
 
 
 def has_scheme(path: str) -> bool:
@@ -46,6 +48,30 @@ def read_text(path: str, *, what: str = 'file') -> str:
     except UnicodeDecodeError as e:
         raise NovationError(f'{what} {path} is not UTF-8 (first bad byte at offset {e.start})'
                             ) from None
+
+
+def why_not_writable(directory: str):
+    """Why files cannot be written under the local ``directory`` (created if missing), in
+    words; None if they can, or if it is a URI (checked by the workers that write there).
+
+    A probe file is written and removed, so permissions, read-only mounts and full quotas
+    show now, before any data is read, not at the end of a run.
+    """
+    if has_scheme(directory):
+        return None
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f'{existing} is a file, not a directory'
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix='.novation-probe-', dir=directory)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        return f'cannot create or write files under {existing} ({e.strerror or e})'
+    return None
 
 
 def _reason(exc: Exception) -> str:

@@ -354,17 +354,23 @@ def _ad(role):
 # Loading
 
 
-def _doc_text(path):
+# What to do about a missing keyring: create one before a run; find the right one to read a run.
+CREATE_HINT = 'create one with `novation keys init {path}`'
+READ_HINT = ('give --keys the directory of a copy of the keyring the run was written with (it '
+             'holds keyring.json)')
+
+
+def _doc_text(path, hint=CREATE_HINT):
     try:
         return read_text(join(path, KEYRING_FILE), what='keyring')
     except NovationError:
-        raise KeyringError(f'no keyring at {path} (expected {KEYRING_FILE}); create one with '
-                           f'`novation keys init {path}`') from None
+        raise KeyringError(f'no keyring at {path} (expected {KEYRING_FILE}); '
+                           f'{hint.format(path=path)}') from None
 
 
-def _read_doc(path):
+def _read_doc(path, hint=CREATE_HINT):
     where = join(path, KEYRING_FILE)
-    text = _doc_text(path)
+    text = _doc_text(path, hint)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError:
@@ -385,12 +391,13 @@ def _read_doc(path):
 
 
 def load_keyring(path: str, roles: Optional[Sequence[str]] = None, *,
-                 warn: bool = True) -> Keyring:
+                 warn: bool = True, hint: str = CREATE_HINT) -> Keyring:
     """Load a keyring directory (local path or gs:// URI): ``roles``, or every role in it.
 
-    A cleartext keyring logs a warning on every load with ``warn``.
+    A cleartext keyring logs a warning on every load with ``warn``. ``hint`` says what to do
+    if there is no keyring at ``path`` (READ_HINT for commands that read a finished run).
     """
-    doc = _read_doc(path)
+    doc = _read_doc(path, hint)
     keysets = doc['keysets']
     wanted = sorted(keysets) if roles is None else list(roles)
     missing = [r for r in wanted if r not in keysets]

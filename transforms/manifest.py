@@ -101,6 +101,12 @@ def _new_source(table, path):
             'ignored_columns': []}
 
 
+def percent(share: float) -> str:
+    """A share as a percentage with three significant digits, so small limits stay visible:
+    0.0001 is 0.01%, not 0.0%."""
+    return f'{share * 100:.3g}%'
+
+
 def build_manifest(run: dict, counts: dict, files: list) -> dict:
     """Assemble and check the manifest (pure).
 
@@ -155,9 +161,9 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
         bad = sum(n for r, n in t['dead_letters'].items() if r in DATA_QUALITY_REASONS)
         if t['rows_read'] and bad / t['rows_read'] > run['max_ratio']:
             raise DeadLetterLimitExceeded(
-                f'table {name}: {bad} of {t["rows_read"]} rows ({bad / t["rows_read"]:.1%}) '
+                f'table {name}: {bad} of {t["rows_read"]} rows ({percent(bad / t["rows_read"])}) '
                 f'are malformed, missing required values or duplicates, above '
-                f'deadletter.max_ratio {run["max_ratio"]:.1%} in {run["config"]}; the run is '
+                f'deadletter.max_ratio {percent(run["max_ratio"])} in {run["config"]}; the run is '
                 f'aborted and has no manifest')
     totals = {'rows_read': sum(t['rows_read'] for t in tables.values()),
               'rows_written': sum(t['rows_written'] for t in tables.values()),
