@@ -31,7 +31,7 @@ from transforms.errors import InputError
 from transforms.reasons import DeadLetter
 
 __all__ = ['ColumnPlan', 'DecodedStream', 'FileRange', 'ReadTable', 'first_undecodable_byte',
-           'open_range', 'plan_ranges']
+           'header_problem', 'open_range', 'plan_ranges', 'start_problem']
 
 _CSV_BLOCK_BYTES = 4 << 20
 _BATCH_ROWS = 65_536
@@ -134,6 +134,10 @@ class ColumnPlan:
         for f in table.schema.fields:
             for name in (f.name,) + f.aliases:
                 self._field_of[name] = f.name
+
+    def knows(self, column: str) -> bool:
+        """Whether ``column`` names a field of the schema (by name or alias)."""
+        return column in self._field_of
 
     def resolve(self, columns, path, *, require_all=True):
         """(source column -> field, ignored columns), or InputError naming what is wrong.
@@ -306,6 +310,10 @@ class _ReadBatchesFn(beam.DoFn):
         where = path if file_range.whole else f'{path} (from row {file_range.first_row:,})'
         progress = _Progress(self._table.name, where)
         state = {'mapping': None, 'ignored': []}
+        if file_range.start == 0:
+            problem = start_problem(_file_head(path), self._table, path)
+            if problem:
+                raise InputError(problem)
         with open_range(file_range) as f:
             rows_read = yield from self._emit(reader(f, path, file_range), path, progress, state,
                                               file_start=file_range.start == 0)
@@ -376,7 +384,11 @@ class _ReadBatchesFn(beam.DoFn):
     # -- formats --------------------------------------------------------------------------
 
     def _parquet(self, f, path, _):
-        parquet = pq.ParquetFile(f)
+        try:
+            parquet = pq.ParquetFile(f)
+        except (pa.ArrowException, OSError):  # Arrow's message may quote bytes of the file
+            raise InputError(f'{path} cannot be read as Parquet (truncated or damaged?)'
+                             ) from None
         yield _no_rows(parquet.schema_arrow), np.array([], dtype=np.int64)  # check columns
         first = 1
         for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
@@ -398,6 +410,8 @@ class _ReadBatchesFn(beam.DoFn):
                 columns = self._header(io.BufferedReader(DecodedStream(raw, t.encoding)), path)
         # Check the header against the schema even if no data row is readable.
         yield _no_rows(pa.schema([(c, pa.string()) for c in columns])), np.array([], np.int64)
+        if text.peek(1) == b'':
+            return 0  # a header and no rows: a valid empty table (Arrow calls it an empty file)
         invalid = []
         offset = file_range.first_row - 1  # records before the range
 
@@ -445,9 +459,11 @@ class _ReadBatchesFn(beam.DoFn):
         line = text.readline().decode('utf-8')
         if REPLACEMENT in line:
             self._wrong_encoding(path)
-        columns = next(csv.reader([line], delimiter=self._table.delimiter,
-                                  quotechar=self._table.quote), [])
-        return [c.strip() for c in columns]
+        columns = _split_line(line, self._table.delimiter, self._table.quote)
+        problem = header_problem(columns, line, self._table, self._plan, path)
+        if problem:
+            raise InputError(problem)
+        return columns
 
     def _jsonl(self, f, path, _):
         """One JSON object per line. Numbers keep their exact text (decimals stay exact)."""
@@ -490,6 +506,87 @@ class _ReadBatchesFn(beam.DoFn):
         if records:
             yield _batch_of_records(records, text_only=False), np.arange(first, n + 1)
         return n
+
+
+# The first bytes of files in formats a seller may hand over instead of the one configured.
+_MAGIC = ((b'PAR1', 'parquet'), (b'Obj\x01', 'avro'))
+_HEAD_BYTES = 4
+OTHER_DELIMITERS = (',', ';', '\t', '|')
+
+
+def _file_head(path: str) -> bytes:
+    with FileSystems.open(path) as f:  # decompressed as the name says, as the reader will
+        return f.read(_HEAD_BYTES)
+
+
+def start_problem(head: bytes, table, path: str) -> Optional[str]:
+    """What is wrong with a file whose first bytes are ``head`` (the whole file if shorter),
+    read as ``table`` says; None if nothing shows yet (pure).
+
+    Recognised: another format's magic bytes, a ZIP archive (a spreadsheet), a UTF-16 or a
+    UTF-8 byte-order mark against another encoding, an empty file where rows or a header
+    are needed. A text file without rows, or a CSV file without rows and header, is an empty
+    table, not an error.
+    """
+    fmt, key = table.format, f'tables.{table.name}'
+    actual = next((f for magic, f in _MAGIC if head.startswith(magic)), None)
+    if not head:
+        if fmt in ('avro', 'parquet'):
+            return f'{path} is empty (0 bytes), not a {fmt} file'
+        if fmt == 'csv' and table.header:
+            return (f'{path} is empty (0 bytes): a CSV export has at least its header line '
+                    f'(or set {key}.header: false)')
+        return None
+    if head.startswith(b'PK\x03\x04'):
+        return (f'{path} is a ZIP archive (an Excel workbook?), not {fmt}: export the table '
+                f'as {fmt}')
+    if fmt in ('avro', 'parquet'):
+        if actual == fmt:
+            return None
+        if actual:
+            looks = f'it is {actual}; set {key}.format: {actual}'
+        elif _looks_like_text(head):
+            looks = f'it looks like text (CSV or JSON Lines?); set {key}.format'
+        else:
+            looks = 'its first bytes are those of no format Novation reads'
+        return f'{path} is not a {fmt} file: {looks}'
+    if actual:
+        return f'{path} is a {actual} file, not {fmt}: set {key}.format: {actual}'
+    if head.startswith((b'\xff\xfe', b'\xfe\xff')):
+        return (f'{path} is UTF-16 text (it starts with a UTF-16 byte-order mark), which '
+                f'{key}.encoding cannot be: re-export it as utf-8, gbk or gb18030')
+    if head.startswith(codecs.BOM_UTF8) and not codecs.lookup(table.encoding).name.startswith(
+            'utf-8'):
+        return (f'{path} starts with a UTF-8 byte-order mark, so it is UTF-8, not '
+                f'{table.encoding}: set {key}.encoding: utf-8')
+    return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    return all(b >= 0x20 or b in b'\t\r\n' for b in head)
+
+
+def _split_line(line: str, delimiter: str, quote: str) -> list:
+    return [c.strip() for c in next(csv.reader([line], delimiter=delimiter, quotechar=quote),
+                                    [])]
+
+
+def header_problem(columns, line: str, table, plan: ColumnPlan, path: str) -> Optional[str]:
+    """Why a CSV header line names none of the schema's columns, or None if it names some
+    (pure; the column checks then say the rest). Never quotes the line: if it is no header,
+    it is a customer's record."""
+    if any(plan.knows(c) for c in columns):
+        return None
+    key = f'tables.{table.name}'
+    for delimiter in OTHER_DELIMITERS:
+        if delimiter != table.delimiter and sum(
+                plan.knows(c) for c in _split_line(line, delimiter, table.quote)) >= 2:
+            return (f'{path}: the header splits into the columns of {table.schema.source} at '
+                    f'{delimiter!r}, not at {table.delimiter!r}: set {key}.delimiter: '
+                    f'{delimiter!r}')
+    return (f'{path}: the first line names none of the columns of {table.schema.source}: the '
+            f'file seems to have no header line (set {key}.header: false to read the columns '
+            f'in schema order) or to be another table\'s export')
 
 
 def _no_rows(schema):
