@@ -206,11 +206,13 @@ def run_scratch(run: dict) -> Scratch:
 
 
 def _source_counts(source):
-    """Rows read from a file, and each column ignored in it, as manifest counts."""
-    table, path, rows_read, ignored = source
-    yield ('read', table, path, ''), rows_read
-    for column in ignored:
-        yield ('ignored', table, path, column), 1
+    """Rows read from a file, each column ignored in it and each field missing from it, as
+    manifest counts."""
+    yield ('read', source.table, source.path, ''), source.rows_read
+    for column in source.ignored:
+        yield ('ignored', source.table, source.path, column), 1
+    for field in source.missing:
+        yield ('missing', source.table, source.path, field), 1
 
 
 def _camel(name: str) -> str:

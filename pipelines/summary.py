@@ -20,6 +20,12 @@ def print_summary(manifest: dict, run_dir: str = None, seconds: float = None, ou
                   for name, t in manifest['tables'].items() if t['sensitive_suppressed_rows']]
     if suppressed:
         out(f'  sensitive fields nulled (no separate consent): {", ".join(suppressed)} rows')
+    for key, what in (('missing_columns', 'fields missing from the export (delivered as nulls)'),
+                      ('ignored_columns', 'columns left out (extra_columns: ignore)')):
+        tables = [f'{name}: {", ".join(t[key])}{_in_files(manifest, name, key)}'
+                  for name, t in manifest['tables'].items() if t.get(key)]
+        if tables:
+            out(f'  {what}: {"; ".join(tables)}')
     if run_dir:
         avro = any(t.get('format') == 'avro' for t in manifest['tables'].values())
         out(f'  data:         {run_dir}/data/<table>/' + (
@@ -28,3 +34,10 @@ def print_summary(manifest: dict, run_dir: str = None, seconds: float = None, ou
         out(f'  dead letters: {run_dir}/deadletter/<table>/part-*.jsonl.enc '
             f'(deadletter key only)')
         out(f'  manifest:     {run_dir}/manifest.json (counts, crc32c, key ids)')
+
+
+def _in_files(manifest, table, key):
+    """' (in 1 of 3 files)' when only some of a table's files lack or add columns."""
+    files = [s for s in manifest['sources'] if s['table'] == table]
+    having = sum(1 for s in files if s.get(key))
+    return '' if having == len(files) else f' (in {having} of {len(files)} files)'

@@ -79,7 +79,7 @@ def read_file(table):
             if out.tag == ReadTable.DEAD:
                 dead.append(out.value)
             else:
-                _, _, rows_read, ignored = out.value
+                _, _, rows_read, ignored, _ = out.value
             continue
         typed, letters = conform_batch(out, table)
         kept += typed.column(ROW).to_pylist()
@@ -194,6 +194,18 @@ def test_csv_aliases_and_ignored_columns(tmp_path):
     (tmp_path / 'data.csv').write_text('编号,amount,微信号\nR1,1.00,wx\n', encoding='utf-8')
     kept, dead, rows_read, ignored = read_file(table)
     assert (kept, dead, rows_read, ignored) == ([1], [], 1, ['微信号'])
+
+
+@pytest.mark.parametrize('fmt, text', [
+    ('csv', 'rid,amount,day\nR1,1.00,2024-01-02\n'),
+    ('jsonl', '{"rid": "R1", "amount": "1.00", "day": "2024-01-02"}\n{"rid": "R2"}\n'),
+])
+def test_fields_no_column_holds_are_named(tmp_path, fmt, text):
+    table = make_table(str(tmp_path), fmt)
+    (tmp_path / f'data.{fmt}').write_text(text, encoding='utf-8')
+    missing = [out.value.missing for out in _ReadBatchesFn(table).process(FileRange(table.path))
+               if isinstance(out, TaggedOutput) and out.tag == ReadTable.SOURCES]
+    assert missing == [['flag', 'note', 'at']]  # schema order; 'amount' is in one record
 
 
 @pytest.mark.parametrize('header, message', [

@@ -33,6 +33,7 @@ from transforms.read import ReadTable
 from transforms.reasons import DeadLetter
 from transforms.scratch import Scratch
 from transforms.write import WriteTable
+from pipelines.summary import print_summary
 
 from conftest import local_pipeline
 
@@ -83,7 +84,7 @@ def test_read_table_keeps_row_numbers_and_dead_letters_broken_rows(config, tmp_p
             lambda d: (d.reason, d.stage, d.row, d.problem, d.subject)),
             equal_to([('malformed', 'read', 2, 'expected 21 columns, found 5', 'C2')]),
             label='dead')
-        assert_that(out[ReadTable.SOURCES], equal_to([('customers', str(path), 3, [])]),
+        assert_that(out[ReadTable.SOURCES], equal_to([('customers', str(path), 3, [], [])]),
                     label='sources')
 
 
@@ -289,7 +290,22 @@ def test_manifest_proves_conservation():
     m = build_manifest(RUN, *facts())
     assert m['tables']['t']['rows_read'] == 10
     assert m['sources'] == [{'path': 's', 'table': 't', 'rows_read': 10, 'rows_written': 8,
-                             'dead_letters': {'no_consent': 2}, 'ignored_columns': []}]
+                             'dead_letters': {'no_consent': 2}, 'ignored_columns': [],
+                             'missing_columns': []}]
+
+
+def test_manifest_names_the_fields_missing_from_each_file():
+    counts, files = facts()
+    counts.update({('missing', 't', 's', 'remarks'): 1, ('missing', 't', 's', 'email'): 1,
+                   ('read', 't', 's2', ''): 0})
+    m = build_manifest({**RUN, 'transfer': {'seller': 'S', 'acquirer': 'A'}}, counts, files)
+    assert m['tables']['t']['missing_columns'] == ['email', 'remarks']
+    assert [(s['path'], s['missing_columns']) for s in m['sources']] == [
+        ('s', ['email', 'remarks']), ('s2', [])]
+    lines = []
+    print_summary(m, out=lines.append)
+    assert '  fields missing from the export (delivered as nulls): t: email, remarks (in 1 of 2 ' \
+           'files)' in lines
 
 
 def test_manifest_refuses_a_lost_row():

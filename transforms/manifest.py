@@ -98,7 +98,7 @@ def _write_manifest(_, run, counts, files):
 
 def _new_source(table, path):
     return {'path': path, 'table': table, 'rows_read': 0, 'rows_written': 0, 'dead_letters': {},
-            'ignored_columns': []}
+            'ignored_columns': [], 'missing_columns': []}
 
 
 def percent(share: float) -> str:
@@ -111,12 +111,14 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
     """Assemble and check the manifest (pure).
 
     ``counts`` maps (kind, table, source, reason) to a count, kind in read|written|dead|
-    suppressed|ignored (for ignored, ``reason`` is the column left out). Raises
+    suppressed|ignored|missing (for ignored, ``reason`` is the column left out; for missing,
+    the field no column of the file holds, delivered as nulls). Raises
     DeadLetterLimitExceeded above ``run['max_ratio']`` of bad data in a table, and
     AssertionError if any count does not add up (a bug: nothing may be lost).
     """
     tables = {name: {'rows_read': 0, 'rows_written': 0, 'dead_letters': {},
                      'sensitive_suppressed_rows': 0, 'ignored_columns': [],
+                     'missing_columns': [],
                      'format': run['output_format'],
                      'fields': run['fields'][name],
                      'column_keys': run['column_keys'][name],
@@ -128,10 +130,10 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
         if kind == 'suppressed':
             t['sensitive_suppressed_rows'] += n
             continue
-        if kind == 'ignored':
-            t['ignored_columns'] = sorted(set(t['ignored_columns']) | {reason})
-            sources.setdefault((table, source), _new_source(table, source))[
-                'ignored_columns'].append(reason)
+        if kind in ('ignored', 'missing'):
+            key = f'{kind}_columns'
+            t[key] = sorted(set(t[key]) | {reason})
+            sources.setdefault((table, source), _new_source(table, source))[key].append(reason)
             continue
         s = sources.setdefault((table, source), _new_source(table, source))
         if kind == 'read':

@@ -31,7 +31,7 @@ from transforms.errors import InputError
 from transforms.reasons import DeadLetter
 
 __all__ = ['ColumnPlan', 'DecodedStream', 'FileRange', 'ReadTable', 'first_undecodable_byte',
-           'header_problem', 'open_range', 'plan_ranges', 'start_problem']
+           'SourceFacts', 'header_problem', 'open_range', 'plan_ranges', 'start_problem']
 
 _CSV_BLOCK_BYTES = 4 << 20
 _BATCH_ROWS = 65_536
@@ -64,13 +64,24 @@ class FileRange(NamedTuple):
         return self.start == 0 and self.end is None
 
 
+class SourceFacts(NamedTuple):
+    """What reading one file (or range) found: its rows, the columns left out
+    (``extra_columns: ignore``) and the schema's fields no column or key of it holds (delivered
+    as nulls, so the manifest names them)."""
+    table: str
+    path: str
+    rows_read: int
+    ignored: list
+    missing: list
+
+
 class ReadTable(beam.PTransform):
     """Read every file matching a table's path.
 
     Outputs (tags): ``rows`` record batches with the schema's field names (text for CSV and JSON
     Lines, as stored for Avro and Parquet) plus provenance; ``dead`` rows that cannot be read
-    (wrong column count, broken JSON, undecodable bytes); ``sources`` one
-    ``(table, path, rows_read, ignored_columns)`` per file.
+    (wrong column count, broken JSON, undecodable bytes); ``sources`` one ``SourceFacts`` per
+    file (per range of a file read in ranges).
     """
     ROWS = 'rows'
     DEAD = 'dead'
@@ -309,7 +320,7 @@ class _ReadBatchesFn(beam.DoFn):
                   'parquet': self._parquet}[self._table.format]
         where = path if file_range.whole else f'{path} (from row {file_range.first_row:,})'
         progress = _Progress(self._table.name, where)
-        state = {'mapping': None, 'ignored': []}
+        state = {'mapping': None, 'ignored': [], 'present': set()}
         if file_range.start == 0:
             problem = start_problem(_file_head(path), self._table, path)
             if problem:
@@ -317,8 +328,10 @@ class _ReadBatchesFn(beam.DoFn):
         with open_range(file_range) as f:
             rows_read = yield from self._emit(reader(f, path, file_range), path, progress, state,
                                               file_start=file_range.start == 0)
-        yield beam.pvalue.TaggedOutput(ReadTable.SOURCES,
-                                       (self._table.name, path, rows_read, state['ignored']))
+        missing = [] if state['mapping'] is None else [
+            name for name in self._table.schema.field_names if name not in state['present']]
+        yield beam.pvalue.TaggedOutput(ReadTable.SOURCES, SourceFacts(
+            self._table.name, path, rows_read, state['ignored'], missing))
 
     def _emit(self, items, path, progress, state, *, file_start=True):
         # Only the file's first batch may condemn the whole file as in the wrong encoding; a
@@ -338,6 +351,7 @@ class _ReadBatchesFn(beam.DoFn):
                 state['mapping'], ignored = self._plan.resolve(
                     batch.schema.names, path, require_all=self._table.format != 'jsonl')
                 state['ignored'] = sorted(set(state['ignored']) | set(ignored))
+                state['present'] |= set(state['mapping'].values())
             batch = self._plan.batch(batch, state['mapping'])
             if self._table.format in ('csv', 'jsonl'):
                 checked = checked_encoding
