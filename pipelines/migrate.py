@@ -168,7 +168,8 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
                                                              parts=parts[table.name])
             rows = unique[DropDuplicates.ROWS]
             dead.append(unique[DropDuplicates.DEAD])
-        gated = rows | f'Consent{step}' >> ConsentGate(table, decisions, scratch)
+        gated = rows | f'Consent{step}' >> ConsentGate(table, decisions, scratch,
+                                                                config.transfer)
         masked = gated[ConsentGate.ROWS] | f'Mask{step}' >> Mask(table, keys)
         written = masked | f'Write{step}' >> WriteTable(table, run['output_format'], run, keys)
         dead_letters = (tuple(dead + [gated[ConsentGate.DEAD]])

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from transforms.consent_rules import (VERDICTS, ConsentRow, Decision, decide_subject,
-                                      decide_table)
+                                      decide_table, refusal_problems)
 
 PURPOSES = {'servicing': 'contract', 'credit': 'consent'}
 
@@ -99,3 +99,18 @@ def test_subject_codes_agree_with_a_dict(known, asked):
     got = codes.lookup(pa.array(queries, pa.string()), -3).tolist()
     assert got == [known.get(q, -3) for q in queries]
     assert all(codes.get(q, -3) == known.get(q, -3) for q in queries[:10])
+
+
+@pytest.mark.parametrize('purposes, problem', [
+    ({'credit': 'consent', 'servicing': 'contract'},
+     'no live consent for purpose credit (legal basis: consent)'),
+    ({'credit': 'consent', 'marketing': 'consent'},
+     'no live consent for one or more of the purposes credit, marketing (legal basis: consent)'),
+])
+def test_refusals_say_which_purpose_or_separate_consent_is_missing(purposes, problem):
+    problems = refusal_problems(purposes, 'HK')
+    assert problems['no_consent'] == problem
+    assert problems['consent_withdrawn'] == problem.replace('no live consent', 'consent withdrawn')
+    assert problems['no_cross_border_consent'] == ('no separate consent to a transfer to HK '
+                                                   '(PIPL Art. 39)')
+    assert set(problems) == {d.reason for d in VERDICTS if d.reason}

@@ -140,16 +140,21 @@ def test_consent_gate_refuses_suppresses_and_counts(config, scratch):
         OK=None, NOSENS=None, ERASED='erasure_requested', GONE='consent_withdrawn'), NO_CONSENT)
     with local_pipeline() as p:
         d = p | 'Decisions' >> beam.Create([part])
-        out = p | beam.Create([typed]) | ConsentGate(table, d, scratch)
+        out = p | beam.Create([typed]) | ConsentGate(table, d, scratch, config.transfer)
         assert_that(out[ConsentGate.ROWS] | beam.FlatMap(
             lambda b: list(zip(b.column('customer_id').to_pylist(),
                                b.column('national_id').to_pylist()))),
             equal_to([('OK', '11010519491231002X'), ('NOSENS', None)]), label='rows')
         assert_that(out[ConsentGate.DEAD] | beam.Map(
-            lambda l: (l.subject, l.reason, l.raw is None)),
-            equal_to([('ERASED', 'erasure_requested', True),
-                      ('GONE', 'consent_withdrawn', False),
-                      ('UNKNOWN', 'no_consent', False)]), label='dead')
+            lambda l: (l.subject, l.reason, l.raw is None, l.field, l.problem)),
+            equal_to([('ERASED', 'erasure_requested', True, 'customer_id',
+                       'the customer asked for erasure (PIPL Art. 47)'),
+                      ('GONE', 'consent_withdrawn', False, 'customer_id',
+                       'consent withdrawn for purpose credit_management (legal basis: '
+                       'consent)'),
+                      ('UNKNOWN', 'no_consent', False, 'customer_id',
+                       'no live consent for purpose credit_management (legal basis: consent)'
+                       )]), label='dead')
         assert_that(out[ConsentGate.SUPPRESSED], equal_to([('customers', 1)]),
                     label='suppressed')
 

@@ -21,7 +21,7 @@ from transforms.batches import holding_batches, row_dicts
 from transforms.casting import cast_column
 from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decisions, FlagRun, SubjectCodes,
                                       decide_flags, default_decision, flag_run, merge_flags,
-                                      registry_flags)
+                                      refusal_problems, registry_flags)
 from transforms.errors import InputError
 from transforms.masking import string_form
 from transforms.read import FileRange, open_range, plan_ranges
@@ -256,23 +256,28 @@ class ConsentGate(beam.PTransform):
     DEAD = 'dead'
     SUPPRESSED = 'suppressed'
 
-    def __init__(self, table, decisions, scratch):
-        """``decisions``: the ``ConsentDecisions``, in ``scratch``."""
+    def __init__(self, table, decisions, scratch, transfer):
+        """``decisions``: the ``ConsentDecisions``, in ``scratch``, for ``transfer``."""
         super().__init__()
         self._table = table
         self._decisions = decisions
         self._scratch = scratch
+        self._problems = refusal_problems(transfer.legal_bases, transfer.destination_region)
 
     def expand(self, batches):
         gated = batches | 'Gate' >> beam.ParDo(
-            _GateFn(self._table, self._scratch), beam.pvalue.AsList(self._decisions)).with_outputs(
+            _GateFn(self._table, self._scratch, self._problems),
+            beam.pvalue.AsList(self._decisions)).with_outputs(
                 self.DEAD, self.SUPPRESSED, main=self.ROWS)
         holding_batches(gated[self.ROWS])
         return gated
 
 
-def gate_batch(batch: pa.RecordBatch, table, decisions: Decisions):
-    """(allowed batch with sensitive fields suppressed, suppressed count, [DeadLetter])."""
+def gate_batch(batch: pa.RecordBatch, table, decisions: Decisions, problems: dict):
+    """(allowed batch with sensitive fields suppressed, suppressed count, [DeadLetter]).
+
+    ``problems``: each refusal reason's ``refusal_problems`` text; a refused row's dead letter
+    names the subject key as its field."""
     encoded = pc.dictionary_encode(string_form(batch.column(table.subject_key)))
     verdicts = [VERDICTS[code] for code in decisions.lookup(encoded.dictionary).tolist()]
     reasons = pa.array([v.reason for v in verdicts], type=pa.string()).take(encoded.indices)
@@ -287,6 +292,7 @@ def gate_batch(batch: pa.RecordBatch, table, decisions: Decisions):
             reason = reason_of[i]
             dead.append(DeadLetter(
                 reason=reason, stage='consent', table=table.name, source_file=source, row=row,
+                field=table.subject_key, problem=problems[reason],
                 subject=str(raw[table.subject_key]),
                 raw=None if reason == 'erasure_requested' else raw))
         keep = pa.array(~refused)
@@ -305,13 +311,15 @@ def gate_batch(batch: pa.RecordBatch, table, decisions: Decisions):
 
 
 class _GateFn(beam.DoFn):
-    def __init__(self, table, scratch):
+    def __init__(self, table, scratch, problems):
         self._table = table
         self._scratch = scratch
+        self._problems = problems
 
     def process(self, batch, parts):
         allowed, suppressed, dead = gate_batch(batch, self._table,
-                                               load_decisions(self._scratch, parts))
+                                               load_decisions(self._scratch, parts),
+                                               self._problems)
         if allowed.num_rows:
             yield allowed
         if suppressed:

@@ -20,7 +20,7 @@ from transforms.sorted_keys import (fit_width, fixed_width, group_starts, merge_
 
 __all__ = ['VERDICTS', 'VERDICT_CODE', 'ConsentRow', 'Decision', 'Decisions', 'SubjectCodes',
            'decide_subject', 'decide_flags', 'decide_table', 'flag_run', 'merge_flags',
-           'default_decision']
+           'default_decision', 'refusal_problems']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,6 +277,22 @@ VERDICTS = tuple(Decision(reason, ok) for reason in (
     for ok in (False, True))
 VERDICT_CODE = {d: i for i, d in enumerate(VERDICTS)}
 _REASON_INDEX = {d.reason: i // 2 for i, d in enumerate(VERDICTS)}
+
+
+def refusal_problems(purposes: Dict[str, str], destination_region: str) -> Dict[str, str]:
+    """What each consent refusal means for this transfer, as a dead letter's ``problem``: the
+    purposes without live consent, the separate consent missing. Decisions keep only the reason,
+    so with several consent-based purposes the text names them all."""
+    consent_purposes = _consent_purposes(purposes)
+    which = (f'purpose {consent_purposes[0]}' if len(consent_purposes) == 1 else
+             f'one or more of the purposes {", ".join(consent_purposes)}')
+    return {
+        'erasure_requested': 'the customer asked for erasure (PIPL Art. 47)',
+        'consent_withdrawn': f'consent withdrawn for {which} (legal basis: consent)',
+        'no_consent': f'no live consent for {which} (legal basis: consent)',
+        'no_cross_border_consent': f'no separate consent to a transfer to '
+                                   f'{destination_region} (PIPL Art. 39)',
+    }
 
 
 def default_decision(*, purposes: Dict[str, str], cross_border: bool) -> Decision:
