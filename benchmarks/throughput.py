@@ -294,17 +294,24 @@ CHILD_STAGES = STAGES + ('prepare',)
 
 
 def measure(stage: str, workdir: str, customers: int) -> dict:
-    """Run one stage in a child process: its rows, wall seconds and peak memory.
+    """Run one stage in a child process: its rows, wall seconds and peak memory."""
+    result = measure_command([sys.executable, '-m', 'benchmarks.throughput', '--stage', stage,
+                              '--workdir', workdir, '--customers', str(customers)])
+    rows = json.loads(result['stdout'].strip().splitlines()[-1])['rows']
+    return {'rows': rows, 'seconds': result['seconds'], 'rows_per_s': rows / result['seconds'],
+            'peak_rss_mb': result['peak_rss_mb']}
+
+
+def measure_command(command) -> dict:
+    """Run ``command`` in a child process: its wall seconds, peak memory and stdout.
 
     Peak memory is the largest sum of the resident sets of the child and all its descendants
     (Beam's worker processes), sampled every 0.1 s, and never less than the largest single
     process's peak as the kernel counts it.
     """
     started = time.monotonic()
-    errors = tempfile.TemporaryFile()  # shown only if the stage fails (Beam logs to stderr)
-    child = subprocess.Popen([sys.executable, '-m', 'benchmarks.throughput', '--stage', stage,
-                              '--workdir', workdir, '--customers', str(customers)],
-                             stdout=subprocess.PIPE, stderr=errors)
+    errors = tempfile.TemporaryFile()  # shown only if the command fails (Beam logs to stderr)
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors)
     output = []
     reader = threading.Thread(target=lambda: output.append(child.stdout.read()), daemon=True)
     reader.start()
@@ -323,10 +330,9 @@ def measure(stage: str, workdir: str, customers: int) -> dict:
     stderr = errors.read().decode(errors='replace')
     errors.close()
     if status != 0:
-        raise SystemExit(f'benchmark stage {stage} failed (exit code '
+        raise SystemExit(f'benchmark command {" ".join(command[1:4])} ... failed (exit code '
                          f'{os.waitstatus_to_exitcode(status)}):\n{stderr[-2000:]}')
-    rows = json.loads(output.strip().splitlines()[-1])['rows']
-    return {'rows': rows, 'seconds': seconds, 'rows_per_s': rows / seconds,
+    return {'seconds': seconds, 'stdout': output,
             'peak_rss_mb': max(tree_peak_kb, usage.ru_maxrss) / 1024}
 
 

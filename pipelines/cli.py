@@ -12,6 +12,7 @@ dead-letter limit exits 3. Tracebacks are for bugs.
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -55,18 +56,21 @@ class _WorkerLogs(logging.Filter):
         return True
 
 
-def _configure_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def _configure_logging(verbose: bool):
+    """Log lines to stderr, through the handler that also shows a run's progress."""
+    from pipelines.progress import ProgressConsole
+    handler = ProgressConsole(sys.stderr, live=sys.stderr.isatty())
     handler.setFormatter(logging.Formatter('novation: %(message)s'))
     handler.addFilter(_CleanLogs())
     workers = logging.getLogger('apache_beam.runners.portability.local_job_service')
     workers.setLevel(logging.INFO)
-    workers.addFilter(_WorkerLogs())
+    workers.filters[:] = [_WorkerLogs()]  # one, however often main() runs in a process
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger('novation').setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger('novation.progress').setLevel(logging.INFO)  # long runs show progress
+    return handler
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -208,15 +212,15 @@ def main(argv=None) -> int:
         command.error(f'unrecognized arguments: {" ".join(extra)}')
     if args.command == 'demo' and args.customers < 1:
         command.error('--customers must be at least 1')
-    _configure_logging(args.verbose)
+    console = _configure_logging(args.verbose)
     from transforms.errors import DeadLetterLimitExceeded, NovationError
     try:
         if args.command == 'run':
-            return _cmd_run(argv[argv.index('run') + 1:])
+            return _cmd_run(argv[argv.index('run') + 1:], console)
         if args.command == 'demo':
             from pipelines.migrate import check_beam_args
             check_beam_args(extra, command)  # before the demo spends time generating data
-            return _cmd_demo(args, extra)
+            return _cmd_demo(args, extra, console)
         if args.command == 'keys':
             return _cmd_keys(args)
         if args.command == 'detokenize':
@@ -236,10 +240,25 @@ def main(argv=None) -> int:
         return 0
 
 
-def _cmd_run(argv):
+@contextlib.contextmanager
+def _showing_progress(console):
+    """Count progress in this process and the local worker processes it starts (they inherit
+    the environment), and show it until the command ends."""
+    from transforms.progress import ENABLE
+    os.environ[ENABLE] = '1'
+    console.start()
+    try:
+        yield
+    finally:
+        console.stop()
+        del os.environ[ENABLE]
+
+
+def _cmd_run(argv, console):
     from pipelines.migrate import run
     from pipelines.summary import print_summary
-    result = run(argv)
+    with _showing_progress(console):
+        result = run(argv)
     if result.status == 'done':
         print_summary(result.manifest, result.run_dir, result.seconds)
     elif result.status == 'dry-run':
@@ -252,10 +271,11 @@ def _cmd_run(argv):
     return 0
 
 
-def _cmd_demo(args, beam_args):
+def _cmd_demo(args, beam_args, console):
     from pipelines.demo import run_demo
-    run_demo(workdir=args.workdir, customers=args.customers, seed=args.seed,
-             beam_args=beam_args)
+    with _showing_progress(console):
+        run_demo(workdir=args.workdir, customers=args.customers, seed=args.seed,
+                 beam_args=beam_args, out=lambda text: console.say(text, sys.stdout))
     return 0
 
 

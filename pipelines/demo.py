@@ -10,6 +10,7 @@ from pipelines.demo_data import generate
 from pipelines.migrate import run
 from pipelines.summary import print_summary
 from config import load_config
+from transforms import progress
 from transforms.keyring import init_keyring
 
 __all__ = ['prepare_demo', 'run_demo']
@@ -21,7 +22,8 @@ DEMO_SCHEMAS = ('customers.avsc', 'contracts.avsc', 'repayments.avsc', 'collecti
 def prepare_demo(workdir: str, *, customers: int, seed: int):
     """Write exports, schemas, config and a cleartext keyring under ``workdir``."""
     os.makedirs(workdir, exist_ok=True)
-    planted = generate(workdir, customers=customers, seed=seed)
+    planted = generate(workdir, customers=customers, seed=seed,
+                       on_step=lambda step: progress.note(f'generating the demo data: {step}'))
     os.makedirs(os.path.join(workdir, 'schemas'), exist_ok=True)
     for name in DEMO_SCHEMAS:
         with importlib.resources.as_file(importlib.resources.files('schemas') / name) as src:

@@ -67,28 +67,33 @@ class Planted:
 
 
 def generate(workdir: str, *, customers: int = 10_000, seed: int = 20261123,
-             customers_only: bool = False) -> Planted:
+             customers_only: bool = False, on_step=lambda step: None) -> Planted:
     """Write the demo exports under ``workdir/exports``; returns what was planted where.
 
     ``customers_only`` writes the customers table and the consent files only (benchmarks).
+    ``on_step`` is called with what is being generated next, in words (for progress).
     """
     exports = os.path.join(workdir, 'exports')
     os.makedirs(exports, exist_ok=True)
     rng = np.random.default_rng(seed)
+    on_step('name and address pools')
     pools = _pools(seed)
     ids = [f'C{i:08d}' for i in range(1, customers + 1)]
     planted = Planted(customers=customers, contracts=0)
     _plant_consent_cases(rng, ids, planted)
+    on_step(f'{customers:,} customers (GBK CSV)')
     rows = _customer_rows(rng, pools, ids, planted)
     _plant_duplicate_customers(rng, rows, planted)
     _write_gbk_csv(os.path.join(exports, 'customers.csv'), CUSTOMER_COLUMNS, rows)
-    if customers_only:
-        _write_consent(exports, rng, ids, planted)
-        return planted
-    contracts = _write_contracts(os.path.join(exports, 'contracts.parquet'), rng, pools, ids,
-                                 planted)
-    _write_repayments(os.path.join(exports, 'repayments.jsonl'), rng, contracts, planted)
-    _write_calls(os.path.join(exports, 'collection_calls.avro'), rng, contracts, planted)
+    if not customers_only:
+        on_step('contracts (Parquet)')
+        contracts = _write_contracts(os.path.join(exports, 'contracts.parquet'), rng, pools,
+                                     ids, planted)
+        on_step('repayments (JSON Lines)')
+        _write_repayments(os.path.join(exports, 'repayments.jsonl'), rng, contracts, planted)
+        on_step('collection calls (Avro)')
+        _write_calls(os.path.join(exports, 'collection_calls.avro'), rng, contracts, planted)
+    on_step('the consent registry and the erasure list')
     _write_consent(exports, rng, ids, planted)
     return planted
 

@@ -35,6 +35,7 @@ from transforms.deadletter import WriteDeadLetters
 from transforms.dedup import DropDuplicates
 from transforms.errors import ConfigError, NovationError
 from transforms.files import exists, has_scheme, join, why_not_writable
+from transforms import progress
 from transforms.manifest import MANIFEST_FILE, WriteManifest
 from transforms.mask import Mask
 from transforms.read import ReadTable
@@ -365,6 +366,8 @@ def run(argv=None) -> RunResult:
                         temp_location=options.view_as(GoogleCloudOptions).temp_location,
                         output_key='--output' if known.output else None)
     _LOG.info('run %s: %s', run_info['run_id'], run_info['run_dir'])
+    progress.reset()
+    progress.note('starting the pipeline', input_bytes=run_info['input_bytes'])
     started = time.monotonic()
     workers = read_workers(options, run_info['input_bytes'], beam_args)
     if runner_kind(options) == 'local':
@@ -384,6 +387,7 @@ def run(argv=None) -> RunResult:
         if runner_kind(options) == 'local':
             _remove_scratch(None, run_scratch(run_info))
         raise unwrap_error(e) from None
+    progress.note('finished', finished=True)
     if state != PipelineState.DONE:
         _remove_scratch(None, run_scratch(run_info))
         raise NovationError(f'the pipeline ended in state {state}; {run_info["run_dir"]} has no '

@@ -345,16 +345,6 @@ def test_mask_dofn_builds_keys_in_setup_then_masks_batches(config, keys_dir):
     assert row['repayment_account'] != '6222021234567890'
 
 
-def test_reading_logs_progress_without_values(monkeypatch, caplog):
-    import logging
-    from transforms import read
-    monkeypatch.setattr(read, 'PROGRESS_SECONDS', 0.0)
-    with caplog.at_level(logging.INFO, logger='novation.progress'):
-        progress = read._Progress('customers', 'c.csv')
-        progress.add(1000)
-    assert 'customers: c.csv: 1,000 rows read' in caplog.text
-
-
 @pytest.mark.parametrize('values, expected', [
     (['plain', None, '北京'], False),
     ([None, None], False),

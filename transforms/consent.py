@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from transforms import progress
 from transforms.batches import holding_batches, row_dicts
 from transforms.casting import cast_column
 from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decisions, FlagRun, SubjectCodes,
@@ -121,11 +122,13 @@ def _spill_range_flags(file_range, purposes, scratch, parts):
                                    file_range):
         runs.append(flag_run(registry_flags(batch, purposes), purposes))
         rows += batch.num_rows
+        progress.count('registry', 'consent', batch.num_rows)
         if rows >= SPILL_ROWS:
             written += _write_flags(scratch, parts, merge_flags(runs, purposes))
             runs, rows = [], 0
     if runs:
         written += _write_flags(scratch, parts, merge_flags(runs, purposes))
+    progress.flush()
     return written
 
 

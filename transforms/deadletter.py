@@ -15,6 +15,7 @@ import json
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
+from transforms import progress
 from transforms.crypto import cached_keyed_ops, encrypting_stream
 from transforms.keyring import cached_keyring
 from transforms.sink import WriteEncryptedFiles
@@ -121,9 +122,11 @@ class _SealFn(beam.DoFn):
                       lambda s: self._ops.pseudonym(domain, s),
                       self._restricted[letter.table])
         self._counts[record['table'], record['source_file'], record['reason']] += 1
+        progress.count('dead', letter.table)
         yield json.dumps(record, ensure_ascii=False, default=_json_default).encode('utf-8')
 
     def finish_bundle(self):
+        progress.flush()
         for key, n in self._counts.items():
             yield beam.pvalue.TaggedOutput(WriteDeadLetters.COUNTS, GlobalWindows.windowed_value(
                 (('dead',) + key, n)))

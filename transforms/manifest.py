@@ -14,6 +14,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 import google_crc32c
 
+from transforms import progress
 from transforms.crypto import file_identity
 from transforms.delivered import count_rows, file_kind
 from transforms.keyring import cached_keyring
@@ -82,6 +83,8 @@ class _FileFactsFn(beam.DoFn):
         with FileSystems.open(path) as f:
             rows = count_rows(file_kind(path), f, keyring,
                               file_identity(self._run['run_id'], relative))
+        progress.count('files', table)
+        progress.flush()
         yield {'table': table, 'kind': kind, 'path': relative, 'rows': rows, 'bytes': size,
                'crc32c': checksum.digest().hex(),
                'keys': {role: self._run['key_ids'][role]['primary'] for role in roles}}

@@ -9,10 +9,8 @@ import codecs
 import csv
 import io
 import json
-import logging
 import math
 import os
-import time
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
@@ -25,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from transforms import progress
 from transforms.batches import holding_batches, with_provenance
 from transforms.csv_ranges import record_splits, splittable_encoding
 from transforms.errors import InputError
@@ -36,8 +35,6 @@ __all__ = ['ColumnPlan', 'DecodedStream', 'FileRange', 'ReadTable', 'first_undec
 _CSV_BLOCK_BYTES = 4 << 20
 _BATCH_ROWS = 65_536
 _TEXT_BATCH_ROWS = 16_384  # JSON Lines and Avro build batches from Python values
-_PROGRESS = logging.getLogger('novation.progress')
-PROGRESS_SECONDS = 10.0
 # A file whose first batch has at least WRONG_ENCODING_ROWS undecodable rows, more than
 # WRONG_ENCODING_SHARE of it, is in the wrong encoding as a whole: one clear error instead of a
 # dead letter per row.
@@ -260,16 +257,22 @@ class _RangeStream(io.RawIOBase):
         super().__init__()
         self._raw = raw
         self._left = length
+        self._read = 0
 
     def readable(self):
         return True
 
+    def tell(self):
+        return self._read  # bytes of the range read so far
+
     def read(self, size=-1):
         if self._left is None:
-            return self._raw.read(size)
-        size = self._left if size is None or size < 0 else min(size, self._left)
-        chunk = self._raw.read(size)
-        self._left -= len(chunk)
+            chunk = self._raw.read(size)
+        else:
+            size = self._left if size is None or size < 0 else min(size, self._left)
+            chunk = self._raw.read(size)
+            self._left -= len(chunk)
+        self._read += len(chunk)
         return chunk
 
     def readinto(self, buffer):
@@ -289,21 +292,18 @@ def open_range(file_range):
 
 
 class _Progress:
-    """Logs rows read from one file at most every PROGRESS_SECONDS (no per-row cost)."""
+    """Counts a file's rows read and bytes consumed (``transforms.progress``); ``position``
+    says how far into the file the reader is, in bytes of the file."""
 
-    def __init__(self, table, path):
-        self._what = f'{table}: {path}'
-        self._started = self._last = time.monotonic()
-        self.rows = 0
+    def __init__(self, table, position):
+        self._table = table
+        self.position = position
+        self._counted = 0
 
     def add(self, rows):
-        self.rows += rows
-        now = time.monotonic()
-        if now - self._last >= PROGRESS_SECONDS:
-            self._last = now
-            elapsed = now - self._started
-            _PROGRESS.info('%s: %s rows read in %.0f s (%s rows/s)', self._what,
-                           f'{self.rows:,}', elapsed, f'{self.rows / elapsed:,.0f}')
+        at = self.position()
+        progress.count('read', self._table, rows, nbytes=max(0, at - self._counted))
+        self._counted = max(self._counted, at)
 
 
 class _ReadBatchesFn(beam.DoFn):
@@ -318,22 +318,22 @@ class _ReadBatchesFn(beam.DoFn):
         path = file_range.path
         reader = {'csv': self._csv, 'jsonl': self._jsonl, 'avro': self._avro,
                   'parquet': self._parquet}[self._table.format]
-        where = path if file_range.whole else f'{path} (from row {file_range.first_row:,})'
-        progress = _Progress(self._table.name, where)
         state = {'mapping': None, 'ignored': [], 'present': set()}
         if file_range.start == 0:
             problem = start_problem(_file_head(path), self._table, path)
             if problem:
                 raise InputError(problem)
         with open_range(file_range) as f:
-            rows_read = yield from self._emit(reader(f, path, file_range), path, progress, state,
-                                              file_start=file_range.start == 0)
+            self._progress = _Progress(self._table.name, f.tell)
+            rows_read = yield from self._emit(reader(f, path, file_range), path, self._progress,
+                                              state, file_start=file_range.start == 0)
+        progress.flush()
         missing = [] if state['mapping'] is None else [
             name for name in self._table.schema.field_names if name not in state['present']]
         yield beam.pvalue.TaggedOutput(ReadTable.SOURCES, SourceFacts(
             self._table.name, path, rows_read, state['ignored'], missing))
 
-    def _emit(self, items, path, progress, state, *, file_start=True):
+    def _emit(self, items, path, counter, state, *, file_start=True):
         # Only the file's first batch may condemn the whole file as in the wrong encoding; a
         # later range's first batch is just rows.
         checked_encoding = not file_start
@@ -359,7 +359,7 @@ class _ReadBatchesFn(beam.DoFn):
                 batch, rows, dead = self._undecodable_rows(batch, rows, path, checked)
                 for letter in dead:
                     yield beam.pvalue.TaggedOutput(ReadTable.DEAD, letter)
-            progress.add(len(rows))
+            counter.add(len(rows))
             if batch.num_rows:
                 yield with_provenance(batch, path, rows)
 
@@ -404,12 +404,16 @@ class _ReadBatchesFn(beam.DoFn):
             raise InputError(f'{path} cannot be read as Parquet (truncated or damaged?)'
                              ) from None
         yield _no_rows(parquet.schema_arrow), np.array([], dtype=np.int64)  # check columns
-        first = 1
+        # The footer is read first, so the file position says little: measure by rows.
+        here = f.tell()
+        size, total = f.seek(0, io.SEEK_END), max(1, parquet.metadata.num_rows)
+        f.seek(here)
+        done = 0
+        self._progress.position = lambda: size * done // total
         for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
-            n = batch.num_rows
-            yield batch, np.arange(first, first + n)
-            first += n
-        return first - 1
+            done += batch.num_rows
+            yield batch, np.arange(done - batch.num_rows + 1, done + 1)
+        return done
 
     def _csv(self, f, path, file_range):
         t = self._table

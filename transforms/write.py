@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from transforms import progress
 from transforms.batches import SOURCE, holding_batches, strip_provenance
 from transforms.crypto import data_role, encrypting_stream, pme_encryption_properties
 from transforms.keyring import cached_keyring, column_role
@@ -80,7 +81,11 @@ class _CountBySourceFn(beam.DoFn):
         for item in counts.to_pylist():
             yield beam.pvalue.TaggedOutput(WriteTable.WRITTEN,
                                            ((self._table_name, item['values']), item['counts']))
+        progress.count('written', self._table_name, batch.num_rows)
         yield strip_provenance(batch)
+
+    def finish_bundle(self):
+        progress.flush()
 
 
 class _ParquetFiles:
