@@ -141,7 +141,7 @@ def _local_options(path):
     from apache_beam.options.pipeline_options import PipelineOptions
     from pipelines.migrate import read_workers
     options = PipelineOptions([])
-    return options, read_workers(options, os.path.getsize(path))
+    return options, read_workers(options, os.path.getsize(path))  # a splittable GBK CSV
 
 
 def _counted():

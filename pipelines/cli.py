@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
         description='Run a migration. Options not listed here are Beam pipeline options. '
                     'Without --runner it runs locally: in this process, or with one worker '
-                    'process per core when the seller files total 64 MB or more '
+                    'process per core when the seller\'s CSV files that workers can share (32 '
+                    'MB or more each, uncompressed) total 128 MB or more '
                     '(--direct_num_workers and --direct_running_mode override); '
                     '--runner DataflowRunner --project P --region R --temp_location gs://... '
                     '--setup_file ./setup.py runs it on Dataflow (see the README); '

@@ -38,7 +38,7 @@ from transforms.files import exists, has_scheme, join, why_not_writable
 from transforms import progress
 from transforms.manifest import MANIFEST_FILE, WriteManifest
 from transforms.mask import Mask
-from transforms.read import ReadTable
+from transforms.read import ReadTable, splittable
 from transforms.scratch import Scratch, partitions_for
 from transforms.write import WriteTable, column_keys, file_roles
 
@@ -69,13 +69,15 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
             raise ConfigError('a Dataflow run needs --temp_location=gs://... (the run\'s '
                               'scratch files and Beam\'s own temporary files go there)')
         check_reachable_by_workers(config, keyring)
-    table_bytes = {}
+    table_bytes, split_bytes = {}, 0
     for table in config.tables:
         matched = FileSystems.match([table.path])[0].metadata_list
         if not matched:
             raise ConfigError(f'{config.source}: tables.{table.name}.path: no file matches '
                               f'{table.path}')
         table_bytes[table.name] = sum(m.size_in_bytes for m in matched)
+        split_bytes += sum(m.size_in_bytes for m in matched
+                           if splittable(m.path, m.size_in_bytes, table))
     for key, path in (('consent.registry', config.consent.registry),
                       ('consent.erasures', config.consent.erasures)):
         if not exists(path):
@@ -99,6 +101,7 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
         'run_id': run_id,
         'run_dir': run_dir,
         'input_bytes': sum(table_bytes.values()),
+        'split_bytes': split_bytes,  # of CSV files that several workers can share
         'scratch_dir': join(scratch_parent, f'novation-{run_id}'),
         'partitions': {'consent': partitions_for(registry_bytes),
                        **{name: partitions_for(n) for name, n in table_bytes.items()}},
@@ -244,18 +247,22 @@ def local_runner(options: PipelineOptions):
     return FnApiRunner()
 
 
-# Below this much input, worker processes cost more to start than they save (measured: see
-# the README's Performance section).
-PARALLEL_MIN_BYTES = 64 << 20
+# Below this much CSV that workers can share (``transforms.read.splittable``), a second worker
+# process costs more than it saves: it starts, and every batch between two steps crosses from
+# one process to another. Measured with benchmarks/workers.py (see the README's Performance
+# section): even at 69 MB of such CSV, 10% faster at 138 MB, 20% at 277 MB; a 4-table export
+# of 128 MB with 56 MB of it in such CSV was 9% slower with two.
+PARALLEL_MIN_BYTES = 128 << 20
 DATAFLOW_READ_WORKERS = 4  # ranges per large file are a multiple of this on Dataflow
 
 
-def read_workers(options: PipelineOptions, input_bytes: int, beam_args=()) -> int:
+def read_workers(options: PipelineOptions, split_bytes: int, beam_args=()) -> int:
     """How many workers read in parallel; for a local run, also sets Beam's worker options.
 
-    A local run of at least PARALLEL_MIN_BYTES of seller files uses one worker process per core
-    unless --direct_num_workers or --direct_running_mode was given; smaller runs stay in this
-    process, where start-up is fastest. ``beam_args``: the Beam flags as given.
+    A local run with at least PARALLEL_MIN_BYTES of seller CSV files that workers can share
+    (``split_bytes``) uses one worker process per core unless --direct_num_workers or
+    --direct_running_mode was given; other runs stay in this process, where start-up is fastest
+    and no batch crosses between processes. ``beam_args``: the Beam flags as given.
     """
     kind = runner_kind(options)
     if kind != 'local':
@@ -267,7 +274,7 @@ def read_workers(options: PipelineOptions, input_bytes: int, beam_args=()) -> in
             return 1
         return direct.direct_num_workers or os.cpu_count() or 1
     cores = os.cpu_count() or 1
-    if cores < 2 or input_bytes < PARALLEL_MIN_BYTES:
+    if cores < 2 or split_bytes < PARALLEL_MIN_BYTES:
         return 1
     direct.direct_num_workers = cores
     direct.direct_running_mode = 'multi_processing'
@@ -369,7 +376,7 @@ def run(argv=None) -> RunResult:
     progress.reset()
     progress.note('starting the pipeline', input_bytes=run_info['input_bytes'])
     started = time.monotonic()
-    workers = read_workers(options, run_info['input_bytes'], beam_args)
+    workers = read_workers(options, run_info['split_bytes'], beam_args)
     if runner_kind(options) == 'local':
         bound_malloc_retention()
     if workers > 1:

@@ -46,3 +46,18 @@ def test_the_baselines_per_value_keyed_calls_equal_novations(keys_dir):
         ops.tokens('bank_card', pa.array(values)).to_pylist()
     assert [baseline.day_shift(v, 30) for v in values] == \
         ops.day_shifts(pa.array(values), 30).to_pylist()
+
+
+@pytest.mark.parametrize('export', ['demo', 'customers'])
+def test_the_worker_benchmark_prints_both_modes_and_a_json_last_line(tmp_path, export):
+    proc = subprocess.run([sys.executable, '-m', 'benchmarks.workers', '--customers', '300',
+                           '--export', export, '--runs', '1', '--workdir', str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    [figures] = json.loads(lines[-1])
+    assert figures['export'] == export and figures['customers'] == 300
+    for key in ('one_seconds', 'two_seconds', 'one_peak_rss_mb', 'two_peak_rss_mb',
+                'two_over_one', 'input_mb'):
+        assert figures[key] > 0, key
+    assert lines[2].split()[0] == '300'

@@ -2,6 +2,7 @@
 the one line printed, with no traceback and no personal value."""
 
 import os
+import re
 
 import pytest
 
@@ -143,3 +144,55 @@ def test_reading_a_run_with_a_wrong_keyring_path_says_which_keyring_to_give(
     one_error(code, err, f'no keyring at {tmp_path / "nokeys"}',
               'the keyring the run was written with')
     assert 'keys init' not in err[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Exports that are not what the config says, met from `novation run`
+
+
+def replace_export(workdir, name, content):
+    path = os.path.join(workdir, 'exports', name)
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write(content(data, workdir))
+
+
+def drop_last_column(data, _):
+    lines = data.decode('gbk').splitlines()
+    return ''.join(line.rsplit(',', 1)[0] + '\n' for line in lines).encode('gbk')
+
+
+@pytest.mark.parametrize('name, content, message', [
+    ('customers.csv', lambda d, w: open(os.path.join(w, 'exports', 'contracts.parquet'),
+                                        'rb').read(),
+     'customers.csv is a parquet file, not csv: set tables.customers.format: parquet'),
+    ('customers.csv', lambda d, w: b'\xef\xbb\xbf' + d.decode('gbk').encode('utf-8'),
+     'customers.csv starts with a UTF-8 byte-order mark, so it is UTF-8, not gbk'),
+    ('customers.csv', lambda d, w: d.replace(b',', b';'),
+     "the header splits into the columns of"),
+    ('customers.csv', lambda d, w: d.split(b'\n', 1)[1],
+     'the first line names none of the columns'),
+    ('customers.csv', lambda d, w: b'', 'customers.csv is empty (0 bytes)'),
+])
+def test_an_export_that_is_not_what_the_config_says_is_named_for_what_it_is(
+        capsys, demo_copy, name, content, message):
+    workdir, config, planted = demo_copy
+    replace_export(workdir, name, content)
+    code, out, err = novation(capsys, 'run', '--config', config)
+    one_error(code, err, message)
+    for values in planted.secrets.values():  # never a value of the file
+        assert not any(v in err[0] for v in values[:50])
+    assert out == ''
+
+
+def test_exports_without_rows_are_empty_tables_and_a_missing_column_is_named(
+        capsys, demo_copy):
+    workdir, config, _ = demo_copy
+    replace_export(workdir, 'customers.csv',
+                   lambda d, w: drop_last_column(d, w).split(b'\n', 1)[0] + b'\n')
+    replace_export(workdir, 'repayments.jsonl', lambda d, w: b'')
+    code, out, _ = novation(capsys, 'run', '--config', config)
+    assert code == 0
+    assert '  fields missing from the export (delivered as nulls): customers: remarks' in out
+    assert re.search(r'  customers +0 +0  none', out), out
+    assert re.search(r'  repayments +0 +0  none', out), out

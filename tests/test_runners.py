@@ -141,9 +141,10 @@ MB = 1 << 20
 
 @pytest.mark.parametrize('flags, input_mb, cores, workers, mode', [
     ([], 10, 2, 1, 'in_memory'),                  # small: start-up would cost more
-    ([], 100, 2, 2, 'multi_processing'),          # large: one process per core
-    ([], 100, 1, 1, 'in_memory'),
-    (['--direct_num_workers=1'], 100, 2, 1, 'in_memory'),  # the user's choice stands
+    ([], 127, 2, 1, 'in_memory'),                 # just below PARALLEL_MIN_BYTES
+    ([], 128, 2, 2, 'multi_processing'),          # large: one process per core
+    ([], 300, 1, 1, 'in_memory'),
+    (['--direct_num_workers=1'], 300, 2, 1, 'in_memory'),  # the user's choice stands
     (['--direct_num_workers', '3', '--direct_running_mode', 'multi_processing'], 10, 2, 3,
      'multi_processing'),
     (['--direct_running_mode=in_memory'], 100, 4, 1, 'in_memory'),

@@ -30,7 +30,8 @@ from transforms.errors import InputError
 from transforms.reasons import DeadLetter
 
 __all__ = ['ColumnPlan', 'DecodedStream', 'FileRange', 'ReadTable', 'first_undecodable_byte',
-           'SourceFacts', 'header_problem', 'open_range', 'plan_ranges', 'start_problem']
+           'SourceFacts', 'header_problem', 'open_range', 'plan_ranges', 'splittable',
+           'start_problem']
 
 _CSV_BLOCK_BYTES = 4 << 20
 _BATCH_ROWS = 65_536
@@ -101,6 +102,14 @@ class ReadTable(beam.PTransform):
         return read
 
 
+def splittable(path: str, size: int, table) -> bool:
+    """Whether several workers can share the file: an uncompressed CSV file of at least two
+    ranges, in an encoding where the delimiter and quote bytes are never part of a character."""
+    return (size >= 2 * MIN_RANGE_BYTES and table.format == 'csv'
+            and CompressionTypes.detect_compression_type(path) == CompressionTypes.UNCOMPRESSED
+            and splittable_encoding(table.encoding, table.delimiter, table.quote))
+
+
 def plan_ranges(metadata, table, workers):
     """The ranges one file is read in: whole, or for a large CSV file read by several workers,
     a multiple of ``workers`` ranges cut at record starts (see transforms.csv_ranges)."""
@@ -109,9 +118,7 @@ def plan_ranges(metadata, table, workers):
         return []  # a directory matched by the pattern, as fileio.ReadMatches skips it
     count = workers * max(1, math.ceil(size / (workers * MAX_RANGE_BYTES)))
     count = min(count, size // MIN_RANGE_BYTES)
-    if (count < 2 or table.format != 'csv'
-            or CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
-            or not splittable_encoding(table.encoding, table.delimiter, table.quote)):
+    if count < 2 or not splittable(path, size, table):
         return [FileRange(path)]
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         data_start = len(f.readline()) if table.header else 0
