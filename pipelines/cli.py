@@ -73,6 +73,10 @@ def _configure_logging(verbose: bool):
     return handler
 
 
+_PROGRESS_HELP = ('Progress (the step, rows read, written and refused, the rate and the time '
+                  'left) goes to stderr: a live line on a terminal, else a line every 10 s.')
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='novation',
@@ -88,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         'run', help='run a migration from a transfer config', parents=[run_parser(False)],
         allow_abbrev=False,
-        description='Run a migration. Options not listed here are Beam pipeline options. '
+        description='Run a migration. Options not listed here are Beam pipeline options; one '
+                    'that Beam does not know either stops the run before it starts. '
                     'Without --runner it runs locally: in this process, or with one worker '
                     'process per core when the seller\'s CSV files that workers can share (32 '
                     'MB or more each, uncompressed) total 128 MB or more '
@@ -99,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                     'service. The run keeps per-customer state, and the rows of tables with a '
                     'primary key while their duplicates are found, in encrypted scratch files '
                     'under --temp_location (default: this machine\'s temporary directory; about '
-                    '0.2 KB a row) and removes them when it ends.')
+                    '0.2 KB a row) and removes them when it ends. ' + _PROGRESS_HELP)
 
     demo = sub.add_parser(
         'demo', help='generate demo exports, keys and config, then migrate them',
@@ -109,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
                     'collection calls as Avro with legacy field names), a consent registry and '
                     'an erasure list, with planted problems of every kind; a demo keyring (in '
                     'clear, demo only) and the config, all under WORKDIR; then migrate it. '
-                    'Prints the run directory last. Other options are Beam pipeline options.')
+                    'Prints the run directory last. Other options are Beam pipeline options. '
+                    + _PROGRESS_HELP)
     demo.add_argument('--workdir', help='where to put everything (default: a new temporary '
                                         'directory)')
     demo.add_argument('--customers', type=int, default=10_000,
