@@ -24,7 +24,7 @@ import json
 import re
 from typing import Optional, Tuple, Union
 
-__all__ = ['OPS', 'Change', 'ChangeProblem', 'parse_change']
+__all__ = ['OPS', 'Change', 'ChangeProblem', 'integer_value', 'parse_change', 'timestamp_micros']
 
 OPS = ('c', 'u', 'd', 'r')
 _OP_NAMES = {'create': 'c', 'insert': 'c', 'update': 'u', 'delete': 'd', 'read': 'r',
@@ -112,7 +112,7 @@ def _debezium(event):
 
 def _debezium_time(source):
     for key, per_second in (('ts_us', 10**6), ('ts_ns', 10**9), ('ts_ms', 10**3)):
-        value = _integer(source.get(key))
+        value = integer_value(source.get(key))
         if value is not None:
             return value * 10**6 // per_second
     return None
@@ -121,12 +121,12 @@ def _debezium_time(source):
 def _debezium_position(source):
     """(kind, integers, text) of the source's position, or a problem in words."""
     if source.get('lsn') is not None:
-        lsn = _integer(source['lsn'])
+        lsn = integer_value(source['lsn'])
         return ('lsn', (lsn,), f'lsn:{lsn}') if lsn is not None else \
             'source.lsn must be an integer'
     if source.get('file') is not None or source.get('pos') is not None:
         match = re.fullmatch(r'.*?(\d+)', str(source.get('file') or ''))
-        pos, row = _integer(source.get('pos')), _integer(source.get('row', 0))
+        pos, row = integer_value(source.get('pos')), integer_value(source.get('row', 0))
         if not match or pos is None or row is None:
             return 'a binlog position needs source.file (ending in its number) and source.pos'
         return ('binlog', (int(match.group(1)), pos, row),
@@ -139,7 +139,7 @@ def _debezium_position(source):
             return 'source.change_lsn must be hexadecimal parts separated by ":"'
         return 'change_lsn', numbers, f'change_lsn:{source["change_lsn"]}'
     if source.get('scn') is not None:
-        scn = _integer(source['scn'])
+        scn = integer_value(source['scn'])
         return ('scn', (scn,), f'scn:{scn}') if scn is not None else \
             'source.scn must be an integer'
     if source.get('sequence') is not None:
@@ -157,7 +157,7 @@ def _sequence(value):
         except ValueError:
             return 'source.sequence is not valid JSON'
     items = value if isinstance(value, list) else [value]
-    numbers = tuple(_integer(v) for v in items)
+    numbers = tuple(integer_value(v) for v in items)
     if not numbers or any(n is None for n in numbers):
         return 'source.sequence must be an integer or a list of integers'
     return 'sequence', numbers, 'sequence:' + ','.join(map(str, numbers))
@@ -174,18 +174,19 @@ def _plain(event):
     row = event.get('row')
     if not isinstance(row, dict):
         return ChangeProblem(f'{_OP_WORDS[op]} needs \'row\' as an object', table)
-    committed = _timestamp(event.get('committed_at'))
+    committed = timestamp_micros(event.get('committed_at'))
     if committed is None:
         return ChangeProblem('committed_at must be an ISO 8601 time with its zone or '
                              'milliseconds since 1970', table)
-    position = _integer(event.get('position'))
+    position = integer_value(event.get('position'))
     if position is None:
         return ChangeProblem('position must be an integer (the change\'s sequence number)',
                              table)
     return Change(table, op, row, committed, 'seq', (position,), f'seq:{position}')
 
 
-def _integer(value) -> Optional[int]:
+def integer_value(value) -> Optional[int]:
+    """An integer given as a JSON number or as digits; None for anything else."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -195,9 +196,9 @@ def _integer(value) -> Optional[int]:
     return None
 
 
-def _timestamp(value) -> Optional[int]:
+def timestamp_micros(value) -> Optional[int]:
     """Microseconds since the epoch of an ISO 8601 time with a zone, or of epoch ms."""
-    millis = _integer(value)
+    millis = integer_value(value)
     if millis is not None:
         return millis * 1000
     if not isinstance(value, str):
