@@ -1,0 +1,135 @@
+"""ConsentInOrder on a stream (TestStream, on the runner that runs it): out-of-order, duplicate
+and late events, a withdrawal between two updates, an erasure after delivery, watermark edges."""
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+from apache_beam.testing.test_stream import TestStream as EventStream  # not a test class
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+import pytest
+
+from config.loader import Purpose, Transfer
+from transforms.changes import Change
+from transforms.consent_events import ConsentEvent
+from transforms.stream_consent import ChangeEvent, ConsentInOrder, Retraction
+
+TRANSFER = Transfer('S', 'A', (Purpose('credit', 'consent'), Purpose('servicing', 'contract')),
+                    'CN', 'CN')
+TABLES = ('customers', 'contracts')
+S = 10**6  # microseconds a second
+
+
+def change(subject, at, position, table='customers', op='u'):
+    """A change committed at second ``at``, timestamped as the feed would."""
+    event = ChangeEvent(Change(table, op, {'customer_id': subject}, at * S, 'lsn', (position,),
+                               f'lsn:{position}'))
+    return TimestampedValue((subject, event), at)
+
+
+def consent(subject, kind, at, position=0):
+    event = ConsentEvent(subject, kind, None if kind == 'erasure' else 'credit', at * S,
+                         position)
+    return TimestampedValue((subject, event), at)
+
+
+def check(stream, decided, retracted=(), snapshot_at=None):
+    options = PipelineOptions(streaming=True)
+    with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as p:
+        out = p | stream | ConsentInOrder(TRANSFER, TABLES, snapshot_at=None if snapshot_at
+                                          is None else snapshot_at * S)
+        assert_that(out[ConsentInOrder.DECIDED] | beam.Map(
+            lambda d: (d.subject, d.event.change.position[0], d.reason)),
+            equal_to(list(decided)), label='decided')
+        assert_that(out[ConsentInOrder.RETRACTIONS] | beam.Map(
+            lambda r: (r.subject, r.tables, r.reason, r.at // S)),
+            equal_to(list(retracted)), label='retractions')
+
+
+def end(stream):
+    # A watermark timer still pending when the watermark jumps straight to infinity is dropped
+    # by this runner: advance to a finite time first, as a live source's watermark would.
+    return stream.advance_watermark_to(10_000).advance_watermark_to_infinity()
+
+
+def test_a_withdrawal_between_two_updates_refuses_the_second_and_retracts():
+    stream = end(EventStream()
+                 .add_elements([consent('C1', 'grant', 1), change('C1', 10, 1)])
+                 .advance_watermark_to(15)
+                 .add_elements([consent('C1', 'withdraw', 20), change('C1', 30, 2)]))
+    check(stream, [('C1', 1, None), ('C1', 2, 'consent_withdrawn')],
+          [('C1', ('customers',), 'consent_withdrawn', 20)])
+
+
+def test_a_change_that_arrives_before_an_earlier_withdrawal_still_waits_for_it():
+    stream = end(EventStream()
+                 .add_elements([consent('C1', 'grant', 1)])
+                 .add_elements([change('C1', 30, 2)])         # committed after the withdrawal
+                 .add_elements([consent('C1', 'withdraw', 20)])  # ... which arrives later
+                 .advance_watermark_to(40))
+    check(stream, [('C1', 2, 'consent_withdrawn')])  # nothing delivered: nothing to retract
+
+
+def test_a_change_committed_before_a_withdrawal_is_delivered():
+    stream = end(EventStream()
+                 .add_elements([consent('C1', 'grant', 1), consent('C1', 'withdraw', 20)])
+                 .add_elements([change('C1', 19, 1)]))
+    check(stream, [('C1', 1, None)], [('C1', ('customers',), 'consent_withdrawn', 20)])
+
+
+def test_the_same_change_twice_is_decided_once():
+    stream = end(EventStream()
+                 .add_elements([consent('C1', 'grant', 1), change('C1', 10, 1)])
+                 .add_elements([change('C1', 10, 1)])
+                 .advance_watermark_to(12)
+                 .add_elements([change('C1', 10, 1)]))  # again, after it was decided (late)
+    check(stream, [('C1', 1, None)])
+
+
+def test_a_late_withdrawal_retracts_what_was_delivered_after_it():
+    stream = end(EventStream()
+                 .add_elements([consent('C1', 'grant', 1), change('C1', 30, 2)])
+                 .advance_watermark_to(40)                      # delivered
+                 .add_elements([consent('C1', 'withdraw', 20)]))  # late: before the change
+    check(stream, [('C1', 2, None)], [('C1', ('customers',), 'consent_withdrawn', 20)])
+
+
+def test_an_erasure_after_delivery_retracts_every_table_delivered():
+    stream = end(EventStream()
+                 .add_elements([consent('C1', 'grant', 1), change('C1', 10, 1),
+                                change('C1', 11, 2, table='contracts')])
+                 .advance_watermark_to(20)
+                 .add_elements([consent('C1', 'erasure', 25), change('C1', 30, 3)]))
+    check(stream, [('C1', 1, None), ('C1', 2, None), ('C1', 3, 'erasure_requested')],
+          [('C1', ('contracts', 'customers'), 'erasure_requested', 25)])
+
+
+def test_a_customer_delivered_in_the_snapshot_is_retracted_from_every_table():
+    stream = end(EventStream()
+                 .add_elements([consent('C1', 'grant', 1)])
+                 .advance_watermark_to(60)
+                 .add_elements([consent('C1', 'withdraw', 70)]))
+    check(stream, [], [('C1', TABLES, 'consent_withdrawn', 70)], snapshot_at=50)
+
+
+def test_customers_are_decided_apart_and_a_stranger_is_refused():
+    stream = end(EventStream()
+                 .add_elements([consent('C1', 'grant', 1), consent('C2', 'withdraw', 5),
+                                change('C1', 10, 1), change('C2', 10, 2),
+                                change('C3', 10, 3)]))
+    check(stream, [('C1', 1, None), ('C2', 2, 'consent_withdrawn'), ('C3', 3, 'no_consent')])
+
+
+@pytest.mark.parametrize('watermark, decided', [
+    (9, []),                   # the watermark has not passed the commit time: still waiting
+    (10, [('C1', 1, None)]),   # it has reached it: decided
+])
+def test_a_change_is_decided_only_once_the_watermark_reaches_its_commit_time(
+        watermark, decided):
+    """The stream ends without the watermark moving on (a runner that drops pending timers):
+    only what the watermark reached is out."""
+    stream = (EventStream()
+              .add_elements([consent('C1', 'grant', 1), change('C1', 10, 1)])
+              .advance_watermark_to(watermark)
+              .advance_watermark_to_infinity())
+    check(stream, decided)
