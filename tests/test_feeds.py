@@ -1,0 +1,138 @@
+"""WatchFeeds on the local runner, in real time: files that land while the pipeline runs are
+read once each, events come out in commit order once the watermark passes them, and through
+ConsentInOrder a withdrawal that lands after a later change still refuses it."""
+
+import json
+import os
+import threading
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+import pytest
+
+from config.loader import Purpose, Transfer
+from transforms.changes import Change, ChangeProblem
+from transforms.feeds import Feed, WatchFeeds
+from transforms.stream_consent import ChangeEvent, ConsentInOrder
+
+pytestmark = pytest.mark.slow  # each runs a streaming pipeline for a few seconds
+
+
+def collect(path):
+    """A step's function that appends what it gets to ``path`` as JSON lines (the runner
+    works on pickled copies of the pipeline's functions, so a list here would stay empty)."""
+    def append(item):
+        with open(path, 'a', encoding='utf-8') as f:
+            f.write(json.dumps(item) + '\n')
+    return append
+
+
+def collected(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding='utf-8') as f:
+        return [tuple(tuple(x) if isinstance(x, list) else x for x in json.loads(line))
+                for line in f]
+
+
+def land(directory, name, events):
+    """Write a feed file as a CDC tool would: whole, then renamed into the watched place."""
+    temp = os.path.join(directory, f'.{name}')
+    with open(temp, 'w', encoding='utf-8') as f:
+        f.write(''.join(e if isinstance(e, str) else json.dumps(e) + '\n' for e in events))
+    os.rename(temp, os.path.join(directory, f'{name}.jsonl'))
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def change(position, committed_at, subject='C1'):
+    return {'table': 'customers', 'op': 'u', 'row': {'customer_id': subject},
+            'committed_at': committed_at, 'position': position}
+
+
+def feeds(tmp_path):
+    for kind in ('changes', 'consent'):
+        os.makedirs(tmp_path / kind, exist_ok=True)
+    return [Feed('data', str(tmp_path / 'changes' / '*.jsonl'), 'changes'),
+            Feed('consent', str(tmp_path / 'consent' / '*.jsonl'), 'consent')]
+
+
+def run_while(tmp_path, writer, build, seconds, **watch):
+    """Run ``build(events, sink)`` on WatchFeeds for ``seconds`` while ``writer`` lands files;
+    what reached ``sink``."""
+    sink = collect(str(tmp_path / 'collected.jsonl'))
+    thread = threading.Thread(target=writer, daemon=True)
+    pipeline = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(streaming=True))
+    events = pipeline | WatchFeeds(feeds(tmp_path), stop_at=time.time() + seconds, **watch)
+    build(events, sink)
+    thread.start()
+    pipeline.run().wait_until_finish()
+    thread.join()
+    return collected(str(tmp_path / 'collected.jsonl'))
+
+
+def test_files_that_land_are_read_once_each_in_commit_order(tmp_path):
+    os.makedirs(tmp_path / 'changes')
+    start = now_ms()
+    land(tmp_path / 'changes', 'done', [change(1, start)])  # a file an earlier run read
+
+    def writer():
+        time.sleep(0.3)
+        land(tmp_path / 'changes', 'b', [change(3, start + 30), '\n', 'not json\n'])
+        time.sleep(0.3)
+        land(tmp_path / 'changes', 'a', [change(2, start + 20)])  # lands later, committed earlier
+
+    def build(events, sink):
+        _ = events | beam.Map(lambda e: sink(
+            (os.path.basename(e.path), e.line, e.event.position[0]
+             if isinstance(e.event, Change) else e.event.problem, time.time())))
+
+    seen = [str(tmp_path / 'changes' / 'done.jsonl')]
+    stop_at = time.time() + 4
+    got = run_while(tmp_path, writer, build, 4, interval=0.1, lateness=0.5, idle=0.5,
+                    seen=seen)
+    problems = [g[:3] for g in got if isinstance(g[2], str)]
+    assert problems == [('b.jsonl', 3, 'not a JSON object on one line (or not UTF-8)')]
+    assert [g[:3] for g in got if not isinstance(g[2], str)] == [('a.jsonl', 1, 2),
+                                                                 ('b.jsonl', 1, 3)]
+    # released by the watermark while the stream ran, not by the flush when it stopped
+    assert all(g[3] < stop_at for g in got)
+
+
+def test_a_withdrawal_that_lands_after_a_later_change_still_refuses_it(tmp_path):
+    transfer = Transfer('S', 'A', (Purpose('credit', 'consent'),), 'CN', 'CN')
+
+    def writer():
+        land(tmp_path / 'consent', 'grant', [{'subject_id': 'C1', 'event': 'grant',
+                                              'purpose': 'credit', 'at': now_ms() - 1000}])
+        time.sleep(0.2)
+        land(tmp_path / 'changes', 'u1', [change(1, now_ms())])
+        time.sleep(0.2)
+        withdrawn = now_ms()
+        time.sleep(0.2)
+        land(tmp_path / 'changes', 'u2', [change(2, now_ms())])  # committed after it ...
+        time.sleep(0.3)
+        land(tmp_path / 'consent', 'withdraw', [{'subject_id': 'C1', 'event': 'withdraw',
+                                                 'purpose': 'credit', 'at': withdrawn}])
+
+    def key(e):
+        if isinstance(e.event, Change):
+            return e.event.row['customer_id'], ChangeEvent(e.event, e.path, e.line)
+        return e.event.subject, e.event
+
+    def build(events, sink):
+        out = (events | beam.Filter(lambda e: not isinstance(e.event, ChangeProblem))
+               | beam.Map(key) | ConsentInOrder(transfer, ('customers',)))
+        _ = out[ConsentInOrder.DECIDED] | beam.Map(
+            lambda d: sink(('decided', d.event.change.position[0], d.reason)))
+        _ = out[ConsentInOrder.RETRACTIONS] | beam.Map(
+            lambda r: sink(('retracted', r.tables, r.reason)))
+
+    got = run_while(tmp_path, writer, build, 3.5, interval=0.1, lateness=1.0, idle=1.0)
+    assert got == [('decided', 1, None),
+                   ('retracted', ('customers',), 'consent_withdrawn'),
+                   ('decided', 2, 'consent_withdrawn')]

@@ -1,0 +1,202 @@
+"""Watch the seller's change feeds: files that land in a directory or a gs:// prefix, each read
+once, as an unbounded source whose watermark follows the events' commit times.
+
+``WatchFeeds`` is one splittable DoFn (as Beam's ``PeriodicImpulse`` is) that, every
+``interval`` seconds, lists each feed's pattern and reads the files it has not read (JSON Lines,
+one event a line), in name order. It emits every event as a ``FeedEvent`` timestamped with its
+commit time (a change's ``committed_at``, a consent event's ``at``).
+
+The watermark says "no event committed before this is still to come". Per feed it is the latest
+commit time read minus ``lateness`` (files land in commit order, give or take that much), and
+once a feed has brought no new file for ``idle`` seconds, the wall clock minus ``lateness`` (a
+quiet feed must not hold the other back); the source's watermark is the least of its feeds',
+never moving back. Events are held in the source and released in commit-time order once the
+watermark passes them, so that steps after it see a withdrawal before any change committed
+after it, however the two feeds' files land (within ``lateness``). This is what makes the
+order hold on a local runner: Beam's FnApiRunner fires the event-time timers of a keyed step
+fused with its source at the end of each bundle, whatever the source's watermark (measured
+with Beam 2.77), so ``transforms.stream_consent`` cannot wait for the watermark there; on
+Dataflow it does, and both hold. One source reads both the data and the consent feeds: the
+FnApiRunner runs a source and the keyed steps after it in real time only when nothing is
+flattened in between (two sources flattened ran to their end before the next step).
+
+``seen``: files already read (a restart passes those its committed epochs cover), which are
+never read again.
+"""
+
+import dataclasses
+import heapq
+import itertools
+import json
+import time
+from typing import Optional, Sequence, Tuple, Union
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.runners.sdf_utils import RestrictionTrackerView
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
+
+from transforms.changes import Change, ChangeProblem, parse_change
+from transforms.consent_events import ConsentEvent, parse_consent_event
+
+__all__ = ['Feed', 'FeedEvent', 'WatchFeeds']
+
+KINDS = ('changes', 'consent')
+
+
+@dataclasses.dataclass(frozen=True)
+class Feed:
+    """A feed: its name, the glob its files match, and what they hold (changes|consent)."""
+    name: str
+    pattern: str
+    kind: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedEvent:
+    """One line of a feed file, read: a Change, a ConsentEvent, or the problem with it."""
+    feed: str
+    path: str
+    line: int
+    event: Union[Change, ConsentEvent, ChangeProblem]
+
+    @property
+    def time(self) -> Optional[int]:
+        """Its commit time in microseconds (None for a problem)."""
+        if isinstance(self.event, Change):
+            return self.event.committed_at
+        if isinstance(self.event, ConsentEvent):
+            return self.event.at
+        return None
+
+
+class WatchFeeds(beam.PTransform):
+    """Every event of ``feeds``' files, once, as they appear, until ``stop_at`` (seconds since
+    the epoch; None: never)."""
+
+    def __init__(self, feeds: Sequence[Feed], *, interval: float = 1.0, lateness: float = 2.0,
+                 idle: float = 5.0, stop_at: Optional[float] = None, seen=()):
+        super().__init__()
+        for feed in feeds:
+            assert feed.kind in KINDS, feed.kind
+        self._fn = _WatchFn(tuple(feeds), interval, lateness, idle, frozenset(seen))
+        self._stop_at = stop_at
+
+    def expand(self, pbegin):
+        return (pbegin
+                | 'Start' >> beam.Create([self._stop_at])
+                | 'Watch' >> beam.ParDo(self._fn))
+
+
+def read_feed_file(feed: Feed, path: str):
+    """The FeedEvents of one file, line by line (blank lines are no events)."""
+    parse = parse_change if feed.kind == 'changes' else parse_consent_event
+    with FileSystems.open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line.decode('utf-8'))
+            except (ValueError, UnicodeDecodeError):
+                event = ChangeProblem('not a JSON object on one line (or not UTF-8)')
+            else:
+                event = parse(raw)
+            yield FeedEvent(feed.name, path, number, event)
+
+
+class _Ticks(RestrictionProvider):
+    """Poll ticks 0, 1, 2, ...: unbounded (the watcher itself stops at its stop time)."""
+
+    def initial_restriction(self, stop_at):
+        return OffsetRange(0, 2**62)
+
+    def create_tracker(self, restriction):
+        return OffsetRestrictionTracker(restriction)
+
+    def restriction_size(self, element, restriction):
+        return restriction.size()
+
+    def truncate(self, element, restriction):
+        return None  # on drain, stop watching
+
+
+class _WatchFn(beam.DoFn):
+    def __init__(self, feeds, interval, lateness, idle, seen):
+        self._feeds = feeds
+        self._interval = interval
+        self._lateness = int(lateness * 10**6)
+        self._idle = int(idle * 10**6)
+        self._seen = seen
+        self._read = None   # files read by this worker
+        self._state = None  # feed -> (latest commit time, wall time of its last new file)
+        self._held = None   # heap of (commit time, arrival number, FeedEvent) not yet released
+
+    def setup(self):
+        self._read = set(self._seen)
+        now = int(time.time() * 10**6)
+        self._state = {feed.name: (None, now) for feed in self._feeds}
+        self._held = []
+        self._arrivals = itertools.count()  # keeps events of the same time in arrival order
+
+    @beam.DoFn.unbounded_per_element()
+    def process(self, stop_at, tracker=beam.DoFn.RestrictionParam(_Ticks()),
+                watermark=beam.DoFn.WatermarkEstimatorParam(
+                    ManualWatermarkEstimator.default_provider())):
+        assert isinstance(tracker, RestrictionTrackerView)
+        tick = tracker.current_restriction().start
+        if not tracker.try_claim(tick):
+            return
+        started = time.time()
+        for feed in self._feeds:
+            for path in self._new_files(feed):
+                latest = self._state[feed.name][0]
+                for item in read_feed_file(feed, path):
+                    t = item.time
+                    if t is None:  # a problem: a dead letter now, it orders nothing
+                        yield TimestampedValue(item, Timestamp(micros=self._now()))
+                        continue
+                    latest = t if latest is None else max(latest, t)
+                    heapq.heappush(self._held, (t, next(self._arrivals), item))
+                self._read.add(path)
+                self._state[feed.name] = (latest, self._now())
+        stopping = stop_at is not None and time.time() >= stop_at
+        mark = self._advance(watermark)
+        while self._held and (stopping or self._held[0][0] <= mark):
+            t, _, item = heapq.heappop(self._held)
+            yield TimestampedValue(item, Timestamp(micros=t))
+        if stopping:
+            tracker.try_claim(tracker.current_restriction().stop - 1)  # nothing is left
+            watermark.set_watermark(MAX_TIMESTAMP)
+            return
+        # Wait out the interval here: a local runner resumes a deferred remainder at once,
+        # whatever delay it is given (Dataflow would honour it).
+        time.sleep(max(0.0, started + self._interval - time.time()))
+        tracker.defer_remainder()
+
+    def _new_files(self, feed) -> Tuple[str, ...]:
+        matched = FileSystems.match([feed.pattern])[0].metadata_list
+        return tuple(sorted(m.path for m in matched if m.path not in self._read))
+
+    def _now(self) -> int:
+        return int(time.time() * 10**6)
+
+    def _advance(self, watermark):
+        now = self._now()
+        marks = []
+        for latest, last_file in self._state.values():
+            if now - last_file >= self._idle:
+                marks.append(now - self._lateness)  # a quiet feed follows the clock
+            elif latest is None:
+                marks.append(0)  # nothing read yet: hold until it is quiet or brings events
+            else:
+                marks.append(latest - self._lateness)
+        candidate = Timestamp(micros=max(0, min(marks)))
+        current = watermark.current_watermark()
+        if current is None or candidate > current:
+            watermark.set_watermark(candidate)
+            current = candidate
+        return current.micros
