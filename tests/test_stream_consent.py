@@ -10,7 +10,7 @@ from apache_beam.transforms.window import TimestampedValue
 import pytest
 
 from config.loader import Purpose, Transfer
-from transforms.changes import Change
+from transforms.changes import Change, ChangeProblem
 from transforms.consent_events import ConsentEvent
 from transforms.stream_consent import ChangeEvent, ConsentInOrder, Retraction
 
@@ -133,3 +133,34 @@ def test_a_change_is_decided_only_once_the_watermark_reaches_its_commit_time(
               .advance_watermark_to(watermark)
               .advance_watermark_to_infinity())
     check(stream, decided)
+
+
+@pytest.fixture(scope='module')
+def tables(tmp_path_factory):
+    from test_dirty_exports import make_table
+    table = make_table(str(tmp_path_factory.mktemp('route')), 'csv')  # subject key rid, alias 编号
+    return {table.name: table}
+
+
+@pytest.mark.parametrize('event, routed', [
+    (Change('t', 'u', {'rid': 'R1'}, 0, 'seq', (1,), 'seq:1'), 'R1'),
+    (Change('t', 'c', {'编号': 'R2'}, 0, 'seq', (1,), 'seq:1'), 'R2'),   # by its alias
+    (Change('t', 'd', {'rid': 7}, 0, 'seq', (1,), 'seq:1'), '7'),
+    (ConsentEvent('C9', 'withdraw', 'credit', 0, 0), 'C9'),
+    (Change('nope', 'u', {'rid': 'R1'}, 0, 'seq', (1,), 'seq:1'),
+     "table 'nope' is not in the config; tables: t"),
+    (Change('t', 'u', {'rid': ' ', 'note': 'x'}, 0, 'seq', (1,), 'seq:1'),
+     'the row has no rid (the subject key), so no consent can be decided for it'),
+    (ChangeProblem('source.table is missing'), 'source.table is missing'),
+])
+def test_events_are_routed_to_their_customer_or_refused(tables, event, routed):
+    from transforms.feeds import FeedEvent
+    from transforms.stream_consent import route
+    got = route(FeedEvent('f', 'p.jsonl', 3, event), tables)
+    if isinstance(got, ChangeProblem):
+        assert got.problem == routed
+    else:
+        subject, item = got
+        assert subject == routed
+        assert item == event or (item.change == event and (item.source, item.line) ==
+                                 ('p.jsonl', 3))

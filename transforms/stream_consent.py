@@ -24,10 +24,10 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.changes import Change
+from transforms.changes import Change, ChangeProblem
 from transforms.consent_events import ConsentEvent, decision_at, retraction_reason
 
-__all__ = ['ChangeEvent', 'ConsentInOrder', 'Decided', 'Retraction']
+__all__ = ['ChangeEvent', 'ConsentInOrder', 'Decided', 'Retraction', 'route']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,3 +162,29 @@ class _ConsentInOrderFn(beam.DoFn):
         """Whether the snapshot delivered the customer: allowed to move at its time."""
         return self._snapshot_at is not None and \
             self._decide(self._snapshot_at, events).reason is None
+
+
+def route(item, tables):
+    """``(subject, ChangeEvent | ConsentEvent)`` for ConsentInOrder, or a ``ChangeProblem``
+    naming the table, for a ``transforms.feeds.FeedEvent`` (pure).
+
+    ``tables``: the config's TableConfigs by name. A change's subject is its row's subject key,
+    under the field's name or one of its aliases; a change of a table the config does not
+    name is refused (fail closed: nothing unclassified moves).
+    """
+    event = item.event
+    if isinstance(event, ChangeProblem):
+        return event
+    if isinstance(event, ConsentEvent):
+        return event.subject, event
+    table = tables.get(event.table)
+    if table is None:
+        return ChangeProblem(f'table {event.table!r} is not in the config; tables: '
+                             f'{", ".join(sorted(tables))}', event.table)
+    spec = next(f for f in table.schema.fields if f.name == table.subject_key)
+    for column in (spec.name,) + spec.aliases:
+        value = event.row.get(column)
+        if value is not None and str(value).strip():
+            return str(value), ChangeEvent(event, item.path, item.line)  # as the batch keys it
+    return ChangeProblem(f'the row has no {table.subject_key} (the subject key), so no '
+                         f'consent can be decided for it', event.table)
