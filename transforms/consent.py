@@ -32,7 +32,7 @@ from transforms.sorted_keys import fixed_width, key_column, keys_of, partition_o
 from schemas import FieldSpec
 
 __all__ = ['ConsentDecisions', 'ConsentGate', 'DecisionPart', 'ErasedSubjects',
-           'forget_decisions', 'load_decisions', 'write_decision_part']
+           'forget_decisions', 'load_decisions', 'suppress_sensitive', 'write_decision_part']
 
 REGISTRY_FIELDS = (
     FieldSpec('subject_id', 'string', False, 'personal'),
@@ -300,6 +300,13 @@ def gate_batch(batch: pa.RecordBatch, table, decisions: Decisions, problems: dic
                 raw=None if reason == 'erasure_requested' else raw))
         keep = pa.array(~refused)
         batch, sensitive_ok = batch.filter(keep), sensitive_ok.filter(keep)
+    batch, suppressed = suppress_sensitive(batch, table, sensitive_ok)
+    return batch, suppressed, dead
+
+
+def suppress_sensitive(batch: pa.RecordBatch, table, sensitive_ok: pa.Array):
+    """(``batch`` with every sensitive field nulled where ``sensitive_ok`` is false, how many
+    rows that was): the customer may move, but gave no separate consent (PIPL Art. 29)."""
     suppressed = 0
     if table.sensitive_fields and batch.num_rows:
         suppressed = batch.num_rows - pc.sum(sensitive_ok).as_py()
@@ -310,7 +317,7 @@ def gate_batch(batch: pa.RecordBatch, table, decisions: Decisions, problems: dic
                 columns[i] = pc.if_else(sensitive_ok, columns[i],
                                         pa.scalar(None, columns[i].type))
             batch = pa.RecordBatch.from_arrays(columns, schema=batch.schema)
-    return batch, suppressed, dead
+    return batch, suppressed
 
 
 class _GateFn(beam.DoFn):

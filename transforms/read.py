@@ -31,7 +31,7 @@ from transforms.reasons import DeadLetter
 
 __all__ = ['ColumnPlan', 'DecodedStream', 'FileRange', 'ReadTable', 'first_undecodable_byte',
            'SourceFacts', 'header_problem', 'open_range', 'plan_ranges', 'splittable',
-           'start_problem']
+           'start_problem', 'text_array']
 
 _CSV_BLOCK_BYTES = 4 << 20
 _BATCH_ROWS = 65_536
@@ -153,6 +153,10 @@ class ColumnPlan:
     def knows(self, column: str) -> bool:
         """Whether ``column`` names a field of the schema (by name or alias)."""
         return column in self._field_of
+
+    def field(self, column: str) -> str:
+        """The field ``column`` names (a field's name or one of its aliases)."""
+        return self._field_of[column]
 
     def resolve(self, columns, path, *, require_all=True):
         """(source column -> field, ignored columns), or InputError naming what is wrong.
@@ -633,11 +637,11 @@ def _batch_of_records(records, *, text_only):
     columns = []
     for name in names:
         values = [r.get(name) for r in records]
-        columns.append(_text_array(values) if text_only else _typed_array(values))
+        columns.append(text_array(values) if text_only else _typed_array(values))
     return pa.RecordBatch.from_arrays(columns, names=names)
 
 
-def _text_array(values):
+def text_array(values):
     return pa.array([None if v is None else
                      ('true' if v else 'false') if isinstance(v, bool) else
                      v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
@@ -648,4 +652,4 @@ def _typed_array(values):
     try:
         return pa.array(values)
     except (pa.ArrowException, TypeError, ValueError):
-        return _text_array(values)  # mixed types (an Avro union): let Conform cast the text
+        return text_array(values)  # mixed types (an Avro union): let Conform cast the text

@@ -1,0 +1,105 @@
+"""What a stream delivers of decided changes: masked as the batch masks, with op, position and
+commit time, tombstones for deletes, dead letters for everything refused (no value in them)."""
+
+import datetime
+import os
+import shutil
+
+import pyarrow as pa
+import pytest
+
+from conftest import ROOT
+from config import load_config
+from transforms.changes import Change
+from transforms.consent_rules import refusal_problems
+from transforms.crypto import keyed_ops
+from transforms.epochs import deliver_changes
+from transforms.keyring import load_keyring
+from transforms.stream_consent import ChangeEvent, Decided
+
+T = 1_767_225_600 * 10**6  # 2026-01-01T00:00:00Z in microseconds
+ROW = {'customer_id': 'C1', 'national_id': '11010519491231002X', 'mobile': '13812345678',
+       'birth_date': '1990-01-02', 'monthly_income': '8000.50', 'created_at': '2020-01-01 08:00:00',
+       'login_password_hash': '$2b$12$secret'}
+
+
+@pytest.fixture(scope='module')
+def table(tmp_path_factory):
+    """The demo config's customers table (no data needed: nothing is read)."""
+    where = tmp_path_factory.mktemp('config')
+    shutil.copy(os.path.join(ROOT, 'config', 'demo.yaml'), where / 'demo.yaml')
+    shutil.copytree(os.path.join(ROOT, 'schemas'), where / 'schemas',
+                    ignore=shutil.ignore_patterns('*.py', '__pycache__'))
+    return load_config(str(where / 'demo.yaml'))
+
+
+@pytest.fixture(scope='module')
+def ops(keys_dir):
+    return keyed_ops(load_keyring(keys_dir, ('pseudonym', 'token'), warn=False))
+
+
+def decided(position, row, *, op='u', reason=None, sensitive_ok=True, at=0, line=None):
+    change = Change('customers', op, row, T + at, 'lsn', (position,), f'lsn:{position}')
+    return Decided(row.get('customer_id', '?'),
+                   ChangeEvent(change, 'changes/f.jsonl', line or position), reason,
+                   sensitive_ok)
+
+
+def deliver(config, ops, changes):
+    problems = refusal_problems(config.transfer.legal_bases, config.transfer.destination_region)
+    return deliver_changes(config.table('customers'), changes, ops, problems)
+
+
+def test_upserts_are_masked_as_the_batch_masks_and_carry_op_position_and_time(table, ops):
+    batch, dead = deliver(table, ops, [decided(2, ROW, at=5), decided(1, {**ROW, 'mobile':
+                                                                        '13900000000'}, op='c')])
+    assert dead == []
+    rows = batch.to_pylist()
+    assert [(r['__op'], r['__position']) for r in rows] == [('c', 'lsn:1'), ('u', 'lsn:2')]
+    assert rows[1]['__committed_at'] == datetime.datetime(2026, 1, 1, 0, 0, 0, 5,
+                                                          tzinfo=datetime.timezone.utc)
+    assert rows[0]['customer_id'] == ops.pseudonyms('customer_id', pa.array(['C1']))[0].as_py()
+    assert rows[1]['mobile'] == '138****5678' and rows[1]['birth_date'] == '1990'
+    assert rows[1]['national_id'] not in (None, ROW['national_id'])  # tokenized
+    assert 'login_password_hash' not in batch.schema.names  # restricted: never moves
+    assert batch.schema.names[-3:] == ['__op', '__position', '__committed_at']
+
+
+def test_a_customer_without_separate_consent_moves_without_sensitive_fields(table, ops):
+    batch, _ = deliver(table, ops, [decided(1, ROW, sensitive_ok=False)])
+    [row] = batch.to_pylist()
+    assert row['national_id'] is None and row['mobile'] == '138****5678'
+
+
+def test_a_delete_delivers_a_tombstone_with_the_keys_pseudonym_only(table, ops):
+    batch, dead = deliver(table, ops, [decided(3, {'customer_id': 'C1'}, op='d'),
+                                       decided(4, {'mobile': '13812345678'}, op='d')])
+    [row] = batch.to_pylist()
+    assert row['customer_id'] == ops.pseudonyms('customer_id', pa.array(['C1']))[0].as_py()
+    assert row['__op'] == 'd' and row['__position'] == 'lsn:3'
+    assert all(v is None for k, v in row.items() if k not in ('customer_id', '__op',
+                                                              '__position', '__committed_at'))
+    assert [(d.reason, d.field, d.problem, d.row) for d in dead] == [
+        ('missing_required', 'customer_id', 'a delete needs its customer_id', 4)]
+
+
+def test_what_is_refused_becomes_dead_letters_that_quote_no_value(table, ops):
+    batch, dead = deliver(table, ops, [
+        decided(1, ROW, reason='consent_withdrawn'),
+        decided(2, ROW, reason='erasure_requested'),
+        decided(3, {**ROW, 'wechat': 'wx-123'}),          # a column no schema field names
+        decided(4, {**ROW, 'birth_date': '1990-02-30'}),  # not a date
+    ])
+    assert batch.num_rows == 0
+    got = [(d.reason, d.stage, d.row, d.field, d.problem, d.raw is None) for d in dead]
+    assert got == [
+        ('consent_withdrawn', 'consent', 1, 'customer_id',
+         'consent withdrawn for purpose credit_management (legal basis: consent)', False),
+        ('erasure_requested', 'consent', 2, 'customer_id',
+         'the customer asked for erasure (PIPL Art. 47)', True),
+        ('malformed', 'read', 3, None, 'column(s) not in the schema (unclassified): wechat',
+         False),
+        ('malformed', 'conform', 4, 'birth_date',
+         'birth_date: expected a date (2024-01-02, 2024/1/2, 20240102 or 2024年1月2日)', False)]
+    for d in dead:
+        assert 'wx-123' not in d.problem and '1990-02-30' not in d.problem

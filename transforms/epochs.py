@@ -1,0 +1,151 @@
+"""What a stream delivers of a table's decided changes: the same conform, sensitive-field
+suppression and masking as the batch (its pure functions, not copies), plus the change's op,
+source position and commit time, so the acquirer can apply upserts in order.
+
+A create, update or snapshot read delivers the row after the change, masked as the batch masks
+it. A delete delivers a tombstone: every field null but the primary key, masked (its
+pseudonym). A refused change becomes a dead letter with its reason; an erased customer's row
+is not kept in it. Pure: no Beam.
+"""
+
+from typing import Dict, Sequence, Tuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.batches import ROW, SOURCE
+from transforms.casting import cast_column
+from transforms.conform import conform_batch
+from transforms.consent import suppress_sensitive
+from transforms.mask import mask_batch
+from transforms.masking import MaskContext, string_form
+from transforms.read import ColumnPlan, text_array
+from transforms.reasons import DeadLetter
+
+__all__ = ['CHANGE_COLUMNS', 'change_batch', 'deliver_changes']
+
+# Delivered beside each row: its op (c, u, d, r), the source position and the commit time.
+CHANGE_COLUMNS = (pa.field('__op', pa.string()), pa.field('__position', pa.string()),
+                  pa.field('__committed_at', pa.timestamp('us', tz='UTC')))
+
+
+def change_batch(table, events) -> Tuple[pa.RecordBatch, list, list]:
+    """(text batch in schema order with provenance, the events kept, [DeadLetter]) for
+    ``ChangeEvent``s of ``table``. A row with a column that is no field or alias is refused as
+    ``malformed`` (unless the table ignores extra columns), never the stream stopped."""
+    plan = ColumnPlan(table)
+    records, kept, dead = [], [], []
+    for event in events:
+        row = event.change.row
+        unknown = sorted(c for c in row if not plan.knows(c))
+        mapped, twice = {}, []
+        for column, value in row.items():
+            if plan.knows(column):
+                field = plan.field(column)
+                (twice if field in mapped else []).append(field)
+                mapped[field] = value
+        problem = (f'column(s) not in the schema (unclassified): {", ".join(unknown)}'
+                   if unknown and table.extra_columns != 'ignore' else
+                   f'two columns give field(s) {", ".join(twice)}' if twice else None)
+        if problem:
+            dead.append(DeadLetter(
+                reason='malformed', stage='read', table=table.name, source_file=event.source,
+                row=event.line, problem=problem, subject=_subject(mapped, table),
+                raw={k: v for k, v in row.items() if plan.knows(k)}))
+            continue
+        records.append(mapped)
+        kept.append(event)
+    names = list(table.schema.field_names)
+    columns = [text_array([r.get(name) for r in records]) for name in names]
+    sources = pa.array([e.source for e in kept], pa.string()).dictionary_encode()
+    lines = pa.array([e.line for e in kept], pa.int64())
+    batch = pa.RecordBatch.from_arrays(columns + [sources, lines], names=names + [SOURCE, ROW])
+    return batch, kept, dead
+
+
+def _subject(mapped, table):
+    value = mapped.get(table.subject_key)
+    return None if value is None else str(value)
+
+
+def deliver_changes(table, decided: Sequence, keyed_ops,
+                    problems: Dict[str, str]) -> Tuple[pa.RecordBatch, list]:
+    """(delivered batch: the masked fields and CHANGE_COLUMNS, [DeadLetter]) for a table's
+    ``stream_consent.Decided`` changes, in their order. ``problems``: the text of each
+    consent refusal (``consent_rules.refusal_problems``)."""
+    dead, upserts, deletes = [], [], []
+    for d in decided:
+        if d.reason is not None:
+            row = d.event.change.row
+            dead.append(DeadLetter(
+                reason=d.reason, stage='consent', table=table.name, source_file=d.event.source,
+                row=d.event.line, field=table.subject_key, problem=problems[d.reason],
+                subject=d.subject, raw=None if d.reason == 'erasure_requested' else row))
+        elif d.event.change.op == 'd':
+            deletes.append(d)
+        else:
+            upserts.append(d)
+    parts = []
+    if upserts:
+        batch, kept, refused = change_batch(table, [d.event for d in upserts])
+        dead += refused
+        typed, refused = conform_batch(batch, table)
+        dead += refused
+        by_place = {(d.event.source, d.event.line): d for d in upserts}
+        places = list(zip(typed.column(SOURCE).to_pylist(), typed.column(ROW).to_pylist()))
+        kept = [by_place[p] for p in places]
+        typed, _ = suppress_sensitive(typed, table, pa.array([d.sensitive_ok for d in kept]))
+        parts.append((mask_batch(typed, table, keyed_ops), kept))
+    if deletes:
+        tombstones, kept, refused = _tombstones(table, deletes, keyed_ops)
+        dead += refused
+        parts.append((tombstones, kept))
+    schema = pa.schema(list(table.delivered_schema) + list(CHANGE_COLUMNS))
+    delivered = [_with_change_columns(batch, kept) for batch, kept in parts if kept]
+    if not delivered:
+        return pa.RecordBatch.from_pylist([], schema=schema), dead
+    # in the changes' own order (commit time, then position), upserts and deletes together
+    orders = [d.event.change.order for _, kept in parts if kept for d in kept]
+    order = sorted(range(len(orders)), key=orders.__getitem__)
+    combined = pa.Table.from_batches(delivered, schema=schema).combine_chunks()
+    return combined.take(pa.array(order, pa.int64())).to_batches()[0], dead
+
+
+def _with_change_columns(masked: pa.RecordBatch, kept) -> pa.RecordBatch:
+    changes = [d.event.change for d in kept]
+    extra = [pa.array([c.op for c in changes], pa.string()),
+             pa.array([c.position_text for c in changes], pa.string()),
+             pa.array([c.committed_at for c in changes], pa.timestamp('us', tz='UTC'))]
+    keep = [i for i, name in enumerate(masked.schema.names) if name not in (SOURCE, ROW)]
+    fields = [masked.schema.field(i) for i in keep] + list(CHANGE_COLUMNS)
+    return pa.RecordBatch.from_arrays([masked.column(i) for i in keep] + extra,
+                                      schema=pa.schema(fields))
+
+
+def _tombstones(table, deletes, keyed_ops):
+    """(deleted rows: the primary key masked by its own rule, every other field null;
+    [DeadLetter] for deletes whose key is missing or not of its type)."""
+    key = table.schema.primary_key or table.subject_key
+    spec = table.schema.field(key)
+    cast = cast_column(text_array([_key_value(d.event.change.row, spec) for d in deletes]),
+                       spec, zone=table.timezone, null_values=table.null_values)
+    bad = pc.is_null(cast.values).to_numpy(zero_copy_only=False)
+    dead = [DeadLetter(reason='missing_required' if cast.bad is None or not cast.bad[i].as_py()
+                       else 'malformed', stage='conform', table=table.name,
+                       source_file=d.event.source, row=d.event.line, field=key,
+                       problem=f'a delete needs its {key}', subject=d.subject,
+                       raw=d.event.change.row)
+            for i, d in enumerate(deletes) if bad[i]]
+    kept = [d for i, d in enumerate(deletes) if not bad[i]]
+    ctx = MaskContext(keyed_ops=keyed_ops, subjects=string_form(
+        pa.array([d.subject for d in kept], pa.string())))
+    delivered = table.delivered_schema
+    values = cast.values.filter(pa.array(~bad))
+    columns = [table.rule(key).operator.apply(values, ctx) if r.field.name == key
+               else pa.nulls(len(kept), delivered.field(r.field.name).type)
+               for r in table.rules if r.delivered]
+    return pa.RecordBatch.from_arrays(columns, schema=delivered), kept, dead
+
+
+def _key_value(row, spec):
+    return next((row[c] for c in (spec.name,) + spec.aliases if row.get(c) is not None), None)
