@@ -103,3 +103,63 @@ def test_what_is_refused_becomes_dead_letters_that_quote_no_value(table, ops):
          'birth_date: expected a date (2024-01-02, 2024/1/2, 20240102 or 2024年1月2日)', False)]
     for d in dead:
         assert 'wx-123' not in d.problem and '1990-02-30' not in d.problem
+
+
+def test_an_epoch_commits_encrypted_files_then_a_manifest_chained_to_the_last(
+        table, ops, keys_dir, tmp_path):
+    import google_crc32c
+    import hashlib
+    import json
+    from transforms.delivered import deadletter_lines, parquet_file
+    from transforms.epochs import commit_epoch, manifest_sha256
+    from transforms.stream_consent import Retraction
+
+    keyring = load_keyring(keys_dir, warn=False)
+    stream = str(tmp_path / 'stream')
+    customers = table.table('customers')
+    batch, dead = deliver(table, ops, [decided(1, ROW), decided(2, ROW, reason='no_consent'),
+                                       decided(3, {'customer_id': 'C2'}, op='d')])
+    tables = {t.name: t for t in table.tables}
+    pseudonym = lambda s: ops.pseudonym(customers.subject_domain, s)  # noqa: E731
+    first = commit_epoch(stream_dir=stream, run_id='s1', number=1, tables=tables,
+                         delivered={'customers': batch}, dead=dead,
+                         retractions=[Retraction('C1', ('customers',), 'consent_withdrawn',
+                                                 T + 9)],
+                         sources=[{'feed': 'data', 'path': 'changes/f.jsonl', 'lines': [1, 3]}],
+                         previous_sha256=None, keys_path=keys_dir, pseudonymize=pseudonym)
+    second = commit_epoch(stream_dir=stream, run_id='s1', number=2, tables=tables,
+                          delivered={}, dead=[], retractions=[], sources=[],
+                          previous_sha256=manifest_sha256(stream, 1), keys_path=keys_dir,
+                          pseudonymize=pseudonym)
+    assert first['tables']['customers'] == {'rows_written': 2, 'ops': {'d': 1, 'u': 1},
+                                            'dead_letters': {'no_consent': 1}}
+    assert second['previous_manifest_sha256'] == hashlib.sha256(
+        open(os.path.join(stream, 'epochs', '000001', 'manifest.json'), 'rb').read()).hexdigest()
+    kinds = {}
+    for f in first['files']:
+        path = os.path.join(stream, f['path'])
+        data = open(path, 'rb').read()
+        assert f['crc32c'] == google_crc32c.Checksum(data).digest().hex()
+        assert f['bytes'] == len(data) and f['path'].startswith('epochs/000001/')
+        kinds[f['kind']] = (path, f['path'], f['rows'])
+        for secret in ('13812345678', '11010519491231002X', 'secret'):
+            assert secret.encode() not in data  # nothing in clear
+    path, relative, rows = kinds['data']
+    delivered = parquet_file(path, keyring, f's1/{relative}').read()
+    assert rows == 2 and delivered.column('__op').to_pylist() == ['u', 'd']
+    path, relative, _ = kinds['deadletter']
+    [letter] = [json.loads(line) for line in deadletter_lines(open(path, 'rb'), keyring,
+                                                              f's1/{relative}')]
+    assert (letter['reason'], letter['subject_id']) == ('no_consent', pseudonym('C1'))
+    assert 'login_password_hash' not in letter['raw']  # restricted: not even encrypted
+    path, relative, _ = kinds['retractions']
+    retracted = parquet_file(path, keyring, f's1/{relative}').read().to_pylist()
+    assert retracted == [{'subject_id': pseudonym('C1'), 'tables': 'customers',
+                          'reason': 'consent_withdrawn',
+                          'at': datetime.datetime(2026, 1, 1, 0, 0, 0, 9,
+                                                  tzinfo=datetime.timezone.utc)}]
+    leftovers = [n for _, _, names in os.walk(stream) for n in names if n.startswith('.temp')]
+    assert leftovers == []
+    with pytest.raises(Exception):  # bound to its place: a moved file does not open
+        parquet_file(kinds['data'][0], keyring, 's1/epochs/000002/data/customers/x.parquet'
+                     ).read()

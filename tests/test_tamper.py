@@ -17,10 +17,10 @@ import pytest
 from config import load_config
 from pipelines.decrypt import read_table
 from transforms.crypto import file_identity, pme_decryption_properties
-from transforms.deadletter import _EncryptedJsonLines
+from transforms.deadletter import EncryptedJsonLines
 from transforms.delivered import avro_records, deadletter_lines
 from transforms.keyring import init_keyring, load_keyring
-from transforms.write import _AvroFiles, _ParquetFiles
+from transforms.write import ParquetFiles, _AvroFiles
 
 RUN = 'r-tamper'
 
@@ -73,9 +73,9 @@ def delivered(demo_run):
     rows, _ = read_table(result.run_dir, keys=keys, table='collection_calls')
     batch = rows.slice(0, 3).cast(table.delivered_schema).to_batches()
     lines = [b'{"reason": "malformed", "row": %d, "raw": {"notes": "x"}}' % i for i in range(3)]
-    formats = {'parquet': (_ParquetFiles(table, keys), batch),
+    formats = {'parquet': (ParquetFiles(table, keys), batch),
                'avro': (_AvroFiles(table, keys), batch),
-               'deadletter': (_EncryptedJsonLines(keys), lines)}
+               'deadletter': (EncryptedJsonLines(keys), lines)}
     files = {kind: [written(fmt, values, identity(kind, table.name, n)) for n in (0, 1)]
              for kind, (fmt, values) in formats.items()}
     return keys, table.name, files
@@ -165,7 +165,7 @@ def test_a_dropped_segment_is_rejected(demo_run, tmp_path):
     keys = os.path.join(workdir, 'keys')
     lines = [os.urandom(300).hex().encode() for _ in range(6000)]  # ~3.6 MB, incompressible
     ident = identity('deadletter', 'customers')
-    data = written(_EncryptedJsonLines(keys), lines, ident)
+    data = written(EncryptedJsonLines(keys), lines, ident)
     assert len(data) > 3 << 20
     segment = 1 << 20  # AES256_GCM_HKDF_1MB: ciphertext segments of 1 MiB
     assert read_deadletters(data, load_keyring_cached(keys), ident) == [x + b'\n' for x in lines]

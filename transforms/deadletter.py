@@ -20,7 +20,7 @@ from transforms.crypto import cached_keyed_ops, encrypting_stream
 from transforms.keyring import cached_keyring
 from transforms.sink import WriteEncryptedFiles
 
-__all__ = ['DEADLETTER_SUFFIX', 'WriteDeadLetters', 'seal']
+__all__ = ['DEADLETTER_SUFFIX', 'EncryptedJsonLines', 'WriteDeadLetters', 'seal']
 
 DEADLETTER_SUFFIX = '.jsonl.enc'
 
@@ -87,7 +87,7 @@ class WriteDeadLetters(beam.PTransform):
         self._erased = erased
         self._keys_path = keys_path
         self._write = WriteEncryptedFiles(run['run_dir'], run['run_id'], 'deadletter',
-                                          table_name, _EncryptedJsonLines(keys_path))
+                                          table_name, EncryptedJsonLines(keys_path))
 
     def expand(self, letters):
         branches = letters if isinstance(letters, tuple) else (letters,)
@@ -132,8 +132,10 @@ class _SealFn(beam.DoFn):
                 (('dead',) + key, n)))
 
 
-class _EncryptedJsonLines:
+class EncryptedJsonLines:
+    """JSON lines in Tink streaming AEAD under the deadletter key."""
     suffix = DEADLETTER_SUFFIX
+    roles = ('deadletter',)
 
     def __init__(self, keys_path):
         self._keys_path = keys_path

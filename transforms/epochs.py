@@ -8,8 +8,15 @@ pseudonym). A refused change becomes a dead letter with its reason; an erased cu
 is not kept in it. Pure: no Beam.
 """
 
+import collections
+import dataclasses
+import datetime
+import hashlib
+import json
+import secrets
 from typing import Dict, Sequence, Tuple
 
+from apache_beam.io.filesystems import FileSystems
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -20,9 +27,16 @@ from transforms.consent import suppress_sensitive
 from transforms.mask import mask_batch
 from transforms.masking import MaskContext, string_form
 from transforms.read import ColumnPlan, text_array
+from transforms.crypto import file_identity
+from transforms.deadletter import EncryptedJsonLines, seal
+from transforms.files import join
+from transforms.keyring import load_keyring
+from transforms.manifest import file_facts
 from transforms.reasons import DeadLetter
+from transforms.write import ParquetFiles
 
-__all__ = ['CHANGE_COLUMNS', 'change_batch', 'deliver_changes']
+__all__ = ['CHANGE_COLUMNS', 'RetractionFiles', 'change_batch', 'commit_epoch', 'deliver_changes',
+           'epoch_dir', 'manifest_sha256']
 
 # Delivered beside each row: its op (c, u, d, r), the source position and the commit time.
 CHANGE_COLUMNS = (pa.field('__op', pa.string()), pa.field('__position', pa.string()),
@@ -74,13 +88,16 @@ def deliver_changes(table, decided: Sequence, keyed_ops,
     ``stream_consent.Decided`` changes, in their order. ``problems``: the text of each
     consent refusal (``consent_rules.refusal_problems``)."""
     dead, upserts, deletes = [], [], []
+    plan = ColumnPlan(table)
     for d in decided:
         if d.reason is not None:
-            row = d.event.change.row
+            # the raw row by field name, as the batch keeps it (restricted fields are then
+            # left out when it is sealed, whatever the export called them)
+            raw = {plan.field(k): v for k, v in d.event.change.row.items() if plan.knows(k)}
             dead.append(DeadLetter(
                 reason=d.reason, stage='consent', table=table.name, source_file=d.event.source,
                 row=d.event.line, field=table.subject_key, problem=problems[d.reason],
-                subject=d.subject, raw=None if d.reason == 'erasure_requested' else row))
+                subject=d.subject, raw=None if d.reason == 'erasure_requested' else raw))
         elif d.event.change.op == 'd':
             deletes.append(d)
         else:
@@ -137,6 +154,9 @@ def _tombstones(table, deletes, keyed_ops):
                        raw=d.event.change.row)
             for i, d in enumerate(deletes) if bad[i]]
     kept = [d for i, d in enumerate(deletes) if not bad[i]]
+    plan = ColumnPlan(table)
+    dead = [dataclasses.replace(letter, raw={plan.field(k): v for k, v in letter.raw.items()
+                                             if plan.knows(k)}) for letter in dead]
     ctx = MaskContext(keyed_ops=keyed_ops, subjects=string_form(
         pa.array([d.subject for d in kept], pa.string())))
     delivered = table.delivered_schema
@@ -149,3 +169,115 @@ def _tombstones(table, deletes, keyed_ops):
 
 def _key_value(row, spec):
     return next((row[c] for c in (spec.name,) + spec.aliases if row.get(c) is not None), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Committing an epoch
+
+EPOCHS_DIR = 'epochs'
+EPOCH_MANIFEST = 'manifest.json'
+EPOCH_FORMAT = 'novation-epoch/1'
+RETRACTION_FIELDS = (pa.field('subject_id', pa.string()), pa.field('tables', pa.string()),
+                     pa.field('reason', pa.string()),
+                     pa.field('at', pa.timestamp('us', tz='UTC')))
+# Who must read what: the acquirer's data team applies retractions, so they are under data.*
+# keys (the subject's pseudonym is personal data, as in the delivered tables).
+RETRACTION_KEYS = {'data.personal': ['subject_id'], 'data.internal': ['tables', 'reason', 'at']}
+
+
+def epoch_dir(stream_dir: str, number: int) -> str:
+    return join(stream_dir, EPOCHS_DIR, f'{number:06d}')
+
+
+def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered: dict,
+                 dead: Sequence[DeadLetter], retractions: Sequence, sources: Sequence[dict],
+                 previous_sha256, keys_path: str, pseudonymize, erased=frozenset()) -> dict:
+    """Write epoch ``number`` of a stream: its files under their final names, then its
+    manifest, last; returns the manifest.
+
+    ``tables``: TableConfigs by name; ``delivered``: table -> batch from ``deliver_changes``;
+    ``sources``: the feed files and lines the epoch covers; ``previous_sha256``: the sha256 of
+    the previous epoch's manifest (None for the first), so a missing or altered epoch shows.
+    Each file is written under a temporary name and renamed once complete, and is bound to its
+    identity (``<run_id>/epochs/<number>/<path>``) as the batch's files are.
+    """
+    directory = epoch_dir(stream_dir, number)
+    prefix = f'{EPOCHS_DIR}/{number:06d}'
+    key_ids = load_keyring(keys_path, warn=False).key_ids()
+    written = []
+
+    def write(kind, name, writer, values):
+        relative = f'{prefix}/{kind}/{name}/part-{secrets.token_hex(8)}{writer.suffix}'
+        final = join(stream_dir, relative)
+        temp = join(directory, f'.temp-{secrets.token_hex(4)}{writer.suffix}')
+        state = writer.open(FileSystems.create(temp), file_identity(run_id, relative))
+        for value in values:
+            writer.write(state, value)
+        writer.close(state)
+        if not FileSystems.exists(join(directory, kind, name)):
+            FileSystems.mkdirs(join(directory, kind, name))
+        FileSystems.rename([temp], [final])
+        written.append({'table': name, 'kind': kind, **file_facts(
+            final, relative, run_id=run_id, keys_path=keys_path, roles=list(writer.roles),
+            key_ids=key_ids)})
+
+    for name, batch in sorted(delivered.items()):
+        if batch.num_rows:
+            write('data', name, ParquetFiles(tables[name], keys_path,
+                                             extra=[(f, 'data.internal') for f in CHANGE_COLUMNS]),
+                  [batch])
+    by_table = {}
+    for letter in dead:
+        by_table.setdefault(letter.table, []).append(letter)
+    for name, letters in sorted(by_table.items()):
+        restricted = tuple(r.field.name for r in tables[name].rules
+                           if r.field.classification == 'restricted')
+        lines = [json.dumps(seal(letter, erased, pseudonymize, restricted), ensure_ascii=False,
+                            default=str).encode('utf-8') for letter in letters]
+        write('deadletter', name, EncryptedJsonLines(keys_path), lines)
+    if retractions:
+        write('retractions', 'all', RetractionFiles(keys_path), [pa.RecordBatch.from_arrays([
+            pa.array([pseudonymize(r.subject) for r in retractions], pa.string()),
+            pa.array([','.join(r.tables) for r in retractions], pa.string()),
+            pa.array([r.reason for r in retractions], pa.string()),
+            pa.array([r.at for r in retractions], pa.timestamp('us', tz='UTC'))],
+            schema=pa.schema(RETRACTION_FIELDS))])
+    manifest = {
+        'format': EPOCH_FORMAT,
+        'run_id': run_id,
+        'epoch': number,
+        'committed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec='seconds'),
+        'previous_manifest_sha256': previous_sha256,
+        'tables': {name: {'rows_written': batch.num_rows,
+                          'ops': dict(sorted(collections.Counter(
+                              batch.column('__op').to_pylist()).items())),
+                          'dead_letters': dict(sorted(collections.Counter(
+                              d.reason for d in by_table.get(name, ())).items()))}
+                   for name, batch in sorted(delivered.items())},
+        'retractions': len(retractions),
+        'sources': list(sources),
+        'files': sorted(written, key=lambda f: f['path']),
+    }
+    text = json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n'
+    temp = join(directory, EPOCH_MANIFEST + '.tmp')
+    with FileSystems.create(temp) as f:
+        f.write(text)
+    FileSystems.rename([temp], [join(directory, EPOCH_MANIFEST)])
+    return manifest
+
+
+def manifest_sha256(stream_dir: str, number: int) -> str:
+    """The sha256 of epoch ``number``'s manifest as written, for the next epoch's chain."""
+    with FileSystems.open(join(epoch_dir(stream_dir, number), EPOCH_MANIFEST)) as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class RetractionFiles(ParquetFiles):
+    """Retraction records as encrypted Parquet: subject pseudonym, tables, reason, time."""
+
+    def __init__(self, keys_path):  # pylint: disable=super-init-not-called
+        self._schema = pa.schema(RETRACTION_FIELDS)
+        self._column_keys = {role: list(cols) for role, cols in RETRACTION_KEYS.items()}
+        self._roles = sorted({'data.footer', *self._column_keys})
+        self._keys_path = keys_path

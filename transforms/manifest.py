@@ -21,7 +21,8 @@ from transforms.keyring import cached_keyring
 from transforms.errors import DeadLetterLimitExceeded
 from transforms.reasons import DATA_QUALITY_REASONS, REASONS
 
-__all__ = ['MANIFEST_FILE', 'WriteManifest', 'build_manifest', 'relative_path']
+__all__ = ['MANIFEST_FILE', 'WriteManifest', 'build_manifest', 'file_facts', 'percent',
+           'relative_path']
 
 MANIFEST_FILE = 'manifest.json'
 MANIFEST_FORMAT = 'novation-manifest/1'
@@ -62,32 +63,39 @@ def relative_path(run_dir: str, path: str) -> str:
     return path[len(prefix):] if path.startswith(prefix) else path
 
 
+def file_facts(path: str, relative: str, *, run_id: str, keys_path: str, roles,
+               key_ids: dict) -> dict:
+    """A written file as a manifest lists it: its place, rows (counted by decrypting it under
+    its identity), bytes, crc32c and the key ids of ``roles`` it needs."""
+    checksum = google_crc32c.Checksum()
+    size = 0
+    with FileSystems.open(path) as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            if not chunk:
+                break
+            checksum.update(chunk)
+            size += len(chunk)
+    keyring = cached_keyring(keys_path, roles)
+    with FileSystems.open(path) as f:
+        rows = count_rows(file_kind(path), f, keyring, file_identity(run_id, relative))
+    return {'path': relative, 'rows': rows, 'bytes': size, 'crc32c': checksum.digest().hex(),
+            'keys': {role: key_ids[role]['primary'] for role in roles}}
+
+
 class _FileFactsFn(beam.DoFn):
     def __init__(self, run):
         self._run = run
 
     def process(self, item):
         table, kind, path = item
-        checksum = google_crc32c.Checksum()
-        size = 0
-        with FileSystems.open(path) as f:
-            while True:
-                chunk = f.read(_CHUNK)
-                if not chunk:
-                    break
-                checksum.update(chunk)
-                size += len(chunk)
-        relative = relative_path(self._run['run_dir'], path)
         roles = self._run['file_roles'][table] if kind == 'data' else ['deadletter']
-        keyring = cached_keyring(self._run['keys_path'], roles)
-        with FileSystems.open(path) as f:
-            rows = count_rows(file_kind(path), f, keyring,
-                              file_identity(self._run['run_id'], relative))
+        facts = file_facts(path, relative_path(self._run['run_dir'], path),
+                           run_id=self._run['run_id'], keys_path=self._run['keys_path'],
+                           roles=roles, key_ids=self._run['key_ids'])
         progress.count('files', table)
         progress.flush()
-        yield {'table': table, 'kind': kind, 'path': relative, 'rows': rows, 'bytes': size,
-               'crc32c': checksum.digest().hex(),
-               'keys': {role: self._run['key_ids'][role]['primary'] for role in roles}}
+        yield {'table': table, 'kind': kind, **facts}
 
 
 def _write_manifest(_, run, counts, files):

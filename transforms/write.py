@@ -19,7 +19,8 @@ from transforms.crypto import data_role, encrypting_stream, pme_encryption_prope
 from transforms.keyring import cached_keyring, column_role
 from transforms.sink import WriteEncryptedFiles
 
-__all__ = ['AVRO_CODEC', 'WriteTable', 'avro_schema', 'column_keys', 'file_roles']
+__all__ = ['AVRO_CODEC', 'ParquetFiles', 'WriteTable', 'avro_schema', 'column_keys',
+           'file_roles']
 
 AVRO_CODEC = 'deflate'
 
@@ -59,7 +60,7 @@ class WriteTable(beam.PTransform):
         super().__init__()
         self._table = table
         file_format = (_AvroFiles(table, keys_path) if output_format == 'avro'
-                       else _ParquetFiles(table, keys_path))
+                       else ParquetFiles(table, keys_path))
         self._write = WriteEncryptedFiles(run['run_dir'], run['run_id'], 'data', table.name,
                                           file_format)
 
@@ -88,14 +89,23 @@ class _CountBySourceFn(beam.DoFn):
         progress.flush()
 
 
-class _ParquetFiles:
+class ParquetFiles:
+    """Encrypted Parquet files of ``table``'s delivered schema; ``extra`` fields (e.g. a
+    stream's op and position) follow it, each under the key role given with it."""
     suffix = '.parquet'
 
-    def __init__(self, table, keys_path):
-        self._schema = table.delivered_schema
+    def __init__(self, table, keys_path, *, extra=()):
+        self._schema = pa.schema(list(table.delivered_schema) + [f for f, _ in extra])
         self._column_keys = column_keys(table)
-        self._roles = file_roles(table, 'parquet')
+        for field, role in extra:
+            self._column_keys.setdefault(role, []).append(field.name)
+        self._roles = sorted({'data.footer', *self._column_keys})
         self._keys_path = keys_path
+
+    @property
+    def roles(self):
+        """The key roles a file needs."""
+        return self._roles
 
     def open(self, handle, identity):
         keyring = cached_keyring(self._keys_path, self._roles)
