@@ -15,7 +15,7 @@ import pytest
 from config.loader import Purpose, Transfer
 from transforms.changes import Change, ChangeProblem
 from transforms.feeds import Feed, WatchFeeds
-from transforms.stream_consent import ChangeEvent, ConsentInOrder
+from transforms.stream_consent import ChangeEvent, ConsentInOrder, Decided
 
 pytestmark = pytest.mark.slow  # each runs a streaming pipeline for a few seconds
 
@@ -127,10 +127,9 @@ def test_a_withdrawal_that_lands_after_a_later_change_still_refuses_it(tmp_path)
     def build(events, sink):
         out = (events | beam.Filter(lambda e: not isinstance(e.event, ChangeProblem))
                | beam.Map(key) | ConsentInOrder(transfer, ('customers',)))
-        _ = out[ConsentInOrder.DECIDED] | beam.Map(
-            lambda d: sink(('decided', d.event.change.position[0], d.reason)))
-        _ = out[ConsentInOrder.RETRACTIONS] | beam.Map(
-            lambda r: sink(('retracted', r.tables, r.reason)))
+        _ = out | beam.Map(lambda o: sink(
+            ('decided', o.event.change.position[0], o.reason) if isinstance(o, Decided)
+            else ('retracted', o.tables, o.reason)))
 
     got = run_while(tmp_path, writer, build, 3.5, interval=0.1, lateness=1.0, idle=1.0)
     assert got == [('decided', 1, None),

@@ -57,9 +57,9 @@ class Retraction:
 
 
 class ConsentInOrder(beam.PTransform):
-    """Outputs: ``decided`` (``Decided``: deliver or refuse) and ``retractions``."""
-    DECIDED = 'decided'
-    RETRACTIONS = 'retractions'
+    """Outputs, in one PCollection: ``Decided`` (deliver or refuse) and ``Retraction``; any
+    other item (a problem, the end of the feeds) passes through as it came, so the steps of a
+    stream stay one chain: the local runner stops running in real time at a Flatten."""
 
     def __init__(self, transfer, tables, *, snapshot_at: Optional[int] = None):
         """``tables``: every table name (a customer delivered in the snapshot is retracted
@@ -69,8 +69,7 @@ class ConsentInOrder(beam.PTransform):
                                      tuple(tables), snapshot_at)
 
     def expand(self, keyed):
-        return keyed | 'InOrder' >> beam.ParDo(self._fn).with_outputs(
-            self.RETRACTIONS, main=self.DECIDED)
+        return keyed | 'InOrder' >> beam.ParDo(self._fn)
 
 
 def _time(item) -> int:
@@ -96,6 +95,9 @@ class _ConsentInOrderFn(beam.DoFn):
                 pending=beam.DoFn.StateParam(PENDING), due=beam.DoFn.StateParam(DUE),
                 timer=beam.DoFn.TimerParam(WATERMARK)):
         _, item = element
+        if not isinstance(item, (ChangeEvent, ConsentEvent)):
+            yield item  # not for this step
+            return
         (pending if isinstance(item, ChangeEvent) else fresh).add(item)
         at = _time(item)
         current = due.read()
@@ -126,8 +128,7 @@ class _ConsentInOrderFn(beam.DoFn):
                 moved = self._tables if self._snapshot_delivered(events) else \
                     tuple(sorted(tables))
                 if moved:
-                    yield beam.pvalue.TaggedOutput(ConsentInOrder.RETRACTIONS,
-                                                   Retraction(key, moved, reason, event.at))
+                    yield Retraction(key, moved, reason, event.at)
         # Changes whose commit time has passed: decided as of that time, each once.
         decided = {tuple(s) for s in seen.read()}
         for item in (c for c in changes if c.change.committed_at <= now):
