@@ -163,3 +163,51 @@ def test_an_epoch_commits_encrypted_files_then_a_manifest_chained_to_the_last(
     with pytest.raises(Exception):  # bound to its place: a moved file does not open
         parquet_file(kinds['data'][0], keyring, 's1/epochs/000002/data/customers/x.parquet'
                      ).read()
+
+
+def test_a_stream_of_decisions_commits_epochs_of_commit_time_chained_in_order(
+        table, keys_dir, tmp_path):
+    import json
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+    from apache_beam.testing.test_stream import TestStream as EventStream
+    from apache_beam.transforms.window import TimestampedValue
+    from transforms.epochs import CommitEpochs, EndOfFeeds, manifest_sha256
+    from transforms.stream_consent import Retraction
+
+    config = dataclasses_replace_keys(table, keys_dir)
+    stream = str(tmp_path / 'stream')
+    second = 10**6
+    items = [decided(1, ROW, at=1 * second), decided(2, ROW, at=4 * second),
+             decided(3, ROW, at=6 * second, reason='consent_withdrawn'),
+             Retraction('C1', ('customers',), 'consent_withdrawn', T + 6 * second),
+             decided(4, ROW, at=12 * second)]
+    events = EventStream()
+    for item in items:
+        at = item.at if isinstance(item, Retraction) else item.event.change.committed_at
+        events = events.add_elements([TimestampedValue(item, at / 10**6)])
+    events = events.add_elements([EndOfFeeds(T + 13 * second)]).advance_watermark_to_infinity()
+    with beam.Pipeline(runner=BundleBasedDirectRunner(),
+                       options=PipelineOptions(streaming=True)) as p:
+        _ = p | events | CommitEpochs(config=config, run_id='s1', stream_dir=stream,
+                                      seconds=5)
+    manifests = [json.load(open(os.path.join(stream, 'epochs', n, 'manifest.json')))
+                 for n in sorted(os.listdir(os.path.join(stream, 'epochs')))]
+    # [0, 5) s: changes 1 and 2; [5, 10) s: a refusal and a retraction; [10, 15) s: change 4
+    assert [m['epoch'] for m in manifests] == [1, 2, 3]
+    assert [m['tables'].get('customers', {}).get('rows_written') for m in manifests] == \
+        [2, 0, 1]
+    assert manifests[1]['tables']['customers']['dead_letters'] == {'consent_withdrawn': 1}
+    assert [m['retractions'] for m in manifests] == [0, 1, 0]
+    assert manifests[0]['previous_manifest_sha256'] is None
+    assert [m['previous_manifest_sha256'] for m in manifests[1:]] == [
+        manifest_sha256(stream, 1), manifest_sha256(stream, 2)]
+    assert manifests[0]['sources'] == [{'path': 'changes/f.jsonl', 'first_line': 1,
+                                        'last_line': 2, 'changes': 2}]
+
+
+def dataclasses_replace_keys(config, keys_dir):
+    """The config with its keyring at ``keys_dir``."""
+    import dataclasses
+    return dataclasses.replace(config, output=dataclasses.replace(config.output, keys=keys_dir))

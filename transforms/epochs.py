@@ -1,11 +1,13 @@
-"""What a stream delivers of a table's decided changes: the same conform, sensitive-field
-suppression and masking as the batch (its pure functions, not copies), plus the change's op,
-source position and commit time, so the acquirer can apply upserts in order.
+"""What a stream delivers, epoch by epoch: a table's decided changes with the same conform,
+sensitive-field suppression and masking as the batch (its pure functions, not copies), plus
+the change's op, source position and commit time, so the acquirer can apply upserts in order;
+dead letters and retractions; and each epoch's manifest, chained to the one before.
 
 A create, update or snapshot read delivers the row after the change, masked as the batch masks
 it. A delete delivers a tombstone: every field null but the primary key, masked (its
 pseudonym). A refused change becomes a dead letter with its reason; an erased customer's row
-is not kept in it. Pure: no Beam.
+is not kept in it. ``deliver_changes`` and ``commit_epoch`` are plain functions;
+``CommitEpochs`` runs them on a stream.
 """
 
 import collections
@@ -16,7 +18,10 @@ import json
 import secrets
 from typing import Dict, Sequence, Tuple
 
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -33,10 +38,11 @@ from transforms.files import join
 from transforms.keyring import load_keyring
 from transforms.manifest import file_facts
 from transforms.reasons import DeadLetter
+from transforms.stream_consent import Decided, Retraction
 from transforms.write import ParquetFiles
 
-__all__ = ['CHANGE_COLUMNS', 'RetractionFiles', 'change_batch', 'commit_epoch', 'deliver_changes',
-           'epoch_dir', 'manifest_sha256']
+__all__ = ['CHANGE_COLUMNS', 'CommitEpochs', 'EndOfFeeds', 'RetractionFiles', 'change_batch',
+           'commit_epoch', 'deliver_changes', 'epoch_dir', 'manifest_sha256']
 
 # Delivered beside each row: its op (c, u, d, r), the source position and the commit time.
 CHANGE_COLUMNS = (pa.field('__op', pa.string()), pa.field('__position', pa.string()),
@@ -281,3 +287,111 @@ class RetractionFiles(ParquetFiles):
         self._column_keys = {role: list(cols) for role, cols in RETRACTION_KEYS.items()}
         self._roles = sorted({'data.footer', *self._column_keys})
         self._keys_path = keys_path
+
+
+# ---------------------------------------------------------------------------------------------
+# Epochs on a stream
+
+
+@dataclasses.dataclass(frozen=True)
+class EndOfFeeds:
+    """The feeds are done (the stream stops at cut-over): commit what is open."""
+    at: int
+
+
+class CommitEpochs(beam.PTransform):
+    """Decided changes, retractions and dead letters of a stream -> committed epochs.
+
+    Items arrive in commit-time order (``transforms.feeds`` releases them so). An epoch covers
+    ``seconds`` of commit time, or fewer once it holds ``max_rows`` items; it is committed when
+    the first item past it arrives, or at ``EndOfFeeds``. Outputs each epoch's manifest. All
+    items go to one key: epochs form one chain.
+    """
+
+    def __init__(self, *, config, run_id: str, stream_dir: str, seconds: float = 5.0,
+                 max_rows: int = 100_000, first_epoch: int = 1, previous_sha256=None):
+        super().__init__()
+        self._fn = _EpochFn(config, run_id, stream_dir, int(seconds * 10**6), max_rows,
+                            first_epoch, previous_sha256)
+
+    def expand(self, items):
+        return (items
+                | 'OneChain' >> beam.Map(lambda item: ('epochs', item))
+                | 'Commit' >> beam.ParDo(self._fn))
+
+
+class _EpochFn(beam.DoFn):
+    BUFFER = BagStateSpec('buffer', PickleCoder())
+    CHAIN = ReadModifyWriteStateSpec('chain', PickleCoder())  # (number, end, previous sha)
+
+    def __init__(self, config, run_id, stream_dir, length, max_rows, first, previous):
+        self._config = config
+        self._run_id = run_id
+        self._stream_dir = stream_dir
+        self._length = length
+        self._max_rows = max_rows
+        self._first = (first, previous)
+        self._ops = None
+
+    def setup(self):
+        from transforms.crypto import cached_keyed_ops
+        self._ops = cached_keyed_ops(self._config.output.keys)
+
+    def process(self, element, buffer=beam.DoFn.StateParam(BUFFER),
+                chain=beam.DoFn.StateParam(CHAIN)):
+        _, item = element
+        number, end, previous = chain.read() or (*self._first[:1], None, self._first[1])
+        at = item.at if isinstance(item, EndOfFeeds) else _item_time(item)
+        held = list(buffer.read())
+        if held and (isinstance(item, EndOfFeeds) or len(held) >= self._max_rows
+                     or (at is not None and end is not None and at >= end)):
+            manifest = self._commit(number, held, previous)
+            buffer.clear()
+            number, previous, end = number + 1, manifest_sha256(self._stream_dir, number), None
+            yield manifest
+        if isinstance(item, EndOfFeeds):
+            chain.write((number, None, previous))
+            return
+        if at is not None and end is None:
+            end = (at // self._length + 1) * self._length  # the epoch the item opens
+        buffer.add(item)
+        chain.write((number, end, previous))
+
+    def _commit(self, number, items, previous) -> dict:
+        from transforms.consent_rules import refusal_problems
+        config = self._config
+        tables = {t.name: t for t in config.tables}
+        problems = refusal_problems(config.transfer.legal_bases,
+                                    config.transfer.destination_region)
+        decided = [i for i in items if isinstance(i, Decided)]
+        delivered, dead = {}, [i for i in items if isinstance(i, DeadLetter)]
+        for name in sorted({d.event.change.table for d in decided}):
+            batch, letters = deliver_changes(
+                tables[name], [d for d in decided if d.event.change.table == name],
+                self._ops, problems)
+            delivered[name], dead = batch, dead + letters
+        domain = config.tables[0].subject_domain
+        return commit_epoch(
+            stream_dir=self._stream_dir, run_id=self._run_id, number=number, tables=tables,
+            delivered=delivered, dead=dead,
+            retractions=[i for i in items if isinstance(i, Retraction)],
+            sources=_sources(decided), previous_sha256=previous,
+            keys_path=config.output.keys,
+            pseudonymize=lambda subject: self._ops.pseudonym(domain, subject))
+
+
+def _item_time(item) -> int:
+    if isinstance(item, Decided):
+        return item.event.change.committed_at
+    if isinstance(item, Retraction):
+        return item.at
+    return None  # a dead letter joins the open epoch
+
+
+def _sources(decided) -> list:
+    """The feed files and lines an epoch's changes came from."""
+    lines = collections.defaultdict(list)
+    for d in decided:
+        lines[d.event.source].append(d.event.line)
+    return [{'path': path, 'first_line': min(n), 'last_line': max(n), 'changes': len(n)}
+            for path, n in sorted(lines.items())]
