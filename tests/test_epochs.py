@@ -173,7 +173,8 @@ def test_a_stream_of_decisions_commits_epochs_of_commit_time_chained_in_order(
     from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
     from apache_beam.testing.test_stream import TestStream as EventStream
     from apache_beam.transforms.window import TimestampedValue
-    from transforms.epochs import CommitEpochs, EndOfFeeds, manifest_sha256
+    from transforms.epochs import CommitEpochs, manifest_sha256
+    from transforms.feeds import EndOfFeeds
     from transforms.stream_consent import Retraction
 
     config = dataclasses_replace_keys(table, keys_dir)

@@ -14,7 +14,7 @@ import pytest
 
 from config.loader import Purpose, Transfer
 from transforms.changes import Change, ChangeProblem
-from transforms.feeds import Feed, WatchFeeds
+from transforms.feeds import EndOfFeeds, Feed, FeedEvent, WatchFeeds
 from transforms.stream_consent import ChangeEvent, ConsentInOrder, Decided
 
 pytestmark = pytest.mark.slow  # each runs a streaming pipeline for a few seconds
@@ -89,12 +89,15 @@ def test_files_that_land_are_read_once_each_in_commit_order(tmp_path):
     def build(events, sink):
         _ = events | beam.Map(lambda e: sink(
             (os.path.basename(e.path), e.line, e.event.position[0]
-             if isinstance(e.event, Change) else e.event.problem, time.time())))
+             if isinstance(e.event, Change) else e.event.problem, time.time()))
+            if isinstance(e, FeedEvent) else sink(('end', 0, 'end', time.time())))
 
     seen = [str(tmp_path / 'changes' / 'done.jsonl')]
     stop_at = time.time() + 4
     got = run_while(tmp_path, writer, build, 4, interval=0.1, lateness=0.5, idle=0.5,
                     seen=seen)
+    assert got[-1][0] == 'end'  # the watcher's last item
+    got = got[:-1]
     problems = [g[:3] for g in got if isinstance(g[2], str)]
     assert problems == [('b.jsonl', 3, 'not a JSON object on one line (or not UTF-8)')]
     assert [g[:3] for g in got if not isinstance(g[2], str)] == [('a.jsonl', 1, 2),
@@ -120,16 +123,19 @@ def test_a_withdrawal_that_lands_after_a_later_change_still_refuses_it(tmp_path)
                                                  'purpose': 'credit', 'at': withdrawn}])
 
     def key(e):
+        if isinstance(e, EndOfFeeds):
+            return '', e
         if isinstance(e.event, Change):
             return e.event.row['customer_id'], ChangeEvent(e.event, e.path, e.line)
         return e.event.subject, e.event
 
     def build(events, sink):
-        out = (events | beam.Filter(lambda e: not isinstance(e.event, ChangeProblem))
+        out = (events | beam.Filter(lambda e: not isinstance(getattr(e, 'event', None),
+                                                             ChangeProblem))
                | beam.Map(key) | ConsentInOrder(transfer, ('customers',)))
-        _ = out | beam.Map(lambda o: sink(
-            ('decided', o.event.change.position[0], o.reason) if isinstance(o, Decided)
-            else ('retracted', o.tables, o.reason)))
+        _ = out | beam.Filter(lambda o: not isinstance(o, EndOfFeeds)) | beam.Map(
+            lambda o: sink(('decided', o.event.change.position[0], o.reason)
+                           if isinstance(o, Decided) else ('retracted', o.tables, o.reason)))
 
     got = run_while(tmp_path, writer, build, 3.5, interval=0.1, lateness=1.0, idle=1.0)
     assert got == [('decided', 1, None),

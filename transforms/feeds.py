@@ -21,7 +21,7 @@ FnApiRunner runs a source and the keyed steps after it in real time only when no
 flattened in between (two sources flattened ran to their end before the next step).
 
 ``seen``: files already read (a restart passes those its committed epochs cover), which are
-never read again.
+never read again. A watcher with a stop time emits ``EndOfFeeds`` last.
 """
 
 import dataclasses
@@ -43,7 +43,7 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from transforms.changes import Change, ChangeProblem, parse_change
 from transforms.consent_events import ConsentEvent, parse_consent_event
 
-__all__ = ['Feed', 'FeedEvent', 'WatchFeeds']
+__all__ = ['EndOfFeeds', 'Feed', 'FeedEvent', 'WatchFeeds']
 
 KINDS = ('changes', 'consent')
 
@@ -54,6 +54,13 @@ class Feed:
     name: str
     pattern: str
     kind: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EndOfFeeds:
+    """The last item of a stream that stops (at cut-over): steps after it finish what is
+    open. ``at``: when, in microseconds."""
+    at: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +177,7 @@ class _WatchFn(beam.DoFn):
             yield TimestampedValue(item, Timestamp(micros=t))
         if stopping:
             tracker.try_claim(tracker.current_restriction().stop - 1)  # nothing is left
+            yield TimestampedValue(EndOfFeeds(self._now()), Timestamp(micros=self._now()))
             watermark.set_watermark(MAX_TIMESTAMP)
             return
         # Wait out the interval here: a local runner resumes a deferred remainder at once,
