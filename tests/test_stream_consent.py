@@ -33,11 +33,11 @@ def consent(subject, kind, at, position=0):
     return TimestampedValue((subject, event), at)
 
 
-def check(stream, decided, retracted=(), snapshot_at=None):
+def check(stream, decided, retracted=(), snapshot_at=None, ordered=False):
     options = PipelineOptions(streaming=True)
     with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as p:
         out = p | stream | ConsentInOrder(TRANSFER, TABLES, snapshot_at=None if snapshot_at
-                                          is None else snapshot_at * S)
+                                          is None else snapshot_at * S, ordered=ordered)
         assert_that(out | beam.Filter(lambda o: isinstance(o, Decided)) | beam.Map(
             lambda d: (d.subject, d.event.change.position[0], d.reason)),
             equal_to(list(decided)), label='decided')
@@ -164,3 +164,18 @@ def test_events_are_routed_to_their_customer_or_refused(tables, event, routed):
         assert subject == routed
         assert item == event or (item.change == event and (item.source, item.line) ==
                                  ('p.jsonl', 3))
+
+
+@pytest.mark.parametrize('ordered', [False, True])
+def test_input_in_commit_order_is_decided_alike_waiting_or_not(ordered):
+    """What WatchFeeds releases (commit order) is decided the same on arrival as when the
+    watermark passes it, late withdrawals included."""
+    stream = end(EventStream()
+                 .add_elements([consent('C1', 'grant', 1), change('C1', 10, 1),
+                                consent('C1', 'withdraw', 20), change('C1', 30, 2),
+                                consent('C2', 'grant', 31), change('C2', 40, 3)])
+                 .advance_watermark_to(50)
+                 .add_elements([consent('C2', 'withdraw', 35)]))  # late, after change 3
+    check(stream, [('C1', 1, None), ('C1', 2, 'consent_withdrawn'), ('C2', 3, None)],
+          [('C1', ('customers',), 'consent_withdrawn', 20),
+           ('C2', ('customers',), 'consent_withdrawn', 35)], ordered=ordered)

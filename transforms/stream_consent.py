@@ -61,12 +61,16 @@ class ConsentInOrder(beam.PTransform):
     other item (a problem, the end of the feeds) passes through as it came, so the steps of a
     stream stay one chain: the local runner stops running in real time at a Flatten."""
 
-    def __init__(self, transfer, tables, *, snapshot_at: Optional[int] = None):
+    def __init__(self, transfer, tables, *, snapshot_at: Optional[int] = None,
+                 ordered: bool = False):
         """``tables``: every table name (a customer delivered in the snapshot is retracted
-        from all); ``snapshot_at``: the snapshot's time in microseconds (None: no snapshot)."""
+        from all); ``snapshot_at``: the snapshot's time in microseconds (None: no snapshot);
+        ``ordered``: the input comes in commit-time order (``transforms.feeds`` releases it
+        so), and each item is decided as it arrives instead of when the watermark passes it
+        (which the local runner does not honour for timers; see transforms.feeds)."""
         super().__init__()
         self._fn = _ConsentInOrderFn(transfer.legal_bases, transfer.cross_border,
-                                     tuple(tables), snapshot_at)
+                                     tuple(tables), snapshot_at, ordered)
 
     def expand(self, keyed):
         return keyed | 'InOrder' >> beam.ParDo(self._fn)
@@ -85,21 +89,26 @@ class _ConsentInOrderFn(beam.DoFn):
     DUE = ReadModifyWriteStateSpec('due', VarIntCoder())  # the timer's time, microseconds
     WATERMARK = TimerSpec('watermark', TimeDomain.WATERMARK)
 
-    def __init__(self, purposes, cross_border, tables, snapshot_at):
+    def __init__(self, purposes, cross_border, tables, snapshot_at, ordered):
         self._purposes = purposes
         self._cross_border = cross_border
         self._tables = tables
         self._snapshot_at = snapshot_at
+        self._ordered = ordered
 
-    def process(self, element, fresh=beam.DoFn.StateParam(FRESH),
-                pending=beam.DoFn.StateParam(PENDING), due=beam.DoFn.StateParam(DUE),
-                timer=beam.DoFn.TimerParam(WATERMARK)):
-        _, item = element
+    def process(self, element, consent=beam.DoFn.StateParam(CONSENT),
+                fresh=beam.DoFn.StateParam(FRESH), pending=beam.DoFn.StateParam(PENDING),
+                seen=beam.DoFn.StateParam(SEEN), delivered=beam.DoFn.StateParam(DELIVERED),
+                due=beam.DoFn.StateParam(DUE), timer=beam.DoFn.TimerParam(WATERMARK)):
+        key, item = element
         if not isinstance(item, (ChangeEvent, ConsentEvent)):
             yield item  # not for this step
             return
         (pending if isinstance(item, ChangeEvent) else fresh).add(item)
         at = _time(item)
+        if self._ordered:  # everything committed before it has arrived: decide now
+            yield from self._release(key, at, consent, fresh, pending, seen, delivered)
+            return
         current = due.read()
         if current is None or at < current:
             due.write(at)
@@ -112,7 +121,15 @@ class _ConsentInOrderFn(beam.DoFn):
                      seen=beam.DoFn.StateParam(SEEN),
                      delivered=beam.DoFn.StateParam(DELIVERED),
                      due=beam.DoFn.StateParam(DUE), timer=beam.DoFn.TimerParam(WATERMARK)):
-        now = fire.micros
+        yield from self._release(key, fire.micros, consent, fresh, pending, seen, delivered)
+        times = [_time(i) for i in list(fresh.read()) + list(pending.read())]
+        due.clear()
+        if times:
+            due.write(min(times))
+            timer.set(Timestamp(micros=min(times)))
+
+    def _release(self, key, now, consent, fresh, pending, seen, delivered):
+        """Evaluate the consent events and decide the changes committed up to ``now``."""
         events = list(consent.read())
         new = sorted(fresh.read(), key=lambda e: e.order)
         changes = sorted(pending.read(), key=lambda c: c.change.order)
@@ -149,11 +166,6 @@ class _ConsentInOrderFn(beam.DoFn):
                 state.add(item)
         for event in evaluated:
             consent.add(event)
-        times = [_time(i) for i in waiting + later]
-        due.clear()
-        if times:
-            due.write(min(times))
-            timer.set(Timestamp(micros=min(times)))
 
     def _decide(self, t, events):
         return decision_at(t, (), False, events, purposes=self._purposes,
