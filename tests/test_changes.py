@@ -55,8 +55,12 @@ def debezium(op='u', source=None, **fields):
     ({'table': 'contracts', 'op': 'UPDATE', 'row': ROW, 'committed_at': '2026-01-01T00:00:00Z',
       'position': 8}, ('contracts', 'u', ROW, T0 * 1000, 'seq', (8,), 'seq:8')),
 ])
-def test_every_accepted_form_reads_into_one_change(event, expected):
-    change = parse_change(json.loads(json.dumps(event)))  # as it arrives: JSON
+@pytest.mark.parametrize('exact', [False, True])
+def test_every_accepted_form_reads_into_one_change(event, expected, exact):
+    # as it arrives: JSON, read with numbers as numbers, or as their exact text (the feeds)
+    text = json.dumps(event)
+    change = parse_change(json.loads(text, parse_float=str, parse_int=str) if exact
+                          else json.loads(text))
     assert isinstance(change, Change), change
     assert (change.table, change.op, change.row, change.committed_at, change.position_kind,
             change.position, change.position_text) == expected

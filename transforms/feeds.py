@@ -106,8 +106,8 @@ def read_feed_file(feed: Feed, path: str):
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                raw = json.loads(line.decode('utf-8'))
+            try:  # numbers keep their exact text, as in the batch's JSON Lines reader
+                raw = json.loads(line.decode('utf-8'), parse_float=str, parse_int=str)
             except (ValueError, UnicodeDecodeError):
                 event = ChangeProblem('not a JSON object on one line (or not UTF-8)')
             else:
