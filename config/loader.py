@@ -23,7 +23,7 @@ from transforms.files import read_text, resolve
 from transforms.masking import Operator, make_operator
 
 __all__ = ['ConsentConfig', 'DeadLetterConfig', 'FieldRule', 'MigrationConfig', 'OutputConfig',
-           'Purpose', 'TableConfig', 'Transfer', 'load_config', 'parse_config']
+           'Purpose', 'StreamConfig', 'TableConfig', 'Transfer', 'load_config', 'parse_config']
 
 FORMATS = ('csv', 'jsonl', 'avro', 'parquet')
 TEXT_FORMATS = ('csv', 'jsonl')
@@ -131,6 +131,19 @@ class DeadLetterConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StreamConfig:
+    """The live feeds (``novation stream``): where change and consent files land, how long an
+    epoch is, how late a file may land after its events' commit (lateness), how long a feed
+    may stay quiet before the clock moves its watermark (idle), how often to look (poll)."""
+    changes: str
+    consent: str
+    epoch_seconds: float = 5.0
+    lateness_seconds: float = 2.0
+    idle_seconds: float = 5.0
+    poll_seconds: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
 class MigrationConfig:
     source: str  # the config file
     transfer: Transfer
@@ -139,6 +152,7 @@ class MigrationConfig:
     output: OutputConfig
     deadletter: DeadLetterConfig
     digest: str  # sha256 of the config and its schemas, for the manifest
+    stream: Optional[StreamConfig] = None
 
     def table(self, name: str) -> TableConfig:
         return next(t for t in self.tables if t.name == name)
@@ -190,7 +204,7 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
         raise ConfigError(f'{source}: not valid YAML{at}') from None
     c = _Checker(source)
     root = c.mapping(doc, '', required=('transfer', 'tables', 'consent', 'masking', 'output'),
-                     optional=('deadletter',))
+                     optional=('deadletter', 'stream'))
     transfer = _transfer(c, root['transfer'])
     schema_texts = []
     tables_raw = c.mapping(root['tables'], 'tables')
@@ -230,9 +244,28 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
                           f'got {max_ratio!r}')
     digest = hashlib.sha256(json.dumps([text] + schema_texts, ensure_ascii=False)
                             .encode('utf-8')).hexdigest()
+    stream = _stream(c, root['stream'], base_dir) if root.get('stream') is not None else None
     return MigrationConfig(source=source, transfer=transfer, tables=tuple(tables),
                            consent=consent, output=output,
-                           deadletter=DeadLetterConfig(float(max_ratio)), digest=digest)
+                           deadletter=DeadLetterConfig(float(max_ratio)), digest=digest,
+                           stream=stream)
+
+
+def _stream(c, raw, base_dir) -> StreamConfig:
+    timings = ('epoch_seconds', 'lateness_seconds', 'idle_seconds', 'poll_seconds')
+    s = c.mapping(raw, 'stream', required=('changes', 'consent'), optional=timings)
+    values = {}
+    for key in timings:
+        if key in s:
+            value = s[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not 0 < value <= 86_400 or value != value:
+                c.fail(f'stream.{key}', f'must be a number of seconds above 0 and at most '
+                                        f'86400, got {value!r}')
+            values[key] = float(value)
+    return StreamConfig(changes=resolve(base_dir, c.string(s['changes'], 'stream.changes')),
+                        consent=resolve(base_dir, c.string(s['consent'], 'stream.consent')),
+                        **values)
 
 
 class _Checker:

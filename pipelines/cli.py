@@ -2,6 +2,7 @@
 
     novation run --config FILE [Beam options]     migrate a seller export
     novation demo [--workdir DIR] [--customers N]  generate demo data and migrate it
+    novation stream --config FILE [--until TIME]   carry live changes until cut-over
     novation keys init DIR [--master-key URI]      create a keyring (KMS-wrapped, or in clear)
     novation keys show|rotate|add DIR ...          inspect, rotate or extend a keyring
     novation decrypt RUN_DIR --keys DIR --table NAME [--deadletter] --out FILE
@@ -105,6 +106,21 @@ def _parser() -> argparse.ArgumentParser:
                     'primary key while their duplicates are found, in encrypted scratch files '
                     'under --temp_location (default: this machine\'s temporary directory; about '
                     '0.2 KB a row) and removes them when it ends. ' + _PROGRESS_HELP)
+
+    from pipelines.stream import stream_parser
+    sub.add_parser(
+        'stream', help='carry live changes to the acquirer until cut-over (being built)',
+        parents=[stream_parser(False)], allow_abbrev=False,
+        description='Watch the stream section\'s feed files (JSON Lines: Debezium envelopes '
+                    'or change rows, and consent events; see the README) and deliver every '
+                    'change with the batch\'s classification, consent gate, masking and '
+                    'encryption, in epochs: encrypted Parquet, dead letters and retractions, '
+                    'and a manifest per epoch chained by sha256, under OUT/<stream id>/epochs. '
+                    'A change committed after a withdrawal is refused; a customer who withdraws '
+                    'after a delivery is retracted. Runs on the local runner until --until, '
+                    '--seconds or Ctrl-C (which loses the open epoch). Being built: a '
+                    'restarted stream starts a new directory (resuming is not built yet), and '
+                    'Pub/Sub and Dataflow are not supported yet.')
 
     demo = sub.add_parser(
         'demo', help='generate demo exports, keys and config, then migrate them',
@@ -215,7 +231,7 @@ def main(argv=None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     command = _subparser(parser, args)
-    if extra and args.command not in ('run', 'demo'):
+    if extra and args.command not in ('run', 'demo', 'stream'):
         command.error(f'unrecognized arguments: {" ".join(extra)}')
     if args.command == 'demo' and args.customers < 1:
         command.error('--customers must be at least 1')
@@ -228,6 +244,8 @@ def main(argv=None) -> int:
             from pipelines.migrate import check_beam_args
             check_beam_args(extra, command)  # before the demo spends time generating data
             return _cmd_demo(args, extra, console)
+        if args.command == 'stream':
+            return _cmd_stream(argv[argv.index('stream') + 1:])
         if args.command == 'keys':
             return _cmd_keys(args)
         if args.command == 'detokenize':
@@ -275,6 +293,17 @@ def _cmd_run(argv, console):
         print(f'submitted{f" job {job}" if job else ""}; the manifest is written to '
               f'{result.run_dir}/manifest.json as the job\'s last step')
     print(result.run_dir)
+    return 0
+
+
+def _cmd_stream(argv):
+    from pipelines.stream import run_stream
+    summary = run_stream(argv)
+    dead = ', '.join(f'{r} {n:,}' for r, n in summary['dead_letters'].items()) or 'none'
+    print(f'{summary["epochs"]} epoch(s) committed: {summary["rows_written"]:,} changes '
+          f'delivered (encrypted), dead letters: {dead}, {summary["retractions"]:,} '
+          f'retraction(s)')
+    print(summary['stream_dir'])
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Live changes until cut-over (being built; not yet a `novation` command).
+"""Live changes until cut-over: ``novation stream`` (being built: local runner, JSON Lines
+feed files; resuming after a crash, Pub/Sub and the Dataflow job are not built yet).
 
 ``build_stream(pipeline, config, feeds=..., ...)`` adds the stream to a pipeline as one chain,
 which the local runner (Beam's FnApiRunner) runs in real time only without a Flatten:
@@ -10,15 +11,31 @@ which the local runner (Beam's FnApiRunner) runs in real time only without a Fla
                     manifest per epoch, chained by sha256
 """
 
-import apache_beam as beam
+import argparse
+import datetime
+import json
+import secrets
+import time
 
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from config import load_config
+from pipelines.migrate import (add_verbose_flag, check_beam_args, local_runner, runner_kind,
+                               unwrap_error, with_overrides)
 from transforms.changes import ChangeProblem
-from transforms.epochs import CommitEpochs
-from transforms.feeds import EndOfFeeds, WatchFeeds
+from transforms.epochs import EPOCH_MANIFEST, EPOCHS_DIR, CommitEpochs
+from transforms.errors import ConfigError
+from transforms.files import exists, join, read_text, why_not_writable
+from transforms.keyring import load_keyring
+from transforms.manifest import MANIFEST_FILE
+from transforms.write import file_roles
+from transforms.feeds import EndOfFeeds, Feed, WatchFeeds
 from transforms.reasons import DeadLetter
 from transforms.stream_consent import ConsentInOrder, route
 
-__all__ = ['build_stream']
+__all__ = ['build_stream', 'run_stream', 'stream_parser', 'stream_summary']
 
 
 def build_stream(pipeline, config, *, feeds, run_id: str, stream_dir: str, stop_at=None,
@@ -47,3 +64,129 @@ def _routed(item, tables):
     table = routed.table if routed.table in tables else item.feed
     return '', DeadLetter(reason='malformed', stage='read', table=table,
                           source_file=item.path, row=item.line, problem=routed.problem)
+
+
+def stream_parser(add_help=True) -> argparse.ArgumentParser:
+    """The options of ``novation stream``; the rest are Beam pipeline options."""
+    parser = argparse.ArgumentParser(prog='novation stream', add_help=add_help,
+                                     allow_abbrev=False)
+    add_verbose_flag(parser)
+    parser.add_argument('--config', required=True,
+                        help='transfer config with a stream section (YAML; local or gs://)')
+    parser.add_argument('--snapshot', metavar='RUN_DIR',
+                        help='the batch run this stream continues: its keys must be the '
+                             'keyring\'s (same pseudonyms), and customers it delivered are '
+                             'retracted from every table if they withdraw')
+    stop = parser.add_mutually_exclusive_group()
+    stop.add_argument('--until', metavar='TIME',
+                      help='cut-over: stop at this time (ISO 8601 with its zone, e.g. '
+                           '2026-12-31T18:00:00+08:00), committing the open epoch')
+    stop.add_argument('--seconds', type=float, metavar='N', help='stop after N seconds')
+    parser.add_argument('--run-id', help='name of the stream directory (default: stream- + UTC '
+                                         'time + random)')
+    parser.add_argument('--output', metavar='PATH',
+                        help='where stream directories are created, instead of output.path')
+    parser.add_argument('--keys', metavar='PATH', help='keyring directory, instead of '
+                                                       'output.keys')
+    return parser
+
+
+def run_stream(argv=None) -> dict:
+    """Run the stream until its stop time; returns a summary of the epochs committed.
+
+    Raises NovationError on user errors, before the stream starts.
+    """
+    parser = stream_parser()
+    known, beam_args = parser.parse_known_args(argv)
+    check_beam_args(beam_args, parser)
+    config = with_overrides(load_config(known.config), output=known.output, keys=known.keys)
+    if config.stream is None:
+        raise ConfigError(f'{config.source}: stream: missing; novation stream needs '
+                          f'stream.changes and stream.consent (globs of the feed files)')
+    options = PipelineOptions(list(beam_args) + ['--streaming'])
+    if runner_kind(options) != 'local':
+        raise ConfigError('novation stream runs on the local runner for now (no --runner)')
+    stop_at = _stop_time(known)
+    keyring = load_keyring(config.output.keys)
+    keyring.require(sorted({'pseudonym', 'token', 'deadletter', 'data.internal',
+                            'data.personal',
+                            *(r for t in config.tables for r in file_roles(t, 'parquet'))}),
+                    f' (needed by {config.source})')
+    snapshot_at = _snapshot_time(known.snapshot, keyring) if known.snapshot else None
+    run_id = known.run_id or ('stream-' + datetime.datetime.now(datetime.timezone.utc)
+                              .strftime('%Y%m%dT%H%M%SZ') + '-' + secrets.token_hex(3))
+    stream_dir = join(config.output.path, run_id)
+    if exists(stream_dir):
+        raise ConfigError(f'{stream_dir} already exists; every stream writes a new directory')
+    why = why_not_writable(config.output.path)
+    if why:
+        raise ConfigError(f'{config.source}: output.path: {config.output.path} cannot be '
+                          f'written: {why}')
+    s = config.stream
+    feeds = [Feed('registry', config.consent.registry, 'registry'),
+             Feed('erasures', config.consent.erasures, 'erasures'),
+             Feed('data', s.changes, 'changes'), Feed('consent', s.consent, 'consent')]
+    pipeline = beam.Pipeline(runner=local_runner(options), options=options)
+    build_stream(pipeline, config, feeds=feeds, run_id=run_id, stream_dir=stream_dir,
+                 stop_at=stop_at, epoch_seconds=s.epoch_seconds, interval=s.poll_seconds,
+                 lateness=s.lateness_seconds, idle=s.idle_seconds, snapshot_at=snapshot_at)
+    try:
+        pipeline.run().wait_until_finish()
+    except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
+        raise unwrap_error(e) from None
+    return stream_summary(stream_dir)
+
+
+def _stop_time(known):
+    if known.seconds is not None:
+        if known.seconds <= 0:
+            raise ConfigError(f'--seconds must be above 0, got {known.seconds:g}')
+        return time.time() + known.seconds
+    if known.until is None:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(known.until.replace('Z', '+00:00'))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ConfigError(f'--until {known.until!r}: give an ISO 8601 time with its zone, e.g. '
+                          f'2026-12-31T18:00:00+08:00')
+    return moment.timestamp()
+
+
+def _snapshot_time(run_dir, keyring) -> int:
+    """The snapshot run's completion time (microseconds), after checking it used this
+    keyring's pseudonym key: otherwise the stream's pseudonyms would not join its own."""
+    path = join(run_dir, MANIFEST_FILE)
+    try:
+        manifest = json.loads(read_text(path, what='snapshot manifest'))
+        done = datetime.datetime.fromisoformat(manifest['completed_at'])
+        snapshot_keys = manifest['keys']['pseudonym']['primary']
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f'--snapshot: {path} is not the manifest of a finished run') from None
+    if snapshot_keys != keyring.key_ids()['pseudonym']['primary']:
+        raise ConfigError(f'--snapshot: {run_dir} was written with another pseudonym key than '
+                          f'{keyring.path}: the stream\'s pseudonyms would not join its '
+                          f'delivery; give the keyring the snapshot used')
+    return int(done.timestamp() * 10**6)
+
+
+def stream_summary(stream_dir: str) -> dict:
+    """Epochs committed under ``stream_dir`` and what they hold, from their manifests."""
+    epochs = join(stream_dir, EPOCHS_DIR)
+    manifests = []
+    if exists(epochs):
+        for match in sorted(m.path for m in FileSystems.match(
+                [join(epochs, '*', EPOCH_MANIFEST)])[0].metadata_list):
+            manifests.append(json.loads(read_text(match, what='epoch manifest')))
+    manifests.sort(key=lambda m: m['epoch'])
+    dead = {}
+    for m in manifests:
+        for t in m['tables'].values():
+            for reason, n in t['dead_letters'].items():
+                dead[reason] = dead.get(reason, 0) + n
+    return {'stream_dir': stream_dir, 'epochs': len(manifests),
+            'rows_written': sum(t['rows_written'] for m in manifests
+                                for t in m['tables'].values()),
+            'dead_letters': dict(sorted(dead.items())),
+            'retractions': sum(m['retractions'] for m in manifests)}

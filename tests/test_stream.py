@@ -102,3 +102,60 @@ def test_changes_stream_into_chained_encrypted_epochs_in_consent_order(table, ke
     for f in files:  # nothing in clear
         data_bytes = open(os.path.join(stream, f['path']), 'rb').read()
         assert b'13812345678' not in data_bytes and b'11010519491231002X' not in data_bytes
+
+
+def stream_config(workdir, config):
+    """The demo config with a stream section; its feed directories, empty."""
+    for kind in ('changes', 'consent'):
+        os.makedirs(os.path.join(workdir, 'feeds', kind), exist_ok=True)
+    with open(config, 'a', encoding='utf-8') as f:
+        f.write('\nstream:\n  changes: feeds/changes/*.jsonl\n  consent: feeds/consent/*.jsonl\n'
+                '  epoch_seconds: 60\n  lateness_seconds: 0.5\n  idle_seconds: 0.5\n'
+                '  poll_seconds: 0.1\n')
+    return os.path.join(workdir, 'feeds')
+
+
+def test_novation_stream_starts_from_the_snapshots_consent_and_says_what_it_committed(
+        demo_copy, capsys):
+    from pipelines.cli import main
+    workdir, config, planted = demo_copy
+    feeds = stream_config(workdir, config)
+    refused = (planted.no_consent | planted.consent_withdrawn | planted.erasure_requested |
+               planted.no_cross_border_consent | planted.no_sensitive_consent)
+    allowed = sorted(set(planted.contract_customers) - refused)[0]
+    erased = sorted(planted.erasure_requested)[0]
+    land(os.path.join(feeds, 'changes'), 'c1', [
+        {'table': 'customers', 'op': 'u', 'row': {**ROW, 'customer_id': allowed},
+         'committed_at': now_ms(), 'position': 1},
+        {'table': 'customers', 'op': 'u', 'row': {**ROW, 'customer_id': erased},
+         'committed_at': now_ms(), 'position': 2}])
+    assert main(['stream', '--config', config, '--seconds', '3']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ('1 epoch(s) committed: 1 changes delivered (encrypted), dead letters: '
+                      'erasure_requested 1, 0 retraction(s)')
+    assert os.path.exists(os.path.join(out[1], 'epochs', '000001', 'manifest.json'))
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--until', '2026-12-31 18:00'], "--until '2026-12-31 18:00': give an ISO 8601 time with "
+                                      "its zone"),
+    (['--seconds', '0'], '--seconds must be above 0'),
+    (['--snapshot', 'NOWHERE'], 'cannot read snapshot manifest NOWHERE/manifest.json: no such '
+                                'file'),
+    (['--runner', 'DataflowRunner'], 'novation stream runs on the local runner for now'),
+])
+def test_stream_mistakes_are_one_line_before_it_starts(demo_copy, capsys, argv, message):
+    from pipelines.cli import main
+    workdir, config, _ = demo_copy
+    stream_config(workdir, config)
+    assert main(['stream', '--config', config] + argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if 'DEMO/TEST' not in line]
+    assert len(err) == 1 and err[0].startswith('novation: error: ') and message in err[0], err
+
+
+def test_a_config_without_a_stream_section_is_one_line(demo_copy, capsys):
+    from pipelines.cli import main
+    _, config, _ = demo_copy
+    assert main(['stream', '--config', config, '--seconds', '1']) == 2
+    err = capsys.readouterr().err
+    assert 'stream: missing; novation stream needs stream.changes and stream.consent' in err

@@ -42,7 +42,8 @@ from transforms.feeds import EndOfFeeds
 from transforms.stream_consent import Decided, Retraction
 from transforms.write import ParquetFiles
 
-__all__ = ['CHANGE_COLUMNS', 'CommitEpochs', 'RetractionFiles', 'change_batch',
+__all__ = ['CHANGE_COLUMNS', 'EPOCHS_DIR', 'EPOCH_MANIFEST', 'CommitEpochs', 'RetractionFiles',
+           'change_batch',
            'commit_epoch', 'deliver_changes', 'epoch_dir', 'manifest_sha256']
 
 # Delivered beside each row: its op (c, u, d, r), the source position and the commit time.

@@ -45,12 +45,17 @@ from transforms.consent_events import ConsentEvent, parse_consent_event
 
 __all__ = ['EndOfFeeds', 'Feed', 'FeedEvent', 'WatchFeeds']
 
-KINDS = ('changes', 'consent')
+KINDS = ('changes', 'consent', 'registry', 'erasures')
+# The snapshot's consent registry and erasure list are read once, at the start, as consent
+# events at their own times: the stream's consent picture starts where the batch's was.
+SEEDS = ('registry', 'erasures')
 
 
 @dataclasses.dataclass(frozen=True)
 class Feed:
-    """A feed: its name, the glob its files match, and what they hold (changes|consent)."""
+    """A feed: its name, the glob its files match, and what they hold: changes or consent
+    (watched), or the consent registry or erasure list (CSV as the batch reads them, read
+    once at the start)."""
     name: str
     pattern: str
     kind: str
@@ -99,6 +104,37 @@ class WatchFeeds(beam.PTransform):
                 | 'Watch' >> beam.ParDo(self._fn))
 
 
+def read_seed_file(feed: Feed, path: str):
+    """The consent events of the snapshot's registry (a grant at granted_at, a withdrawal at
+    withdrawn_at) or erasure list (an erasure at requested_at); a missing time counts as the
+    start of time."""
+    from transforms.consent import ERASURE_FIELDS, REGISTRY_FIELDS, read_consent_file
+    fields = REGISTRY_FIELDS if feed.kind == 'registry' else ERASURE_FIELDS
+    line = 0
+    for table in read_consent_file(path, fields, f'consent {feed.kind}'):
+        for row in table.to_pylist():
+            line += 1
+            if feed.kind == 'erasures':
+                yield FeedEvent(feed.name, path, line, ConsentEvent(
+                    row['subject_id'], 'erasure', None, _micros(row['requested_at']), line))
+                continue
+            if row['granted']:
+                yield FeedEvent(feed.name, path, line, ConsentEvent(
+                    row['subject_id'], 'grant', row['purpose'], _micros(row['granted_at']),
+                    line, sensitive_consent=row['sensitive_consent'],
+                    cross_border_consent=row['cross_border_consent']))
+            if row['withdrawn_at'] is not None:
+                yield FeedEvent(feed.name, path, line, ConsentEvent(
+                    row['subject_id'], 'withdraw', row['purpose'],
+                    _micros(row['withdrawn_at']), line))
+
+
+def _micros(moment) -> int:
+    if moment is None:
+        return 0
+    return int(moment.timestamp()) * 10**6 + moment.microsecond
+
+
 def read_feed_file(feed: Feed, path: str):
     """The FeedEvents of one file, line by line (blank lines are no events)."""
     parse = parse_change if feed.kind == 'changes' else parse_consent_event
@@ -145,7 +181,8 @@ class _WatchFn(beam.DoFn):
     def setup(self):
         self._read = set(self._seen)
         now = int(time.time() * 10**6)
-        self._state = {feed.name: (None, now) for feed in self._feeds}
+        # the watched feeds' watermarks (a seed is read whole before any of them matters)
+        self._state = {feed.name: (None, now) for feed in self._feeds if feed.kind not in SEEDS}
         self._held = []
         self._arrivals = itertools.count()  # keeps events of the same time in arrival order
 
@@ -159,9 +196,12 @@ class _WatchFn(beam.DoFn):
             return
         started = time.time()
         for feed in self._feeds:
-            for path in self._new_files(feed):
-                latest = self._state[feed.name][0]
-                for item in read_feed_file(feed, path):
+            seed = feed.kind in SEEDS
+            if seed and feed.pattern in self._read:
+                continue  # read once
+            for path in [feed.pattern] if seed else self._new_files(feed):
+                latest = None if seed else self._state[feed.name][0]
+                for item in (read_seed_file if seed else read_feed_file)(feed, path):
                     t = item.time
                     if t is None:  # a problem: a dead letter now, it orders nothing
                         yield TimestampedValue(item, Timestamp(micros=self._now()))
@@ -169,7 +209,8 @@ class _WatchFn(beam.DoFn):
                     latest = t if latest is None else max(latest, t)
                     heapq.heappush(self._held, (t, next(self._arrivals), item))
                 self._read.add(path)
-                self._state[feed.name] = (latest, self._now())
+                if not seed:
+                    self._state[feed.name] = (latest, self._now())
         stopping = stop_at is not None and time.time() >= stop_at
         mark = self._advance(watermark)
         while self._held and (stopping or self._held[0][0] <= mark):
@@ -202,7 +243,7 @@ class _WatchFn(beam.DoFn):
                 marks.append(0)  # nothing read yet: hold until it is quiet or brings events
             else:
                 marks.append(latest - self._lateness)
-        candidate = Timestamp(micros=max(0, min(marks)))
+        candidate = Timestamp(micros=max(0, min(marks, default=now - self._lateness)))
         current = watermark.current_watermark()
         if current is None or candidate > current:
             watermark.set_watermark(candidate)
