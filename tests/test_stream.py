@@ -4,6 +4,7 @@ still refuses it, and the customer's earlier delivery is retracted."""
 
 import json
 import os
+import re
 import threading
 import time
 
@@ -130,7 +131,10 @@ def test_novation_stream_starts_from_the_snapshots_consent_and_says_what_it_comm
         {'table': 'customers', 'op': 'u', 'row': {**ROW, 'customer_id': erased},
          'committed_at': now_ms(), 'position': 2}])
     assert main(['stream', '--config', config, '--seconds', '3']) == 0
-    out = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert re.search(r'^novation: epoch 1 committed: 1 changes delivered, 1 dead letters, 0 '
+                     r'retractions, lag [\d.]+ s$', captured.err, re.M), captured.err
     assert out[0] == ('1 epoch(s) committed: 1 changes delivered (encrypted), dead letters: '
                       'erasure_requested 1, 0 retraction(s)')
     assert os.path.exists(os.path.join(out[1], 'epochs', '000001', 'manifest.json'))

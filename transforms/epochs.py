@@ -15,7 +15,9 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import logging
 import secrets
+import time
 from typing import Dict, Sequence, Tuple
 
 import apache_beam as beam
@@ -182,6 +184,7 @@ def _key_value(row, spec):
 # ---------------------------------------------------------------------------------------------
 # Committing an epoch
 
+_PROGRESS = logging.getLogger('novation.progress')
 EPOCHS_DIR = 'epochs'
 EPOCH_MANIFEST = 'manifest.json'
 EPOCH_FORMAT = 'novation-epoch/1'
@@ -343,6 +346,7 @@ class _EpochFn(beam.DoFn):
         if held and (isinstance(item, EndOfFeeds) or len(held) >= self._max_rows
                      or (at is not None and end is not None and at >= end)):
             manifest = self._commit(number, held, previous)
+            _PROGRESS.info('%s', epoch_line(manifest, held))
             buffer.clear()
             number, previous, end = number + 1, manifest_sha256(self._stream_dir, number), None
             yield manifest
@@ -375,6 +379,17 @@ class _EpochFn(beam.DoFn):
             sources=_sources(decided), previous_sha256=previous,
             keys_path=config.output.keys,
             pseudonymize=lambda subject: self._ops.pseudonym(domain, subject))
+
+
+def epoch_line(manifest: dict, items) -> str:
+    """What a committed epoch holds, in one line for the operator (no value): changes
+    delivered, dead letters, retractions, and the lag from the latest commit it holds."""
+    delivered = sum(t['rows_written'] for t in manifest['tables'].values())
+    dead = sum(sum(t['dead_letters'].values()) for t in manifest['tables'].values())
+    times = [t for t in map(_item_time, items) if t is not None]
+    lag = (f', lag {time.time() - max(times) / 10**6:.1f} s' if times else '')
+    return (f'epoch {manifest["epoch"]} committed: {delivered:,} changes delivered, '
+            f'{dead:,} dead letters, {manifest["retractions"]:,} retractions{lag}')
 
 
 def _item_time(item) -> int:
