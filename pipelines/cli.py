@@ -118,9 +118,10 @@ def _parser() -> argparse.ArgumentParser:
                     'and a manifest per epoch chained by sha256, under OUT/<stream id>/epochs. '
                     'A change committed after a withdrawal is refused; a customer who withdraws '
                     'after a delivery is retracted. Runs on the local runner until --until, '
-                    '--seconds or Ctrl-C (which loses the open epoch). Being built: a '
-                    'restarted stream starts a new directory (resuming is not built yet), and '
-                    'Pub/Sub and Dataflow are not supported yet.')
+                    '--seconds or Ctrl-C; started again with the same --run-id (after a '
+                    'stop or a crash) it goes on after its last committed epoch and delivers '
+                    'nothing twice. Being built: Pub/Sub, Avro feeds and Dataflow are not '
+                    'supported yet.')
 
     demo = sub.add_parser(
         'demo', help='generate demo exports, keys and config, then migrate them',

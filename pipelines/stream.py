@@ -1,5 +1,5 @@
 """Live changes until cut-over: ``novation stream`` (being built: local runner, JSON Lines
-feed files; resuming after a crash, Pub/Sub and the Dataflow job are not built yet).
+feed files, resuming after a crash; Pub/Sub and the Dataflow job are not built yet).
 
 ``build_stream(pipeline, config, feeds=..., ...)`` adds the stream to a pipeline as one chain,
 which the local runner (Beam's FnApiRunner) runs in real time only without a Flatten:
@@ -14,6 +14,7 @@ which the local runner (Beam's FnApiRunner) runs in real time only without a Fla
 import argparse
 import datetime
 import json
+import logging
 import secrets
 import time
 
@@ -25,7 +26,8 @@ from config import load_config
 from pipelines.migrate import (add_verbose_flag, check_beam_args, local_runner, runner_kind,
                                unwrap_error, with_overrides)
 from transforms.changes import ChangeProblem
-from transforms.epochs import EPOCH_MANIFEST, EPOCHS_DIR, CommitEpochs
+from transforms.epochs import (EPOCH_MANIFEST, EPOCHS_DIR, CommitEpochs, committed_so_far,
+                               epoch_dir)
 from transforms.errors import ConfigError
 from transforms.files import exists, join, read_text, why_not_writable
 from transforms.keyring import load_keyring
@@ -37,11 +39,14 @@ from transforms.stream_consent import ConsentInOrder, route
 
 __all__ = ['build_stream', 'run_stream', 'stream_parser', 'stream_summary']
 
+_LOG = logging.getLogger('novation')
+
 
 def build_stream(pipeline, config, *, feeds, run_id: str, stream_dir: str, stop_at=None,
                  epoch_seconds: float = 5.0, interval: float = 1.0, lateness: float = 2.0,
-                 idle: float = 5.0, snapshot_at=None):
-    """Add the stream to ``pipeline``; returns the PCollection of epoch manifests."""
+                 idle: float = 5.0, snapshot_at=None, resume=None):
+    """Add the stream to ``pipeline``; returns the PCollection of epoch manifests.
+    ``resume``: what earlier runs of the same stream committed (``committed_so_far``)."""
     tables = {t.name: t for t in config.tables}
     return (pipeline
             | 'Watch' >> WatchFeeds(feeds, interval=interval, lateness=lateness, idle=idle,
@@ -50,7 +55,7 @@ def build_stream(pipeline, config, *, feeds, run_id: str, stream_dir: str, stop_
             | 'ConsentInOrder' >> ConsentInOrder(config.transfer, tuple(tables),
                                                  snapshot_at=snapshot_at, ordered=True)
             | 'Epochs' >> CommitEpochs(config=config, run_id=run_id, stream_dir=stream_dir,
-                                       seconds=epoch_seconds))
+                                       seconds=epoch_seconds, resume=resume))
 
 
 def _routed(item, tables):
@@ -83,7 +88,8 @@ def stream_parser(add_help=True) -> argparse.ArgumentParser:
                            '2026-12-31T18:00:00+08:00), committing the open epoch')
     stop.add_argument('--seconds', type=float, metavar='N', help='stop after N seconds')
     parser.add_argument('--run-id', help='name of the stream directory (default: stream- + UTC '
-                                         'time + random)')
+                                         'time + random); an existing stream\'s id resumes it '
+                                         'after its last committed epoch')
     parser.add_argument('--output', metavar='PATH',
                         help='where stream directories are created, instead of output.path')
     parser.add_argument('--keys', metavar='PATH', help='keyring directory, instead of '
@@ -116,8 +122,15 @@ def run_stream(argv=None) -> dict:
     run_id = known.run_id or ('stream-' + datetime.datetime.now(datetime.timezone.utc)
                               .strftime('%Y%m%dT%H%M%SZ') + '-' + secrets.token_hex(3))
     stream_dir = join(config.output.path, run_id)
-    if exists(stream_dir):
-        raise ConfigError(f'{stream_dir} already exists; every stream writes a new directory')
+    resume = None
+    if exists(stream_dir):  # the same stream, started again: go on after its last epoch
+        if exists(join(stream_dir, MANIFEST_FILE)):
+            raise ConfigError(f'{stream_dir} is a batch run, not a stream')
+        resume = committed_so_far(stream_dir)
+        _LOG.info('resuming %s after epoch %d', stream_dir, resume.last_epoch)
+        unfinished = epoch_dir(stream_dir, resume.last_epoch + 1)
+        if exists(unfinished):  # cut short before its manifest: its files count for nothing
+            FileSystems.delete([unfinished])
     why = why_not_writable(config.output.path)
     if why:
         raise ConfigError(f'{config.source}: output.path: {config.output.path} cannot be '
@@ -129,7 +142,8 @@ def run_stream(argv=None) -> dict:
     pipeline = beam.Pipeline(runner=local_runner(options), options=options)
     build_stream(pipeline, config, feeds=feeds, run_id=run_id, stream_dir=stream_dir,
                  stop_at=stop_at, epoch_seconds=s.epoch_seconds, interval=s.poll_seconds,
-                 lateness=s.lateness_seconds, idle=s.idle_seconds, snapshot_at=snapshot_at)
+                 lateness=s.lateness_seconds, idle=s.idle_seconds, snapshot_at=snapshot_at,
+                 resume=resume)
     try:
         pipeline.run().wait_until_finish()
     except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly

@@ -212,3 +212,31 @@ def dataclasses_replace_keys(config, keys_dir):
     """The config with its keyring at ``keys_dir``."""
     import dataclasses
     return dataclasses.replace(config, output=dataclasses.replace(config.output, keys=keys_dir))
+
+
+def test_resuming_reads_what_was_committed_and_refuses_a_broken_chain(table, ops, keys_dir,
+                                                                      tmp_path):
+    from transforms.epochs import commit_epoch, committed_so_far, manifest_sha256
+    from transforms.errors import InputError
+    stream = str(tmp_path / 'stream')
+    tables = {t.name: t for t in table.tables}
+    previous = None
+    for number, lines in ((1, [[1, 3]]), (2, [[5, 5], [7, 8]])):
+        commit_epoch(stream_dir=stream, run_id='s1', number=number, tables=tables,
+                     delivered={}, dead=[], retractions=[], sources=[],
+                     previous_sha256=previous, keys_path=keys_dir,
+                     pseudonymize=lambda s: s, consumed=[{'path': 'f.jsonl', 'lines': lines}],
+                     retraction_ids=[f'r{number}'])
+        previous = manifest_sha256(stream, number)
+    done = committed_so_far(stream)
+    assert (done.last_epoch, done.last_sha256) == (2, previous)
+    assert done.lines == {('f.jsonl', n) for n in (1, 2, 3, 5, 7, 8)}
+    assert done.retractions == {'r1', 'r2'}
+    first = os.path.join(stream, 'epochs', '000001', 'manifest.json')
+    with open(first, 'a') as f:
+        f.write(' ')  # altered
+    with pytest.raises(InputError, match='epoch 000002 does not follow epoch 000001'):
+        committed_so_far(stream)
+    os.remove(first)
+    with pytest.raises(InputError, match='epoch 000001 is missing'):
+        committed_so_far(stream)

@@ -163,3 +163,52 @@ def test_a_config_without_a_stream_section_is_one_line(demo_copy, capsys):
     assert main(['stream', '--config', config, '--seconds', '1']) == 2
     err = capsys.readouterr().err
     assert 'stream: missing; novation stream needs stream.changes and stream.consent' in err
+
+
+def test_a_stream_killed_mid_epoch_and_started_again_delivers_each_change_once(demo_copy):
+    import signal
+    import subprocess
+    import sys
+    workdir, config, planted = demo_copy
+    feeds = stream_config(workdir, config)
+    refused = (planted.no_consent | planted.consent_withdrawn | planted.erasure_requested |
+               planted.no_cross_border_consent | planted.no_sensitive_consent)
+    allowed = sorted(set(planted.contract_customers) - refused)[:3]
+    with open(config, encoding='utf-8') as f:
+        text = f.read().replace('epoch_seconds: 60', 'epoch_seconds: 1')
+    with open(config, 'w', encoding='utf-8') as f:
+        f.write(text)
+    start = now_ms()
+
+    def change(position, subject, at):
+        return {'table': 'customers', 'op': 'u', 'row': {**ROW, 'customer_id': subject},
+                'committed_at': at, 'position': position}
+    # epoch 1 holds the first two changes; the third, committed 2 s later, opens epoch 2
+    land(os.path.join(feeds, 'changes'), 'a', [change(1, allowed[0], start),
+                                               change(2, allowed[1], start),
+                                               change(3, allowed[2], start + 2000)])
+    command = [sys.executable, '-m', 'pipelines.cli', 'stream', '--config', config,
+               '--run-id', 'live']
+    first = subprocess.Popen(command + ['--seconds', '60'], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    epochs = os.path.join(workdir, 'out', 'live', 'epochs')
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(epochs, '000001', 'manifest.json')):
+        assert time.time() < deadline and first.poll() is None, first.stderr.read()
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)  # epoch 2 is open: change 3 is not committed
+    first.wait()
+    assert not os.path.exists(os.path.join(epochs, '000002', 'manifest.json'))
+    again = subprocess.run(command + ['--seconds', '3'], capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    keyring = load_keyring(os.path.join(workdir, 'keys'), warn=False)
+    rows = []
+    for number in sorted(os.listdir(epochs)):
+        manifest = json.load(open(os.path.join(epochs, number, 'manifest.json')))
+        for f in manifest['files']:
+            if f['kind'] == 'data':
+                rows += parquet_file(os.path.join(workdir, 'out', 'live', f['path']), keyring,
+                                     f'live/{f["path"]}').read().to_pylist()
+    assert sorted(r['__position'] for r in rows) == ['seq:1', 'seq:2', 'seq:3']  # once each
+    assert sorted(os.listdir(epochs)) == ['000001', '000002']

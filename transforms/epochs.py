@@ -39,13 +39,14 @@ from transforms.deadletter import EncryptedJsonLines, seal
 from transforms.files import join
 from transforms.keyring import load_keyring
 from transforms.manifest import file_facts
+from transforms.errors import InputError
 from transforms.reasons import DeadLetter
 from transforms.feeds import EndOfFeeds
 from transforms.stream_consent import Decided, Retraction
 from transforms.write import ParquetFiles
 
-__all__ = ['CHANGE_COLUMNS', 'EPOCHS_DIR', 'EPOCH_MANIFEST', 'CommitEpochs', 'RetractionFiles',
-           'change_batch',
+__all__ = ['CHANGE_COLUMNS', 'EPOCHS_DIR', 'EPOCH_MANIFEST', 'CommitEpochs', 'Committed',
+           'RetractionFiles', 'change_batch', 'committed_so_far', 'retraction_id',
            'commit_epoch', 'deliver_changes', 'epoch_dir', 'manifest_sha256']
 
 # Delivered beside each row: its op (c, u, d, r), the source position and the commit time.
@@ -202,13 +203,16 @@ def epoch_dir(stream_dir: str, number: int) -> str:
 
 def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered: dict,
                  dead: Sequence[DeadLetter], retractions: Sequence, sources: Sequence[dict],
-                 previous_sha256, keys_path: str, pseudonymize, erased=frozenset()) -> dict:
+                 previous_sha256, keys_path: str, pseudonymize, erased=frozenset(),
+                 consumed=(), retraction_ids=()) -> dict:
     """Write epoch ``number`` of a stream: its files under their final names, then its
     manifest, last; returns the manifest.
 
     ``tables``: TableConfigs by name; ``delivered``: table -> batch from ``deliver_changes``;
     ``sources``: the feed files and lines the epoch covers; ``previous_sha256``: the sha256 of
     the previous epoch's manifest (None for the first), so a missing or altered epoch shows.
+    ``consumed`` (feed lines) and ``retraction_ids``: what a restarted stream must not commit
+    again.
     Each file is written under a temporary name and renamed once complete, and is bound to its
     identity (``<run_id>/epochs/<number>/<path>``) as the batch's files are.
     """
@@ -269,6 +273,8 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
                    for name, batch in sorted(delivered.items())},
         'retractions': len(retractions),
         'sources': list(sources),
+        'consumed': list(consumed),
+        'retraction_ids': list(retraction_ids),
         'files': sorted(written, key=lambda f: f['path']),
     }
     text = json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n'
@@ -306,13 +312,17 @@ class CommitEpochs(beam.PTransform):
     ``seconds`` of commit time, or fewer once it holds ``max_rows`` items; it is committed when
     the first item past it arrives, or at ``EndOfFeeds``. Outputs each epoch's manifest. All
     items go to one key: epochs form one chain.
+
+    ``resume``: what earlier runs of the stream committed (``committed_so_far``): the chain
+    goes on from their last epoch, and the feed lines and retractions they hold are not
+    committed again, so a stream killed and started again delivers each change once.
     """
 
     def __init__(self, *, config, run_id: str, stream_dir: str, seconds: float = 5.0,
-                 max_rows: int = 100_000, first_epoch: int = 1, previous_sha256=None):
+                 max_rows: int = 100_000, resume=None):
         super().__init__()
         self._fn = _EpochFn(config, run_id, stream_dir, int(seconds * 10**6), max_rows,
-                            first_epoch, previous_sha256)
+                            resume or Committed(0, None, frozenset(), frozenset()))
 
     def expand(self, items):
         return (items
@@ -324,13 +334,13 @@ class _EpochFn(beam.DoFn):
     BUFFER = BagStateSpec('buffer', PickleCoder())
     CHAIN = ReadModifyWriteStateSpec('chain', PickleCoder())  # (number, end, previous sha)
 
-    def __init__(self, config, run_id, stream_dir, length, max_rows, first, previous):
+    def __init__(self, config, run_id, stream_dir, length, max_rows, resume):
         self._config = config
         self._run_id = run_id
         self._stream_dir = stream_dir
         self._length = length
         self._max_rows = max_rows
-        self._first = (first, previous)
+        self._resume = resume
         self._ops = None
 
     def setup(self):
@@ -340,7 +350,10 @@ class _EpochFn(beam.DoFn):
     def process(self, element, buffer=beam.DoFn.StateParam(BUFFER),
                 chain=beam.DoFn.StateParam(CHAIN)):
         _, item = element
-        number, end, previous = chain.read() or (*self._first[:1], None, self._first[1])
+        if self._done_before(item):
+            return
+        number, end, previous = chain.read() or (self._resume.last_epoch + 1, None,
+                                                 self._resume.last_sha256)
         at = item.at if isinstance(item, EndOfFeeds) else _item_time(item)
         held = list(buffer.read())
         if held and (isinstance(item, EndOfFeeds) or len(held) >= self._max_rows
@@ -357,6 +370,13 @@ class _EpochFn(beam.DoFn):
             end = (at // self._length + 1) * self._length  # the epoch the item opens
         buffer.add(item)
         chain.write((number, end, previous))
+
+    def _done_before(self, item) -> bool:
+        """Whether an earlier run of the stream committed ``item`` already."""
+        if isinstance(item, Retraction):
+            return retraction_id(self._ops, item) in self._resume.retractions
+        place = _place(item)
+        return place is not None and place in self._resume.lines
 
     def _commit(self, number, items, previous) -> dict:
         from transforms.consent_rules import refusal_problems
@@ -378,7 +398,72 @@ class _EpochFn(beam.DoFn):
             retractions=[i for i in items if isinstance(i, Retraction)],
             sources=_sources(decided), previous_sha256=previous,
             keys_path=config.output.keys,
-            pseudonymize=lambda subject: self._ops.pseudonym(domain, subject))
+            pseudonymize=lambda subject: self._ops.pseudonym(domain, subject),
+            consumed=_consumed(items),
+            retraction_ids=sorted(retraction_id(self._ops, i) for i in items
+                                  if isinstance(i, Retraction)))
+
+
+# What earlier runs of a stream committed: the last epoch and its manifest's sha256, the feed
+# lines ((path, line)) consumed and the retractions made (their opaque ids).
+Committed = collections.namedtuple('Committed', 'last_epoch last_sha256 lines retractions')
+
+
+def committed_so_far(stream_dir: str) -> Committed:
+    """Read every epoch manifest of ``stream_dir``, checking their chain; raises InputError if
+    one is missing or altered (its successor names another sha256)."""
+    numbers = sorted(int(m.path.rstrip('/').split('/')[-2]) for m in FileSystems.match(
+        [join(stream_dir, EPOCHS_DIR, '*', EPOCH_MANIFEST)])[0].metadata_list)
+    previous, lines, retracted = None, set(), set()
+    for expected, number in enumerate(numbers, 1):
+        if number != expected:
+            raise InputError(f'{stream_dir}: epoch {expected:06d} is missing; the stream '
+                             f'cannot go on from an incomplete chain')
+        with FileSystems.open(join(epoch_dir(stream_dir, number), EPOCH_MANIFEST)) as f:
+            text = f.read()
+        manifest = json.loads(text)
+        if manifest.get('previous_manifest_sha256') != previous:
+            raise InputError(f'{stream_dir}: epoch {number:06d} does not follow epoch '
+                             f'{number - 1:06d} (its sha256 differs): an epoch was altered')
+        previous = hashlib.sha256(text).hexdigest()
+        for entry in manifest.get('consumed', []):
+            for first, last in entry['lines']:
+                lines.update((entry['path'], n) for n in range(first, last + 1))
+        retracted.update(manifest.get('retraction_ids', []))
+    return Committed(len(numbers), previous, frozenset(lines), frozenset(retracted))
+
+
+def retraction_id(ops, retraction) -> str:
+    """An opaque id of a retraction (keyed, so it says nothing of the customer)."""
+    return ops.pseudonym('novation-retraction',
+                         f'{retraction.subject}|{retraction.reason}|{retraction.at}')
+
+
+def _place(item):
+    if isinstance(item, Decided):
+        return item.event.source, item.event.line
+    if isinstance(item, DeadLetter):
+        return item.source_file, item.row
+    return None
+
+
+def _consumed(items) -> list:
+    """The feed lines an epoch consumed, per file as ranges [first, last]."""
+    lines = collections.defaultdict(set)
+    for item in items:
+        place = _place(item)
+        if place is not None and place[1] is not None:
+            lines[place[0]].add(place[1])
+    out = []
+    for path, numbers in sorted(lines.items()):
+        ranges = []
+        for n in sorted(numbers):
+            if ranges and n == ranges[-1][1] + 1:
+                ranges[-1][1] = n
+            else:
+                ranges.append([n, n])
+        out.append({'path': path, 'lines': ranges})
+    return out
 
 
 def epoch_line(manifest: dict, items) -> str:
