@@ -111,17 +111,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         'stream', help='carry live changes to the acquirer until cut-over (being built)',
         parents=[stream_parser(False)], allow_abbrev=False,
-        description='Watch the stream section\'s feed files (JSON Lines: Debezium envelopes '
-                    'or change rows, and consent events; see the README) and deliver every '
-                    'change with the batch\'s classification, consent gate, masking and '
+        description='Watch the stream section\'s feed files (JSON Lines or Avro: Debezium '
+                    'envelopes or change rows, and consent events; see the README) and deliver '
+                    'every change with the batch\'s classification, consent gate, masking and '
                     'encryption, in epochs: encrypted Parquet, dead letters and retractions, '
                     'and a manifest per epoch chained by sha256, under OUT/<stream id>/epochs. '
                     'A change committed after a withdrawal is refused; a customer who withdraws '
                     'after a delivery is retracted. Runs on the local runner until --until, '
                     '--seconds or Ctrl-C; started again with the same --run-id (after a '
                     'stop or a crash) it goes on after its last committed epoch and delivers '
-                    'nothing twice. Being built: Pub/Sub, Avro feeds and Dataflow are not '
-                    'supported yet.')
+                    'nothing twice. Being built: Pub/Sub and Dataflow are not supported yet.')
 
     demo = sub.add_parser(
         'demo', help='generate demo exports, keys and config, then migrate them',

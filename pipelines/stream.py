@@ -1,5 +1,5 @@
-"""Live changes until cut-over: ``novation stream`` (being built: local runner, JSON Lines
-feed files, resuming after a crash; Pub/Sub and the Dataflow job are not built yet).
+"""Live changes until cut-over: ``novation stream`` (being built: local runner, JSON Lines and
+Avro feed files, resuming after a crash; Pub/Sub and the Dataflow job are not built yet).
 
 ``build_stream(pipeline, config, feeds=..., ...)`` adds the stream to a pipeline as one chain,
 which the local runner (Beam's FnApiRunner) runs in real time only without a Flatten:

@@ -108,3 +108,35 @@ def test_changes_order_by_commit_time_then_position():
               debezium(source={'lsn': 7})]
     ordered = sorted((parse_change(e) for e in events), key=lambda c: c.order)
     assert [c.position for c in ordered] == [(7,), (9,), (5,)]
+
+
+def test_an_avro_feed_file_reads_record_by_record(tmp_path):
+    import decimal
+    import fastavro
+    from transforms.feeds import Feed, read_feed_file
+    schema = {'type': 'record', 'name': 'Envelope', 'fields': [
+        {'name': 'op', 'type': 'string'},
+        {'name': 'before', 'type': ['null', {'type': 'map', 'values': 'string'}]},
+        {'name': 'after', 'type': ['null', {'type': 'record', 'name': 'Value', 'fields': [
+            {'name': 'customer_id', 'type': 'string'},
+            {'name': 'income', 'type': {'type': 'bytes', 'logicalType': 'decimal',
+                                        'precision': 10, 'scale': 2}}]}]},
+        {'name': 'source', 'type': {'type': 'record', 'name': 'Source', 'fields': [
+            {'name': 'table', 'type': 'string'}, {'name': 'ts_ms', 'type': 'long'},
+            {'name': 'lsn', 'type': 'long'}]}}]}
+    path = str(tmp_path / 'changes.avro')
+    with open(path, 'wb') as f:
+        fastavro.writer(f, schema, [
+            {'op': 'c', 'before': None,
+             'after': {'customer_id': 'C1', 'income': decimal.Decimal('8000.50')},
+             'source': {'table': 'customers', 'ts_ms': T0, 'lsn': 7}},
+            {'op': 'x', 'before': None, 'after': None,
+             'source': {'table': 'customers', 'ts_ms': T0, 'lsn': 8}}])
+    (tmp_path / 'broken.avro').write_bytes(b'not avro')
+    feed = Feed('data', str(tmp_path / '*.avro'), 'changes')
+    first, second = read_feed_file(feed, path)
+    assert (first.line, first.event.row, first.event.position) == (
+        1, {'customer_id': 'C1', 'income': '8000.50'}, (7,))  # the decimal stays exact
+    assert (second.line, second.event.problem) == (2, 'op must be one of c, u, d, r')
+    [broken] = read_feed_file(feed, str(tmp_path / 'broken.avro'))
+    assert broken.event.problem == 'not an Avro object container file'

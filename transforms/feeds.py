@@ -3,7 +3,7 @@ once, as an unbounded source whose watermark follows the events' commit times.
 
 ``WatchFeeds`` is one splittable DoFn (as Beam's ``PeriodicImpulse`` is) that, every
 ``interval`` seconds, lists each feed's pattern and reads the files it has not read (JSON Lines,
-one event a line), in name order. It emits every event as a ``FeedEvent`` timestamped with its
+one event a line, or Avro, one a record), in name order. It emits every event as a ``FeedEvent`` timestamped with its
 commit time (a change's ``committed_at``, a consent event's ``at``).
 
 The watermark says "no event committed before this is still to come". Per feed it is the latest
@@ -25,6 +25,8 @@ never read again. A watcher with a stop time emits ``EndOfFeeds`` last.
 """
 
 import dataclasses
+import datetime
+import decimal
 import heapq
 import itertools
 import json
@@ -129,6 +131,35 @@ def read_seed_file(feed: Feed, path: str):
                     _micros(row['withdrawn_at']), line))
 
 
+def _avro_events(feed, path, parse):
+    import fastavro
+    with FileSystems.open(path) as f:
+        try:
+            reader = fastavro.reader(f)
+        except Exception:  # fastavro's message may quote bytes of the file
+            yield FeedEvent(feed.name, path, 0, ChangeProblem('not an Avro object container '
+                                                              'file'))
+            return
+        for number, record in enumerate(reader, 1):
+            yield FeedEvent(feed.name, path, number, parse(_json_like(record)))
+
+
+def _json_like(value):
+    """An Avro value as the JSON of the same event would hold it: decimals and times as their
+    text (exact), bytes as hex."""
+    if isinstance(value, dict):
+        return {k: _json_like(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_like(v) for v in value]
+    if isinstance(value, (decimal.Decimal,)):
+        return str(value)
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
 def _micros(moment) -> int:
     if moment is None:
         return 0
@@ -136,8 +167,12 @@ def _micros(moment) -> int:
 
 
 def read_feed_file(feed: Feed, path: str):
-    """The FeedEvents of one file, line by line (blank lines are no events)."""
+    """The FeedEvents of one file: JSON Lines, line by line (blank lines are no events), or an
+    Avro object container file (``.avro``), record by record (``line`` is the record number)."""
     parse = parse_change if feed.kind == 'changes' else parse_consent_event
+    if path.endswith('.avro'):
+        yield from _avro_events(feed, path, parse)
+        return
     with FileSystems.open(path) as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
