@@ -118,9 +118,10 @@ def _parser() -> argparse.ArgumentParser:
                     'and a manifest per epoch chained by sha256, under OUT/<stream id>/epochs. '
                     'A change committed after a withdrawal is refused; a customer who withdraws '
                     'after a delivery is retracted. Runs on the local runner until --until, '
-                    '--seconds or Ctrl-C; started again with the same --run-id (after a '
-                    'stop or a crash) it goes on after its last committed epoch and delivers '
-                    'nothing twice. Being built: Pub/Sub and Dataflow are not supported yet.')
+                    '--seconds, Ctrl-C or SIGTERM (each commits the open epoch, then writes the '
+                    'cut-over manifest: the snapshot and every epoch); started again with the '
+                    'same --run-id (after a stop or a crash) it goes on after its last '
+                    'committed epoch and delivers nothing twice. Being built: Pub/Sub and Dataflow are not supported yet.')
 
     demo = sub.add_parser(
         'demo', help='generate demo exports, keys and config, then migrate them',
@@ -303,6 +304,8 @@ def _cmd_stream(argv):
     print(f'{summary["epochs"]} epoch(s) committed: {summary["rows_written"]:,} changes '
           f'delivered (encrypted), dead letters: {dead}, {summary["retractions"]:,} '
           f'retraction(s)')
+    print(f'  cut-over manifest: {summary["cutover"]} (the snapshot and every epoch, with the '
+          f'sha256 of each manifest)')
     print(summary['stream_dir'])
     return 0
 

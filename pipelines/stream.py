@@ -13,9 +13,11 @@ which the local runner (Beam's FnApiRunner) runs in real time only without a Fla
 
 import argparse
 import datetime
+import hashlib
 import json
 import logging
 import secrets
+import signal
 import time
 
 import apache_beam as beam
@@ -27,13 +29,13 @@ from pipelines.migrate import (add_verbose_flag, check_beam_args, local_runner, 
                                unwrap_error, with_overrides)
 from transforms.changes import ChangeProblem
 from transforms.epochs import (EPOCH_MANIFEST, EPOCHS_DIR, CommitEpochs, committed_so_far,
-                               epoch_dir)
+                               epoch_dir, manifest_sha256)
 from transforms.errors import ConfigError
-from transforms.files import exists, join, read_text, why_not_writable
+from transforms.files import exists, join, read_bytes, read_text, why_not_writable
 from transforms.keyring import load_keyring
 from transforms.manifest import MANIFEST_FILE
 from transforms.write import file_roles
-from transforms.feeds import EndOfFeeds, Feed, WatchFeeds
+from transforms.feeds import DRAIN, EndOfFeeds, Feed, WatchFeeds
 from transforms.reasons import DeadLetter
 from transforms.stream_consent import ConsentInOrder, route
 
@@ -144,11 +146,47 @@ def run_stream(argv=None) -> dict:
                  stop_at=stop_at, epoch_seconds=s.epoch_seconds, interval=s.poll_seconds,
                  lateness=s.lateness_seconds, idle=s.idle_seconds, snapshot_at=snapshot_at,
                  resume=resume)
+    DRAIN.clear()
+    previous = {sig: signal.signal(sig, lambda *_: DRAIN.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         pipeline.run().wait_until_finish()
     except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
         raise unwrap_error(e) from None
-    return stream_summary(stream_dir)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    write_cutover(stream_dir, run_id, known.snapshot)
+    return {**stream_summary(stream_dir), 'cutover': join(stream_dir, CUTOVER_FILE)}
+
+
+CUTOVER_FILE = 'cutover.json'
+
+
+def write_cutover(stream_dir: str, run_id: str, snapshot) -> dict:
+    """The cut-over manifest, written when the stream stops: the snapshot run and every epoch,
+    each with the sha256 of its manifest, so the acquirer can check that what it holds (the
+    snapshot, then the epochs in order) is the whole delivery."""
+    committed = committed_so_far(stream_dir)
+    epochs = []
+    for number in range(1, committed.last_epoch + 1):
+        epochs.append({'epoch': number, 'manifest': f'{EPOCHS_DIR}/{number:06d}/'
+                                                    f'{EPOCH_MANIFEST}',
+                       'sha256': manifest_sha256(stream_dir, number)})
+    cutover = {'format': 'novation-cutover/1', 'stream_id': run_id,
+               'completed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
+                   timespec='seconds'),
+               'snapshot': None, 'epochs': epochs}
+    if snapshot:
+        path = join(snapshot, MANIFEST_FILE)
+        data = read_bytes(path, what='snapshot manifest')
+        cutover['snapshot'] = {'run_id': json.loads(data)['run_id'], 'manifest': path,
+                               'sha256': hashlib.sha256(data).hexdigest()}
+    temp = join(stream_dir, CUTOVER_FILE + '.tmp')
+    with FileSystems.create(temp) as f:
+        f.write(json.dumps(cutover, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
+    FileSystems.rename([temp], [join(stream_dir, CUTOVER_FILE)])
+    return cutover
 
 
 def _stop_time(known):

@@ -137,7 +137,11 @@ def test_novation_stream_starts_from_the_snapshots_consent_and_says_what_it_comm
                      r'retractions, lag [\d.]+ s$', captured.err, re.M), captured.err
     assert out[0] == ('1 epoch(s) committed: 1 changes delivered (encrypted), dead letters: '
                       'erasure_requested 1, 0 retraction(s)')
-    assert os.path.exists(os.path.join(out[1], 'epochs', '000001', 'manifest.json'))
+    stream_dir = out[-1]
+    cutover = json.load(open(os.path.join(stream_dir, 'cutover.json')))
+    assert cutover['snapshot'] is None
+    assert cutover['epochs'] == [{'epoch': 1, 'manifest': 'epochs/000001/manifest.json',
+                                  'sha256': manifest_sha256(stream_dir, 1)}]
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -212,3 +216,35 @@ def test_a_stream_killed_mid_epoch_and_started_again_delivers_each_change_once(d
                                      f'live/{f["path"]}').read().to_pylist()
     assert sorted(r['__position'] for r in rows) == ['seq:1', 'seq:2', 'seq:3']  # once each
     assert sorted(os.listdir(epochs)) == ['000001', '000002']
+
+
+
+def test_sigterm_commits_the_open_epoch_and_writes_the_cutover_manifest(demo_copy):
+    import signal
+    import subprocess
+    import sys
+    workdir, config, planted = demo_copy
+    feeds = stream_config(workdir, config)
+    with open(config, encoding='utf-8') as f:
+        text = f.read().replace('epoch_seconds: 60', 'epoch_seconds: 1')
+    with open(config, 'w', encoding='utf-8') as f:
+        f.write(text)
+    start = now_ms()
+    subject = sorted(planted.contract_customers)[0]
+    land(os.path.join(feeds, 'changes'), 'a', [
+        {'table': 'customers', 'op': 'u', 'row': {**ROW, 'customer_id': subject},
+         'committed_at': at, 'position': n} for n, at in ((1, start), (2, start + 2000))])
+    proc = subprocess.Popen([sys.executable, '-m', 'pipelines.cli', 'stream', '--config',
+                             config, '--run-id', 'live', '--seconds', '60'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    epochs = os.path.join(workdir, 'out', 'live', 'epochs')
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(epochs, '000001', 'manifest.json')):
+        assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # drain: epoch 2 is open
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    cutover = json.load(open(os.path.join(workdir, 'out', 'live', 'cutover.json')))
+    assert [e['epoch'] for e in cutover['epochs']] == [1, 2]
+    assert 'cut-over manifest:' in out

@@ -30,6 +30,7 @@ import decimal
 import heapq
 import itertools
 import json
+import threading
 import time
 from typing import Optional, Sequence, Tuple, Union
 
@@ -45,9 +46,12 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from transforms.changes import Change, ChangeProblem, parse_change
 from transforms.consent_events import ConsentEvent, parse_consent_event
 
-__all__ = ['EndOfFeeds', 'Feed', 'FeedEvent', 'WatchFeeds']
+__all__ = ['DRAIN', 'EndOfFeeds', 'Feed', 'FeedEvent', 'WatchFeeds']
 
 KINDS = ('changes', 'consent', 'registry', 'erasures')
+# Set (by a signal handler of the launcher, on the local runner) to stop the watchers at their
+# next look: they release what they hold and end with EndOfFeeds, so the open epoch commits.
+DRAIN = threading.Event()
 # The snapshot's consent registry and erasure list are read once, at the start, as consent
 # events at their own times: the stream's consent picture starts where the batch's was.
 SEEDS = ('registry', 'erasures')
@@ -246,7 +250,7 @@ class _WatchFn(beam.DoFn):
                 self._read.add(path)
                 if not seed:
                     self._state[feed.name] = (latest, self._now())
-        stopping = stop_at is not None and time.time() >= stop_at
+        stopping = DRAIN.is_set() or (stop_at is not None and time.time() >= stop_at)
         mark = self._advance(watermark)
         while self._held and (stopping or self._held[0][0] <= mark):
             t, _, item = heapq.heappop(self._held)
