@@ -248,3 +248,77 @@ def test_sigterm_commits_the_open_epoch_and_writes_the_cutover_manifest(demo_cop
     cutover = json.load(open(os.path.join(workdir, 'out', 'live', 'cutover.json')))
     assert [e['epoch'] for e in cutover['epochs']] == [1, 2]
     assert 'cut-over manifest:' in out
+
+
+def test_the_changes_applied_in_order_give_the_sellers_final_state_masked(table, keys_dir,  # noqa
+                                                                           tmp_path):
+    """The oracle: the seller's final rows of the customers who may still move, masked as the
+    stream masks them, equal what the acquirer holds after applying every epoch in order
+    (upserts by key, tombstones, retractions)."""
+    from transforms.changes import Change
+    from transforms.consent_rules import refusal_problems
+    from transforms.epochs import deliver_changes
+    from transforms.stream_consent import ChangeEvent, Decided
+    config = dataclasses_replace_keys(table, keys_dir)
+    data, consent = tmp_path / 'changes', tmp_path / 'consent'
+    os.makedirs(data)
+    os.makedirs(consent)
+    t0 = now_ms() - 10_000  # the history, all committed before the stream starts
+    rows = {s: {**ROW, 'customer_id': s} for s in ('C1', 'C2', 'C3', 'C4')}
+    changes = [('c', 'C1', {}), ('c', 'C2', {}), ('u', 'C1', {'mobile': '13900001111'}),
+               ('d', 'C2', {}), ('c', 'C3', {}), ('u', 'C3', {'mobile': '13700002222'}),
+               ('c', 'C4', {})]
+    events = []
+    for n, (op, subject, update) in enumerate(changes, 1):
+        rows[subject] = {**rows[subject], **update}
+        events.append({'table': 'customers', 'op': op, 'row': dict(rows[subject]),
+                       'committed_at': t0 + 100 * n, 'position': n})
+    land(data, 'history', events)
+    land(consent, 'history', [
+        *({'subject_id': s, 'event': 'grant', 'purpose': 'credit_management', 'at': t0,
+           'cross_border_consent': True, 'sensitive_consent': True}
+          for s in ('C1', 'C2', 'C3', 'C4')),
+        {'subject_id': 'C3', 'event': 'withdraw', 'purpose': 'credit_management',
+         'at': t0 + 550},                                   # between C3's create and update
+        {'subject_id': 'C4', 'event': 'erasure', 'at': t0 + 800}])  # after C4's create
+
+    stream = str(tmp_path / 'stream')
+    pipeline = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(streaming=True))
+    build_stream(pipeline, config, feeds=[Feed('data', str(data / '*.jsonl'), 'changes'),
+                                          Feed('consent', str(consent / '*.jsonl'), 'consent')],
+                 run_id='s1', stream_dir=stream, stop_at=time.time() + 3, epoch_seconds=0.2,
+                 interval=0.1, lateness=0.5, idle=0.5)
+    pipeline.run().wait_until_finish()
+
+    keyring = load_keyring(keys_dir, warn=False)
+    ops = keyed_ops(keyring)
+    held, retracted = {}, []
+    numbers = sorted(os.listdir(os.path.join(stream, 'epochs')))
+    assert len(numbers) > 1  # several epochs, applied in order
+    for number in numbers:
+        manifest = json.load(open(os.path.join(stream, 'epochs', number, 'manifest.json')))
+        for f in manifest['files']:
+            path, identity = os.path.join(stream, f['path']), f's1/{f["path"]}'
+            if f['kind'] == 'data':
+                for row in sorted(parquet_file(path, keyring, identity).read().to_pylist(),
+                                  key=lambda r: (r['__committed_at'], r['__position'])):
+                    if row['__op'] == 'd':
+                        held.pop(row['customer_id'], None)
+                    else:
+                        held[row['customer_id']] = row
+            elif f['kind'] == 'retractions':
+                for r in parquet_file(path, keyring, identity).read().to_pylist():
+                    held.pop(r['subject_id'], None)  # the acquirer deletes the customer
+                    retracted.append(r['subject_id'])
+    strip = lambda r: {k: v for k, v in r.items() if not k.startswith('__')}  # noqa: E731
+    oracle = {}
+    final = [('C1', rows['C1'])]  # C2 deleted; C3 withdrew; C4 asked for erasure
+    batch, dead = deliver_changes(config.table('customers'), [Decided(
+        s, ChangeEvent(Change('customers', 'u', row, 0, 'seq', (0,), 'seq:0')), None, True)
+        for s, row in final], ops, refusal_problems(config.transfer.legal_bases, 'HK'))
+    for row in batch.to_pylist():
+        oracle[row['customer_id']] = strip(row)
+    assert dead == []
+    assert {k: strip(v) for k, v in held.items()} == oracle
+    pseudonym = lambda s: ops.pseudonym('customer_id', s)  # noqa: E731
+    assert sorted(retracted) == sorted([pseudonym('C3'), pseudonym('C4')])
