@@ -37,7 +37,7 @@ from transforms.read import ColumnPlan, text_array
 from transforms.crypto import file_identity
 from transforms.deadletter import EncryptedJsonLines, seal
 from transforms.files import join
-from transforms.keyring import load_keyring
+from transforms.keyring import cached_keyring
 from transforms.manifest import file_facts
 from transforms.errors import InputError
 from transforms.reasons import DeadLetter
@@ -218,7 +218,6 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
     """
     directory = epoch_dir(stream_dir, number)
     prefix = f'{EPOCHS_DIR}/{number:06d}'
-    key_ids = load_keyring(keys_path, warn=False).key_ids()
     written = []
 
     def write(kind, name, writer, values):
@@ -232,9 +231,10 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
         if not FileSystems.exists(join(directory, kind, name)):
             FileSystems.mkdirs(join(directory, kind, name))
         FileSystems.rename([temp], [final])
+        roles = list(writer.roles)  # the keyring is loaded once per worker, not per epoch
         written.append({'table': name, 'kind': kind, **file_facts(
-            final, relative, run_id=run_id, keys_path=keys_path, roles=list(writer.roles),
-            key_ids=key_ids)})
+            final, relative, run_id=run_id, keys_path=keys_path, roles=roles,
+            key_ids=cached_keyring(keys_path, roles).key_ids())})
 
     for name, batch in sorted(delivered.items()):
         if batch.num_rows:

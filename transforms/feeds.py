@@ -20,8 +20,9 @@ Dataflow it does, and both hold. One source reads both the data and the consent 
 FnApiRunner runs a source and the keyed steps after it in real time only when nothing is
 flattened in between (two sources flattened ran to their end before the next step).
 
-``seen``: files already read (a restart passes those its committed epochs cover), which are
-never read again. A watcher with a stop time emits ``EndOfFeeds`` last.
+Every file is read once per run; a restarted stream reads them all again (the consent events
+rebuild each customer's state) and ``transforms.epochs`` commits nothing twice. A watcher that
+stops emits ``EndOfFeeds`` last.
 """
 
 import dataclasses
@@ -97,11 +98,11 @@ class WatchFeeds(beam.PTransform):
     the epoch; None: never)."""
 
     def __init__(self, feeds: Sequence[Feed], *, interval: float = 1.0, lateness: float = 2.0,
-                 idle: float = 5.0, stop_at: Optional[float] = None, seen=()):
+                 idle: float = 5.0, stop_at: Optional[float] = None):
         super().__init__()
         for feed in feeds:
             assert feed.kind in KINDS, feed.kind
-        self._fn = _WatchFn(tuple(feeds), interval, lateness, idle, frozenset(seen))
+        self._fn = _WatchFn(tuple(feeds), interval, lateness, idle)
         self._stop_at = stop_at
 
     def expand(self, pbegin):
@@ -165,9 +166,11 @@ def _json_like(value):
 
 
 def _micros(moment) -> int:
+    """Microseconds since the epoch of an aware datetime (None: the start of time)."""
     if moment is None:
         return 0
-    return int(moment.timestamp()) * 10**6 + moment.microsecond
+    delta = moment - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 10**6 + delta.microseconds
 
 
 def read_feed_file(feed: Feed, path: str):
@@ -207,23 +210,23 @@ class _Ticks(RestrictionProvider):
 
 
 class _WatchFn(beam.DoFn):
-    def __init__(self, feeds, interval, lateness, idle, seen):
+    def __init__(self, feeds, interval, lateness, idle):
         self._feeds = feeds
         self._interval = interval
         self._lateness = int(lateness * 10**6)
         self._idle = int(idle * 10**6)
-        self._seen = seen
         self._read = None   # files read by this worker
         self._state = None  # feed -> (latest commit time, wall time of its last new file)
         self._held = None   # heap of (commit time, arrival number, FeedEvent) not yet released
+        self._arrivals = None  # keeps events of the same time in arrival order
 
     def setup(self):
-        self._read = set(self._seen)
+        self._read = set()
         now = int(time.time() * 10**6)
         # the watched feeds' watermarks (a seed is read whole before any of them matters)
         self._state = {feed.name: (None, now) for feed in self._feeds if feed.kind not in SEEDS}
         self._held = []
-        self._arrivals = itertools.count()  # keeps events of the same time in arrival order
+        self._arrivals = itertools.count()
 
     @beam.DoFn.unbounded_per_element()
     def process(self, stop_at, tracker=beam.DoFn.RestrictionParam(_Ticks()),
