@@ -37,7 +37,7 @@ from transforms.manifest import MANIFEST_FILE
 from transforms.write import file_roles
 from transforms.feeds import DRAIN, EndOfFeeds, Feed, WatchFeeds
 from transforms.reasons import DeadLetter
-from transforms.stream_consent import ConsentInOrder, route
+from transforms.stream_consent import Batch, ConsentInOrder, Routed, route
 
 __all__ = ['build_stream', 'run_stream', 'stream_parser', 'stream_summary']
 
@@ -53,7 +53,7 @@ def build_stream(pipeline, config, *, feeds, run_id: str, stream_dir: str, stop_
     return (pipeline
             | 'Watch' >> WatchFeeds(feeds, interval=interval, lateness=lateness, idle=idle,
                                     stop_at=stop_at)
-            | 'Route' >> beam.Map(_routed, tables)
+            | 'Route' >> beam.FlatMap(_routed, tables)
             | 'ConsentInOrder' >> ConsentInOrder(config.transfer, tuple(tables),
                                                  snapshot_at=snapshot_at, ordered=True)
             | 'Epochs' >> CommitEpochs(config=config, run_id=run_id, stream_dir=stream_dir,
@@ -61,16 +61,26 @@ def build_stream(pipeline, config, *, feeds, run_id: str, stream_dir: str, stop_
 
 
 def _routed(item, tables):
-    """(key, item) for ConsentInOrder: a customer's events under their subject; a problem,
-    as a dead letter, and the end of the feeds under no customer (they pass through)."""
+    """What ConsentInOrder takes of a ``Released`` batch: the customers' events, each under
+    its subject (``Routed``); the problems, as dead letters (a ``Batch``); then the mark. The
+    end of the feeds passes as it came."""
     if isinstance(item, EndOfFeeds):
-        return '', item
-    routed = route(item, tables)
-    if not isinstance(routed, ChangeProblem):
-        return routed
-    table = routed.table if routed.table in tables else item.feed
-    return '', DeadLetter(reason='malformed', stage='read', table=table,
-                          source_file=item.path, row=item.line, problem=routed.problem)
+        yield item
+        return
+    pairs, dead = [], []
+    for event in item.events:
+        routed = route(event, tables)
+        if not isinstance(routed, ChangeProblem):
+            pairs.append(routed)
+            continue
+        table = routed.table if routed.table in tables else event.feed
+        dead.append(DeadLetter(reason='malformed', stage='read', table=table,
+                               source_file=event.path, row=event.line, problem=routed.problem))
+    if dead:
+        yield Batch(tuple(dead))
+    if pairs:
+        yield Routed(tuple(pairs))
+    yield item.up_to
 
 
 def stream_parser(add_help=True) -> argparse.ArgumentParser:

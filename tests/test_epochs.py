@@ -174,8 +174,8 @@ def test_a_stream_of_decisions_commits_epochs_of_commit_time_chained_in_order(
     from apache_beam.testing.test_stream import TestStream as EventStream
     from apache_beam.transforms.window import TimestampedValue
     from transforms.epochs import CommitEpochs, manifest_sha256
-    from transforms.feeds import EndOfFeeds
-    from transforms.stream_consent import Retraction
+    from transforms.feeds import EndOfFeeds, ReleasedUpTo
+    from transforms.stream_consent import Batch, Retraction
 
     config = dataclasses_replace_keys(table, keys_dir)
     stream = str(tmp_path / 'stream')
@@ -185,9 +185,10 @@ def test_a_stream_of_decisions_commits_epochs_of_commit_time_chained_in_order(
              Retraction('C1', ('customers',), 'consent_withdrawn', T + 6 * second),
              decided(4, ROW, at=12 * second)]
     events = EventStream()
-    for item in items:
+    for item in items:  # one batch each, then the mark the source would send after it
         at = item.at if isinstance(item, Retraction) else item.event.change.committed_at
-        events = events.add_elements([TimestampedValue(item, at / 10**6)])
+        events = events.add_elements([TimestampedValue(Batch((item,)), at / 10**6),
+                                      TimestampedValue(ReleasedUpTo(at), at / 10**6)])
     events = events.add_elements([EndOfFeeds(T + 13 * second)]).advance_watermark_to_infinity()
     with beam.Pipeline(runner=BundleBasedDirectRunner(),
                        options=PipelineOptions(streaming=True)) as p:
@@ -240,3 +241,46 @@ def test_resuming_reads_what_was_committed_and_refuses_a_broken_chain(table, ops
     os.remove(first)
     with pytest.raises(InputError, match='epoch 000001 is missing'):
         committed_so_far(stream)
+
+
+def run_epochs(config, stream, elements, **options):
+    """CommitEpochs on a TestStream of ``elements`` (each timestamped with the stream's T);
+    the manifests it committed, in order."""
+    import json
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+    from apache_beam.testing.test_stream import TestStream as EventStream
+    from apache_beam.transforms.window import TimestampedValue
+    from transforms.epochs import CommitEpochs
+    events = EventStream().add_elements([TimestampedValue(e, T / 10**6) for e in elements])
+    with beam.Pipeline(runner=BundleBasedDirectRunner(),
+                       options=PipelineOptions(streaming=True)) as p:
+        _ = p | events.advance_watermark_to_infinity() | CommitEpochs(
+            config=config, run_id='s1', stream_dir=stream, seconds=5, **options)
+    return [json.load(open(os.path.join(stream, 'epochs', n, 'manifest.json')))
+            for n in sorted(os.listdir(os.path.join(stream, 'epochs')))]
+
+
+def test_one_mark_commits_each_window_it_passes_and_a_late_change_joins_the_open_one(
+        table, keys_dir, tmp_path):
+    from transforms.feeds import EndOfFeeds, ReleasedUpTo
+    from transforms.stream_consent import Batch
+    second = 10**6
+    manifests = run_epochs(dataclasses_replace_keys(table, keys_dir), str(tmp_path / 's'), [
+        Batch((decided(1, ROW, at=1 * second), decided(2, ROW, at=6 * second),
+               decided(3, ROW, at=12 * second))),
+        ReleasedUpTo(T + 11 * second),              # [0, 5) and [5, 10) are complete
+        Batch((decided(4, ROW, at=2 * second),)),  # late: its window is committed
+        EndOfFeeds(T + 20 * second)])
+    assert [m['sources'][0]['first_line'] for m in manifests] == [1, 2, 3]
+    assert [m['tables']['customers']['rows_written'] for m in manifests] == [1, 1, 2]
+
+
+def test_an_epoch_holds_at_most_max_rows(table, keys_dir, tmp_path):
+    from transforms.feeds import EndOfFeeds
+    from transforms.stream_consent import Batch
+    manifests = run_epochs(dataclasses_replace_keys(table, keys_dir), str(tmp_path / 's'), [
+        Batch(tuple(decided(n, ROW, at=n) for n in range(1, 6))), EndOfFeeds(T + 10**6)],
+        max_rows=2)
+    assert [m['tables']['customers']['rows_written'] for m in manifests] == [2, 2, 1]

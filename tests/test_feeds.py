@@ -14,8 +14,8 @@ import pytest
 
 from config.loader import Purpose, Transfer
 from transforms.changes import Change, ChangeProblem
-from transforms.feeds import EndOfFeeds, Feed, FeedEvent, WatchFeeds
-from transforms.stream_consent import ChangeEvent, ConsentInOrder, Decided
+from transforms.feeds import EndOfFeeds, Feed, FeedEvent, Released, WatchFeeds
+from transforms.stream_consent import Batch, ChangeEvent, ConsentInOrder, Decided, Routed
 
 pytestmark = pytest.mark.slow  # each runs a streaming pipeline for a few seconds
 
@@ -54,6 +54,11 @@ def change(position, committed_at, subject='C1'):
             'committed_at': committed_at, 'position': position}
 
 
+def released(item):
+    """The events of a ``Released`` batch, one by one; the end of the feeds as it is."""
+    return item.events if isinstance(item, Released) else [item]
+
+
 def feeds(tmp_path):
     for kind in ('changes', 'consent'):
         os.makedirs(tmp_path / kind, exist_ok=True)
@@ -87,7 +92,7 @@ def test_files_that_land_are_read_once_each_in_commit_order(tmp_path):
         land(tmp_path / 'changes', 'a', [change(2, start + 20)])  # lands later, committed earlier
 
     def build(events, sink):
-        _ = events | beam.Map(lambda e: sink(
+        _ = events | beam.FlatMap(released) | beam.Map(lambda e: sink(
             (os.path.basename(e.path), e.line, e.event.position[0]
              if isinstance(e.event, Change) else e.event.problem, time.time()))
             if isinstance(e, FeedEvent) else sink(('end', 0, 'end', time.time())))
@@ -121,17 +126,20 @@ def test_a_withdrawal_that_lands_after_a_later_change_still_refuses_it(tmp_path)
                                                  'purpose': 'credit', 'at': withdrawn}])
 
     def key(e):
-        if isinstance(e, EndOfFeeds):
-            return '', e
         if isinstance(e.event, Change):
             return e.event.row['customer_id'], ChangeEvent(e.event, e.path, e.line)
         return e.event.subject, e.event
 
+    def routed(item):
+        if isinstance(item, EndOfFeeds):
+            return item
+        return Routed(tuple(key(e) for e in item.events
+                            if not isinstance(e.event, ChangeProblem)))
+
     def build(events, sink):
-        out = (events | beam.Filter(lambda e: not isinstance(getattr(e, 'event', None),
-                                                             ChangeProblem))
-               | beam.Map(key) | ConsentInOrder(transfer, ('customers',)))
-        _ = out | beam.Filter(lambda o: not isinstance(o, EndOfFeeds)) | beam.Map(
+        out = (events | beam.Map(routed) | ConsentInOrder(transfer, ('customers',))
+               | beam.FlatMap(lambda o: o.items if isinstance(o, Batch) else []))
+        _ = out | beam.Map(
             lambda o: sink(('decided', o.event.change.position[0], o.reason)
                            if isinstance(o, Decided) else ('retracted', o.tables, o.reason)))
 

@@ -12,7 +12,8 @@ import pytest
 from config.loader import Purpose, Transfer
 from transforms.changes import Change, ChangeProblem
 from transforms.consent_events import ConsentEvent
-from transforms.stream_consent import ChangeEvent, ConsentInOrder, Decided, Retraction
+from transforms.stream_consent import (ChangeEvent, ConsentInOrder, Decided, Retraction,
+                                      Routed)
 
 TRANSFER = Transfer('S', 'A', (Purpose('credit', 'consent'), Purpose('servicing', 'contract')),
                     'CN', 'CN')
@@ -33,11 +34,14 @@ def consent(subject, kind, at, position=0):
     return TimestampedValue((subject, event), at)
 
 
-def check(stream, decided, retracted=(), snapshot_at=None, ordered=False):
+def check(stream, decided, retracted=(), snapshot_at=None, ordered=False, shards=16):
     options = PipelineOptions(streaming=True)
     with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as p:
-        out = p | stream | ConsentInOrder(TRANSFER, TABLES, snapshot_at=None if snapshot_at
-                                          is None else snapshot_at * S, ordered=ordered)
+        # each event its own batch, as a feed that releases one event at a time
+        out = (p | stream | beam.Map(lambda pair: Routed((pair,)))
+               | ConsentInOrder(TRANSFER, TABLES, snapshot_at=None if snapshot_at is None
+                                else snapshot_at * S, ordered=ordered, shards=shards)
+               | beam.FlatMap(lambda batch: batch.items))
         assert_that(out | beam.Filter(lambda o: isinstance(o, Decided)) | beam.Map(
             lambda d: (d.subject, d.event.change.position[0], d.reason)),
             equal_to(list(decided)), label='decided')
@@ -179,3 +183,21 @@ def test_input_in_commit_order_is_decided_alike_waiting_or_not(ordered):
     check(stream, [('C1', 1, None), ('C1', 2, 'consent_withdrawn'), ('C2', 3, None)],
           [('C1', ('customers',), 'consent_withdrawn', 20),
            ('C2', ('customers',), 'consent_withdrawn', 35)], ordered=ordered)
+
+
+@pytest.mark.parametrize('ordered', [False, True])
+def test_one_shards_customers_stay_apart_and_its_log_compacts_without_forgetting(ordered):
+    """All customers in one shard, more batches than the log holds before it is rewritten:
+    consent, the tables delivered and the changes already decided survive the rewrite."""
+    from transforms.stream_consent import COMPACT_AFTER
+    stream = EventStream().add_elements([consent('C1', 'grant', 1), consent('C2', 'grant', 1)])
+    changes = COMPACT_AFTER + 6
+    for n in range(1, changes + 1):
+        stream = stream.add_elements([change('C1' if n % 2 else 'C2', 10 + n, n)])
+        stream = stream.advance_watermark_to(10 + n)
+    stream = end(stream.add_elements([change('C1', 10 + 1, 1),  # again: decided once
+                                      consent('C2', 'withdraw', 500),
+                                      change('C2', 600, changes + 1)]))
+    check(stream, [('C1' if n % 2 else 'C2', n, None) for n in range(1, changes + 1)] +
+          [('C2', changes + 1, 'consent_withdrawn')],
+          [('C2', ('customers',), 'consent_withdrawn', 500)], ordered=ordered, shards=1)

@@ -15,13 +15,15 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import itertools
 import logging
+import pickle
 import secrets
 import time
 from typing import Dict, Sequence, Tuple
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder
+from apache_beam.coders import BytesCoder, PickleCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
 import pyarrow as pa
@@ -41,8 +43,8 @@ from transforms.keyring import cached_keyring
 from transforms.manifest import file_facts
 from transforms.errors import InputError
 from transforms.reasons import DeadLetter
-from transforms.feeds import EndOfFeeds
-from transforms.stream_consent import Decided, Retraction
+from transforms.feeds import EndOfFeeds, ReleasedUpTo
+from transforms.stream_consent import Batch, Decided, Retraction
 from transforms.write import ParquetFiles
 
 __all__ = ['CHANGE_COLUMNS', 'EPOCHS_DIR', 'EPOCH_MANIFEST', 'CommitEpochs', 'Committed',
@@ -306,12 +308,15 @@ class RetractionFiles(ParquetFiles):
 
 
 class CommitEpochs(beam.PTransform):
-    """Decided changes, retractions and dead letters of a stream -> committed epochs.
+    """Batches of decided changes, retractions and dead letters of a stream -> committed
+    epochs.
 
-    Items arrive in commit-time order (``transforms.feeds`` releases them so). An epoch covers
-    ``seconds`` of commit time, or fewer once it holds ``max_rows`` items; it is committed when
-    the first item past it arrives, or at ``EndOfFeeds``. Outputs each epoch's manifest. All
-    items go to one key: epochs form one chain.
+    An epoch covers a window of ``seconds`` of commit time (a late item, whose window is
+    committed already, joins the first open one; an item without a time, the window of the
+    clock), cut into epochs of at most ``max_rows`` items. A window is committed once a
+    ``ReleasedUpTo`` mark passes its end (the source has released everything committed before
+    it), and every open window at ``EndOfFeeds``. Outputs each epoch's manifest. All items go
+    to one key: epochs form one chain.
 
     ``resume``: what earlier runs of the stream committed (``committed_so_far``): the chain
     goes on from their last epoch, and the feed lines and retractions they hold are not
@@ -330,9 +335,14 @@ class CommitEpochs(beam.PTransform):
                 | 'Commit' >> beam.ParDo(self._fn))
 
 
+# The epochs' chain: the next epoch's number, the previous manifest's sha256, the first window
+# still open, and what the buffer holds (its first window, its items).
+_Chain = collections.namedtuple('_Chain', 'number previous open_window first_held held')
+
+
 class _EpochFn(beam.DoFn):
-    BUFFER = BagStateSpec('buffer', PickleCoder())
-    CHAIN = ReadModifyWriteStateSpec('chain', PickleCoder())  # (number, end, previous sha)
+    BUFFER = BagStateSpec('buffer', BytesCoder())  # per batch: pickled [(window, item)]
+    CHAIN = ReadModifyWriteStateSpec('chain', PickleCoder())
 
     def __init__(self, config, run_id, stream_dir, length, max_rows, resume):
         self._config = config
@@ -350,26 +360,61 @@ class _EpochFn(beam.DoFn):
     def process(self, element, buffer=beam.DoFn.StateParam(BUFFER),
                 chain=beam.DoFn.StateParam(CHAIN)):
         _, item = element
-        if self._done_before(item):
-            return
-        number, end, previous = chain.read() or (self._resume.last_epoch + 1, None,
-                                                 self._resume.last_sha256)
-        at = item.at if isinstance(item, EndOfFeeds) else _item_time(item)
-        held = list(buffer.read())
-        if held and (isinstance(item, EndOfFeeds) or len(held) >= self._max_rows
-                     or (at is not None and end is not None and at >= end)):
-            manifest = self._commit(number, held, previous)
-            _PROGRESS.info('%s', epoch_line(manifest, held))
-            buffer.clear()
-            number, previous, end = number + 1, manifest_sha256(self._stream_dir, number), None
-            yield manifest
-        if isinstance(item, EndOfFeeds):
-            chain.write((number, None, previous))
-            return
-        if at is not None and end is None:
-            end = (at // self._length + 1) * self._length  # the epoch the item opens
-        buffer.add(item)
-        chain.write((number, end, previous))
+        state = chain.read() or _Chain(self._resume.last_epoch + 1, self._resume.last_sha256,
+                                       0, None, 0)
+        if isinstance(item, Batch):
+            placed = [(self._window(i, state.open_window), i) for i in item.items
+                      if not self._done_before(i)]
+            if placed:
+                buffer.add(pickle.dumps(placed, protocol=pickle.HIGHEST_PROTOCOL))
+                first = min(w for w, _ in placed)
+                state = state._replace(
+                    first_held=first if state.first_held is None else min(first,
+                                                                          state.first_held),
+                    held=state.held + len(placed))
+        ending = isinstance(item, EndOfFeeds)
+        up_to = item.at if isinstance(item, (ReleasedUpTo, EndOfFeeds)) else None
+        if state.first_held is not None and (
+                ending or state.held >= self._max_rows or
+                (up_to is not None and (state.first_held + 1) * self._length <= up_to)):
+            state, manifests = self._commit_due(buffer, state, up_to, ending)
+            yield from manifests
+        chain.write(state)
+
+    def _window(self, item, open_window) -> int:
+        at = _item_time(item)
+        if at is None:
+            at = int(time.time() * 10**6)
+        return max(at // self._length, open_window)
+
+    def _commit_due(self, buffer, state, up_to, ending):
+        """Commit the windows that are due (and epochs of ``max_rows`` items of the first
+        window still open, if the buffer holds that many); keep the rest buffered."""
+        held = sorted((p for chunk in buffer.read() for p in pickle.loads(chunk)),
+                      key=lambda p: p[0])  # stable: arrival order within a window
+        due = [p for p in held if ending or (up_to is not None and
+                                            (p[0] + 1) * self._length <= up_to)]
+        rest = held[len(due):]
+        if len(rest) >= self._max_rows:  # a window too full to wait: commit it in parts
+            cut = len(rest) - len(rest) % self._max_rows
+            due, rest = due + rest[:cut], rest[cut:]
+        number, previous, manifests = state.number, state.previous, []
+        for _, group in itertools.groupby(due, key=lambda p: p[0]):
+            group = [i for _, i in group]
+            for start in range(0, len(group), self._max_rows):
+                items = group[start:start + self._max_rows]
+                manifest = self._commit(number, items, previous)
+                _PROGRESS.info('%s', epoch_line(manifest, items))
+                number, previous = number + 1, manifest_sha256(self._stream_dir, number)
+                manifests.append(manifest)
+        open_window = state.open_window
+        if due and not (rest and rest[0][0] == due[-1][0]):  # the last one is whole: closed
+            open_window = max(open_window, due[-1][0] + 1)
+        buffer.clear()
+        if rest:
+            buffer.add(pickle.dumps(rest, protocol=pickle.HIGHEST_PROTOCOL))
+        return _Chain(number, previous, open_window, rest[0][0] if rest else None,
+                      len(rest)), manifests
 
     def _done_before(self, item) -> bool:
         """Whether an earlier run of the stream committed ``item`` already."""

@@ -3,8 +3,10 @@ once, as an unbounded source whose watermark follows the events' commit times.
 
 ``WatchFeeds`` is one splittable DoFn (as Beam's ``PeriodicImpulse`` is) that, every
 ``interval`` seconds, lists each feed's pattern and reads the files it has not read (JSON Lines,
-one event a line, or Avro, one a record), in name order. It emits every event as a ``FeedEvent`` timestamped with its
-commit time (a change's ``committed_at``, a consent event's ``at``).
+one event a line, or Avro, one a record), in name order. Each look emits what it releases as
+``Released`` batches of ``FeedEvent``s (at most ``RELEASE_BATCH`` each), timestamped with
+their first commit time (a change's ``committed_at``, a consent event's ``at``), each with
+the time up to which everything is now released.
 
 The watermark says "no event committed before this is still to come". Per feed it is the latest
 commit time read minus ``lateness`` (files land in commit order, give or take that much), and
@@ -47,7 +49,8 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from transforms.changes import Change, ChangeProblem, parse_change
 from transforms.consent_events import ConsentEvent, parse_consent_event
 
-__all__ = ['DRAIN', 'EndOfFeeds', 'Feed', 'FeedEvent', 'WatchFeeds']
+__all__ = ['DRAIN', 'EndOfFeeds', 'Feed', 'FeedEvent', 'Released', 'ReleasedUpTo',
+           'WatchFeeds']
 
 KINDS = ('changes', 'consent', 'registry', 'erasures')
 # Set (by a signal handler of the launcher, on the local runner) to stop the watchers at their
@@ -56,6 +59,7 @@ DRAIN = threading.Event()
 # The snapshot's consent registry and erasure list are read once, at the start, as consent
 # events at their own times: the stream's consent picture starts where the batch's was.
 SEEDS = ('registry', 'erasures')
+RELEASE_BATCH = 20_000  # events a batch: steps after the source pay per batch, not per event
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +77,21 @@ class EndOfFeeds:
     """The last item of a stream that stops (at cut-over): steps after it finish what is
     open. ``at``: when, in microseconds."""
     at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleasedUpTo:
+    """Every event committed at or before ``at`` (microseconds) has been released: epochs that
+    end by then can be committed."""
+    at: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Released:
+    """Events the source releases together, in commit order (problems, which have no time,
+    first), and the mark that holds once they are through."""
+    events: tuple
+    up_to: ReleasedUpTo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +256,7 @@ class _WatchFn(beam.DoFn):
         if not tracker.try_claim(tick):
             return
         started = time.time()
+        problems = []
         for feed in self._feeds:
             seed = feed.kind in SEEDS
             if seed and feed.pattern in self._read:
@@ -246,7 +266,7 @@ class _WatchFn(beam.DoFn):
                 for item in (read_seed_file if seed else read_feed_file)(feed, path):
                     t = item.time
                     if t is None:  # a problem: a dead letter now, it orders nothing
-                        yield TimestampedValue(item, Timestamp(micros=self._now()))
+                        problems.append(item)
                         continue
                     latest = t if latest is None else max(latest, t)
                     heapq.heappush(self._held, (t, next(self._arrivals), item))
@@ -255,9 +275,14 @@ class _WatchFn(beam.DoFn):
                     self._state[feed.name] = (latest, self._now())
         stopping = DRAIN.is_set() or (stop_at is not None and time.time() >= stop_at)
         mark = self._advance(watermark)
+        batch = problems
         while self._held and (stopping or self._held[0][0] <= mark):
             t, _, item = heapq.heappop(self._held)
-            yield TimestampedValue(item, Timestamp(micros=t))
+            batch.append(item)
+            if len(batch) >= RELEASE_BATCH and self._held and self._held[0][0] > t:
+                yield self._released(batch, t)  # all of time t is in it
+                batch = []
+        yield self._released(batch, mark)
         if stopping:
             tracker.try_claim(tracker.current_restriction().stop - 1)  # nothing is left
             yield TimestampedValue(EndOfFeeds(self._now()), Timestamp(micros=self._now()))
@@ -267,6 +292,11 @@ class _WatchFn(beam.DoFn):
         # whatever delay it is given (Dataflow would honour it).
         time.sleep(max(0.0, started + self._interval - time.time()))
         tracker.defer_remainder()
+
+    def _released(self, events, up_to):
+        first = next((e.time for e in events if e.time is not None), None)
+        return TimestampedValue(Released(tuple(events), ReleasedUpTo(up_to)),
+                                Timestamp(micros=up_to if first is None else first))
 
     def _new_files(self, feed) -> Tuple[str, ...]:
         matched = FileSystems.match([feed.pattern])[0].metadata_list
