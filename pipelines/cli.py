@@ -139,6 +139,12 @@ def _parser() -> argparse.ArgumentParser:
                       help='number of customers to generate (default 10000)')
     demo.add_argument('--seed', type=int, default=20261123,
                       help='random seed: the same seed gives the same data (default 20261123)')
+    demo.add_argument('--live', action='store_true',
+                      help='then stream the seller\'s live changes: waves of change and '
+                           'consent files land under WORKDIR/feeds for about 10 s while '
+                           'novation stream carries them on from the migration (a line per '
+                           'epoch committed), then cut over; prints the stream directory '
+                           'before the run directory')
 
     keys = sub.add_parser('keys', help='create, inspect, rotate and extend keyrings',
                           description='Manage keyrings: one Tink keyset per role, stored '
@@ -298,15 +304,8 @@ def _cmd_run(argv, console):
 
 
 def _cmd_stream(argv):
-    from pipelines.stream import run_stream
-    summary = run_stream(argv)
-    dead = ', '.join(f'{r} {n:,}' for r, n in summary['dead_letters'].items()) or 'none'
-    print(f'{summary["epochs"]} epoch(s) committed: {summary["rows_written"]:,} changes '
-          f'delivered (encrypted), dead letters: {dead}, {summary["retractions"]:,} '
-          f'retraction(s)')
-    print(f'  cut-over manifest: {summary["cutover"]} (the snapshot and every epoch, with the '
-          f'sha256 of each manifest)')
-    print(summary['stream_dir'])
+    from pipelines.stream import print_stream_summary, run_stream
+    print_stream_summary(run_stream(argv))
     return 0
 
 
@@ -314,7 +313,8 @@ def _cmd_demo(args, beam_args, console):
     from pipelines.demo import run_demo
     with _showing_progress(console):
         run_demo(workdir=args.workdir, customers=args.customers, seed=args.seed,
-                 beam_args=beam_args, out=lambda text: console.say(text, sys.stdout))
+                 beam_args=beam_args, out=lambda text: console.say(text, sys.stdout),
+                 live=args.live)
     return 0
 
 

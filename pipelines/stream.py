@@ -39,7 +39,8 @@ from transforms.feeds import DRAIN, EndOfFeeds, Feed, WatchFeeds
 from transforms.reasons import DeadLetter
 from transforms.stream_consent import Batch, ConsentInOrder, Routed, route
 
-__all__ = ['build_stream', 'run_stream', 'stream_parser', 'stream_summary']
+__all__ = ['build_stream', 'print_stream_summary', 'run_stream', 'stream_parser',
+           'stream_summary']
 
 _LOG = logging.getLogger('novation')
 
@@ -252,3 +253,15 @@ def stream_summary(stream_dir: str) -> dict:
                                 for t in m['tables'].values()),
             'dead_letters': dict(sorted(dead.items())),
             'retractions': sum(m['retractions'] for m in manifests)}
+
+
+def print_stream_summary(summary: dict, out=print) -> None:
+    """What a stream committed, for the operator: its totals, the cut-over manifest, and its
+    directory last (for scripts)."""
+    dead = ', '.join(f'{r} {n:,}' for r, n in summary['dead_letters'].items()) or 'none'
+    out(f'{summary["epochs"]} epoch(s) committed: {summary["rows_written"]:,} changes '
+        f'delivered (encrypted), dead letters: {dead}, {summary["retractions"]:,} '
+        f'retraction(s)')
+    out(f'  cut-over manifest: {summary["cutover"]} (the snapshot and every epoch, with the '
+        f'sha256 of each manifest)')
+    out(summary['stream_dir'])

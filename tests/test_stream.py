@@ -98,6 +98,12 @@ def test_changes_stream_into_chained_encrypted_epochs_in_consent_order(table, ke
     assert all(r['mobile'] == '138****5678' for r in rows)
     assert sorted((d['reason'], d['table'], d['row']) for d in letters) == [
         ('consent_withdrawn', 'customers', 1), ('malformed', 'data', 2)]
+    dead_by_table = {}  # the manifests count every dead letter, a feed's own ones too
+    for m in manifests:
+        for name, t in m['tables'].items():
+            for reason, n in t['dead_letters'].items():
+                dead_by_table[name, reason] = dead_by_table.get((name, reason), 0) + n
+    assert dead_by_table == {('customers', 'consent_withdrawn'): 1, ('data', 'malformed'): 1}
     assert [(r['subject_id'], r['tables'], r['reason']) for r in retractions] == [
         (c1, 'customers', 'consent_withdrawn')]
     for f in files:  # nothing in clear
@@ -109,10 +115,14 @@ def stream_config(workdir, config):
     """The demo config with a stream section; its feed directories, empty."""
     for kind in ('changes', 'consent'):
         os.makedirs(os.path.join(workdir, 'feeds', kind), exist_ok=True)
-    with open(config, 'a', encoding='utf-8') as f:
-        f.write('\nstream:\n  changes: feeds/changes/*.jsonl\n  consent: feeds/consent/*.jsonl\n'
-                '  epoch_seconds: 60\n  lateness_seconds: 0.5\n  idle_seconds: 0.5\n'
-                '  poll_seconds: 0.1\n')
+    import yaml
+    with open(config, encoding='utf-8') as f:
+        doc = yaml.safe_load(f)
+    doc['stream'] = {'changes': 'feeds/changes/*.jsonl', 'consent': 'feeds/consent/*.jsonl',
+                     'epoch_seconds': 60, 'lateness_seconds': 0.5, 'idle_seconds': 0.5,
+                     'poll_seconds': 0.1}
+    with open(config, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(doc, f, allow_unicode=True, sort_keys=False)
     return os.path.join(workdir, 'feeds')
 
 
@@ -163,7 +173,13 @@ def test_stream_mistakes_are_one_line_before_it_starts(demo_copy, capsys, argv, 
 
 def test_a_config_without_a_stream_section_is_one_line(demo_copy, capsys):
     from pipelines.cli import main
+    import yaml
     _, config, _ = demo_copy
+    with open(config, encoding='utf-8') as f:
+        doc = yaml.safe_load(f)
+    del doc['stream']
+    with open(config, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(doc, f, allow_unicode=True, sort_keys=False)
     assert main(['stream', '--config', config, '--seconds', '1']) == 2
     err = capsys.readouterr().err
     assert 'stream: missing; novation stream needs stream.changes and stream.consent' in err
@@ -322,3 +338,58 @@ def test_the_changes_applied_in_order_give_the_sellers_final_state_masked(table,
     assert {k: strip(v) for k, v in held.items()} == oracle
     pseudonym = lambda s: ops.pseudonym('customer_id', s)  # noqa: E731
     assert sorted(retracted) == sorted([pseudonym('C3'), pseudonym('C4')])
+
+
+def delivered_items(stream_dir, keyring, run_id):
+    """Every epoch's rows, dead letters and retractions, decrypted, in epoch order."""
+    rows, letters, retractions = [], [], []
+    for n in sorted(os.listdir(os.path.join(stream_dir, 'epochs'))):
+        manifest = json.load(open(os.path.join(stream_dir, 'epochs', n, 'manifest.json')))
+        for f in manifest['files']:
+            path, identity = os.path.join(stream_dir, f['path']), f'{run_id}/{f["path"]}'
+            if f['kind'] == 'data':
+                rows += [{**r, '__table': f['table']} for r in parquet_file(
+                    path, keyring, identity).read().to_pylist()]
+            elif f['kind'] == 'deadletter':
+                letters += [json.loads(line) for line in deadletter_lines(
+                    open(path, 'rb'), keyring, identity)]
+            else:
+                retractions += parquet_file(path, keyring, identity).read().to_pylist()
+    return rows, letters, retractions
+
+
+def test_the_live_demo_streams_its_waves_after_the_snapshot_and_refuses_after_withdrawal(
+        tmp_path, caplog):
+    import datetime
+    from pipelines.demo import prepare_demo, run_live
+    from pipelines.migrate import run
+    workdir = str(tmp_path / 'live')
+    config, planted = prepare_demo(workdir, customers=1000, seed=5)
+    snapshot = run(['--config', config])
+    with caplog.at_level('INFO', logger='novation.progress'):
+        summary, plan = run_live(workdir=workdir, config=config, snapshot=snapshot.run_dir,
+                                 planted=planted, waves=7, per_wave=40, wave_seconds=0.5)
+    assert 'epoch 1 committed: ' in caplog.text  # a line per epoch, as it commits
+    stream_dir = summary['stream_dir']
+    cutover = json.load(open(os.path.join(stream_dir, 'cutover.json')))
+    assert cutover['snapshot']['run_id'] == snapshot.manifest['run_id']
+    assert len(cutover['epochs']) == summary['epochs'] >= 2
+    # the feed's dirt: one line that is no JSON, one customer the seller never had
+    assert summary['dead_letters']['malformed'] == 1
+    assert summary['dead_letters']['no_consent'] == 1
+    assert summary['dead_letters']['consent_withdrawn'] >= 1
+    keyring = load_keyring(os.path.join(workdir, 'keys'), warn=False)
+    pseudonym = keyed_ops(keyring).pseudonym
+    rows, _, retractions = delivered_items(stream_dir, keyring, os.path.basename(stream_dir))
+    assert plan.withdrawn and summary['rows_written'] == len(rows)
+    withdrawn = {pseudonym('customer_id', s): datetime.datetime.fromtimestamp(
+        at / 1000, datetime.timezone.utc) for s, at in plan.withdrawn.items()}
+    after = [r for r in rows if r.get('customer_id') in withdrawn and
+             r['__committed_at'] > withdrawn[r['customer_id']]]
+    assert after == []  # nothing delivered after its customer's withdrawal
+    # customers the snapshot delivered who withdraw or are erased: retracted from every table
+    erased = {pseudonym('customer_id', s) for s in plan.erased}
+    retracted = {r['subject_id'] for r in retractions}
+    assert retracted and retracted <= set(withdrawn) | erased
+    assert {tuple(sorted(r['tables'].split(','))) for r in retractions} == {
+        ('collection_calls', 'contracts', 'customers', 'repayments')}

@@ -267,12 +267,15 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
         'committed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'),
         'previous_manifest_sha256': previous_sha256,
-        'tables': {name: {'rows_written': batch.num_rows,
+        # every table with changes or dead letters; a feed's own name for a line that names
+        # no table of the config
+        'tables': {name: {'rows_written': delivered[name].num_rows if name in delivered else 0,
                           'ops': dict(sorted(collections.Counter(
-                              batch.column('__op').to_pylist()).items())),
+                              delivered[name].column('__op').to_pylist()).items()))
+                          if name in delivered else {},
                           'dead_letters': dict(sorted(collections.Counter(
                               d.reason for d in by_table.get(name, ())).items()))}
-                   for name, batch in sorted(delivered.items())},
+                   for name in sorted(set(delivered) | set(by_table))},
         'retractions': len(retractions),
         'sources': list(sources),
         'consumed': list(consumed),
@@ -331,7 +334,8 @@ class CommitEpochs(beam.PTransform):
 
     def expand(self, items):
         return (items
-                | 'OneChain' >> beam.Map(lambda item: ('epochs', item))
+                | 'OneChain' >> beam.Map(lambda item: ('epochs', item)).with_output_types(
+                    beam.typehints.Tuple[str, beam.typehints.Any])
                 | 'Commit' >> beam.ParDo(self._fn))
 
 

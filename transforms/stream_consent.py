@@ -111,7 +111,8 @@ class ConsentInOrder(beam.PTransform):
 
     def expand(self, items):
         return (items
-                | 'ByShard' >> beam.FlatMap(_by_shard, self._shards)
+                | 'ByShard' >> beam.FlatMap(_by_shard, self._shards).with_output_types(
+                    beam.typehints.Tuple[str, beam.typehints.Any])  # a deterministic key
                 | 'InOrder' >> beam.ParDo(self._fn))
 
 
