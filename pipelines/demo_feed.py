@@ -47,6 +47,7 @@ class FeedPlan:
     erased: Dict[str, int] = dataclasses.field(default_factory=dict)
     new_customers: List[str] = dataclasses.field(default_factory=list)
     malformed: int = 0
+    late: Dict[str, int] = dataclasses.field(default_factory=dict)  # withdrawals landing late
 
 
 def customer_rows(workdir: str) -> List[dict]:
@@ -181,6 +182,7 @@ def plan_feed(workdir: str, planted, *, start_ms: int, waves: int = 10,
                 event = consent_event(subject, 'withdraw', k, purpose=_PURPOSE)
                 if w == 2 and not deferred and waves > LATE_BY + 3:
                     deferred[w + LATE_BY] = [event]  # late: lands waves after its time
+                    plan.late[subject] = at(k)
                 else:
                     consent.append(event)
                 after = {**row, 'remarks': '', 'updated_at': _stamp(at(k) + 1)}

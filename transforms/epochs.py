@@ -20,7 +20,7 @@ import logging
 import pickle
 import secrets
 import time
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, PickleCoder
@@ -48,7 +48,7 @@ from transforms.stream_consent import Batch, Decided, Retraction
 from transforms.write import ParquetFiles
 
 __all__ = ['CHANGE_COLUMNS', 'EPOCHS_DIR', 'EPOCH_MANIFEST', 'CommitEpochs', 'Committed',
-           'RetractionFiles', 'change_batch', 'committed_so_far', 'retraction_id',
+           'Prepared', 'RetractionFiles', 'change_batch', 'committed_so_far', 'retraction_id',
            'commit_epoch', 'deliver_changes', 'epoch_dir', 'manifest_sha256']
 
 # Delivered beside each row: its op (c, u, d, r), the source position and the commit time.
@@ -314,12 +314,16 @@ class CommitEpochs(beam.PTransform):
     """Batches of decided changes, retractions and dead letters of a stream -> committed
     epochs.
 
+    Two steps. ``Deliver`` runs where the batches are decided (in parallel, on a runner that
+    has workers): it conforms, suppresses and masks each batch's changes at once, into
+    ``Prepared`` parts of an epoch that carry their rows as Arrow IPC bytes. ``Commit`` (one
+    key: epochs form one chain) buffers the parts and writes the epochs.
+
     An epoch covers a window of ``seconds`` of commit time (a late item, whose window is
     committed already, joins the first open one; an item without a time, the window of the
     clock), cut into epochs of at most ``max_rows`` items. A window is committed once a
     ``ReleasedUpTo`` mark passes its end (the source has released everything committed before
-    it), and every open window at ``EndOfFeeds``. Outputs each epoch's manifest. All items go
-    to one key: epochs form one chain.
+    it), and every open window at ``EndOfFeeds``. Outputs each epoch's manifest.
 
     ``resume``: what earlier runs of the stream committed (``committed_so_far``): the chain
     goes on from their last epoch, and the feed lines and retractions they hold are not
@@ -329,14 +333,107 @@ class CommitEpochs(beam.PTransform):
     def __init__(self, *, config, run_id: str, stream_dir: str, seconds: float = 5.0,
                  max_rows: int = 100_000, resume=None):
         super().__init__()
-        self._fn = _EpochFn(config, run_id, stream_dir, int(seconds * 10**6), max_rows,
-                            resume or Committed(0, None, frozenset(), frozenset()))
+        resume = resume or Committed(0, None, frozenset(), frozenset())
+        length = int(seconds * 10**6)
+        self._deliver = _DeliverFn(config, length, max_rows, resume)
+        self._commit = _EpochFn(config, run_id, stream_dir, length, max_rows, resume)
 
     def expand(self, items):
         return (items
+                | 'Deliver' >> beam.ParDo(self._deliver)
                 | 'OneChain' >> beam.Map(lambda item: ('epochs', item)).with_output_types(
                     beam.typehints.Tuple[str, beam.typehints.Any])
-                | 'Commit' >> beam.ParDo(self._fn))
+                | 'Commit' >> beam.ParDo(self._commit))
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """Part of an epoch, delivered: per table its rows (masked, as Arrow IPC stream bytes),
+    its dead letters and retractions (with their ids), the feed lines it consumed, the lines of
+    its changes (for the manifest's sources), its latest commit time and how many items it
+    holds."""
+    window: int
+    tables: Tuple[Tuple[str, bytes], ...]
+    dead: tuple
+    retractions: tuple
+    retraction_ids: tuple
+    consumed: tuple  # (path, line)
+    changes: tuple   # (path, line)
+    latest: Optional[int]
+    items: int
+
+
+class _DeliverFn(beam.DoFn):
+    def __init__(self, config, length, max_rows, resume):
+        self._config = config
+        self._length = length
+        self._max_rows = max_rows
+        self._resume = resume
+        self._ops = None
+        self._problems = None
+
+    def setup(self):
+        from transforms.consent_rules import refusal_problems
+        from transforms.crypto import cached_keyed_ops
+        self._ops = cached_keyed_ops(self._config.output.keys)
+        self._problems = refusal_problems(self._config.transfer.legal_bases,
+                                          self._config.transfer.destination_region)
+
+    def process(self, item):
+        if not isinstance(item, Batch):
+            yield item  # marks and the end of the feeds, for Commit
+            return
+        clock = int(time.time() * 10**6)
+        by_window = {}
+        for i in item.items:
+            if self._done_before(i):
+                continue
+            at = _item_time(i)
+            by_window.setdefault((clock if at is None else at) // self._length, []).append(i)
+        for window in sorted(by_window):
+            items = by_window[window]
+            for start in range(0, len(items), self._max_rows):
+                yield self._prepare(window, items[start:start + self._max_rows])
+
+    def _done_before(self, item) -> bool:
+        """Whether an earlier run of the stream committed ``item`` already."""
+        if isinstance(item, Retraction):
+            return retraction_id(self._ops, item) in self._resume.retractions
+        place = _place(item)
+        return place is not None and place in self._resume.lines
+
+    def _prepare(self, window, items) -> Prepared:
+        tables = {t.name: t for t in self._config.tables}
+        decided = [i for i in items if isinstance(i, Decided)]
+        dead = [i for i in items if isinstance(i, DeadLetter)]
+        delivered = []
+        for name in sorted({d.event.change.table for d in decided}):
+            batch, letters = deliver_changes(
+                tables[name], [d for d in decided if d.event.change.table == name],
+                self._ops, self._problems)
+            dead += letters
+            delivered.append((name, _ipc_bytes(batch)))
+        retractions = tuple(i for i in items if isinstance(i, Retraction))
+        times = [t for t in map(_item_time, items) if t is not None]
+        return Prepared(
+            window=window, tables=tuple(delivered), dead=tuple(dead), retractions=retractions,
+            retraction_ids=tuple(retraction_id(self._ops, r) for r in retractions),
+            consumed=tuple(p for p in map(_place, items) if p is not None and p[1] is not None),
+            changes=tuple((d.event.source, d.event.line) for d in decided),
+            latest=max(times) if times else None, items=len(items))
+
+
+def _ipc_bytes(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(data: bytes) -> pa.RecordBatch:
+    table = pa.ipc.open_stream(data).read_all().combine_chunks()
+    batches = table.to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
 
 
 # The epochs' chain: the next epoch's number, the previous manifest's sha256, the first window
@@ -345,7 +442,7 @@ _Chain = collections.namedtuple('_Chain', 'number previous open_window first_hel
 
 
 class _EpochFn(beam.DoFn):
-    BUFFER = BagStateSpec('buffer', BytesCoder())  # per batch: pickled [(window, item)]
+    BUFFER = BagStateSpec('buffer', BytesCoder())  # per batch: pickled [Prepared]
     CHAIN = ReadModifyWriteStateSpec('chain', PickleCoder())
 
     def __init__(self, config, run_id, stream_dir, length, max_rows, resume):
@@ -366,16 +463,13 @@ class _EpochFn(beam.DoFn):
         _, item = element
         state = chain.read() or _Chain(self._resume.last_epoch + 1, self._resume.last_sha256,
                                        0, None, 0)
-        if isinstance(item, Batch):
-            placed = [(self._window(i, state.open_window), i) for i in item.items
-                      if not self._done_before(i)]
-            if placed:
-                buffer.add(pickle.dumps(placed, protocol=pickle.HIGHEST_PROTOCOL))
-                first = min(w for w, _ in placed)
-                state = state._replace(
-                    first_held=first if state.first_held is None else min(first,
-                                                                          state.first_held),
-                    held=state.held + len(placed))
+        if isinstance(item, Prepared):
+            placed = dataclasses.replace(item, window=max(item.window, state.open_window))
+            buffer.add(pickle.dumps(placed, protocol=pickle.HIGHEST_PROTOCOL))
+            state = state._replace(
+                first_held=placed.window if state.first_held is None else min(
+                    placed.window, state.first_held),
+                held=state.held + placed.items)
         ending = isinstance(item, EndOfFeeds)
         up_to = item.at if isinstance(item, (ReleasedUpTo, EndOfFeeds)) else None
         if state.first_held is not None and (
@@ -385,72 +479,57 @@ class _EpochFn(beam.DoFn):
             yield from manifests
         chain.write(state)
 
-    def _window(self, item, open_window) -> int:
-        at = _item_time(item)
-        if at is None:
-            at = int(time.time() * 10**6)
-        return max(at // self._length, open_window)
-
     def _commit_due(self, buffer, state, up_to, ending):
         """Commit the windows that are due (and epochs of ``max_rows`` items of the first
         window still open, if the buffer holds that many); keep the rest buffered."""
-        held = sorted((p for chunk in buffer.read() for p in pickle.loads(chunk)),
-                      key=lambda p: p[0])  # stable: arrival order within a window
+        held = sorted((pickle.loads(chunk) for chunk in buffer.read()),
+                      key=lambda p: p.window)  # stable: arrival order within a window
         due = [p for p in held if ending or (up_to is not None and
-                                            (p[0] + 1) * self._length <= up_to)]
+                                            (p.window + 1) * self._length <= up_to)]
         rest = held[len(due):]
-        if len(rest) >= self._max_rows:  # a window too full to wait: commit it in parts
-            cut = len(rest) - len(rest) % self._max_rows
-            due, rest = due + rest[:cut], rest[cut:]
+        while rest and sum(p.items for p in rest) >= self._max_rows:
+            due.append(rest.pop(0))  # a window too full to wait: commit it in parts
         number, previous, manifests = state.number, state.previous, []
-        for _, group in itertools.groupby(due, key=lambda p: p[0]):
-            group = [i for _, i in group]
-            for start in range(0, len(group), self._max_rows):
-                items = group[start:start + self._max_rows]
-                manifest = self._commit(number, items, previous)
-                _PROGRESS.info('%s', epoch_line(manifest, items))
-                number, previous = number + 1, manifest_sha256(self._stream_dir, number)
-                manifests.append(manifest)
+        for _, group in itertools.groupby(due, key=lambda p: p.window):
+            epoch, rows = [], 0
+            for part in list(group) + [None]:
+                if epoch and (part is None or rows + part.items > self._max_rows):
+                    manifest = self._commit(number, epoch, previous)
+                    _PROGRESS.info('%s', epoch_line(manifest, epoch))
+                    number, previous = number + 1, manifest_sha256(self._stream_dir, number)
+                    manifests.append(manifest)
+                    epoch, rows = [], 0
+                if part is not None:
+                    epoch.append(part)
+                    rows += part.items
         open_window = state.open_window
-        if due and not (rest and rest[0][0] == due[-1][0]):  # the last one is whole: closed
-            open_window = max(open_window, due[-1][0] + 1)
+        if due and not (rest and rest[0].window == due[-1].window):  # the last one is whole
+            open_window = max(open_window, due[-1].window + 1)
         buffer.clear()
-        if rest:
-            buffer.add(pickle.dumps(rest, protocol=pickle.HIGHEST_PROTOCOL))
-        return _Chain(number, previous, open_window, rest[0][0] if rest else None,
-                      len(rest)), manifests
+        for part in rest:
+            buffer.add(pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+        return _Chain(number, previous, open_window, rest[0].window if rest else None,
+                      sum(p.items for p in rest)), manifests
 
-    def _done_before(self, item) -> bool:
-        """Whether an earlier run of the stream committed ``item`` already."""
-        if isinstance(item, Retraction):
-            return retraction_id(self._ops, item) in self._resume.retractions
-        place = _place(item)
-        return place is not None and place in self._resume.lines
-
-    def _commit(self, number, items, previous) -> dict:
-        from transforms.consent_rules import refusal_problems
+    def _commit(self, number, parts, previous) -> dict:
         config = self._config
         tables = {t.name: t for t in config.tables}
-        problems = refusal_problems(config.transfer.legal_bases,
-                                    config.transfer.destination_region)
-        decided = [i for i in items if isinstance(i, Decided)]
-        delivered, dead = {}, [i for i in items if isinstance(i, DeadLetter)]
-        for name in sorted({d.event.change.table for d in decided}):
-            batch, letters = deliver_changes(
-                tables[name], [d for d in decided if d.event.change.table == name],
-                self._ops, problems)
-            delivered[name], dead = batch, dead + letters
+        batches = collections.defaultdict(list)
+        for part in parts:
+            for name, data in part.tables:
+                batches[name].append(_from_ipc(data))
+        delivered = {name: pa.concat_batches(b) if len(b) > 1 else b[0]
+                     for name, b in batches.items()}
         domain = config.tables[0].subject_domain
         return commit_epoch(
             stream_dir=self._stream_dir, run_id=self._run_id, number=number, tables=tables,
-            delivered=delivered, dead=dead,
-            retractions=[i for i in items if isinstance(i, Retraction)],
-            sources=_sources(decided), previous_sha256=previous,
+            delivered=delivered, dead=[d for p in parts for d in p.dead],
+            retractions=[r for p in parts for r in p.retractions],
+            sources=_sources(c for p in parts for c in p.changes), previous_sha256=previous,
             keys_path=config.output.keys,
             pseudonymize=lambda subject: self._ops.pseudonym(domain, subject),
-            consumed=_consumed(items),
-            retraction_ids=sorted(retraction_id(self._ops, i) for i in items
-                                  if isinstance(i, Retraction)))
+            consumed=_consumed(c for p in parts for c in p.consumed),
+            retraction_ids=sorted(i for p in parts for i in p.retraction_ids))
 
 
 # What earlier runs of a stream committed: the last epoch and its manifest's sha256, the feed
@@ -496,13 +575,11 @@ def _place(item):
     return None
 
 
-def _consumed(items) -> list:
-    """The feed lines an epoch consumed, per file as ranges [first, last]."""
+def _consumed(places) -> list:
+    """The feed lines (``(path, line)``) an epoch consumed, per file as ranges [first, last]."""
     lines = collections.defaultdict(set)
-    for item in items:
-        place = _place(item)
-        if place is not None and place[1] is not None:
-            lines[place[0]].add(place[1])
+    for path, line in places:
+        lines[path].add(line)
     out = []
     for path, numbers in sorted(lines.items()):
         ranges = []
@@ -515,12 +592,12 @@ def _consumed(items) -> list:
     return out
 
 
-def epoch_line(manifest: dict, items) -> str:
+def epoch_line(manifest: dict, parts) -> str:
     """What a committed epoch holds, in one line for the operator (no value): changes
     delivered, dead letters, retractions, and the lag from the latest commit it holds."""
     delivered = sum(t['rows_written'] for t in manifest['tables'].values())
     dead = sum(sum(t['dead_letters'].values()) for t in manifest['tables'].values())
-    times = [t for t in map(_item_time, items) if t is not None]
+    times = [p.latest for p in parts if p.latest is not None]
     lag = (f', lag {time.time() - max(times) / 10**6:.1f} s' if times else '')
     return (f'epoch {manifest["epoch"]} committed: {delivered:,} changes delivered, '
             f'{dead:,} dead letters, {manifest["retractions"]:,} retractions{lag}')
@@ -534,10 +611,10 @@ def _item_time(item) -> int:
     return None  # a dead letter joins the open epoch
 
 
-def _sources(decided) -> list:
-    """The feed files and lines an epoch's changes came from."""
+def _sources(places) -> list:
+    """The feed files and lines (``(path, line)``) an epoch's changes came from."""
     lines = collections.defaultdict(list)
-    for d in decided:
-        lines[d.event.source].append(d.event.line)
+    for path, line in places:
+        lines[path].append(line)
     return [{'path': path, 'first_line': min(n), 'last_line': max(n), 'changes': len(n)}
             for path, n in sorted(lines.items())]

@@ -25,6 +25,7 @@ the shard.
 """
 
 import dataclasses
+import functools
 import pickle
 import secrets
 import zlib
@@ -134,11 +135,18 @@ def _time(item) -> int:
 class _Customer:
     """What a shard's state holds of one customer: consent events evaluated (in arrival
     order), tables delivered in the stream, and changes decided ((table, position) -> commit
-    time, for the dedup horizon)."""
-    __slots__ = ('events', 'delivered', 'seen')
+    time, for the dedup horizon). ``settled``: the decision from the latest consent event on
+    (with how many events it was made), so most changes are decided without replaying them."""
+    __slots__ = ('events', 'delivered', 'seen', 'settled')
 
     def __init__(self):
-        self.events, self.delivered, self.seen = [], set(), {}
+        self.events, self.delivered, self.seen, self.settled = [], set(), {}, None
+
+    def __getstate__(self):
+        return self.events, self.delivered, self.seen
+
+    def __setstate__(self, state):
+        (self.events, self.delivered, self.seen), self.settled = state, None
 
 
 def _apply(customers, records):
@@ -259,7 +267,7 @@ class _ConsentInOrderFn(beam.DoFn):
                 continue  # the same change again: decided once
             customer.seen[identity] = change.committed_at
             records.append(('seen', subject, (identity, change.committed_at)))
-            decision = self._decide(change.committed_at, customer.events)
+            decision = self._decide_change(change.committed_at, customer)
             if decision.reason is None and change.table not in customer.delivered:
                 customer.delivered.add(change.table)
                 records.append(('delivered', subject, change.table))
@@ -276,6 +284,16 @@ class _ConsentInOrderFn(beam.DoFn):
             chunks = chunks + [token]
         self._views[shard] = (len(chunks), chunks[-1][:8], customers)
 
+    def _decide_change(self, t, customer):
+        """The decision at ``t``; the settled one if no consent event comes after ``t``."""
+        events = customer.events
+        last = max((e.at for e in events), default=0)
+        if t < last:
+            return self._decide(t, events)
+        if customer.settled is None or customer.settled[0] != len(events):
+            customer.settled = (len(events), self._decide(last, events))
+        return customer.settled[1]
+
     def _decide(self, t, events):
         return decision_at(t, (), False, events, purposes=self._purposes,
                            cross_border=self._cross_border)
@@ -288,6 +306,13 @@ class _ConsentInOrderFn(beam.DoFn):
 
 def _order(item):
     return item.change.order if isinstance(item, ChangeEvent) else (item.at, '', item.order)
+
+
+@functools.lru_cache(maxsize=None)
+def _subject_columns(table) -> Tuple[str, ...]:
+    """The columns that may hold a table's subject key: its name, then its aliases."""
+    spec = next(f for f in table.schema.fields if f.name == table.subject_key)
+    return (spec.name,) + spec.aliases
 
 
 def route(item, tables):
@@ -307,8 +332,7 @@ def route(item, tables):
     if table is None:
         return ChangeProblem(f'table {event.table!r} is not in the config; tables: '
                              f'{", ".join(sorted(tables))}', event.table)
-    spec = next(f for f in table.schema.fields if f.name == table.subject_key)
-    for column in (spec.name,) + spec.aliases:
+    for column in _subject_columns(table):
         value = event.row.get(column)
         if value is not None and str(value).strip():
             return str(value), ChangeEvent(event, item.path, item.line)  # as the batch keys it
