@@ -61,3 +61,18 @@ def test_the_worker_benchmark_prints_both_modes_and_a_json_last_line(tmp_path, e
                 'two_over_one', 'input_mb'):
         assert figures[key] > 0, key
     assert lines[2].split()[0] == '300'
+
+
+def test_the_stream_benchmark_prints_its_figures_and_a_json_last_line(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'benchmarks.stream', '--customers', '1000',
+                           '--changes', '3000', '--rate', '500', '--seconds', '2',
+                           '--workdir', str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert figures['throughput']['changes'] == 3000
+    assert figures['throughput']['changes_per_s'] > 0 and figures['batch']['rows_per_s'] > 0
+    assert figures['latency']['p99_s'] >= figures['latency']['p50_s'] > 0
+    assert figures['latency']['withdrawals'] > 0
+    assert figures['latency']['delivered_after_withdrawal'] == 0
+    assert 'stream / batch:' in proc.stdout
