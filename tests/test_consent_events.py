@@ -100,7 +100,8 @@ def test_the_order_of_arrival_does_not_matter():
     (Decision(None, True), Decision('consent_withdrawn', False), 'consent_withdrawn'),
     (Decision(None, False), Decision('erasure_requested', False), 'erasure_requested'),
     (Decision('no_consent', False), Decision('erasure_requested', False), None),  # never moved
-    (Decision(None, True), Decision(None, False), None),
+    (Decision(None, True), Decision(None, False), 'no_sensitive_consent'),  # fields only
+    (Decision(None, False), Decision(None, False), None),
     (Decision('consent_withdrawn', False), Decision(None, True), None),
 ])
 def test_a_customer_who_may_no_longer_move_is_retracted(before, after, reason):

@@ -201,3 +201,18 @@ def test_one_shards_customers_stay_apart_and_its_log_compacts_without_forgetting
     check(stream, [('C1' if n % 2 else 'C2', n, None) for n in range(1, changes + 1)] +
           [('C2', changes + 1, 'consent_withdrawn')],
           [('C2', ('customers',), 'consent_withdrawn', 500)], ordered=ordered, shards=1)
+
+
+def test_withdrawing_the_separate_consent_for_sensitive_data_retracts_those_fields_only():
+    grant = ConsentEvent('C1', 'grant', 'credit', 1 * S, 0, sensitive_consent=True,
+                         cross_border_consent=True)
+    taken_back = ConsentEvent('C1', 'sensitive_consent', 'credit', 20 * S, 1, value=False)
+    stream = end(EventStream()
+                 .add_elements([TimestampedValue(('C1', grant), 1), change('C1', 10, 1)])
+                 .advance_watermark_to(15)
+                 .add_elements([TimestampedValue(('C1', taken_back), 20),
+                                change('C1', 30, 2)]))
+    # both changes are delivered (the second without its sensitive fields); the acquirer must
+    # delete the sensitive fields of the rows delivered before
+    check(stream, [('C1', 1, None), ('C1', 2, None)],
+          [('C1', ('customers',), 'no_sensitive_consent', 20)])

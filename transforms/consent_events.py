@@ -114,7 +114,10 @@ def decision_at(t: int, snapshot_rows: Sequence[ConsentRow], snapshot_erased: bo
 def retraction_reason(before: Decision, after: Decision) -> Optional[str]:
     """Why rows delivered under ``before`` must be deleted by the acquirer now that the
     decision is ``after`` (PIPL Art. 47), or None: only a customer who could move and now may
-    not is retracted."""
+    not is retracted: its rows, or, when only the separate consent for sensitive data was taken
+    back (``no_sensitive_consent``), the sensitive fields of its rows (PIPL Art. 29)."""
     if before.reason is None and after.reason is not None:
         return after.reason
+    if before.reason is None and before.sensitive_ok and not after.sensitive_ok:
+        return 'no_sensitive_consent'
     return None
