@@ -206,7 +206,9 @@ def test_a_stream_killed_mid_epoch_and_started_again_delivers_each_change_once(d
     # epoch 1 holds the first two changes; the third, committed 2 s later, opens epoch 2
     land(os.path.join(feeds, 'changes'), 'a', [change(1, allowed[0], start),
                                                change(2, allowed[1], start),
-                                               change(3, allowed[2], start + 2000)])
+                                               change(3, allowed[2], start + 2000),
+                                               change(4, sorted(planted.erasure_requested)[0],
+                                                      start + 2000)])
     command = [sys.executable, '-m', 'pipelines.cli', 'stream', '--config', config,
                '--run-id', 'live']
     first = subprocess.Popen(command + ['--seconds', '60'], stdout=subprocess.DEVNULL,
@@ -232,6 +234,19 @@ def test_a_stream_killed_mid_epoch_and_started_again_delivers_each_change_once(d
                                      f'live/{f["path"]}').read().to_pylist()
     assert sorted(r['__position'] for r in rows) == ['seq:1', 'seq:2', 'seq:3']  # once each
     assert sorted(os.listdir(epochs)) == ['000001', '000002']
+    # the same feed streamed without a break gives the same change set, decrypted
+    whole = subprocess.run([sys.executable, '-m', 'pipelines.cli', 'stream', '--config',
+                            config, '--run-id', 'whole', '--seconds', '3'],
+                           capture_output=True, text=True, timeout=120)
+    assert whole.returncode == 0, whole.stderr
+
+    def change_set(run_id):
+        rows, letters, retractions = delivered_items(
+            os.path.join(workdir, 'out', run_id), keyring, run_id)
+        return (sorted(rows, key=lambda r: r['__position']),
+                sorted(letters, key=lambda d: (d['source_file'], d['row'])), retractions)
+    killed, uninterrupted = change_set('live'), change_set('whole')
+    assert killed == uninterrupted and len(killed[0]) == 3 and len(killed[1]) == 1
 
 
 
