@@ -203,12 +203,13 @@ def test_a_stream_killed_mid_epoch_and_started_again_delivers_each_change_once(d
     def change(position, subject, at):
         return {'table': 'customers', 'op': 'u', 'row': {**ROW, 'customer_id': subject},
                 'committed_at': at, 'position': position}
-    # epoch 1 holds the first two changes; the third, committed 2 s later, opens epoch 2
+    # epoch 1 holds the first two changes; the third, committed a minute later (so that no
+    # watermark reaches it before the stream stops), opens epoch 2
     land(os.path.join(feeds, 'changes'), 'a', [change(1, allowed[0], start),
                                                change(2, allowed[1], start),
-                                               change(3, allowed[2], start + 2000),
+                                               change(3, allowed[2], start + 60_000),
                                                change(4, sorted(planted.erasure_requested)[0],
-                                                      start + 2000)])
+                                                      start + 60_000)])
     command = [sys.executable, '-m', 'pipelines.cli', 'stream', '--config', config,
                '--run-id', 'live']
     first = subprocess.Popen(command + ['--seconds', '60'], stdout=subprocess.DEVNULL,
