@@ -38,8 +38,9 @@ def ops(keys_dir):
     return keyed_ops(load_keyring(keys_dir, ('pseudonym', 'token'), warn=False))
 
 
-def decided(position, row, *, op='u', reason=None, sensitive_ok=True, at=0, line=None):
-    change = Change('customers', op, row, T + at, 'lsn', (position,), f'lsn:{position}')
+def decided(position, row, *, op='u', reason=None, sensitive_ok=True, at=0, line=None,
+            table='customers'):
+    change = Change(table, op, row, T + at, 'lsn', (position,), f'lsn:{position}')
     return Decided(row.get('customer_id', '?'),
                    ChangeEvent(change, 'changes/f.jsonl', line or position), reason,
                    sensitive_ok)
@@ -81,6 +82,21 @@ def test_a_delete_delivers_a_tombstone_with_the_keys_pseudonym_only(table, ops):
                                                               '__position', '__committed_at'))
     assert [(d.reason, d.field, d.problem, d.row) for d in dead] == [
         ('missing_required', 'customer_id', 'a delete needs its customer_id', 4)]
+
+
+def test_a_table_without_a_primary_key_takes_creates_only(table, ops):
+    """An update or delete of a keyless table could not say which row it changes: a dead
+    letter, where a create is delivered."""
+    call = {'call_id': 'K1', 'customer_id': 'C1', 'called_at': '2026-01-01 09:00:00',
+            'agent_id': 'A7', 'outcome': 'no_answer'}
+    problems = refusal_problems(table.transfer.legal_bases, table.transfer.destination_region)
+    changes = [decided(n, call, op=op, table='collection_calls')
+               for n, op in enumerate('cud', 1)]
+    batch, dead = deliver_changes(table.table('collection_calls'), changes, ops, problems)
+    assert batch.column('__op').to_pylist() == ['c']
+    assert [(d.reason, d.row, d.problem) for d in dead] == [
+        ('no_primary_key', 2, 'an update of a table whose schema declares no primary_key'),
+        ('no_primary_key', 3, 'a delete of a table whose schema declares no primary_key')]
 
 
 def test_what_is_refused_becomes_dead_letters_that_quote_no_value(table, ops):

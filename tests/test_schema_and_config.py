@@ -128,7 +128,7 @@ def change(doc, dotted, value):
                                                         'keep: latest needs order_by'),
     ('tables.customers.duplicates', {'keep': 'none', 'order_by': 'updated_at'},
      'order_by: applies to keep: latest only'),
-    ('tables.contracts.duplicates', {'keep': 'none'}, 'declares no "primary_key"'),
+    ('tables.collection_calls.duplicates', {'keep': 'none'}, 'declares no "primary_key"'),
     ('tables.customers.subject_key', 'nobody', "tables.customers.subject_key: 'nobody' is not a "
                                                "field of"),
     ('masking.defaults.personal', 'keep_everything', "masking.defaults.personal: unknown "

@@ -111,6 +111,15 @@ def deliver_changes(table, decided: Sequence, keyed_ops,
                 reason=d.reason, stage='consent', table=table.name, source_file=d.event.source,
                 row=d.event.line, field=table.subject_key, problem=problems[d.reason],
                 subject=d.subject, raw=None if d.reason == 'erasure_requested' else raw))
+        elif d.event.change.op in ('u', 'd') and table.schema.primary_key is None:
+            # which row an update or delete changes, only a primary key can say
+            dead.append(DeadLetter(
+                reason='no_primary_key', stage='conform', table=table.name,
+                source_file=d.event.source, row=d.event.line,
+                problem=f'{"an update" if d.event.change.op == "u" else "a delete"} of a table '
+                        f'whose schema declares no primary_key', subject=d.subject,
+                raw={plan.field(k): v for k, v in d.event.change.row.items()
+                     if plan.knows(k)}))
         elif d.event.change.op == 'd':
             deletes.append(d)
         else:
@@ -155,7 +164,7 @@ def _with_change_columns(masked: pa.RecordBatch, kept) -> pa.RecordBatch:
 def _tombstones(table, deletes, keyed_ops):
     """(deleted rows: the primary key masked by its own rule, every other field null;
     [DeadLetter] for deletes whose key is missing or not of its type)."""
-    key = table.schema.primary_key or table.subject_key
+    key = table.schema.primary_key
     spec = table.schema.field(key)
     cast = cast_column(text_array([_key_value(d.event.change.row, spec) for d in deletes]),
                        spec, zone=table.timezone, null_values=table.null_values)

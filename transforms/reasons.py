@@ -21,11 +21,13 @@ REASONS = {
     'erasure_requested': 'the customer asked for erasure (PIPL Art. 47); the row is not kept',
     'no_cross_border_consent': 'the destination is in another region and the customer has no '
                                'separate consent for cross-border transfer (PIPL Art. 39)',
+    'no_primary_key': 'an update or delete in the change feed of a table whose schema declares '
+                      'no primary key: the acquirer could not tell which row it changes',
 }
 
 # Reasons that point at bad data (or a bad config), counted against deadletter.max_ratio.
 # Consent refusals are the law working as intended and never abort a run.
-DATA_QUALITY_REASONS = ('malformed', 'missing_required', 'duplicate_key')
+DATA_QUALITY_REASONS = ('malformed', 'missing_required', 'duplicate_key', 'no_primary_key')
 
 STAGES = ('read', 'conform', 'consent')
 
