@@ -29,7 +29,7 @@ from pipelines.migrate import (add_verbose_flag, check_beam_args, local_runner, 
                                unwrap_error, with_overrides)
 from transforms.changes import ChangeProblem
 from transforms.epochs import (EPOCH_MANIFEST, EPOCHS_DIR, CommitEpochs, committed_so_far,
-                               epoch_dir, manifest_sha256)
+                               count, epoch_dir, manifest_sha256)
 from transforms.errors import ConfigError
 from transforms.files import exists, join, read_bytes, read_text, why_not_writable
 from transforms.keyring import load_keyring
@@ -259,9 +259,9 @@ def print_stream_summary(summary: dict, out=print) -> None:
     """What a stream committed, for the operator: its totals, the cut-over manifest, and its
     directory last (for scripts)."""
     dead = ', '.join(f'{r} {n:,}' for r, n in summary['dead_letters'].items()) or 'none'
-    out(f'{summary["epochs"]} epoch(s) committed: {summary["rows_written"]:,} changes '
-        f'delivered (encrypted), dead letters: {dead}, {summary["retractions"]:,} '
-        f'retraction(s)')
+    out(f'{count(summary["epochs"], "epoch")} committed: '
+        f'{count(summary["rows_written"], "change")} delivered (encrypted), dead letters: '
+        f'{dead}, {count(summary["retractions"], "retraction")}')
     out(f'  cut-over manifest: {summary["cutover"]} (the snapshot and every epoch, with the '
         f'sha256 of each manifest)')
     out(summary['stream_dir'])

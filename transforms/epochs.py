@@ -608,8 +608,14 @@ def epoch_line(manifest: dict, parts) -> str:
     dead = sum(sum(t['dead_letters'].values()) for t in manifest['tables'].values())
     times = [p.latest for p in parts if p.latest is not None]
     lag = (f', lag {time.time() - max(times) / 10**6:.1f} s' if times else '')
-    return (f'epoch {manifest["epoch"]} committed: {delivered:,} changes delivered, '
-            f'{dead:,} dead letters, {manifest["retractions"]:,} retractions{lag}')
+    return (f'epoch {manifest["epoch"]} committed: {count(delivered, "change")} delivered, '
+            f'{count(dead, "dead letter")}, {count(manifest["retractions"], "retraction")}'
+            f'{lag}')
+
+
+def count(n: int, what: str) -> str:
+    """``1 change``, ``2 changes``: counts for people."""
+    return f'{n:,} {what}' + ('' if n == 1 else 's')
 
 
 def _item_time(item) -> int:
