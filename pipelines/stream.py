@@ -13,7 +13,6 @@ which the local runner (Beam's FnApiRunner) runs in real time only without a Fla
 
 import argparse
 import datetime
-import hashlib
 import json
 import logging
 import secrets
@@ -28,18 +27,19 @@ from config import load_config
 from pipelines.migrate import (add_verbose_flag, check_beam_args, local_runner, runner_kind,
                                unwrap_error, with_overrides)
 from transforms.changes import ChangeProblem
-from transforms.epochs import (EPOCH_MANIFEST, EPOCHS_DIR, CommitEpochs, committed_so_far,
-                               count, epoch_dir, manifest_sha256)
+from transforms.epochs import (CUTOVER_FILE, EPOCH_MANIFEST, EPOCHS_DIR, CommitEpochs,
+                               committed_so_far, count, epoch_dir)
 from transforms.errors import ConfigError
-from transforms.files import exists, join, read_bytes, read_text, why_not_writable
+from transforms.files import exists, join, read_text, why_not_writable
 from transforms.keyring import load_keyring
 from transforms.manifest import MANIFEST_FILE
 from transforms.write import file_roles
 from transforms.feeds import DRAIN, EndOfFeeds, Feed, WatchFeeds
+from transforms.pubsub import ReadSubscription, is_subscription
 from transforms.reasons import DeadLetter
 from transforms.stream_consent import Batch, ConsentInOrder, Routed, route
 
-__all__ = ['build_stream', 'print_stream_summary', 'run_stream', 'stream_parser',
+__all__ = ['build_stream', 'decide_and_commit', 'print_stream_summary', 'run_stream', 'stream_parser',
            'stream_summary']
 
 _LOG = logging.getLogger('novation')
@@ -47,18 +47,43 @@ _LOG = logging.getLogger('novation')
 
 def build_stream(pipeline, config, *, feeds, run_id: str, stream_dir: str, stop_at=None,
                  epoch_seconds: float = 5.0, interval: float = 1.0, lateness: float = 2.0,
-                 idle: float = 5.0, snapshot_at=None, resume=None):
+                 idle: float = 5.0, snapshot_at=None, snapshot=None, resume=None,
+                 watermarks: bool = False, timestamp_attribute=None):
     """Add the stream to ``pipeline``; returns the PCollection of epoch manifests.
-    ``resume``: what earlier runs of the same stream committed (``committed_so_far``)."""
+
+    ``resume``: what earlier runs of the same stream committed (``committed_so_far``);
+    ``snapshot``: the batch run it continues (for the cut-over manifest). ``watermarks``: the
+    runner honours watermarks for timers (Dataflow): feeds on Pub/Sub are read and joined to
+    the files' source, and each step waits for the watermark instead of trusting the order
+    in which the files' source releases events (which is all the local runner allows)."""
+    files = [f for f in feeds if not is_subscription(f.pattern)]
+    released = pipeline | 'Watch' >> WatchFeeds(files, interval=interval, lateness=lateness,
+                                                idle=idle, stop_at=stop_at)
+    subscriptions = [f for f in feeds if is_subscription(f.pattern)]
+    assert watermarks or not subscriptions, 'Pub/Sub needs a runner that honours watermarks'
+    if subscriptions:
+        released = [released] + [
+            pipeline | f'Read{feed.name.title()}' >> ReadSubscription(feed, timestamp_attribute)
+            for feed in subscriptions] | 'Join' >> beam.Flatten()
+    return decide_and_commit(released, config, run_id=run_id, stream_dir=stream_dir,
+                             epoch_seconds=epoch_seconds, lateness=lateness,
+                             snapshot_at=snapshot_at, snapshot=snapshot, resume=resume,
+                             watermarks=watermarks)
+
+
+def decide_and_commit(released, config, *, run_id, stream_dir, epoch_seconds, lateness,
+                      snapshot_at=None, snapshot=None, resume=None, watermarks=False):
+    """The stream after its sources: ``Released`` batches (and the end of the feeds) ->
+    the epoch manifests."""
     tables = {t.name: t for t in config.tables}
-    return (pipeline
-            | 'Watch' >> WatchFeeds(feeds, interval=interval, lateness=lateness, idle=idle,
-                                    stop_at=stop_at)
+    return (released
             | 'Route' >> beam.FlatMap(_routed, tables)
             | 'ConsentInOrder' >> ConsentInOrder(config.transfer, tuple(tables),
-                                                 snapshot_at=snapshot_at, ordered=True)
+                                                 snapshot_at=snapshot_at, ordered=not watermarks,
+                                                 lateness=lateness)
             | 'Epochs' >> CommitEpochs(config=config, run_id=run_id, stream_dir=stream_dir,
-                                       seconds=epoch_seconds, resume=resume))
+                                       seconds=epoch_seconds, resume=resume, snapshot=snapshot,
+                                       watermarks=watermarks, lateness=lateness))
 
 
 def _routed(item, tables):
@@ -81,7 +106,8 @@ def _routed(item, tables):
         yield Batch(tuple(dead))
     if pairs:
         yield Routed(tuple(pairs))
-    yield item.up_to
+    if item.up_to is not None:
+        yield item.up_to
 
 
 def stream_parser(add_help=True) -> argparse.ArgumentParser:
@@ -156,7 +182,7 @@ def run_stream(argv=None) -> dict:
     build_stream(pipeline, config, feeds=feeds, run_id=run_id, stream_dir=stream_dir,
                  stop_at=stop_at, epoch_seconds=s.epoch_seconds, interval=s.poll_seconds,
                  lateness=s.lateness_seconds, idle=s.idle_seconds, snapshot_at=snapshot_at,
-                 resume=resume)
+                 snapshot=known.snapshot, resume=resume)
     DRAIN.clear()
     previous = {sig: signal.signal(sig, lambda *_: DRAIN.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -167,37 +193,7 @@ def run_stream(argv=None) -> dict:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    write_cutover(stream_dir, run_id, known.snapshot)
     return {**stream_summary(stream_dir), 'cutover': join(stream_dir, CUTOVER_FILE)}
-
-
-CUTOVER_FILE = 'cutover.json'
-
-
-def write_cutover(stream_dir: str, run_id: str, snapshot) -> dict:
-    """The cut-over manifest, written when the stream stops: the snapshot run and every epoch,
-    each with the sha256 of its manifest, so the acquirer can check that what it holds (the
-    snapshot, then the epochs in order) is the whole delivery."""
-    committed = committed_so_far(stream_dir)
-    epochs = []
-    for number in range(1, committed.last_epoch + 1):
-        epochs.append({'epoch': number, 'manifest': f'{EPOCHS_DIR}/{number:06d}/'
-                                                    f'{EPOCH_MANIFEST}',
-                       'sha256': manifest_sha256(stream_dir, number)})
-    cutover = {'format': 'novation-cutover/1', 'stream_id': run_id,
-               'completed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
-                   timespec='seconds'),
-               'snapshot': None, 'epochs': epochs}
-    if snapshot:
-        path = join(snapshot, MANIFEST_FILE)
-        data = read_bytes(path, what='snapshot manifest')
-        cutover['snapshot'] = {'run_id': json.loads(data)['run_id'], 'manifest': path,
-                               'sha256': hashlib.sha256(data).hexdigest()}
-    temp = join(stream_dir, CUTOVER_FILE + '.tmp')
-    with FileSystems.create(temp) as f:
-        f.write(json.dumps(cutover, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
-    FileSystems.rename([temp], [join(stream_dir, CUTOVER_FILE)])
-    return cutover
 
 
 def _stop_time(known):

@@ -25,7 +25,11 @@ from typing import Dict, Optional, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, PickleCoder
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
+                                              TimerSpec, on_timer)
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -38,18 +42,19 @@ from transforms.masking import MaskContext, string_form
 from transforms.read import ColumnPlan, text_array
 from transforms.crypto import file_identity
 from transforms.deadletter import EncryptedJsonLines, seal
-from transforms.files import join
+from transforms.files import join, read_bytes
 from transforms.keyring import cached_keyring
-from transforms.manifest import file_facts
+from transforms.manifest import MANIFEST_FILE, file_facts
 from transforms.errors import InputError
 from transforms.reasons import DeadLetter
 from transforms.feeds import EndOfFeeds, ReleasedUpTo
 from transforms.stream_consent import Batch, Decided, Retraction
 from transforms.write import ParquetFiles
 
-__all__ = ['CHANGE_COLUMNS', 'EPOCHS_DIR', 'EPOCH_MANIFEST', 'CommitEpochs', 'Committed',
+__all__ = ['CHANGE_COLUMNS', 'CUTOVER_FILE', 'EPOCHS_DIR', 'EPOCH_MANIFEST', 'CommitEpochs', 'Committed',
            'Prepared', 'RetractionFiles', 'change_batch', 'committed_so_far', 'retraction_id',
-           'commit_epoch', 'deliver_changes', 'epoch_dir', 'manifest_sha256']
+           'commit_epoch', 'count', 'deliver_changes', 'epoch_dir', 'manifest_sha256',
+           'write_cutover']
 
 # Delivered beside each row: its op (c, u, d, r), the source position and the commit time.
 CHANGE_COLUMNS = (pa.field('__op', pa.string()), pa.field('__position', pa.string()),
@@ -332,7 +337,11 @@ class CommitEpochs(beam.PTransform):
     committed already, joins the first open one; an item without a time, the window of the
     clock), cut into epochs of at most ``max_rows`` items. A window is committed once a
     ``ReleasedUpTo`` mark passes its end (the source has released everything committed before
-    it), and every open window at ``EndOfFeeds``. Outputs each epoch's manifest.
+    it), and every open window at ``EndOfFeeds``; with ``watermarks`` (a runner that honours
+    them: Dataflow), once the watermark passes its end plus ``lateness`` seconds, and every
+    open window when the watermark reaches the end of time (a drained job). Then the cut-over
+    manifest is written (``write_cutover``: ``snapshot`` is the run directory the stream
+    continues, or None). Outputs each epoch's manifest.
 
     ``resume``: what earlier runs of the stream committed (``committed_so_far``): the chain
     goes on from their last epoch, and the feed lines and retractions they hold are not
@@ -340,12 +349,15 @@ class CommitEpochs(beam.PTransform):
     """
 
     def __init__(self, *, config, run_id: str, stream_dir: str, seconds: float = 5.0,
-                 max_rows: int = 100_000, resume=None):
+                 max_rows: int = 100_000, resume=None, snapshot: Optional[str] = None,
+                 watermarks: bool = False, lateness: float = 0.0):
         super().__init__()
         resume = resume or Committed(0, None, frozenset(), frozenset())
         length = int(seconds * 10**6)
         self._deliver = _DeliverFn(config, length, max_rows, resume)
-        self._commit = _EpochFn(config, run_id, stream_dir, length, max_rows, resume)
+        fn = _WatermarkEpochFn if watermarks else _EpochFn
+        self._commit = fn(config, run_id, stream_dir, length, max_rows, resume, snapshot,
+                          int(lateness * 10**6))
 
     def expand(self, items):
         return (items
@@ -451,16 +463,20 @@ _Chain = collections.namedtuple('_Chain', 'number previous open_window first_hel
 
 
 class _EpochFn(beam.DoFn):
+    """Commits on the source's marks (``ReleasedUpTo``, ``EndOfFeeds``): the local runner."""
     BUFFER = BagStateSpec('buffer', BytesCoder())  # per batch: pickled [Prepared]
     CHAIN = ReadModifyWriteStateSpec('chain', PickleCoder())
 
-    def __init__(self, config, run_id, stream_dir, length, max_rows, resume):
+    def __init__(self, config, run_id, stream_dir, length, max_rows, resume, snapshot,
+                 lateness):
         self._config = config
         self._run_id = run_id
         self._stream_dir = stream_dir
         self._length = length
         self._max_rows = max_rows
         self._resume = resume
+        self._snapshot = snapshot
+        self._lateness = lateness
         self._ops = None
 
     def setup(self):
@@ -470,8 +486,15 @@ class _EpochFn(beam.DoFn):
     def process(self, element, buffer=beam.DoFn.StateParam(BUFFER),
                 chain=beam.DoFn.StateParam(CHAIN)):
         _, item = element
-        state = chain.read() or _Chain(self._resume.last_epoch + 1, self._resume.last_sha256,
-                                       0, None, 0)
+        state = self._held(item, buffer, chain.read())
+        ending = isinstance(item, EndOfFeeds)
+        up_to = item.at if isinstance(item, (ReleasedUpTo, EndOfFeeds)) else None
+        yield from self._commit_if_due(buffer, chain, state, up_to, ending)
+
+    def _held(self, item, buffer, state) -> _Chain:
+        """The chain once ``item`` (a Prepared part) is buffered."""
+        state = state or _Chain(self._resume.last_epoch + 1, self._resume.last_sha256, 0,
+                                None, 0)
         if isinstance(item, Prepared):
             placed = dataclasses.replace(item, window=max(item.window, state.open_window))
             buffer.add(pickle.dumps(placed, protocol=pickle.HIGHEST_PROTOCOL))
@@ -479,14 +502,18 @@ class _EpochFn(beam.DoFn):
                 first_held=placed.window if state.first_held is None else min(
                     placed.window, state.first_held),
                 held=state.held + placed.items)
-        ending = isinstance(item, EndOfFeeds)
-        up_to = item.at if isinstance(item, (ReleasedUpTo, EndOfFeeds)) else None
+        return state
+
+    def _commit_if_due(self, buffer, chain, state, up_to, ending):
         if state.first_held is not None and (
                 ending or state.held >= self._max_rows or
                 (up_to is not None and (state.first_held + 1) * self._length <= up_to)):
             state, manifests = self._commit_due(buffer, state, up_to, ending)
             yield from manifests
         chain.write(state)
+        if ending:
+            write_cutover(self._stream_dir, self._run_id, self._snapshot)
+
 
     def _commit_due(self, buffer, state, up_to, ending):
         """Commit the windows that are due (and epochs of ``max_rows`` items of the first
@@ -539,6 +566,76 @@ class _EpochFn(beam.DoFn):
             pseudonymize=lambda subject: self._ops.pseudonym(domain, subject),
             consumed=_consumed(c for p in parts for c in p.consumed),
             retraction_ids=sorted(i for p in parts for i in p.retraction_ids))
+
+
+class _WatermarkEpochFn(_EpochFn):
+    """Commits when the watermark passes a window's end plus the lateness, and everything
+    when it reaches the end of time: a runner that honours watermarks (Dataflow), with
+    sources joined (Pub/Sub), where no source's marks speak for all."""
+    WINDOW_DUE = TimerSpec('window_due', TimeDomain.WATERMARK)
+    END = TimerSpec('end', TimeDomain.WATERMARK)
+
+    def process(self, element, buffer=beam.DoFn.StateParam(_EpochFn.BUFFER),
+                chain=beam.DoFn.StateParam(_EpochFn.CHAIN),
+                window_due=beam.DoFn.TimerParam(WINDOW_DUE), end=beam.DoFn.TimerParam(END)):
+        _, item = element
+        first = chain.read()
+        if first is None:
+            end.set(GlobalWindow().max_timestamp())  # drained: commit what is open, cut over
+        state = self._held(item, buffer, first)
+        if state.first_held is not None:
+            window_due.set(self._due(state.first_held))
+        yield from self._commit_if_due(buffer, chain, state, None, False)
+
+    @on_timer(WINDOW_DUE)
+    def on_window_due(self, fire=beam.DoFn.TimestampParam,
+                      buffer=beam.DoFn.StateParam(_EpochFn.BUFFER),
+                      chain=beam.DoFn.StateParam(_EpochFn.CHAIN),
+                      window_due=beam.DoFn.TimerParam(WINDOW_DUE)):
+        state = self._held(None, buffer, chain.read())
+        yield from self._commit_if_due(buffer, chain, state, fire.micros - self._lateness,
+                                       False)
+        state = chain.read()
+        if state.first_held is not None:
+            window_due.set(self._due(state.first_held))
+
+    @on_timer(END)
+    def on_end(self, buffer=beam.DoFn.StateParam(_EpochFn.BUFFER),
+               chain=beam.DoFn.StateParam(_EpochFn.CHAIN)):
+        state = self._held(None, buffer, chain.read())
+        yield from self._commit_if_due(buffer, chain, state, None, True)
+
+    def _due(self, window) -> Timestamp:
+        return Timestamp(micros=(window + 1) * self._length + self._lateness)
+
+
+CUTOVER_FILE = 'cutover.json'
+
+
+def write_cutover(stream_dir: str, run_id: str, snapshot) -> dict:
+    """The cut-over manifest, written when the stream stops: the snapshot run and every epoch,
+    each with the sha256 of its manifest, so the acquirer can check that what it holds (the
+    snapshot, then the epochs in order) is the whole delivery."""
+    committed = committed_so_far(stream_dir)
+    epochs = []
+    for number in range(1, committed.last_epoch + 1):
+        epochs.append({'epoch': number, 'manifest': f'{EPOCHS_DIR}/{number:06d}/'
+                                                    f'{EPOCH_MANIFEST}',
+                       'sha256': manifest_sha256(stream_dir, number)})
+    cutover = {'format': 'novation-cutover/1', 'stream_id': run_id,
+               'completed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
+                   timespec='seconds'),
+               'snapshot': None, 'epochs': epochs}
+    if snapshot:
+        path = join(snapshot, MANIFEST_FILE)
+        data = read_bytes(path, what='snapshot manifest')
+        cutover['snapshot'] = {'run_id': json.loads(data)['run_id'], 'manifest': path,
+                               'sha256': hashlib.sha256(data).hexdigest()}
+    temp = join(stream_dir, CUTOVER_FILE + '.tmp')
+    with FileSystems.create(temp) as f:
+        f.write(json.dumps(cutover, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
+    FileSystems.rename([temp], [join(stream_dir, CUTOVER_FILE)])
+    return cutover
 
 
 # What earlier runs of a stream committed: the last epoch and its manifest's sha256, the feed
@@ -627,9 +724,14 @@ def _item_time(item) -> int:
 
 
 def _sources(places) -> list:
-    """The feed files and lines (``(path, line)``) an epoch's changes came from."""
+    """The feed files and lines (``(path, line)``) an epoch's changes came from (a Pub/Sub
+    subscription's messages have no lines: their first and last are null)."""
     lines = collections.defaultdict(list)
     for path, line in places:
         lines[path].append(line)
-    return [{'path': path, 'first_line': min(n), 'last_line': max(n), 'changes': len(n)}
-            for path, n in sorted(lines.items())]
+    out = []
+    for path, numbers in sorted(lines.items()):
+        known = [n for n in numbers if n is not None]
+        out.append({'path': path, 'first_line': min(known, default=None),
+                    'last_line': max(known, default=None), 'changes': len(numbers)})
+    return out

@@ -50,7 +50,7 @@ from transforms.changes import Change, ChangeProblem, parse_change
 from transforms.consent_events import ConsentEvent, parse_consent_event
 
 __all__ = ['DRAIN', 'EndOfFeeds', 'Feed', 'FeedEvent', 'Released', 'ReleasedUpTo',
-           'WatchFeeds']
+           'WatchFeeds', 'parse_json_event']
 
 KINDS = ('changes', 'consent', 'registry', 'erasures')
 # Set (by a signal handler of the launcher, on the local runner) to stop the watchers at their
@@ -90,9 +90,10 @@ class ReleasedUpTo:
 @dataclasses.dataclass(frozen=True)
 class Released:
     """Events the source releases together, in commit order (problems, which have no time,
-    first), and the mark that holds once they are through."""
+    first), and the mark that holds once they are through (None from a source that leaves
+    the order to the watermark: Pub/Sub)."""
     events: tuple
-    up_to: ReleasedUpTo
+    up_to: Optional[ReleasedUpTo]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,21 +197,25 @@ def _micros(moment) -> int:
 def read_feed_file(feed: Feed, path: str):
     """The FeedEvents of one file: JSON Lines, line by line (blank lines are no events), or an
     Avro object container file (``.avro``), record by record (``line`` is the record number)."""
-    parse = parse_change if feed.kind == 'changes' else parse_consent_event
     if path.endswith('.avro'):
-        yield from _avro_events(feed, path, parse)
+        yield from _avro_events(feed, path, parse_change if feed.kind == 'changes' else
+                                parse_consent_event)
         return
     with FileSystems.open(path) as f:
         for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:  # numbers keep their exact text, as in the batch's JSON Lines reader
-                raw = _EXACT.decode(line.decode('utf-8'))
-            except (ValueError, UnicodeDecodeError):
-                event = ChangeProblem('not a JSON object on one line (or not UTF-8)')
-            else:
-                event = parse(raw)
-            yield FeedEvent(feed.name, path, number, event)
+            if line.strip():
+                yield FeedEvent(feed.name, path, number, parse_json_event(feed, line))
+
+
+def parse_json_event(feed: Feed, data: bytes):
+    """The Change or ConsentEvent of one JSON object (a line, a Pub/Sub message), or the
+    ChangeProblem with it; numbers keep their exact text, as in the batch's JSON Lines
+    reader."""
+    try:
+        raw = _EXACT.decode(data.decode('utf-8'))
+    except (ValueError, UnicodeDecodeError):
+        return ChangeProblem('not a JSON object on one line (or not UTF-8)')
+    return (parse_change if feed.kind == 'changes' else parse_consent_event)(raw)
 
 
 class _Ticks(RestrictionProvider):

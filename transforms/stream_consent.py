@@ -99,16 +99,20 @@ class ConsentInOrder(beam.PTransform):
     local runner stops running in real time at a Flatten."""
 
     def __init__(self, transfer, tables, *, snapshot_at: Optional[int] = None,
-                 ordered: bool = False, shards: int = SHARDS):
+                 ordered: bool = False, lateness: float = 0.0, shards: int = SHARDS):
         """``tables``: every table name (a customer delivered in the snapshot is retracted
         from all); ``snapshot_at``: the snapshot's time in microseconds (None: no snapshot);
         ``ordered``: the input comes in commit-time order (``transforms.feeds`` releases it
         so), and each item is decided as it arrives instead of when the watermark passes it
-        (which the local runner does not honour for timers; see transforms.feeds)."""
+        (which the local runner does not honour for timers; see transforms.feeds); otherwise
+        an item waits for the watermark to pass its commit time plus ``lateness`` seconds
+        (a source whose watermark follows when events arrive, not when they were committed:
+        Pub/Sub's publish times)."""
         super().__init__()
         self._shards = shards
         self._fn = _ConsentInOrderFn(transfer.legal_bases, transfer.cross_border,
-                                     tuple(tables), snapshot_at, ordered)
+                                     tuple(tables), snapshot_at, ordered,
+                                     int(lateness * 10**6))
 
     def expand(self, items):
         return (items
@@ -179,7 +183,8 @@ class _ConsentInOrderFn(beam.DoFn):
     DUE = ReadModifyWriteStateSpec('due', VarIntCoder())  # the timer's time, microseconds
     WATERMARK = TimerSpec('watermark', TimeDomain.WATERMARK)
 
-    def __init__(self, purposes, cross_border, tables, snapshot_at, ordered):
+    def __init__(self, purposes, cross_border, tables, snapshot_at, ordered, lateness=0):
+        self._lateness = lateness
         self._purposes = purposes
         self._cross_border = cross_border
         self._tables = tables
@@ -202,7 +207,7 @@ class _ConsentInOrderFn(beam.DoFn):
             return
         held = (pending.read() or []) + list(pairs)
         pending.write(held)
-        first = min(_time(i) for _, i in pairs)
+        first = min(_time(i) for _, i in pairs) + self._lateness
         current = due.read()
         if current is None or first < current:
             due.write(first)
@@ -212,7 +217,7 @@ class _ConsentInOrderFn(beam.DoFn):
     def on_watermark(self, shard=beam.DoFn.KeyParam, fire=beam.DoFn.TimestampParam,
                      log=beam.DoFn.StateParam(LOG), pending=beam.DoFn.StateParam(PENDING),
                      due=beam.DoFn.StateParam(DUE), timer=beam.DoFn.TimerParam(WATERMARK)):
-        now = fire.micros
+        now = fire.micros - self._lateness  # everything committed by then has arrived
         held = pending.read() or []
         ready = sorted((p for p in held if _time(p[1]) <= now), key=lambda p: _order(p[1]))
         later = [p for p in held if _time(p[1]) > now]
@@ -220,8 +225,9 @@ class _ConsentInOrderFn(beam.DoFn):
         pending.clear()
         if later:
             pending.write(later)
-            due.write(min(_time(i) for _, i in later))
-            timer.set(Timestamp(micros=min(_time(i) for _, i in later)))
+            next_due = min(_time(i) for _, i in later) + self._lateness
+            due.write(next_due)
+            timer.set(Timestamp(micros=next_due))
         out = tuple(self._release(shard, log, ready))
         if out:
             yield Batch(out)
