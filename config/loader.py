@@ -135,12 +135,13 @@ class StreamConfig:
     """The live feeds (``novation stream``): where change and consent files land, how long an
     epoch is, how late a file may land after its events' commit (lateness), how long a feed
     may stay quiet before the clock moves its watermark (idle), how often to look (poll)."""
-    changes: str
+    changes: str  # a glob of files, or a Pub/Sub subscription (projects/P/subscriptions/S)
     consent: str
     epoch_seconds: float = 5.0
     lateness_seconds: float = 2.0
     idle_seconds: float = 5.0
     poll_seconds: float = 1.0
+    timestamp_attribute: Optional[str] = None  # Pub/Sub: the attribute holding commit times
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,10 +252,28 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
                            stream=stream)
 
 
+# A Pub/Sub subscription's full name (project ids: 6-30 characters; names: 3-255)
+SUBSCRIPTION = re.compile(r'projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/subscriptions/'
+                          r'[A-Za-z][-A-Za-z0-9._~%+]{2,254}')
+
+
 def _stream(c, raw, base_dir) -> StreamConfig:
     timings = ('epoch_seconds', 'lateness_seconds', 'idle_seconds', 'poll_seconds')
-    s = c.mapping(raw, 'stream', required=('changes', 'consent'), optional=timings)
+    s = c.mapping(raw, 'stream', required=('changes', 'consent'),
+                  optional=timings + ('timestamp_attribute',))
     values = {}
+    for key in ('changes', 'consent'):
+        place = c.string(s[key], f'stream.{key}')
+        if place.startswith('projects/'):
+            if not SUBSCRIPTION.fullmatch(place):
+                c.fail(f'stream.{key}', f'a Pub/Sub subscription is '
+                                        f'projects/PROJECT/subscriptions/NAME, got {place!r}')
+            values[key] = place
+        else:
+            values[key] = resolve(base_dir, place)
+    if 'timestamp_attribute' in s:
+        values['timestamp_attribute'] = c.string(s['timestamp_attribute'],
+                                                 'stream.timestamp_attribute')
     for key in timings:
         if key in s:
             value = s[key]
@@ -263,9 +282,7 @@ def _stream(c, raw, base_dir) -> StreamConfig:
                 c.fail(f'stream.{key}', f'must be a number of seconds above 0 and at most '
                                         f'86400, got {value!r}')
             values[key] = float(value)
-    return StreamConfig(changes=resolve(base_dir, c.string(s['changes'], 'stream.changes')),
-                        consent=resolve(base_dir, c.string(s['consent'], 'stream.consent')),
-                        **values)
+    return StreamConfig(**values)
 
 
 class _Checker:

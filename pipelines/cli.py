@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 
     from pipelines.stream import stream_parser
     sub.add_parser(
-        'stream', help='carry live changes to the acquirer until cut-over (being built)',
+        'stream', help='carry live changes to the acquirer until cut-over',
         parents=[stream_parser(False)], allow_abbrev=False,
         description='Watch the stream section\'s feed files (JSON Lines or Avro: Debezium '
                     'envelopes or change rows, and consent events; see the README) and deliver '
@@ -121,7 +121,10 @@ def _parser() -> argparse.ArgumentParser:
                     '--seconds, Ctrl-C or SIGTERM (each commits the open epoch, then writes the '
                     'cut-over manifest: the snapshot and every epoch); started again with the '
                     'same --run-id (after a stop or a crash) it goes on after its last '
-                    'committed epoch and delivers nothing twice. Being built: Pub/Sub and Dataflow are not supported yet.')
+                    'committed epoch and delivers nothing twice. With --runner DataflowRunner '
+                    'it submits a streaming job, whose feeds may also be Pub/Sub subscriptions '
+                    '(stream.changes, stream.consent: projects/P/subscriptions/S); drain the '
+                    'job to cut over.')
 
     demo = sub.add_parser(
         'demo', help='generate demo exports, keys and config, then migrate them',
@@ -305,7 +308,18 @@ def _cmd_run(argv, console):
 
 def _cmd_stream(argv):
     from pipelines.stream import print_stream_summary, run_stream
-    print_stream_summary(run_stream(argv))
+    summary = run_stream(argv)
+    if summary['status'] == 'dry-run':
+        print('dry run: the streaming job was built and not submitted')
+    elif summary['status'] == 'submitted':
+        job = getattr(summary['result'], 'job_id', lambda: None)()
+        print(f'submitted streaming job{f" {job}" if job else ""}: it runs until drained '
+              f'(gcloud dataflow jobs drain JOB_ID --region REGION), then commits the open '
+              f'epoch and writes {summary["stream_dir"]}/cutover.json')
+    else:
+        print_stream_summary(summary)
+        return 0
+    print(summary['stream_dir'])
     return 0
 
 

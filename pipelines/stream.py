@@ -1,36 +1,42 @@
-"""Live changes until cut-over: ``novation stream`` (being built: local runner, JSON Lines and
-Avro feed files, resuming after a crash; Pub/Sub and the Dataflow job are not built yet).
+"""Live changes until cut-over: ``novation stream``, on the local runner or as a Dataflow
+streaming job.
 
-``build_stream(pipeline, config, feeds=..., ...)`` adds the stream to a pipeline as one chain,
-which the local runner (Beam's FnApiRunner) runs in real time only without a Flatten:
+``build_stream(pipeline, config, feeds=..., ...)`` adds the stream to a pipeline. On the local
+runner (Beam's FnApiRunner) it is one chain, which that runner runs in real time only without
+a Flatten, and each step trusts the order in which the source releases events:
 
     WatchFeeds      data and consent feed files, each once, released in commit order
     Route           each event to its customer (the subject key), or a dead letter
     ConsentInOrder  decided by every consent event up to its commit time; retractions
     CommitEpochs    conform, suppress, mask as the batch does; encrypted files and a
-                    manifest per epoch, chained by sha256
+                    manifest per epoch, chained by sha256; the cut-over manifest at the end
+
+On Dataflow (``watermarks``), feeds on Pub/Sub (``ReadSubscription``) are joined to the files'
+source, and ConsentInOrder and CommitEpochs wait for the watermark instead.
 """
 
 import argparse
 import datetime
 import json
 import logging
+import re
 import secrets
 import signal
 import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+                                                  StandardOptions)
 
 from config import load_config
-from pipelines.migrate import (add_verbose_flag, check_beam_args, local_runner, runner_kind,
-                               unwrap_error, with_overrides)
+from pipelines.migrate import (add_verbose_flag, check_beam_args, check_reachable_by_workers,
+                               local_runner, runner_kind, unwrap_error, with_overrides)
 from transforms.changes import ChangeProblem
 from transforms.epochs import (CUTOVER_FILE, EPOCH_MANIFEST, EPOCHS_DIR, CommitEpochs,
                                committed_so_far, count, epoch_dir)
 from transforms.errors import ConfigError
-from transforms.files import exists, join, read_text, why_not_writable
+from transforms.files import exists, has_scheme, join, read_text, why_not_writable
 from transforms.keyring import load_keyring
 from transforms.manifest import MANIFEST_FILE
 from transforms.write import file_roles
@@ -126,7 +132,7 @@ def stream_parser(add_help=True) -> argparse.ArgumentParser:
                       help='cut-over: stop at this time (ISO 8601 with its zone, e.g. '
                            '2026-12-31T18:00:00+08:00), committing the open epoch')
     stop.add_argument('--seconds', type=float, metavar='N', help='stop after N seconds')
-    parser.add_argument('--run-id', help='name of the stream directory (default: stream- + UTC '
+    parser.add_argument('--run-id', '--run_id', dest='run_id', help='name of the stream directory (default: stream- + UTC '
                                          'time + random); an existing stream\'s id resumes it '
                                          'after its last committed epoch')
     parser.add_argument('--output', metavar='PATH',
@@ -149,22 +155,46 @@ def run_stream(argv=None) -> dict:
         raise ConfigError(f'{config.source}: stream: missing; novation stream needs '
                           f'stream.changes and stream.consent (globs of the feed files)')
     options = PipelineOptions(list(beam_args) + ['--streaming'])
-    if runner_kind(options) != 'local':
-        raise ConfigError('novation stream runs on the local runner for now (no --runner)')
+    kind = runner_kind(options)
+    if kind not in ('local', 'dataflow', 'dataflow-dry-run'):
+        raise ConfigError('novation stream runs on the local runner (no --runner) or on '
+                          'Dataflow (--runner DataflowRunner)')
+    on_dataflow = kind != 'local'
+    s = config.stream
+    subscriptions = [k for k in ('changes', 'consent') if is_subscription(getattr(s, k))]
+    if subscriptions and not on_dataflow:
+        raise ConfigError(f'{config.source}: stream.{subscriptions[0]}: a Pub/Sub subscription '
+                          f'is read on Dataflow only (--runner DataflowRunner); on this '
+                          f'machine give a glob of feed files')
+    if on_dataflow and (known.until or known.seconds is not None):
+        raise ConfigError('on Dataflow the stream runs until it is drained: cut over with '
+                          '"gcloud dataflow jobs drain JOB_ID --region REGION" (the open epoch '
+                          'commits, then cutover.json is written); --until and --seconds are '
+                          'for the local runner')
     stop_at = _stop_time(known)
     keyring = load_keyring(config.output.keys)
     keyring.require(sorted({'pseudonym', 'token', 'deadletter', 'data.internal',
                             'data.personal',
                             *(r for t in config.tables for r in file_roles(t, 'parquet'))}),
                     f' (needed by {config.source})')
+    if kind == 'dataflow':
+        _check_dataflow(config, keyring, options, known.snapshot)
     snapshot_at = _snapshot_time(known.snapshot, keyring) if known.snapshot else None
     run_id = known.run_id or ('stream-' + datetime.datetime.now(datetime.timezone.utc)
                               .strftime('%Y%m%dT%H%M%SZ') + '-' + secrets.token_hex(3))
+    if not re.fullmatch(r'[A-Za-z0-9][-_.A-Za-z0-9]{0,99}', run_id):
+        raise ConfigError(f'--run-id {run_id!r}: a stream id is 1 to 100 letters, digits, '
+                          f'"_", "." and "-", starting with a letter or digit')
     stream_dir = join(config.output.path, run_id)
     resume = None
     if exists(stream_dir):  # the same stream, started again: go on after its last epoch
         if exists(join(stream_dir, MANIFEST_FILE)):
             raise ConfigError(f'{stream_dir} is a batch run, not a stream')
+        if 'consent' in subscriptions and not options.view_as(StandardOptions).update:
+            # consent events read from Pub/Sub are acknowledged: only the job's state has them
+            raise ConfigError(f'{stream_dir} exists and its consent events came from Pub/Sub, '
+                              f'which a new job would not see again: update the running job '
+                              f'(--update --job_name NAME) instead of starting another')
         resume = committed_so_far(stream_dir)
         _LOG.info('resuming %s after epoch %d', stream_dir, resume.last_epoch)
         unfinished = epoch_dir(stream_dir, resume.last_epoch + 1)
@@ -174,7 +204,6 @@ def run_stream(argv=None) -> dict:
     if why:
         raise ConfigError(f'{config.source}: output.path: {config.output.path} cannot be '
                           f'written: {why}')
-    s = config.stream
     feeds = [Feed('registry', config.consent.registry, 'registry'),
              Feed('erasures', config.consent.erasures, 'erasures'),
              Feed('data', s.changes, 'changes'), Feed('consent', s.consent, 'consent')]
@@ -182,7 +211,15 @@ def run_stream(argv=None) -> dict:
     build_stream(pipeline, config, feeds=feeds, run_id=run_id, stream_dir=stream_dir,
                  stop_at=stop_at, epoch_seconds=s.epoch_seconds, interval=s.poll_seconds,
                  lateness=s.lateness_seconds, idle=s.idle_seconds, snapshot_at=snapshot_at,
-                 snapshot=known.snapshot, resume=resume)
+                 snapshot=known.snapshot, resume=resume, watermarks=on_dataflow,
+                 timestamp_attribute=s.timestamp_attribute)
+    if on_dataflow:  # a streaming job: it runs until drained, and writes cutover.json then
+        try:
+            result = pipeline.run()
+        except Exception as e:
+            raise unwrap_error(e) from None
+        return {'status': 'dry-run' if kind == 'dataflow-dry-run' else 'submitted',
+                'stream_dir': stream_dir, 'result': result}
     DRAIN.clear()
     previous = {sig: signal.signal(sig, lambda *_: DRAIN.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -193,7 +230,26 @@ def run_stream(argv=None) -> dict:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return {**stream_summary(stream_dir), 'cutover': join(stream_dir, CUTOVER_FILE)}
+    return {**stream_summary(stream_dir), 'cutover': join(stream_dir, CUTOVER_FILE),
+            'status': 'done'}
+
+
+def _check_dataflow(config, keyring, options, snapshot) -> None:
+    """What a Dataflow stream's workers must reach: gs:// paths for everything, feed files
+    included, and a Cloud KMS keyring."""
+    if not (options.view_as(GoogleCloudOptions).temp_location or '').startswith('gs://'):
+        raise ConfigError('a Dataflow stream needs --temp_location=gs://... (Beam\'s temporary '
+                          'files go there)')
+    check_reachable_by_workers(config, keyring)
+    for key in ('changes', 'consent'):
+        place = getattr(config.stream, key)
+        if not is_subscription(place) and not has_scheme(place):
+            raise ConfigError(f'{config.source}: stream.{key}: {place} is on this machine, '
+                              f'which Dataflow workers cannot read; use a gs:// path or a '
+                              f'Pub/Sub subscription')
+    if snapshot and not has_scheme(snapshot):
+        raise ConfigError(f'--snapshot: {snapshot} is on this machine, which Dataflow workers '
+                          f'cannot read; give the run directory on gs://')
 
 
 def _stop_time(known):

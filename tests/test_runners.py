@@ -56,6 +56,7 @@ def test_the_dataflow_job_is_built_offline(demo_copy, no_network):
         f'{step}{table}' for table in TABLES for step in (
             'Read', 'Conform', 'Consent', 'Mask', 'Write', 'WriteDeadLetters')} | {
         'DedupCustomers', 'DedupCustomers/Park', 'DedupCustomers/Unpark', 'DedupRepayments',
+        'DedupContracts',
         'WriteCustomers/Files/Finalize'}
     assert expected <= steps, sorted(expected - steps)
     # Beam samples each step's output size by encoding elements: batches must get their own
@@ -67,9 +68,9 @@ def test_the_dataflow_job_is_built_offline(demo_copy, no_network):
         for t in components.transforms.values()
         if not t.subtransforms and re.search(
             r'/(ReadBatches|Cast|Unpark|Drop|Gate|Apply|Count)(/ParDo\(\w+\))?$', t.unique_name)}
-    # per table: read, conform, gate, mask, count; two tables also take their rows back from
-    # scratch and drop duplicates
-    assert len(batch_steps) == 4 * 5 + 2 * 2, sorted(batch_steps)
+    # per table: read, conform, gate, mask, count; the three with a primary key also take
+    # their rows back from scratch and drop duplicates
+    assert len(batch_steps) == 4 * 5 + 3 * 2, sorted(batch_steps)
     assert set(batch_steps.values()) == {'RecordBatchCoder'}
     [environment] = job.proto_pipeline.components.environments.values()
     assert environment.urn == 'beam:env:docker:v1'
@@ -84,6 +85,35 @@ def test_the_dataflow_job_is_built_offline(demo_copy, no_network):
         names = {n.split('/', 1)[1] for n in sdist.getnames() if '/' in n}
     assert {'setup.py', 'README.md', 'pipelines/migrate.py', 'transforms/keyring.py',
             'schemas/customers.avsc', 'config/demo.yaml'} <= names
+
+
+def test_the_dataflow_streaming_job_reads_pub_sub_and_is_built_offline(demo_copy, no_network):
+    import yaml
+    from apache_beam.portability import common_urns
+    from pipelines.stream import run_stream
+    _, config, _ = demo_copy
+    with open(config, encoding='utf-8') as f:
+        doc = yaml.safe_load(f)
+    doc['stream'].update(changes='projects/seller-cdc/subscriptions/novation-changes',
+                         consent='projects/seller-cdc/subscriptions/novation-consent',
+                         timestamp_attribute='committed_at')
+    with open(config, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(doc, f, allow_unicode=True, sort_keys=False)
+    summary = run_stream(['--config', config, *DATAFLOW, '--run-id', 'live',
+                          '--setup_file', os.path.join(ROOT, 'setup.py')])
+    assert summary['status'] == 'dry-run' and not os.path.exists(summary['stream_dir'])
+    job = summary['result'].job
+    assert json.loads(job.json())['type'] == 'JOB_TYPE_STREAMING'
+    transforms = job.proto_pipeline.components.transforms.values()
+    steps = {t.unique_name for t in transforms}
+    assert {'Watch/Watch', 'ReadData/Read', 'ReadConsent/Read', 'Join', 'Route',
+            'ConsentInOrder/InOrder', 'Epochs/Deliver', 'Epochs/Commit'} <= steps, sorted(steps)
+    # both subscriptions are read by Dataflow's own Pub/Sub source, with the commit times
+    reads = [t for t in transforms if t.spec.urn == common_urns.composites.PUBSUB_READ.urn]
+    payloads = [beam_runner_api_pb2.PubSubReadPayload.FromString(t.spec.payload) for t in reads]
+    assert sorted((p.subscription, p.timestamp_attribute) for p in payloads) == [
+        ('projects/seller-cdc/subscriptions/novation-changes', 'committed_at'),
+        ('projects/seller-cdc/subscriptions/novation-consent', 'committed_at')]
 
 
 def test_dataflow_refuses_paths_its_workers_cannot_read(demo_copy, no_network):

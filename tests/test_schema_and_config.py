@@ -75,6 +75,15 @@ def parse(doc):
                         ROOT)
 
 
+def test_a_feed_is_a_glob_of_files_or_a_pub_sub_subscription(demo_doc):
+    doc = change(demo_doc, 'stream.changes', 'projects/seller-cdc/subscriptions/novation-cdc')
+    doc = change(doc, 'stream.timestamp_attribute', 'committed_at')
+    stream = parse(doc).stream
+    assert stream.changes == 'projects/seller-cdc/subscriptions/novation-cdc'  # not a path
+    assert stream.consent == os.path.join(ROOT, 'feeds', 'consent', '*.jsonl')
+    assert stream.timestamp_attribute == 'committed_at'
+
+
 def test_demo_config_is_valid(demo_doc):
     config = parse(demo_doc)
     assert [t.name for t in config.tables] == ['customers', 'contracts', 'repayments',
@@ -144,6 +153,13 @@ def change(doc, dotted, value):
                                             "tables: customers, contracts"),
     ('output.format', 'orc', "output.format: 'orc' is not allowed; allowed: parquet"),
     ('deadletter.max_ratio', 2, 'deadletter.max_ratio must be a number between 0 and 1'),
+    ('stream.changes', 'projects/p/subscriptions/changes', "stream.changes: a Pub/Sub "
+                                                           "subscription is projects/PROJECT/"
+                                                           "subscriptions/NAME, got"),
+    ('stream.consent', 'projects/seller-cdc/topics/consent', 'stream.consent: a Pub/Sub '
+                                                              'subscription is'),
+    ('stream.timestamp_attribute', 5, 'stream.timestamp_attribute: must be a non-empty string'),
+    ('stream.epoch_seconds', 0, 'stream.epoch_seconds: must be a number of seconds above 0'),
 ])
 def test_config_errors(demo_doc, dotted, value, message):
     with pytest.raises(ConfigError) as e:

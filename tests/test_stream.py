@@ -21,6 +21,7 @@ from transforms.feeds import Feed
 from transforms.keyring import load_keyring
 
 from test_epochs import ROW, dataclasses_replace_keys, table  # noqa: F401 (a fixture)
+from test_runners import DATAFLOW
 
 pytestmark = pytest.mark.slow  # a stream runs for a few seconds
 
@@ -160,7 +161,13 @@ def test_novation_stream_starts_from_the_snapshots_consent_and_says_what_it_comm
     (['--seconds', '0'], '--seconds must be above 0'),
     (['--snapshot', 'NOWHERE'], 'cannot read snapshot manifest NOWHERE/manifest.json: no such '
                                 'file'),
-    (['--runner', 'DataflowRunner'], 'novation stream runs on the local runner for now'),
+    (['--runner', 'PortableRunner'], 'novation stream runs on the local runner (no --runner) '
+                                     'or on Dataflow'),
+    (['--run-id', '../elsewhere'], "--run-id '../elsewhere': a stream id is 1 to 100 letters"),
+    (['--runner', 'DataflowRunner', '--seconds', '5'], 'on Dataflow the stream runs until it '
+                                                       'is drained'),
+    ([a for a in DATAFLOW if a != '--dry_run=True'],
+     'tables.customers.path: ', ),
 ])
 def test_stream_mistakes_are_one_line_before_it_starts(demo_copy, capsys, argv, message):
     from pipelines.cli import main
