@@ -6,6 +6,7 @@ data: only the config and the schema files it names.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import posixpath
@@ -97,6 +98,13 @@ class TableConfig:
 
     def rule(self, field_name: str) -> FieldRule:
         return next(r for r in self.rules if r.field.name == field_name)
+
+    @functools.cached_property
+    def subject_columns(self) -> Tuple[str, ...]:
+        """The columns that may hold the subject key: its field's name, then its aliases.
+        Cached: a stream asks for each event (hashing the frozen config would cost more)."""
+        spec = self.schema.field(self.subject_key)
+        return (spec.name,) + spec.aliases
 
     @property
     def sensitive_fields(self) -> Tuple[str, ...]:

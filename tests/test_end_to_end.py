@@ -258,11 +258,11 @@ def test_a_run_parks_its_state_in_scratch_and_removes_it(demo_copy, tmp_path, mo
     result = run(['--config', config, f'--temp_location={temp}'])
     [(directory, names)] = removed
     assert directory == os.path.join(temp, 'novation-' + result.manifest['run_id'])
-    # key facts and parked rows of the two tables with a primary key, consent flags, consent
-    # decisions
+    # key facts and parked rows of the three tables with a primary key, consent flags,
+    # consent decisions
     assert {name.split('-')[0] for name in names} == {'keys', 'rows', 'flags', 'decisions'}
     assert {name.split('-')[1] for name in names if name.startswith('rows-')} == {
-        'customers', 'repayments'}
+        'contracts', 'customers', 'repayments'}
     assert os.listdir(temp) == []
 
 

@@ -25,7 +25,6 @@ the shard.
 """
 
 import dataclasses
-import functools
 import pickle
 import secrets
 import zlib
@@ -314,13 +313,6 @@ def _order(item):
     return item.change.order if isinstance(item, ChangeEvent) else (item.at, '', item.order)
 
 
-@functools.lru_cache(maxsize=None)
-def _subject_columns(table) -> Tuple[str, ...]:
-    """The columns that may hold a table's subject key: its name, then its aliases."""
-    spec = next(f for f in table.schema.fields if f.name == table.subject_key)
-    return (spec.name,) + spec.aliases
-
-
 def route(item, tables):
     """``(subject, ChangeEvent | ConsentEvent)`` for ConsentInOrder, or a ``ChangeProblem``
     naming the table, for a ``transforms.feeds.FeedEvent`` (pure).
@@ -338,7 +330,7 @@ def route(item, tables):
     if table is None:
         return ChangeProblem(f'table {event.table!r} is not in the config; tables: '
                              f'{", ".join(sorted(tables))}', event.table)
-    for column in _subject_columns(table):
+    for column in table.subject_columns:
         value = event.row.get(column)
         if value is not None and str(value).strip():
             return str(value), ChangeEvent(event, item.path, item.line)  # as the batch keys it
