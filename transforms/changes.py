@@ -22,7 +22,7 @@ import dataclasses
 import datetime
 import json
 import re
-from typing import Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 __all__ = ['OPS', 'Change', 'ChangeProblem', 'integer_value', 'parse_change', 'timestamp_micros']
 
@@ -32,9 +32,9 @@ _OP_NAMES = {'create': 'c', 'insert': 'c', 'update': 'u', 'delete': 'd', 'read':
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
-@dataclasses.dataclass(frozen=True)
-class Change:
-    """One change of one row, in a form that orders.
+class Change(NamedTuple):
+    """One change of one row, in a form that orders (a named tuple: millions of them cross
+    the stream's keyed boundary, and a tuple unpickles in a third of a dataclass's time).
 
     ``committed_at``: microseconds since the epoch (UTC) of the commit at the seller;
     ``position``: integers that order the changes of one source (compare only positions of the

@@ -19,7 +19,7 @@ committed before it is delivered, whatever order the two arrive in.
 """
 
 import dataclasses
-from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, NamedTuple, Optional, Sequence, Tuple, Union
 
 from transforms.changes import ChangeProblem, integer_value, timestamp_micros
 from transforms.consent_rules import ConsentRow, Decision, decide_subject
@@ -29,8 +29,9 @@ __all__ = ['EVENTS', 'ConsentEvent', 'decision_at', 'parse_consent_event', 'retr
 EVENTS = ('grant', 'withdraw', 'sensitive_consent', 'cross_border_consent', 'erasure')
 
 
-@dataclasses.dataclass(frozen=True)
-class ConsentEvent:
+class ConsentEvent(NamedTuple):
+    """A grant, withdrawal, change of separate consent or erasure request of one customer (a
+    named tuple, as ``transforms.changes.Change``, for the stream's keyed boundary)."""
     subject: str
     event: str
     purpose: Optional[str]  # None for an erasure

@@ -17,6 +17,7 @@ import hashlib
 import json
 import itertools
 import logging
+import operator
 import pickle
 import secrets
 import time
@@ -63,36 +64,58 @@ CHANGE_COLUMNS = (pa.field('__op', pa.string()), pa.field('__position', pa.strin
 
 def change_batch(table, events) -> Tuple[pa.RecordBatch, list, list]:
     """(text batch in schema order with provenance, the events kept, [DeadLetter]) for
-    ``ChangeEvent``s of ``table``. A row with a column that is no field or alias is refused as
-    ``malformed`` (unless the table ignores extra columns), never the stream stopped."""
+    ``ChangeEvent``s of ``table``, its rows grouped by their columns. A row with a column that
+    is no field or alias is refused as ``malformed`` (unless the table ignores extra
+    columns), never the stream stopped."""
     plan = ColumnPlan(table)
-    records, kept, dead = [], [], []
+    layouts = {}  # a row's columns (most rows of a feed share them) -> (_layout, its events)
+    dead = []
     for event in events:
         row = event.change.row
-        unknown = sorted(c for c in row if not plan.knows(c))
-        mapped, twice = {}, []
-        for column, value in row.items():
-            if plan.knows(column):
-                field = plan.field(column)
-                (twice if field in mapped else []).append(field)
-                mapped[field] = value
-        problem = (f'column(s) not in the schema (unclassified): {", ".join(unknown)}'
-                   if unknown and table.extra_columns != 'ignore' else
-                   f'two columns give field(s) {", ".join(twice)}' if twice else None)
+        columns = tuple(row)
+        group = layouts.get(columns)
+        if group is None:
+            group = layouts[columns] = (_layout(plan, table, columns), [])
+        (fields, problem), grouped = group
         if problem:
             dead.append(DeadLetter(
                 reason='malformed', stage='read', table=table.name, source_file=event.source,
-                row=event.line, problem=problem, subject=_subject(mapped, table),
+                row=event.line, problem=problem,
+                subject=_subject({f: row[c] for f, c in fields.items()}, table),
                 raw={k: v for k, v in row.items() if plan.knows(k)}))
-            continue
-        records.append(mapped)
-        kept.append(event)
+        else:
+            grouped.append(event)
     names = list(table.schema.field_names)
-    columns = [text_array([r.get(name) for r in records]) for name in names]
+    parts, kept = [], []
+    for (fields, problem), grouped in layouts.values():
+        if problem or not grouped:
+            continue
+        rows = [e.change.row for e in grouped]
+        parts.append([text_array(list(map(operator.itemgetter(fields[name]), rows)))
+                      if name in fields else
+                      pa.nulls(len(rows), pa.string()) for name in names])
+        kept += grouped
+    columns = [pa.concat_arrays([p[i] for p in parts]) if parts else pa.array([], pa.string())
+               for i in range(len(names))]
     sources = pa.array([e.source for e in kept], pa.string()).dictionary_encode()
     lines = pa.array([e.line for e in kept], pa.int64())
     batch = pa.RecordBatch.from_arrays(columns + [sources, lines], names=names + [SOURCE, ROW])
     return batch, kept, dead
+
+
+def _layout(plan, table, columns) -> Tuple[Dict[str, str], Optional[str]]:
+    """({field: the column that gives it}, the problem with these columns or None)."""
+    fields, twice = {}, []
+    for column in columns:
+        if plan.knows(column):
+            field = plan.field(column)
+            (twice if field in fields else []).append(field)
+            fields[field] = column
+    unknown = sorted(c for c in columns if not plan.knows(c))
+    problem = (f'column(s) not in the schema (unclassified): {", ".join(unknown)}'
+               if unknown and table.extra_columns != 'ignore' else
+               f'two columns give field(s) {", ".join(twice)}' if twice else None)
+    return fields, problem
 
 
 def _subject(mapped, table):

@@ -642,6 +642,12 @@ def _batch_of_records(records, *, text_only):
 
 
 def text_array(values):
+    """Values as text: strings as they are, booleans as true/false, anything else (numbers
+    not kept as text, nested values) as its JSON."""
+    try:
+        return pa.array(values, type=pa.string())  # all strings (or None): Arrow's own loop
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
     return pa.array([None if v is None else
                      ('true' if v else 'false') if isinstance(v, bool) else
                      v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)

@@ -28,7 +28,7 @@ import dataclasses
 import pickle
 import secrets
 import zlib
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, PickleCoder, VarIntCoder
@@ -48,9 +48,9 @@ DEDUP_SECONDS = 600   # a change seen again within this much commit time is deci
 COMPACT_AFTER = 64    # chunks in a shard's log before it is rewritten as one
 
 
-@dataclasses.dataclass(frozen=True)
-class ChangeEvent:
-    """A change of a customer's row, with where it came from (for dead letters)."""
+class ChangeEvent(NamedTuple):
+    """A change of a customer's row, with where it came from (for dead letters); a named
+    tuple, as ``transforms.changes.Change``."""
     change: Change
     source: str = ''
     line: Optional[int] = None
