@@ -300,3 +300,25 @@ def test_an_epoch_holds_at_most_max_rows(table, keys_dir, tmp_path):
         Batch(tuple(decided(n, ROW, at=n) for n in range(1, 6))), EndOfFeeds(T + 10**6)],
         max_rows=2)
     assert [m['tables']['customers']['rows_written'] for m in manifests] == [2, 2, 1]
+
+
+@pytest.mark.parametrize('parts, merged', [
+    ([[('a', 1), ('a', 2)], [('a', 3), ('b', 7)]], [{'path': 'a', 'lines': [[1, 3]]},
+                                                    {'path': 'b', 'lines': [[7, 7]]}]),
+    ([[('a', 5)], [('a', 1), ('a', 2)], [('a', 9)]], [{'path': 'a', 'lines': [[1, 2], [5, 5],
+                                                                             [9, 9]]}]),
+    ([[('a', 1), ('a', 2), ('a', 3)], [('a', 2)]], [{'path': 'a', 'lines': [[1, 3]]}]),
+    ([], []),
+])
+def test_the_lines_parts_consumed_merge_as_if_consumed_together(parts, merged):
+    from transforms.epochs import _consumed, _merged_consumed
+    assert _merged_consumed(e for part in parts for e in _consumed(part)) == merged
+    assert merged == _consumed({place for part in parts for place in part})
+
+
+def test_the_sources_of_parts_merge_into_one_per_file():
+    from transforms.epochs import _merged_sources, _sources
+    parts = [[('a', 4), ('a', 2)], [('a', 9), ('sub', None)], [('sub', None)]]
+    assert _merged_sources(e for part in parts for e in _sources(part)) == [
+        {'path': 'a', 'first_line': 2, 'last_line': 9, 'changes': 3},
+        {'path': 'sub', 'first_line': None, 'last_line': None, 'changes': 2}]

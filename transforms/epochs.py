@@ -401,8 +401,8 @@ class Prepared:
     dead: tuple
     retractions: tuple
     retraction_ids: tuple
-    consumed: tuple  # (path, line)
-    changes: tuple   # (path, line)
+    consumed: tuple  # per feed file, the lines as ranges (as _consumed gives them)
+    changes: tuple   # per feed file, its first and last line and count (as _sources)
     latest: Optional[int]
     items: int
 
@@ -462,8 +462,9 @@ class _DeliverFn(beam.DoFn):
         return Prepared(
             window=window, tables=tuple(delivered), dead=tuple(dead), retractions=retractions,
             retraction_ids=tuple(retraction_id(self._ops, r) for r in retractions),
-            consumed=tuple(p for p in map(_place, items) if p is not None and p[1] is not None),
-            changes=tuple((d.event.source, d.event.line) for d in decided),
+            consumed=tuple(_consumed(p for p in map(_place, items)
+                                     if p is not None and p[1] is not None)),
+            changes=tuple(_sources((d.event.source, d.event.line) for d in decided)),
             latest=max(times) if times else None, items=len(items))
 
 
@@ -584,10 +585,11 @@ class _EpochFn(beam.DoFn):
             stream_dir=self._stream_dir, run_id=self._run_id, number=number, tables=tables,
             delivered=delivered, dead=[d for p in parts for d in p.dead],
             retractions=[r for p in parts for r in p.retractions],
-            sources=_sources(c for p in parts for c in p.changes), previous_sha256=previous,
+            sources=_merged_sources(c for p in parts for c in p.changes),
+            previous_sha256=previous,
             keys_path=config.output.keys,
             pseudonymize=lambda subject: self._ops.pseudonym(domain, subject),
-            consumed=_consumed(c for p in parts for c in p.consumed),
+            consumed=_merged_consumed(c for p in parts for c in p.consumed),
             retraction_ids=sorted(i for p in parts for i in p.retraction_ids))
 
 
@@ -758,3 +760,33 @@ def _sources(places) -> list:
         out.append({'path': path, 'first_line': min(known, default=None),
                     'last_line': max(known, default=None), 'changes': len(numbers)})
     return out
+
+
+def _merged_consumed(entries) -> list:
+    """Parts' ``_consumed`` entries as one: per file, overlapping or adjacent ranges joined."""
+    ranges = collections.defaultdict(list)
+    for entry in entries:
+        ranges[entry['path']] += [list(r) for r in entry['lines']]
+    out = []
+    for path, spans in sorted(ranges.items()):
+        joined = []
+        for first, last in sorted(spans):
+            if joined and first <= joined[-1][1] + 1:
+                joined[-1][1] = max(joined[-1][1], last)
+            else:
+                joined.append([first, last])
+        out.append({'path': path, 'lines': joined})
+    return out
+
+
+def _merged_sources(entries) -> list:
+    """Parts' ``_sources`` entries as one: per file, the first and last line and the count."""
+    merged = {}
+    for e in entries:
+        m = merged.setdefault(e['path'], {'path': e['path'], 'first_line': None,
+                                          'last_line': None, 'changes': 0})
+        m['changes'] += e['changes']
+        for key, pick in (('first_line', min), ('last_line', max)):
+            known = [v for v in (m[key], e[key]) if v is not None]
+            m[key] = pick(known) if known else None
+    return [merged[path] for path in sorted(merged)]
