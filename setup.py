@@ -28,8 +28,9 @@ setuptools.setup(
     install_requires=REQUIRED,
     extras_require={
         'gcp': GCP,
-        # The tests build the Dataflow job graph, so they need the gcp extra too.
-        'test': ['pytest>=8', 'hypothesis>=6.100'] + GCP,
+        # The tests build the Dataflow job graph, so they need the gcp extra too; they open
+        # the report in Debian's chromium (apt-get) through Playwright, and read its screenshot.
+        'test': ['pytest>=8', 'hypothesis>=6.100', 'playwright>=1.40', 'pillow>=10'] + GCP,
     },
     entry_points={'console_scripts': ['novation = pipelines.cli:main']},
 )

@@ -162,6 +162,7 @@ class MigrationConfig:
     deadletter: DeadLetterConfig
     digest: str  # sha256 of the config and its schemas, for the manifest
     stream: Optional[StreamConfig] = None
+    report_lang: str = 'en'  # the run report's language (report.lang): en or zh
 
     def table(self, name: str) -> TableConfig:
         return next(t for t in self.tables if t.name == name)
@@ -213,7 +214,7 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
         raise ConfigError(f'{source}: not valid YAML{at}') from None
     c = _Checker(source)
     root = c.mapping(doc, '', required=('transfer', 'tables', 'consent', 'masking', 'output'),
-                     optional=('deadletter', 'stream'))
+                     optional=('deadletter', 'stream', 'report'))
     transfer = _transfer(c, root['transfer'])
     schema_texts = []
     tables_raw = c.mapping(root['tables'], 'tables')
@@ -254,12 +255,15 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
     digest = hashlib.sha256(json.dumps([text] + schema_texts, ensure_ascii=False)
                             .encode('utf-8')).hexdigest()
     stream = _stream(c, root['stream'], base_dir) if root.get('stream') is not None else None
+    report = c.mapping(root.get('report') or {}, 'report', optional=('lang',))
+    lang = c.choice(report.get('lang', 'en'), 'report.lang', REPORT_LANGS)
     return MigrationConfig(source=source, transfer=transfer, tables=tuple(tables),
                            consent=consent, output=output,
                            deadletter=DeadLetterConfig(float(max_ratio)), digest=digest,
-                           stream=stream)
+                           stream=stream, report_lang=lang)
 
 
+REPORT_LANGS = ('en', 'zh')
 # A Pub/Sub subscription's full name (project ids: 6-30 characters; names: 3-255)
 SUBSCRIPTION = re.compile(r'projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/subscriptions/'
                           r'[A-Za-z][-A-Za-z0-9._~%+]{2,254}')

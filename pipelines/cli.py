@@ -6,6 +6,7 @@
     novation keys init DIR [--master-key URI]      create a keyring (KMS-wrapped, or in clear)
     novation keys show|rotate|add DIR ...          inspect, rotate or extend a keyring
     novation decrypt RUN_DIR --keys DIR --table NAME [--deadletter] --out FILE
+    novation report RUN_DIR [--lang en|zh]         the compliance report of a run, again
     novation detokenize --run RUN_DIR --keys DIR --field TABLE.FIELD (TOKEN... | --in FILE)
 
 User errors print one line (``novation: error: ...``) and exit 2; a run aborted on the
@@ -204,6 +205,21 @@ def _parser() -> argparse.ArgumentParser:
                          help="the table's dead letters (needs the deadletter key)")
     decrypt.add_argument('--out', required=True, help='output file (.csv, .jsonl, .parquet)')
 
+    report = sub.add_parser(
+        'report', help='write the compliance report of a finished run again (e.g. in another '
+                       'language)',
+        description='Every run writes report.html and report.json next to its manifest, for '
+                    'compliance operators: what moved, what was refused and why (with the law '
+                    'behind each reason), per table and source file, sensitive fields '
+                    'withheld, how each field was treated, the keys used (ids only) and the '
+                    'reconciliation of every count, with charts; one self-contained page that '
+                    'opens offline. This command writes them again from the manifest. They '
+                    'hold no personal data.')
+    report.add_argument('run_dir', metavar='RUN_DIR', help='OUT/<run_id> of a finished run')
+    report.add_argument('--lang', choices=('en', 'zh'), default='en',
+                        help='language of the report (default en; a run writes it in its '
+                             'config\'s report.lang)')
+
     detok = sub.add_parser(
         'detokenize', help='reverse tokenized values of a run (token key holders only)',
         description='Turn tokens of a tokenized field back into the original values, with the '
@@ -260,6 +276,8 @@ def main(argv=None) -> int:
             return _cmd_keys(args)
         if args.command == 'detokenize':
             return _cmd_detokenize(args, command)
+        if args.command == 'report':
+            return _cmd_report(args)
         return _cmd_decrypt(args)
     except DeadLetterLimitExceeded as e:
         print(f'novation: aborted: {e}', file=sys.stderr)
@@ -392,6 +410,17 @@ def _cmd_decrypt(args):
     print(f'{rows} {what} of {args.table} written to {args.out}')
     for column, role in sorted(withheld.items()):
         print(f'  withheld: {column} (under {role}, which this keyring does not hold)')
+    return 0
+
+
+def _cmd_report(args):
+    from pipelines.decrypt import load_manifest
+    from transforms.files import join
+    from transforms.manifest import write_report
+    from transforms.report import REPORT_HTML
+    report = write_report(args.run_dir, load_manifest(args.run_dir), args.lang)
+    print(report['summary']['moved'])
+    print(join(args.run_dir, REPORT_HTML))
     return 0
 
 

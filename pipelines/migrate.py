@@ -115,6 +115,7 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
         'config_sha256': config.digest,
         'tables': [table.name for table in config.tables],
         'max_ratio': config.deadletter.max_ratio,
+        'report_lang': config.report_lang,
         'transfer': {'seller': t.seller, 'acquirer': t.acquirer,
                      'purposes': [{'name': p.name, 'legal_basis': p.legal_basis}
                                   for p in t.purposes],

@@ -22,7 +22,7 @@ from transforms.errors import DeadLetterLimitExceeded
 from transforms.reasons import DATA_QUALITY_REASONS, REASONS
 
 __all__ = ['MANIFEST_FILE', 'WriteManifest', 'build_manifest', 'file_facts', 'percent',
-           'relative_path']
+           'relative_path', 'write_report']
 
 MANIFEST_FILE = 'manifest.json'
 MANIFEST_FORMAT = 'novation-manifest/1'
@@ -100,11 +100,28 @@ class _FileFactsFn(beam.DoFn):
 
 def _write_manifest(_, run, counts, files):
     manifest = build_manifest(run, dict(counts), files)
-    tmp = FileSystems.join(run['run_dir'], MANIFEST_FILE + '.tmp')
-    with FileSystems.create(tmp) as f:
-        f.write(json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
-    FileSystems.rename([tmp], [FileSystems.join(run['run_dir'], MANIFEST_FILE)])
+    _write_whole(run['run_dir'], MANIFEST_FILE,
+                 json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
+    write_report(run['run_dir'], manifest, run.get('report_lang', 'en'))
     return manifest
+
+
+def write_report(run_dir: str, manifest: dict, lang: str) -> dict:
+    """``report.json`` and ``report.html`` of a run, from its manifest; returns the report."""
+    from transforms.report import REPORT_HTML, REPORT_JSON, build_report, render_html
+    report = build_report(manifest, lang)
+    _write_whole(run_dir, REPORT_JSON,
+                 json.dumps(report, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
+    _write_whole(run_dir, REPORT_HTML, render_html(report).encode('utf-8'))
+    return report
+
+
+def _write_whole(run_dir: str, name: str, data: bytes) -> None:
+    """Write ``name`` under a temporary name, then rename it: never a partial file."""
+    tmp = FileSystems.join(run_dir, name + '.tmp')
+    with FileSystems.create(tmp) as f:
+        f.write(data)
+    FileSystems.rename([tmp], [FileSystems.join(run_dir, name)])
 
 
 def _new_source(table, path):

@@ -1,0 +1,163 @@
+"""The compliance report: built from the manifest's counts (pure), written by every run next to
+its manifest, free of personal values in any encoding, and drawn by a real headless Chromium
+with its charts and without a single network request."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from transforms.report import REPORT_HTML, REPORT_JSON, build_report, render_html
+
+
+def manifest(**dead):
+    """A small manifest: customers with ``dead`` refusals, contracts with none."""
+    customers_read = 10 + sum(dead.values())
+    return {
+        'run_id': 'R1', 'completed_at': '2026-12-03T08:00:00+00:00',
+        'transfer': {'seller': 'S', 'acquirer': 'A', 'source_region': 'CN',
+                     'destination_region': 'HK', 'cross_border': True},
+        'keys': {'pseudonym': {'primary': 11, 'keys': [11]},
+                 'deadletter': {'primary': 22, 'keys': [22]}},
+        'totals': {'rows_read': customers_read + 5, 'rows_written': 15,
+                   'dead_letters': {'malformed': dead.get('malformed', 0),
+                                    'no_consent': dead.get('no_consent', 0),
+                                    'erasure_requested': dead.get('erasure_requested', 0)}},
+        'tables': {
+            'customers': {'rows_read': customers_read, 'rows_written': 10,
+                          'dead_letters': dict(dead), 'sensitive_suppressed_rows': 2,
+                          'fields': [{'name': 'customer_id', 'classification': 'personal',
+                                      'masking': 'hash'}]},
+            'contracts': {'rows_read': 5, 'rows_written': 5, 'dead_letters': {},
+                          'sensitive_suppressed_rows': 0,
+                          'fields': [{'name': 'contract_id', 'classification': 'internal',
+                                      'masking': 'keep'}]}},
+        'sources': [{'path': '/exports/customers.csv', 'table': 'customers',
+                     'rows_read': customers_read, 'rows_written': 10, 'dead_letters': dict(dead)},
+                    {'path': '/exports/contracts.parquet', 'table': 'contracts',
+                     'rows_read': 5, 'rows_written': 5, 'dead_letters': {}}]}
+
+
+@pytest.mark.parametrize('lang, moved, law', [
+    ('en', '15 of 19 records moved; 4 were refused and did not move.', 'PIPL Art. 47'),
+    ('zh', '共读取 19 条记录，转移 15 条；4 条被拒绝，未转移。', '《个人信息保护法》第四十七条'),
+])
+def test_the_report_says_what_moved_and_why_not_from_the_manifests_counts(lang, moved, law):
+    report = build_report(manifest(malformed=1, no_consent=2, erasure_requested=1), lang)
+    assert report['summary']['moved'] == moved
+    assert report['summary']['reconciles']
+    assert [r['reason'] for r in report['reasons']] == ['erasure_requested', 'malformed',
+                                                        'no_consent']
+    assert report['reasons'][0]['law'] == law
+    [customers, contracts] = report['tables']
+    assert (customers['rows_read'], customers['rows_written'], customers['rows_refused']) == \
+        (14, 10, 4)
+    assert customers['refused_by_reason'] == {'malformed': 1, 'no_consent': 2,
+                                              'erasure_requested': 1}
+    assert contracts['refused_by_reason'] == {}
+    # the consent picture leaves data-quality refusals out
+    assert report['customers'] == {**report['customers'], 'admitted': 10, 'refused': 3,
+                                   'erasures_honoured': 1}
+    assert [s['file'] for s in report['sources']] == ['customers.csv', 'contracts.parquet']
+    assert report['keys'] == [{'role': 'deadletter', 'key_id': 22},
+                              {'role': 'pseudonym', 'key_id': 11}]
+    page = render_html(report)
+    assert moved in page and law in page and '<script' not in page
+    assert page.count('<rect class="bar"') == 3 + 3 + 3  # tables, reasons, source files
+
+
+def test_counts_that_do_not_add_up_are_shown_as_such():
+    broken = manifest(no_consent=2)
+    broken['sources'][0]['rows_written'] = 9
+    report = build_report(broken)
+    assert report['summary']['reconciles'] is None
+    assert '<span class="bad">' in render_html(report)
+
+
+def test_a_run_without_refusals_says_so():
+    assert 'No record was refused.' in render_html(build_report(manifest()))
+
+
+def test_every_run_writes_its_report_next_to_the_manifest(demo_run):
+    _, planted, result = demo_run
+    report = json.load(open(os.path.join(result.run_dir, REPORT_JSON), encoding='utf-8'))
+    m = result.manifest
+    assert report['run_id'] == m['run_id']
+    assert report['totals'] == {
+        'rows_read': m['totals']['rows_read'], 'rows_written': m['totals']['rows_written'],
+        'rows_refused': sum(m['totals']['dead_letters'].values()),
+        'refused_by_reason': {r: n for r, n in m['totals']['dead_letters'].items() if n}}
+    for t in report['tables']:
+        assert t['rows_written'] == m['tables'][t['table']]['rows_written']
+    assert os.path.exists(os.path.join(result.run_dir, REPORT_HTML))
+
+
+def test_no_personal_value_is_in_the_report_in_any_encoding(demo_run):
+    _, planted, result = demo_run
+    values = {v for kind in ('name', 'national_id', 'mobile', 'email', 'bank_card')
+              for v in planted.secrets[kind]}
+    for name in (REPORT_JSON, REPORT_HTML):
+        data = open(os.path.join(result.run_dir, name), 'rb').read()
+        for value in values:
+            forms = {value.encode('utf-8'), value.encode('gbk', 'ignore'),
+                     json.dumps(value).strip('"').encode('ascii')}
+            assert not any(f in data for f in forms if len(f) >= 4), f'a value in {name}'
+
+
+def test_novation_report_writes_it_again_in_chinese_and_an_incomplete_run_is_one_line(
+        demo_run, tmp_path):
+    _, _, result = demo_run
+    copy = str(tmp_path / 'run')
+    shutil.copytree(result.run_dir, copy)
+    proc = subprocess.run([sys.executable, '-m', 'pipelines.cli', 'report', copy, '--lang',
+                           'zh'], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == os.path.join(copy, REPORT_HTML)
+    assert json.load(open(os.path.join(copy, REPORT_JSON), encoding='utf-8'))['lang'] == 'zh'
+    os.remove(os.path.join(copy, 'manifest.json'))
+    proc = subprocess.run([sys.executable, '-m', 'pipelines.cli', 'report', copy],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1
+    assert 'has no manifest.json: the run is incomplete' in proc.stderr
+
+
+CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--no-first-run',
+                 '--disable-background-networking', '--disable-component-update',
+                 '--disable-sync']
+
+
+def test_the_report_renders_in_headless_chromium_with_its_charts_and_no_network(
+        demo_run, tmp_path):
+    from playwright.sync_api import sync_playwright
+    _, _, result = demo_run
+    chromium = shutil.which('chromium')
+    assert chromium, "Debian's chromium is needed (apt-get install chromium; .ci/run does it)"
+    page_file = os.path.join(result.run_dir, REPORT_HTML)
+    report = json.load(open(os.path.join(result.run_dir, REPORT_JSON), encoding='utf-8'))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={'width': 1000, 'height': 1400})
+        requests = []
+        page.on('request', lambda r: requests.append(r.url))
+        page.goto('file://' + page_file)
+        shot = str(tmp_path / 'report.png')
+        page.screenshot(path=shot, full_page=True)
+        text = page.inner_text('body')
+        bars = page.locator('rect.bar')
+        boxes = [bars.nth(i).bounding_box() for i in range(bars.count())]
+        browser.close()
+    assert requests == ['file://' + page_file]  # nothing else, from anywhere
+    assert report['summary']['moved'] in text
+    for t in report['tables']:
+        assert f'{t["rows_written"]:,}' in text and f'{t["rows_refused"]:,}' in text
+    segments = sum(1 for t in report['tables'] for n in (t['rows_written'], t['rows_refused'])
+                   if n) + sum(len(t['refused_by_reason']) for t in report['tables']) + sum(
+        1 for s in report['sources'] for n in (s['rows_written'], s['rows_refused']) if n)
+    assert len(boxes) == segments and all(b and b['width'] >= 1 for b in boxes)
+    from PIL import Image
+    colours = Image.open(shot).convert('RGB').getcolors(maxcolors=1 << 20)
+    assert len(colours) > 50  # text and charts drawn, not a blank page

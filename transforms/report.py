@@ -1,0 +1,316 @@
+"""The run report for compliance operators: ``report.json`` and ``report.html`` next to the
+manifest, both from the manifest's own counts (pure functions).
+
+``build_report(manifest, lang)`` says, in plain words and in English or Chinese, what moved and
+what did not and why: per table and per source file, refusals by reason with the reason's
+meaning and the law behind it, sensitive fields withheld, the customers admitted and refused,
+how each field was treated, the keys used (ids only) and the reconciliation of every count.
+``render_html(report)`` draws it as one self-contained page (inline CSS and SVG charts, no
+script, nothing loaded from the network) that prints well. Neither holds a personal value: the
+manifest holds none, so the report is readable by anyone who may read the manifest.
+"""
+
+import html
+import os
+from typing import Dict, List
+
+__all__ = ['LANGS', 'REPORT_HTML', 'REPORT_JSON', 'build_report', 'render_html']
+
+REPORT_JSON = 'report.json'
+REPORT_HTML = 'report.html'
+LANGS = ('en', 'zh')
+
+# reason -> (law, meaning in English, meaning in Chinese)
+REASON_TEXT = {
+    'malformed': ('PIPL Art. 8', 'a value cannot be read as the schema type, or the row is '
+                  'broken', '值无法按字段类型读取，或该行已损坏'),
+    'missing_required': ('PIPL Art. 8', 'a field the schema requires is empty',
+                         '必填字段为空'),
+    'duplicate_key': ('PIPL Art. 8', 'the same primary key appears more than once: a person '
+                      'must decide which copy is right', '同一主键出现多次，需人工确认哪条正确'),
+    'no_primary_key': ('PIPL Art. 8', 'an update or delete of a table without a primary key',
+                       '无主键表的更新或删除'),
+    'no_consent': ('PIPL Art. 13, 14', 'no live consent for a consent-based purpose of the '
+                   'transfer', '该转移目的需要同意，但没有有效同意'),
+    'consent_withdrawn': ('PIPL Art. 15', 'the customer withdrew consent',
+                          '客户已撤回同意'),
+    'erasure_requested': ('PIPL Art. 47', 'the customer asked for erasure; the row is not kept',
+                          '客户要求删除，该行不予保留'),
+    'no_cross_border_consent': ('PIPL Art. 39', 'no separate consent to a transfer abroad',
+                                '没有出境单独同意'),
+}
+DATA_QUALITY = ('malformed', 'missing_required', 'duplicate_key', 'no_primary_key')
+
+TEXT = {
+    'en': {
+        'title': 'Transfer report', 'run': 'Run', 'completed': 'Completed',
+        'from_to': 'From {seller} to {acquirer} ({source} to {destination}{abroad})',
+        'abroad': ', a cross-border transfer',
+        'moved': '{written} of {read} records moved; {refused} were refused and did not move.',
+        'reconciles': 'Every count reconciles: records read = records moved + records refused, '
+                      'for every table and every source file.',
+        'by_table': 'Records by table', 'by_reason': 'Refused records by reason and table',
+        'by_source': 'Records by source file', 'table': 'Table', 'source': 'Source file',
+        'read': 'Read', 'written': 'Moved', 'refused': 'Refused', 'reason': 'Reason',
+        'meaning': 'What it means', 'law': 'Law', 'count': 'Records',
+        'kind_quality': 'data quality: to fix at the seller',
+        'kind_consent': 'consent: the law working as intended',
+        'sensitive': 'Sensitive fields withheld',
+        'sensitive_text': '{n} records of {table} moved without their sensitive fields: the '
+                          'customer gave no separate consent for sensitive data (PIPL Art. 29).',
+        'customers': 'Customers',
+        'customers_text': 'In {table} (one record per customer): {admitted} admitted, '
+                          '{refused} refused ({erased} erasure requests honoured).',
+        'fields': 'Fields and how each was treated', 'field': 'Field',
+        'classification': 'Classification', 'method': 'Treatment',
+        'keys': 'Keys used (ids only)', 'role': 'Key role', 'key_id': 'Key id',
+        'reconciliation': 'Reconciliation', 'check': 'Check', 'ok': 'adds up',
+        'no_refusals': 'No record was refused.', 'glossary': 'Reasons',
+        'footer': 'Generated from manifest.json of this run; it holds no personal data. The '
+                  'refused records themselves are in the encrypted dead letters, readable only '
+                  'with the deadletter key.',
+    },
+    'zh': {
+        'title': '数据转移报告', 'run': '运行', 'completed': '完成时间',
+        'from_to': '从 {seller} 到 {acquirer}（{source} 至 {destination}{abroad}）',
+        'abroad': '，跨境转移',
+        'moved': '共读取 {read} 条记录，转移 {written} 条；{refused} 条被拒绝，未转移。',
+        'reconciles': '所有数字均已核对：每张表、每个源文件的读取数 = 转移数 + 拒绝数。',
+        'by_table': '各表记录数', 'by_reason': '按原因和表统计的拒绝记录',
+        'by_source': '各源文件记录数', 'table': '表', 'source': '源文件',
+        'read': '读取', 'written': '转移', 'refused': '拒绝', 'reason': '原因',
+        'meaning': '含义', 'law': '法律依据', 'count': '记录数',
+        'kind_quality': '数据质量：需在出让方修正', 'kind_consent': '同意：依法拒绝',
+        'sensitive': '未转移的敏感字段',
+        'sensitive_text': '{table} 中有 {n} 条记录转移时不含敏感字段：客户未就敏感个人信息给予单独同意'
+                          '（《个人信息保护法》第二十九条）。',
+        'customers': '客户',
+        'customers_text': '{table}（每条记录为一位客户）：准入 {admitted} 位，拒绝 {refused} 位'
+                          '（已执行删除请求 {erased} 项）。',
+        'fields': '字段及其处理方式', 'field': '字段', 'classification': '分级',
+        'method': '处理方式', 'keys': '所用密钥（仅编号）', 'role': '密钥角色', 'key_id': '密钥编号',
+        'reconciliation': '核对', 'check': '核对项', 'ok': '相符',
+        'no_refusals': '没有记录被拒绝。', 'glossary': '原因说明',
+        'footer': '本报告由本次运行的 manifest.json 生成，不含任何个人信息。被拒绝的记录本身保存在加密的'
+                  '死信文件中，仅持有 deadletter 密钥者可读。',
+    },
+}
+
+
+_ZH_ARTICLES = {'8': '八', '13': '十三', '14': '十四', '15': '十五', '29': '二十九', '39': '三十九',
+                '47': '四十七'}
+
+
+def _law(text: str, lang: str) -> str:
+    """``PIPL Art. 13, 14`` in the report's language."""
+    if lang == 'en':
+        return text
+    numbers = text.replace('PIPL Art. ', '').split(', ')
+    return '《个人信息保护法》' + '、'.join(f'第{_ZH_ARTICLES[n]}条' for n in numbers)
+
+
+def build_report(manifest: dict, lang: str = 'en') -> dict:
+    """The report of a run (pure): what ``report.json`` holds and ``report.html`` shows."""
+    assert lang in LANGS, lang
+    t = TEXT[lang]
+    totals = manifest['totals']
+    refused = sum(totals['dead_letters'].values())
+    transfer = manifest['transfer']
+    reasons_seen = sorted({r for table in manifest['tables'].values()
+                           for r, n in table['dead_letters'].items() if n})
+    tables = []
+    for name, table in manifest['tables'].items():
+        dead = {r: n for r, n in table['dead_letters'].items() if n}
+        tables.append({'table': name, 'rows_read': table['rows_read'],
+                       'rows_written': table['rows_written'],
+                       'rows_refused': sum(dead.values()), 'refused_by_reason': dead,
+                       'sensitive_withheld_rows': table['sensitive_suppressed_rows'],
+                       'fields': [{'field': f['name'], 'classification': f['classification'],
+                                   'method': f['masking']} for f in table['fields']],
+                       'reconciles': table['rows_read'] == table['rows_written'] +
+                       sum(dead.values())})
+    sources = [{'table': s['table'], 'file': os.path.basename(s['path']), 'path': s['path'],
+                'rows_read': s['rows_read'], 'rows_written': s['rows_written'],
+                'rows_refused': sum(s['dead_letters'].values()),
+                'refused_by_reason': {r: n for r, n in sorted(s['dead_letters'].items()) if n},
+                'reconciles': s['rows_read'] == s['rows_written'] +
+                sum(s['dead_letters'].values())}
+               for s in manifest['sources']]
+    return {
+        'format': 'novation-report/1', 'lang': lang, 'run_id': manifest['run_id'],
+        'completed_at': manifest['completed_at'],
+        'summary': {
+            'transfer': t['from_to'].format(
+                seller=transfer['seller'], acquirer=transfer['acquirer'],
+                source=transfer['source_region'], destination=transfer['destination_region'],
+                abroad=t['abroad'] if transfer.get('cross_border') else ''),
+            'moved': t['moved'].format(read=f'{totals["rows_read"]:,}',
+                                       written=f'{totals["rows_written"]:,}',
+                                       refused=f'{refused:,}'),
+            'reconciles': t['reconciles'] if all(x['reconciles'] for x in tables + sources)
+            else None,
+        },
+        'totals': {'rows_read': totals['rows_read'], 'rows_written': totals['rows_written'],
+                   'rows_refused': refused,
+                   'refused_by_reason': {r: n for r, n in totals['dead_letters'].items() if n}},
+        'reasons': [{'reason': r, 'law': _law(REASON_TEXT[r][0], lang),
+                     'meaning': REASON_TEXT[r][1 if lang == 'en' else 2],
+                     'kind': t['kind_quality'] if r in DATA_QUALITY else t['kind_consent']}
+                    for r in reasons_seen],
+        'customers': _customers(manifest, t),
+        'tables': tables, 'sources': sources,
+        'keys': [{'role': role, 'key_id': ids['primary']}
+                 for role, ids in sorted(manifest['keys'].items())],
+        'text': t,
+    }
+
+
+def _customers(manifest, t):
+    """The consent picture in the customers' own table: the one whose rows are customers (its
+    primary key is its subject key), as far as the manifest can tell: the first table."""
+    name, table = next(iter(manifest['tables'].items()))
+    dead = table['dead_letters']
+    consent = {r: n for r, n in dead.items() if n and r not in DATA_QUALITY}
+    return {'table': name, 'admitted': table['rows_written'], 'refused': sum(consent.values()),
+            'refused_by_reason': consent, 'erasures_honoured': dead.get('erasure_requested', 0),
+            'text': t['customers_text'].format(
+                table=name, admitted=f'{table["rows_written"]:,}',
+                refused=f'{sum(consent.values()):,}',
+                erased=f'{dead.get("erasure_requested", 0):,}')}
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+_CSS = """
+body{font-family:"Noto Sans CJK SC","Noto Sans",Arial,sans-serif;margin:2em auto;max-width:60em;
+color:#1b1b1b;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid
+#ccc}p.lead{font-size:1.1em}table{border-collapse:collapse;width:100%;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-align:top}
+td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}
+.ok{color:#1a7f37;font-weight:bold}.bad{color:#b42318;font-weight:bold}
+.legend span{display:inline-block;margin-right:1em}.legend i{display:inline-block;width:.9em;
+height:.9em;margin-right:.3em;vertical-align:middle}small{color:#555}
+svg text{font-size:12px;font-family:inherit}
+@media print{body{margin:0;max-width:none}h2{break-after:avoid}table,svg{break-inside:avoid}}
+"""
+_COLOURS = ['#4c78a8', '#f58518', '#e45756', '#72b7b2', '#54a24b', '#eeca3b', '#b279a2',
+            '#9d755d']
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _bars(rows: List[Dict], keys: List[str], labels: Dict[str, str], title: str) -> str:
+    """A horizontal stacked bar chart (inline SVG): one bar a row, one segment a key."""
+    if not rows:
+        return ''
+    width, label_w, bar_h, gap = 720, 170, 18, 8
+    total = max(sum(r['values'].get(k, 0) for k in keys) for r in rows) or 1
+    scale = (width - label_w - 70) / total
+    height = len(rows) * (bar_h + gap) + gap
+    parts = [f'<svg role="img" aria-label="{_e(title)}" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">']
+    for i, r in enumerate(rows):
+        y = gap + i * (bar_h + gap)
+        parts.append(f'<text x="{label_w - 6}" y="{y + bar_h - 5}" text-anchor="end">'
+                     f'{_e(r["label"])}</text>')
+        x = label_w
+        for k, colour in zip(keys, _COLOURS * 4):
+            n = r['values'].get(k, 0)
+            if n:
+                w = max(1.0, n * scale)
+                parts.append(f'<rect class="bar" x="{x:.1f}" y="{y}" width="{w:.1f}" '
+                             f'height="{bar_h}" fill="{colour}"><title>{_e(labels[k])}: '
+                             f'{n:,}</title></rect>')
+                x += w
+        parts.append(f'<text x="{x + 4:.1f}" y="{y + bar_h - 5}">'
+                     f'{sum(r["values"].get(k, 0) for k in keys):,}</text>')
+    parts.append('</svg>')
+    legend = ''.join(f'<span><i style="background:{c}"></i>{_e(labels[k])}</span>'
+                     for k, c in zip(keys, _COLOURS * 4))
+    return f'<figure><div class="legend">{legend}</div>{"".join(parts)}</figure>'
+
+
+def _table(headers, rows, numeric=()) -> str:
+    head = ''.join(f'<th>{_e(h)}</th>' for h in headers)
+    body = ''.join('<tr>' + ''.join(
+        f'<td class="n">{v:,}</td>' if i in numeric and isinstance(v, int) else
+        f'<td>{v}</td>' for i, v in enumerate(row)) + '</tr>' for row in rows)
+    return f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def render_html(report: dict) -> str:
+    """The report as one self-contained HTML page."""
+    t = report['text']
+    reasons = [r['reason'] for r in report['reasons']]
+    labels = {r: r for r in reasons}
+    out = [f'<!DOCTYPE html><html lang="{"zh-CN" if report["lang"] == "zh" else "en"}"><head>'
+           f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
+           f'content="default-src \'none\'; style-src \'unsafe-inline\'">'
+           f'<title>{_e(t["title"])}: {_e(report["run_id"])}</title>'
+           f'<style>{_CSS}</style></head><body>',
+           f'<h1>{_e(t["title"])}</h1><p><small>{_e(t["run"])} {_e(report["run_id"])} · '
+           f'{_e(t["completed"])} {_e(report["completed_at"])}</small></p>',
+           f'<p>{_e(report["summary"]["transfer"])}</p>',
+           f'<p class="lead" id="moved">{_e(report["summary"]["moved"])}</p>']
+    if report['summary']['reconciles']:
+        out.append(f'<p class="ok">{_e(report["summary"]["reconciles"])}</p>')
+    out.append(f'<h2>{_e(t["by_table"])}</h2>')
+    out.append(_bars([{'label': x['table'], 'values': {'written': x['rows_written'],
+                                                       'refused': x['rows_refused']}}
+                      for x in report['tables']], ['written', 'refused'],
+                     {'written': t['written'], 'refused': t['refused']}, t['by_table']))
+    out.append(_table([t['table'], t['read'], t['written'], t['refused']],
+                      [(_e(x['table']), x['rows_read'], x['rows_written'], x['rows_refused'])
+                       for x in report['tables']], numeric=(1, 2, 3)))
+    out.append(f'<h2>{_e(t["by_reason"])}</h2>')
+    if reasons:
+        out.append(_bars([{'label': x['table'], 'values': x['refused_by_reason']}
+                          for x in report['tables'] if x['rows_refused']], reasons, labels,
+                         t['by_reason']))
+        out.append(_table([t['reason'], t['meaning'], t['law'], t['count']],
+                          [(f'<code>{_e(r["reason"])}</code><br><small>{_e(r["kind"])}'
+                            f'</small>', _e(r['meaning']), _e(r['law']),
+                            report['totals']['refused_by_reason'][r['reason']])
+                           for r in report['reasons']], numeric=(3,)))
+    else:
+        out.append(f'<p>{_e(t["no_refusals"])}</p>')
+    c = report['customers']
+    out.append(f'<h2>{_e(t["customers"])}</h2><p>{_e(c["text"])}</p>')
+    withheld = [x for x in report['tables'] if x['sensitive_withheld_rows']]
+    if withheld:
+        out.append(f'<h2>{_e(t["sensitive"])}</h2>')
+        for x in withheld:
+            text = t['sensitive_text'].format(n=f'{x["sensitive_withheld_rows"]:,}',
+                                              table=x['table'])
+            out.append(f'<p>{_e(text)}</p>')
+    out.append(f'<h2>{_e(t["by_source"])}</h2>')
+    out.append(_bars([{'label': s['file'], 'values': {'written': s['rows_written'],
+                                                      'refused': s['rows_refused']}}
+                      for s in report['sources']], ['written', 'refused'],
+                     {'written': t['written'], 'refused': t['refused']}, t['by_source']))
+    out.append(_table([t['source'], t['table'], t['read'], t['written'], t['refused'],
+                       t['reason']],
+                      [(f'{_e(s["file"])}<br><small>{_e(s["path"])}</small>', _e(s['table']),
+                        s['rows_read'], s['rows_written'], s['rows_refused'],
+                        ', '.join(f'{_e(r)} {n:,}' for r, n in s['refused_by_reason'].items()))
+                       for s in report['sources']], numeric=(2, 3, 4)))
+    out.append(f'<h2>{_e(t["fields"])}</h2>')
+    for x in report['tables']:
+        out.append(f'<h3>{_e(x["table"])}</h3>' + _table(
+            [t['field'], t['classification'], t['method']],
+            [(_e(f['field']), _e(f['classification']), _e(f['method'])) for f in x['fields']]))
+    out.append(f'<h2>{_e(t["reconciliation"])}</h2>')
+    out.append(_table([t['check'], t['read'], t['written'], t['refused'], ''],
+                      [(_e(x.get('file', x['table'])), x['rows_read'], x['rows_written'],
+                        x['rows_refused'], f'<span class="{"ok" if x["reconciles"] else "bad"}">'
+                        f'{_e(t["ok"]) if x["reconciles"] else "≠"}</span>')
+                       for x in report['tables'] + report['sources']], numeric=(1, 2, 3)))
+    out.append(f'<h2>{_e(t["keys"])}</h2>')
+    out.append(_table([t['role'], t['key_id']], [(f'<code>{_e(k["role"])}</code>', k['key_id'])
+                                                 for k in report['keys']], numeric=(1,)))
+    out.append(f'<p><small>{_e(t["footer"])}</small></p></body></html>')
+    return '\n'.join(out)
