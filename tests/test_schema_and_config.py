@@ -160,7 +160,8 @@ def change(doc, dotted, value):
                                                               'subscription is'),
     ('stream.timestamp_attribute', 5, 'stream.timestamp_attribute: must be a non-empty string'),
     ('stream.epoch_seconds', 0, 'stream.epoch_seconds: must be a number of seconds above 0'),
-    ('report.lang', 'fr', "report.lang: 'fr' is not allowed; allowed: en, zh"),
+    ('report', {'lang': 'fr'}, "report.lang: 'fr' is not allowed; allowed: en, zh"),
+    ('report', {'language': 'zh'}, 'report: unknown key(s) language; allowed: lang'),
 ])
 def test_config_errors(demo_doc, dotted, value, message):
     with pytest.raises(ConfigError) as e:
