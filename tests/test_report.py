@@ -161,3 +161,52 @@ def test_the_report_renders_in_headless_chromium_with_its_charts_and_no_network(
     from PIL import Image
     colours = Image.open(shot).convert('RGB').getcolors(maxcolors=1 << 20)
     assert len(colours) > 50  # text and charts drawn, not a blank page
+
+
+@pytest.mark.parametrize('record, raw, kind', [
+    ({'reason': 'malformed', 'field': 'birth_date', 'problem': 'birth_date: expected a date'},
+     {'birth_date': '1990-02-30'}, ('malformed', 'birth_date', 'birth_date: expected a date',
+                                    'text of 10 characters')),
+    ({'reason': 'missing_required', 'field': 'mobile', 'problem': 'required but empty'},
+     {'mobile': ''}, ('missing_required', 'mobile', 'required but empty', 'nothing')),
+    ({'reason': 'malformed', 'field': 'amount', 'problem': 'amount: not a decimal'},
+     {'amount': 1.5}, ('malformed', 'amount', 'amount: not a decimal', 'a number')),
+    ({'reason': 'malformed', 'field': 'a, b', 'problem': 'two fields'}, {'a': 'x'},
+     ('malformed', 'a, b', 'two fields', '')),                  # no one value to describe
+    ({'reason': 'no_consent', 'field': 'customer_id', 'problem': 'no live consent'},
+     {'customer_id': 'C1'}, ('no_consent', 'customer_id', 'no live consent', '')),
+    ({'reason': 'erasure_requested', 'field': None, 'problem': None}, None,
+     ('erasure_requested', '', '', '')),
+])
+def test_a_dead_letter_is_described_by_its_kind_of_problem_never_its_value(record, raw, kind):
+    from transforms.deadletter import problem_kind
+    assert problem_kind(record, raw) == kind
+
+
+def test_counts_add_up_and_row_samples_keep_the_first():
+    from transforms.deadletter import ROW_SAMPLE
+    from transforms.manifest import Tally
+    tally = Tally()
+    assert tally.extract_output(tally.merge_accumulators([
+        tally.add_input(tally.add_input(tally.create_accumulator(), 2), 3), 4, None])) == 9
+    rows = tally.merge_accumulators([tuple(range(30, 50)), tuple(range(5, 15)), (1,)])
+    assert rows == (1,) + tuple(range(5, 15)) + tuple(range(30, 30 + ROW_SAMPLE - 11))
+
+
+def test_the_detail_names_each_planted_bad_row_by_its_source_row(demo_run):
+    _, planted, result = demo_run
+    m = result.manifest
+    for name, table in m['tables'].items():
+        detail = table['dead_letter_detail']
+        assert sum(d['count'] for d in detail) == sum(table['dead_letters'].values()), name
+        for d in detail:
+            assert d['first_rows'] == sorted(d['first_rows'])
+            assert len(d['first_rows']) == min(d['count'], 20)
+        quality = [d for d in detail if d['reason'] in ('malformed', 'missing_required')]
+        found = {row for d in quality for row in d['first_rows']}
+        planted_rows = {row for row, reason in planted.bad_rows.get(name, {}).items()
+                        if reason in ('malformed', 'missing_required')}
+        assert all(d['count'] <= 20 for d in quality)  # so every row is listed
+        assert planted_rows and planted_rows <= found, name
+    page = open(os.path.join(result.run_dir, REPORT_HTML), encoding='utf-8').read()
+    assert 'Refused records in detail' in page and 'text of ' in page

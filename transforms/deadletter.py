@@ -20,7 +20,8 @@ from transforms.crypto import cached_keyed_ops, encrypting_stream
 from transforms.keyring import cached_keyring
 from transforms.sink import WriteEncryptedFiles
 
-__all__ = ['DEADLETTER_SUFFIX', 'EncryptedJsonLines', 'WriteDeadLetters', 'seal']
+__all__ = ['DEADLETTER_SUFFIX', 'EncryptedJsonLines', 'ROW_SAMPLE', 'WriteDeadLetters',
+           'problem_kind', 'seal']
 
 DEADLETTER_SUFFIX = '.jsonl.enc'
 
@@ -71,7 +72,10 @@ class WriteDeadLetters(beam.PTransform):
     step). Each is sealed and written by the step that refused it, in the same fused stage and
     worker: a local runner holds a Flatten's input in memory, which for dead letters would grow
     with the export. Outputs ``files`` (final paths) and ``counts``, one
-    ``(('dead', table, source, reason), n)`` per bundle and reason, for the manifest.
+    ``(('dead', table, source, reason), n)`` per bundle and reason, for the manifest, and for
+    the report's detail ``(('problem', table, source, kind), n)`` and ``(('rows', table,
+    source, kind), (row, ...))`` (the first ``ROW_SAMPLE`` rows), ``kind`` as
+    ``problem_kind`` gives it.
     """
     FILES = 'files'
     COUNTS = 'counts'
@@ -115,21 +119,48 @@ class _SealFn(beam.DoFn):
 
     def start_bundle(self):
         self._counts = collections.Counter()
+        self._rows = collections.defaultdict(list)
 
     def process(self, letter, erased):
         domain = self._domains[letter.table]
         record = seal(letter, erased,
                       lambda s: self._ops.pseudonym(domain, s),
                       self._restricted[letter.table])
-        self._counts[record['table'], record['source_file'], record['reason']] += 1
+        place = (record['table'], record['source_file'])
+        self._counts[('dead',) + place + (record['reason'],)] += 1
+        detail = place + (problem_kind(record, letter.raw),)
+        self._counts[('problem',) + detail] += 1
+        if len(self._rows[detail]) < ROW_SAMPLE and record['row'] is not None:
+            self._rows[detail].append(record['row'])
         progress.count('dead', letter.table)
         yield json.dumps(record, ensure_ascii=False, default=_json_default).encode('utf-8')
 
     def finish_bundle(self):
         progress.flush()
-        for key, n in self._counts.items():
+        out = list(self._counts.items()) + [(('rows',) + detail, tuple(rows))
+                                            for detail, rows in self._rows.items()]
+        for key, value in out:
             yield beam.pvalue.TaggedOutput(WriteDeadLetters.COUNTS, GlobalWindows.windowed_value(
-                (('dead',) + key, n)))
+                (key, value)))
+
+
+ROW_SAMPLE = 20  # source rows kept per kind of problem and source file, for the report
+QUALITY = ('malformed', 'missing_required')
+
+
+def problem_kind(record: dict, raw) -> tuple:
+    """(reason, field, problem, got) of a sealed dead letter, for the report's detail: what
+    was found where a value was expected is described by its kind and length, never shown."""
+    field = record.get('field') or ''
+    got = ''
+    if record['reason'] in QUALITY and field and ',' not in field and isinstance(raw, dict):
+        value = raw.get(field)
+        got = ('nothing' if value is None or value == '' else
+               f'text of {len(value)} characters' if isinstance(value, str) else
+               'a boolean' if isinstance(value, bool) else
+               'a number' if isinstance(value, (int, float, decimal.Decimal)) else
+               f'a {type(value).__name__}')
+    return record['reason'], field, record.get('problem') or '', got
 
 
 class EncryptedJsonLines:

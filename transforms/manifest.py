@@ -16,6 +16,7 @@ import google_crc32c
 
 from transforms import progress
 from transforms.crypto import file_identity
+from transforms.deadletter import ROW_SAMPLE
 from transforms.delivered import count_rows, file_kind
 from transforms.keyring import cached_keyring
 from transforms.errors import DeadLetterLimitExceeded
@@ -36,6 +37,28 @@ ENCRYPTION = {
 }
 
 
+class Tally(beam.CombineFn):
+    """Counts add up; samples of row numbers (tuples) keep their ``ROW_SAMPLE`` smallest."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, total, value):
+        if isinstance(value, tuple):
+            return tuple(sorted(set(total or ()) | set(value))[:ROW_SAMPLE])
+        return (total or 0) + value
+
+    def merge_accumulators(self, totals):
+        merged = None
+        for total in totals:
+            if total is not None:
+                merged = self.add_input(merged, total)
+        return merged
+
+    def extract_output(self, total):
+        return total
+
+
 class WriteManifest(beam.PTransform):
     """Takes ``counts`` (((kind, table, source, reason), n)) and ``files`` ((table, kind, path));
     outputs the manifest dict once it is written."""
@@ -46,7 +69,7 @@ class WriteManifest(beam.PTransform):
 
     def expand(self, inputs):
         counts = (inputs['counts']
-                  | 'SumCounts' >> beam.CombinePerKey(sum)
+                  | 'SumCounts' >> beam.CombinePerKey(Tally())
                   | 'AllCounts' >> beam.combiners.ToList())
         files = (inputs['files']
                  | 'CheckFiles' >> beam.ParDo(_FileFactsFn(self._run))
@@ -153,8 +176,13 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
                      'files': [], 'deadletter_files': []}
               for name in run['tables']}
     sources = {}
+    problems = {}  # (table, source, kind) -> {count, rows}
     for (kind, table, source, reason), n in sorted(counts.items()):
         t = tables[table]
+        if kind in ('problem', 'rows'):
+            entry = problems.setdefault((table, source, reason), {'count': 0, 'rows': []})
+            entry.update({'count': n} if kind == 'problem' else {'rows': list(n)})
+            continue
         if kind == 'suppressed':
             t['sensitive_suppressed_rows'] += n
             continue
@@ -173,6 +201,14 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
         elif kind == 'dead':
             s['dead_letters'][reason] = s['dead_letters'].get(reason, 0) + n
             t['dead_letters'][reason] = t['dead_letters'].get(reason, 0) + n
+    for name, t in tables.items():
+        # what the report shows a compliance operator to look up at the seller: each kind of
+        # problem (never a value), its source file, count and first rows
+        t['dead_letter_detail'] = [
+            {'reason': reason, 'field': field, 'problem': problem, 'got': got,
+             'source_file': source, 'count': p['count'], 'first_rows': p['rows']}
+            for (table, source, (reason, field, problem, got)), p in sorted(
+                problems.items(), key=lambda kv: (kv[0][2], kv[0][1])) if table == name]
     for f in sorted(files, key=lambda f: f['path']):
         entry = {k: f[k] for k in ('path', 'rows', 'bytes', 'crc32c', 'keys')}
         tables[f['table']]['files' if f['kind'] == 'data' else 'deadletter_files'].append(entry)

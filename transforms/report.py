@@ -66,6 +66,11 @@ TEXT = {
         'keys': 'Keys used (ids only)', 'role': 'Key role', 'key_id': 'Key id',
         'reconciliation': 'Reconciliation', 'check': 'Check', 'ok': 'adds up',
         'no_refusals': 'No record was refused.', 'glossary': 'Reasons',
+        'detail': 'Refused records in detail: what to look up at the seller',
+        'detail_text': 'Each kind of problem, where it was found and the first source rows '
+                       '(numbered from 1, a CSV header not counted). The values themselves '
+                       'are only in the encrypted dead letters.',
+        'problem': 'Problem', 'got': 'Found', 'rows': 'First rows', 'more': 'and {n} more',
         'footer': 'Generated from manifest.json of this run; it holds no personal data. The '
                   'refused records themselves are in the encrypted dead letters, readable only '
                   'with the deadletter key.',
@@ -91,6 +96,9 @@ TEXT = {
         'method': '处理方式', 'keys': '所用密钥（仅编号）', 'role': '密钥角色', 'key_id': '密钥编号',
         'reconciliation': '核对', 'check': '核对项', 'ok': '相符',
         'no_refusals': '没有记录被拒绝。', 'glossary': '原因说明',
+        'detail': '被拒绝记录明细：需在出让方核查的内容',
+        'detail_text': '每类问题、发现位置及前几个源文件行号（从 1 起，CSV 表头不计）。具体值仅保存在加密的死信中。',
+        'problem': '问题', 'got': '实际内容', 'rows': '前几行', 'more': '另有 {n} 行',
         'footer': '本报告由本次运行的 manifest.json 生成，不含任何个人信息。被拒绝的记录本身保存在加密的'
                   '死信文件中，仅持有 deadletter 密钥者可读。',
     },
@@ -121,7 +129,8 @@ def build_report(manifest: dict, lang: str = 'en') -> dict:
     tables = []
     for name, table in manifest['tables'].items():
         dead = {r: n for r, n in table['dead_letters'].items() if n}
-        tables.append({'table': name, 'rows_read': table['rows_read'],
+        detail = [{**d, 'got': _got(d['got'], lang)} for d in table.get('dead_letter_detail', [])]
+        tables.append({'table': name, 'rows_read': table['rows_read'], 'detail': detail,
                        'rows_written': table['rows_written'],
                        'rows_refused': sum(dead.values()), 'refused_by_reason': dead,
                        'sensitive_withheld_rows': table['sensitive_suppressed_rows'],
@@ -163,6 +172,15 @@ def build_report(manifest: dict, lang: str = 'en') -> dict:
                  for role, ids in sorted(manifest['keys'].items())],
         'text': t,
     }
+
+
+def _got(got: str, lang: str) -> str:
+    """What was found where a value was expected, in the report's language."""
+    if lang == 'en' or not got:
+        return got
+    if got.startswith('text of '):
+        return f'{got.split()[2]} 个字符的文本'
+    return {'nothing': '空', 'a number': '数字', 'a boolean': '布尔值'}.get(got, got)
 
 
 def _customers(manifest, t):
@@ -298,6 +316,18 @@ def render_html(report: dict) -> str:
                         s['rows_read'], s['rows_written'], s['rows_refused'],
                         ', '.join(f'{_e(r)} {n:,}' for r, n in s['refused_by_reason'].items()))
                        for s in report['sources']], numeric=(2, 3, 4)))
+    details = [(x['table'], d) for x in report['tables'] for d in x['detail']]
+    if details:
+        out.append(f'<h2>{_e(t["detail"])}</h2><p>{_e(t["detail_text"])}</p>')
+        out.append(_table(
+            [t['table'], t['reason'], t['field'], t['problem'], t['got'], t['source'],
+             t['count'], t['rows']],
+            [(_e(table), f'<code>{_e(d["reason"])}</code>', _e(d['field']), _e(d['problem']),
+              _e(d['got']), _e(os.path.basename(d['source_file'])), d['count'],
+              _e(', '.join(map(str, d['first_rows'])) + (
+                  ' ' + t['more'].format(n=f'{d["count"] - len(d["first_rows"]):,}')
+                  if d['count'] > len(d['first_rows']) and d['first_rows'] else '')))
+             for table, d in details], numeric=(6,)))
     out.append(f'<h2>{_e(t["fields"])}</h2>')
     for x in report['tables']:
         out.append(f'<h3>{_e(x["table"])}</h3>' + _table(
