@@ -7,6 +7,8 @@
     novation keys show|rotate|add DIR ...          inspect, rotate or extend a keyring
     novation decrypt RUN_DIR --keys DIR --table NAME [--deadletter] --out FILE
     novation report RUN_DIR [--lang en|zh]         the compliance report of a run, again
+    novation review RUN_DIR --keys DIR [filters] [--out F | --decide D --by NAME]
+    novation signoff RUN_DIR --by NAME              sign off a run's review
     novation detokenize --run RUN_DIR --keys DIR --field TABLE.FIELD (TOKEN... | --in FILE)
 
 User errors print one line (``novation: error: ...``) and exit 2; a run aborted on the
@@ -220,6 +222,38 @@ def _parser() -> argparse.ArgumentParser:
                         help='language of the report (default en; a run writes it in its '
                              'config\'s report.lang)')
 
+    review = sub.add_parser(
+        'review', help='show, export or decide on the dead letters of a run (compliance)',
+        description='Decrypt the dead letters of a run (with the deadletter key only) and show '
+                    'those the filters select as a table, or write them to --out (.csv or '
+                    '.jsonl) for your own tools. With --decide, record a decision for that '
+                    'group in the run\'s review.json: replay (move them once their problem is '
+                    'fixed), discard (with --note) or hold. An erased customer\'s dead letter '
+                    'has no raw row, whatever the filter.')
+    review.add_argument('run_dir', metavar='RUN_DIR', help='OUT/<run_id> of a finished run')
+    review.add_argument('--keys', required=True, help='keyring directory (its deadletter key)')
+    review.add_argument('--table', help='only this table')
+    review.add_argument('--reason', help='only this reason code (e.g. malformed, no_consent)')
+    review.add_argument('--field', help='only dead letters about this field')
+    review.add_argument('--source', dest='source_file', metavar='FILE',
+                        help='only this source file (its name, as the report shows it, or '
+                             'its path)')
+    review.add_argument('--out', metavar='FILE', help='write them all to FILE (.csv, .jsonl)')
+    review.add_argument('--limit', type=int, default=50,
+                        help='rows shown in the terminal (default 50)')
+    review.add_argument('--decide', choices=('replay', 'discard', 'hold'),
+                        help='record this decision for the dead letters selected')
+    review.add_argument('--note', help='why (required to discard)')
+    review.add_argument('--by', help='who decides (required with --decide)')
+
+    signoff = sub.add_parser(
+        'signoff', help='sign off the review of a run',
+        description='Record in the run\'s review.json that NAME signed off its review: the '
+                    'time, the sha256 of its manifest and of its config, and the decisions in '
+                    'force.')
+    signoff.add_argument('run_dir', metavar='RUN_DIR', help='OUT/<run_id> of a finished run')
+    signoff.add_argument('--by', required=True, help='who signs off')
+
     detok = sub.add_parser(
         'detokenize', help='reverse tokenized values of a run (token key holders only)',
         description='Turn tokens of a tokenized field back into the original values, with the '
@@ -278,6 +312,10 @@ def main(argv=None) -> int:
             return _cmd_detokenize(args, command)
         if args.command == 'report':
             return _cmd_report(args)
+        if args.command == 'review':
+            return _cmd_review(args)
+        if args.command == 'signoff':
+            return _cmd_signoff(args)
         return _cmd_decrypt(args)
     except DeadLetterLimitExceeded as e:
         print(f'novation: aborted: {e}', file=sys.stderr)
@@ -410,6 +448,36 @@ def _cmd_decrypt(args):
     print(f'{rows} {what} of {args.table} written to {args.out}')
     for column, role in sorted(withheld.items()):
         print(f'  withheld: {column} (under {role}, which this keyring does not hold)')
+    return 0
+
+
+def _cmd_review(args):
+    from pipelines.review import decide, format_table, select, write_records
+    from transforms.errors import NovationError
+    group = {k: getattr(args, k) for k in ('table', 'reason', 'field', 'source_file')}
+    if args.decide:
+        if not args.by:
+            raise NovationError('--decide needs --by NAME (who decides)')
+        entry = decide(args.run_dir, args.keys, group, args.decide, by=args.by,
+                       note=args.note)
+        print(f'{entry["decision"]}: {entry["dead_letters"]:,} dead letter(s) of '
+              f'{", ".join(f"{k} {v}" for k, v in group.items() if v) or "the whole run"}, '
+              f'recorded in {args.run_dir}/review.json')
+        return 0
+    records = select(args.run_dir, args.keys, group)
+    if args.out:
+        write_records(records, args.out)
+        print(f'{len(records):,} dead letter(s) written to {args.out}')
+    else:
+        print(format_table(records, args.limit))
+    return 0
+
+
+def _cmd_signoff(args):
+    from pipelines.review import signoff
+    entry = signoff(args.run_dir, by=args.by)
+    print(f'signed off by {entry["by"]} at {entry["at"]} (manifest sha256 '
+          f'{entry["manifest_sha256"][:16]}..., {entry["decisions"]} decision(s) in force)')
     return 0
 
 

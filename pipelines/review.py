@@ -1,0 +1,183 @@
+"""Compliance review of a run's dead letters: ``novation review`` and ``novation signoff``.
+
+``novation review RUN_DIR --keys DIR [filters]`` decrypts the dead letters (with the
+``deadletter`` key only) and shows those the filters select as a table in the terminal, or
+writes them as CSV or JSON Lines for the operator's own tools. With ``--decide replay|discard|
+hold`` it records a decision for that group (a reason, a table, a field, a source file) in the
+run's ``review.json``: who, when, the note, and how many dead letters it covers. ``novation
+signoff RUN_DIR --by NAME`` records a sign-off with the time and the sha256 of the run's
+manifest and config. An erased customer's dead letter never has a raw row (none was kept), so
+no filter can show one.
+"""
+
+import csv
+import datetime
+import hashlib
+import io
+import json
+import os
+import unicodedata
+from typing import Dict, List, Optional
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.decrypt import load_manifest, read_deadletters
+from transforms.errors import NovationError
+from transforms.files import exists, join, read_bytes
+from transforms.manifest import MANIFEST_FILE
+
+__all__ = ['DECISIONS', 'REVIEW_FILE', 'decide', 'format_table', 'select', 'signoff']
+
+REVIEW_FILE = 'review.json'
+DECISIONS = ('replay', 'discard', 'hold')
+FILTERS = ('table', 'reason', 'field', 'source_file')
+COLUMNS = ('table', 'source_file', 'row', 'reason', 'field', 'problem', 'value', 'subject_id')
+
+
+def select(run_dir: str, keys: str, group: Dict[str, Optional[str]]) -> List[dict]:
+    """The dead letters of ``run_dir`` that match ``group`` (None: any), decrypted; each with
+    ``value``, the raw value of its field (None when none was kept)."""
+    manifest = load_manifest(run_dir)
+    tables = [group['table']] if group.get('table') else list(manifest['tables'])
+    for name in tables:
+        if name not in manifest['tables']:
+            raise NovationError(f'--table {name}: not a table of this run; tables: '
+                                f'{", ".join(manifest["tables"])}')
+    out = []
+    for name in tables:
+        for record in read_deadletters(run_dir, keys=keys, table=name):
+            if all(group.get(k) is None or _matches(k, record.get(k), group[k])
+                   for k in FILTERS):
+                raw = record.get('raw')
+                value = raw.get(record['field']) if isinstance(raw, dict) and \
+                    record.get('field') in raw else None
+                out.append({**record, 'value': value})
+    return out
+
+
+def _matches(key, value, wanted) -> bool:
+    if key == 'source_file':  # by its name, as the report shows it, or its whole path
+        return value == wanted or os.path.basename(value or '') == wanted
+    return value == wanted
+
+
+def format_table(records: List[dict], limit: int = 50) -> str:
+    """The records as a plain text table for the terminal (the first ``limit``)."""
+    rows = [[_cell(k, r.get(k)) for k in COLUMNS] for r in records[:limit]]
+    widths = [min(40, max([len(c)] + [_width(row[i]) for row in rows]))
+              for i, c in enumerate(COLUMNS)]
+    lines = ['  '.join(_pad(c, w) for c, w in zip(COLUMNS, widths))]
+    lines += ['  '.join(_pad(cell, w) for cell, w in zip(row, widths)) for row in rows]
+    if len(records) > limit:
+        lines.append(f'... and {len(records) - limit:,} more (--out FILE writes them all)')
+    return '\n'.join(lines)
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: Chinese characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in 'WF' else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    """``text`` cut to ``width`` terminal columns, then padded to it."""
+    out, used = '', 0
+    for c in text:
+        w = _width(c)
+        if used + w > width:
+            break
+        out, used = out + c, used + w
+    return out + ' ' * (width - used)
+
+
+def _cell(key, value) -> str:
+    if key == 'source_file' and value:
+        return os.path.basename(value)
+    if key == 'value' and value is None:
+        return '(not kept)'
+    return '' if value is None else str(value)
+
+
+def write_records(records: List[dict], out: str) -> None:
+    """The records as CSV (``raw`` as JSON text) or JSON Lines, by ``out``'s extension."""
+    if out.endswith('.jsonl'):
+        data = ''.join(json.dumps(r, ensure_ascii=False, default=str) + '\n' for r in records)
+    elif out.endswith('.csv'):
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS) + ['stage', 'raw'],
+                                extrasaction='ignore')
+        writer.writeheader()
+        for r in records:
+            writer.writerow({**r, 'raw': None if r.get('raw') is None else
+                             json.dumps(r['raw'], ensure_ascii=False, default=str)})
+        data = buffer.getvalue()
+    else:
+        raise NovationError(f'--out {out}: the extension must be .csv or .jsonl')
+    with open(out, 'w', encoding='utf-8', newline='') as f:
+        f.write(data)
+
+
+def _review(run_dir: str) -> dict:
+    path = join(run_dir, REVIEW_FILE)
+    if not exists(path):
+        manifest = load_manifest(run_dir)
+        return {'format': 'novation-review/1', 'run_id': manifest['run_id'],
+                'decisions': [], 'signoffs': []}
+    try:
+        return json.loads(read_bytes(path, what='review file').decode('utf-8'))
+    except ValueError:
+        raise NovationError(f'{path} is not a review file (not JSON)') from None
+
+
+def _save(run_dir: str, review: dict) -> None:
+    temp = join(run_dir, REVIEW_FILE + '.tmp')
+    with FileSystems.create(temp) as f:
+        f.write(json.dumps(review, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
+    FileSystems.rename([temp], [join(run_dir, REVIEW_FILE)])
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+
+def decide(run_dir: str, keys: str, group: Dict[str, Optional[str]], decision: str, *,
+           by: str, note: Optional[str] = None) -> dict:
+    """Record ``decision`` for the dead letters ``group`` selects; returns the entry.
+
+    A later decision on the same group replaces the earlier one (the file keeps both, the
+    earlier marked as replaced), so the review shows who changed what and when."""
+    if decision not in DECISIONS:
+        raise NovationError(f'--decide {decision!r}: allowed: {", ".join(DECISIONS)}')
+    if decision == 'discard' and not (note or '').strip():
+        raise NovationError('--decide discard needs a --note saying why the dead letters are '
+                            'discarded')
+    if not by.strip():
+        raise NovationError('--by: give the name of who decides')
+    records = select(run_dir, keys, group)
+    if not records:
+        raise NovationError('no dead letter matches these filters: nothing to decide')
+    review = _review(run_dir)
+    key = {k: group.get(k) for k in FILTERS}
+    for entry in review['decisions']:
+        if entry['group'] == key and entry.get('replaced_at') is None:
+            entry['replaced_at'] = _now()
+    entry = {'group': key, 'decision': decision, 'note': note, 'by': by, 'at': _now(),
+             'dead_letters': len(records), 'replaced_at': None}
+    review['decisions'].append(entry)
+    _save(run_dir, review)
+    return entry
+
+
+def signoff(run_dir: str, *, by: str) -> dict:
+    """Record a sign-off of the run's review: who, when, the sha256 of the manifest it was made
+    on and the config's (as the manifest records it: the config and its schemas)."""
+    if not by.strip():
+        raise NovationError('--by: give the name of who signs off')
+    review = _review(run_dir)
+    entry = {'by': by, 'at': _now(),
+             'manifest_sha256': hashlib.sha256(read_bytes(
+                 join(run_dir, MANIFEST_FILE), what='manifest')).hexdigest(),
+             'config_sha256': load_manifest(run_dir)['config_sha256'],
+             'decisions': sum(1 for d in review['decisions'] if d.get('replaced_at') is None)}
+    review['signoffs'].append(entry)
+    _save(run_dir, review)
+    return entry
