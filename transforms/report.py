@@ -260,6 +260,14 @@ def _table(headers, rows, numeric=()) -> str:
     return f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _moved_and_refused(items, label, t, title) -> str:
+    """A chart of records moved and refused, a bar per table or source file."""
+    return _bars([{'label': x[label], 'values': {'written': x['rows_written'],
+                                                 'refused': x['rows_refused']}}
+                  for x in items], ['written', 'refused'],
+                 {'written': t['written'], 'refused': t['refused']}, title)
+
+
 def render_html(report: dict) -> str:
     """The report as one self-contained HTML page."""
     t = report['text']
@@ -277,10 +285,7 @@ def render_html(report: dict) -> str:
     if report['summary']['reconciles']:
         out.append(f'<p class="ok">{_e(report["summary"]["reconciles"])}</p>')
     out.append(f'<h2>{_e(t["by_table"])}</h2>')
-    out.append(_bars([{'label': x['table'], 'values': {'written': x['rows_written'],
-                                                       'refused': x['rows_refused']}}
-                      for x in report['tables']], ['written', 'refused'],
-                     {'written': t['written'], 'refused': t['refused']}, t['by_table']))
+    out.append(_moved_and_refused(report['tables'], 'table', t, t['by_table']))
     out.append(_table([t['table'], t['read'], t['written'], t['refused']],
                       [(_e(x['table']), x['rows_read'], x['rows_written'], x['rows_refused'])
                        for x in report['tables']], numeric=(1, 2, 3)))
@@ -306,10 +311,7 @@ def render_html(report: dict) -> str:
                                               table=x['table'])
             out.append(f'<p>{_e(text)}</p>')
     out.append(f'<h2>{_e(t["by_source"])}</h2>')
-    out.append(_bars([{'label': s['file'], 'values': {'written': s['rows_written'],
-                                                      'refused': s['rows_refused']}}
-                      for s in report['sources']], ['written', 'refused'],
-                     {'written': t['written'], 'refused': t['refused']}, t['by_source']))
+    out.append(_moved_and_refused(report['sources'], 'file', t, t['by_source']))
     out.append(_table([t['source'], t['table'], t['read'], t['written'], t['refused'],
                        t['reason']],
                       [(f'{_e(s["file"])}<br><small>{_e(s["path"])}</small>', _e(s['table']),
