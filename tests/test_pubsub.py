@@ -131,3 +131,13 @@ def test_on_watermarks_consent_and_epochs_wait_for_the_watermark_plus_the_latene
     assert customers[0]['dead_letters'] == {'consent_withdrawn': 1}
     assert [m['retractions'] for m in manifests] == [1, 0]
     assert manifests[1]['previous_manifest_sha256'] is not None
+    # each epoch's report beside its manifest, and the stream's over every epoch at cut-over
+    for e, m in zip(cutover['epochs'], manifests):
+        report = json.load(open(os.path.join(stream_dir, os.path.dirname(e['manifest']),
+                                             'report.json'), encoding='utf-8'))
+        assert report['totals']['rows_written'] == m['tables']['customers']['rows_written']
+        assert report['totals']['retractions'] == m['retractions']
+    stream = json.load(open(os.path.join(stream_dir, 'report.json'), encoding='utf-8'))
+    assert stream['totals'] == {'epochs': 2, 'rows_written': 4, 'rows_refused': 1,
+                                'refused_by_reason': {'consent_withdrawn': 1}, 'retractions': 1}
+    assert os.path.exists(os.path.join(stream_dir, 'report.html'))

@@ -210,3 +210,38 @@ def test_the_detail_names_each_planted_bad_row_by_its_source_row(demo_run):
         assert planted_rows and planted_rows <= found, name
     page = open(os.path.join(result.run_dir, REPORT_HTML), encoding='utf-8').read()
     assert 'Refused records in detail' in page and 'text of ' in page
+
+
+EPOCH = {'run_id': 'live', 'epoch': 3, 'committed_at': '2026-12-03T08:00:05+00:00',
+         'tables': {'customers': {'rows_written': 5, 'ops': {'u': 4, 'r': 1},
+                                  'dead_letters': {'consent_withdrawn': 2}},
+                    'contracts': {'rows_written': 2, 'ops': {'c': 1, 'd': 1},
+                                  'dead_letters': {}}},
+         'retractions': 1,
+         'sources': [{'path': '/feeds/changes/wave-0003.jsonl', 'first_line': 1,
+                      'last_line': 9, 'changes': 9}]}
+
+
+@pytest.mark.parametrize('lang, summary', [
+    ('en', '7 changes delivered, 2 refused, 1 retractions (customers whose delivered rows the '
+           'acquirer must delete, PIPL Art. 47).'),
+    ('zh', '交付变更 7 条，拒绝 2 条，撤回 1 项（受让方须删除其已交付记录的客户，《个人信息保护法》第四十七条）。'),
+])
+def test_an_epoch_and_the_stream_are_reported_from_their_manifests(lang, summary):
+    from transforms.report import (build_epoch_report, build_stream_report, render_epoch_html,
+                                   render_stream_html)
+    report = build_epoch_report(EPOCH, lang)
+    assert report['summary'] == summary
+    assert report['totals'] == {'rows_written': 7, 'rows_refused': 2,
+                                'refused_by_reason': {'consent_withdrawn': 2},
+                                'retractions': 1}
+    page = render_epoch_html(report)
+    assert summary in page and page.count('<rect class="bar"') == 2 + 2  # c/u, then c/d
+    later = {**EPOCH, 'epoch': 4, 'retractions': 0, 'tables': {
+        'customers': {'rows_written': 1, 'ops': {'u': 1}, 'dead_letters': {}}}}
+    stream = build_stream_report([later, EPOCH], 'live', lang)
+    assert [e['epoch'] for e in stream['epochs']] == [3, 4]
+    assert stream['totals'] == {'epochs': 2, 'rows_written': 8, 'rows_refused': 2,
+                                'refused_by_reason': {'consent_withdrawn': 2},
+                                'retractions': 1}
+    assert '<script' not in render_stream_html(stream)

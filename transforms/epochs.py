@@ -48,6 +48,8 @@ from transforms.keyring import cached_keyring
 from transforms.manifest import MANIFEST_FILE, file_facts
 from transforms.errors import InputError
 from transforms.reasons import DeadLetter
+from transforms.report import (REPORT_HTML, REPORT_JSON, build_epoch_report,
+                               build_stream_report, render_epoch_html, render_stream_html)
 from transforms.feeds import EndOfFeeds, ReleasedUpTo
 from transforms.stream_consent import Batch, Decided, Retraction
 from transforms.write import ParquetFiles
@@ -243,7 +245,7 @@ def epoch_dir(stream_dir: str, number: int) -> str:
 def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered: dict,
                  dead: Sequence[DeadLetter], retractions: Sequence, sources: Sequence[dict],
                  previous_sha256, keys_path: str, pseudonymize, erased=frozenset(),
-                 consumed=(), retraction_ids=()) -> dict:
+                 consumed=(), retraction_ids=(), lang: str = 'en') -> dict:
     """Write epoch ``number`` of a stream: its files under their final names, then its
     manifest, last; returns the manifest.
 
@@ -319,12 +321,21 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
         'retraction_ids': list(retraction_ids),
         'files': sorted(written, key=lambda f: f['path']),
     }
-    text = json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n'
-    temp = join(directory, EPOCH_MANIFEST + '.tmp')
-    with FileSystems.create(temp) as f:
-        f.write(text)
-    FileSystems.rename([temp], [join(directory, EPOCH_MANIFEST)])
+    # the epoch's report first: an epoch whose manifest is written always has one
+    report = build_epoch_report(manifest, lang)
+    _write_whole(directory, REPORT_JSON,
+                 json.dumps(report, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
+    _write_whole(directory, REPORT_HTML, render_epoch_html(report).encode('utf-8'))
+    _write_whole(directory, EPOCH_MANIFEST,
+                 json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
     return manifest
+
+
+def _write_whole(directory: str, name: str, data: bytes) -> None:
+    temp = join(directory, name + '.tmp')
+    with FileSystems.create(temp) as f:
+        f.write(data)
+    FileSystems.rename([temp], [join(directory, name)])
 
 
 def manifest_sha256(stream_dir: str, number: int) -> str:
@@ -536,7 +547,8 @@ class _EpochFn(beam.DoFn):
             yield from manifests
         chain.write(state)
         if ending:
-            write_cutover(self._stream_dir, self._run_id, self._snapshot)
+            write_cutover(self._stream_dir, self._run_id, self._snapshot,
+                          self._config.report_lang)
 
 
     def _commit_due(self, buffer, state, up_to, ending):
@@ -590,6 +602,7 @@ class _EpochFn(beam.DoFn):
             keys_path=config.output.keys,
             pseudonymize=lambda subject: self._ops.pseudonym(domain, subject),
             consumed=_merged_consumed(c for p in parts for c in p.consumed),
+            lang=config.report_lang,
             retraction_ids=sorted(i for p in parts for i in p.retraction_ids))
 
 
@@ -637,10 +650,11 @@ class _WatermarkEpochFn(_EpochFn):
 CUTOVER_FILE = 'cutover.json'
 
 
-def write_cutover(stream_dir: str, run_id: str, snapshot) -> dict:
+def write_cutover(stream_dir: str, run_id: str, snapshot, lang: str = 'en') -> dict:
     """The cut-over manifest, written when the stream stops: the snapshot run and every epoch,
     each with the sha256 of its manifest, so the acquirer can check that what it holds (the
-    snapshot, then the epochs in order) is the whole delivery."""
+    snapshot, then the epochs in order) is the whole delivery; first, the stream's report over
+    every epoch."""
     committed = committed_so_far(stream_dir)
     epochs = []
     for number in range(1, committed.last_epoch + 1):
@@ -656,10 +670,16 @@ def write_cutover(stream_dir: str, run_id: str, snapshot) -> dict:
         data = read_bytes(path, what='snapshot manifest')
         cutover['snapshot'] = {'run_id': json.loads(data)['run_id'], 'manifest': path,
                                'sha256': hashlib.sha256(data).hexdigest()}
-    temp = join(stream_dir, CUTOVER_FILE + '.tmp')
-    with FileSystems.create(temp) as f:
-        f.write(json.dumps(cutover, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
-    FileSystems.rename([temp], [join(stream_dir, CUTOVER_FILE)])
+    manifests = []
+    for number in range(1, committed.last_epoch + 1):
+        with FileSystems.open(join(epoch_dir(stream_dir, number), EPOCH_MANIFEST)) as f:
+            manifests.append(json.loads(f.read()))
+    report = build_stream_report(manifests, run_id, lang)
+    _write_whole(stream_dir, REPORT_JSON,
+                 json.dumps(report, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
+    _write_whole(stream_dir, REPORT_HTML, render_stream_html(report).encode('utf-8'))
+    _write_whole(stream_dir, CUTOVER_FILE,
+                 json.dumps(cutover, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
     return cutover
 
 

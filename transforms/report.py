@@ -14,7 +14,8 @@ import html
 import os
 from typing import Dict, List
 
-__all__ = ['LANGS', 'REPORT_HTML', 'REPORT_JSON', 'build_report', 'render_html']
+__all__ = ['LANGS', 'REPORT_HTML', 'REPORT_JSON', 'build_epoch_report', 'build_report',
+           'build_stream_report', 'render_epoch_html', 'render_html', 'render_stream_html']
 
 REPORT_JSON = 'report.json'
 REPORT_HTML = 'report.html'
@@ -71,6 +72,17 @@ TEXT = {
                        '(numbered from 1, a CSV header not counted). The values themselves '
                        'are only in the encrypted dead letters.',
         'problem': 'Problem', 'got': 'Found', 'rows': 'First rows', 'more': 'and {n} more',
+        'epoch_title': 'Stream epoch report', 'stream_title': 'Stream report (cut-over)',
+        'epoch': 'Epoch', 'stream': 'Stream',
+        'epoch_moved': '{delivered} changes delivered, {refused} refused, {retractions} '
+                       'retractions (customers whose delivered rows the acquirer must delete, '
+                       'PIPL Art. 47).',
+        'stream_moved': '{epochs} epochs: {delivered} changes delivered, {refused} refused, '
+                        '{retractions} retractions.',
+        'ops': 'Changes delivered', 'creates': 'Creates', 'updates': 'Updates',
+        'deletes': 'Deletes', 'retractions': 'Retractions', 'feeds': 'Feed files covered',
+        'lines': 'Lines', 'by_epoch': 'Changes by epoch', 'chain': 'Each epoch names the '
+        'sha256 of the one before, so a missing or altered epoch shows.',
         'footer': 'Generated from manifest.json of this run; it holds no personal data. The '
                   'refused records themselves are in the encrypted dead letters, readable only '
                   'with the deadletter key.',
@@ -99,6 +111,14 @@ TEXT = {
         'detail': '被拒绝记录明细：需在出让方核查的内容',
         'detail_text': '每类问题、发现位置及前几个源文件行号（从 1 起，CSV 表头不计）。具体值仅保存在加密的死信中。',
         'problem': '问题', 'got': '实际内容', 'rows': '前几行', 'more': '另有 {n} 行',
+        'epoch_title': '流式批次报告', 'stream_title': '流式转移报告（切换）', 'epoch': '批次',
+        'stream': '流',
+        'epoch_moved': '交付变更 {delivered} 条，拒绝 {refused} 条，撤回 {retractions} 项（受让方须删除'
+                       '其已交付记录的客户，《个人信息保护法》第四十七条）。',
+        'stream_moved': '共 {epochs} 个批次：交付变更 {delivered} 条，拒绝 {refused} 条，撤回 {retractions} 项。',
+        'ops': '交付的变更', 'creates': '新增', 'updates': '更新', 'deletes': '删除',
+        'retractions': '撤回', 'feeds': '涵盖的变更文件', 'lines': '行', 'by_epoch': '各批次变更数',
+        'chain': '每个批次记录前一批次的 sha256，缺失或被改动的批次可被发现。',
         'footer': '本报告由本次运行的 manifest.json 生成，不含任何个人信息。被拒绝的记录本身保存在加密的'
                   '死信文件中，仅持有 deadletter 密钥者可读。',
     },
@@ -162,10 +182,7 @@ def build_report(manifest: dict, lang: str = 'en') -> dict:
         'totals': {'rows_read': totals['rows_read'], 'rows_written': totals['rows_written'],
                    'rows_refused': refused,
                    'refused_by_reason': {r: n for r, n in totals['dead_letters'].items() if n}},
-        'reasons': [{'reason': r, 'law': _law(REASON_TEXT[r][0], lang),
-                     'meaning': REASON_TEXT[r][1 if lang == 'en' else 2],
-                     'kind': t['kind_quality'] if r in DATA_QUALITY else t['kind_consent']}
-                    for r in reasons_seen],
+        'reasons': _reasons(reasons_seen, lang, t),
         'customers': _customers(manifest, t),
         'tables': tables, 'sources': sources,
         'keys': [{'role': role, 'key_id': ids['primary']}
@@ -268,18 +285,37 @@ def _moved_and_refused(items, label, t, title) -> str:
                  {'written': t['written'], 'refused': t['refused']}, title)
 
 
+def _head(lang: str, title: str, subtitle: str) -> str:
+    """The page's head: no script, nothing from the network (its content security policy)."""
+    return (f'<!DOCTYPE html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head>'
+            f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
+            f'content="default-src \'none\'; style-src \'unsafe-inline\'">'
+            f'<title>{_e(title)}</title><style>{_CSS}</style></head><body>'
+            f'<h1>{_e(title)}</h1><p><small>{_e(subtitle)}</small></p>')
+
+
+def _reason_table(report, t) -> str:
+    return _table([t['reason'], t['meaning'], t['law'], t['count']],
+                  [(f'<code>{_e(r["reason"])}</code><br><small>{_e(r["kind"])}</small>',
+                    _e(r['meaning']), _e(r['law']),
+                    report['totals']['refused_by_reason'][r['reason']])
+                   for r in report['reasons']], numeric=(3,))
+
+
+def _reasons(reasons_seen, lang, t) -> list:
+    return [{'reason': r, 'law': _law(REASON_TEXT[r][0], lang),
+             'meaning': REASON_TEXT[r][1 if lang == 'en' else 2],
+             'kind': t['kind_quality'] if r in DATA_QUALITY else t['kind_consent']}
+            for r in reasons_seen]
+
+
 def render_html(report: dict) -> str:
     """The report as one self-contained HTML page."""
     t = report['text']
     reasons = [r['reason'] for r in report['reasons']]
     labels = {r: r for r in reasons}
-    out = [f'<!DOCTYPE html><html lang="{"zh-CN" if report["lang"] == "zh" else "en"}"><head>'
-           f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
-           f'content="default-src \'none\'; style-src \'unsafe-inline\'">'
-           f'<title>{_e(t["title"])}: {_e(report["run_id"])}</title>'
-           f'<style>{_CSS}</style></head><body>',
-           f'<h1>{_e(t["title"])}</h1><p><small>{_e(t["run"])} {_e(report["run_id"])} · '
-           f'{_e(t["completed"])} {_e(report["completed_at"])}</small></p>',
+    out = [_head(report['lang'], t['title'], f'{t["run"]} {report["run_id"]} · '
+                                             f'{t["completed"]} {report["completed_at"]}'),
            f'<p>{_e(report["summary"]["transfer"])}</p>',
            f'<p class="lead" id="moved">{_e(report["summary"]["moved"])}</p>']
     if report['summary']['reconciles']:
@@ -294,11 +330,7 @@ def render_html(report: dict) -> str:
         out.append(_bars([{'label': x['table'], 'values': x['refused_by_reason']}
                           for x in report['tables'] if x['rows_refused']], reasons, labels,
                          t['by_reason']))
-        out.append(_table([t['reason'], t['meaning'], t['law'], t['count']],
-                          [(f'<code>{_e(r["reason"])}</code><br><small>{_e(r["kind"])}'
-                            f'</small>', _e(r['meaning']), _e(r['law']),
-                            report['totals']['refused_by_reason'][r['reason']])
-                           for r in report['reasons']], numeric=(3,)))
+        out.append(_reason_table(report, t))
     else:
         out.append(f'<p>{_e(t["no_refusals"])}</p>')
     c = report['customers']
@@ -345,4 +377,106 @@ def render_html(report: dict) -> str:
     out.append(_table([t['role'], t['key_id']], [(f'<code>{_e(k["role"])}</code>', k['key_id'])
                                                  for k in report['keys']], numeric=(1,)))
     out.append(f'<p><small>{_e(t["footer"])}</small></p></body></html>')
+    return '\n'.join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# A stream: a report per epoch, and one over every epoch at cut-over
+
+
+def build_epoch_report(manifest: dict, lang: str = 'en') -> dict:
+    """The report of one committed epoch (pure), from its manifest."""
+    t = TEXT[lang]
+    tables = [{'table': name, 'rows_written': x['rows_written'],
+               'ops': {op: x['ops'].get(op, 0) for op in ('c', 'u', 'd', 'r')},
+               'rows_refused': sum(x['dead_letters'].values()),
+               'refused_by_reason': {r: n for r, n in x['dead_letters'].items() if n}}
+              for name, x in manifest['tables'].items()]
+    refused = {}
+    for x in tables:
+        for r, n in x['refused_by_reason'].items():
+            refused[r] = refused.get(r, 0) + n
+    delivered = sum(x['rows_written'] for x in tables)
+    return {'format': 'novation-epoch-report/1', 'lang': lang, 'run_id': manifest['run_id'],
+            'epoch': manifest['epoch'], 'committed_at': manifest['committed_at'],
+            'summary': t['epoch_moved'].format(delivered=f'{delivered:,}',
+                                               refused=f'{sum(refused.values()):,}',
+                                               retractions=f'{manifest["retractions"]:,}'),
+            'totals': {'rows_written': delivered, 'rows_refused': sum(refused.values()),
+                       'refused_by_reason': refused, 'retractions': manifest['retractions']},
+            'reasons': _reasons(sorted(refused), lang, t), 'tables': tables,
+            'sources': [{'file': os.path.basename(x['path']), 'path': x['path'],
+                         'changes': x.get('changes', 0), 'first_line': x.get('first_line'),
+                         'last_line': x.get('last_line')} for x in manifest['sources']],
+            'text': t}
+
+
+def render_epoch_html(report: dict) -> str:
+    t = report['text']
+    out = [_head(report['lang'], f'{t["epoch_title"]}: {t["epoch"]} {report["epoch"]}',
+                 f'{t["stream"]} {report["run_id"]} · {t["epoch"]} {report["epoch"]} · '
+                 f'{report["committed_at"]}'),
+           f'<p class="lead" id="moved">{_e(report["summary"])}</p>',
+           f'<h2>{_e(t["ops"])}</h2>',
+           _bars([{'label': x['table'], 'values': {'c': x['ops']['c'] + x['ops']['r'],
+                                                    'u': x['ops']['u'], 'd': x['ops']['d']}}
+                  for x in report['tables'] if x['rows_written']], list('cud'),
+                 {'c': t['creates'], 'u': t['updates'], 'd': t['deletes']}, t['ops']),
+           _table([t['table'], t['creates'], t['updates'], t['deletes'], t['refused']],
+                  [(_e(x['table']), x['ops']['c'] + x['ops']['r'], x['ops']['u'],
+                    x['ops']['d'], x['rows_refused']) for x in report['tables']],
+                  numeric=(1, 2, 3, 4))]
+    if report['reasons']:
+        out += [f'<h2>{_e(t["by_reason"])}</h2>', _reason_table(report, t)]
+    out += [f'<h2>{_e(t["feeds"])}</h2>',
+            _table([t['source'], t['lines'], t['count']],
+                   [(f'{_e(x["file"])}<br><small>{_e(x["path"])}</small>',
+                     _e(f'{x["first_line"]}–{x["last_line"]}' if x['first_line'] else ''),
+                     x['changes']) for x in report['sources']], numeric=(2,)),
+            f'<p><small>{_e(t["chain"])} {_e(t["footer"])}</small></p></body></html>']
+    return '\n'.join(out)
+
+
+def build_stream_report(manifests: list, stream_id: str, lang: str = 'en') -> dict:
+    """The report over every epoch of a stream (pure), written at cut-over."""
+    t = TEXT[lang]
+    epochs = [build_epoch_report(m, lang) for m in sorted(manifests, key=lambda m: m['epoch'])]
+    refused = {}
+    for e in epochs:
+        for r, n in e['totals']['refused_by_reason'].items():
+            refused[r] = refused.get(r, 0) + n
+    totals = {'epochs': len(epochs),
+              'rows_written': sum(e['totals']['rows_written'] for e in epochs),
+              'rows_refused': sum(refused.values()), 'refused_by_reason': refused,
+              'retractions': sum(e['totals']['retractions'] for e in epochs)}
+    return {'format': 'novation-stream-report/1', 'lang': lang, 'run_id': stream_id,
+            'summary': t['stream_moved'].format(
+                epochs=f'{totals["epochs"]:,}', delivered=f'{totals["rows_written"]:,}',
+                refused=f'{totals["rows_refused"]:,}',
+                retractions=f'{totals["retractions"]:,}'),
+            'totals': totals, 'reasons': _reasons(sorted(refused), lang, t),
+            'epochs': [{'epoch': e['epoch'], 'committed_at': e['committed_at'],
+                        'rows_written': e['totals']['rows_written'],
+                        'rows_refused': e['totals']['rows_refused'],
+                        'retractions': e['totals']['retractions']} for e in epochs],
+            'text': t}
+
+
+def render_stream_html(report: dict) -> str:
+    t = report['text']
+    out = [_head(report['lang'], t['stream_title'], f'{t["stream"]} {report["run_id"]}'),
+           f'<p class="lead" id="moved">{_e(report["summary"])}</p>',
+           f'<h2>{_e(t["by_epoch"])}</h2>',
+           _bars([{'label': f'{t["epoch"]} {e["epoch"]}',
+                   'values': {'written': e['rows_written'], 'refused': e['rows_refused'],
+                              'retractions': e['retractions']}} for e in report['epochs']],
+                 ['written', 'refused', 'retractions'],
+                 {'written': t['written'], 'refused': t['refused'],
+                  'retractions': t['retractions']}, t['by_epoch']),
+           _table([t['epoch'], t['completed'], t['written'], t['refused'], t['retractions']],
+                  [(e['epoch'], _e(e['committed_at']), e['rows_written'], e['rows_refused'],
+                    e['retractions']) for e in report['epochs']], numeric=(2, 3, 4))]
+    if report['reasons']:
+        out += [f'<h2>{_e(t["by_reason"])}</h2>', _reason_table(report, t)]
+    out.append(f'<p><small>{_e(t["chain"])} {_e(t["footer"])}</small></p></body></html>')
     return '\n'.join(out)
