@@ -9,6 +9,7 @@
     novation report RUN_DIR [--lang en|zh]         the compliance report of a run, again
     novation review RUN_DIR --keys DIR [filters] [--out F | --decide D --by NAME]
     novation signoff RUN_DIR --by NAME              sign off a run's review
+    novation replay RUN_DIR --config FILE [--only N,...]   move the dead letters marked replay
     novation detokenize --run RUN_DIR --keys DIR --field TABLE.FIELD (TOKEN... | --in FILE)
 
 User errors print one line (``novation: error: ...``) and exit 2; a run aborted on the
@@ -246,6 +247,23 @@ def _parser() -> argparse.ArgumentParser:
     review.add_argument('--note', help='why (required to discard)')
     review.add_argument('--by', help='who decides (required with --decide)')
 
+    replay = sub.add_parser(
+        'replay', help='move the dead letters a review marked replay, through the same path',
+        parents=[run_parser(False)],
+        allow_abbrev=False,
+        description='Re-process the dead letters that review.json marks "replay", from their '
+                    'encrypted raw rows (read by the workers, never written in clear), through '
+                    'the same conform, dedup, consent, mask and write path, with the config and '
+                    'consent registry as they are now (a withdrawal since wins). Writes a new '
+                    'run directory (replay_of in its manifest) with the same keys and '
+                    'pseudonyms, and records in the original review.json which dead letters it '
+                    'consumed: replaying again moves nothing twice. Erased customers\' rows and '
+                    'restricted fields were never kept, so they are never replayed.')
+    replay.add_argument('run_dir', metavar='RUN_DIR', help='the reviewed run')
+    replay.add_argument('--only', metavar='N[,N...]',
+                        help='only these replay decisions (their numbers in review.json, 1 '
+                             'first)')
+
     signoff = sub.add_parser(
         'signoff', help='sign off the review of a run',
         description='Record in the run\'s review.json that NAME signed off its review: the '
@@ -291,7 +309,7 @@ def main(argv=None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     command = _subparser(parser, args)
-    if extra and args.command not in ('run', 'demo', 'stream'):
+    if extra and args.command not in ('run', 'demo', 'stream', 'replay'):
         command.error(f'unrecognized arguments: {" ".join(extra)}')
     if args.command == 'demo' and args.customers < 1:
         command.error('--customers must be at least 1')
@@ -306,6 +324,8 @@ def main(argv=None) -> int:
             return _cmd_demo(args, extra, console)
         if args.command == 'stream':
             return _cmd_stream(argv[argv.index('stream') + 1:])
+        if args.command == 'replay':
+            return _cmd_replay(argv[argv.index('replay') + 1:], console)
         if args.command == 'keys':
             return _cmd_keys(args)
         if args.command == 'detokenize':
@@ -448,6 +468,17 @@ def _cmd_decrypt(args):
     print(f'{rows} {what} of {args.table} written to {args.out}')
     for column, role in sorted(withheld.items()):
         print(f'  withheld: {column} (under {role}, which this keyring does not hold)')
+    return 0
+
+
+def _cmd_replay(argv, console):
+    from pipelines.replay import run_replay
+    from pipelines.summary import print_summary
+    with _showing_progress(console):
+        result = run_replay(argv)
+    print_summary(result.manifest, result.run_dir, result.seconds)
+    print(f'replay of {result.manifest["replay_of"]}: recorded in its review.json')
+    print(result.run_dir)
     return 0
 
 

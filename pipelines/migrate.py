@@ -150,10 +150,12 @@ def check_reachable_by_workers(config, keyring) -> None:
                           f'workers; use a gcp-kms:// key')
 
 
-def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
+def build_pipeline(pipeline, config, run, *, workers=1, replay=None) -> dict:
     """Add the migration to ``pipeline``; returns {'manifest', 'tables': {name: outputs}}.
 
     ``workers``: how many workers read in parallel; large CSV files are split for them.
+    ``replay``: ``(run_dir, plan)``: read the dead letters the plan selected from that run in
+    place of the exports.
     """
     keys = run['keys_path']
     scratch = run_scratch(run)
@@ -165,7 +167,13 @@ def build_pipeline(pipeline, config, run, *, workers=1) -> dict:
     counts, files, outputs = [], [], {}
     for table in config.tables:
         step = _camel(table.name)
-        read = pipeline | f'Read{step}' >> ReadTable(table, workers=workers)
+        if replay is None:
+            read = pipeline | f'Read{step}' >> ReadTable(table, workers=workers)
+        else:
+            from pipelines.replay import ReplayDeadLetters
+            read = pipeline | f'Replay{step}' >> ReplayDeadLetters(
+                table, replay[0], replay[1]['manifest'], replay[1]['selected'].get(table.name),
+                keys)
         conformed = read[ReadTable.ROWS] | f'Conform{step}' >> Conform(table)
         rows, dead = conformed[Conform.ROWS], [read[ReadTable.DEAD], conformed[Conform.DEAD]]
         if table.schema.primary_key:
@@ -355,9 +363,12 @@ def check_beam_args(beam_args, ours: argparse.ArgumentParser) -> None:
                          f'; see {command} --help'))
 
 
-def run(argv=None) -> RunResult:
+def run(argv=None, *, replay=None, only=None) -> RunResult:
     """Run a migration; returns its manifest (None for a dry run or a detached job).
 
+    ``replay``: ``(run_dir, plan)`` to move the dead letters ``pipelines.replay.plan_replay``
+    selected from that run instead of reading the exports (``novation replay``; ``only``:
+    the numbers of the replay decisions to apply, all by default).
     Raises NovationError on user errors.
     """
     parser = run_parser()
@@ -373,6 +384,10 @@ def run(argv=None) -> RunResult:
     run_info = plan_run(config, run_id=known.run_id, runner=runner_kind(options),
                         temp_location=options.view_as(GoogleCloudOptions).temp_location,
                         output_key='--output' if known.output else None)
+    if replay is not None:  # after the run's own checks (keys, paths): before any data
+        from pipelines.replay import plan_replay
+        replay = (replay, plan_replay(replay, config, only))
+        run_info['replay_of'] = replay[1]['manifest']['run_id']
     _LOG.info('run %s: %s', run_info['run_id'], run_info['run_dir'])
     progress.reset()
     progress.note('starting the pipeline', input_bytes=run_info['input_bytes'])
@@ -383,7 +398,7 @@ def run(argv=None) -> RunResult:
     if workers > 1:
         _LOG.info('reading with %d workers', workers)
     pipeline = beam.Pipeline(runner=local_runner(options), options=options)
-    build_pipeline(pipeline, config, run_info, workers=workers)
+    build_pipeline(pipeline, config, run_info, workers=workers, replay=replay)
     try:
         result = pipeline.run()
         if known.detach or options.view_as(TestOptions).dry_run:
@@ -402,7 +417,11 @@ def run(argv=None) -> RunResult:
                             f'manifest and is incomplete')
     with FileSystems.open(join(run_info['run_dir'], MANIFEST_FILE)) as f:
         manifest = json.loads(f.read().decode('utf-8'))
-    return RunResult(manifest, run_info['run_dir'], time.monotonic() - started, result, 'done')
+    done = RunResult(manifest, run_info['run_dir'], time.monotonic() - started, result, 'done')
+    if replay is not None:
+        from pipelines.replay import record_replay
+        record_replay(replay[0], replay[1], done)
+    return done
 
 
 def with_overrides(config, *, output=None, keys=None):

@@ -250,6 +250,7 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
                        'are wrapped with "<identity>|<role>" as associated data, streams use '
                        '"<identity>" as associated data',
         },
+        'replay_of': run.get('replay_of'),
         'conservation': 'rows_read = rows_written + sum(dead_letters), per table and per '
                         'source file: verified',
         'totals': totals,
