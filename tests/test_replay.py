@@ -89,6 +89,21 @@ def test_a_key_the_run_delivered_once_is_not_replayed_a_second_time(demo_copy, c
         capsys.readouterr().err
 
 
+def test_a_config_whose_schema_changed_is_refused_before_any_data_moves(demo_copy, capsys):
+    workdir, config, _ = demo_copy
+    first = run(['--config', config])
+    decide(first.run_dir, os.path.join(workdir, 'keys'),
+           {'table': 'customers', 'reason': 'no_consent'}, 'replay', by='A. Operator')
+    schema = os.path.join(workdir, 'schemas', 'customers.avsc')
+    doc = json.load(open(schema, encoding='utf-8'))
+    doc['fields'].append({'name': 'wechat', 'type': ['null', 'string'], 'default': None,
+                          'classification': 'personal'})
+    json.dump(doc, open(schema, 'w', encoding='utf-8'), ensure_ascii=False)
+    capsys.readouterr()
+    assert main(['replay', first.run_dir, '--config', config]) == 2
+    assert "tables.customers: its fields are not the run's" in capsys.readouterr().err
+
+
 def test_a_run_without_replay_decisions_cannot_be_replayed(demo_copy, capsys):
     _, config, _ = demo_copy
     first = run(['--config', config])
