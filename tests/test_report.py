@@ -156,7 +156,8 @@ def test_the_report_renders_in_headless_chromium_with_its_charts_and_no_network(
         assert f'{t["rows_written"]:,}' in text and f'{t["rows_refused"]:,}' in text
     segments = sum(1 for t in report['tables'] for n in (t['rows_written'], t['rows_refused'])
                    if n) + sum(len(t['refused_by_reason']) for t in report['tables']) + sum(
-        1 for s in report['sources'] for n in (s['rows_written'], s['rows_refused']) if n)
+        1 for s in report['sources'] for n in (s['rows_written'], s['rows_refused']) if n) + sum(
+        len(t['problems_by_field']) for t in report['tables'])
     assert len(boxes) == segments and all(b and b['width'] >= 1 for b in boxes)
     from PIL import Image
     colours = Image.open(shot).convert('RGB').getcolors(maxcolors=1 << 20)
@@ -210,6 +211,11 @@ def test_the_detail_names_each_planted_bad_row_by_its_source_row(demo_run):
         assert planted_rows and planted_rows <= found, name
     page = open(os.path.join(result.run_dir, REPORT_HTML), encoding='utf-8').read()
     assert 'Refused records in detail' in page and 'text of ' in page
+    report = json.load(open(os.path.join(result.run_dir, REPORT_JSON), encoding='utf-8'))
+    customers = report['tables'][0]
+    assert customers['problems_by_field']['birth_date'] == sum(
+        d['count'] for d in customers['detail'] if d['field'] == 'birth_date')
+    assert 'Data-quality problems by field' in page
 
 
 EPOCH = {'run_id': 'live', 'epoch': 3, 'committed_at': '2026-12-03T08:00:05+00:00',

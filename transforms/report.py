@@ -72,6 +72,7 @@ TEXT = {
                        '(numbered from 1, a CSV header not counted). The values themselves '
                        'are only in the encrypted dead letters.',
         'problem': 'Problem', 'got': 'Found', 'rows': 'First rows', 'more': 'and {n} more',
+        'by_field': 'Data-quality problems by field',
         'epoch_title': 'Stream epoch report', 'stream_title': 'Stream report (cut-over)',
         'epoch': 'Epoch', 'stream': 'Stream',
         'epoch_moved': '{delivered} changes delivered, {refused} refused, {retractions} '
@@ -111,6 +112,7 @@ TEXT = {
         'detail': '被拒绝记录明细：需在出让方核查的内容',
         'detail_text': '每类问题、发现位置及前几个源文件行号（从 1 起，CSV 表头不计）。具体值仅保存在加密的死信中。',
         'problem': '问题', 'got': '实际内容', 'rows': '前几行', 'more': '另有 {n} 行',
+        'by_field': '按字段统计的数据质量问题',
         'epoch_title': '流式批次报告', 'stream_title': '流式转移报告（切换）', 'epoch': '批次',
         'stream': '流',
         'epoch_moved': '交付变更 {delivered} 条，拒绝 {refused} 条，撤回 {retractions} 项（受让方须删除'
@@ -150,7 +152,12 @@ def build_report(manifest: dict, lang: str = 'en') -> dict:
     for name, table in manifest['tables'].items():
         dead = {r: n for r, n in table['dead_letters'].items() if n}
         detail = [{**d, 'got': _got(d['got'], lang)} for d in table.get('dead_letter_detail', [])]
+        by_field = {}
+        for d in detail:
+            if d['field'] and d['reason'] in DATA_QUALITY:
+                by_field[d['field']] = by_field.get(d['field'], 0) + d['count']
         tables.append({'table': name, 'rows_read': table['rows_read'], 'detail': detail,
+                       'problems_by_field': dict(sorted(by_field.items())),
                        'rows_written': table['rows_written'],
                        'rows_refused': sum(dead.values()), 'refused_by_reason': dead,
                        'sensitive_withheld_rows': table['sensitive_suppressed_rows'],
@@ -353,6 +360,11 @@ def render_html(report: dict) -> str:
     details = [(x['table'], d) for x in report['tables'] for d in x['detail']]
     if details:
         out.append(f'<h2>{_e(t["detail"])}</h2><p>{_e(t["detail_text"])}</p>')
+        out.append(f'<h3>{_e(t["by_field"])}</h3>')
+        out.append(_bars([{'label': f'{x["table"]}.{field}', 'values': {'count': n}}
+                          for x in report['tables']
+                          for field, n in x['problems_by_field'].items()],
+                         ['count'], {'count': t['count']}, t['by_field']))
         out.append(_table(
             [t['table'], t['reason'], t['field'], t['problem'], t['got'], t['source'],
              t['count'], t['rows']],
