@@ -21,7 +21,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from pipelines.decrypt import load_manifest
-from pipelines.review import REVIEW_FILE, _review, _save, select
+from pipelines.review import REVIEW_FILE, load_review, matches, save_review, select
 from transforms.crypto import cached_keyed_ops, file_identity
 from transforms.batches import ROW, SOURCE, holding_batches
 from transforms.delivered import deadletter_lines
@@ -44,7 +44,7 @@ def plan_replay(run_dir: str, config, only: Optional[List[int]] = None) -> dict:
     """What to replay, checked before any data moves: {table: set of dead-letter ids}, the
     decisions used, and the original manifest. Raises NovationError in one line."""
     manifest = load_manifest(run_dir)
-    review = _review(run_dir)
+    review = load_review(run_dir)
     in_force = [(n, d) for n, d in enumerate(review['decisions'], 1)
                 if d.get('replaced_at') is None and d['decision'] == 'replay']
     if only:
@@ -65,8 +65,9 @@ def plan_replay(run_dir: str, config, only: Optional[List[int]] = None) -> dict:
     tables = {t.name: t for t in config.tables}
     consumed = {i for r in review.get('replays', []) for i in r['consumed']}
     selected = {}
+    letters = select(run_dir, keys, {})  # decrypted once, whatever the decisions
     for _, decision in in_force:
-        for record in select(run_dir, keys, decision['group']):
+        for record in (r for r in letters if matches(r, decision['group'])):
             name = record['table']
             if name not in tables:
                 raise ConfigError(f'{config.source}: tables: no table {name!r}, which the '
@@ -120,14 +121,17 @@ class _ReplayFn(beam.DoFn):
         self._run_id = run_id
         self._ids = ids
         self._keys_path = keys_path
+        self._keyring = self._ops = None
+
+    def setup(self):
+        self._keyring = cached_keyring(self._keys_path, ('deadletter',))
+        self._ops = cached_keyed_ops(self._keys_path)
 
     def process(self, path):
-        keyring = cached_keyring(self._keys_path, ('deadletter',))
-        ops = cached_keyed_ops(self._keys_path)
         data = read_bytes(join(self._run_dir, path), what='dead-letter file')
         records = [r for r in map(json.loads, deadletter_lines(
-            io.BytesIO(data), keyring, file_identity(self._run_id, path)))
-            if r['raw'] is not None and dead_letter_id(ops, r) in self._ids]
+            io.BytesIO(data), self._keyring, file_identity(self._run_id, path)))
+            if r['raw'] is not None and dead_letter_id(self._ops, r) in self._ids]
         if not records:
             return
         names = list(self._table.schema.field_names)
@@ -154,14 +158,14 @@ def record_replay(run_dir: str, plan: dict, result) -> dict:
         raise NovationError(f'{result.run_dir}: the replay read {totals["rows_read"]} of '
                             f'{replayed} dead letters replayed; conservation across the runs '
                             f'does not hold')
-    review = _review(run_dir)
+    review = load_review(run_dir)
     entry = {'run_id': result.manifest['run_id'], 'at': datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec='seconds'), 'decisions': plan['decisions'],
         'dead_letters_replayed': replayed, 'rows_written': totals['rows_written'],
         'dead_letters_again': again,
         'consumed': sorted(i for ids in plan['selected'].values() for i in ids)}
     review.setdefault('replays', []).append(entry)
-    _save(run_dir, review)
+    save_review(run_dir, review)
     return entry
 
 

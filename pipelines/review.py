@@ -19,14 +19,13 @@ import os
 import unicodedata
 from typing import Dict, List, Optional
 
-from apache_beam.io.filesystems import FileSystems
-
 from pipelines.decrypt import load_manifest, read_deadletters
 from transforms.errors import NovationError
-from transforms.files import exists, join, read_bytes
+from transforms.files import exists, join, read_bytes, write_json
 from transforms.manifest import MANIFEST_FILE
 
-__all__ = ['DECISIONS', 'REVIEW_FILE', 'decide', 'format_table', 'select', 'signoff']
+__all__ = ['DECISIONS', 'REVIEW_FILE', 'decide', 'format_table', 'load_review', 'matches',
+           'save_review', 'select', 'signoff']
 
 REVIEW_FILE = 'review.json'
 DECISIONS = ('replay', 'discard', 'hold')
@@ -46,8 +45,7 @@ def select(run_dir: str, keys: str, group: Dict[str, Optional[str]]) -> List[dic
     out = []
     for name in tables:
         for record in read_deadletters(run_dir, keys=keys, table=name):
-            if all(group.get(k) is None or _matches(k, record.get(k), group[k])
-                   for k in FILTERS):
+            if matches(record, group):
                 raw = record.get('raw')
                 value = raw.get(record['field']) if isinstance(raw, dict) and \
                     record.get('field') in raw else None
@@ -55,10 +53,16 @@ def select(run_dir: str, keys: str, group: Dict[str, Optional[str]]) -> List[dic
     return out
 
 
-def _matches(key, value, wanted) -> bool:
-    if key == 'source_file':  # by its name, as the report shows it, or its whole path
-        return value == wanted or os.path.basename(value or '') == wanted
-    return value == wanted
+def matches(record: dict, group: Dict[str, Optional[str]]) -> bool:
+    """Whether a dead letter belongs to ``group`` (a filter left None matches any); a source
+    file matches by its name, as the report shows it, or by its whole path."""
+    for key in FILTERS:
+        wanted, value = group.get(key), record.get(key)
+        if wanted is None or value == wanted:
+            continue
+        if key != 'source_file' or os.path.basename(value or '') != wanted:
+            return False
+    return True
 
 
 def format_table(records: List[dict], limit: int = 50) -> str:
@@ -116,7 +120,8 @@ def write_records(records: List[dict], out: str) -> None:
         f.write(data)
 
 
-def _review(run_dir: str) -> dict:
+def load_review(run_dir: str) -> dict:
+    """The run's review file (a new, empty one if it has none)."""
     path = join(run_dir, REVIEW_FILE)
     if not exists(path):
         manifest = load_manifest(run_dir)
@@ -128,11 +133,8 @@ def _review(run_dir: str) -> dict:
         raise NovationError(f'{path} is not a review file (not JSON)') from None
 
 
-def _save(run_dir: str, review: dict) -> None:
-    temp = join(run_dir, REVIEW_FILE + '.tmp')
-    with FileSystems.create(temp) as f:
-        f.write(json.dumps(review, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
-    FileSystems.rename([temp], [join(run_dir, REVIEW_FILE)])
+def save_review(run_dir: str, review: dict) -> None:
+    write_json(run_dir, REVIEW_FILE, review)
 
 
 def _now() -> str:
@@ -155,7 +157,7 @@ def decide(run_dir: str, keys: str, group: Dict[str, Optional[str]], decision: s
     records = select(run_dir, keys, group)
     if not records:
         raise NovationError('no dead letter matches these filters: nothing to decide')
-    review = _review(run_dir)
+    review = load_review(run_dir)
     key = {k: group.get(k) for k in FILTERS}
     for entry in review['decisions']:
         if entry['group'] == key and entry.get('replaced_at') is None:
@@ -163,7 +165,7 @@ def decide(run_dir: str, keys: str, group: Dict[str, Optional[str]], decision: s
     entry = {'group': key, 'decision': decision, 'note': note, 'by': by, 'at': _now(),
              'dead_letters': len(records), 'replaced_at': None}
     review['decisions'].append(entry)
-    _save(run_dir, review)
+    save_review(run_dir, review)
     return entry
 
 
@@ -172,12 +174,12 @@ def signoff(run_dir: str, *, by: str) -> dict:
     on and the config's (as the manifest records it: the config and its schemas)."""
     if not by.strip():
         raise NovationError('--by: give the name of who signs off')
-    review = _review(run_dir)
+    review = load_review(run_dir)
     entry = {'by': by, 'at': _now(),
              'manifest_sha256': hashlib.sha256(read_bytes(
                  join(run_dir, MANIFEST_FILE), what='manifest')).hexdigest(),
              'config_sha256': load_manifest(run_dir)['config_sha256'],
              'decisions': sum(1 for d in review['decisions'] if d.get('replaced_at') is None)}
     review['signoffs'].append(entry)
-    _save(run_dir, review)
+    save_review(run_dir, review)
     return entry

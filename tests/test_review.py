@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from pipelines.cli import main
-from pipelines.review import REVIEW_FILE, _pad, _width, decide, select, signoff
+from pipelines.review import REVIEW_FILE, _pad, _width, decide, matches, select, signoff
 from transforms.errors import NovationError
 
 
@@ -97,3 +97,20 @@ def test_novation_review_shows_exports_and_decides(run_copy, tmp_path, capsys):
     ('abc', 5, 'abc  '), ('五千元', 6, '五千元'), ('五千元', 5, '五千 '), ('', 2, '  ')])
 def test_cells_are_padded_by_terminal_columns(text, width, padded):
     assert _pad(text, width) == padded and _width(padded) == width
+
+
+LETTER = {'table': 'customers', 'reason': 'malformed', 'field': 'birth_date',
+          'source_file': '/exports/customers.csv'}
+
+
+@pytest.mark.parametrize('group, matched', [
+    ({}, True),
+    ({'table': 'customers', 'reason': 'malformed'}, True),
+    ({'source_file': 'customers.csv'}, True),             # by its name, as the report shows it
+    ({'source_file': '/exports/customers.csv'}, True),    # or its whole path
+    ({'source_file': 'contracts.parquet'}, False),
+    ({'reason': 'no_consent'}, False),
+    ({'table': 'customers', 'field': 'mobile'}, False),
+])
+def test_a_dead_letter_belongs_to_the_groups_its_filters_name(group, matched):
+    assert matches(LETTER, group) is matched

@@ -43,7 +43,7 @@ from transforms.masking import MaskContext, string_form
 from transforms.read import ColumnPlan, text_array
 from transforms.crypto import file_identity
 from transforms.deadletter import EncryptedJsonLines, seal
-from transforms.files import join, read_bytes
+from transforms.files import join, read_bytes, write_json, write_whole
 from transforms.keyring import cached_keyring
 from transforms.manifest import MANIFEST_FILE, file_facts
 from transforms.errors import InputError
@@ -323,19 +323,10 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
     }
     # the epoch's report first: an epoch whose manifest is written always has one
     report = build_epoch_report(manifest, lang)
-    _write_whole(directory, REPORT_JSON,
-                 json.dumps(report, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
-    _write_whole(directory, REPORT_HTML, render_epoch_html(report).encode('utf-8'))
-    _write_whole(directory, EPOCH_MANIFEST,
-                 json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
+    write_json(directory, REPORT_JSON, report)
+    write_whole(directory, REPORT_HTML, render_epoch_html(report).encode('utf-8'))
+    write_json(directory, EPOCH_MANIFEST, manifest)
     return manifest
-
-
-def _write_whole(directory: str, name: str, data: bytes) -> None:
-    temp = join(directory, name + '.tmp')
-    with FileSystems.create(temp) as f:
-        f.write(data)
-    FileSystems.rename([temp], [join(directory, name)])
 
 
 def manifest_sha256(stream_dir: str, number: int) -> str:
@@ -655,12 +646,15 @@ def write_cutover(stream_dir: str, run_id: str, snapshot, lang: str = 'en') -> d
     each with the sha256 of its manifest, so the acquirer can check that what it holds (the
     snapshot, then the epochs in order) is the whole delivery; first, the stream's report over
     every epoch."""
-    committed = committed_so_far(stream_dir)
-    epochs = []
-    for number in range(1, committed.last_epoch + 1):
+    committed = committed_so_far(stream_dir)  # the chain checked
+    epochs, manifests = [], []
+    for number in range(1, committed.last_epoch + 1):  # each manifest read once more
+        data = read_bytes(join(epoch_dir(stream_dir, number), EPOCH_MANIFEST),
+                          what='epoch manifest')
+        manifests.append(json.loads(data))
         epochs.append({'epoch': number, 'manifest': f'{EPOCHS_DIR}/{number:06d}/'
                                                     f'{EPOCH_MANIFEST}',
-                       'sha256': manifest_sha256(stream_dir, number)})
+                       'sha256': hashlib.sha256(data).hexdigest()})
     cutover = {'format': 'novation-cutover/1', 'stream_id': run_id,
                'completed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
                    timespec='seconds'),
@@ -670,16 +664,10 @@ def write_cutover(stream_dir: str, run_id: str, snapshot, lang: str = 'en') -> d
         data = read_bytes(path, what='snapshot manifest')
         cutover['snapshot'] = {'run_id': json.loads(data)['run_id'], 'manifest': path,
                                'sha256': hashlib.sha256(data).hexdigest()}
-    manifests = []
-    for number in range(1, committed.last_epoch + 1):
-        with FileSystems.open(join(epoch_dir(stream_dir, number), EPOCH_MANIFEST)) as f:
-            manifests.append(json.loads(f.read()))
     report = build_stream_report(manifests, run_id, lang)
-    _write_whole(stream_dir, REPORT_JSON,
-                 json.dumps(report, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
-    _write_whole(stream_dir, REPORT_HTML, render_stream_html(report).encode('utf-8'))
-    _write_whole(stream_dir, CUTOVER_FILE,
-                 json.dumps(cutover, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
+    write_json(stream_dir, REPORT_JSON, report)
+    write_whole(stream_dir, REPORT_HTML, render_stream_html(report).encode('utf-8'))
+    write_json(stream_dir, CUTOVER_FILE, cutover)
     return cutover
 
 

@@ -1,5 +1,6 @@
 """Small helpers over Beam's filesystems so local paths and gs:// URIs are treated alike."""
 
+import json
 import os
 import posixpath
 import tempfile
@@ -8,7 +9,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import NovationError
 
-__all__ = ['exists', 'join', 'read_bytes', 'read_text', 'resolve', 'why_not_writable']
+__all__ = ['exists', 'join', 'read_bytes', 'read_text', 'resolve', 'why_not_writable',
+           'write_json', 'write_whole']
 
 
 def has_scheme(path: str) -> bool:
@@ -79,3 +81,17 @@ def _reason(exc: Exception) -> str:
     if 'No such file' in text or 'not found' in text.lower() or isinstance(exc, FileNotFoundError):
         return 'no such file'
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def write_whole(directory: str, name: str, data: bytes) -> None:
+    """Write ``directory/name`` under a temporary name, then rename it: never a partial file."""
+    temp = join(directory, name + '.tmp')
+    with FileSystems.create(temp) as f:
+        f.write(data)
+    FileSystems.rename([temp], [join(directory, name)])
+
+
+def write_json(directory: str, name: str, value) -> None:
+    """``value`` as indented UTF-8 JSON, written whole."""
+    write_whole(directory, name,
+                json.dumps(value, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')

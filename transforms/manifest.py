@@ -8,7 +8,6 @@ directory without ``manifest.json`` is incomplete.
 """
 
 import datetime
-import json
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -18,6 +17,7 @@ from transforms import progress
 from transforms.crypto import file_identity
 from transforms.deadletter import ROW_SAMPLE
 from transforms.delivered import count_rows, file_kind
+from transforms.files import write_json, write_whole
 from transforms.keyring import cached_keyring
 from transforms.errors import DeadLetterLimitExceeded
 from transforms.reasons import DATA_QUALITY_REASONS, REASONS
@@ -123,8 +123,7 @@ class _FileFactsFn(beam.DoFn):
 
 def _write_manifest(_, run, counts, files):
     manifest = build_manifest(run, dict(counts), files)
-    _write_whole(run['run_dir'], MANIFEST_FILE,
-                 json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
+    write_json(run['run_dir'], MANIFEST_FILE, manifest)
     write_report(run['run_dir'], manifest, run.get('report_lang', 'en'))
     return manifest
 
@@ -133,18 +132,9 @@ def write_report(run_dir: str, manifest: dict, lang: str) -> dict:
     """``report.json`` and ``report.html`` of a run, from its manifest; returns the report."""
     from transforms.report import REPORT_HTML, REPORT_JSON, build_report, render_html
     report = build_report(manifest, lang)
-    _write_whole(run_dir, REPORT_JSON,
-                 json.dumps(report, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
-    _write_whole(run_dir, REPORT_HTML, render_html(report).encode('utf-8'))
+    write_json(run_dir, REPORT_JSON, report)
+    write_whole(run_dir, REPORT_HTML, render_html(report).encode('utf-8'))
     return report
-
-
-def _write_whole(run_dir: str, name: str, data: bytes) -> None:
-    """Write ``name`` under a temporary name, then rename it: never a partial file."""
-    tmp = FileSystems.join(run_dir, name + '.tmp')
-    with FileSystems.create(tmp) as f:
-        f.write(data)
-    FileSystems.rename([tmp], [FileSystems.join(run_dir, name)])
 
 
 def _new_source(table, path):
