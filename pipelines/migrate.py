@@ -27,6 +27,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOpti
 from apache_beam.runners.runner import PipelineState
 
 from config import load_config
+from config.plan import build_plan, plan_sha256
 from transforms.consent import (ConsentDecisions, ConsentGate, ErasedSubjects,
                                 forget_decisions)
 from transforms.conform import Conform
@@ -113,6 +114,7 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
         'fields': {t.name: [field_entry(r) for r in t.rules] for t in config.tables},
         'config': config.source,
         'config_sha256': config.digest,
+        'plan_sha256': plan_sha256(build_plan(config)),
         'tables': [table.name for table in config.tables],
         'max_ratio': config.deadletter.max_ratio,
         'report_lang': config.report_lang,
@@ -328,6 +330,9 @@ def run_parser(add_help=True) -> argparse.ArgumentParser:
                         help='where run directories are created, instead of output.path')
     parser.add_argument('--keys', metavar='PATH',
                         help='keyring directory, instead of output.keys')
+    parser.add_argument('--plan-hash', metavar='SHA256',
+                        help='the sha256 of the approved plan (novation plan): refuse to start '
+                             'if the config no longer gives that plan')
     parser.add_argument('--detach', action='store_true',
                         help='return once the job is submitted (Dataflow); the pipeline still '
                              'writes the manifest as its last step')
@@ -375,6 +380,7 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
     known, beam_args = parser.parse_known_args(argv)
     check_beam_args(beam_args, parser)
     config = with_overrides(load_config(known.config), output=known.output, keys=known.keys)
+    check_plan_hash(config, known.plan_hash)
     options = PipelineOptions(beam_args)
     if not any(arg.split('=')[0] in ('--pipeline_type_check', '--no_pipeline_type_check')
                for arg in beam_args):
@@ -422,6 +428,15 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
         from pipelines.replay import record_replay
         record_replay(replay[0], replay[1], done)
     return done
+
+
+def check_plan_hash(config, approved) -> None:
+    """Refuse a config whose plan is not the ``approved`` one (its sha256), if one is given."""
+    actual = plan_sha256(build_plan(config))
+    if approved is not None and approved.strip().lower() != actual:
+        raise ConfigError(f'--plan-hash {approved}: {config.source} no longer gives the '
+                          f'approved plan (its plan is {actual}); compare them with novation '
+                          f'plan --diff APPROVED_PLAN.json {config.source}')
 
 
 def with_overrides(config, *, output=None, keys=None):

@@ -231,6 +231,7 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
         'completed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'),
         'config_sha256': run['config_sha256'],
+        'plan_sha256': run.get('plan_sha256'),
         'transfer': run['transfer'],
         'keys': run['key_ids'],
         'encryption': {

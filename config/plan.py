@@ -1,0 +1,241 @@
+"""The plan of a run (pure): what it will do to every field, read from the config alone.
+
+``build_plan(config)`` reads no seller data. It says, per field of every table: its
+classification and category, the masking method and its parameters, the delivered type, the key
+role that protects it (and so who can read it), and whether it is dropped, withheld without
+separate consent, or delivered with its value in clear; then the consent rules and the reason
+codes the run can give. The plan's sha256 is over its canonical JSON: a run records it in its
+manifest, and ``novation run --plan-hash H`` refuses to start when the config no longer gives the
+plan that was approved.
+
+What the hash covers: the transfer, the tables' fields and treatment, the consent rules, the
+output format and the dead-letter limit. Not covered: where files are (export, output and key
+paths), so the same plan can be run on a new export or a test copy.
+"""
+
+import difflib
+import hashlib
+import json
+
+from transforms.reasons import REASONS
+from transforms.write import key_role
+
+__all__ = ['PLAN_FORMAT', 'build_plan', 'diff_plans', 'plan_sha256', 'render_plan']
+
+PLAN_FORMAT = 'novation.plan/1'
+
+# How a method leaves the value, in words for the people approving the plan.
+_TREATMENT = {
+    'keep': 'delivered in clear',
+    'encrypt': 'delivered in clear, under its own column key',
+    'drop': 'dropped: never leaves the seller',
+    'redact': 'redacted: delivered empty',
+    'mask': 'partly masked',
+    'hash': 'one-way keyed pseudonym (HMAC-SHA256): joins kept, not reversible',
+    'tokenize': 'reversible token (AES-SIV): reversible by holders of the token key',
+    'generalize': 'generalized: coarsened',
+    'date_shift': 'date shifted per customer (keyed)',
+    'scrub': 'free text with identifiers found in it masked or pseudonymized',
+}
+# Methods after which the delivered value is the seller's value itself.
+CLEAR_METHODS = ('keep', 'encrypt')
+
+
+def _params(operator) -> dict:
+    return {k: getattr(operator, k) for k in operator.params}
+
+
+def field_plan(table, rule, output_format: str) -> dict:
+    spec, op = rule.field, rule.operator
+    delivered = rule.delivered
+    role = None
+    if delivered:
+        role = 'data.avro' if output_format == 'avro' else key_role(rule)
+    entry = {
+        'name': spec.name,
+        'classification': spec.classification,
+        'category': spec.category,
+        'method': op.name,
+        'params': _params(op),
+        'treatment': _TREATMENT[op.name],
+        'delivered_type': str(op.output_type()) if delivered else None,
+        'key_role': role,
+        'readable_by': (f'holders of key {role}' if role else 'no one (not delivered)'),
+        'in_clear': delivered and op.name in CLEAR_METHODS,
+        'withheld_without_separate_consent': delivered and spec.classification == 'sensitive',
+        'quasi_identifier': getattr(spec, 'quasi_identifier', False),
+        'sensitive_attribute': getattr(spec, 'sensitive_attribute', False),
+    }
+    if op.name in ('hash', 'tokenize'):
+        entry['domain'] = op.domain
+    if spec.name == table.subject_key:
+        entry['subject_key'] = True
+    return entry
+
+
+def _reasons(config, table) -> list:
+    """The reason codes a row of ``table`` can be refused with."""
+    bases = {p.legal_basis for p in config.transfer.purposes}
+    codes = ['malformed', 'missing_required', 'erasure_requested', 'consent_withdrawn']
+    if 'consent' in bases:
+        codes.append('no_consent')
+    if config.transfer.cross_border:
+        codes.append('no_cross_border_consent')
+    if table.schema.primary_key:
+        codes.append('duplicate_key')
+    elif config.stream is not None:
+        codes.append('no_primary_key')
+    return [c for c in REASONS if c in codes]
+
+
+def build_plan(config) -> dict:
+    """The plan of ``config`` (a MigrationConfig), as JSON-ready data (pure)."""
+    t = config.transfer
+    fmt = config.output.format
+    tables = []
+    for table in config.tables:
+        tables.append({
+            'name': table.name,
+            'format': table.format,
+            'subject_key': table.subject_key,
+            'primary_key': table.schema.primary_key,
+            'duplicates': table.keep_duplicates if table.schema.primary_key else None,
+            'fields': [field_plan(table, r, fmt) for r in table.rules],
+            'reasons': _reasons(config, table),
+        })
+    consent_purposes = [p.name for p in t.purposes if p.legal_basis == 'consent']
+    rules = [
+        'a customer who asked for erasure never moves, in any table (PIPL Art. 47)',
+        'a customer who withdrew consent for a purpose of the transfer does not move '
+        '(Art. 15)',
+    ]
+    if consent_purposes:
+        rules.append(f'a customer without live consent for {", ".join(consent_purposes)} '
+                     f'does not move (Art. 13)')
+    if t.cross_border:
+        rules.append(f'the transfer leaves {t.source_region} for {t.destination_region}: a '
+                     f'customer without separate consent to it does not move (Art. 39)')
+    rules.append('a customer without separate consent for sensitive data moves with every '
+                 'sensitive field empty (Art. 29)')
+    risk = getattr(config, 'risk', None)
+    return {
+        'format': PLAN_FORMAT,
+        'transfer': {'seller': t.seller, 'acquirer': t.acquirer,
+                     'purposes': [{'name': p.name, 'legal_basis': p.legal_basis}
+                                  for p in t.purposes],
+                     'source_region': t.source_region,
+                     'destination_region': t.destination_region,
+                     'cross_border': t.cross_border},
+        'consent_rules': rules,
+        'output_format': fmt,
+        'deadletter_max_ratio': config.deadletter.max_ratio,
+        'risk': risk.as_dict() if risk is not None else None,
+        'tables': tables,
+        'reason_codes': {code: REASONS[code] for code in REASONS
+                         if any(code in tb['reasons'] for tb in tables)},
+    }
+
+
+def canonical(plan: dict) -> bytes:
+    return json.dumps(plan, sort_keys=True, ensure_ascii=False, separators=(',', ':'),
+                      default=str).encode('utf-8')
+
+
+def plan_sha256(plan: dict) -> str:
+    return hashlib.sha256(canonical(plan)).hexdigest()
+
+
+def _param_text(params: dict) -> str:
+    return ', '.join(f'{k}={v}' for k, v in params.items() if v is not None)
+
+
+def _field_row(f) -> list:
+    flags = []
+    if f.get('subject_key'):
+        flags.append('subject key')
+    if f['in_clear']:
+        flags.append('IN CLEAR')
+    if f['withheld_without_separate_consent']:
+        flags.append('withheld without separate consent')
+    if f['quasi_identifier']:
+        flags.append('quasi-identifier')
+    if f['sensitive_attribute']:
+        flags.append('sensitive attribute')
+    method = f['method'] + (f' ({_param_text(f["params"])})' if _param_text(f['params']) else '')
+    return [f['name'], f['classification'], f['category'] or '', method,
+            f['delivered_type'] or '-', f['key_role'] or '-', '; '.join(flags)]
+
+
+_HEADERS = ['field', 'classification', 'category', 'method', 'delivered as', 'key', 'notes']
+
+
+def render_plan(plan: dict, fmt: str = 'text') -> str:
+    """The plan as ``text`` (a terminal), ``md`` (Markdown for an approval record) or json."""
+    if fmt == 'json':
+        return json.dumps({**plan, 'sha256': plan_sha256(plan)}, ensure_ascii=False, indent=2)
+    t = plan['transfer']
+    md = fmt == 'md'
+    lines = [f'{"# " if md else ""}Plan: {t["seller"]} -> {t["acquirer"]}', '',
+             f'plan sha256: {"`" if md else ""}{plan_sha256(plan)}{"`" if md else ""}',
+             f'purposes: ' + ', '.join(f'{p["name"]} ({p["legal_basis"]})'
+                                       for p in t['purposes']),
+             f'regions: {t["source_region"]} -> {t["destination_region"]}'
+             + (' (cross-border)' if t['cross_border'] else ''),
+             f'output: encrypted {plan["output_format"]}; a run stops if more than '
+             f'{plan["deadletter_max_ratio"] * 100:g}% of a table\'s rows are bad data', '',
+             f'{"## " if md else ""}Consent rules']
+    lines += [f'- {r}' for r in plan['consent_rules']]
+    if plan.get('risk'):
+        r = plan['risk']
+        lines += ['', f'{"## " if md else ""}Re-identification risk',
+                  f'- every class of quasi-identifiers should hold at least {r["min_k"]} '
+                  f'customers; ' + ('a run below it fails' if r['enforce'] else
+                                    'a run below it is reported, not stopped')]
+    for table in plan['tables']:
+        lines += ['', f'{"## " if md else ""}Table {table["name"]}',
+                  f'subject key {table["subject_key"]}'
+                  + (f', primary key {table["primary_key"]} (duplicates: '
+                     f'{table["duplicates"]})' if table['primary_key'] else ''), '']
+        rows = [_field_row(f) for f in table['fields']]
+        lines += _table(rows, md)
+        lines += ['', 'a delivered field is readable only by holders of the key shown',
+                  'can be refused with: ' + ', '.join(table['reasons'])]
+    lines += ['', f'{"## " if md else ""}Reason codes']
+    lines += [f'- {code}: {text}' for code, text in plan['reason_codes'].items()]
+    return '\n'.join(lines) + '\n'
+
+
+def _table(rows, md):
+    if md:
+        out = ['| ' + ' | '.join(_HEADERS) + ' |', '|' + '---|' * len(_HEADERS)]
+        return out + ['| ' + ' | '.join(c.replace('|', '\\|') for c in r) + ' |'
+                      for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_HEADERS)]
+    fmt = '  '.join(f'{{:{w}s}}' for w in widths)
+    return ['  ' + fmt.format(*_HEADERS).rstrip()] + \
+           ['  ' + fmt.format(*r).rstrip() for r in rows]
+
+
+def _flatten(value, prefix=''):
+    """Leaves of a plan as 'path: value' lines, fields and tables keyed by name."""
+    if isinstance(value, dict):
+        for k in sorted(value):
+            yield from _flatten(value[k], f'{prefix}.{k}' if prefix else str(k))
+    elif isinstance(value, list) and value and all(isinstance(v, dict) and 'name' in v
+                                                   for v in value):
+        for v in value:
+            yield from _flatten({k: x for k, x in v.items() if k != 'name'},
+                                f'{prefix}[{v["name"]}]')
+    else:
+        yield f'{prefix}: {json.dumps(value, ensure_ascii=False, sort_keys=True)}'
+
+
+def diff_plans(a: dict, b: dict, a_name='A', b_name='B') -> str:
+    """What changed from plan ``a`` to plan ``b``, one line per changed leaf; '' if none."""
+    left = [line for line in _flatten({k: v for k, v in a.items() if k != 'sha256'})]
+    right = [line for line in _flatten({k: v for k, v in b.items() if k != 'sha256'})]
+    if left == right:
+        return ''
+    return '\n'.join(line for line in difflib.unified_diff(
+        left, right, fromfile=a_name, tofile=b_name, lineterm='', n=0)
+        if not line.startswith('@@')) + '\n'
