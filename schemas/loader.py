@@ -22,7 +22,9 @@ CATEGORIES = {
     'birth_date': 'personal',
     'city': 'personal',
     'cn_mobile': 'personal',
+    'cn_passport': 'sensitive',
     'cn_resident_id': 'sensitive',
+    'cn_uscc': 'personal',  # a sole trader's code identifies a person
     'cn_vehicle_plate': 'personal',
     'contract_id': 'internal',
     'credit_score': 'sensitive',
