@@ -150,3 +150,35 @@ def test_map_unique_computes_each_distinct_value_once():
     out = map_unique(pa.array(['a', 'b', 'a', None, 'b']), compute)
     assert out.to_pylist() == ['A', 'B', 'A', None, 'B']
     assert calls == [['a', 'b']]
+
+
+@pytest.mark.parametrize('value, params, expected', [
+    ('客户称下周还款，联系 13812345678', {}, '客户称下周还款，联系 ***********'),
+    ('电话１３８１２３４５６７８，邮箱a@example.com', {},
+     '电话***********，邮箱*************'),
+    ('老客户，按时还款', {}, '老客户，按时还款'),
+    ('联系 13812345678 或 zhang@example.com', {'find': ['email']},
+     '联系 13812345678 或 *****************'),
+    ('身份证11010519491231002X，卡6222021234567890128', {},
+     '身份证******************，卡*******************'),
+    (None, {}, None),
+])
+def test_scrub_masks_identifiers_inside_text_and_keeps_the_rest(ops, value, params, expected):
+    assert apply('scrub', [value], spec(category='free_text'), ops, **params) == [expected]
+
+
+def test_scrub_pseudonyms_are_those_of_a_hashed_column_of_that_kind(ops):
+    note = apply('scrub', ['请回电 +86 138-1234-5678，或 13912345678'],
+                 spec(category='free_text'), ops, replace='pseudonym')[0]
+    mobile = apply('hash', ['13812345678', '13912345678'], spec(category='cn_mobile'), ops)
+    assert note == f'请回电 [cn_mobile:{mobile[0]}]，或 [cn_mobile:{mobile[1]}]'
+
+
+@pytest.mark.parametrize('params, message', [
+    ({'replace': 'label'}, 'replace must be mask or pseudonym'),
+    ({'find': ['phone']}, 'find must be a list of identifier kinds'),
+    ({'find': 'cn_mobile'}, 'find must be a list of identifier kinds'),
+])
+def test_scrub_policies_are_checked(params, message):
+    with pytest.raises(ConfigError, match=message):
+        make_operator('scrub', spec(), 'test', params)

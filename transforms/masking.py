@@ -5,7 +5,7 @@ before any data is read), then applied batch by batch. Keyed operators get their
 ``KeyedOps`` object (see ``transforms.crypto``); nothing here imports Beam.
 
 Methods: ``keep``, ``drop``, ``redact``, ``mask``, ``hash``, ``tokenize``, ``generalize``,
-``date_shift``, ``encrypt``. No per-record random salts: determinism is what keeps joins intact.
+``date_shift``, ``encrypt``, ``scrub``. No per-record random salts: determinism is what keeps joins intact.
 """
 
 import dataclasses
@@ -268,8 +268,61 @@ class DateShift(Operator):
         return pc.add(values.cast(pa.int64()), micros).cast(values.type)
 
 
+class Scrub(Operator):
+    """Free text (remarks, call notes) with the identifiers found in it replaced; the rest of
+    the text is kept. ``replace: mask`` writes a ``*`` for each of their characters;
+    ``replace: pseudonym`` writes ``[KIND:PSEUDONYM]``, the keyed pseudonym of the identifier
+    in the domain of its kind, so a mobile number in a note has the pseudonym a hashed
+    ``cn_mobile`` column gives it. ``find`` limits the kinds looked for (default: all)."""
+    name = 'scrub'
+    params = {'replace': 'mask', 'find': None}
+    kinds = _TEXT_KINDS
+    keyed = True
+
+    def check(self):
+        from transforms.detectors import KINDS
+        if self.replace not in ('mask', 'pseudonym'):
+            raise ConfigError(f'{self.where}: replace must be mask or pseudonym, got '
+                              f'{self.replace!r}')
+        if self.find is None:
+            self.find = list(KINDS)
+        if not isinstance(self.find, list) or not self.find or \
+                any(k not in KINDS for k in self.find):
+            raise ConfigError(f'{self.where}: find must be a list of identifier kinds, from '
+                              f'{", ".join(KINDS)}; got {self.find!r}')
+
+    def output_type(self):
+        return pa.string()
+
+    def apply(self, values, ctx):
+        from transforms.detectors import scan
+        values = values.cast(pa.string())
+        findings = scan(values, self.find)
+        if not findings:
+            return values
+        labels = {}
+        if self.replace == 'pseudonym':
+            for kind in {f.kind for f in findings}:
+                distinct = sorted({f.value for f in findings if f.kind == kind})
+                labels.update(zip(((kind, v) for v in distinct), ctx.keyed_ops.pseudonyms(
+                    kind, pa.array(distinct, pa.string())).to_pylist()))
+        texts = values.to_pylist()
+        by_row = {}
+        for f in findings:
+            by_row.setdefault(f.row, []).append(f)
+        for row, found in by_row.items():
+            text, parts, at = texts[row], [], 0
+            for f in found:
+                parts.append(text[at:f.start])
+                parts.append('*' * (f.end - f.start) if self.replace == 'mask' else
+                             f'[{f.kind}:{labels[f.kind, f.value]}]')
+                at = f.end
+            texts[row] = ''.join(parts) + text[at:]
+        return pa.array(texts, pa.string())
+
+
 OPERATORS = {op.name: op for op in
-             (Keep, Drop, Redact, Mask, Hash, Tokenize, Generalize, DateShift, Encrypt)}
+             (Keep, Drop, Redact, Mask, Hash, Tokenize, Generalize, DateShift, Encrypt, Scrub)}
 
 # Methods never allowed for a classification (sensitive data is never kept in clear;
 # restricted data, C3 authentication data, is never transferred).
