@@ -9,6 +9,7 @@
     novation keys show|rotate|add DIR ...          inspect, rotate or extend a keyring
     novation decrypt RUN_DIR --keys DIR --table NAME [--deadletter] --out FILE
     novation report RUN_DIR [--lang en|zh]         the compliance report of a run, again
+    novation verify RUN_DIR --keys DIR             recheck a run and scan it for identifiers
     novation review RUN_DIR --keys DIR [filters] [--out F | --decide D --by NAME]
     novation signoff RUN_DIR --by NAME              sign off a run's review
     novation replay RUN_DIR --config FILE [--only N,...]   move the dead letters marked replay
@@ -243,6 +244,19 @@ def _parser() -> argparse.ArgumentParser:
                         help='language of the report (default en; a run writes it in its '
                              'config\'s report.lang)')
 
+    verify = sub.add_parser(
+        'verify', help='recheck a run against its manifest and scan its data for identifiers',
+        description='Recheck every file of a finished run against its manifest (size, crc32c, '
+                    'rows; conservation of every table and source file; files the manifest '
+                    'does not list), then decrypt the delivered data in memory and scan it for '
+                    'identifiers (resident ID, USCC, bank card, mobile, email, passport, plate) '
+                    'in clear where the plan allows none: a mobile number inside a kept text '
+                    'column, an ID number in an internal field. Prints counts per table, column '
+                    'and kind, never a value; exits 1 if anything is found, 0 if the run is '
+                    'clean. Columns under keys the keyring lacks are named, not scanned.')
+    verify.add_argument('run_dir', metavar='RUN_DIR', help='OUT/<run_id> of a finished run')
+    verify.add_argument('--keys', required=True, help='keyring directory')
+
     review = sub.add_parser(
         'review', help='show, export or decide on the dead letters of a run (compliance)',
         description='Decrypt the dead letters of a run (with the deadletter key only) and show '
@@ -356,6 +370,8 @@ def main(argv=None) -> int:
             return _cmd_report(args)
         if args.command == 'review':
             return _cmd_review(args)
+        if args.command == 'verify':
+            return _cmd_verify(args)
         if args.command == 'signoff':
             return _cmd_signoff(args)
         return _cmd_decrypt(args)
@@ -573,6 +589,13 @@ def _cmd_review(args):
     else:
         print(format_table(records, args.limit))
     return 0
+
+
+def _cmd_verify(args):
+    from pipelines.verify import format_verification, verify_run
+    result = verify_run(args.run_dir, args.keys)
+    print(format_verification(result))
+    return 1 if result['problems'] or result['identifiers'] else 0
 
 
 def _cmd_signoff(args):

@@ -130,7 +130,7 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
 def field_entry(rule) -> dict:
     """A field as the manifest lists it: how it was classified and delivered."""
     entry = {'name': rule.field.name, 'classification': rule.field.classification,
-             'masking': rule.operator.name}
+             'category': rule.field.category, 'masking': rule.operator.name}
     if rule.operator.name in ('hash', 'tokenize'):
         entry['domain'] = rule.operator.domain
     return entry
