@@ -2,6 +2,7 @@
 
     novation plan --config FILE [--format text|md|json]   what a run will do, before it runs
     novation plan --diff A B                       compare two plans (configs or plan files)
+    novation classify EXPORT [--format F] --out draft.avsc   draft a schema from an export
     novation run --config FILE [Beam options]     migrate a seller export
     novation demo [--workdir DIR] [--customers N]  generate demo data and migrate it
     novation stream --config FILE [--until TIME]   carry live changes until cut-over
@@ -131,6 +132,27 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument('--out', metavar='FILE', help='write the plan to FILE instead of stdout')
     plan.add_argument('--diff', nargs=2, metavar=('A', 'B'),
                       help='compare plan A with plan B (configs or plan JSON files)')
+
+    classify = sub.add_parser(
+        'classify', help='draft an annotated schema from a sample of an unknown export',
+        description='Sample an export (the first --sample rows) and write a draft annotated '
+                    'schema: per column a type, and a category and classification proposed from '
+                    'what the identifier detectors find in the values and what the column\'s '
+                    'name says (English or Chinese; values decide over names). Columns with no '
+                    'evidence are proposed personal. Chinese column names become aliases of '
+                    'English field names. The draft holds "draft": true, which novation run '
+                    'refuses until a person has confirmed every field and removed it. Prints '
+                    'the proposals with their evidence, as counts, never values.')
+    classify.add_argument('export', metavar='EXPORT_FILE', help='a seller export (local or gs://)')
+    classify.add_argument('--format', dest='export_format',
+                          choices=('csv', 'jsonl', 'avro', 'parquet'),
+                          help='default: from the file name')
+    classify.add_argument('--encoding', default='utf-8',
+                          help='text encoding of csv/jsonl (utf-8, gbk, gb18030; default utf-8)')
+    classify.add_argument('--sample', type=int, default=1000, metavar='N',
+                          help='rows to sample (default 1000)')
+    classify.add_argument('--name', help='the table (record) name (default: from the file name)')
+    classify.add_argument('--out', required=True, metavar='FILE', help='the draft .avsc to write')
 
     from pipelines.stream import stream_parser
     sub.add_parser(
@@ -362,6 +384,8 @@ def main(argv=None) -> int:
             return _cmd_replay(argv[argv.index('replay') + 1:], console)
         if args.command == 'plan':
             return _cmd_plan(args, command)
+        if args.command == 'classify':
+            return _cmd_classify(args, command)
         if args.command == 'keys':
             return _cmd_keys(args)
         if args.command == 'detokenize':
@@ -483,6 +507,25 @@ def _cmd_plan(args, parser):
         print(f'plan sha256 {plan_sha256(plan)} written to {args.out}')
     else:
         print(text, end='' if text.endswith('\n') else '\n')
+    return 0
+
+
+def _cmd_classify(args, parser):
+    import json
+    import posixpath
+    from pipelines.classify import classify_export, format_proposals
+    from transforms.files import write_whole
+    if args.sample < 1:
+        parser.error('--sample must be at least 1')
+    if args.encoding not in ('utf-8', 'utf-8-sig', 'gbk', 'gb18030'):
+        parser.error(f'--encoding {args.encoding}: allowed: utf-8, utf-8-sig, gbk, gb18030')
+    draft, proposals = classify_export(args.export, fmt=args.export_format,
+                                       encoding=args.encoding, rows=args.sample, name=args.name)
+    write_whole(posixpath.dirname(args.out) or '.', posixpath.basename(args.out),
+                json.dumps(draft, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
+    print(format_proposals(proposals))
+    print(f'draft schema of {len(proposals)} columns written to {args.out}: confirm every '
+          f'field, then remove "draft": true')
     return 0
 
 

@@ -68,25 +68,25 @@ def matches(record: dict, group: Dict[str, Optional[str]]) -> bool:
 def format_table(records: List[dict], limit: int = 50) -> str:
     """The records as a plain text table for the terminal (the first ``limit``)."""
     rows = [[_cell(k, r.get(k)) for k in COLUMNS] for r in records[:limit]]
-    widths = [min(40, max([len(c)] + [_width(row[i]) for row in rows]))
+    widths = [min(40, max([len(c)] + [display_width(row[i]) for row in rows]))
               for i, c in enumerate(COLUMNS)]
-    lines = ['  '.join(_pad(c, w) for c, w in zip(COLUMNS, widths))]
-    lines += ['  '.join(_pad(cell, w) for cell, w in zip(row, widths)) for row in rows]
+    lines = ['  '.join(display_pad(c, w) for c, w in zip(COLUMNS, widths))]
+    lines += ['  '.join(display_pad(cell, w) for cell, w in zip(row, widths)) for row in rows]
     if len(records) > limit:
         lines.append(f'... and {len(records) - limit:,} more (--out FILE writes them all)')
     return '\n'.join(lines)
 
 
-def _width(text: str) -> int:
+def display_width(text: str) -> int:
     """Columns ``text`` takes in a terminal: Chinese characters take two."""
     return sum(2 if unicodedata.east_asian_width(c) in 'WF' else 1 for c in text)
 
 
-def _pad(text: str, width: int) -> str:
+def display_pad(text: str, width: int) -> str:
     """``text`` cut to ``width`` terminal columns, then padded to it."""
     out, used = '', 0
     for c in text:
-        w = _width(c)
+        w = display_width(c)
         if used + w > width:
             break
         out, used = out + c, used + w

@@ -116,6 +116,9 @@ def parse_schema(text: str, source: str) -> TableSchema:
         raise SchemaError(f'{source}: not valid JSON (line {e.lineno}, column {e.colno})') from None
     if not isinstance(doc, dict) or doc.get('type') != 'record':
         raise SchemaError(f'{source}: the top level must be an Avro record ("type": "record")')
+    if doc.get('draft'):
+        raise SchemaError(f'{source}: is a draft (from novation classify): confirm every field, '
+                          f'the subject key and any primary key, then remove "draft": true')
     name = doc.get('name')
     if not isinstance(name, str) or not name:
         raise SchemaError(f'{source}: the record has no "name"')
