@@ -371,3 +371,18 @@ def test_round_trip_parquet_with_timestamps(tmp_path):
         ('flag', pa.bool_()), ('note', pa.string()), ('at', pa.timestamp('us', tz='UTC'))])),
         table.path)
     assert _typed(table) == EXACT
+
+
+@pytest.mark.parametrize('header', ['rid,amount,day', '编号,amount,day'])
+def test_a_row_of_the_wrong_width_keeps_its_subject_under_an_alias_too(tmp_path, header):
+    """An erased customer's broken row must be recognised as theirs (sealing then counts it as
+    erasure_requested and keeps no raw row)."""
+    from transforms.deadletter import seal
+    table = make_table(str(tmp_path), 'csv')
+    (tmp_path / 'data.csv').write_text(f'{header}\nR1,1.00,2024-01-02,extra\nR2,1.00\n',
+                                       encoding='utf-8')
+    _, dead, _, _ = read_file(table)
+    assert [(d.reason, d.subject) for d in dead] == [('malformed', 'R1'), ('malformed', 'R2')]
+    sealed = [seal(d, {'R1'}, lambda s: f'p({s})') for d in dead]
+    assert [(s['reason'], s['raw'] is None) for s in sealed] == [
+        ('erasure_requested', True), ('malformed', False)]

@@ -473,7 +473,9 @@ class _ReadBatchesFn(beam.DoFn):
             # Arrow's message may quote the offending row, so it is not repeated here.
             raise InputError(f'{path} cannot be read as CSV (check tables.{t.name}.delimiter, '
                              f'quote and encoding)') from None
-        subject = columns.index(t.subject_key) if t.subject_key in columns else None
+        # The subject key is read from a row of the wrong width too, by its header position
+        # (under its name or an alias): an erased customer's broken row must count as erased.
+        subject = next((columns.index(c) for c in t.subject_columns if c in columns), None)
         for r in invalid:
             values = next(csv.reader([r.text], delimiter=t.delimiter, quotechar=t.quote), [])
             yield DeadLetter(
