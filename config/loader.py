@@ -124,6 +124,9 @@ class TableConfig:
 class ConsentConfig:
     registry: str
     erasures: str
+    # (Novation's column name, the seller's) for registry and erasure-list columns named
+    # otherwise in the seller's files (consent.columns)
+    columns: Tuple[Tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,10 +232,12 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
         tables.append(table)
         schema_texts.append(schema_text)
     _check_overrides_exist(c, overrides, tables)
-    consent_raw = c.mapping(root['consent'], 'consent', required=('registry', 'erasures'))
+    consent_raw = c.mapping(root['consent'], 'consent', required=('registry', 'erasures'),
+                            optional=('columns',))
     consent = ConsentConfig(
         registry=resolve(base_dir, c.string(consent_raw['registry'], 'consent.registry')),
-        erasures=resolve(base_dir, c.string(consent_raw['erasures'], 'consent.erasures')))
+        erasures=resolve(base_dir, c.string(consent_raw['erasures'], 'consent.erasures')),
+        columns=_consent_columns(c, consent_raw.get('columns')))
     out_raw = c.mapping(root['output'], 'output', required=('path', 'keys'), optional=('format',))
     output = OutputConfig(
         path=resolve(base_dir, c.string(out_raw['path'], 'output.path')),
@@ -261,6 +266,24 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
                            consent=consent, output=output,
                            deadletter=DeadLetterConfig(float(max_ratio)), digest=digest,
                            stream=stream, report_lang=lang)
+
+
+# The consent registry's and erasure list's columns, as consent.columns may rename them.
+CONSENT_COLUMNS = ('subject_id', 'purpose', 'granted', 'granted_at', 'withdrawn_at',
+                   'sensitive_consent', 'cross_border_consent', 'requested_at')
+
+
+def _consent_columns(c, raw) -> Tuple[Tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    mapping = c.mapping(raw, 'consent.columns', optional=CONSENT_COLUMNS)
+    for ours, theirs in mapping.items():
+        c.string(theirs, f'consent.columns.{ours}')
+    theirs = list(mapping.values())
+    for name in theirs:
+        if theirs.count(name) > 1:
+            c.fail('consent.columns', f'{name!r} is given for two columns')
+    return tuple(mapping.items())
 
 
 REPORT_LANGS = ('en', 'zh')

@@ -204,8 +204,8 @@ def run_stream(argv=None) -> dict:
     if why:
         raise ConfigError(f'{config.source}: output.path: {config.output.path} cannot be '
                           f'written: {why}')
-    feeds = [Feed('registry', config.consent.registry, 'registry'),
-             Feed('erasures', config.consent.erasures, 'erasures'),
+    feeds = [Feed('registry', config.consent.registry, 'registry', config.consent.columns),
+             Feed('erasures', config.consent.erasures, 'erasures', config.consent.columns),
              Feed('data', s.changes, 'changes'), Feed('consent', s.consent, 'consent')]
     pipeline = beam.Pipeline(runner=local_runner(options), options=options)
     build_stream(pipeline, config, feeds=feeds, run_id=run_id, stream_dir=stream_dir,

@@ -382,3 +382,27 @@ def test_avro_and_parquet_deliver_the_same_rows(demo_copy):
         key = lambda r: json.dumps(r, sort_keys=True, default=str)  # noqa: E731
         assert sorted(avro_rows.to_pylist(), key=key) == \
             sorted(parquet_rows.to_pylist(), key=key), name
+
+
+def test_consent_columns_read_a_sellers_own_registry_names(demo_copy):
+    """The same run, with the registry and erasure list under the seller's own column names
+    and consent.columns mapping them, refuses and admits the same customers."""
+    from pipelines.migrate import run as run_
+    workdir, config, _ = demo_copy
+    before = run_(['--config', config, '--run-id', 'names-ours']).manifest
+    exports = os.path.join(workdir, 'exports')
+    for name, old, new in [('consent_registry.csv', 'subject_id,', 'customer_id,'),
+                           ('consent_registry.csv', 'sensitive_consent', 'separate_sensitive'),
+                           ('erasure_requests.csv', 'subject_id,', 'customer_id,')]:
+        path = os.path.join(exports, name)
+        text = open(path, encoding='utf-8').read()
+        header, rest = text.split('\n', 1)
+        open(path, 'w', encoding='utf-8').write(header.replace(old, new) + '\n' + rest)
+    text = open(config, encoding='utf-8').read().replace(
+        'consent:\n', 'consent:\n  columns: {subject_id: customer_id, '
+                      'sensitive_consent: separate_sensitive}\n', 1)
+    open(config, 'w', encoding='utf-8').write(text)
+    after = run_(['--config', config, '--run-id', 'names-theirs']).manifest
+    assert after['totals'] == before['totals']
+    assert after['tables']['customers']['dead_letters'] == \
+        before['tables']['customers']['dead_letters']

@@ -122,6 +122,13 @@ def change(doc, dotted, value):
     ('tables.customers.delimiter', ';;', "tables.customers.delimiter: must be one character"),
     ('tables.customers.quote', ',', 'tables.customers.quote: must differ from the delimiter'),
     ('tables.customers.header', 'yes', "tables.customers.header: must be true or false"),
+    ('consent.colour', 'red', 'consent: unknown key(s) colour; allowed: registry, erasures, '
+                              'columns'),
+    ('consent.columns', {'customer': 'cust_no'},
+     'consent.columns: unknown key(s) customer; allowed: subject_id, purpose'),
+    ('consent.columns', {'subject_id': ''}, 'consent.columns.subject_id: must be a non-empty'),
+    ('consent.columns', {'subject_id': 'x', 'purpose': 'x'},
+     "consent.columns: 'x' is given for two columns"),
     ('tables.contracts.delimiter', ';', 'tables.contracts.delimiter: applies to csv only'),
     ('tables.contracts.encoding', 'gbk', 'tables.contracts.encoding: applies to text formats '
                                          '(csv, jsonl) only, not parquet'),

@@ -451,6 +451,28 @@ def test_a_bad_consent_file_names_the_row_and_column(tmp_path, text, message):
         list(read_consent_file(str(path), REGISTRY_FIELDS, 'consent registry'))
 
 
+def test_a_sellers_own_consent_column_names_are_mapped(tmp_path):
+    from transforms.consent import ERASURE_FIELDS, REGISTRY_FIELDS, read_consent_file
+    from transforms.errors import InputError
+    path = tmp_path / 'registry.csv'
+    path.write_text('customer_id,purpose,granted,granted_at,withdrawn_at,separate_sensitive,'
+                    'separate_cross_border,branch\nC1,credit,Y,,,N,Y,SH\nC2,credit,Y,,,x,N,SH\n')
+    columns = (('subject_id', 'customer_id'), ('sensitive_consent', 'separate_sensitive'),
+               ('cross_border_consent', 'separate_cross_border'))
+    with pytest.raises(InputError, match='row 2, column separate_sensitive: expected'):
+        list(read_consent_file(str(path), REGISTRY_FIELDS, 'consent registry',
+                               columns=columns))
+    path.write_text(path.read_text().replace(',x,', ',Y,'))
+    (table,) = read_consent_file(str(path), REGISTRY_FIELDS, 'consent registry', columns=columns)
+    assert table.column_names == [f.name for f in REGISTRY_FIELDS]
+    assert table.column('subject_id').to_pylist() == ['C1', 'C2']
+    assert table.column('cross_border_consent').to_pylist() == [True, False]
+    erasures = tmp_path / 'erasures.csv'
+    erasures.write_text('customer_id,requested_at\nC9,2024-01-01T00:00:00Z\n')
+    (table,) = read_consent_file(str(erasures), ERASURE_FIELDS, 'erasure list', columns=columns)
+    assert table.column('subject_id').to_pylist() == ['C9']
+
+
 def test_a_broken_consent_csv_does_not_quote_its_rows(tmp_path):
     from transforms.consent import REGISTRY_FIELDS, read_consent_file
     from transforms.errors import InputError

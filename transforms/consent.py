@@ -76,7 +76,7 @@ class ConsentDecisions(beam.PTransform):
                  | 'SplitRegistry' >> beam.FlatMap(_registry_ranges, self._workers)
                  | 'Spread' >> beam.Reshuffle()
                  | 'Flags' >> beam.FlatMap(_spill_range_flags, purposes, self._scratch,
-                                           self._parts))
+                                           self._parts, self._consent.columns))
         return (pbegin | 'Partitions' >> Partitions(self._parts)) | 'Decide' >> beam.Map(
             _decide_partition, self._transfer, self._scratch, self._parts,
             beam.pvalue.AsList(flags), beam.pvalue.AsSingleton(self._erased))
@@ -93,11 +93,12 @@ class ErasedSubjects(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | 'Start' >> beam.Create([None])
-                | 'Read' >> beam.Map(_erased, self._consent.erasures))
+                | 'Read' >> beam.Map(_erased, self._consent.erasures, self._consent.columns))
 
 
-def _erased(_, path):
-    return frozenset(s for t in read_consent_file(path, ERASURE_FIELDS, 'erasure list')
+def _erased(_, path, columns=()):
+    return frozenset(s for t in read_consent_file(path, ERASURE_FIELDS, 'erasure list',
+                                                  columns=columns)
                      for s in t.column('subject_id').to_pylist())
 
 
@@ -114,12 +115,12 @@ def _registry_ranges(path, workers):
     return plan_ranges(metadata, _REGISTRY_LAYOUT, workers)
 
 
-def _spill_range_flags(file_range, purposes, scratch, parts):
+def _spill_range_flags(file_range, purposes, scratch, parts, columns=()):
     """A range of the registry as ``FlagRun``s written to scratch by partition, up to
     SPILL_ROWS registry rows at a time: ``[(partition, path)]``."""
     runs, rows, written = [], 0, []
     for batch in read_consent_file(file_range.path, REGISTRY_FIELDS, 'consent registry',
-                                   file_range):
+                                   file_range, columns=columns):
         runs.append(flag_run(registry_flags(batch, purposes), purposes))
         rows += batch.num_rows
         progress.count('registry', 'consent', batch.num_rows)
@@ -196,12 +197,14 @@ def forget_decisions() -> None:
         _LOADED.clear()
 
 
-def read_consent_file(path, fields, what, file_range=None):
+def read_consent_file(path, fields, what, file_range=None, columns=()):
     """Tables of a UTF-8 CSV with the given columns, batch by batch; any bad value is an error
     naming its row (fail closed). ``file_range``: only that part of the file
-    (transforms.read.FileRange)."""
+    (transforms.read.FileRange). ``columns``: (our name, the file's) for columns the file
+    names otherwise (consent.columns); the tables use our names."""
     file_range = file_range or FileRange(path)
-    names = [f.name for f in fields]
+    theirs = dict(columns)
+    names = [theirs.get(f.name, f.name) for f in fields]
     columns = None
     if file_range.start:  # a later range: the header is at the start of the file
         with FileSystems.open(path) as f:
@@ -230,11 +233,12 @@ def read_consent_file(path, fields, what, file_range=None):
                 raise InputError(f'{what} {path}: not a valid CSV after row {seen} (a row '
                                  f'with another number of columns, or a broken quote)'
                                  ) from None
-            yield _checked(batch, fields, path, what, seen)
+            batch = batch.rename_columns([f.name for f in fields])
+            yield _checked(batch, fields, path, what, seen, theirs)
             seen += batch.num_rows
 
 
-def _checked(batch, fields, path, what, seen) -> pa.Table:
+def _checked(batch, fields, path, what, seen, theirs) -> pa.Table:
     columns = []
     for field in fields:
         result = cast_column(batch.column(field.name), field)
@@ -243,8 +247,8 @@ def _checked(batch, fields, path, what, seen) -> pa.Table:
             row = int(np.flatnonzero(
                 result.bad.to_numpy(zero_copy_only=False) if result.bad is not None
                 else pc.is_null(result.values).to_numpy(zero_copy_only=False))[0]) + 1
-            raise InputError(f'{what} {path}: row {seen + row}, column {field.name}: expected '
-                             f'{result.expected}')
+            raise InputError(f'{what} {path}: row {seen + row}, column '
+                             f'{theirs.get(field.name, field.name)}: expected {result.expected}')
         columns.append(result.values)
     return pa.table(columns, names=[f.name for f in fields])
 

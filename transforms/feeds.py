@@ -71,6 +71,7 @@ class Feed:
     name: str
     pattern: str
     kind: str
+    columns: tuple = ()  # registry and erasure list: consent.columns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +140,7 @@ def read_seed_file(feed: Feed, path: str):
     from transforms.consent import ERASURE_FIELDS, REGISTRY_FIELDS, read_consent_file
     fields = REGISTRY_FIELDS if feed.kind == 'registry' else ERASURE_FIELDS
     line = 0
-    for table in read_consent_file(path, fields, f'consent {feed.kind}'):
+    for table in read_consent_file(path, fields, f'consent {feed.kind}', columns=feed.columns):
         for row in table.to_pylist():
             line += 1
             if feed.kind == 'erasures':
