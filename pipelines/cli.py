@@ -15,6 +15,7 @@
     novation signoff RUN_DIR --by NAME              sign off a run's review
     novation replay RUN_DIR --config FILE [--only N,...]   move the dead letters marked replay
     novation detokenize --run RUN_DIR --keys DIR --field TABLE.FIELD (TOKEN... | --in FILE)
+    novation pseudonym --keys DIR (--domain D | --run RUN_DIR --field TABLE.FIELD) VALUE...
 
 User errors print one line (``novation: error: ...``) and exit 2; a run aborted on the
 dead-letter limit exits 3. Tracebacks are for bugs.
@@ -343,6 +344,24 @@ def _parser() -> argparse.ArgumentParser:
     detok.add_argument('--in', dest='infile', metavar='FILE',
                        help='read tokens from FILE, one per line (the batch form)')
     detok.add_argument('--out', metavar='FILE', help='write token,value CSV to FILE')
+    pseudo = sub.add_parser(
+        'pseudonym', help='compute the pseudonym of a value you already hold (pseudonym key)',
+        description='Print the pseudonym that method hash gives each value: hex of the first 16 '
+                    'bytes of HMAC-SHA256 under the keyring\'s pseudonym key, over the domain '
+                    '(its UTF-8 length as 2 bytes big-endian, then the domain) followed by the '
+                    'value\'s UTF-8 text. The domain is the field\'s (its category unless the '
+                    'policy names one; --run and --field read it from a run\'s manifest); '
+                    'pseudonyms in text scrubbed with replace: pseudonym use the identifier\'s '
+                    'kind (e.g. cn_mobile). One pseudonym a line, in the order given; the '
+                    'values are not printed.')
+    pseudo.add_argument('--keys', required=True, help='keyring directory (needs the pseudonym key)')
+    pseudo.add_argument('--domain', help='pseudonym domain, e.g. customer_id or cn_mobile')
+    pseudo.add_argument('--run', metavar='RUN_DIR', help='a run whose manifest gives the domain')
+    pseudo.add_argument('--field', metavar='TABLE.FIELD', help='hashed field (with --run)')
+    pseudo.add_argument('values', nargs='*', metavar='VALUE', help='values to pseudonymize')
+    pseudo.add_argument('--in', dest='infile', metavar='FILE',
+                        help='read values from FILE, one per line')
+
     for command in [*sub.choices.values(), *keys_sub.choices.values()]:
         if not any('-v' in a.option_strings for a in command._actions):
             add_verbose_flag(command)
@@ -390,6 +409,8 @@ def main(argv=None) -> int:
             return _cmd_keys(args)
         if args.command == 'detokenize':
             return _cmd_detokenize(args, command)
+        if args.command == 'pseudonym':
+            return _cmd_pseudonym(args, command)
         if args.command == 'report':
             return _cmd_report(args)
         if args.command == 'review':
@@ -657,6 +678,22 @@ def _cmd_report(args):
     report = write_report(args.run_dir, load_manifest(args.run_dir), args.lang)
     print(report['summary']['moved'])
     print(join(args.run_dir, REPORT_HTML))
+    return 0
+
+
+def _cmd_pseudonym(args, parser):
+    from pipelines.decrypt import hash_domain, load_manifest, pseudonyms
+    from transforms.files import read_text
+    if bool(args.domain) == bool(args.run or args.field) or bool(args.run) != bool(args.field):
+        parser.error('give --domain D, or --run RUN_DIR with --field TABLE.FIELD')
+    if bool(args.values) == bool(args.infile):
+        parser.error('give values or --in FILE (not both)')
+    domain = args.domain or hash_domain(load_manifest(args.run), args.field)
+    values = args.values or [line.rstrip('\r\n') for line in
+                             read_text(args.infile, what='value file').splitlines()
+                             if line.strip()]
+    for pseudonym in pseudonyms(args.keys, domain, values):
+        print(pseudonym)
     return 0
 
 

@@ -20,7 +20,8 @@ from transforms.files import join, read_bytes
 from transforms.keyring import READ_HINT, load_keyring
 from transforms.manifest import MANIFEST_FILE
 
-__all__ = ['decrypt_table', 'detokenize', 'load_manifest', 'read_deadletters', 'read_table']
+__all__ = ['decrypt_table', 'detokenize', 'hash_domain', 'load_manifest', 'pseudonyms',
+           'read_deadletters', 'read_table']
 
 
 def load_manifest(run_dir: str) -> dict:
@@ -186,3 +187,23 @@ def detokenize(run_dir: str, *, keys: str, field: str, tokens) -> list:
         except (tink.TinkError, ValueError, UnicodeDecodeError):
             out.append((token, None))
     return out
+
+
+def hash_domain(manifest: dict, ref: str) -> str:
+    """The pseudonym domain of TABLE.FIELD, which must be delivered hashed."""
+    table, _, name = ref.partition('.')
+    fields = {f['name']: f for f in _table_entry(manifest, table)['fields']}
+    if name not in fields:
+        raise NovationError(f'--field {ref}: no field {name!r} in {table}; fields: '
+                            f'{", ".join(fields)}')
+    if fields[name]['masking'] != 'hash':
+        raise NovationError(f'--field {ref}: is delivered with method '
+                            f'{fields[name]["masking"]!r}, not hash')
+    return fields[name]['domain']
+
+
+def pseudonyms(keys: str, domain: str, values) -> list:
+    """The pseudonym ``hash`` gives each value in ``domain``, with the keyring's pseudonym key:
+    an acquirer computes the pseudonym of an id it already holds, to find its rows."""
+    ops = keyed_ops(load_keyring(keys, ('pseudonym',), hint=READ_HINT))
+    return [ops.pseudonym(domain, value) for value in values]

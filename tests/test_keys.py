@@ -252,3 +252,29 @@ def test_no_key_material_in_any_output_file(demo_run):
         for name in names:
             data = open(os.path.join(root, name), 'rb').read()
             assert not [s for s in secrets if s in data], name
+
+
+def test_novation_pseudonym_follows_the_documented_formula(tmp_path, capsys):
+    """hex(HMAC-SHA256(key, len(domain) as 2 bytes big-endian + domain + value)[:16]): what the
+    README tells an acquirer, computed here with the standard library from the key itself."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+    from tink.proto import hmac_prf_pb2
+    from pipelines.cli import main
+    from transforms.keyring import init_keyring
+    keys = str(tmp_path / 'keys')
+    init_keyring(keys)
+    keyset = json.load(open(tmp_path / 'keys' / 'pseudonym.cleartext.json'))
+    (key,) = [k for k in keyset['key'] if k['keyId'] == keyset['primaryKeyId']]
+    secret = hmac_prf_pb2.HmacPrfKey.FromString(
+        base64.b64decode(key['keyData']['value'])).key_value
+    domain, value = 'customer_id', 'C00000001'
+    message = len(domain).to_bytes(2, 'big') + domain.encode() + value.encode()
+    expected = hmac.new(secret, message, hashlib.sha256).digest()[:16].hex()
+    assert main(['pseudonym', '--keys', keys, '--domain', domain, value]) == 0
+    out = capsys.readouterr().out
+    assert out == expected + '\n' and value not in out
+    with pytest.raises(SystemExit):  # a domain is needed
+        main(['pseudonym', '--keys', keys, value])
