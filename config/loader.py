@@ -107,6 +107,16 @@ class TableConfig:
         return (spec.name,) + spec.aliases
 
     @property
+    def quasi_identifiers(self) -> Tuple[str, ...]:
+        return tuple(r.field.name for r in self.rules
+                     if r.field.quasi_identifier and r.delivered)
+
+    @property
+    def sensitive_attributes(self) -> Tuple[str, ...]:
+        return tuple(r.field.name for r in self.rules
+                     if r.field.sensitive_attribute and r.delivered)
+
+    @property
     def sensitive_fields(self) -> Tuple[str, ...]:
         return tuple(r.field.name for r in self.rules if r.field.classification == 'sensitive')
 
@@ -142,6 +152,18 @@ class DeadLetterConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RiskConfig:
+    """Re-identification risk (``risk``): each class of customers sharing their delivered
+    quasi-identifiers should hold at least ``min_k``; with ``enforce`` a run below it fails
+    before its manifest is written."""
+    min_k: int = 5
+    enforce: bool = False
+
+    def as_dict(self) -> dict:
+        return {'min_k': self.min_k, 'enforce': self.enforce}
+
+
+@dataclasses.dataclass(frozen=True)
 class StreamConfig:
     """The live feeds (``novation stream``): where change and consent files land, how long an
     epoch is, how late a file may land after its events' commit (lateness), how long a feed
@@ -166,6 +188,12 @@ class MigrationConfig:
     digest: str  # sha256 of the config and its schemas, for the manifest
     stream: Optional[StreamConfig] = None
     report_lang: str = 'en'  # the run report's language (report.lang): en or zh
+    risk: RiskConfig = RiskConfig()
+
+    @property
+    def risk_tables(self) -> Tuple['TableConfig', ...]:
+        """The tables with delivered quasi-identifiers or sensitive attributes."""
+        return tuple(t for t in self.tables if t.quasi_identifiers or t.sensitive_attributes)
 
     def table(self, name: str) -> TableConfig:
         return next(t for t in self.tables if t.name == name)
@@ -217,7 +245,7 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
         raise ConfigError(f'{source}: not valid YAML{at}') from None
     c = _Checker(source)
     root = c.mapping(doc, '', required=('transfer', 'tables', 'consent', 'masking', 'output'),
-                     optional=('deadletter', 'stream', 'report'))
+                     optional=('deadletter', 'stream', 'report', 'risk'))
     transfer = _transfer(c, root['transfer'])
     schema_texts = []
     tables_raw = c.mapping(root['tables'], 'tables')
@@ -262,10 +290,50 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
     stream = _stream(c, root['stream'], base_dir) if root.get('stream') is not None else None
     report = c.mapping(root.get('report') or {}, 'report', optional=('lang',))
     lang = c.choice(report.get('lang', 'en'), 'report.lang', REPORT_LANGS)
+    risk = _risk(c, root.get('risk'), tables)
     return MigrationConfig(source=source, transfer=transfer, tables=tuple(tables),
                            consent=consent, output=output,
                            deadletter=DeadLetterConfig(float(max_ratio)), digest=digest,
-                           stream=stream, report_lang=lang)
+                           stream=stream, report_lang=lang, risk=risk)
+
+
+# Methods whose delivered subject key is the same for the same customer in every table.
+_JOINING_METHODS = ('hash', 'tokenize', 'keep', 'encrypt')
+
+
+def _risk(c, raw, tables) -> RiskConfig:
+    r = c.mapping(raw or {}, 'risk', optional=('min_k', 'enforce'))
+    min_k = r.get('min_k', 5)
+    if isinstance(min_k, bool) or not isinstance(min_k, int) or not 2 <= min_k <= 1_000_000:
+        c.fail('risk.min_k', f'must be a whole number from 2 to 1000000, got {min_k!r}')
+    enforce = r.get('enforce', False)
+    if not isinstance(enforce, bool):
+        c.fail('risk.enforce', f'must be true or false, got {enforce!r}')
+    marked = [(t, rule) for t in tables for rule in t.rules
+              if rule.field.quasi_identifier or rule.field.sensitive_attribute]
+    for t, rule in marked:
+        if not rule.delivered:
+            mark = 'quasi_identifier' if rule.field.quasi_identifier else 'sensitive_attribute'
+            c.fail(f'masking.fields.{t.name}.{rule.field.name}',
+                   f'is marked {mark} in {t.schema.source} but dropped, so it cannot add to '
+                   f'the risk; deliver it or remove the mark')
+    # Customers are told apart by their delivered subject key: it must join across tables.
+    subjects = {}
+    for t in {t.name: t for t, _ in marked}.values():
+        op = t.rule(t.subject_key).operator
+        if op.name not in _JOINING_METHODS:
+            c.fail(f'masking.fields.{t.name}.{t.subject_key}',
+                   f'the subject key of a table with quasi-identifiers must be delivered with '
+                   f'one of {", ".join(_JOINING_METHODS)} (the risk is counted per customer), '
+                   f'not {op.name}')
+        subjects[t.name] = (op.name, getattr(op, 'domain', None))
+    if len(set(subjects.values())) > 1:
+        how = ', '.join(f'{name}: {method}' + (f' ({domain})' if domain else '')
+                        for name, (method, domain) in subjects.items())
+        c.fail('masking.fields', f'the tables with quasi-identifiers deliver their subject keys '
+                                 f'differently ({how}), so their customers cannot be matched; '
+                                 f'use one method and domain')
+    return RiskConfig(min_k=min_k, enforce=enforce)
 
 
 # The consent registry's and erasure list's columns, as consent.columns may rename them.

@@ -13,6 +13,7 @@
     novation verify RUN_DIR --keys DIR             recheck a run and scan it for identifiers
     novation review RUN_DIR --keys DIR [filters] [--out F | --decide D --by NAME]
     novation signoff RUN_DIR --by NAME              sign off a run's review
+    novation audit verify|show OUT_DIR             check or show the hash-chained audit log
     novation replay RUN_DIR --config FILE [--only N,...]   move the dead letters marked replay
     novation detokenize --run RUN_DIR --keys DIR --field TABLE.FIELD (TOKEN... | --in FILE)
     novation pseudonym --keys DIR (--domain D | --run RUN_DIR --field TABLE.FIELD) VALUE...
@@ -234,6 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument('--role', action='append', default=[], metavar='ROLE',
                         help='a role to rotate (repeatable; default: data.*, column.*, '
                              'deadletter)')
+    rotate.add_argument('--audit', metavar='OUT_DIR',
+                        help='record the rotation (roles, new key ids) in the audit log of '
+                             'this output root')
     add = keys_sub.add_parser(
         'add', help='add keysets for new roles (e.g. column.customers.mobile)',
         description='Add a keyset for each new role, e.g. column.customers.mobile for a '
@@ -320,6 +324,21 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument('--only', metavar='N[,N...]',
                         help='only these replay decisions (their numbers in review.json, 1 '
                              'first)')
+
+    audit = sub.add_parser(
+        'audit', help='verify or show the audit log of an output root',
+        description='Every run, review decision, sign-off, replay (and key rotation given '
+                    '--audit) appends a record to OUT_DIR/audit/: one JSON file each, holding '
+                    'the sha256 of the record before it. verify checks the chain (an edited, '
+                    'removed or reordered record breaks it) and that each committed run\'s '
+                    'manifest.json is the one recorded; exits 1 on any problem. show lists the '
+                    'records. The log holds ids, hashes, counts and staff names, no customer '
+                    'data.')
+    audit_sub = audit.add_subparsers(dest='audit_command', required=True, metavar='ACTION')
+    for action, text in (('verify', 'check the chain and the manifests it names'),
+                         ('show', 'list the records, oldest first')):
+        a = audit_sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + '.')
+        a.add_argument('out_dir', metavar='OUT_DIR', help='an output root (output.path)')
 
     signoff = sub.add_parser(
         'signoff', help='sign off the review of a run',
@@ -419,6 +438,8 @@ def main(argv=None) -> int:
             return _cmd_verify(args)
         if args.command == 'signoff':
             return _cmd_signoff(args)
+        if args.command == 'audit':
+            return _cmd_audit(args)
         return _cmd_decrypt(args)
     except DeadLetterLimitExceeded as e:
         print(f'novation: aborted: {e}', file=sys.stderr)
@@ -586,8 +607,14 @@ def _cmd_keys(args):
     else:
         roles = args.role or [r for r in kr.load_keyring(path, warn=False).roles
                               if r not in kr.DETERMINISTIC_ROLES]
-        for role, (old, new) in kr.rotate_keyring(path, roles).items():
+        rotated = kr.rotate_keyring(path, roles)
+        for role, (old, new) in rotated.items():
             print(f'  {role:24s} primary key {old} -> {new}')
+        if args.audit:
+            from transforms.audit import append_event
+            append_event(args.audit, 'keys_rotated', keyring=os.path.basename(path.rstrip('/')),
+                         roles={role: {'from': old, 'to': new}
+                                for role, (old, new) in rotated.items()})
         changed = sorted(set(roles) & set(kr.DETERMINISTIC_ROLES))
         if changed:
             print(f'warning: {", ".join(changed)} rotated: new pseudonyms/tokens differ from '
@@ -660,6 +687,27 @@ def _cmd_verify(args):
     result = verify_run(args.run_dir, args.keys)
     print(format_verification(result))
     return 1 if result['problems'] or result['identifiers'] else 0
+
+
+def _cmd_audit(args):
+    from transforms.audit import read_log, verify_log
+    if args.audit_command == 'show':
+        for r in read_log(args.out_dir):
+            facts = ', '.join(f'{k} {v}' for k, v in r.items()
+                              if k not in ('seq', 'at', 'event', 'sha256', 'prev_sha256'))
+            print(f'{r.get("seq", "?"):>6}  {r.get("at", "")}  {r.get("event", "?"):14s} '
+                  f'{facts}')
+        return 0
+    result = verify_log(args.out_dir)
+    if result['problems']:
+        print(f'audit log of {args.out_dir}: BROKEN ({len(result["problems"])} problem(s) in '
+              f'{result["records"]} records)')
+        for p in result['problems']:
+            print(f'  {p}')
+        return 1
+    print(f'audit log of {args.out_dir}: intact ({result["records"]} records, chain unbroken; '
+          f'{result["runs"]} committed run(s), each manifest the one recorded)')
+    return 0
 
 
 def _cmd_signoff(args):

@@ -28,18 +28,20 @@ from apache_beam.runners.runner import PipelineState
 
 from config import load_config
 from config.plan import build_plan, plan_sha256
+from transforms.audit import append_event
 from transforms.consent import (ConsentDecisions, ConsentGate, ErasedSubjects,
                                 forget_decisions)
 from transforms.conform import Conform
 from transforms.keyring import display_uri, load_keyring
 from transforms.deadletter import WriteDeadLetters
 from transforms.dedup import DropDuplicates
-from transforms.errors import ConfigError, NovationError
+from transforms.errors import ConfigError, DeadLetterLimitExceeded, NovationError
 from transforms.files import exists, has_scheme, join, why_not_writable
 from transforms import progress
 from transforms.manifest import MANIFEST_FILE, WriteManifest
 from transforms.mask import Mask
 from transforms.read import ReadTable, splittable
+from transforms.risk import ReidentificationRisk
 from transforms.scratch import Scratch, partitions_for
 from transforms.write import WriteTable, column_keys, file_roles
 
@@ -101,6 +103,7 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
     return {
         'run_id': run_id,
         'run_dir': run_dir,
+        'output_root': config.output.path,  # where the audit log is
         'input_bytes': sum(table_bytes.values()),
         'split_bytes': split_bytes,  # of CSV files that several workers can share
         'scratch_dir': join(scratch_parent, f'novation-{run_id}'),
@@ -118,6 +121,11 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
         'tables': [table.name for table in config.tables],
         'max_ratio': config.deadletter.max_ratio,
         'report_lang': config.report_lang,
+        'risk': {'min_k': config.risk.min_k, 'enforce': config.risk.enforce,
+                 'quasi_identifiers': [f'{t.name}.{n}' for t in config.tables
+                                       for n in t.quasi_identifiers],
+                 'sensitive_attributes': [f'{t.name}.{n}' for t in config.tables
+                                          for n in t.sensitive_attributes]},
         'transfer': {'seller': t.seller, 'acquirer': t.acquirer,
                      'purposes': [{'name': p.name, 'legal_basis': p.legal_basis}
                                   for p in t.purposes],
@@ -205,8 +213,13 @@ def build_pipeline(pipeline, config, run, *, workers=1, replay=None) -> dict:
                 lambda path, name: (name, 'deadletter', path), table.name),
         ]
         outputs[table.name] = {'rows': masked}
-    manifest = {'counts': counts | 'AllCounts' >> beam.Flatten(),
-                'files': files | 'AllFiles' >> beam.Flatten()} | 'Commit' >> WriteManifest(run)
+    commit = {'counts': counts | 'AllCounts' >> beam.Flatten(),
+              'files': files | 'AllFiles' >> beam.Flatten()}
+    if config.risk_tables:
+        commit['risk'] = ({t.name: outputs[t.name]['rows'] for t in config.risk_tables}
+                          | 'Risk' >> ReidentificationRisk(config.risk_tables,
+                                                          config.risk.min_k))
+    manifest = commit | 'Commit' >> WriteManifest(run)
     _ = manifest | 'RemoveScratch' >> beam.Map(_remove_scratch, scratch)
     return {'manifest': manifest, 'tables': outputs}
 
@@ -403,22 +416,36 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
         bound_malloc_retention()
     if workers > 1:
         _LOG.info('reading with %d workers', workers)
+    dry_run = options.view_as(TestOptions).dry_run
+    if not dry_run:
+        run_info['audit_started_sha256'] = append_event(
+            config.output.path, 'run_started', run_id=run_info['run_id'],
+            config_sha256=run_info['config_sha256'], plan_sha256=run_info['plan_sha256'],
+            key_ids={role: ids['primary'] for role, ids in sorted(run_info['key_ids'].items())},
+            replay_of=run_info.get('replay_of'))['sha256']
     pipeline = beam.Pipeline(runner=local_runner(options), options=options)
     build_pipeline(pipeline, config, run_info, workers=workers, replay=replay)
     try:
         result = pipeline.run()
-        if known.detach or options.view_as(TestOptions).dry_run:
-            status = 'dry-run' if options.view_as(TestOptions).dry_run else 'detached'
+        if known.detach or dry_run:
+            status = 'dry-run' if dry_run else 'detached'
             return RunResult(None, run_info['run_dir'], time.monotonic() - started, result,
                              status)
         state = result.wait_until_finish()
     except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
         if runner_kind(options) == 'local':
             _remove_scratch(None, run_scratch(run_info))
-        raise unwrap_error(e) from None
+        error = unwrap_error(e)
+        if not isinstance(error, DeadLetterLimitExceeded) and not dry_run:  # logged in-job
+            append_event(config.output.path, 'run_aborted', run_id=run_info['run_id'],
+                         why=str(error).splitlines()[0][:300] if isinstance(error, NovationError)
+                         else f'{type(error).__name__} (a bug: see the log)')
+        raise error from None
     progress.note('finished', finished=True)
     if state != PipelineState.DONE:
         _remove_scratch(None, run_scratch(run_info))
+        append_event(config.output.path, 'run_aborted', run_id=run_info['run_id'],
+                     why=f'the pipeline ended in state {state}')
         raise NovationError(f'the pipeline ended in state {state}; {run_info["run_dir"]} has no '
                             f'manifest and is incomplete')
     with FileSystems.open(join(run_info['run_dir'], MANIFEST_FILE)) as f:

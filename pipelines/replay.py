@@ -166,6 +166,11 @@ def record_replay(run_dir: str, plan: dict, result) -> dict:
         'consumed': sorted(i for ids in plan['selected'].values() for i in ids)}
     review.setdefault('replays', []).append(entry)
     save_review(run_dir, review)
+    from pipelines.review import output_root
+    from transforms.audit import append_event
+    append_event(output_root(result.run_dir), 'replayed', run_id=entry['run_id'],
+                 replay_of=plan['manifest']['run_id'], decisions=plan['decisions'],
+                 dead_letters_replayed=replayed, rows_written=totals['rows_written'])
     return entry
 
 

@@ -16,10 +16,12 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import unicodedata
 from typing import Dict, List, Optional
 
 from pipelines.decrypt import load_manifest, read_deadletters
+from transforms.audit import append_event
 from transforms.errors import NovationError
 from transforms.files import exists, join, read_bytes, write_json
 from transforms.manifest import MANIFEST_FILE
@@ -166,6 +168,9 @@ def decide(run_dir: str, keys: str, group: Dict[str, Optional[str]], decision: s
              'dead_letters': len(records), 'replaced_at': None}
     review['decisions'].append(entry)
     save_review(run_dir, review)
+    append_event(output_root(run_dir), 'reviewed', run_id=load_manifest(run_dir)['run_id'],
+                 decision=decision, group=key, dead_letters=len(records), by=by,
+                 with_note=bool(note))  # the note is free text: not copied into the log
     return entry
 
 
@@ -182,4 +187,12 @@ def signoff(run_dir: str, *, by: str) -> dict:
              'decisions': sum(1 for d in review['decisions'] if d.get('replaced_at') is None)}
     review['signoffs'].append(entry)
     save_review(run_dir, review)
+    append_event(output_root(run_dir), 'signed_off', run_id=load_manifest(run_dir)['run_id'],
+                 by=by, manifest_sha256=entry['manifest_sha256'],
+                 decisions=entry['decisions'])
     return entry
+
+
+def output_root(run_dir: str) -> str:
+    """The output root a run directory is in: where its audit log is."""
+    return posixpath.dirname(run_dir.rstrip('/')) or '.'

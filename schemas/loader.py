@@ -70,6 +70,10 @@ class FieldSpec:
     symbols: tuple = ()
     doc: str = ''
     aliases: tuple = ()  # other column names the seller's exports use (e.g. 证件号码)
+    # re-identification risk: a field that, with others, may single a customer out (birth
+    # year, gender, city), and one whose values must be diverse within each class (l-diversity)
+    quasi_identifier: bool = False
+    sensitive_attribute: bool = False
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -188,8 +192,18 @@ def _parse_field(raw, source: str, index: int) -> FieldSpec:
     aliases = raw.get('aliases', [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
         raise SchemaError(f'{where}: "aliases" must be a list of column names')
+    marks = {}
+    for mark in ('quasi_identifier', 'sensitive_attribute'):
+        value = raw.get(mark, False)
+        if not isinstance(value, bool):
+            raise SchemaError(f'{where}: "{mark}" must be true or false, got {value!r}')
+        marks[mark] = value
+    if marks['quasi_identifier'] and marks['sensitive_attribute']:
+        raise SchemaError(f'{where}: a field is a quasi_identifier or a sensitive_attribute, '
+                          f'not both')
     return FieldSpec(name=name, kind=kind, nullable=nullable, classification=level,
-                     category=category, doc=raw.get('doc', ''), aliases=tuple(aliases), **extra)
+                     category=category, doc=raw.get('doc', ''), aliases=tuple(aliases),
+                     **marks, **extra)
 
 
 def _unwrap_nullable(avro_type, where):

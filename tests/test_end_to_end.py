@@ -237,9 +237,13 @@ def test_dead_letter_limit_aborts_without_a_manifest(demo_copy, tmp_path):
     assert os.listdir(temp) == []  # the aborted run's scratch files are gone too
     assert problems(proc.stderr)[0].startswith('novation: aborted: table customers:')
     assert 'Traceback' not in proc.stderr
-    runs = os.listdir(os.path.join(workdir, 'out'))
+    runs = [d for d in os.listdir(os.path.join(workdir, 'out')) if d != 'audit']
     assert len(runs) == 1
     assert not os.path.exists(os.path.join(workdir, 'out', runs[0], 'manifest.json'))
+    from transforms.audit import read_log
+    (started, aborted) = read_log(os.path.join(workdir, 'out'))
+    assert (started['event'], aborted['event']) == ('run_started', 'run_aborted')
+    assert aborted['run_id'] == runs[0] and 'deadletter.max_ratio' in aborted['why']
 
 
 def test_a_run_parks_its_state_in_scratch_and_removes_it(demo_copy, tmp_path, monkeypatch):

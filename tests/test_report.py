@@ -157,7 +157,9 @@ def test_the_report_renders_in_headless_chromium_with_its_charts_and_no_network(
     segments = sum(1 for t in report['tables'] for n in (t['rows_written'], t['rows_refused'])
                    if n) + sum(len(t['refused_by_reason']) for t in report['tables']) + sum(
         1 for s in report['sources'] for n in (s['rows_written'], s['rows_refused']) if n) + sum(
-        len(t['problems_by_field']) for t in report['tables'])
+        len(t['problems_by_field']) for t in report['tables']) + len(
+        list(report['risk']['class_sizes'])[:30])
+    assert 'Re-identification risk' in text and report['risk']['text'] in text
     assert len(boxes) == segments and all(b and b['width'] >= 1 for b in boxes)
     from PIL import Image
     colours = Image.open(shot).convert('RGB').getcolors(maxcolors=1 << 20)

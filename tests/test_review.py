@@ -11,7 +11,8 @@ import shutil
 import pytest
 
 from pipelines.cli import main
-from pipelines.review import REVIEW_FILE, _pad, _width, decide, matches, select, signoff
+from pipelines.review import (REVIEW_FILE, decide, display_pad, display_width, matches, select,
+                              signoff)
 from transforms.errors import NovationError
 
 
@@ -96,7 +97,7 @@ def test_novation_review_shows_exports_and_decides(run_copy, tmp_path, capsys):
 @pytest.mark.parametrize('text, width, padded', [
     ('abc', 5, 'abc  '), ('五千元', 6, '五千元'), ('五千元', 5, '五千 '), ('', 2, '  ')])
 def test_cells_are_padded_by_terminal_columns(text, width, padded):
-    assert _pad(text, width) == padded and _width(padded) == width
+    assert display_pad(text, width) == padded and display_width(padded) == width
 
 
 LETTER = {'table': 'customers', 'reason': 'malformed', 'field': 'birth_date',

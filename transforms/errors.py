@@ -6,7 +6,7 @@ the key and the allowed values, and never contain a personal value or key materi
 """
 
 __all__ = ['NovationError', 'ConfigError', 'SchemaError', 'KeyringError', 'InputError',
-             'DeadLetterLimitExceeded']
+             'DeadLetterLimitExceeded', 'RiskLimitExceeded']
 
 
 class NovationError(Exception):
@@ -31,3 +31,8 @@ class InputError(NovationError):
 
 class DeadLetterLimitExceeded(NovationError):
     """Too many rows were refused as bad data; the run is aborted without a manifest."""
+
+
+class RiskLimitExceeded(DeadLetterLimitExceeded):
+    """The delivery's re-identification risk is above risk.min_k with risk.enforce; the run is
+    aborted without a manifest."""

@@ -8,6 +8,8 @@ directory without ``manifest.json`` is incomplete.
 """
 
 import datetime
+import hashlib
+import json
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -19,7 +21,7 @@ from transforms.deadletter import ROW_SAMPLE
 from transforms.delivered import count_rows, file_kind
 from transforms.files import write_json, write_whole
 from transforms.keyring import cached_keyring
-from transforms.errors import DeadLetterLimitExceeded
+from transforms.errors import DeadLetterLimitExceeded, RiskLimitExceeded
 from transforms.reasons import DATA_QUALITY_REASONS, REASONS
 
 __all__ = ['MANIFEST_FILE', 'WriteManifest', 'build_manifest', 'file_facts', 'percent',
@@ -60,8 +62,9 @@ class Tally(beam.CombineFn):
 
 
 class WriteManifest(beam.PTransform):
-    """Takes ``counts`` (((kind, table, source, reason), n)) and ``files`` ((table, kind, path));
-    outputs the manifest dict once it is written."""
+    """Takes ``counts`` (((kind, table, source, reason), n)), ``files`` ((table, kind, path))
+    and, if the config marks quasi-identifiers, ``risk`` (one dict of figures, from
+    ``transforms.risk``); outputs the manifest dict once it is written."""
 
     def __init__(self, run):
         super().__init__()
@@ -74,11 +77,14 @@ class WriteManifest(beam.PTransform):
         files = (inputs['files']
                  | 'CheckFiles' >> beam.ParDo(_FileFactsFn(self._run))
                  | 'AllFiles' >> beam.combiners.ToList())
+        risk = inputs.get('risk')
         return (inputs['files'].pipeline
                 | 'Start' >> beam.Create([None])
                 | 'Write' >> beam.Map(_write_manifest, self._run,
                                       beam.pvalue.AsSingleton(counts),
-                                      beam.pvalue.AsSingleton(files)))
+                                      beam.pvalue.AsSingleton(files),
+                                      beam.pvalue.AsSingleton(risk) if risk is not None
+                                      else None))
 
 
 def relative_path(run_dir: str, path: str) -> str:
@@ -121,10 +127,22 @@ class _FileFactsFn(beam.DoFn):
         yield {'table': table, 'kind': kind, **facts}
 
 
-def _write_manifest(_, run, counts, files):
-    manifest = build_manifest(run, dict(counts), files)
-    write_json(run['run_dir'], MANIFEST_FILE, manifest)
+def _write_manifest(_, run, counts, files, risk):
+    from transforms.audit import append_event
+    try:
+        manifest = build_manifest(run, dict(counts), files, risk)
+    except DeadLetterLimitExceeded as e:  # the run is aborted: the log says so, and why
+        if run.get('output_root'):
+            append_event(run['output_root'], 'run_aborted', run_id=run['run_id'], why=str(e))
+        raise
+    data = json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n'
+    write_whole(run['run_dir'], MANIFEST_FILE, data)
     write_report(run['run_dir'], manifest, run.get('report_lang', 'en'))
+    if run.get('output_root'):
+        append_event(run['output_root'], 'run_committed', run_id=run['run_id'],
+                     manifest_sha256=hashlib.sha256(data).hexdigest(),
+                     rows_read=manifest['totals']['rows_read'],
+                     rows_written=manifest['totals']['rows_written'])
     return manifest
 
 
@@ -148,7 +166,7 @@ def percent(share: float) -> str:
     return f'{share * 100:.3g}%'
 
 
-def build_manifest(run: dict, counts: dict, files: list) -> dict:
+def build_manifest(run: dict, counts: dict, files: list, risk: dict = None) -> dict:
     """Assemble and check the manifest (pure).
 
     ``counts`` maps (kind, table, source, reason) to a count, kind in read|written|dead|
@@ -221,6 +239,15 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
                 f'are malformed, missing required values or duplicates, above '
                 f'deadletter.max_ratio {percent(run["max_ratio"])} in {run["config"]}; the run is '
                 f'aborted and has no manifest')
+    if risk is not None:
+        risk = {**risk, **run['risk']}
+        if run['risk']['enforce'] and risk['customers'] and risk['k'] < risk['min_k']:
+            raise RiskLimitExceeded(
+                f'{risk["customers_below_min_k"]:,} of {risk["customers"]:,} customers '
+                f'({percent(risk["share_below_min_k"])}) are in classes of quasi-identifiers '
+                f'smaller than risk.min_k {risk["min_k"]} (the smallest holds {risk["k"]}) in '
+                f'{run["config"]}, and risk.enforce is on; the run is aborted and has no '
+                f'manifest: generalize the quasi-identifiers further')
     totals = {'rows_read': sum(t['rows_read'] for t in tables.values()),
               'rows_written': sum(t['rows_written'] for t in tables.values()),
               'dead_letters': {r: sum(t['dead_letters'].get(r, 0) for t in tables.values())
@@ -232,6 +259,7 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
             timespec='seconds'),
         'config_sha256': run['config_sha256'],
         'plan_sha256': run.get('plan_sha256'),
+        'audit_started_sha256': run.get('audit_started_sha256'),
         'transfer': run['transfer'],
         'keys': run['key_ids'],
         'encryption': {
@@ -242,6 +270,7 @@ def build_manifest(run: dict, counts: dict, files: list) -> dict:
                        '"<identity>" as associated data',
         },
         'replay_of': run.get('replay_of'),
+        'risk': risk,
         'conservation': 'rows_read = rows_written + sum(dead_letters), per table and per '
                         'source file: verified',
         'totals': totals,

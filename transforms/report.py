@@ -73,6 +73,18 @@ TEXT = {
                        'are only in the encrypted dead letters.',
         'problem': 'Problem', 'got': 'Found', 'rows': 'First rows', 'more': 'and {n} more',
         'by_field': 'Data-quality problems by field',
+        'risk': 'Re-identification risk',
+        'risk_text': 'Customers sharing the same delivered quasi-identifiers ({qis}) cannot be '
+                     'told apart by them. {customers} customers fall into {classes} such '
+                     'classes; the smallest holds {k} (k-anonymity). {below} customers '
+                     '({share}) are in classes smaller than {min_k}. Prosecutor risk: highest '
+                     '{highest}, average {average}.',
+        'risk_l': '{attribute}: the fewest distinct values in a class is {l} (l-diversity); '
+                  'in {single} classes every customer has the same value, so it is known '
+                  'from the quasi-identifiers alone.',
+        'risk_high': 'Above the target: generalize the quasi-identifiers further (e.g. city to '
+                     'province, birth year to decade) before the acquirer receives them.',
+        'class_size': 'Class size', 'classes': 'Classes',
         'epoch_title': 'Stream epoch report', 'stream_title': 'Stream report (cut-over)',
         'epoch': 'Epoch', 'stream': 'Stream',
         'epoch_moved': '{delivered} changes delivered, {refused} refused, {retractions} '
@@ -113,6 +125,14 @@ TEXT = {
         'detail_text': '每类问题、发现位置及前几个源文件行号（从 1 起，CSV 表头不计）。具体值仅保存在加密的死信中。',
         'problem': '问题', 'got': '实际内容', 'rows': '前几行', 'more': '另有 {n} 行',
         'by_field': '按字段统计的数据质量问题',
+        'risk': '重识别风险',
+        'risk_text': '交付的准标识符（{qis}）相同的客户无法据此区分。{customers} 位客户分属 {classes} '
+                     '个等价类，最小的等价类有 {k} 位（k-匿名）。{below} 位客户（{share}）所在等价类小于 '
+                     '{min_k}。检察官模型风险：最高 {highest}，平均 {average}。',
+        'risk_l': '{attribute}：等价类中不同取值最少为 {l} 个（l-多样性）；有 {single} 个等价类中所有客户'
+                  '取值相同，仅凭准标识符即可得知。',
+        'risk_high': '高于目标：请在交付受让方之前进一步泛化准标识符（如城市泛化为省份、出生年份泛化为年代）。',
+        'class_size': '等价类大小', 'classes': '等价类数',
         'epoch_title': '流式批次报告', 'stream_title': '流式转移报告（切换）', 'epoch': '批次',
         'stream': '流',
         'epoch_moved': '交付变更 {delivered} 条，拒绝 {refused} 条，撤回 {retractions} 项（受让方须删除'
@@ -194,8 +214,25 @@ def build_report(manifest: dict, lang: str = 'en') -> dict:
         'tables': tables, 'sources': sources,
         'keys': [{'role': role, 'key_id': ids['primary']}
                  for role, ids in sorted(manifest['keys'].items())],
+        'risk': _risk(manifest.get('risk'), t),
         'text': t,
     }
+
+
+def _risk(risk, t):
+    if not risk:
+        return None
+    text = t['risk_text'].format(
+        qis=', '.join(risk['quasi_identifiers']), customers=f'{risk["customers"]:,}',
+        classes=f'{risk["classes"]:,}', k=risk['k'], below=f'{risk["customers_below_min_k"]:,}',
+        share=f'{risk["share_below_min_k"] * 100:.3g}%', min_k=risk['min_k'],
+        highest=f'{risk["highest_risk"]:.3g}', average=f'{risk["average_risk"]:.3g}')
+    diversity = [t['risk_l'].format(attribute=name, l=v['l'],
+                                    single=f'{v["classes_with_one_value"]:,}')
+                 for name, v in risk['l_diversity'].items()]
+    return {'k': risk['k'], 'min_k': risk['min_k'], 'text': text, 'l_diversity': diversity,
+            'above_target': risk['customers_below_min_k'] > 0,
+            'class_sizes': risk['class_sizes']}
 
 
 def _got(got: str, lang: str) -> str:
@@ -349,6 +386,15 @@ def render_html(report: dict) -> str:
             text = t['sensitive_text'].format(n=f'{x["sensitive_withheld_rows"]:,}',
                                               table=x['table'])
             out.append(f'<p>{_e(text)}</p>')
+    risk = report.get('risk')
+    if risk:
+        out.append(f'<h2>{_e(t["risk"])}</h2><p>{_e(risk["text"])}</p>')
+        if risk['above_target']:
+            out.append(f'<p class="bad">{_e(t["risk_high"])}</p>')
+        out += [f'<p>{_e(line)}</p>' for line in risk['l_diversity']]
+        out.append(_bars([{'label': size, 'values': {'classes': n}}
+                          for size, n in list(risk['class_sizes'].items())[:30]],
+                         ['classes'], {'classes': t['classes']}, t['risk']))
     out.append(f'<h2>{_e(t["by_source"])}</h2>')
     out.append(_moved_and_refused(report['sources'], 'file', t, t['by_source']))
     out.append(_table([t['source'], t['table'], t['read'], t['written'], t['refused'],

@@ -1,0 +1,117 @@
+"""The audit log: a hash chain that any edit, removal or reordering breaks, written by runs,
+reviews, sign-offs, replays and key rotations, and checked against the manifests."""
+
+import json
+import os
+import threading
+
+import pytest
+
+from pipelines.cli import main
+from transforms.audit import AUDIT_DIR, append_event, read_log, verify_log
+
+
+def _log(tmp_path, n=4):
+    out = str(tmp_path / 'out')
+    for i in range(n):
+        append_event(out, 'reviewed', run_id=f'r{i}', decision='hold', dead_letters=i, by='A')
+    return out
+
+
+def _record_path(out, seq):
+    return os.path.join(out, AUDIT_DIR, f'{seq:08d}.json')
+
+
+def test_an_intact_chain_verifies(tmp_path):
+    out = _log(tmp_path)
+    records = read_log(out)
+    assert [r['seq'] for r in records] == [1, 2, 3, 4]
+    assert records[0]['prev_sha256'] is None
+    assert all(b['prev_sha256'] == a['sha256'] for a, b in zip(records, records[1:]))
+    assert verify_log(out)['problems'] == []
+
+
+@pytest.mark.parametrize('tamper, expected', [
+    (lambda out: _edit(out, 2, dead_letters=99), 'record 2 (reviewed): its content does not match'),
+    (lambda out: _edit(out, 2, dead_letters=99, rehash=True),
+     'record 3: does not follow the record before it'),
+    (lambda out: os.remove(_record_path(out, 2)), 'expected number 2'),
+    (lambda out: _swap(out, 2, 3), 'does not follow the record before it'),
+    (lambda out: open(_record_path(out, 3), 'w').write('{'), 'is not valid JSON'),
+])
+def test_any_change_to_the_log_breaks_it(tmp_path, tamper, expected):
+    out = _log(tmp_path)
+    tamper(out)
+    problems = verify_log(out)['problems']
+    assert any(expected in p for p in problems), problems
+
+
+def _edit(out, seq, rehash=False, **changes):
+    from transforms.audit import record_sha256
+    path = _record_path(out, seq)
+    record = json.load(open(path, encoding='utf-8'))
+    record.update(changes)
+    if rehash:
+        record['sha256'] = record_sha256(record)
+    json.dump(record, open(path, 'w', encoding='utf-8'))
+
+
+def _swap(out, a, b):
+    pa_, pb = _record_path(out, a), _record_path(out, b)
+    da, db = open(pa_).read(), open(pb).read()
+    open(pa_, 'w').write(db)
+    open(pb, 'w').write(da)
+
+
+def test_writers_appending_at_once_keep_one_chain(tmp_path):
+    out = str(tmp_path / 'out')
+    threads = [threading.Thread(target=lambda i=i: [append_event(
+        out, 'reviewed', run_id=f'w{i}', n=j) for j in range(10)]) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(read_log(out)) == 40
+    assert verify_log(out)['problems'] == []
+
+
+@pytest.mark.slow
+def test_runs_reviews_and_signoffs_are_recorded_and_checked_against_manifests(demo_copy,
+                                                                              capsys):
+    workdir, config, _ = demo_copy
+    out, keys = os.path.join(workdir, 'out'), os.path.join(workdir, 'keys')
+    assert main(['run', '--config', config, '--run-id', 'audited']) == 0
+    run_dir = os.path.join(out, 'audited')
+    assert main(['review', run_dir, '--keys', keys, '--reason', 'malformed', '--decide', 'hold',
+                 '--by', 'Officer Wang', '--note', 'call the seller: 张三 13812345678']) == 0
+    assert main(['signoff', run_dir, '--by', 'Officer Wang']) == 0
+    assert main(['keys', 'rotate', keys, '--audit', out]) == 0
+    capsys.readouterr()
+    events = [r['event'] for r in read_log(out)]
+    assert events == ['run_started', 'run_committed', 'reviewed', 'signed_off', 'keys_rotated']
+    text = ''.join(open(os.path.join(out, AUDIT_DIR, f)).read()
+                   for f in os.listdir(os.path.join(out, AUDIT_DIR)))
+    assert '13812345678' not in text and '张三' not in text  # the note stays out of the log
+    manifest = json.load(open(os.path.join(run_dir, 'manifest.json'), encoding='utf-8'))
+    assert manifest['audit_started_sha256'] == read_log(out)[0]['sha256']
+    assert main(['audit', 'verify', out]) == 0
+    assert 'intact (5 records' in capsys.readouterr().out
+    # a changed manifest, and a log cut back to before the run, are both found
+    path = os.path.join(run_dir, 'manifest.json')
+    original = open(path, 'rb').read()
+    open(path, 'wb').write(original.replace(b'"rows_read"', b'"rows_read" ', 1))
+    assert main(['audit', 'verify', out]) == 1
+    assert 'manifest.json is not the one recorded' in capsys.readouterr().out
+    open(path, 'wb').write(original)
+    for seq in range(1, 6):
+        os.remove(_record_path(out, seq))
+    problems = verify_log(out)['problems']
+    assert 'run audited: has a manifest but no commit record in the log' in problems
+    assert 'run audited: the record of its start is missing from the log' in problems
+
+
+def test_an_aborted_run_is_recorded(tmp_path):
+    out = str(tmp_path / 'out')
+    append_event(out, 'run_started', run_id='x')
+    append_event(out, 'run_aborted', run_id='x', why='table t: 3 of 10 rows are malformed')
+    assert [r['event'] for r in read_log(out)] == ['run_started', 'run_aborted']

@@ -1,0 +1,151 @@
+"""The audit log: an append-only, hash-chained record of what was done, in the output root.
+
+One JSON file per event under ``OUT/audit/`` (``00000001.json``, ...), each holding the sha256
+of the one before (``prev_sha256``) and its own (``sha256``, over its canonical JSON without
+that key). Events: a run started (config and plan hashes, key ids), committed (the manifest's
+sha256), aborted; a review decision, a sign-off, a replay; keys rotated. Editing, removing or
+reordering a record breaks the chain; a run's manifest names the record of its start, so
+removing the newest records shows too. No personal data: ids, hashes, counts and the names of
+the staff who decided.
+
+One file per record, because object stores (gs://) cannot append; a local record is created
+exclusively, so two runs appending at once take different numbers (on gs:// two writers in the
+same instant could still both take one: the check would then report the fork).
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import secrets
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.errors import NovationError
+from transforms.files import has_scheme, join, read_bytes
+
+__all__ = ['AUDIT_DIR', 'append_event', 'read_log', 'record_sha256', 'verify_log']
+
+AUDIT_DIR = 'audit'
+EVENTS = ('run_started', 'run_committed', 'run_aborted', 'reviewed', 'signed_off', 'replayed',
+          'keys_rotated')
+_ATTEMPTS = 20
+
+
+def canonical(record: dict) -> bytes:
+    body = {k: v for k, v in record.items() if k != 'sha256'}
+    return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(',', ':')).encode()
+
+
+def record_sha256(record: dict) -> str:
+    return hashlib.sha256(canonical(record)).hexdigest()
+
+
+def _name(seq: int) -> str:
+    return f'{seq:08d}.json'
+
+
+def read_log(out_dir: str) -> list:
+    """Every record of the log, in file order (their numbers)."""
+    pattern = join(out_dir, AUDIT_DIR, '*.json')
+    paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    records = []
+    for path in paths:
+        try:
+            records.append(json.loads(read_bytes(path, what='audit record').decode('utf-8')))
+        except (ValueError, UnicodeDecodeError):
+            records.append({'unreadable': os.path.basename(path)})
+    return records
+
+
+def append_event(out_dir: str, event: str, **facts) -> dict:
+    """Append one record to the log in ``out_dir``; returns it (with its sha256)."""
+    assert event in EVENTS, event
+    for _ in range(_ATTEMPTS):
+        log = read_log(out_dir)
+        last = log[-1] if log else None
+        seq = (last.get('seq', len(log)) if last else 0) + 1
+        record = {'seq': seq, 'at': datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec='seconds'), 'event': event, **facts,
+            'prev_sha256': last.get('sha256') if last else None}
+        record['sha256'] = record_sha256(record)
+        data = json.dumps(record, ensure_ascii=False, indent=1).encode('utf-8') + b'\n'
+        if _create(join(out_dir, AUDIT_DIR), _name(seq), data):
+            return record
+    raise NovationError(f'cannot append to the audit log in {out_dir}: {_ATTEMPTS} other '
+                        f'writers took its next numbers first')
+
+
+def _create(directory: str, name: str, data: bytes) -> bool:
+    """Create ``directory/name`` holding ``data``, unless it exists; False if it does."""
+    path = join(directory, name)
+    if not has_scheme(directory):
+        # written whole under another name, then linked into place: a reader never sees half
+        # a record, and the link fails if another writer took the number
+        os.makedirs(directory, exist_ok=True)
+        temp = f'{path}.{secrets.token_hex(6)}.tmp'
+        with open(temp, 'xb') as f:
+            f.write(data)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.remove(temp)
+        return True
+    if FileSystems.exists(path):
+        return False
+    with FileSystems.create(path) as f:
+        f.write(data)
+    return True
+
+
+def verify_log(out_dir: str) -> dict:
+    """Check the chain and every committed run's manifest against it.
+
+    Returns {'records', 'runs', 'problems': [...]}; no problem means the log is intact.
+    """
+    log = read_log(out_dir)
+    problems = []
+    prev = None
+    started, committed = {}, {}
+    for i, record in enumerate(log, 1):
+        if 'unreadable' in record:
+            problems.append(f'record {record["unreadable"]} is not valid JSON')
+            prev = None
+            continue
+        where = f'record {record.get("seq", "?")}'
+        if record.get('seq') != i:
+            problems.append(f'{where}: expected number {i} (a record was removed or added)')
+        if record.get('sha256') != record_sha256(record):
+            problems.append(f'{where} ({record.get("event")}): its content does not match its '
+                            f'sha256 (edited)')
+        if record.get('prev_sha256') != prev:
+            problems.append(f'{where}: does not follow the record before it (the chain is '
+                            f'broken)')
+        prev = record.get('sha256')
+        if record.get('event') == 'run_started':
+            started[record.get('sha256')] = record.get('run_id')
+        if record.get('event') == 'run_committed':
+            committed[record.get('run_id')] = record.get('manifest_sha256')
+    for run_id, recorded in sorted(committed.items()):
+        path = join(out_dir, run_id, 'manifest.json')
+        if not FileSystems.exists(path):
+            problems.append(f'run {run_id}: its manifest is gone')
+            continue
+        data = read_bytes(path, what='manifest')
+        if hashlib.sha256(data).hexdigest() != recorded:
+            problems.append(f'run {run_id}: manifest.json is not the one recorded (changed)')
+    for m in FileSystems.match([join(out_dir, '*', 'manifest.json')])[0].metadata_list:
+        run_id = m.path.replace('\\', '/').rstrip('/').split('/')[-2]
+        try:
+            manifest = json.loads(read_bytes(m.path, what='manifest').decode('utf-8'))
+        except (ValueError, UnicodeDecodeError):
+            problems.append(f'run {run_id}: manifest.json is not valid JSON')
+            continue
+        if run_id not in committed:
+            problems.append(f'run {run_id}: has a manifest but no commit record in the log')
+        anchor = manifest.get('audit_started_sha256') if isinstance(manifest, dict) else None
+        if anchor and anchor not in started:
+            problems.append(f'run {run_id}: the record of its start is missing from the log')
+    return {'records': len(log), 'runs': len(committed), 'problems': problems}
