@@ -50,6 +50,7 @@ class Transfer:
     purposes: Tuple[Purpose, ...]
     source_region: str
     destination_region: str
+    acquirer_contact: Optional[str] = None  # what the seller tells customers (Art. 22)
 
     @property
     def cross_border(self) -> bool:
@@ -147,6 +148,13 @@ class OutputConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class NoticeConfig:
+    """Where the seller's notification list goes (``notice.path``): the seller's side, never
+    the acquirer's store."""
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
 class DeadLetterConfig:
     max_ratio: float
 
@@ -189,6 +197,7 @@ class MigrationConfig:
     stream: Optional[StreamConfig] = None
     report_lang: str = 'en'  # the run report's language (report.lang): en or zh
     risk: RiskConfig = RiskConfig()
+    notice: Optional[NoticeConfig] = None
 
     @property
     def risk_tables(self) -> Tuple['TableConfig', ...]:
@@ -245,7 +254,7 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
         raise ConfigError(f'{source}: not valid YAML{at}') from None
     c = _Checker(source)
     root = c.mapping(doc, '', required=('transfer', 'tables', 'consent', 'masking', 'output'),
-                     optional=('deadletter', 'stream', 'report', 'risk'))
+                     optional=('deadletter', 'stream', 'report', 'risk', 'notice'))
     transfer = _transfer(c, root['transfer'])
     schema_texts = []
     tables_raw = c.mapping(root['tables'], 'tables')
@@ -291,10 +300,23 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
     report = c.mapping(root.get('report') or {}, 'report', optional=('lang',))
     lang = c.choice(report.get('lang', 'en'), 'report.lang', REPORT_LANGS)
     risk = _risk(c, root.get('risk'), tables)
+    notice = None
+    if root.get('notice') is not None:
+        n = c.mapping(root['notice'], 'notice', required=('path',), optional=())
+        notice = NoticeConfig(path=resolve(base_dir, c.string(n['path'], 'notice.path')))
+        if notice.path.rstrip('/') == output.path.rstrip('/') or \
+                notice.path.startswith(output.path.rstrip('/') + '/'):
+            c.fail('notice.path', f'must be outside output.path ({output.path}): the '
+                                  f'notification list names the seller\'s customers and is '
+                                  f'never given to the acquirer')
+        if transfer.acquirer_contact is None:
+            c.fail('transfer', 'acquirer_contact is needed with notice: the seller tells each '
+                               'customer who the recipient is and how to reach it (PIPL '
+                               'Art. 22)')
     return MigrationConfig(source=source, transfer=transfer, tables=tuple(tables),
                            consent=consent, output=output,
                            deadletter=DeadLetterConfig(float(max_ratio)), digest=digest,
-                           stream=stream, report_lang=lang, risk=risk)
+                           stream=stream, report_lang=lang, risk=risk, notice=notice)
 
 
 # Methods whose delivered subject key is the same for the same customer in every table.
@@ -424,7 +446,8 @@ class _Checker:
 
 def _transfer(c, raw):
     t = c.mapping(raw, 'transfer', required=('seller', 'acquirer', 'purposes', 'source_region',
-                                             'destination_region'), optional=())
+                                             'destination_region'),
+                  optional=('acquirer_contact',))
     if not isinstance(t['purposes'], list) or not t['purposes']:
         c.fail('transfer.purposes', 'must be a non-empty list of {name, legal_basis}')
     purposes = []
@@ -441,7 +464,9 @@ def _transfer(c, raw):
                     purposes=tuple(purposes),
                     source_region=c.string(t['source_region'], 'transfer.source_region'),
                     destination_region=c.string(t['destination_region'],
-                                                'transfer.destination_region'))
+                                                'transfer.destination_region'),
+                    acquirer_contact=c.string(t['acquirer_contact'], 'transfer.acquirer_contact')
+                    if 'acquirer_contact' in t else None)
 
 
 def _table(c, name, raw, base_dir, defaults, overrides):

@@ -121,6 +121,7 @@ def build_plan(config) -> dict:
     return {
         'format': PLAN_FORMAT,
         'transfer': {'seller': t.seller, 'acquirer': t.acquirer,
+                     'acquirer_contact': t.acquirer_contact,
                      'purposes': [{'name': p.name, 'legal_basis': p.legal_basis}
                                   for p in t.purposes],
                      'source_region': t.source_region,
@@ -130,6 +131,8 @@ def build_plan(config) -> dict:
         'output_format': fmt,
         'deadletter_max_ratio': config.deadletter.max_ratio,
         'risk': risk.as_dict() if risk is not None else None,
+        'notification_list': ({'key_role': 'notice', 'where': 'notice.path (the seller\'s side)'}
+                              if getattr(config, 'notice', None) else None),
         'tables': tables,
         'reason_codes': {code: REASONS[code] for code in REASONS
                          if any(code in tb['reasons'] for tb in tables)},
@@ -185,6 +188,9 @@ def render_plan(plan: dict, fmt: str = 'text') -> str:
              f'{plan["deadletter_max_ratio"] * 100:g}% of a table\'s rows are bad data', '',
              f'{"## " if md else ""}Consent rules']
     lines += [f'- {r}' for r in plan['consent_rules']]
+    lines.append('notification list (Art. 22): ' + (
+        'written for the seller under notice.path, encrypted under key notice'
+        if plan.get('notification_list') else 'not written (no notice in the config)'))
     if plan.get('risk'):
         r = plan['risk']
         lines += ['', f'{"## " if md else ""}Re-identification risk',

@@ -14,6 +14,8 @@
     novation review RUN_DIR --keys DIR [filters] [--out F | --decide D --by NAME]
     novation signoff RUN_DIR --by NAME              sign off a run's review
     novation audit verify|show OUT_DIR             check or show the hash-chained audit log
+    novation notice NOTICE_DIR --keys DIR --out F  the seller's notification list, decrypted
+    novation incident --run RUN_DIR --file PATH --keys DIR [--notice DIR --out F]
     novation replay RUN_DIR --config FILE [--only N,...]   move the dead letters marked replay
     novation detokenize --run RUN_DIR --keys DIR --field TABLE.FIELD (TOKEN... | --in FILE)
     novation pseudonym --keys DIR (--domain D | --run RUN_DIR --field TABLE.FIELD) VALUE...
@@ -340,6 +342,38 @@ def _parser() -> argparse.ArgumentParser:
         a = audit_sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + '.')
         a.add_argument('out_dir', metavar='OUT_DIR', help='an output root (output.path)')
 
+    notice = sub.add_parser(
+        'notice', help='decrypt the seller\'s notification list of a run (notice key)',
+        description='A run whose config has notice.path writes there, under <run_id>, the '
+                    'seller\'s notification list (PIPL Art. 22), encrypted under the notice key: '
+                    'per customer (the seller\'s own id) the tables and categories of data that '
+                    'moved and the recipient\'s name and contact, or why nothing moved. '
+                    'Customers who asked for erasure are counted, not listed. This command '
+                    'checks the files against notice.json and writes the list decrypted to '
+                    '--out (.csv or .jsonl); it prints counts only.')
+    notice.add_argument('notice_dir', metavar='NOTICE_DIR', help='notice.path/<run_id>')
+    notice.add_argument('--keys', required=True, help='keyring directory (its notice key)')
+    notice.add_argument('--out', required=True, metavar='FILE', help='.csv or .jsonl')
+
+    incident = sub.add_parser(
+        'incident', help='a delivered file was exposed: what is in it, and whom to notify',
+        description='For a file of a run (a data or dead-letter file, as the manifest lists '
+                    'it, or an exposed copy of one): its table, rows and whether it is the file '
+                    'the run wrote; the fields in it with their classification, treatment and '
+                    'the key (role and id) that protects each, so what can be read without the '
+                    'keys. With --notice (the run\'s notification list) and the notice key, '
+                    'and the key of the file\'s subject column (or, for a dead-letter file, the '
+                    'deadletter and pseudonym keys): the customers to notify, written to --out; '
+                    'only their count is printed.')
+    incident.add_argument('--run', required=True, metavar='RUN_DIR', help='the run')
+    incident.add_argument('--file', required=True, metavar='PATH',
+                          help='the exposed file: its path in the run, or a copy of it')
+    incident.add_argument('--keys', required=True, help='keyring directory')
+    incident.add_argument('--notice', metavar='NOTICE_DIR',
+                          help='the run\'s notification list (notice.path/<run_id>)')
+    incident.add_argument('--out', metavar='FILE',
+                          help='write the customers to notify here (.csv or .jsonl)')
+
     signoff = sub.add_parser(
         'signoff', help='sign off the review of a run',
         description='Record in the run\'s review.json that NAME signed off its review: the '
@@ -440,6 +474,10 @@ def main(argv=None) -> int:
             return _cmd_signoff(args)
         if args.command == 'audit':
             return _cmd_audit(args)
+        if args.command == 'notice':
+            return _cmd_notice(args)
+        if args.command == 'incident':
+            return _cmd_incident(args, command)
         return _cmd_decrypt(args)
     except DeadLetterLimitExceeded as e:
         print(f'novation: aborted: {e}', file=sys.stderr)
@@ -687,6 +725,49 @@ def _cmd_verify(args):
     result = verify_run(args.run_dir, args.keys)
     print(format_verification(result))
     return 1 if result['problems'] or result['identifiers'] else 0
+
+
+def _write_people(records, out):
+    """Notification records to ``out``: CSV (one row a customer, nested parts as JSON) or
+    JSON Lines."""
+    import csv
+    import json
+    from transforms.errors import NovationError
+    if not out.endswith(('.csv', '.jsonl')):
+        raise NovationError(f'--out {out}: the extension must be .csv or .jsonl')
+    with open(out, 'w', encoding='utf-8', newline='') as f:
+        if out.endswith('.jsonl'):
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + '\n')
+            return
+        columns = ['customer_id', 'moved', 'recipient', 'recipient_contact', 'tables', 'refused']
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for r in records:
+            writer.writerow([json.dumps(r[c], ensure_ascii=False) if isinstance(r.get(c), dict)
+                             else r.get(c, '') for c in columns])
+
+
+def _cmd_notice(args):
+    from pipelines.decrypt import read_notice
+    records = read_notice(args.notice_dir, args.keys)
+    _write_people(records, args.out)
+    moved = sum(1 for r in records if r['moved'])
+    print(f'{len(records):,} customers written to {args.out}: {moved:,} whose data moved, '
+          f'{len(records) - moved:,} whose data did not')
+    return 0
+
+
+def _cmd_incident(args, parser):
+    from pipelines.incident import assess_incident, format_incident
+    if args.out and not args.notice:
+        parser.error('--out needs --notice (the customers come from the notification list)')
+    result = assess_incident(args.run, args.file, args.keys, args.notice)
+    print(format_incident(result))
+    if result['customers'] is not None and args.out:
+        _write_people(result['customers'], args.out)
+        print(f'  written to {args.out}')
+    return 0
 
 
 def _cmd_audit(args):

@@ -21,7 +21,7 @@ from transforms.keyring import READ_HINT, load_keyring
 from transforms.manifest import MANIFEST_FILE
 
 __all__ = ['decrypt_table', 'detokenize', 'hash_domain', 'load_manifest', 'pseudonyms',
-           'read_deadletters', 'read_table']
+           'read_deadletters', 'read_notice', 'read_table']
 
 
 def load_manifest(run_dir: str) -> dict:
@@ -207,3 +207,31 @@ def pseudonyms(keys: str, domain: str, values) -> list:
     an acquirer computes the pseudonym of an id it already holds, to find its rows."""
     ops = keyed_ops(load_keyring(keys, ('pseudonym',), hint=READ_HINT))
     return [ops.pseudonym(domain, value) for value in values]
+
+
+def read_notice(notice_dir: str, keys: str) -> list:
+    """The notification list of a run (``notice.path/<run_id>``), decrypted with the notice
+    key, each file checked against its ``notice.json`` first."""
+    from transforms.notice import NOTICE_FILE
+    summary_path = join(notice_dir, NOTICE_FILE)
+    if not FileSystems.exists(summary_path):
+        raise NovationError(f'{notice_dir} has no {NOTICE_FILE}: not a notification list (it is '
+                            f'notice.path/<run_id> of a run whose config has notice)')
+    try:
+        summary = json.loads(read_bytes(summary_path, what='notice summary').decode('utf-8'))
+    except ValueError:
+        raise NovationError(f'{summary_path} is not valid JSON') from None
+    keyring = load_keyring(keys, ('notice',), hint=READ_HINT)
+    records = []
+    for entry in summary['files']:
+        data = read_bytes(join(notice_dir, entry['path']), what='notice file')
+        if len(data) != entry['bytes'] or google_crc32c.value(data) != int(entry['crc32c'], 16):
+            raise NovationError(f'{entry["path"]} does not match {NOTICE_FILE} (size or crc32c)')
+        try:
+            records += [json.loads(line) for line in deadletter_lines(
+                io.BytesIO(data), keyring, file_identity(summary['run_id'], entry['path']),
+                role='notice')]
+        except Exception:
+            raise NovationError(f'{entry["path"]} cannot be decrypted with the notice key in '
+                                f'{keys}') from None
+    return records

@@ -40,6 +40,7 @@ from transforms.files import exists, has_scheme, join, why_not_writable
 from transforms import progress
 from transforms.manifest import MANIFEST_FILE, WriteManifest
 from transforms.mask import Mask
+from transforms.notice import NotificationList
 from transforms.read import ReadTable, splittable
 from transforms.risk import ReidentificationRisk
 from transforms.scratch import Scratch, partitions_for
@@ -64,7 +65,8 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
     """
     fmt = config.output.format
     roles = sorted({'pseudonym', 'token', 'deadletter',
-                    *(r for t in config.tables for r in file_roles(t, fmt))})
+                    *(r for t in config.tables for r in file_roles(t, fmt)),
+                    *(['notice'] if config.notice else [])})
     keyring = load_keyring(config.output.keys)
     keyring.require(roles, f' (needed by {config.source})')
     if runner == 'dataflow':
@@ -94,8 +96,11 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
     if exists(run_dir):
         raise ConfigError(f'{run_dir} already exists; every run writes a new directory')
     scratch_parent = temp_location or tempfile.gettempdir()
-    for key, path in ((output_key or f'{config.source}: output.path', config.output.path),
-                      ('scratch files (--temp_location)', scratch_parent)):
+    writable = [(output_key or f'{config.source}: output.path', config.output.path),
+                ('scratch files (--temp_location)', scratch_parent)]
+    if config.notice:
+        writable.append((f'{config.source}: notice.path', config.notice.path))
+    for key, path in writable:
         why = why_not_writable(path)
         if why:
             raise ConfigError(f'{key}: {path} cannot be written: {why}')
@@ -115,6 +120,7 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
         'file_roles': {t.name: file_roles(t, fmt) for t in config.tables},
         'column_keys': {t.name: column_keys(t, fmt) for t in config.tables},
         'fields': {t.name: [field_entry(r) for r in t.rules] for t in config.tables},
+        'subject_keys': {t.name: t.subject_key for t in config.tables},
         'config': config.source,
         'config_sha256': config.digest,
         'plan_sha256': plan_sha256(build_plan(config)),
@@ -174,7 +180,7 @@ def build_pipeline(pipeline, config, run, *, workers=1, replay=None) -> dict:
     decisions = pipeline | 'ConsentDecisions' >> ConsentDecisions(
         config.consent, config.transfer, erased, scratch, parts=parts['consent'],
         workers=workers)
-    counts, files, outputs = [], [], {}
+    counts, files, outputs, admitted, refused = [], [], {}, {}, []
     for table in config.tables:
         step = _camel(table.name)
         if replay is None:
@@ -213,12 +219,18 @@ def build_pipeline(pipeline, config, run, *, workers=1, replay=None) -> dict:
                 lambda path, name: (name, 'deadletter', path), table.name),
         ]
         outputs[table.name] = {'rows': masked}
+        admitted[table.name] = gated[ConsentGate.ROWS]
+        refused += dead + [gated[ConsentGate.DEAD]]
     commit = {'counts': counts | 'AllCounts' >> beam.Flatten(),
               'files': files | 'AllFiles' >> beam.Flatten()}
     if config.risk_tables:
         commit['risk'] = ({t.name: outputs[t.name]['rows'] for t in config.risk_tables}
                           | 'Risk' >> ReidentificationRisk(config.risk_tables,
                                                           config.risk.min_k))
+    if config.notice is not None:
+        parts = {**{f'admitted {name}': rows for name, rows in admitted.items()},
+                 **{f'refused {i}': letters for i, letters in enumerate(refused)}}
+        commit['notice'] = parts | 'NotificationList' >> NotificationList(config, run, erased)
     manifest = commit | 'Commit' >> WriteManifest(run)
     _ = manifest | 'RemoveScratch' >> beam.Map(_remove_scratch, scratch)
     return {'manifest': manifest, 'tables': outputs}

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from config import load_config, parse_config
-from schemas import parse_schema
+from schemas import LEVELS, parse_schema
 from transforms.errors import ConfigError, NovationError, SchemaError
 
 from conftest import ROOT
@@ -122,6 +122,11 @@ def change(doc, dotted, value):
     ('tables.customers.delimiter', ';;', "tables.customers.delimiter: must be one character"),
     ('tables.customers.quote', ',', 'tables.customers.quote: must differ from the delimiter'),
     ('tables.customers.header', 'yes', "tables.customers.header: must be true or false"),
+    ('risk', {'min_k': 1}, 'risk.min_k: must be a whole number from 2 to 1000000, got 1'),
+    ('risk', {'enforce': 'yes'}, "risk.enforce: must be true or false, got 'yes'"),
+    ('risk', {'k': 5}, 'risk: unknown key(s) k; allowed: min_k, enforce'),
+    ('notice.path', 'out/notices', 'notice.path: must be outside output.path'),
+    ('transfer.acquirer_contact', None, 'transfer: acquirer_contact is needed with notice'),
     ('consent.colour', 'red', 'consent: unknown key(s) colour; allowed: registry, erasures, '
                               'columns'),
     ('consent.columns', {'customer': 'cust_no'},
@@ -201,3 +206,33 @@ def test_missing_schema_file(demo_doc):
     with pytest.raises(NovationError) as e:
         parse(demo_doc)
     assert 'cannot read schema of table customers' in str(e.value)
+
+
+def test_the_readme_lists_every_category_with_its_floor():
+    import re
+    from schemas import CATEGORIES
+    text = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
+    listed = {}
+    for level in LEVELS:
+        row = re.search(rf'^\| `{level}` \| (.*) \|$', text, re.M)
+        assert row, level
+        for category in re.findall(r'`([a-z_]+)`', row.group(1)):
+            listed[category] = level
+    assert listed == CATEGORIES
+
+
+@pytest.mark.parametrize('marks, message', [
+    ({'quasi_identifier': 'yes'}, '"quasi_identifier" must be true or false'),
+    ({'quasi_identifier': True, 'sensitive_attribute': True}, 'not both'),
+])
+def test_risk_marks_on_fields_are_checked(marks, message):
+    schema = {'type': 'record', 'name': 't', 'subject_key': 'id', 'fields': [
+        {'name': 'id', 'type': 'string', 'classification': 'personal', **marks}]}
+    with pytest.raises(SchemaError, match=message):
+        parse_schema(json.dumps(schema), 't.avsc')
+
+
+def test_quasi_identifiers_need_a_subject_key_that_joins(demo_doc):
+    doc = change(demo_doc, 'masking.fields.customers.customer_id', 'redact')
+    with pytest.raises(ConfigError, match='subject key of a table with quasi-identifiers'):
+        parse(doc)

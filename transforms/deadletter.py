@@ -164,16 +164,18 @@ def problem_kind(record: dict, raw) -> tuple:
 
 
 class EncryptedJsonLines:
-    """JSON lines in Tink streaming AEAD under the deadletter key."""
+    """JSON lines in Tink streaming AEAD under one key role (``deadletter`` by default).
+    A value written may hold several lines."""
     suffix = DEADLETTER_SUFFIX
-    roles = ('deadletter',)
 
-    def __init__(self, keys_path):
+    def __init__(self, keys_path, role='deadletter'):
         self._keys_path = keys_path
+        self.role = role
+        self.roles = (role,)
 
     def open(self, handle, identity):
-        keyring = cached_keyring(self._keys_path, ('deadletter',))
-        return encrypting_stream(keyring, 'deadletter', handle, identity)
+        keyring = cached_keyring(self._keys_path, self.roles)
+        return encrypting_stream(keyring, self.role, handle, identity)
 
     def write(self, stream, line):
         stream.write(line + b'\n')

@@ -14,6 +14,7 @@ role               Tink primitive (template)               used for
 ``column.NAME``    AEAD (AES256_GCM)                       Parquet: a column under its own key
 ``data.avro``      streaming AEAD (AES256_GCM_HKDF_1MB)    Avro output files
 ``deadletter``     streaming AEAD (AES256_GCM_HKDF_1MB)    dead letters (compliance only)
+``notice``         streaming AEAD (AES256_GCM_HKDF_1MB)    the seller's notification list (Art. 22)
 =================  ======================================  =====================================
 
 Protection is ``cleartext`` (keysets as plain JSON, for demos and tests only, warned about on
@@ -68,6 +69,7 @@ _TEMPLATES = {
     **{role: _AEAD for role in DATA_ROLES},
     'data.avro': _STREAMING,
     'deadletter': _STREAMING,
+    'notice': _STREAMING,
 }
 BASE_ROLES = tuple(_TEMPLATES)
 _PRIMITIVES = {
@@ -76,6 +78,7 @@ _PRIMITIVES = {
     **{role: aead.Aead for role in DATA_ROLES},
     'data.avro': streaming_aead.StreamingAead,
     'deadletter': streaming_aead.StreamingAead,
+    'notice': streaming_aead.StreamingAead,
 }
 # Rotating these changes every pseudonym or token: joins with earlier deliveries break.
 DETERMINISTIC_ROLES = ('pseudonym', 'token')

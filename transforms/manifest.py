@@ -77,13 +77,15 @@ class WriteManifest(beam.PTransform):
         files = (inputs['files']
                  | 'CheckFiles' >> beam.ParDo(_FileFactsFn(self._run))
                  | 'AllFiles' >> beam.combiners.ToList())
-        risk = inputs.get('risk')
+        risk, notice = inputs.get('risk'), inputs.get('notice')
         return (inputs['files'].pipeline
                 | 'Start' >> beam.Create([None])
                 | 'Write' >> beam.Map(_write_manifest, self._run,
                                       beam.pvalue.AsSingleton(counts),
                                       beam.pvalue.AsSingleton(files),
                                       beam.pvalue.AsSingleton(risk) if risk is not None
+                                      else None,
+                                      beam.pvalue.AsSingleton(notice) if notice is not None
                                       else None))
 
 
@@ -127,10 +129,11 @@ class _FileFactsFn(beam.DoFn):
         yield {'table': table, 'kind': kind, **facts}
 
 
-def _write_manifest(_, run, counts, files, risk):
+def _write_manifest(_, run, counts, files, risk, notice):
     from transforms.audit import append_event
     try:
         manifest = build_manifest(run, dict(counts), files, risk)
+        manifest['notice'] = notice  # counts only: the list itself stays with the seller
     except DeadLetterLimitExceeded as e:  # the run is aborted: the log says so, and why
         if run.get('output_root'):
             append_event(run['output_root'], 'run_aborted', run_id=run['run_id'], why=str(e))
@@ -179,6 +182,7 @@ def build_manifest(run: dict, counts: dict, files: list, risk: dict = None) -> d
                      'sensitive_suppressed_rows': 0, 'ignored_columns': [],
                      'missing_columns': [],
                      'format': run['output_format'],
+                     'subject_key': run.get('subject_keys', {}).get(name),
                      'fields': run['fields'][name],
                      'column_keys': run['column_keys'][name],
                      'files': [], 'deadletter_files': []}
