@@ -25,6 +25,7 @@ from pipelines.review import display_pad, display_width
 from transforms.detectors import KINDS, scan
 from transforms.errors import ConfigError
 from transforms.files import read_bytes
+from transforms.write import avro_type_of
 
 __all__ = ['classify_export', 'draft_schema', 'propose_column']
 
@@ -102,20 +103,10 @@ def _text_type(values):
 
 
 def _arrow_avro_type(t: pa.DataType):
-    if pa.types.is_integer(t):
-        return 'long' if t.bit_width > 32 else 'int'
-    if pa.types.is_floating(t):
-        return 'double'
-    if pa.types.is_boolean(t):
-        return 'boolean'
-    if pa.types.is_decimal(t):
-        return {'type': 'bytes', 'logicalType': 'decimal', 'precision': t.precision,
-                'scale': t.scale}
-    if pa.types.is_date(t):
-        return {'type': 'int', 'logicalType': 'date'}
-    if pa.types.is_timestamp(t):
-        return {'type': 'long', 'logicalType': 'timestamp-micros'}
-    return 'string'
+    try:
+        return avro_type_of(t)
+    except ValueError:  # lists, structs, binary: proposed as text for a person to decide
+        return 'string'
 
 
 def propose_column(column: str, values, avro_type=None) -> dict:

@@ -158,14 +158,19 @@ def decrypt_table(run_dir: str, *, keys: str, table: str, deadletter: bool, out:
     return data.num_rows, withheld
 
 
-def token_field(manifest: dict, ref: str) -> dict:
-    """The manifest entry of TABLE.FIELD, which must be tokenized."""
+def _field_entry(manifest: dict, ref: str) -> dict:
+    """The manifest entry of the field TABLE.FIELD."""
     table, _, name = ref.partition('.')
     fields = {f['name']: f for f in _table_entry(manifest, table)['fields']}
     if name not in fields:
         raise NovationError(f'--field {ref}: no field {name!r} in {table}; fields: '
                             f'{", ".join(fields)}')
-    field = fields[name]
+    return fields[name]
+
+
+def token_field(manifest: dict, ref: str) -> dict:
+    """The manifest entry of TABLE.FIELD, which must be tokenized."""
+    field = _field_entry(manifest, ref)
     if field['masking'] == 'hash':
         raise NovationError(f'--field {ref}: hash is one-way; its values are keyed pseudonyms '
                             f'(HMAC-SHA256) that no key can reverse. Join on them instead, or '
@@ -191,15 +196,11 @@ def detokenize(run_dir: str, *, keys: str, field: str, tokens) -> list:
 
 def hash_domain(manifest: dict, ref: str) -> str:
     """The pseudonym domain of TABLE.FIELD, which must be delivered hashed."""
-    table, _, name = ref.partition('.')
-    fields = {f['name']: f for f in _table_entry(manifest, table)['fields']}
-    if name not in fields:
-        raise NovationError(f'--field {ref}: no field {name!r} in {table}; fields: '
-                            f'{", ".join(fields)}')
-    if fields[name]['masking'] != 'hash':
-        raise NovationError(f'--field {ref}: is delivered with method '
-                            f'{fields[name]["masking"]!r}, not hash')
-    return fields[name]['domain']
+    field = _field_entry(manifest, ref)
+    if field['masking'] != 'hash':
+        raise NovationError(f'--field {ref}: is delivered with method {field["masking"]!r}, '
+                            f'not hash')
+    return field['domain']
 
 
 def pseudonyms(keys: str, domain: str, values) -> list:

@@ -325,9 +325,9 @@ def test_manifest_aborts_above_the_dead_letter_limit_counting_only_bad_data():
 
 
 def test_mask_dofn_builds_keys_in_setup_then_masks_batches(config, keys_dir):
-    from transforms.mask import _MaskFn
+    from transforms.mask import KeyedBatchFn, _masked
     table = config.table('contracts')
-    fn = _MaskFn(table, keys_dir)
+    fn = KeyedBatchFn(_masked, table, keys_dir)
     fn.setup()
     batch = pa.RecordBatch.from_pydict({
         'contract_id': ['L1'], 'customer_id': ['C1'], 'product': ['auto_lease'],

@@ -7,7 +7,7 @@ from transforms.batches import ROW, SOURCE, holding_batches
 from transforms.crypto import cached_keyed_ops
 from transforms.masking import MaskContext, string_form
 
-__all__ = ['Mask', 'mask_batch']
+__all__ = ['KeyedBatchFn', 'Mask', 'mask_batch']
 
 
 class Mask(beam.PTransform):
@@ -19,8 +19,8 @@ class Mask(beam.PTransform):
         self._keys_path = keys_path
 
     def expand(self, batches):
-        return holding_batches(batches | 'Apply' >> beam.ParDo(_MaskFn(self._table,
-                                                                        self._keys_path)))
+        return holding_batches(batches | 'Apply' >> beam.ParDo(
+            KeyedBatchFn(_masked, self._table, self._keys_path)))
 
 
 def mask_batch(batch: pa.RecordBatch, table, keyed_ops) -> pa.RecordBatch:
@@ -35,8 +35,16 @@ def mask_batch(batch: pa.RecordBatch, table, keyed_ops) -> pa.RecordBatch:
                                             batch.schema.field(ROW)]))
 
 
-class _MaskFn(beam.DoFn):
-    def __init__(self, table, keys_path):
+def _masked(batch, table, keyed_ops):
+    yield mask_batch(batch, table, keyed_ops)
+
+
+class KeyedBatchFn(beam.DoFn):
+    """``fn(batch, table, keyed_ops)``'s outputs for each batch, the keys opened once per
+    worker (in ``setup``)."""
+
+    def __init__(self, fn, table, keys_path):
+        self._fn = fn
         self._table = table
         self._keys_path = keys_path
         self._ops = None
@@ -45,4 +53,4 @@ class _MaskFn(beam.DoFn):
         self._ops = cached_keyed_ops(self._keys_path)
 
     def process(self, batch):
-        yield mask_batch(batch, self._table, self._ops)
+        yield from self._fn(batch, self._table, self._ops)

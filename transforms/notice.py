@@ -26,9 +26,9 @@ import pyarrow.compute as pc
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.crypto import cached_keyed_ops
 from transforms.deadletter import EncryptedJsonLines
 from transforms.files import join, write_json
+from transforms.mask import KeyedBatchFn
 from transforms.masking import MaskContext, string_form
 from transforms.sink import WriteEncryptedFiles
 
@@ -127,18 +127,9 @@ def notice_records(items, recipient: str, contact: str) -> tuple:
     return lines, counts
 
 
-class _MovedPartsFn(beam.DoFn):
-    def __init__(self, table, keys_path):
-        self._table = table
-        self._keys_path = keys_path
-        self._ops = None
-
-    def setup(self):
-        self._ops = cached_keyed_ops(self._keys_path)
-
-    def process(self, batch):
-        if batch.num_rows:
-            yield from _by_shard(moved_parts(batch, self._table, self._ops))
+def _moved_by_shard(batch, table, keyed_ops):
+    if batch.num_rows:
+        yield from _by_shard(moved_parts(batch, table, keyed_ops))
 
 
 def _merge_counts(counts):
@@ -171,7 +162,7 @@ class NotificationList(beam.PTransform):
             kind, name = key.split(' ', 1)
             if kind == 'admitted':
                 parts.append(pcoll | f'Moved[{name}]' >> beam.ParDo(
-                    _MovedPartsFn(self._config.table(name), keys)))
+                    KeyedBatchFn(_moved_by_shard, self._config.table(name), keys)))
             else:
                 parts.append(pcoll | f'Refused[{name}]' >> beam.FlatMap(
                     _refused, beam.pvalue.AsSingleton(self._erased)))
