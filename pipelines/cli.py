@@ -346,14 +346,15 @@ def _parser() -> argparse.ArgumentParser:
         'notice', help='decrypt the seller\'s notification list of a run (notice key)',
         description='A run whose config has notice.path writes there, under <run_id>, the '
                     'seller\'s notification list (PIPL Art. 22), encrypted under the notice key: '
-                    'per customer (the seller\'s own id) the tables and categories of data that '
-                    'moved and the recipient\'s name and contact, or why nothing moved. '
+                    'a row per customer (the seller\'s own id) and table, with the categories of '
+                    'data that moved and the recipient\'s name and contact, or why the table\'s '
+                    'records were refused; moved says whether anything about them moved. '
                     'Customers who asked for erasure are counted, not listed. This command '
                     'checks the files against notice.json and writes the list decrypted to '
-                    '--out (.csv or .jsonl); it prints counts only.')
+                    '--out (.csv, .jsonl or .parquet); it prints counts only.')
     notice.add_argument('notice_dir', metavar='NOTICE_DIR', help='notice.path/<run_id>')
     notice.add_argument('--keys', required=True, help='keyring directory (its notice key)')
-    notice.add_argument('--out', required=True, metavar='FILE', help='.csv or .jsonl')
+    notice.add_argument('--out', required=True, metavar='FILE', help='.csv, .jsonl or .parquet')
 
     incident = sub.add_parser(
         'incident', help='a delivered file was exposed: what is in it, and whom to notify',
@@ -372,7 +373,7 @@ def _parser() -> argparse.ArgumentParser:
     incident.add_argument('--notice', metavar='NOTICE_DIR',
                           help='the run\'s notification list (notice.path/<run_id>)')
     incident.add_argument('--out', metavar='FILE',
-                          help='write the customers to notify here (.csv or .jsonl)')
+                          help='write the customers to notify here (.csv, .jsonl, .parquet)')
 
     signoff = sub.add_parser(
         'signoff', help='sign off the review of a run',
@@ -727,34 +728,36 @@ def _cmd_verify(args):
     return 1 if result['problems'] or result['identifiers'] else 0
 
 
-def _write_people(records, out):
-    """Notification records to ``out``: CSV (one row a customer, nested parts as JSON) or
-    JSON Lines."""
-    import csv
+def _write_people(rows, out):
+    """Notification rows to ``out``: .csv, .jsonl or .parquet."""
     import json
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
     from transforms.errors import NovationError
-    if not out.endswith(('.csv', '.jsonl')):
-        raise NovationError(f'--out {out}: the extension must be .csv or .jsonl')
-    with open(out, 'w', encoding='utf-8', newline='') as f:
-        if out.endswith('.jsonl'):
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + '\n')
-            return
-        columns = ['customer_id', 'moved', 'recipient', 'recipient_contact', 'tables', 'refused']
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for r in records:
-            writer.writerow([json.dumps(r[c], ensure_ascii=False) if isinstance(r.get(c), dict)
-                             else r.get(c, '') for c in columns])
+    from transforms.notice import NOTICE_SCHEMA
+    if not out.endswith(('.csv', '.jsonl', '.parquet')):
+        raise NovationError(f'--out {out}: the extension must be .csv, .jsonl or .parquet')
+    table = pa.Table.from_pylist(rows, schema=NOTICE_SCHEMA)
+    if out.endswith('.parquet'):
+        pq.write_table(table, out)
+    elif out.endswith('.csv'):
+        pa_csv.write_csv(table, out)
+    else:
+        with open(out, 'w', encoding='utf-8') as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + '\n')
 
 
 def _cmd_notice(args):
     from pipelines.decrypt import read_notice
-    records = read_notice(args.notice_dir, args.keys)
-    _write_people(records, args.out)
-    moved = sum(1 for r in records if r['moved'])
-    print(f'{len(records):,} customers written to {args.out}: {moved:,} whose data moved, '
-          f'{len(records) - moved:,} whose data did not')
+    rows = read_notice(args.notice_dir, args.keys)
+    _write_people(rows, args.out)
+    customers = {r['customer_id'] for r in rows}
+    moved = {r['customer_id'] for r in rows if r['moved']}
+    print(f'{len(rows):,} rows about {len(customers):,} customers written to {args.out}: '
+          f'{len(moved):,} whose data moved, {len(customers) - len(moved):,} whose data did '
+          f'not')
     return 0
 
 

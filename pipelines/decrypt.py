@@ -211,8 +211,9 @@ def pseudonyms(keys: str, domain: str, values) -> list:
 
 
 def read_notice(notice_dir: str, keys: str) -> list:
-    """The notification list of a run (``notice.path/<run_id>``), decrypted with the notice
-    key, each file checked against its ``notice.json`` first."""
+    """The rows of a run's notification list (``notice.path/<run_id>``), decrypted with the
+    notice key, each file checked against its ``notice.json`` first."""
+    from transforms.crypto import decrypting_stream
     from transforms.notice import NOTICE_FILE
     summary_path = join(notice_dir, NOTICE_FILE)
     if not FileSystems.exists(summary_path):
@@ -223,16 +224,16 @@ def read_notice(notice_dir: str, keys: str) -> list:
     except ValueError:
         raise NovationError(f'{summary_path} is not valid JSON') from None
     keyring = load_keyring(keys, ('notice',), hint=READ_HINT)
-    records = []
+    rows = []
     for entry in summary['files']:
         data = read_bytes(join(notice_dir, entry['path']), what='notice file')
         if len(data) != entry['bytes'] or google_crc32c.value(data) != int(entry['crc32c'], 16):
             raise NovationError(f'{entry["path"]} does not match {NOTICE_FILE} (size or crc32c)')
         try:
-            records += [json.loads(line) for line in deadletter_lines(
-                io.BytesIO(data), keyring, file_identity(summary['run_id'], entry['path']),
-                role='notice')]
+            plain = decrypting_stream(keyring, 'notice', io.BytesIO(data), file_identity(
+                summary['run_id'], entry['path'])).read()
+            rows += pq.read_table(pa.BufferReader(plain)).to_pylist()
         except Exception:
             raise NovationError(f'{entry["path"]} cannot be decrypted with the notice key in '
                                 f'{keys}') from None
-    return records
+    return rows

@@ -77,18 +77,20 @@ def assess_incident(run_dir: str, path: str, keys: str, notice_dir: str = None) 
         result['customers_note'] = ('give --notice NOTICE_DIR (notice.path/<run_id>, with the '
                                     'notice key) to list the customers to notify')
         return result
-    records = read_notice(notice_dir, keys)
+    rows = read_notice(notice_dir, keys)
     keyring = load_keyring(keys, hint=READ_HINT)
     ids = _file_subjects(manifest, t, kind, entry, data, keyring, keys)
     if kind == 'data':
-        matched = [r for r in records if r.get('moved') and
-                   r['tables'].get(table, {}).get('delivered_as') in ids]
+        concerned = {r['customer_id'] for r in rows if r['table'] == table and
+                     r['categories'] is not None and r['delivered_as'] in ids}
     else:
         ops = keyed_ops(load_keyring(keys, ('pseudonym',), hint=READ_HINT))
         domain = _subject_domain(t)
-        matched = [r for r in records if ops.pseudonym(domain, r['customer_id']) in ids]
+        concerned = {c for c in {r['customer_id'] for r in rows}
+                     if ops.pseudonym(domain, c) in ids}
+    matched = [r for r in rows if r['customer_id'] in concerned]  # all their rows
     result['customers'] = matched
-    result['customers_note'] = (f'{len(matched):,} customer(s) to notify, of {len(ids):,} '
+    result['customers_note'] = (f'{len(concerned):,} customer(s) to notify, of {len(ids):,} '
                                 f'distinct ids in the file')
     return result
 

@@ -415,6 +415,7 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
     run_info = plan_run(config, run_id=known.run_id, runner=runner_kind(options),
                         temp_location=options.view_as(GoogleCloudOptions).temp_location,
                         output_key='--output' if known.output else None)
+    run_info['plan_checked'] = known.plan_hash is not None
     if replay is not None:  # after the run's own checks (keys, paths): before any data
         from pipelines.replay import plan_replay
         replay = (replay, plan_replay(replay, config, only))

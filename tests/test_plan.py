@@ -136,4 +136,6 @@ def test_a_run_records_its_plan_and_refuses_another(demo_copy, capsys):
     assert main(['run', '--config', config, '--plan-hash', approved.upper()]) == 0
     run_dir = capsys.readouterr().out.strip().splitlines()[-1]
     manifest = json.load(open(os.path.join(run_dir, 'manifest.json'), encoding='utf-8'))
-    assert manifest['plan_sha256'] == approved
+    assert manifest['plan_sha256'] == approved and manifest['plan_checked']
+    report = json.load(open(os.path.join(run_dir, 'report.json'), encoding='utf-8'))
+    assert 'checked against the approved plan' in report['plan']

@@ -12,7 +12,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from pycanon import anonymity
 
 from conftest import local_pipeline
-from transforms.risk import ReidentificationRisk, class_summaries, customer_parts, risk_figures
+from transforms.risk import (ReidentificationRisk, class_figures, customer_classes,
+                             customer_parts, risk_figures)
 
 
 class Table:
@@ -75,16 +76,19 @@ def test_a_customer_with_several_rows_in_several_tables_is_one_record():
                           'product': ['car', 'van', 'van', 'car', 'car', 'van', 'bus']})
     parts = [customer_parts(customers.to_batches()[0], Table('customers', ['gender'])),
              customer_parts(contracts.to_batches()[0], Table('contracts', ['product']))]
-    summaries = class_summaries(parts)
-    assert sorted(n for _, (n, _) in summaries) == [1, 2]
+    customers, _ = customer_classes(parts)
+    figures = class_figures([('customers', customers)], [])
+    assert figures['sizes'] == {1: 1, 2: 1}
 
 
 def test_nulls_are_a_value_and_sensitive_values_are_counted_per_class():
     t = pa.table({'customer_id': ['a', 'b', 'c', 'd'], 'gender': ['M', None, 'M', None],
                   'score': ['x', 'y', 'x', None]})
-    (parts,) = [customer_parts(t.to_batches()[0], Table('t', ['gender'], ['score']))]
-    summaries = dict(class_summaries([parts]))
-    assert sorted((n, len(a['t.score'])) for n, a in summaries.values()) == [(2, 1), (2, 2)]
+    parts = customer_parts(t.to_batches()[0], Table('t', ['gender'], ['score']))
+    customers, values = customer_classes([parts])
+    figures = class_figures([('customers', customers), ('values', values)], ['t.score'])
+    # class M: scores x, x (l = 1); class null: y and a null, a value too (l = 2)
+    assert figures == {'sizes': {2: 2}, 'l': {'t.score': 1}, 'single': {'t.score': 1}}
 
 
 @pytest.mark.parametrize('sizes, min_k, expected', [

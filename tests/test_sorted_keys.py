@@ -164,3 +164,20 @@ def test_a_key_falls_in_one_partition_at_any_width(keys, wider, parts):
     order, bounds = split_by_partition(fixed, parts)
     for p in range(parts):
         assert set(of[order[bounds[p]:bounds[p + 1]]].tolist()) <= {p}
+
+
+def test_string_hashes_depend_on_the_text_alone_and_split_tables_whole():
+    import pyarrow as pa
+    from transforms.sorted_keys import split_table, string_hashes
+    texts = ['', 'a', 'ab', 'ba', '张三', None, 'a' * 300, 'ab']
+    h = string_hashes(pa.array(texts))
+    assert h[2] == h[7] and h[0] == h[5]  # equal texts; a null hashes as empty
+    assert len({int(x) for x in h[:5]} | {int(h[6])}) == 6
+    sliced = pa.array(['x'] + texts).slice(1)  # an offset into the buffers
+    assert list(string_hashes(sliced)) == list(h)
+    table = pa.table({'k': [f'k{i % 50}' for i in range(1000)], 'v': list(range(1000))})
+    parts = dict(split_table(table, 'k', 8))
+    assert sum(p.num_rows for p in parts.values()) == 1000
+    for part in parts.values():
+        for key in set(part.column('k').to_pylist()):
+            assert sum(key in p.column('k').to_pylist() for p in parts.values()) == 1

@@ -38,9 +38,8 @@ def avro_records(source, keyring, identity):
     return reader.writer_schema, reader
 
 
-def deadletter_lines(source, keyring, identity, role='deadletter') -> Iterator[bytes]:
-    """The lines of an encrypted JSON Lines file (dead letters, or the notice list)."""
-    stream = decrypting_stream(keyring, role, source, identity)
+def deadletter_lines(source, keyring, identity) -> Iterator[bytes]:
+    stream = decrypting_stream(keyring, 'deadletter', source, identity)
     for line in stream:
         if line.strip():
             yield line

@@ -263,6 +263,7 @@ def build_manifest(run: dict, counts: dict, files: list, risk: dict = None) -> d
             timespec='seconds'),
         'config_sha256': run['config_sha256'],
         'plan_sha256': run.get('plan_sha256'),
+        'plan_checked': run.get('plan_checked', False),  # against --plan-hash, before the run
         'audit_started_sha256': run.get('audit_started_sha256'),
         'transfer': run['transfer'],
         'keys': run['key_ids'],

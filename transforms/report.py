@@ -60,6 +60,13 @@ TEXT = {
         'sensitive_text': '{n} records of {table} moved without their sensitive fields: the '
                           'customer gave no separate consent for sensitive data (PIPL Art. 29).',
         'customers': 'Customers',
+        'plan': 'Plan sha256 {sha}: {checked}.',
+        'plan_checked': 'checked against the approved plan before the run (--plan-hash)',
+        'plan_unchecked': 'not checked against an approved plan (the run had no --plan-hash)',
+        'notice_text': 'Notification list for the seller (PIPL Art. 22, encrypted under the '
+                       'notice key, kept with the seller): {moved} customers to tell that '
+                       'their data moved, {not_moved} whose data did not move; {erased} who '
+                       'asked for erasure are not listed.',
         'customers_text': 'In {table} (one record per customer): {admitted} admitted, '
                           '{refused} refused ({erased} erasure requests honoured).',
         'fields': 'Fields and how each was treated', 'field': 'Field',
@@ -115,6 +122,12 @@ TEXT = {
         'sensitive_text': '{table} 中有 {n} 条记录转移时不含敏感字段：客户未就敏感个人信息给予单独同意'
                           '（《个人信息保护法》第二十九条）。',
         'customers': '客户',
+        'plan': '计划 sha256 {sha}：{checked}。',
+        'plan_checked': '运行前已与经批准的计划核对（--plan-hash）',
+        'plan_unchecked': '未与经批准的计划核对（运行时未给出 --plan-hash）',
+        'notice_text': '出让方告知清单（《个人信息保护法》第二十二条，以 notice 密钥加密，由出让方保存）：'
+                       '需告知数据已转移的客户 {moved} 位，数据未转移的客户 {not_moved} 位；'
+                       '{erased} 位已请求删除的客户未列入。',
         'customers_text': '{table}（每条记录为一位客户）：准入 {admitted} 位，拒绝 {refused} 位'
                           '（已执行删除请求 {erased} 项）。',
         'fields': '字段及其处理方式', 'field': '字段', 'classification': '分级',
@@ -215,6 +228,14 @@ def build_report(manifest: dict, lang: str = 'en') -> dict:
         'keys': [{'role': role, 'key_id': ids['primary']}
                  for role, ids in sorted(manifest['keys'].items())],
         'risk': _risk(manifest.get('risk'), t),
+        'plan': t['plan'].format(sha=manifest['plan_sha256'], checked=t[
+            'plan_checked' if manifest.get('plan_checked') else 'plan_unchecked'])
+        if manifest.get('plan_sha256') else None,
+        'notice': t['notice_text'].format(
+            moved=f'{manifest["notice"]["moved"]:,}',
+            not_moved=f'{manifest["notice"]["not_moved"]:,}',
+            erased=f'{manifest["notice"]["erased_not_listed"]:,}')
+        if manifest.get('notice') else None,
         'text': t,
     }
 
@@ -364,6 +385,8 @@ def render_html(report: dict) -> str:
            f'<p class="lead" id="moved">{_e(report["summary"]["moved"])}</p>']
     if report['summary']['reconciles']:
         out.append(f'<p class="ok">{_e(report["summary"]["reconciles"])}</p>')
+    if report.get('plan'):
+        out.append(f'<p><small>{_e(report["plan"])}</small></p>')
     out.append(f'<h2>{_e(t["by_table"])}</h2>')
     out.append(_moved_and_refused(report['tables'], 'table', t, t['by_table']))
     out.append(_table([t['table'], t['read'], t['written'], t['refused']],
@@ -379,6 +402,8 @@ def render_html(report: dict) -> str:
         out.append(f'<p>{_e(t["no_refusals"])}</p>')
     c = report['customers']
     out.append(f'<h2>{_e(t["customers"])}</h2><p>{_e(c["text"])}</p>')
+    if report.get('notice'):
+        out.append(f'<p>{_e(report["notice"])}</p>')
     withheld = [x for x in report['tables'] if x['sensitive_withheld_rows']]
     if withheld:
         out.append(f'<h2>{_e(t["sensitive"])}</h2>')

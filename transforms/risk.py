@@ -13,22 +13,28 @@ fields. The figures, as ARX reports them for its prosecutor model:
 - per ``sensitive_attribute``: l, the fewest distinct values in a class (distinct
   l-diversity), and how many classes have one value only (all their customers' value is known).
 
-Everything runs in the pipeline, on every worker: each batch's customers are split into shards
-by their delivered subject key, each shard's customers are grouped with Arrow, classes are
-combined across shards by key, and only the figures meet in one place; no rows are gathered.
+Everything runs in the pipeline, on every worker, in Arrow tables: each batch's customers are
+split into shards by a hash of their delivered subject key; each shard finds its customers'
+classes, which are split again by a hash of the class, so that each class meets in one shard;
+each such shard counts its classes' sizes and values, and only those figures meet in one place.
+No rows are gathered, and no Beam element stands for one customer or one class.
 """
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ['ReidentificationRisk', 'class_summaries', 'customer_parts', 'risk_figures']
+from transforms.sorted_keys import split_table
+
+__all__ = ['ReidentificationRisk', 'class_figures', 'customer_classes', 'customer_parts',
+           'risk_figures']
 
 _SUBJECT, _PART = '__subject', '__part'
 _NULL = '\u2205'  # a null value, as a class sees it
 _FIELD_SEPARATOR = '\u241f'
 _PART_SEPARATOR = '\u241e'
-_SHARD_CHARACTERS = 2  # the subject key's last two characters: up to 256 shards of pseudonyms
+SHARDS = 16
 
 
 def _text(column: pa.Array) -> pa.Array:
@@ -50,19 +56,11 @@ def customer_parts(batch: pa.RecordBatch, table) -> pa.Table:
     return t.group_by(t.column_names, use_threads=False).aggregate([])
 
 
-def _shards(t: pa.Table):
-    shard = pc.utf8_slice_codeunits(t.column(_SUBJECT), -_SHARD_CHARACTERS)
-    t = t.append_column('__shard', shard)
-    for key in pc.unique(shard).to_pylist():
-        yield key, t.filter(pc.equal(t.column('__shard'), key)).drop_columns(['__shard'])
-
-
-def class_summaries(parts) -> list:
-    """(class, (customers, {attribute: distinct values})) for the customers of ``parts``
-    (tables from ``customer_parts``, all of a customer's rows among them)."""
+def customer_classes(parts) -> tuple:
+    """(customers, values) of one shard of customers, from its ``customer_parts`` tables (all
+    of each customer's rows among them): ``customers`` has each customer's class (the sorted
+    set of their parts, as one text), ``values`` each distinct (class, attribute, value)."""
     tables = list(parts)
-    if not tables:
-        return []
     attributes = sorted({c for t in tables for c in t.column_names} - {_SUBJECT, _PART})
     t = pa.concat_tables([_with_columns(t, attributes) for t in tables])
     pairs = t.select([_SUBJECT, _PART])
@@ -73,17 +71,52 @@ def class_summaries(parts) -> list:
     classes = pa.table({_SUBJECT: customers.column(_SUBJECT),
                         'class': pc.binary_join(customers.column(f'{_PART}_list'),
                                                 _PART_SEPARATOR)})
-    sizes = classes.group_by('class').aggregate([(_SUBJECT, 'count')])
-    out = {c: (n, {}) for c, n in zip(sizes.column('class').to_pylist(),
-                                      sizes.column(f'{_SUBJECT}_count').to_pylist())}
+    values = []
     for attribute in attributes:
-        values = t.select([_SUBJECT, attribute]).filter(pc.is_valid(t.column(attribute)))
-        joined = values.join(classes, _SUBJECT)
-        distinct = joined.group_by('class').aggregate([(attribute, 'distinct')])
-        for cls, seen in zip(distinct.column('class').to_pylist(),
-                             distinct.column(f'{attribute}_distinct').to_pylist()):
-            out[cls][1][attribute] = frozenset(seen)
-    return sorted(out.items())
+        rows = t.select([_SUBJECT, attribute]).filter(pc.is_valid(t.column(attribute)))
+        joined = rows.join(classes, _SUBJECT).select(['class', attribute])
+        joined = joined.group_by(['class', attribute], use_threads=False).aggregate([])
+        values.append(pa.table({'class': joined.column('class'),
+                                'attribute': pa.array([attribute] * joined.num_rows,
+                                                      pa.string()),
+                                'value': joined.column(attribute)}))
+    values = pa.concat_tables(values) if values else pa.table(
+        {'class': pa.array([], pa.string()), 'attribute': pa.array([], pa.string()),
+         'value': pa.array([], pa.string())})
+    return classes.select(['class']), values
+
+
+def _by_class(kv):
+    """A shard of customers' classes and values, split again by a hash of the class: every
+    customer of a class then meets in one shard."""
+    customers, values = customer_classes(kv[1])
+    for shard, part in split_table(customers, 'class', SHARDS):
+        yield shard, ('customers', part)
+    for shard, part in split_table(values, 'class', SHARDS):
+        yield shard, ('values', part)
+
+
+def class_figures(items, attributes) -> dict:
+    """{'sizes': {size: classes}, 'l': {attribute: least l}, 'single': {attribute: classes
+    with at most one value}} of one shard of classes (pure)."""
+    customers = pa.concat_tables([v for k, v in items if k == 'customers'])
+    values = [v for k, v in items if k == 'values']
+    sizes = customers.group_by('class').aggregate([('class', 'count')])
+    histogram = pc.value_counts(sizes.column('class_count')).to_pylist()
+    out = {'sizes': {h['values']: h['counts'] for h in histogram}, 'l': {}, 'single': {}}
+    values = pa.concat_tables(values) if values else None
+    for attribute in attributes:
+        if values is None:
+            l_of = np.zeros(sizes.num_rows, dtype=np.int64)
+        else:
+            of = values.filter(pc.equal(values.column('attribute'), attribute))
+            # distinct again: the customers of a class came from several shards
+            counted = of.group_by('class').aggregate([('value', 'count_distinct')])
+            joined = sizes.select(['class']).join(counted, 'class', join_type='left outer')
+            l_of = pc.fill_null(joined.column('value_count_distinct'), 0).to_numpy()
+        out['l'][attribute] = int(l_of.min()) if len(l_of) else 0
+        out['single'][attribute] = int((l_of <= 1).sum())
+    return out
 
 
 def _with_columns(t, attributes):
@@ -93,32 +126,8 @@ def _with_columns(t, attributes):
     return t.select([_SUBJECT, _PART] + attributes)
 
 
-class _MergeClass(beam.CombineFn):
-    """A class across shards: customers add up, distinct values unite."""
-
-    def create_accumulator(self):
-        return 0, {}
-
-    def add_input(self, acc, value):
-        n, attributes = acc
-        m, more = value
-        merged = dict(attributes)
-        for name, seen in more.items():
-            merged[name] = merged.get(name, frozenset()) | seen
-        return n + m, merged
-
-    def merge_accumulators(self, accs):
-        total = self.create_accumulator()
-        for acc in accs:
-            total = self.add_input(total, acc)
-        return total
-
-    def extract_output(self, acc):
-        return acc
-
-
 class _RiskFigures(beam.CombineFn):
-    """Class summaries to the run's figures: sizes counted, l per attribute kept at its least."""
+    """The shards' figures to the run's: class sizes added up, l kept at its least."""
 
     def __init__(self, min_k, attributes):
         self._min_k = min_k
@@ -127,14 +136,8 @@ class _RiskFigures(beam.CombineFn):
     def create_accumulator(self):
         return {'sizes': {}, 'l': {}, 'single': {}}
 
-    def add_input(self, acc, summary):
-        n, attributes = summary
-        acc['sizes'][n] = acc['sizes'].get(n, 0) + 1
-        for name in self._attributes:
-            l_value = len(attributes.get(name, ()))
-            acc['l'][name] = min(acc['l'].get(name, l_value), l_value)
-            acc['single'][name] = acc['single'].get(name, 0) + (l_value <= 1)
-        return acc
+    def add_input(self, acc, shard):
+        return self.merge_accumulators([acc, shard])
 
     def merge_accumulators(self, accs):
         total = self.create_accumulator()
@@ -148,7 +151,9 @@ class _RiskFigures(beam.CombineFn):
         return total
 
     def extract_output(self, acc):
-        return risk_figures(acc['sizes'], self._min_k, acc['l'], acc['single'])
+        return risk_figures(acc['sizes'], self._min_k,
+                            {a: acc['l'].get(a, 0) for a in self._attributes},
+                            {a: acc['single'].get(a, 0) for a in self._attributes})
 
 
 def risk_figures(sizes: dict, min_k: int, l_values=None, single=None) -> dict:
@@ -183,14 +188,13 @@ class ReidentificationRisk(beam.PTransform):
 
     def expand(self, delivered):
         parts = [delivered[t.name] | f'Parts[{t.name}]' >> beam.FlatMap(
-            lambda batch, table: _shards(customer_parts(batch, table)), t)
+            lambda batch, table: split_table(customer_parts(batch, table), _SUBJECT, SHARDS), t)
             for t in self._tables]
         attributes = [f'{t.name}.{n}' for t in self._tables for n in t.sensitive_attributes]
         return (parts
                 | 'AllParts' >> beam.Flatten()
-                | 'ByShard' >> beam.GroupByKey()
-                | 'Classes' >> beam.FlatMap(lambda kv: class_summaries(kv[1]))
-                | 'MergeClasses' >> beam.CombinePerKey(_MergeClass())
-                | 'Summaries' >> beam.Values()
+                | 'ByCustomer' >> beam.GroupByKey()
+                | 'Classes' >> beam.FlatMap(_by_class)
+                | 'ByClass' >> beam.GroupByKey()
+                | 'ShardFigures' >> beam.Map(lambda kv: class_figures(kv[1], attributes))
                 | 'Figures' >> beam.CombineGlobally(_RiskFigures(self._min_k, attributes)))
-

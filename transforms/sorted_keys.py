@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = ['fit_width', 'fixed_width', 'group_starts', 'key_column', 'keys_of', 'merge_order',
-           'merge_runs', 'partition_of', 'sorted_run', 'split_by_partition', 'texts']
+           'merge_runs', 'partition_of', 'sorted_run', 'split_by_partition', 'split_table',
+           'string_hashes', 'texts']
 
 _CHUNK = 1 << 18  # keys per step: bounds the temporary index arrays
 
@@ -126,6 +127,46 @@ def split_by_partition(keys: np.ndarray, parts: int) -> Tuple[np.ndarray, np.nda
     of = partition_of(keys, parts)
     order = np.argsort(of, kind='stable')
     return order, np.searchsorted(of[order], np.arange(parts + 1))
+
+
+def string_hashes(strings) -> np.ndarray:
+    """A 64-bit hash of each string (nulls as empty), from Arrow's buffers in a few NumPy
+    passes over the bytes: no Python code per string, nor a fixed-width copy of long keys."""
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    strings = pc.fill_null(strings, '').cast(pa.binary())
+    n = len(strings)
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[
+        strings.offset:strings.offset + n + 1].astype(np.int64)
+    first, last = int(offsets[0]), int(offsets[-1]) if n else 0
+    data = np.frombuffer(strings.buffers()[2], dtype=np.uint8)[first:last] \
+        if n and strings.buffers()[2] is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    starts = offsets[:-1] - first
+    h = lengths.astype(np.uint64)
+    with np.errstate(over='ignore'):
+        if len(data):
+            position = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
+            weighted = data.astype(np.uint64) * (position.astype(np.uint64) *
+                                                 np.uint64(0x9E3779B97F4A7C15) + np.uint64(1))
+            nonempty = lengths > 0  # reduceat's segments: from each start to the next one
+            h[nonempty] += np.add.reduceat(weighted, starts[nonempty])
+        h ^= h >> np.uint64(33)  # MurmurHash3's finalizer
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+    return h
+
+
+def split_table(table: pa.Table, column: str, parts: int):
+    """(part, rows of ``table`` whose ``column`` falls in it) for each part holding any, by a
+    hash of the column's text. Each part is a copy of its rows, not a slice: a pickled slice
+    would carry the whole table's buffers."""
+    of = (string_hashes(table.column(column)) % np.uint64(parts)).astype(np.intp)
+    order = np.argsort(of, kind='stable')
+    bounds = np.searchsorted(of[order], np.arange(parts + 1))
+    for part in range(parts):
+        if bounds[part] < bounds[part + 1]:
+            yield part, table.take(pa.array(order[bounds[part]:bounds[part + 1]]))
 
 
 def key_column(keys: np.ndarray) -> pa.Array:
