@@ -29,8 +29,10 @@ setuptools.setup(
     extras_require={
         'gcp': GCP,
         # The tests build the Dataflow job graph, so they need the gcp extra too; they open
-        # the report in Debian's chromium (apt-get) through Playwright, and read its screenshot.
-        'test': ['pytest>=8', 'hypothesis>=6.100', 'playwright>=1.40', 'pillow>=10'] + GCP,
+        # the report in Debian's chromium (apt-get) through Playwright, and read its screenshot;
+        # they check the re-identification figures against pycanon (on pandas).
+        'test': ['pytest>=8', 'hypothesis>=6.100', 'playwright>=1.40', 'pillow>=10',
+                 'pycanon>=1.3', 'pandas>=2'] + GCP,
     },
     entry_points={'console_scripts': ['novation = pipelines.cli:main']},
 )
