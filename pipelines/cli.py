@@ -730,23 +730,10 @@ def _cmd_verify(args):
 
 def _write_people(rows, out):
     """Notification rows to ``out``: .csv, .jsonl or .parquet."""
-    import json
     import pyarrow as pa
-    import pyarrow.csv as pa_csv
-    import pyarrow.parquet as pq
-    from transforms.errors import NovationError
+    from pipelines.decrypt import write_rows
     from transforms.notice import NOTICE_SCHEMA
-    if not out.endswith(('.csv', '.jsonl', '.parquet')):
-        raise NovationError(f'--out {out}: the extension must be .csv, .jsonl or .parquet')
-    table = pa.Table.from_pylist(rows, schema=NOTICE_SCHEMA)
-    if out.endswith('.parquet'):
-        pq.write_table(table, out)
-    elif out.endswith('.csv'):
-        pa_csv.write_csv(table, out)
-    else:
-        with open(out, 'w', encoding='utf-8') as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + '\n')
+    write_rows(pa.Table.from_pylist(rows, schema=NOTICE_SCHEMA), out)
 
 
 def _cmd_notice(args):

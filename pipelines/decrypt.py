@@ -147,6 +147,14 @@ def decrypt_table(run_dir: str, *, keys: str, table: str, deadletter: bool, out:
                                      for r in records])
     else:
         data, withheld = read_table(run_dir, keys=keys, table=table)
+    write_rows(data, out)
+    return data.num_rows, withheld
+
+
+def write_rows(data: pa.Table, out: str) -> None:
+    """``data`` to ``out``, as its extension says: .parquet, .csv or .jsonl."""
+    if not out.endswith(OUT_FORMATS):
+        raise NovationError(f'--out {out}: the extension must be one of {", ".join(OUT_FORMATS)}')
     if out.endswith('.parquet'):
         pq.write_table(data, out)
     elif out.endswith('.csv'):
@@ -155,7 +163,6 @@ def decrypt_table(run_dir: str, *, keys: str, table: str, deadletter: bool, out:
         with open(out, 'w', encoding='utf-8') as f:
             for row in data.to_pylist():
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + '\n')
-    return data.num_rows, withheld
 
 
 def _field_entry(manifest: dict, ref: str) -> dict:
