@@ -135,8 +135,6 @@ def format_incident(result: dict) -> str:
     width = max(len(f['field']) for f in result['fields'])
     for f in result['fields']:
         inside = 'the seller\'s value' if f['value_in_clear_inside'] else 'masked'
-        if f['key_role'] == 'data.footer':  # PME encrypts only the columns given a key
-            inside += ', column unencrypted'
         lines.append(f'    {f["field"]:{width}s}  {f["classification"]:10s} '
                      f'{f["category"] or "":16s} {f["treatment"]:10s} {inside:20s} '
                      f'key {f["key_role"]} ({f["key_id"]})')

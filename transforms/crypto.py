@@ -164,11 +164,14 @@ def _crypto_factory(keyring: Keyring, identity: str) -> pe.CryptoFactory:
 def pme_encryption_properties(keyring: Keyring, column_keys: Dict[str, List[str]],
                               identity: str):
     """AES-GCM (never CTR), fresh 256-bit data keys per file, encrypted footer, each data key
-    wrapped directly by its master key role with the file identity as associated data."""
+    wrapped directly by its master key role with the file identity as associated data.
+
+    Every column is encrypted, public ones too (under ``data.footer``): PME leaves a column that
+    no key names in clear and unauthenticated, so a flipped byte there would read as other data.
+    """
     config = pe.EncryptionConfiguration(
         footer_key='data.footer',
-        column_keys={role: cols for role, cols in column_keys.items()
-                     if cols and role != 'data.footer'},
+        column_keys={role: cols for role, cols in column_keys.items() if cols},
         encryption_algorithm='AES_GCM_V1',
         plaintext_footer=False,
         data_key_length_bits=256,

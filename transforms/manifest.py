@@ -32,8 +32,9 @@ MANIFEST_FORMAT = 'novation-manifest/1'
 _CHUNK = 4 << 20
 ENCRYPTION = {
     'parquet': 'Parquet Modular Encryption, AES_GCM_V1, fresh 256-bit data keys per file, '
-               'encrypted footer; each column under the master key of its classification '
-               '(data.*) or its own key (column.*), as listed in column_keys',
+               'encrypted footer; every column encrypted and authenticated, under the master '
+               'key of its classification (data.*; public columns under data.footer) or its '
+               'own key (column.*), as listed in column_keys',
     'avro': 'Avro object container (deflate) in Tink streaming AEAD AES256_GCM_HKDF_1MB '
             '(data.avro)',
 }
