@@ -180,7 +180,7 @@ def render_plan(plan: dict, fmt: str = 'text') -> str:
     md = fmt == 'md'
     lines = [f'{"# " if md else ""}Plan: {t["seller"]} -> {t["acquirer"]}', '',
              f'plan sha256: {"`" if md else ""}{plan_sha256(plan)}{"`" if md else ""}',
-             f'purposes: ' + ', '.join(f'{p["name"]} ({p["legal_basis"]})'
+             'purposes: ' + ', '.join(f'{p["name"]} ({p["legal_basis"]})'
                                        for p in t['purposes']),
              f'regions: {t["source_region"]} -> {t["destination_region"]}'
              + (' (cross-border)' if t['cross_border'] else ''),

@@ -7,12 +7,12 @@
     novation demo [--workdir DIR] [--customers N]  generate demo data and migrate it
     novation stream --config FILE [--until TIME]   carry live changes until cut-over
     novation keys init DIR [--master-key URI]      create a keyring (KMS-wrapped, or in clear)
-    novation keys show|rotate|add DIR ...          inspect, rotate or extend a keyring
+    novation keys show|rotate|add|share DIR ...    inspect, rotate, extend or share a keyring
     novation decrypt RUN_DIR --keys DIR --table NAME [--deadletter] --out FILE
-    novation report RUN_DIR [--lang en|zh]         the compliance report of a run, again
+    novation report RUN_DIR --keys DIR [--lang en|zh]   the compliance report of a run, again
     novation verify RUN_DIR --keys DIR             recheck a run and scan it for identifiers
     novation review RUN_DIR --keys DIR [filters] [--out F | --decide D --by NAME]
-    novation signoff RUN_DIR --by NAME              sign off a run's review
+    novation signoff RUN_DIR --keys DIR --by NAME  sign off a run's review
     novation audit verify|show OUT_DIR             check or show the hash-chained audit log
     novation notice NOTICE_DIR --keys DIR --out F  the seller's notification list, decrypted
     novation incident --run RUN_DIR --file PATH --keys DIR [--notice DIR --out F]
@@ -208,8 +208,8 @@ def _parser() -> argparse.ArgumentParser:
     init = keys_sub.add_parser(
         'init', help='create a new keyring',
         description='Create a keyring with the roles pseudonym, token, data.footer, '
-                    'data.internal, data.personal, data.sensitive, data.avro and deadletter '
-                    '(and column.NAME for each --column). With --master-key every keyset is '
+                    'data.internal, data.personal, data.sensitive, data.avro, deadletter, '
+                    'notice and manifest (and column.NAME for each --column). With --master-key every keyset is '
                     'encrypted under that master key (Tink KMS envelope); without it keysets '
                     'are stored in clear JSON, for demos and tests only.')
     init.add_argument('directory', help='new or empty local directory')
@@ -246,6 +246,18 @@ def _parser() -> argparse.ArgumentParser:
                     'column masked with "encrypt", under the keyring\'s protection.')
     add.add_argument('directory', help='local keyring directory')
     add.add_argument('roles', nargs='+', metavar='ROLE', help='role to add')
+    share = keys_sub.add_parser(
+        'share', help='copy some roles into a new keyring for a key holder',
+        description='Create a keyring at DEST holding the named roles of the keyring at '
+                    'SOURCE (same keys, same protection), to give a key holder only what they '
+                    'read: the acquirer\'s data team data.* (or data.avro), a compliance '
+                    'operator deadletter. The manifest role is always added as its public '
+                    'half: it checks the seal of every manifest and cannot make one. Share '
+                    'again after rotating the manifest key.')
+    share.add_argument('directory', metavar='SOURCE', help='local keyring directory')
+    share.add_argument('destination', metavar='DEST', help='new local directory')
+    share.add_argument('--role', action='append', required=True, metavar='ROLE', dest='roles',
+                       help='a role to give (repeatable)')
 
     decrypt = sub.add_parser(
         'decrypt', help='decrypt a table (or its dead letters) of a finished run',
@@ -272,6 +284,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument('--lang', choices=('en', 'zh'), default='en',
                         help='language of the report (default en; a run writes it in its '
                              'config\'s report.lang)')
+    report.add_argument('--keys', required=True,
+                        help='keyring directory (its manifest key checks the manifest\'s seal; '
+                             'the public half is enough)')
 
     verify = sub.add_parser(
         'verify', help='recheck a run against its manifest and scan its data for identifiers',
@@ -381,6 +396,9 @@ def _parser() -> argparse.ArgumentParser:
                     'time, the sha256 of its manifest and of its config, and the decisions in '
                     'force.')
     signoff.add_argument('run_dir', metavar='RUN_DIR', help='OUT/<run_id> of a finished run')
+    signoff.add_argument('--keys', required=True,
+                         help='keyring directory (its manifest key checks the manifest\'s '
+                              'seal; the public half is enough)')
     signoff.add_argument('--by', required=True, help='who signs off')
 
     detok = sub.add_parser(
@@ -643,6 +661,10 @@ def _cmd_keys(args):
     elif args.keys_command == 'add':
         kr.add_roles(path, args.roles)
         print(f'added {", ".join(args.roles)} to {path}')
+    elif args.keys_command == 'share':
+        shared = kr.share_keyring(path, args.destination, args.roles)
+        print(f'keyring {args.destination} created with {", ".join(shared.roles)} of {path} '
+              f'(manifest: the public half, to check seals)')
     else:
         roles = args.role or [r for r in kr.load_keyring(path, warn=False).roles
                               if r not in kr.DETERMINISTIC_ROLES]
@@ -783,7 +805,7 @@ def _cmd_audit(args):
 
 def _cmd_signoff(args):
     from pipelines.review import signoff
-    entry = signoff(args.run_dir, by=args.by)
+    entry = signoff(args.run_dir, keys=args.keys, by=args.by)
     print(f'signed off by {entry["by"]} at {entry["at"]} (manifest sha256 '
           f'{entry["manifest_sha256"][:16]}..., {entry["decisions"]} decision(s) in force)')
     return 0
@@ -794,7 +816,7 @@ def _cmd_report(args):
     from transforms.files import join
     from transforms.manifest import write_report
     from transforms.report import REPORT_HTML
-    report = write_report(args.run_dir, load_manifest(args.run_dir), args.lang)
+    report = write_report(args.run_dir, load_manifest(args.run_dir, args.keys), args.lang)
     print(report['summary']['moved'])
     print(join(args.run_dir, REPORT_HTML))
     return 0
@@ -807,7 +829,7 @@ def _cmd_pseudonym(args, parser):
         parser.error('give --domain D, or --run RUN_DIR with --field TABLE.FIELD')
     if bool(args.values) == bool(args.infile):
         parser.error('give values or --in FILE (not both)')
-    domain = args.domain or hash_domain(load_manifest(args.run), args.field)
+    domain = args.domain or hash_domain(load_manifest(args.run, args.keys), args.field)
     values = args.values or [line.rstrip('\r\n') for line in
                              read_text(args.infile, what='value file').splitlines()
                              if line.strip()]

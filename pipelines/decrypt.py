@@ -17,23 +17,59 @@ from transforms.crypto import file_identity, keyed_ops
 from transforms.delivered import avro_records, deadletter_lines, parquet_file
 from transforms.errors import KeyringError, NovationError
 from transforms.files import join, read_bytes
-from transforms.keyring import READ_HINT, load_keyring
+from transforms.keyring import READ_HINT, Keyring, load_keyring
 from transforms.manifest import MANIFEST_FILE
+from transforms.seal import SEAL_ROLE, contained_path, read_sealed_json
 
 __all__ = ['decrypt_table', 'detokenize', 'hash_domain', 'load_manifest', 'pseudonyms',
            'read_deadletters', 'read_notice', 'read_table']
 
 
-def load_manifest(run_dir: str) -> dict:
+def load_manifest(run_dir: str, keys) -> dict:
+    """A run's manifest, believed only once its seal checks under the ``manifest`` key of
+    ``keys`` (a keyring directory or a loaded Keyring) and its shape and paths are sound."""
     path = join(run_dir, MANIFEST_FILE)
     if not FileSystems.exists(path):
         raise NovationError(f'{run_dir} has no {MANIFEST_FILE}: the run is incomplete or this '
                             f'is not a run directory')
-    return json.loads(read_bytes(path, what='manifest').decode('utf-8'))
+    keyring = keys if isinstance(keys, Keyring) else load_keyring(
+        keys, (SEAL_ROLE,), warn=False, hint=READ_HINT)
+    manifest = read_sealed_json(run_dir, MANIFEST_FILE, keyring, what='manifest')
+    _check_shape(manifest, path)
+    return manifest
+
+
+def _check_shape(manifest: dict, where: str) -> None:
+    """What readers rely on: tables, their fields and key roles, and their files (each with a
+    place inside the run, rows, bytes and crc32c)."""
+    tables = manifest.get('tables')
+    if not isinstance(tables, dict):
+        raise NovationError(f'{where}: tables must be a mapping; the manifest is refused')
+    for name, entry in tables.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get('fields'), list)
+                and isinstance(entry.get('column_keys'), dict)
+                and all(isinstance(entry.get(k), list) for k in ('files', 'deadletter_files'))):
+            raise NovationError(f'{where}: table {name!r} lacks fields, column_keys, files or '
+                                f'deadletter_files; the manifest is refused')
+        for f in entry['files'] + entry['deadletter_files']:
+            if not (isinstance(f, dict) and isinstance(f.get('rows'), int)
+                    and isinstance(f.get('bytes'), int) and isinstance(f.get('crc32c'), str)
+                    and _is_hex(f['crc32c'])):
+                raise NovationError(f'{where}: a file of table {name!r} lacks its rows, bytes or '
+                                    f'crc32c; the manifest is refused')
+            contained_path('', f.get('path'), where)
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+        return True
+    except ValueError:
+        return False
 
 
 def _verified_bytes(run_dir, entry) -> bytes:
-    data = read_bytes(join(run_dir, entry['path']), what='output file')
+    data = read_bytes(contained_path(run_dir, entry['path'], MANIFEST_FILE), what='output file')
     if len(data) != entry['bytes'] or google_crc32c.value(data) != int(entry['crc32c'], 16):
         raise NovationError(f'{entry["path"]} does not match the manifest (size or crc32c): '
                             f'the file was changed after the run')
@@ -59,9 +95,9 @@ def readable_columns(entry: dict, keyring) -> tuple:
 def read_table(run_dir: str, *, keys: str, table: str) -> tuple:
     """(rows of ``table`` decrypted, {withheld column: key role}) for the columns whose keys
     the keyring holds; a column under a key it lacks is left out and named."""
-    manifest = load_manifest(run_dir)
-    entry = _table_entry(manifest, table)
     keyring = load_keyring(keys, hint=READ_HINT)
+    manifest = load_manifest(run_dir, keyring)
+    entry = _table_entry(manifest, table)
     readable, withheld = readable_columns(entry, keyring)
     footer = 'data.avro' if entry['format'] == 'avro' else 'data.footer'
     if not keyring.has(footer):
@@ -114,7 +150,7 @@ _ARROW_OF_AVRO = {
 
 def read_deadletters(run_dir: str, *, keys: str, table: str) -> list:
     """All dead letters of ``table``, decrypted with the keyring's deadletter key."""
-    manifest = load_manifest(run_dir)
+    manifest = load_manifest(run_dir, keys)
     entry = _table_entry(manifest, table)
     keyring = load_keyring(keys, ('deadletter',), hint=READ_HINT)
     records = []
@@ -190,7 +226,7 @@ def token_field(manifest: dict, ref: str) -> dict:
 
 def detokenize(run_dir: str, *, keys: str, field: str, tokens) -> list:
     """(token, value or None) for each token of TABLE.FIELD; None where a token is not valid."""
-    spec = token_field(load_manifest(run_dir), field)
+    spec = token_field(load_manifest(run_dir, keys), field)
     ops = keyed_ops(load_keyring(keys, ('token',), hint=READ_HINT))
     out = []
     for token in tokens:
@@ -226,14 +262,14 @@ def read_notice(notice_dir: str, keys: str) -> list:
     if not FileSystems.exists(summary_path):
         raise NovationError(f'{notice_dir} has no {NOTICE_FILE}: not a notification list (it is '
                             f'notice.path/<run_id> of a run whose config has notice)')
-    try:
-        summary = json.loads(read_bytes(summary_path, what='notice summary').decode('utf-8'))
-    except ValueError:
-        raise NovationError(f'{summary_path} is not valid JSON') from None
-    keyring = load_keyring(keys, ('notice',), hint=READ_HINT)
+    keyring = load_keyring(keys, ('notice', SEAL_ROLE), hint=READ_HINT)
+    summary = read_sealed_json(notice_dir, NOTICE_FILE, keyring, what='notice summary')
     rows = []
-    for entry in summary['files']:
-        data = read_bytes(join(notice_dir, entry['path']), what='notice file')
+    for entry in summary.get('files', ()):
+        if not isinstance(entry, dict):
+            raise NovationError(f'{summary_path}: files must list mappings')
+        data = read_bytes(contained_path(notice_dir, entry.get('path'), summary_path),
+                          what='notice file')
         if len(data) != entry['bytes'] or google_crc32c.value(data) != int(entry['crc32c'], 16):
             raise NovationError(f'{entry["path"]} does not match {NOTICE_FILE} (size or crc32c)')
         try:

@@ -41,7 +41,7 @@ def _find_file(manifest, run_dir, path):
 
 
 def assess_incident(run_dir: str, path: str, keys: str, notice_dir: str = None) -> dict:
-    manifest = load_manifest(run_dir)
+    manifest = load_manifest(run_dir, keys)
     table, kind, entry = _find_file(manifest, run_dir, path)
     t = manifest['tables'][table]
     exposed = path if path.startswith(('/', 'gs://')) or posixpath.exists(path) \

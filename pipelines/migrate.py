@@ -11,7 +11,6 @@ import ctypes
 import dataclasses
 import datetime
 import difflib
-import json
 import logging
 import os
 import re
@@ -33,12 +32,13 @@ from transforms.consent import (ConsentDecisions, ConsentGate, ErasedSubjects,
                                 forget_decisions)
 from transforms.conform import Conform
 from transforms.keyring import display_uri, load_keyring
+from transforms.seal import require_signing
 from transforms.deadletter import WriteDeadLetters
 from transforms.dedup import DropDuplicates
 from transforms.errors import ConfigError, DeadLetterLimitExceeded, NovationError
 from transforms.files import exists, has_scheme, join, why_not_writable
 from transforms import progress
-from transforms.manifest import MANIFEST_FILE, WriteManifest
+from transforms.manifest import WriteManifest
 from transforms.mask import Mask
 from transforms.notice import NotificationList
 from transforms.read import ReadTable, splittable
@@ -64,11 +64,12 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
     config's output.path).
     """
     fmt = config.output.format
-    roles = sorted({'pseudonym', 'token', 'deadletter',
+    roles = sorted({'pseudonym', 'token', 'deadletter', 'manifest',
                     *(r for t in config.tables for r in file_roles(t, fmt)),
                     *(['notice'] if config.notice else [])})
     keyring = load_keyring(config.output.keys)
     keyring.require(roles, f' (needed by {config.source})')
+    require_signing(keyring, config.source)
     if runner == 'dataflow':
         if not (temp_location or '').startswith('gs://'):
             raise ConfigError('a Dataflow run needs --temp_location=gs://... (the run\'s '
@@ -461,8 +462,8 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
                      why=f'the pipeline ended in state {state}')
         raise NovationError(f'the pipeline ended in state {state}; {run_info["run_dir"]} has no '
                             f'manifest and is incomplete')
-    with FileSystems.open(join(run_info['run_dir'], MANIFEST_FILE)) as f:
-        manifest = json.loads(f.read().decode('utf-8'))
+    from pipelines.decrypt import load_manifest
+    manifest = load_manifest(run_info['run_dir'], config.output.keys)
     done = RunResult(manifest, run_info['run_dir'], time.monotonic() - started, result, 'done')
     if replay is not None:
         from pipelines.replay import record_replay

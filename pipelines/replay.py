@@ -43,8 +43,8 @@ def dead_letter_id(ops, record: dict) -> str:
 def plan_replay(run_dir: str, config, only: Optional[List[int]] = None) -> dict:
     """What to replay, checked before any data moves: {table: set of dead-letter ids}, the
     decisions used, and the original manifest. Raises NovationError in one line."""
-    manifest = load_manifest(run_dir)
-    review = load_review(run_dir)
+    manifest = load_manifest(run_dir, config.output.keys)
+    review = load_review(run_dir, manifest['run_id'])
     in_force = [(n, d) for n, d in enumerate(review['decisions'], 1)
                 if d.get('replaced_at') is None and d['decision'] == 'replay']
     if only:
@@ -158,7 +158,7 @@ def record_replay(run_dir: str, plan: dict, result) -> dict:
         raise NovationError(f'{result.run_dir}: the replay read {totals["rows_read"]} of '
                             f'{replayed} dead letters replayed; conservation across the runs '
                             f'does not hold')
-    review = load_review(run_dir)
+    review = load_review(run_dir, plan['manifest']['run_id'])
     entry = {'run_id': result.manifest['run_id'], 'at': datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec='seconds'), 'decisions': plan['decisions'],
         'dead_letters_replayed': replayed, 'rows_written': totals['rows_written'],

@@ -38,7 +38,7 @@ COLUMNS = ('table', 'source_file', 'row', 'reason', 'field', 'problem', 'value',
 def select(run_dir: str, keys: str, group: Dict[str, Optional[str]]) -> List[dict]:
     """The dead letters of ``run_dir`` that match ``group`` (None: any), decrypted; each with
     ``value``, the raw value of its field (None when none was kept)."""
-    manifest = load_manifest(run_dir)
+    manifest = load_manifest(run_dir, keys)
     tables = [group['table']] if group.get('table') else list(manifest['tables'])
     for name in tables:
         if name not in manifest['tables']:
@@ -122,12 +122,11 @@ def write_records(records: List[dict], out: str) -> None:
         f.write(data)
 
 
-def load_review(run_dir: str) -> dict:
-    """The run's review file (a new, empty one if it has none)."""
+def load_review(run_dir: str, run_id: str) -> dict:
+    """The run's review file (a new, empty one for run ``run_id`` if it has none)."""
     path = join(run_dir, REVIEW_FILE)
     if not exists(path):
-        manifest = load_manifest(run_dir)
-        return {'format': 'novation-review/1', 'run_id': manifest['run_id'],
+        return {'format': 'novation-review/1', 'run_id': run_id,
                 'decisions': [], 'signoffs': []}
     try:
         return json.loads(read_bytes(path, what='review file').decode('utf-8'))
@@ -159,7 +158,8 @@ def decide(run_dir: str, keys: str, group: Dict[str, Optional[str]], decision: s
     records = select(run_dir, keys, group)
     if not records:
         raise NovationError('no dead letter matches these filters: nothing to decide')
-    review = load_review(run_dir)
+    run_id = load_manifest(run_dir, keys)['run_id']
+    review = load_review(run_dir, run_id)
     key = {k: group.get(k) for k in FILTERS}
     for entry in review['decisions']:
         if entry['group'] == key and entry.get('replaced_at') is None:
@@ -168,26 +168,27 @@ def decide(run_dir: str, keys: str, group: Dict[str, Optional[str]], decision: s
              'dead_letters': len(records), 'replaced_at': None}
     review['decisions'].append(entry)
     save_review(run_dir, review)
-    append_event(output_root(run_dir), 'reviewed', run_id=load_manifest(run_dir)['run_id'],
+    append_event(output_root(run_dir), 'reviewed', run_id=run_id,
                  decision=decision, group=key, dead_letters=len(records), by=by,
                  with_note=bool(note))  # the note is free text: not copied into the log
     return entry
 
 
-def signoff(run_dir: str, *, by: str) -> dict:
+def signoff(run_dir: str, *, keys: str, by: str) -> dict:
     """Record a sign-off of the run's review: who, when, the sha256 of the manifest it was made
     on and the config's (as the manifest records it: the config and its schemas)."""
     if not by.strip():
         raise NovationError('--by: give the name of who signs off')
-    review = load_review(run_dir)
+    manifest = load_manifest(run_dir, keys)  # its seal checked: a sign-off of the real one
+    review = load_review(run_dir, manifest['run_id'])
     entry = {'by': by, 'at': _now(),
              'manifest_sha256': hashlib.sha256(read_bytes(
                  join(run_dir, MANIFEST_FILE), what='manifest')).hexdigest(),
-             'config_sha256': load_manifest(run_dir)['config_sha256'],
+             'config_sha256': manifest['config_sha256'],
              'decisions': sum(1 for d in review['decisions'] if d.get('replaced_at') is None)}
     review['signoffs'].append(entry)
     save_review(run_dir, review)
-    append_event(output_root(run_dir), 'signed_off', run_id=load_manifest(run_dir)['run_id'],
+    append_event(output_root(run_dir), 'signed_off', run_id=manifest['run_id'],
                  by=by, manifest_sha256=entry['manifest_sha256'],
                  decisions=entry['decisions'])
     return entry

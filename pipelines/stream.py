@@ -35,10 +35,11 @@ from pipelines.migrate import (add_verbose_flag, check_beam_args, check_reachabl
 from transforms.changes import ChangeProblem
 from transforms.epochs import (CUTOVER_FILE, EPOCH_MANIFEST, EPOCHS_DIR, CommitEpochs,
                                committed_so_far, count, epoch_dir)
-from transforms.errors import ConfigError
+from transforms.errors import ConfigError, NovationError
 from transforms.files import exists, has_scheme, join, read_text, why_not_writable
 from transforms.keyring import load_keyring
 from transforms.manifest import MANIFEST_FILE
+from transforms.seal import require_signing
 from transforms.write import file_roles
 from transforms.feeds import DRAIN, EndOfFeeds, Feed, WatchFeeds
 from transforms.pubsub import ReadSubscription, is_subscription
@@ -174,9 +175,10 @@ def run_stream(argv=None) -> dict:
     stop_at = _stop_time(known)
     keyring = load_keyring(config.output.keys)
     keyring.require(sorted({'pseudonym', 'token', 'deadletter', 'data.internal',
-                            'data.personal',
+                            'data.personal', 'manifest',
                             *(r for t in config.tables for r in file_roles(t, 'parquet'))}),
                     f' (needed by {config.source})')
+    require_signing(keyring, config.source)
     if kind == 'dataflow':
         _check_dataflow(config, keyring, options, known.snapshot)
     snapshot_at = _snapshot_time(known.snapshot, keyring) if known.snapshot else None
@@ -195,7 +197,7 @@ def run_stream(argv=None) -> dict:
             raise ConfigError(f'{stream_dir} exists and its consent events came from Pub/Sub, '
                               f'which a new job would not see again: update the running job '
                               f'(--update --job_name NAME) instead of starting another')
-        resume = committed_so_far(stream_dir)
+        resume = committed_so_far(stream_dir, run_id, config.output.keys)
         _LOG.info('resuming %s after epoch %d', stream_dir, resume.last_epoch)
         unfinished = epoch_dir(stream_dir, resume.last_epoch + 1)
         if exists(unfinished):  # cut short before its manifest: its files count for nothing
@@ -273,8 +275,12 @@ def _snapshot_time(run_dir, keyring) -> int:
     """The snapshot run's completion time (microseconds), after checking it used this
     keyring's pseudonym key: otherwise the stream's pseudonyms would not join its own."""
     path = join(run_dir, MANIFEST_FILE)
+    from pipelines.decrypt import load_manifest
     try:
-        manifest = json.loads(read_text(path, what='snapshot manifest'))
+        manifest = load_manifest(run_dir, keyring)
+    except NovationError as e:
+        raise ConfigError(f'--snapshot: {e}') from None
+    try:
         done = datetime.datetime.fromisoformat(manifest['completed_at'])
         snapshot_keys = manifest['keys']['pseudonym']['primary']
     except (ValueError, KeyError, TypeError):

@@ -59,8 +59,8 @@ def _files_on_disk(run_dir) -> set:
 
 def verify_run(run_dir: str, keys: str) -> dict:
     """What ``novation verify`` finds: {'problems': [...], 'identifiers': {...}, ...}."""
-    manifest = load_manifest(run_dir)
     keyring = load_keyring(keys, hint=READ_HINT)
+    manifest = load_manifest(run_dir, keyring)
     problems, not_read = [], []
     identifiers = {}  # (table, column, kind) -> [findings, rows]
     files_ok = files = 0

@@ -30,6 +30,19 @@ def keyring_without(keys: str, copy: str, role: str) -> str:
     return copy
 
 
+def with_manifest_key_of(keys: str, other: str) -> str:
+    """Keyring ``other`` given the manifest key of ``keys``: it checks that run's seals, and
+    every other key of it is foreign."""
+    import json
+    import shutil
+    ring, theirs = (json.load(open(os.path.join(k, 'keyring.json'))) for k in (keys, other))
+    os.remove(os.path.join(other, theirs['keysets']['manifest']['file']))
+    shutil.copy(os.path.join(keys, ring['keysets']['manifest']['file']), other)
+    theirs['keysets']['manifest'] = ring['keysets']['manifest']
+    json.dump(theirs, open(os.path.join(other, 'keyring.json'), 'w'))
+    return other
+
+
 def local_pipeline():
     """A TestPipeline on the in-process runner (no Prism download attempt)."""
     return TestPipeline(runner=FnApiRunner())

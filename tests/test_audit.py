@@ -84,7 +84,7 @@ def test_runs_reviews_and_signoffs_are_recorded_and_checked_against_manifests(de
     run_dir = os.path.join(out, 'audited')
     assert main(['review', run_dir, '--keys', keys, '--reason', 'malformed', '--decide', 'hold',
                  '--by', 'Officer Wang', '--note', 'call the seller: 张三 13812345678']) == 0
-    assert main(['signoff', run_dir, '--by', 'Officer Wang']) == 0
+    assert main(['signoff', run_dir, '--keys', keys, '--by', 'Officer Wang']) == 0
     assert main(['keys', 'rotate', keys, '--audit', out]) == 0
     capsys.readouterr()
     events = [r['event'] for r in read_log(out)]

@@ -11,6 +11,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import with_manifest_key_of
 from pipelines.decrypt import read_deadletters, read_table
 from pipelines.migrate import run
 from transforms.crypto import keyed_ops
@@ -140,6 +141,9 @@ def test_dead_letters_need_the_deadletter_key(demo_run, tmp_path):
     # another keyring's dead-letter key does not open them either
     other = str(tmp_path / 'other')
     init_keyring(other)
+    with pytest.raises(NovationError, match='not the manifest the run sealed'):
+        read_deadletters(result.run_dir, keys=other, table='customers')
+    with_manifest_key_of(keys, other)  # it trusts the manifest, and still opens nothing
     with pytest.raises(NovationError, match='cannot be decrypted with the deadletter key'):
         read_deadletters(result.run_dir, keys=other, table='customers')
     with pytest.raises(NovationError, match='cannot be decrypted with the keys in'):
@@ -332,8 +336,7 @@ def test_detokenize_reverses_tokens_for_key_holders_only(demo_run, tmp_path):
     proc = novation('detokenize', '--run', result.run_dir, '--keys', keys,
                     '--field', 'customers.customer_id', 'abc')
     assert proc.returncode == 2 and 'hash is one-way' in proc.stderr
-    other = str(tmp_path / 'other')
-    init_keyring(other)
+    other = with_manifest_key_of(keys, init_keyring(str(tmp_path / 'other')).path)
     proc = novation('detokenize', '--run', result.run_dir, '--keys', other,
                     '--field', 'customers.national_id', tokens[0])
     assert proc.returncode == 1 and proc.stdout == f'{tokens[0]}\t\n'  # another key: nothing
@@ -363,7 +366,13 @@ def test_decrypting_with_another_keyring_is_one_clear_line(demo_run, tmp_path):
     proc = novation('decrypt', result.run_dir, '--keys', other, '--table', 'contracts',
                     '--out', str(tmp_path / 'x.csv'))
     assert proc.returncode == 2
-    [line] = problems(proc.stderr)
+    [line] = problems(proc.stderr)  # its manifest key does not check the run's seal
+    assert line.startswith('novation: error: ') and 'is not the manifest the run sealed' in line
+    with_manifest_key_of(os.path.join(workdir, 'keys'), other)
+    proc = novation('decrypt', result.run_dir, '--keys', other, '--table', 'contracts',
+                    '--out', str(tmp_path / 'x.csv'))
+    assert proc.returncode == 2
+    [line] = problems(proc.stderr)  # the manifest is trusted; its data keys are foreign
     assert line.startswith('novation: error: data/contracts/part-') and \
         'cannot be decrypted with the keys in' in line
     assert not (tmp_path / 'x.csv').exists()

@@ -245,18 +245,24 @@ def test_resuming_reads_what_was_committed_and_refuses_a_broken_chain(table, ops
                      pseudonymize=lambda s: s, consumed=[{'path': 'f.jsonl', 'lines': lines}],
                      retraction_ids=[f'r{number}'])
         previous = manifest_sha256(stream, number)
-    done = committed_so_far(stream)
+    done = committed_so_far(stream, 's1', keys_dir)
     assert (done.last_epoch, done.last_sha256) == (2, previous)
     assert done.lines == {('f.jsonl', n) for n in (1, 2, 3, 5, 7, 8)}
     assert done.retractions == {'r1', 'r2'}
+    # the epochs of another stream (its id is in every seal)
+    with pytest.raises(InputError, match='epoch 000001: .* not the manifest the run sealed'):
+        committed_so_far(stream, 's2', keys_dir)
     first = os.path.join(stream, 'epochs', '000001', 'manifest.json')
     with open(first, 'a') as f:
         f.write(' ')  # altered
-    with pytest.raises(InputError, match='epoch 000002 does not follow epoch 000001'):
-        committed_so_far(stream)
+    with pytest.raises(InputError, match='epoch 000001: .* not the manifest the run sealed'):
+        committed_so_far(stream, 's1', keys_dir)
+    os.remove(first + '.seal')
+    with pytest.raises(InputError, match='epoch 000001: .* has no seal'):
+        committed_so_far(stream, 's1', keys_dir)
     os.remove(first)
     with pytest.raises(InputError, match='epoch 000001 is missing'):
-        committed_so_far(stream)
+        committed_so_far(stream, 's1', keys_dir)
 
 
 def run_epochs(config, stream, elements, **options):

@@ -110,17 +110,18 @@ def test_no_personal_value_is_in_the_report_in_any_encoding(demo_run):
 
 def test_novation_report_writes_it_again_in_chinese_and_an_incomplete_run_is_one_line(
         demo_run, tmp_path):
-    _, _, result = demo_run
+    workdir, _, result = demo_run
+    keys = os.path.join(workdir, 'keys')
     copy = str(tmp_path / 'run')
     shutil.copytree(result.run_dir, copy)
-    proc = subprocess.run([sys.executable, '-m', 'pipelines.cli', 'report', copy, '--lang',
-                           'zh'], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run([sys.executable, '-m', 'pipelines.cli', 'report', copy, '--keys', keys,
+                           '--lang', 'zh'], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == os.path.join(copy, REPORT_HTML)
     assert json.load(open(os.path.join(copy, REPORT_JSON), encoding='utf-8'))['lang'] == 'zh'
     os.remove(os.path.join(copy, 'manifest.json'))
-    proc = subprocess.run([sys.executable, '-m', 'pipelines.cli', 'report', copy],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run([sys.executable, '-m', 'pipelines.cli', 'report', copy, '--keys',
+                           keys], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count('\n') == 1
     assert 'has no manifest.json: the run is incomplete' in proc.stderr
 

@@ -51,7 +51,7 @@ def test_decisions_are_recorded_by_group_and_a_later_one_replaces_the_earlier(ru
     assert new['decision'] == 'replay' and new['replaced_at'] is None
     assert new['group'] == {'table': 'customers', 'reason': 'no_consent', 'field': None,
                             'source_file': None}
-    entry = signoff(run, by='C. Officer')
+    entry = signoff(run, keys=keys, by='C. Officer')
     with open(os.path.join(run, 'manifest.json'), 'rb') as f:
         assert entry['manifest_sha256'] == hashlib.sha256(f.read()).hexdigest()
     assert entry['config_sha256'] == manifest['config_sha256'] and entry['decisions'] == 1
@@ -87,7 +87,7 @@ def test_novation_review_shows_exports_and_decides(run_copy, tmp_path, capsys):
     assert '--decide needs --by NAME' in capsys.readouterr().err
     assert main(['review', run, '--keys', keys, '--reason', 'no_consent', '--decide',
                  'replay', '--by', 'A. Operator']) == 0
-    assert main(['signoff', run, '--by', 'C. Officer']) == 0
+    assert main(['signoff', run, '--keys', keys, '--by', 'C. Officer']) == 0
     data = open(os.path.join(run, REVIEW_FILE), 'rb').read()
     values = {v for kind in ('name', 'national_id', 'mobile', 'email', 'bank_card')
               for v in planted.secrets[kind]}

@@ -159,8 +159,8 @@ def test_novation_stream_starts_from_the_snapshots_consent_and_says_what_it_comm
     (['--until', '2026-12-31 18:00'], "--until '2026-12-31 18:00': give an ISO 8601 time with "
                                       "its zone"),
     (['--seconds', '0'], '--seconds must be above 0'),
-    (['--snapshot', 'NOWHERE'], 'cannot read snapshot manifest NOWHERE/manifest.json: no such '
-                                'file'),
+    (['--snapshot', 'NOWHERE'], '--snapshot: NOWHERE has no manifest.json: the run is '
+                                'incomplete'),
     (['--runner', 'PortableRunner'], 'novation stream runs on the local runner (no --runner) '
                                      'or on Dataflow'),
     (['--run-id', '../elsewhere'], "--run-id '../elsewhere': a stream id is 1 to 100 letters"),

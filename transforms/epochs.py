@@ -46,7 +46,8 @@ from transforms.deadletter import EncryptedJsonLines, seal
 from transforms.files import join, read_bytes, write_json, write_whole
 from transforms.keyring import cached_keyring
 from transforms.manifest import MANIFEST_FILE, file_facts
-from transforms.errors import InputError
+from transforms.errors import InputError, NovationError
+from transforms.seal import SEAL_ROLE, read_sealed, write_sealed_json
 from transforms.reasons import DeadLetter
 from transforms.report import (REPORT_HTML, REPORT_JSON, build_epoch_report,
                                build_stream_report, render_epoch_html, render_stream_html)
@@ -325,7 +326,8 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
     report = build_epoch_report(manifest, lang)
     write_json(directory, REPORT_JSON, report)
     write_whole(directory, REPORT_HTML, render_epoch_html(report).encode('utf-8'))
-    write_json(directory, EPOCH_MANIFEST, manifest)
+    write_sealed_json(directory, EPOCH_MANIFEST, manifest, keys_path,
+                      file_identity(run_id, f'{prefix}/{EPOCH_MANIFEST}'))
     return manifest
 
 
@@ -539,7 +541,7 @@ class _EpochFn(beam.DoFn):
         chain.write(state)
         if ending:
             write_cutover(self._stream_dir, self._run_id, self._snapshot,
-                          self._config.report_lang)
+                          self._config.output.keys, self._config.report_lang)
 
 
     def _commit_due(self, buffer, state, up_to, ending):
@@ -641,12 +643,13 @@ class _WatermarkEpochFn(_EpochFn):
 CUTOVER_FILE = 'cutover.json'
 
 
-def write_cutover(stream_dir: str, run_id: str, snapshot, lang: str = 'en') -> dict:
+def write_cutover(stream_dir: str, run_id: str, snapshot, keys_path: str,
+                  lang: str = 'en') -> dict:
     """The cut-over manifest, written when the stream stops: the snapshot run and every epoch,
     each with the sha256 of its manifest, so the acquirer can check that what it holds (the
     snapshot, then the epochs in order) is the whole delivery; first, the stream's report over
     every epoch."""
-    committed = committed_so_far(stream_dir)  # the chain checked
+    committed = committed_so_far(stream_dir, run_id, keys_path)  # the chain and its seals checked
     epochs, manifests = [], []
     for number in range(1, committed.last_epoch + 1):  # each manifest read once more
         data = read_bytes(join(epoch_dir(stream_dir, number), EPOCH_MANIFEST),
@@ -661,13 +664,15 @@ def write_cutover(stream_dir: str, run_id: str, snapshot, lang: str = 'en') -> d
                'snapshot': None, 'epochs': epochs}
     if snapshot:
         path = join(snapshot, MANIFEST_FILE)
-        data = read_bytes(path, what='snapshot manifest')
+        data = read_sealed(snapshot, MANIFEST_FILE, cached_keyring(keys_path, (SEAL_ROLE,)),
+                           what='snapshot manifest')
         cutover['snapshot'] = {'run_id': json.loads(data)['run_id'], 'manifest': path,
                                'sha256': hashlib.sha256(data).hexdigest()}
     report = build_stream_report(manifests, run_id, lang)
     write_json(stream_dir, REPORT_JSON, report)
     write_whole(stream_dir, REPORT_HTML, render_stream_html(report).encode('utf-8'))
-    write_json(stream_dir, CUTOVER_FILE, cutover)
+    write_sealed_json(stream_dir, CUTOVER_FILE, cutover, keys_path,
+                      file_identity(run_id, CUTOVER_FILE))
     return cutover
 
 
@@ -676,9 +681,11 @@ def write_cutover(stream_dir: str, run_id: str, snapshot, lang: str = 'en') -> d
 Committed = collections.namedtuple('Committed', 'last_epoch last_sha256 lines retractions')
 
 
-def committed_so_far(stream_dir: str) -> Committed:
-    """Read every epoch manifest of ``stream_dir``, checking their chain; raises InputError if
-    one is missing or altered (its successor names another sha256)."""
+def committed_so_far(stream_dir: str, run_id: str, keys_path: str) -> Committed:
+    """Read every epoch manifest of ``stream_dir``, checking their seals (under the keyring at
+    ``keys_path``) and their chain; raises InputError if one is missing or altered (its seal
+    fails, or its successor names another sha256)."""
+    keyring = cached_keyring(keys_path, (SEAL_ROLE,))
     numbers = sorted(int(m.path.rstrip('/').split('/')[-2]) for m in FileSystems.match(
         [join(stream_dir, EPOCHS_DIR, '*', EPOCH_MANIFEST)])[0].metadata_list)
     previous, lines, retracted = None, set(), set()
@@ -686,8 +693,13 @@ def committed_so_far(stream_dir: str) -> Committed:
         if number != expected:
             raise InputError(f'{stream_dir}: epoch {expected:06d} is missing; the stream '
                              f'cannot go on from an incomplete chain')
-        with FileSystems.open(join(epoch_dir(stream_dir, number), EPOCH_MANIFEST)) as f:
-            text = f.read()
+        try:
+            text = read_sealed(epoch_dir(stream_dir, number), EPOCH_MANIFEST, keyring,
+                               file_identity(run_id, f'{EPOCHS_DIR}/{number:06d}/'
+                                                        f'{EPOCH_MANIFEST}'),
+                               what='epoch manifest')
+        except NovationError as e:
+            raise InputError(f'{stream_dir}: epoch {number:06d}: {e}') from None
         manifest = json.loads(text)
         if manifest.get('previous_manifest_sha256') != previous:
             raise InputError(f'{stream_dir}: epoch {number:06d} does not follow epoch '

@@ -15,6 +15,8 @@ role               Tink primitive (template)               used for
 ``data.avro``      streaming AEAD (AES256_GCM_HKDF_1MB)    Avro output files
 ``deadletter``     streaming AEAD (AES256_GCM_HKDF_1MB)    dead letters (compliance only)
 ``notice``         streaming AEAD (AES256_GCM_HKDF_1MB)    the seller's notification list (Art. 22)
+``manifest``       signature (ED25519)                     the seal of every manifest; a reader
+                                                           may hold the public key alone
 =================  ======================================  =====================================
 
 Protection is ``cleartext`` (keysets as plain JSON, for demos and tests only, warned about on
@@ -36,18 +38,20 @@ import threading
 from typing import Dict, Optional, Sequence
 
 import tink
-from tink import aead, daead, prf, secret_key_access, streaming_aead
+from tink import aead, daead, prf, secret_key_access, signature, streaming_aead
 from tink.proto import tink_pb2
 
 from transforms.errors import KeyringError, NovationError
 from transforms.files import has_scheme, join, read_text
 
 __all__ = ['BASE_ROLES', 'DATA_ROLES', 'Keyring', 'add_roles', 'cached_keyring',
-           'column_role', 'display_uri', 'init_keyring', 'load_keyring', 'rotate_keyring']
+           'column_role', 'display_uri', 'init_keyring', 'load_keyring', 'rotate_keyring',
+           'share_keyring']
 
 aead.register()
 daead.register()
 prf.register()
+signature.register()
 streaming_aead.register()
 
 _LOG = logging.getLogger('novation.keys')
@@ -70,6 +74,7 @@ _TEMPLATES = {
     'data.avro': _STREAMING,
     'deadletter': _STREAMING,
     'notice': _STREAMING,
+    'manifest': signature.signature_key_templates.ED25519,
 }
 BASE_ROLES = tuple(_TEMPLATES)
 _PRIMITIVES = {
@@ -79,6 +84,7 @@ _PRIMITIVES = {
     'data.avro': streaming_aead.StreamingAead,
     'deadletter': streaming_aead.StreamingAead,
     'notice': streaming_aead.StreamingAead,
+    'manifest': signature.PublicKeyVerify,  # of the public half: a reader needs nothing else
 }
 # Rotating these changes every pseudonym or token: joins with earlier deliveries break.
 DETERMINISTIC_ROLES = ('pseudonym', 'token')
@@ -140,7 +146,7 @@ class Keyring:
         missing = [r for r in roles if r not in self._handles]
         if missing:
             hint = ''.join(f'; add it with `novation keys add {self.path} {r}`'
-                           for r in missing[:1] if r.startswith(COLUMN_PREFIX))
+                           for r in missing[:1])
             raise KeyringError(f'keyring {self.path} has no {", ".join(map(repr, missing))} '
                                f'keyset{why}{hint}')
 
@@ -168,12 +174,42 @@ class Keyring:
         return rows
 
     def primitive(self, role: str, cls=None):
-        """The Tink primitive of a role, built once (building one costs more than using it)."""
+        """The Tink primitive of a role, built once (building one costs more than using it).
+
+        A signature role gives its verifier (of the public keyset) unless ``cls`` asks for
+        PublicKeySign, which only the private keyset gives."""
         cls = cls or _primitive_class(role)
         if (role, cls) not in self._primitives:
             self.require([role])
-            self._primitives[role, cls] = self._handles[role].primitive(cls)
+            self._primitives[role, cls] = _primitive_of(self._handles[role], cls)
         return self._primitives[role, cls]
+
+    def can_sign(self, role: str) -> bool:
+        """Whether the keyring holds the private half of a signature role."""
+        try:
+            self.primitive(role, signature.PublicKeySign)
+            return True
+        except tink.TinkError:
+            return False
+
+    def public_keyset(self, role: str) -> str:
+        """The public half of a signature role as Tink JSON (safe to give away)."""
+        self.require([role])
+        handle = self._handles[role]
+        try:
+            handle = handle.public_keyset_handle()
+        except tink.TinkError:  # already the public half
+            pass
+        return tink.json_proto_keyset_format.serialize_without_secret(handle)
+
+
+def _primitive_of(handle, cls):
+    if cls is signature.PublicKeyVerify:
+        try:
+            handle = handle.public_keyset_handle()
+        except tink.TinkError:  # a keyset holding the public half only
+            pass
+    return handle.primitive(cls)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +342,31 @@ def rotate_keyring(directory: str, roles: Sequence[str]) -> Dict[str, tuple]:
     return changed
 
 
+def share_keyring(source: str, destination: str, roles: Sequence[str]) -> Keyring:
+    """A new keyring at ``destination`` holding ``roles`` of ``source`` (same keys, same
+    protection), for a key holder: the acquirer's data team, a compliance operator. The
+    ``manifest`` role is always given, as its public half only: enough to check every seal,
+    never to forge one."""
+    _local_dir(destination)
+    if os.path.exists(os.path.join(destination, KEYRING_FILE)):
+        raise KeyringError(f'{destination} already holds a keyring; refusing to overwrite it')
+    doc, wrap = _open_for_change(source)
+    keyring = load_keyring(source, warn=False)
+    keyring.require(roles)
+    os.makedirs(destination, exist_ok=True)
+    shared = {k: v for k, v in doc.items() if k != 'keysets'}
+    shared.update(created_at=_now(), keysets={})
+    for role in sorted(set(roles) | ({'manifest'} & set(keyring.roles))):
+        handle = keyring._handles[role]
+        if role == 'manifest':
+            handle = tink.json_proto_keyset_format.parse_without_secret(
+                keyring.public_keyset(role))
+        _store(destination, shared, role, handle, wrap, new=True)
+        shared['keysets'][role]['created'] = dict(doc['keysets'][role].get('created', {}))
+    _save_doc(destination, shared, new=True)
+    return load_keyring(destination, warn=False)
+
+
 def _open_for_change(directory):
     _local_dir(directory)
     doc = _read_doc(directory)
@@ -419,7 +480,7 @@ def load_keyring(path: str, roles: Optional[Sequence[str]] = None, *,
             raise KeyringError(str(e)) from None
         handles[role] = _parse_keyset(text, role, keyset_path, wrap, doc.get('master_key_uri'))
         try:
-            handles[role].primitive(_primitive_class(role))
+            _primitive_of(handles[role], _primitive_class(role))
         except (tink.TinkError, KeyError):
             raise KeyringError(f'{keyset_path}: the keyset for role {role!r} is not of the '
                                f'kind this role needs') from None

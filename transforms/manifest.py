@@ -4,12 +4,12 @@ Runs inside the pipeline after all writes are finalized (on Dataflow the launche
 Each output file is read back: its bytes are checksummed (crc32c) and its rows counted after
 decryption under its own identity, so the manifest vouches for files that really open with the
 keys, in their place. Each file is listed with the key roles and key ids it needs. A run
-directory without ``manifest.json`` is incomplete.
+directory without ``manifest.json`` is incomplete; the manifest is sealed (signed under the
+``manifest`` key, ``transforms.seal``) and readers check the seal first.
 """
 
 import datetime
 import hashlib
-import json
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -23,6 +23,7 @@ from transforms.files import write_json, write_whole
 from transforms.keyring import cached_keyring
 from transforms.errors import DeadLetterLimitExceeded, RiskLimitExceeded
 from transforms.reasons import DATA_QUALITY_REASONS, REASONS
+from transforms.seal import write_sealed_json
 
 __all__ = ['MANIFEST_FILE', 'WriteManifest', 'build_manifest', 'file_facts', 'percent',
            'relative_path', 'write_report']
@@ -139,8 +140,8 @@ def _write_manifest(_, run, counts, files, risk, notice):
         if run.get('output_root'):
             append_event(run['output_root'], 'run_aborted', run_id=run['run_id'], why=str(e))
         raise
-    data = json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n'
-    write_whole(run['run_dir'], MANIFEST_FILE, data)
+    data = write_sealed_json(run['run_dir'], MANIFEST_FILE, manifest, run['keys_path'],
+                             file_identity(run['run_id'], MANIFEST_FILE))
     write_report(run['run_dir'], manifest, run.get('report_lang', 'en'))
     if run.get('output_root'):
         append_event(run['output_root'], 'run_committed', run_id=run['run_id'],

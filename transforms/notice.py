@@ -30,8 +30,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.crypto import encrypting_stream
-from transforms.files import join, write_json
+from transforms.crypto import encrypting_stream, file_identity
+from transforms.files import join
+from transforms.seal import write_sealed_json
 from transforms.keyring import cached_keyring
 from transforms.mask import KeyedBatchFn
 from transforms.masking import MaskContext, string_form
@@ -269,14 +270,15 @@ class NotificationList(beam.PTransform):
             beam.combiners.ToList()
         return (files.pipeline
                 | 'Once' >> beam.Create([None])
-                | 'Summary' >> beam.Map(_write_summary, notice_dir, self._run['run_id'],
+                | 'Summary' >> beam.Map(_write_summary, notice_dir, self._run,
                                         beam.pvalue.AsList(files),
                                         beam.pvalue.AsSingleton(counts)))
 
 
-def _write_summary(_, notice_dir, run_id, files, counts):
-    """``notice.json`` next to the list: its counts and files (size, crc32c); returns the
-    counts, which the run's manifest takes (no customer id)."""
+def _write_summary(_, notice_dir, run, files, counts):
+    """``notice.json`` next to the list, sealed: its counts and files (size, crc32c); returns
+    the counts, which the run's manifest takes (no customer id)."""
+    run_id = run['run_id']
     from transforms.manifest import relative_path
     summary = _merge_counts(counts)
     listed = []
@@ -285,8 +287,9 @@ def _write_summary(_, notice_dir, run_id, files, counts):
             data = f.read()
         listed.append({'path': relative_path(notice_dir, path), 'bytes': len(data),
                        'crc32c': google_crc32c.Checksum(data).digest().hex()})
-    write_json(notice_dir, NOTICE_FILE, {'run_id': run_id, 'key_role': 'notice',
-                                         'format': 'Parquet in Tink streaming AEAD '
-                                                   'AES256_GCM_HKDF_1MB (notice)',
-                                         **summary, 'files': listed})
+    write_sealed_json(notice_dir, NOTICE_FILE,
+                      {'run_id': run_id, 'key_role': 'notice',
+                       'format': 'Parquet in Tink streaming AEAD AES256_GCM_HKDF_1MB (notice)',
+                       **summary, 'files': listed},
+                      run['keys_path'], file_identity(run_id, NOTICE_FILE))
     return {k: v for k, v in summary.items() if k != 'rows'}
