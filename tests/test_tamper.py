@@ -7,6 +7,7 @@ plaintext.
 """
 
 import io
+import json
 import multiprocessing
 import os
 
@@ -179,3 +180,199 @@ def test_a_dropped_segment_is_rejected(demo_run, tmp_path):
     pident = file_identity(result.manifest['run_id'], parquet['path'])
     third = len(blob) // 3
     assert outcome('parquet', blob[:third] + blob[2 * third:], keys, pident, None) == 'rejected'
+
+
+# ---------------------------------------------------------------------------------------------
+# A delivered run tampered with as an attacker would: the data file's bytes flipped inside each
+# column kind's chunks, with the manifest's size and crc32c rewritten to match and the manifest
+# sealed again (as if the attacker held the manifest key), so what is tested is the encryption
+# of every column; and the manifest itself edited without the key.
+
+FLIPS_PER_PLACE = 120
+
+
+def _copy_run(result, tmp_path, name='run'):
+    import shutil
+    copy = str(tmp_path / name / result.manifest['run_id'])
+    shutil.copytree(result.run_dir, copy)
+    return copy
+
+
+def _reseal(run_dir, manifest, keys):
+    from transforms.seal import seal_of
+    data = json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n'
+    with open(os.path.join(run_dir, 'manifest.json'), 'wb') as f:
+        f.write(data)
+    with open(os.path.join(run_dir, 'manifest.json.seal'), 'wb') as f:
+        f.write(seal_of(load_keyring_cached(keys), f'{manifest["run_id"]}/manifest.json', data))
+
+
+def _places(blob, keyring, ident, column_keys):
+    """Byte ranges of each key role's column chunks in a Parquet file, and its footer."""
+    role_of = {c: role for role, cols in column_keys.items() for c in cols}
+    meta = pq.ParquetFile(pa.BufferReader(blob), decryption_properties=pme_decryption_properties(
+        keyring, ident)).metadata
+    places = {}
+    for g in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            col = meta.row_group(g).column(c)
+            start = col.dictionary_page_offset or col.data_page_offset
+            places.setdefault(role_of[col.path_in_schema], []).extend(
+                range(start, start + col.total_compressed_size))
+    footer_length = int.from_bytes(blob[-8:-4], 'little')
+    places['footer'] = list(range(len(blob) - 8 - footer_length, len(blob) - 8))
+    return places
+
+
+def test_flips_in_every_column_kind_fail_even_with_the_manifest_rewritten(demo_run, tmp_path,
+                                                                         capsys):
+    import random
+    import google_crc32c
+    workdir, _, result = demo_run
+    keys = os.path.join(workdir, 'keys')
+    keyring = load_keyring_cached(keys)
+    run_dir = _copy_run(result, tmp_path)
+    pristine = json.load(open(os.path.join(run_dir, 'manifest.json'), encoding='utf-8'))
+    rng = random.Random(19)
+    figures = {}
+    for table in ('customers', 'contracts'):
+        entry = pristine['tables'][table]
+        listed = entry['files'][0]
+        path = os.path.join(run_dir, listed['path'])
+        blob = open(path, 'rb').read()
+        ident = file_identity(pristine['run_id'], listed['path'])
+        expected = read_table(run_dir, keys=keys, table=table)[0]
+        for role, where in _places(blob, keyring, ident, entry['column_keys']).items():
+            if table == 'contracts' and role != 'data.footer':
+                continue  # contracts add the public column kind; the rest is in customers
+            counts = figures.setdefault(role, {'tried': 0, 'rejected': 0, 'identical': 0,
+                                               'changed': 0})
+            for i in rng.sample(where, min(FLIPS_PER_PLACE, len(where))):
+                changed = bytearray(blob)
+                changed[i] ^= 1 << rng.randrange(8)
+                with open(path, 'wb') as f:
+                    f.write(changed)
+                manifest = json.loads(json.dumps(pristine))
+                manifest['tables'][table]['files'][0].update(
+                    bytes=len(changed), crc32c=f'{google_crc32c.value(bytes(changed)):08x}')
+                _reseal(run_dir, manifest, keys)
+                counts['tried'] += 1
+                try:
+                    got = read_table(run_dir, keys=keys, table=table)[0]
+                except Exception:  # noqa: BLE001 - any refusal is the wanted outcome
+                    counts['rejected'] += 1
+                    continue
+                counts['identical' if got.equals(expected) else 'changed'] += 1
+        with open(path, 'wb') as f:
+            f.write(blob)
+    _reseal(run_dir, pristine, keys)
+    with capsys.disabled():
+        for role, c in sorted(figures.items()):
+            print(f'\n  flips in {role:32s} {c["tried"]} tried, {c["rejected"]} rejected, '
+                  f'{c["identical"]} identical, {c["changed"]} changed', end='')
+        print()
+    assert set(figures) == {'data.footer', 'footer', 'data.internal', 'data.personal',
+                            'data.sensitive', 'column.customers.monthly_income'}
+    assert all(c['changed'] == 0 and c['tried'] == FLIPS_PER_PLACE for c in figures.values())
+    assert all(c['rejected'] >= 0.9 * c['tried'] for c in figures.values())
+
+
+def _edits(manifest):
+    """Edits an operator or attacker might make to a manifest (found by trying them)."""
+    def twice(m):
+        m['tables']['customers']['files'].append(m['tables']['customers']['files'][0])
+
+    def dead_letter_left_out(m):
+        m['tables']['customers']['deadletter_files'].pop()
+
+    def emptied(m):
+        m['tables']['customers']['files'] = []
+
+    def field_removed(m):
+        m['tables']['customers']['fields'] = [f for f in m['tables']['customers']['fields']
+                                              if f['name'] != 'national_id']
+
+    def outside(m):
+        m['tables']['customers']['files'][0]['path'] = '/etc/passwd'
+
+    def climbing(m):
+        m['tables']['customers']['files'][0]['path'] = '../other/data.parquet'
+
+    def no_crc(m):
+        del m['tables']['customers']['files'][0]['crc32c']
+
+    return {'listed twice': twice, 'dead letter left out': dead_letter_left_out,
+            'files emptied': emptied, 'field removed': field_removed,
+            'path outside': outside, 'path climbing': climbing, 'no crc32c': no_crc}
+
+
+@pytest.mark.parametrize('edit', list(_edits(None)))
+def test_an_edited_manifest_is_refused_by_every_reader(demo_run, tmp_path, edit):
+    from pipelines.incident import assess_incident
+    from pipelines.review import select
+    from pipelines.verify import verify_run
+    from transforms.errors import NovationError
+    workdir, _, result = demo_run
+    keys = os.path.join(workdir, 'keys')
+    run_dir = _copy_run(result, tmp_path)
+    manifest = json.load(open(os.path.join(run_dir, 'manifest.json'), encoding='utf-8'))
+    first = manifest['tables']['customers']['files'][0]['path']
+    _edits(manifest)[edit](manifest)
+    with open(os.path.join(run_dir, 'manifest.json'), 'w', encoding='utf-8') as f:
+        json.dump(manifest, f, ensure_ascii=False, indent=2)
+    readers = {
+        'decrypt': lambda: read_table(run_dir, keys=keys, table='customers'),
+        'dead letters': lambda: read_deadletters_of(run_dir, keys),
+        'verify': lambda: verify_run(run_dir, keys),
+        'review': lambda: select(run_dir, keys, {}),
+        'incident': lambda: assess_incident(run_dir, first, keys),
+    }
+    for name, reader in readers.items():
+        with pytest.raises(NovationError, match='not the manifest the run sealed'):
+            reader()
+    # sealed again by the key holder itself, a path outside the run or a missing crc32c is
+    # still refused: the manifest is not a way to open any file
+    if edit in ('path outside', 'path climbing', 'no crc32c'):
+        _reseal(run_dir, manifest, keys)
+        why = 'lacks its rows, bytes or crc32c' if edit == 'no crc32c' else \
+            'is not a place inside the run directory'
+        with pytest.raises(NovationError, match=why):
+            read_table(run_dir, keys=keys, table='customers')
+
+
+def read_deadletters_of(run_dir, keys):
+    from pipelines.decrypt import read_deadletters
+    return read_deadletters(run_dir, keys=keys, table='customers')
+
+
+@pytest.mark.parametrize('text, why', [
+    (b'{"tables": ', 'is not valid JSON'),
+    (b'[1, 2]', 'names no run id'),
+    (b'', 'is not valid JSON'),
+])
+def test_a_manifest_that_is_not_one_is_one_line(demo_run, tmp_path, text, why):
+    from transforms.errors import NovationError
+    workdir, _, result = demo_run
+    run_dir = _copy_run(result, tmp_path)
+    with open(os.path.join(run_dir, 'manifest.json'), 'wb') as f:
+        f.write(text)
+    with pytest.raises(NovationError, match=why):
+        read_table(run_dir, keys=os.path.join(workdir, 'keys'), table='customers')
+
+
+def test_a_manifest_without_its_seal_or_under_another_run_id_is_refused(demo_run, tmp_path):
+    from transforms.errors import NovationError
+    workdir, _, result = demo_run
+    keys = os.path.join(workdir, 'keys')
+    run_dir = _copy_run(result, tmp_path)
+    manifest = json.load(open(os.path.join(run_dir, 'manifest.json'), encoding='utf-8'))
+    renamed = _copy_run(result, tmp_path, 'renamed')  # a run copied elsewhere still reads
+    assert read_table(renamed, keys=keys, table='customers')[0].num_rows
+    manifest['run_id'] = 'another-run'  # what a seal names cannot be changed
+    with open(os.path.join(run_dir, 'manifest.json'), 'w', encoding='utf-8') as f:
+        json.dump(manifest, f)
+    with pytest.raises(NovationError, match='not the manifest the run sealed'):
+        read_table(run_dir, keys=keys, table='customers')
+    os.remove(os.path.join(run_dir, 'manifest.json.seal'))
+    with pytest.raises(NovationError, match='has no seal'):
+        read_table(run_dir, keys=keys, table='customers')
