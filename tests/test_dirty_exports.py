@@ -220,6 +220,41 @@ def test_csv_column_problems_are_file_errors(tmp_path, header, message):
         read_file(table)
 
 
+@pytest.mark.parametrize('first_line', [
+    'rid,鞠雪,M,11010519491231002X,13812345678,xue.ju@example.cn',
+    'rid,鞠雪,13812345678',
+    'rid,amount,6222020200112233445',
+])
+def test_a_first_line_that_holds_values_is_never_echoed(tmp_path, first_line):
+    """A header line that is partly a customer's record: the column names are not shown
+    (the name next to an ID number may be the customer's own)."""
+    table = make_table(str(tmp_path), 'csv')
+    (tmp_path / 'data.csv').write_text(first_line + '\nR1,1\n', encoding='utf-8')
+    with pytest.raises(InputError) as caught:
+        read_file(table)
+    message = str(caught.value)
+    assert 'not shown' in message and 'may be a record, not a header' in message
+    assert not any(value in message for value in first_line.split(',')[1:])
+
+
+def test_records_whose_keys_name_no_field_are_one_error_without_values(tmp_path):
+    table = make_table(str(tmp_path), 'jsonl')
+    (tmp_path / 'data.jsonl').write_text('{"C00000001": "鞠雪"}\n', encoding='utf-8')
+    with pytest.raises(InputError, match='none of its 1 column names is a field') as caught:
+        read_file(table)
+    assert 'C00000001' not in str(caught.value) and '鞠雪' not in str(caught.value)
+
+
+@pytest.mark.parametrize('name, looks', [
+    ('customer_id', False), ('微信号', False), ('备注 (remarks)', False), ('col2', False),
+    ('13812345678', True), ('11010519491231002X', True), ('a@b.cn', True),
+    ('x' * 65, True), ('2024-01-02 08:00:00', True),
+])
+def test_looks_like_value(name, looks):
+    from transforms.read import looks_like_value
+    assert looks_like_value(name) is looks
+
+
 def test_a_file_in_the_wrong_encoding_is_one_error_with_the_offset(tmp_path):
     table = make_table(str(tmp_path), 'csv', encoding='utf-8')
     rows = ''.join(f'R{i},1.00,2024-01-02,是,备注{i}\n' for i in range(50))

@@ -40,7 +40,7 @@ from transforms.conform import conform_batch
 from transforms.consent import suppress_sensitive
 from transforms.mask import mask_batch
 from transforms.masking import MaskContext, string_form
-from transforms.read import ColumnPlan, text_array
+from transforms.read import ColumnPlan, shown_columns, text_array
 from transforms.crypto import file_identity
 from transforms.deadletter import EncryptedJsonLines, seal
 from transforms.files import join, read_bytes, write_json, write_whole
@@ -115,7 +115,7 @@ def _layout(plan, table, columns) -> Tuple[Dict[str, str], Optional[str]]:
             (twice if field in fields else []).append(field)
             fields[field] = column
     unknown = sorted(c for c in columns if not plan.knows(c))
-    problem = (f'column(s) not in the schema (unclassified): {", ".join(unknown)}'
+    problem = (f'column(s) not in the schema (unclassified): {", ".join(shown_columns(unknown))}'
                if unknown and table.extra_columns != 'ignore' else
                f'two columns give field(s) {", ".join(twice)}' if twice else None)
     return fields, problem

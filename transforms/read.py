@@ -134,6 +134,30 @@ def plan_ranges(metadata, table, workers):
             for (start, rows_before), end in zip(starts, ends)]
 
 
+# A column name longer than this, or holding this many digits, is more likely a value.
+_NAME_MAX = 64
+_NAME_DIGITS = 6
+
+
+def looks_like_value(name: str) -> bool:
+    """Whether a column name looks like a customer's value rather than a name: an identifier
+    the detectors find, many digits, an @, or very long."""
+    from transforms.detectors import find
+    return (len(name) > _NAME_MAX or sum(c.isdigit() for c in name) >= _NAME_DIGITS
+            or '@' in name or bool(find(name)))
+
+
+def shown_columns(names) -> list:
+    """Column names as messages and the manifest show them. If any looks like a value, the
+    line they come from is probably a record, not a header: none of them is shown (a name
+    next to an ID number may be the customer's own)."""
+    names = list(names)
+    if any(map(looks_like_value, names)):
+        return [f'<{len(names)} name(s) not shown: some look like values, so the first line '
+                f'may be a record, not a header>']
+    return names
+
+
 class ColumnPlan:
     """How a file's columns map to the schema's fields (pure).
 
@@ -164,6 +188,11 @@ class ColumnPlan:
         ``require_all=False`` (JSON Lines, where each record names its own keys) leaves missing
         required fields to Conform, row by row.
         """
+        schema = self._table.schema
+        if columns and not any(c in self._field_of for c in columns):
+            raise InputError(f'{path}: none of its {len(columns)} column names is a field of '
+                             f'{schema.source}: a file without its header line, or another '
+                             f'table\'s file? (the names are not shown: they may be data)')
         mapping, ignored, seen = {}, [], {}
         for column in columns:
             field = self._field_of.get(column)
@@ -172,10 +201,10 @@ class ColumnPlan:
                 continue
             if field in seen:
                 raise InputError(f'{path}: columns {seen[field]!r} and {column!r} both map to '
-                                 f'field {field!r} of {self._table.schema.source}')
+                                 f'field {field!r} of {schema.source}')
             seen[field] = column
             mapping[column] = field
-        schema = self._table.schema
+        ignored = shown_columns(ignored) if ignored else []  # the manifest lists them
         if ignored and self._table.extra_columns != 'ignore':
             raise InputError(
                 f'{path}: column(s) not in the schema (unclassified): {", ".join(ignored)}; '
