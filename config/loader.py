@@ -21,7 +21,7 @@ from schemas import LEVELS, FieldSpec, TableSchema, parse_schema
 from transforms.casting import NULL_TOKENS
 from transforms.errors import ConfigError
 from transforms.files import read_text, resolve
-from transforms.masking import Operator, make_operator
+from transforms.masking import FORBIDDEN, OPERATORS, Operator, make_operator
 
 __all__ = ['ConsentConfig', 'DeadLetterConfig', 'FieldRule', 'MigrationConfig', 'OutputConfig',
            'Purpose', 'StreamConfig', 'TableConfig', 'Transfer', 'load_config', 'parse_config']
@@ -248,6 +248,9 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
     except _DuplicateKey as e:
         raise ConfigError(f'{source}: key {e.key!r} is given twice, at lines {e.lines[0]} and '
                           f'{e.lines[1]}; keep one') from None
+    except RecursionError:
+        raise ConfigError(f'{source}: nested too deeply to be a config (lists or mappings '
+                          f'inside each other thousands of times)') from None
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         at = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
@@ -262,6 +265,7 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
         raise ConfigError(f'{source}: tables: at least one table is needed')
     masking = c.mapping(root['masking'], 'masking', required=('defaults',), optional=('fields',))
     defaults = c.mapping(masking['defaults'], 'masking.defaults', optional=LEVELS)
+    _check_defaults(c, defaults)
     overrides = c.mapping(masking.get('fields') or {}, 'masking.fields')
     tables = []
     for name, raw in tables_raw.items():
@@ -490,8 +494,10 @@ def _table(c, name, raw, base_dir, defaults, overrides):
     delimiter = t.get('delimiter', ',')
     quote = t.get('quote', '"')
     for option, value in (('delimiter', delimiter), ('quote', quote)):
-        if not isinstance(value, str) or len(value) != 1 or value in '\r\n':
-            c.fail(f'{key}.{option}', f'must be one character, got {value!r}')
+        if not isinstance(value, str) or len(value) != 1 or value.isalnum() or not (
+                value.isprintable() or value == '\t' and option == 'delimiter'):
+            c.fail(f'{key}.{option}', f'must be one character, a punctuation mark or a space '
+                                      f'(or a tab, as the delimiter), got {value!r:.20}')
     if delimiter == quote:
         c.fail(f'{key}.quote', 'must differ from the delimiter')
     header = t.get('header', True)
@@ -581,6 +587,26 @@ def _rule(c, table, field: FieldSpec, defaults, overrides) -> FieldRule:
         params['key'] = f'{table}.{field.name}'  # the column's own key: column.TABLE.FIELD
     return FieldRule(field=field, operator=make_operator(method, field, f'{c.source}: {key}',
                                                          params))
+
+
+def _check_defaults(c, defaults) -> None:
+    """Every default is a method allowed for its level, used or not: a default that no field
+    needs today is still a mistake waiting for the schema that does."""
+    for level, spec in defaults.items():
+        key = f'masking.defaults.{level}'
+        method = spec.get('method') if isinstance(spec, dict) else spec
+        if not isinstance(method, str):
+            c.fail(key, f'must be a method name or a mapping with "method"; allowed methods: '
+                        f'{", ".join(OPERATORS)}')
+        if method not in OPERATORS:
+            c.fail(key, f'unknown masking method {method!r:.60}; allowed: '
+                        f'{", ".join(OPERATORS)}')
+        if level == 'restricted' and method != 'drop':
+            c.fail(key, f'{method!r} is not allowed: restricted data (authentication data) is '
+                        f'never transferred; allowed: drop')
+        if method in FORBIDDEN.get(level, ()):
+            c.fail(key, f'{method!r} is not allowed for {level} fields; allowed: '
+                        f'{", ".join(sorted(set(OPERATORS) - FORBIDDEN[level]))}')
 
 
 def _check_overrides_exist(c, overrides, tables):

@@ -143,13 +143,13 @@ def parse_schema(text: str, source: str) -> TableSchema:
                                   f'{names[column]!r} and {spec.name!r}')
         fields.append(spec)
     subject_key = doc.get('subject_key')
-    if subject_key not in seen:
+    if not isinstance(subject_key, str) or subject_key not in seen:
         raise SchemaError(
             f'{source}: "subject_key" must name one of the fields '
             f'({", ".join(sorted(seen))}); got {subject_key!r}')
     primary_key = doc.get('primary_key')
     if primary_key is not None:
-        if primary_key not in seen:
+        if not isinstance(primary_key, str) or primary_key not in seen:
             raise SchemaError(f'{source}: "primary_key" must name one of the fields '
                               f'({", ".join(sorted(seen))}); got {primary_key!r}')
         if next(f for f in fields if f.name == primary_key).nullable:
@@ -178,9 +178,9 @@ def _parse_field(raw, source: str, index: int) -> FieldSpec:
             f'{where}: classification {level!r} is not a level; allowed: {", ".join(LEVELS)}')
     category = raw.get('category')
     if category is not None:
-        if category not in CATEGORIES:
+        if not isinstance(category, str) or category not in CATEGORIES:
             raise SchemaError(
-                f'{where}: category {category!r} is unknown; allowed: '
+                f'{where}: category {category!r:.60} is unknown; allowed: '
                 f'{", ".join(sorted(CATEGORIES))}')
         floor = CATEGORIES[category]
         if level_rank(level) < level_rank(floor):

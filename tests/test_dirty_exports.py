@@ -237,6 +237,28 @@ def test_a_first_line_that_holds_values_is_never_echoed(tmp_path, first_line):
     assert not any(value in message for value in first_line.split(',')[1:])
 
 
+@pytest.mark.parametrize('data, message', [
+    (b'rid,amount\rR1,1\rR2,2\r', 'its lines end in a lone CR'),
+    (b'rid,amount\r' + b'R1,1\r' * 300_000, 'over 1024 KiB without a line ending'),
+    (b'rid,"amount\nR1,1\n', 'the header line cannot be split into columns'),
+])
+def test_a_header_that_cannot_be_read_is_one_error(tmp_path, data, message):
+    table = make_table(str(tmp_path), 'csv')
+    (tmp_path / 'data.csv').write_bytes(data)
+    with pytest.raises(InputError, match=message):
+        read_file(table)
+
+
+@pytest.mark.parametrize('body', [b'R1,"' + b'x' * (2 << 20) + b'\n',
+                                  b'R1,' + b'\x00' * (1 << 20) + b',1\n'])
+def test_a_huge_field_is_one_record_not_a_crash(tmp_path, body):
+    table = make_table(str(tmp_path), 'csv')
+    (tmp_path / 'data.csv').write_bytes(b'rid,amount,day,flag,note,at\nR0,1,2024-01-02,1,a,'
+                                        b'2024-01-02 08:00:00\n' + body)
+    kept, dead, rows_read, _ = read_file(table)
+    assert len(kept) + len(dead) >= 2 and rows_read == 2
+
+
 def test_records_whose_keys_name_no_field_are_one_error_without_values(tmp_path):
     table = make_table(str(tmp_path), 'jsonl')
     (tmp_path / 'data.jsonl').write_text('{"C00000001": "鞠雪"}\n', encoding='utf-8')

@@ -154,8 +154,18 @@ def change(doc, dotted, value):
                                                "field of"),
     ('masking.defaults.personal', 'keep_everything', "masking.defaults.personal: unknown "
                                                      "masking method 'keep_everything'"),
-    ('masking.defaults.sensitive', 'keep', "masking.defaults.sensitive: method 'keep' is not "
-                                           "allowed for 'national_id', a sensitive field"),
+    ('masking.defaults.sensitive', 'keep', "masking.defaults.sensitive: 'keep' is not allowed "
+                                           "for sensitive fields; allowed: date_shift"),
+    ('masking.defaults.restricted', 'keep', "masking.defaults.restricted: 'keep' is not allowed: "
+                                            "restricted data (authentication data) is never "
+                                            "transferred; allowed: drop"),
+    ('masking.defaults.restricted', [1, 2], 'masking.defaults.restricted: must be a method '
+                                            'name or a mapping with "method"'),
+    ('masking.fields.customers.credit_score', {'method': 'generalize', 'bucket': float('nan')},
+     'generalize on a number needs bucket: a positive width, got nan'),
+    ('masking.fields.customers.gender', {'method': {'a': 1}}, 'unknown masking method'),
+    ('tables.customers.quote', '\x00', 'tables.customers.quote: must be one character, a '
+                                       'punctuation mark'),
     ('masking.fields.customers.login_password_hash', 'hash',
      "masking.fields.customers.login_password_hash: method 'hash' is not allowed for "
      "'login_password_hash', a restricted field; allowed: drop"),

@@ -7,7 +7,6 @@ them to a table's batches with one lookup per distinct customer of a batch.
 """
 
 import collections
-import csv
 import threading
 
 import apache_beam as beam
@@ -25,7 +24,7 @@ from transforms.consent_rules import (VERDICT_CODE, VERDICTS, Decisions, FlagRun
                                       refusal_problems, registry_flags)
 from transforms.errors import InputError
 from transforms.masking import string_form
-from transforms.read import FileRange, open_range, plan_ranges
+from transforms.read import FileRange, open_range, plan_ranges, split_csv_line
 from transforms.reasons import DeadLetter
 from transforms.scratch import SPILL_ROWS, Partitions, write_partitions
 from transforms.sorted_keys import fixed_width, key_column, keys_of, partition_of, texts
@@ -208,7 +207,7 @@ def read_consent_file(path, fields, what, file_range=None, columns=()):
     columns = None
     if file_range.start:  # a later range: the header is at the start of the file
         with FileSystems.open(path) as f:
-            columns = next(csv.reader([f.readline().decode('utf-8-sig')]), [])
+            columns = split_csv_line(f.readline(1 << 20).decode('utf-8-sig', 'replace')) or []
     with open_range(file_range) as f:
         try:
             reader = pa_csv.open_csv(f, read_options=pa_csv.ReadOptions(block_size=16 << 20,

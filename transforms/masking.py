@@ -9,6 +9,7 @@ Methods: ``keep``, ``drop``, ``redact``, ``mask``, ``hash``, ``tokenize``, ``gen
 """
 
 import dataclasses
+import math
 import re
 from typing import Optional
 
@@ -210,7 +211,7 @@ class Generalize(Operator):
                                   f'got {self.to!r}')
         elif kind in _NUMBER_KINDS:
             if not isinstance(self.bucket, (int, float)) or isinstance(self.bucket, bool) or \
-                    self.bucket <= 0:
+                    not math.isfinite(self.bucket) or self.bucket <= 0:
                 raise ConfigError(f'{self.where}: generalize on a number needs bucket: a '
                                   f'positive width, got {self.bucket!r}')
         else:
@@ -334,8 +335,8 @@ FORBIDDEN = {
 
 def make_operator(method, field: FieldSpec, where: str, params=None) -> Operator:
     """Build the operator named ``method`` for ``field``; errors name ``where``."""
-    if method not in OPERATORS:
-        raise ConfigError(f'{where}: unknown masking method {method!r}; allowed: '
+    if not isinstance(method, str) or method not in OPERATORS:
+        raise ConfigError(f'{where}: unknown masking method {method!r:.60}; allowed: '
                           f'{", ".join(OPERATORS)}')
     if method in FORBIDDEN.get(field.classification, ()):
         allowed = sorted(set(OPERATORS) - FORBIDDEN[field.classification])

@@ -34,6 +34,10 @@ __all__ = ['ColumnPlan', 'DecodedStream', 'FileRange', 'ReadTable', 'first_undec
            'start_problem', 'text_array']
 
 _CSV_BLOCK_BYTES = 4 << 20
+_HEADER_MAX = 1 << 20  # a first line longer than this is no header
+# A record is as long as its fields: Python's csv module (headers, malformed rows) would stop
+# at 128 KiB by default.
+csv.field_size_limit(1 << 30)
 _BATCH_ROWS = 65_536
 _TEXT_BATCH_ROWS = 16_384  # JSON Lines and Avro build batches from Python values
 # A file whose first batch has at least WRONG_ENCODING_ROWS undecodable rows, more than
@@ -450,7 +454,8 @@ class _ReadBatchesFn(beam.DoFn):
         f.seek(here)
         done = 0
         self._progress.position = lambda: size * done // total
-        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
+        for batch in _undamaged(parquet.iter_batches(batch_size=_BATCH_ROWS), path, 'Parquet',
+                                lambda: done):
             done += batch.num_rows
             yield batch, np.arange(done - batch.num_rows + 1, done + 1)
         return done
@@ -506,7 +511,7 @@ class _ReadBatchesFn(beam.DoFn):
         # (under its name or an alias): an erased customer's broken row must count as erased.
         subject = next((columns.index(c) for c in t.subject_columns if c in columns), None)
         for r in invalid:
-            values = next(csv.reader([r.text], delimiter=t.delimiter, quotechar=t.quote), [])
+            values = split_csv_line(r.text, t.delimiter, t.quote) or []
             yield DeadLetter(
                 reason='malformed', stage='read', table=t.name, source_file=path,
                 row=r.number + offset, problem=f'expected {r.expected_columns} columns, found '
@@ -516,9 +521,22 @@ class _ReadBatchesFn(beam.DoFn):
         return next_row - 1 + sum(1 for r in invalid if r.number >= next_row)
 
     def _header(self, text, path):
-        line = text.readline().decode('utf-8')
+        raw = text.readline(_HEADER_MAX)
+        if len(raw) == _HEADER_MAX and not raw.endswith(b'\n'):
+            raise InputError(f'{path}: its first line is over {_HEADER_MAX >> 10} KiB without '
+                             f'a line ending: no CSV header (lines ending in a lone CR? '
+                             f'convert them to LF or CRLF)')
+        line = raw.decode('utf-8')
         if REPLACEMENT in line:
             self._wrong_encoding(path)
+        t = self._table
+        if '\r' in line.rstrip('\r\n') and t.quote not in line:
+            raise InputError(f'{path}: its lines end in a lone CR (an old Mac export): convert '
+                             f'them to LF or CRLF')
+        if split_csv_line(line, t.delimiter, t.quote, strict=True) is None:
+            raise InputError(f'{path}: the header line cannot be split into columns at '
+                             f'{t.delimiter!r} (an unterminated {t.quote!r} quote, or a line '
+                             f'ending inside it?)')
         columns = _split_line(line, self._table.delimiter, self._table.quote)
         problem = header_problem(columns, line, self._table, self._plan, path)
         if problem:
@@ -558,7 +576,7 @@ class _ReadBatchesFn(beam.DoFn):
         except Exception:  # fastavro's message may quote bytes of the file
             raise InputError(f'{path} is not an Avro object container file') from None
         records, first, n = [], 1, 0
-        for n, record in enumerate(reader, 1):
+        for n, record in enumerate(_undamaged(reader, path, 'Avro', lambda: n), 1):
             records.append(record)
             if len(records) == _TEXT_BATCH_ROWS:
                 yield _batch_of_records(records, text_only=False), np.arange(first, n + 1)
@@ -566,6 +584,21 @@ class _ReadBatchesFn(beam.DoFn):
         if records:
             yield _batch_of_records(records, text_only=False), np.arange(first, n + 1)
         return n
+
+
+def _undamaged(items, path, fmt, done):
+    """``items`` of a file being decoded; a damaged part of it (a bad page, a lost sync
+    marker, a cut) ends the read with one line naming the file and how far it got."""
+    iterator = iter(items)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except Exception:  # noqa: BLE001 - the decoder's own errors may quote the file's bytes
+            raise InputError(f'{path} cannot be read as {fmt} after record {done():,} '
+                             f'(truncated or damaged?)') from None
+        yield item
 
 
 # The first bytes of files in formats a seller may hand over instead of the one configured.
@@ -626,9 +659,19 @@ def _looks_like_text(head: bytes) -> bool:
     return all(b >= 0x20 or b in b'\t\r\n' for b in head)
 
 
+def split_csv_line(line: str, delimiter: str = ',', quote: str = '"', *,
+                   strict: bool = False) -> Optional[list]:
+    """The fields of one CSV line (its line ending removed), or None if it cannot be split
+    (a line ending inside a field; with ``strict``, also an unterminated quote)."""
+    try:
+        return next(csv.reader([line.rstrip('\r\n')], delimiter=delimiter, quotechar=quote,
+                               strict=strict), [])
+    except csv.Error:
+        return None
+
+
 def _split_line(line: str, delimiter: str, quote: str) -> list:
-    return [c.strip() for c in next(csv.reader([line], delimiter=delimiter, quotechar=quote),
-                                    [])]
+    return [c.strip() for c in split_csv_line(line, delimiter, quote) or []]
 
 
 def header_problem(columns, line: str, table, plan: ColumnPlan, path: str) -> Optional[str]:
