@@ -118,7 +118,8 @@ def read_table(run_dir: str, *, keys: str, table: str) -> tuple:
                 schema = pa.schema([pf.schema_arrow.field(c) for c in readable])
                 parts.append(pa.Table.from_batches(list(pf.iter_batches(columns=readable)),
                                                    schema=schema))
-        except (OSError, pa.ArrowException, NovationError, ValueError):
+        except (OSError, pa.ArrowException, NovationError, ValueError, EOFError,
+                tink.TinkError):
             raise NovationError(f'{f["path"]} cannot be decrypted with the keys in {keys} (wrong '
                                 f'keyring, a file moved from its place, or a changed file)'
                                 ) from None

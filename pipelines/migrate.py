@@ -36,7 +36,7 @@ from transforms.seal import require_signing
 from transforms.deadletter import WriteDeadLetters
 from transforms.dedup import DropDuplicates
 from transforms.errors import ConfigError, DeadLetterLimitExceeded, NovationError
-from transforms.files import exists, has_scheme, join, why_not_writable
+from transforms.files import check_reachable, exists, has_scheme, join, why_not_writable
 from transforms import progress
 from transforms.manifest import WriteManifest
 from transforms.mask import Mask
@@ -63,6 +63,7 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
     not given). ``output_key``: where the output path was given, for errors (default: the
     config's output.path).
     """
+    check_reachable(config.output.path, config.output.keys, *(t.path for t in config.tables))
     fmt = config.output.format
     roles = sorted({'pseudonym', 'token', 'deadletter', 'manifest',
                     *(r for t in config.tables for r in file_roles(t, fmt)),

@@ -395,6 +395,14 @@ def test_avro_and_parquet_deliver_the_same_rows(demo_copy):
         key = lambda r: json.dumps(r, sort_keys=True, default=str)  # noqa: E731
         assert sorted(avro_rows.to_pylist(), key=key) == \
             sorted(parquet_rows.to_pylist(), key=key), name
+    from pipelines.verify import verify_run
+    checked = verify_run(as_avro.run_dir, keys)
+    assert not checked['problems'] and checked['files_ok'] == checked['files'] > 4
+    # a keyring trusting the manifest but holding another data.avro key: one line, no Tink
+    # traceback
+    other = with_manifest_key_of(keys, init_keyring(os.path.join(workdir, 'other')).path)
+    with pytest.raises(NovationError, match='cannot be decrypted with the keys in'):
+        read_table(as_avro.run_dir, keys=other, table='customers')
 
 
 def test_consent_columns_read_a_sellers_own_registry_names(demo_copy):

@@ -203,3 +203,23 @@ def test_worker_processes_start_with_bounded_malloc_retention_unless_the_user_ch
     migrate.bound_malloc_retention()
     assert os.environ['MALLOC_ARENA_MAX'] == '4'
     assert os.environ['MALLOC_MMAP_THRESHOLD_'] == str(2 << 20)
+
+
+def test_cloud_storage_out_of_reach_is_one_line_within_seconds(demo_copy, capsys):
+    """Offline, a gs:// output is refused at once, not after the storage client's two minutes
+    of retries and a traceback."""
+    import time
+    from pipelines.cli import main
+    from transforms.files import _gcs_unreachable
+    if _gcs_unreachable() is None:
+        pytest.skip('Cloud Storage is reachable from this machine')
+    _, config, _ = demo_copy
+    text = open(config, encoding='utf-8').read().replace('  path: out\n',
+                                                         '  path: gs://acquirer-bucket/out\n')
+    open(config, 'w', encoding='utf-8').write(text)
+    started = time.monotonic()
+    assert main(['run', '--config', config]) == 2
+    assert time.monotonic() - started < 30
+    [line] = [l for l in capsys.readouterr().err.splitlines() if 'DEMO/TEST ONLY' not in l]
+    assert 'gs://acquirer-bucket/out: Cloud Storage (storage.googleapis.com) cannot be ' \
+           'reached' in line

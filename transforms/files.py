@@ -1,16 +1,20 @@
 """Small helpers over Beam's filesystems so local paths and gs:// URIs are treated alike."""
 
+import functools
 import json
 import os
 import posixpath
+import socket
 import tempfile
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import NovationError
 
-__all__ = ['exists', 'join', 'read_bytes', 'read_text', 'resolve', 'why_not_writable',
-           'write_json', 'write_whole']
+__all__ = ['check_reachable', 'exists', 'join', 'read_bytes', 'read_text', 'resolve',
+           'why_not_writable', 'write_json', 'write_whole']
+
+GCS_HOST = 'storage.googleapis.com'
 
 
 def has_scheme(path: str) -> bool:
@@ -30,12 +34,38 @@ def join(base: str, *parts: str) -> str:
     return FileSystems.join(base, *parts)
 
 
+def check_reachable(*paths: str) -> None:
+    """Refuse, in one line and within seconds, gs:// paths when Cloud Storage cannot be
+    reached from this machine: the storage client would retry for two minutes, then print a
+    traceback."""
+    for path in paths:
+        if path and path.startswith('gs://'):
+            why = _gcs_unreachable()
+            if why:
+                raise NovationError(f'{path}: Cloud Storage ({GCS_HOST}) cannot be reached from '
+                                    f'this machine ({why}); check the network, or use a local '
+                                    f'path')
+
+
+@functools.lru_cache(maxsize=1)
+def _gcs_unreachable():
+    if any(os.environ.get(v) for v in ('https_proxy', 'HTTPS_PROXY')):
+        return None  # through a proxy: the client knows the way, a direct probe does not
+    try:
+        socket.create_connection((GCS_HOST, 443), timeout=5).close()
+    except OSError as e:
+        return type(e).__name__ if not str(e) else str(e).split('] ')[-1]
+    return None
+
+
 def exists(path: str) -> bool:
+    check_reachable(path)
     return FileSystems.exists(path)
 
 
 def read_bytes(path: str, *, what: str = 'file') -> bytes:
     """Read a whole (small) file; a missing file is a user error naming it."""
+    check_reachable(path)
     try:
         with FileSystems.open(path) as f:
             return f.read()
