@@ -259,6 +259,20 @@ def test_a_huge_field_is_one_record_not_a_crash(tmp_path, body):
     assert len(kept) + len(dead) >= 2 and rows_read == 2
 
 
+def test_parquet_text_that_is_not_utf8_is_a_dead_letter_not_a_crash(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    table = make_table(str(tmp_path), 'parquet')
+    notes = pa.array([b'ok', b'\xb5\xfe', b'fine'], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({'rid': ['R1', 'R2', 'R3'], 'amount': ['1', '2', '3'],
+                             'note': notes}), table.path)
+    kept, dead, rows_read, _ = read_file(table)
+    assert (sorted(kept), rows_read) == ([1, 3], 3)
+    [letter] = dead
+    assert (letter.row, letter.reason, letter.field, letter.subject) == (2, 'malformed', 'note',
+                                                                         'R2')
+
+
 def test_records_whose_keys_name_no_field_are_one_error_without_values(tmp_path):
     table = make_table(str(tmp_path), 'jsonl')
     (tmp_path / 'data.jsonl').write_text('{"C00000001": "鞠雪"}\n', encoding='utf-8')

@@ -457,8 +457,40 @@ class _ReadBatchesFn(beam.DoFn):
         for batch in _undamaged(parquet.iter_batches(batch_size=_BATCH_ROWS), path, 'Parquet',
                                 lambda: done):
             done += batch.num_rows
-            yield batch, np.arange(done - batch.num_rows + 1, done + 1)
+            rows = np.arange(done - batch.num_rows + 1, done + 1)
+            batch, rows, dead = self._invalid_utf8_rows(batch, rows, path)
+            yield from dead
+            yield batch, rows
         return done
+
+    def _invalid_utf8_rows(self, batch, rows, path):
+        """Split off rows whose text is not valid UTF-8 (Parquet does not check it, so a
+        damaged or mis-encoded file would otherwise fail later, in casting)."""
+        bad, fields = np.zeros(batch.num_rows, dtype=bool), {}
+        for name, column in zip(batch.schema.names, batch.columns):
+            if not pa.types.is_string(column.type):
+                continue
+            try:
+                column.validate(full=True)
+                continue
+            except pa.ArrowInvalid:
+                pass
+            mask = np.array([v is not None and not _is_utf8(v)
+                             for v in column.cast(pa.binary()).to_pylist()])
+            fields[name] = mask
+            bad |= mask
+        if not bad.any():
+            return batch, rows, []
+        subject = next((c for c in self._table.subject_columns if c in batch.schema.names
+                        and c not in fields), None)
+        subjects = batch.column(subject).to_pylist() if subject else [None] * batch.num_rows
+        dead = [DeadLetter(reason='malformed', stage='read', table=self._table.name,
+                           source_file=path, row=int(rows[i]),
+                           field=', '.join(n for n, m in fields.items() if m[i]),
+                           problem='holds bytes that are not valid UTF-8',
+                           subject=subjects[i], raw=None)
+                for i in np.flatnonzero(bad)]
+        return batch.filter(pa.array(~bad)), rows[~bad], dead
 
     def _csv(self, f, path, file_range):
         t = self._table
@@ -584,6 +616,14 @@ class _ReadBatchesFn(beam.DoFn):
         if records:
             yield _batch_of_records(records, text_only=False), np.arange(first, n + 1)
         return n
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode('utf-8')
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _undamaged(items, path, fmt, done):
