@@ -14,6 +14,7 @@
     novation review RUN_DIR --keys DIR [filters] [--out F | --decide D --by NAME]
     novation signoff RUN_DIR --keys DIR --by NAME  sign off a run's review
     novation audit verify|show OUT_DIR             check or show the hash-chained audit log
+    novation clean OUT_DIR [--scratch DIR] [--yes]  what runs that did not finish left behind
     novation notice NOTICE_DIR --keys DIR --out F  the seller's notification list, decrypted
     novation incident --run RUN_DIR --file PATH --keys DIR [--notice DIR --out F]
     novation replay RUN_DIR --config FILE [--only N,...]   move the dead letters marked replay
@@ -342,6 +343,20 @@ def _parser() -> argparse.ArgumentParser:
                         help='only these replay decisions (their numbers in review.json, 1 '
                              'first)')
 
+    clean = sub.add_parser(
+        'clean', help='list, and with --yes remove, what runs that did not finish left behind',
+        description='A run killed or aborted leaves its run directory without a manifest '
+                    '(nothing in it was delivered) and may leave its encrypted scratch '
+                    'directory and temporary folders. This lists each, with its size and why it '
+                    'may go; --yes removes them. A run still going holds a lock and is never '
+                    'touched; streams are left alone (a restarted stream cleans its own '
+                    'unfinished epoch). Local output roots only.')
+    clean.add_argument('out_dir', metavar='OUT_DIR', help='the output root (output.path)')
+    clean.add_argument('--scratch', metavar='DIR',
+                       help='where runs put their scratch directories (--temp_location; '
+                            'default: this machine\'s temporary directory)')
+    clean.add_argument('--yes', action='store_true', help='remove what is listed')
+
     audit = sub.add_parser(
         'audit', help='verify or show the audit log of an output root',
         description='Every run, review decision, sign-off, replay (and key rotation given '
@@ -493,6 +508,8 @@ def main(argv=None) -> int:
             return _cmd_signoff(args)
         if args.command == 'audit':
             return _cmd_audit(args)
+        if args.command == 'clean':
+            return _cmd_clean(args)
         if args.command == 'notice':
             return _cmd_notice(args)
         if args.command == 'incident':
@@ -800,6 +817,27 @@ def _cmd_audit(args):
         return 1
     print(f'audit log of {args.out_dir}: intact ({result["records"]} records, chain unbroken; '
           f'{result["runs"]} committed run(s), each manifest the one recorded)')
+    return 0
+
+
+def _cmd_clean(args):
+    from pipelines.clean import find_leftovers, remove_leftovers
+    found = find_leftovers(args.out_dir, args.scratch)
+    for item in found:
+        print(f'  {item["path"]}  {item["bytes"] / 1e6:,.1f} MB  {item["what"]}')
+    total = sum(item['bytes'] for item in found) / 1e6
+    if not found:
+        print(f'nothing to clean under {args.out_dir}')
+    elif args.yes:
+        from transforms.audit import append_event
+        remove_leftovers(found)
+        runs = sorted({os.path.basename(f['path']).removeprefix('novation-') for f in found
+                       if not os.path.basename(f['path']).startswith('.temp-')})
+        append_event(args.out_dir, 'cleaned', runs=runs, removed=len(found),
+                     bytes=sum(item['bytes'] for item in found))
+        print(f'removed {len(found)} leftover(s), {total:,.1f} MB (recorded in the audit log)')
+    else:
+        print(f'{len(found)} leftover(s), {total:,.1f} MB: run again with --yes to remove them')
     return 0
 
 

@@ -27,6 +27,7 @@ from apache_beam.runners.runner import PipelineState
 
 from config import load_config
 from config.plan import build_plan, plan_sha256
+from pipelines.clean import RunLock
 from transforms.audit import append_event
 from transforms.consent import (ConsentDecisions, ConsentGate, ErasedSubjects,
                                 forget_decisions)
@@ -432,44 +433,72 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
     if workers > 1:
         _LOG.info('reading with %d workers', workers)
     dry_run = options.view_as(TestOptions).dry_run
-    if not dry_run:
-        run_info['audit_started_sha256'] = append_event(
-            config.output.path, 'run_started', run_id=run_info['run_id'],
-            config_sha256=run_info['config_sha256'], plan_sha256=run_info['plan_sha256'],
-            key_ids={role: ids['primary'] for role, ids in sorted(run_info['key_ids'].items())},
-            replay_of=run_info.get('replay_of'))['sha256']
-    pipeline = beam.Pipeline(runner=local_runner(options), options=options)
-    build_pipeline(pipeline, config, run_info, workers=workers, replay=replay)
+    # The run directory is created here, exclusively, with a lock that dies with this process:
+    # a second run with the same id is refused, and novation clean tells a crashed run's
+    # leftovers from a run still going (pipelines.clean).
+    lock = RunLock(run_info['run_dir'], run_info['scratch_dir']) \
+        if runner_kind(options) == 'local' and not dry_run and not known.detach else None
+    if lock is not None:
+        lock.acquire()
+        _mention_leftovers(config.output.path, run_info['scratch_dir'])
+    finished = False
     try:
-        result = pipeline.run()
-        if known.detach or dry_run:
-            status = 'dry-run' if dry_run else 'detached'
-            return RunResult(None, run_info['run_dir'], time.monotonic() - started, result,
-                             status)
-        state = result.wait_until_finish()
-    except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
-        if runner_kind(options) == 'local':
+        if not dry_run:
+            run_info['audit_started_sha256'] = append_event(
+                config.output.path, 'run_started', run_id=run_info['run_id'],
+                config_sha256=run_info['config_sha256'], plan_sha256=run_info['plan_sha256'],
+                key_ids={role: ids['primary'] for role, ids in sorted(run_info['key_ids'].items())},
+                replay_of=run_info.get('replay_of'))['sha256']
+        pipeline = beam.Pipeline(runner=local_runner(options), options=options)
+        build_pipeline(pipeline, config, run_info, workers=workers, replay=replay)
+        try:
+            result = pipeline.run()
+            if known.detach or dry_run:
+                status = 'dry-run' if dry_run else 'detached'
+                return RunResult(None, run_info['run_dir'], time.monotonic() - started, result,
+                                 status)
+            state = result.wait_until_finish()
+        except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
+            if runner_kind(options) == 'local':
+                _remove_scratch(None, run_scratch(run_info))
+            error = unwrap_error(e)
+            if not isinstance(error, DeadLetterLimitExceeded) and not dry_run:  # logged in-job
+                append_event(config.output.path, 'run_aborted', run_id=run_info['run_id'],
+                             why=str(error).splitlines()[0][:300] if isinstance(error, NovationError)
+                             else f'{type(error).__name__} (a bug: see the log)')
+            raise error from None
+        progress.note('finished', finished=True)
+        if state != PipelineState.DONE:
             _remove_scratch(None, run_scratch(run_info))
-        error = unwrap_error(e)
-        if not isinstance(error, DeadLetterLimitExceeded) and not dry_run:  # logged in-job
             append_event(config.output.path, 'run_aborted', run_id=run_info['run_id'],
-                         why=str(error).splitlines()[0][:300] if isinstance(error, NovationError)
-                         else f'{type(error).__name__} (a bug: see the log)')
-        raise error from None
-    progress.note('finished', finished=True)
-    if state != PipelineState.DONE:
-        _remove_scratch(None, run_scratch(run_info))
-        append_event(config.output.path, 'run_aborted', run_id=run_info['run_id'],
-                     why=f'the pipeline ended in state {state}')
-        raise NovationError(f'the pipeline ended in state {state}; {run_info["run_dir"]} has no '
-                            f'manifest and is incomplete')
-    from pipelines.decrypt import load_manifest
-    manifest = load_manifest(run_info['run_dir'], config.output.keys)
-    done = RunResult(manifest, run_info['run_dir'], time.monotonic() - started, result, 'done')
-    if replay is not None:
-        from pipelines.replay import record_replay
-        record_replay(replay[0], replay[1], done)
-    return done
+                         why=f'the pipeline ended in state {state}')
+            raise NovationError(f'the pipeline ended in state {state}; {run_info["run_dir"]} has no '
+                                f'manifest and is incomplete')
+        from pipelines.decrypt import load_manifest
+        manifest = load_manifest(run_info['run_dir'], config.output.keys)
+        done = RunResult(manifest, run_info['run_dir'], time.monotonic() - started, result, 'done')
+        if replay is not None:
+            from pipelines.replay import record_replay
+            record_replay(replay[0], replay[1], done)
+        finished = True
+        return done
+    finally:
+        if lock is not None:
+            lock.release(finished=finished)
+
+
+def _mention_leftovers(out_dir, scratch_dir) -> None:
+    """Say once per run if runs that did not finish left files behind (novation clean)."""
+    from pipelines.clean import find_leftovers
+    try:
+        found = find_leftovers(out_dir, os.path.dirname(scratch_dir))
+    except (NovationError, OSError):
+        return
+    if found:
+        _LOG.warning('warning: %d leftover(s) of runs that did not finish (%.0f MB) under %s and '
+                     'the scratch directory: `novation clean %s` lists them, and removes them '
+                     'with --yes', len(found), sum(f['bytes'] for f in found) / 1e6, out_dir,
+                     out_dir)
 
 
 def check_plan_hash(config, approved) -> None:

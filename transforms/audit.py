@@ -28,7 +28,7 @@ __all__ = ['AUDIT_DIR', 'append_event', 'read_log', 'record_sha256', 'verify_log
 
 AUDIT_DIR = 'audit'
 EVENTS = ('run_started', 'run_committed', 'run_aborted', 'reviewed', 'signed_off', 'replayed',
-          'keys_rotated')
+          'keys_rotated', 'cleaned')
 _ATTEMPTS = 20
 
 
