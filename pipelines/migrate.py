@@ -282,6 +282,10 @@ def local_runner(options: PipelineOptions):
     """
     if runner_kind(options) != 'local':
         return None  # Dataflow, Portable, ...: Beam resolves it from the options
+    # Worker processes start in the user's working directory, which Python would put first on
+    # their path: a folder of the user's named like one of Novation's packages (schemas/,
+    # config/) would then shadow it. PYTHONSAFEPATH (Python 3.11) leaves it off.
+    os.environ.setdefault('PYTHONSAFEPATH', '1')
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     return FnApiRunner()
 

@@ -223,3 +223,19 @@ def test_cloud_storage_out_of_reach_is_one_line_within_seconds(demo_copy, capsys
     [line] = [l for l in capsys.readouterr().err.splitlines() if 'DEMO/TEST ONLY' not in l]
     assert 'gs://acquirer-bucket/out: Cloud Storage (storage.googleapis.com) cannot be ' \
            'reached' in line
+
+
+def test_a_users_folder_named_like_a_package_does_not_shadow_it_in_workers(demo_copy):
+    """Run from the demo's own folder, which holds schemas/ (a folder named like Novation's
+    package), with two worker processes: the workers import the installed packages."""
+    import subprocess
+    import sys
+    workdir, config, _ = demo_copy
+    assert os.path.isdir(os.path.join(workdir, 'schemas'))
+    command = os.path.join(os.path.dirname(sys.executable), 'novation')  # as installed
+    proc = subprocess.run([command, 'run', '--config', os.path.basename(config),
+                           '--direct_num_workers', '2', '--direct_running_mode',
+                           'multi_processing'],
+                          cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'ImportError' not in proc.stderr
