@@ -230,14 +230,15 @@ def _parser() -> argparse.ArgumentParser:
     rotate = keys_sub.add_parser(
         'rotate', help='add a new primary key; files written before stay decryptable',
         description='Give roles a new primary key. Old keys stay in the keyset, so files '
-                    'written before still decrypt; new files use the new key. By default the '
-                    'data.*, column.* and deadletter roles rotate. pseudonym and token rotate '
+                    'written before still decrypt; new files use the new key. By default '
+                    'every role but pseudonym and token rotates (data.*, column.*, deadletter, '
+                    'notice, manifest). pseudonym and token rotate '
                     'only when named: that changes every pseudonym and token, and joins with '
                     'earlier deliveries break.')
     rotate.add_argument('directory', help='local keyring directory')
     rotate.add_argument('--role', action='append', default=[], metavar='ROLE',
-                        help='a role to rotate (repeatable; default: data.*, column.*, '
-                             'deadletter)')
+                        help='a role to rotate (repeatable; default: every role but '
+                             'pseudonym and token)')
     rotate.add_argument('--audit', metavar='OUT_DIR',
                         help='record the rotation (roles, new key ids) in the audit log of '
                              'this output root')

@@ -73,3 +73,23 @@ def test_plain_tink_and_fastavro_read_a_delivered_avro_table(avro_run, tmp_path)
     ours, _ = read_table(result.run_dir, keys=keys, table='customers')
     assert found['rows'] == ours.to_pylist() and found['rows']
     assert found['classification']['national_id'] == 'sensitive'
+
+
+def test_the_readme_seal_check_refuses_an_edited_manifest(demo_run, tmp_path):
+    import json
+    import shutil
+    import tink
+    workdir, _, result = demo_run
+    copy = str(tmp_path / 'run' / result.manifest['run_id'])
+    shutil.copytree(result.run_dir, copy)
+    path = os.path.join(copy, 'manifest.json')
+    manifest = json.load(open(path, encoding='utf-8'))
+    manifest['tables']['customers']['files'] *= 2  # a file listed twice
+    json.dump(manifest, open(path, 'w', encoding='utf-8'))
+    with pytest.raises(tink.TinkError):
+        run_examples(str(tmp_path / 'd'), copy, os.path.join(workdir, 'keys'), 'common')
+    shared = str(tmp_path / 'shared')  # the public half of a shared keyring checks it too
+    from transforms.keyring import share_keyring
+    share_keyring(os.path.join(workdir, 'keys'), shared, ['data.footer', 'data.personal'])
+    found = run_examples(str(tmp_path / 'e'), result.run_dir, shared, 'common')
+    assert found['manifest']['run_id'] == result.manifest['run_id']
