@@ -38,8 +38,8 @@ class RunLock:
     scratch directory. ``release`` removes the lock files; a killed process leaves them
     unheld."""
 
-    def __init__(self, run_dir: str, scratch_dir: str):
-        self._run_dir, self._scratch_dir = run_dir, scratch_dir
+    def __init__(self, run_dir: str, scratch_dir: Optional[str] = None, *, new: bool = True):
+        self._run_dir, self._scratch_dir, self._new = run_dir, scratch_dir, new
         self._held = []
 
     def acquire(self) -> 'RunLock':
@@ -47,19 +47,28 @@ class RunLock:
             return self  # object stores have no locks: see the module's note
         os.makedirs(os.path.dirname(self._run_dir.rstrip('/')) or '.', exist_ok=True)
         try:
-            os.mkdir(self._run_dir)
+            os.makedirs(self._run_dir, exist_ok=not self._new)
         except FileExistsError:
             raise ConfigError(f'{self._run_dir} already exists (another run with this run id '
                               f'started first); every run writes a new directory') from None
-        self._hold(os.path.join(self._run_dir, LOCK_NAME))
-        if not has_scheme(self._scratch_dir):
+        try:
+            self._hold(os.path.join(self._run_dir, LOCK_NAME))
+        except BlockingIOError:  # a stream resumed while it still runs
+            raise ConfigError(f'{self._run_dir} is in use by a run still going (see '
+                              f'{LOCK_NAME} in it); stop it first') from None
+        if self._scratch_dir and not has_scheme(self._scratch_dir):
             os.makedirs(os.path.dirname(self._scratch_dir) or '.', exist_ok=True)
             self._hold(self._scratch_dir.rstrip('/') + LOCK_SUFFIX)
         return self
 
     def _hold(self, path):
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
         os.write(fd, json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
                                  'started_at': _now()}).encode('utf-8'))
         self._held.append((path, fd))

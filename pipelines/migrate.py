@@ -467,17 +467,18 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
                 _remove_scratch(None, run_scratch(run_info))
             error = unwrap_error(e)
             if not isinstance(error, DeadLetterLimitExceeded) and not dry_run:  # logged in-job
+                why = (str(error).splitlines()[0][:300] if isinstance(error, NovationError)
+                       else f'{type(error).__name__} (a bug: see the log)')
                 append_event(config.output.path, 'run_aborted', run_id=run_info['run_id'],
-                             why=str(error).splitlines()[0][:300] if isinstance(error, NovationError)
-                             else f'{type(error).__name__} (a bug: see the log)')
+                             why=why)
             raise error from None
         progress.note('finished', finished=True)
         if state != PipelineState.DONE:
             _remove_scratch(None, run_scratch(run_info))
             append_event(config.output.path, 'run_aborted', run_id=run_info['run_id'],
                          why=f'the pipeline ended in state {state}')
-            raise NovationError(f'the pipeline ended in state {state}; {run_info["run_dir"]} has no '
-                                f'manifest and is incomplete')
+            raise NovationError(f'the pipeline ended in state {state}; {run_info["run_dir"]} '
+                                f'has no manifest and is incomplete')
         from pipelines.decrypt import load_manifest
         manifest = load_manifest(run_info['run_dir'], config.output.keys)
         done = RunResult(manifest, run_info['run_dir'], time.monotonic() - started, result, 'done')

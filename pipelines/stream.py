@@ -30,6 +30,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
                                                   StandardOptions)
 
 from config import load_config
+from pipelines.clean import RunLock
 from pipelines.migrate import (add_verbose_flag, check_beam_args, check_reachable_by_workers,
                                local_runner, runner_kind, unwrap_error, with_overrides)
 from transforms.changes import ChangeProblem
@@ -188,52 +189,62 @@ def run_stream(argv=None) -> dict:
         raise ConfigError(f'--run-id {run_id!r}: a stream id is 1 to 100 letters, digits, '
                           f'"_", "." and "-", starting with a letter or digit')
     stream_dir = join(config.output.path, run_id)
-    resume = None
-    if exists(stream_dir):  # the same stream, started again: go on after its last epoch
-        if exists(join(stream_dir, MANIFEST_FILE)):
-            raise ConfigError(f'{stream_dir} is a batch run, not a stream')
-        if 'consent' in subscriptions and not options.view_as(StandardOptions).update:
-            # consent events read from Pub/Sub are acknowledged: only the job's state has them
-            raise ConfigError(f'{stream_dir} exists and its consent events came from Pub/Sub, '
-                              f'which a new job would not see again: update the running job '
-                              f'(--update --job_name NAME) instead of starting another')
-        resume = committed_so_far(stream_dir, run_id, config.output.keys)
-        _LOG.info('resuming %s after epoch %d', stream_dir, resume.last_epoch)
-        unfinished = epoch_dir(stream_dir, resume.last_epoch + 1)
-        if exists(unfinished):  # cut short before its manifest: its files count for nothing
-            FileSystems.delete([unfinished])
-    why = why_not_writable(config.output.path)
-    if why:
-        raise ConfigError(f'{config.source}: output.path: {config.output.path} cannot be '
-                          f'written: {why}')
-    feeds = [Feed('registry', config.consent.registry, 'registry', config.consent.columns),
-             Feed('erasures', config.consent.erasures, 'erasures', config.consent.columns),
-             Feed('data', s.changes, 'changes'), Feed('consent', s.consent, 'consent')]
-    pipeline = beam.Pipeline(runner=local_runner(options), options=options)
-    build_stream(pipeline, config, feeds=feeds, run_id=run_id, stream_dir=stream_dir,
-                 stop_at=stop_at, epoch_seconds=s.epoch_seconds, interval=s.poll_seconds,
-                 lateness=s.lateness_seconds, idle=s.idle_seconds, snapshot_at=snapshot_at,
-                 snapshot=known.snapshot, resume=resume, watermarks=on_dataflow,
-                 timestamp_attribute=s.timestamp_attribute)
-    if on_dataflow:  # a streaming job: it runs until drained, and writes cutover.json then
-        try:
-            result = pipeline.run()
-        except Exception as e:
-            raise unwrap_error(e) from None
-        return {'status': 'dry-run' if kind == 'dataflow-dry-run' else 'submitted',
-                'stream_dir': stream_dir, 'result': result}
-    DRAIN.clear()
-    previous = {sig: signal.signal(sig, lambda *_: DRAIN.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    existed = exists(stream_dir)
+    if existed and exists(join(stream_dir, MANIFEST_FILE)):
+        raise ConfigError(f'{stream_dir} is a batch run, not a stream')
+    # A local stream holds a lock on its directory while it runs: the same stream started
+    # twice at once is refused (pipelines.clean).
+    lock = None if on_dataflow else RunLock(stream_dir, new=False).acquire()
     try:
-        pipeline.run().wait_until_finish()
-    except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
-        raise unwrap_error(e) from None
+        resume = None
+        if existed:  # the same stream, started again: go on after its last epoch
+            if 'consent' in subscriptions and not options.view_as(StandardOptions).update:
+                # consent events read from Pub/Sub are acknowledged: only the job's state has
+                # them
+                raise ConfigError(f'{stream_dir} exists and its consent events came from '
+                                  f'Pub/Sub, which a new job would not see again: update the '
+                                  f'running job (--update --job_name NAME) instead of starting '
+                                  f'another')
+            resume = committed_so_far(stream_dir, run_id, config.output.keys)
+            _LOG.info('resuming %s after epoch %d', stream_dir, resume.last_epoch)
+            unfinished = epoch_dir(stream_dir, resume.last_epoch + 1)
+            if exists(unfinished):  # cut short before its manifest: its files count for nothing
+                FileSystems.delete([unfinished])
+        why = why_not_writable(config.output.path)
+        if why:
+            raise ConfigError(f'{config.source}: output.path: {config.output.path} cannot be '
+                              f'written: {why}')
+        feeds = [Feed('registry', config.consent.registry, 'registry', config.consent.columns),
+                 Feed('erasures', config.consent.erasures, 'erasures', config.consent.columns),
+                 Feed('data', s.changes, 'changes'), Feed('consent', s.consent, 'consent')]
+        pipeline = beam.Pipeline(runner=local_runner(options), options=options)
+        build_stream(pipeline, config, feeds=feeds, run_id=run_id, stream_dir=stream_dir,
+                     stop_at=stop_at, epoch_seconds=s.epoch_seconds, interval=s.poll_seconds,
+                     lateness=s.lateness_seconds, idle=s.idle_seconds, snapshot_at=snapshot_at,
+                     snapshot=known.snapshot, resume=resume, watermarks=on_dataflow,
+                     timestamp_attribute=s.timestamp_attribute)
+        if on_dataflow:  # a streaming job: it runs until drained, and writes cutover.json then
+            try:
+                result = pipeline.run()
+            except Exception as e:
+                raise unwrap_error(e) from None
+            return {'status': 'dry-run' if kind == 'dataflow-dry-run' else 'submitted',
+                    'stream_dir': stream_dir, 'result': result}
+        DRAIN.clear()
+        previous = {sig: signal.signal(sig, lambda *_: DRAIN.set())
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            pipeline.run().wait_until_finish()
+        except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
+            raise unwrap_error(e) from None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return {**stream_summary(stream_dir), 'cutover': join(stream_dir, CUTOVER_FILE),
+                'status': 'done'}
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return {**stream_summary(stream_dir), 'cutover': join(stream_dir, CUTOVER_FILE),
-            'status': 'done'}
+        if lock is not None:
+            lock.release(finished=True)
 
 
 def _check_dataflow(config, keyring, options, snapshot) -> None:

@@ -85,3 +85,14 @@ def test_two_runs_with_one_run_id_one_starts_and_the_other_is_one_line(demo_copy
     from pipelines.verify import verify_run
     assert not verify_run(run_dir, os.path.join(workdir, 'keys'))['problems']
     assert manifest['run_id'] == 'same'
+
+
+def test_a_stream_directory_is_locked_while_a_stream_runs(tmp_path):
+    from transforms.errors import ConfigError
+    first = RunLock(str(tmp_path / 'stream-1'), new=False).acquire()
+    with pytest.raises(ConfigError, match='is in use by a run still going'):
+        RunLock(str(tmp_path / 'stream-1'), new=False).acquire()
+    first.release(finished=True)
+    again = RunLock(str(tmp_path / 'stream-1'), new=False).acquire()  # resumed once it stopped
+    again.release(finished=True)
+    assert os.listdir(tmp_path / 'stream-1') == []
