@@ -7,6 +7,7 @@ PCollections so tests can assert on them.
 
 import argparse
 import collections
+import contextlib
 import ctypes
 import dataclasses
 import datetime
@@ -282,12 +283,25 @@ def local_runner(options: PipelineOptions):
     """
     if runner_kind(options) != 'local':
         return None  # Dataflow, Portable, ...: Beam resolves it from the options
-    # Worker processes start in the user's working directory, which Python would put first on
-    # their path: a folder of the user's named like one of Novation's packages (schemas/,
-    # config/) would then shadow it. PYTHONSAFEPATH (Python 3.11) leaves it off.
-    os.environ.setdefault('PYTHONSAFEPATH', '1')
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     return FnApiRunner()
+
+
+@contextlib.contextmanager
+def workers_off_the_working_directory():
+    """While a local pipeline runs: worker processes start in the user's working directory,
+    which Python would put first on their path, so a folder of the user's named like one of
+    Novation's packages (schemas/, config/) would shadow it. PYTHONSAFEPATH (Python 3.11)
+    leaves it off; it is set for the workers only, and restored after."""
+    before = os.environ.get('PYTHONSAFEPATH')
+    os.environ['PYTHONSAFEPATH'] = '1'
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ['PYTHONSAFEPATH']
+        else:
+            os.environ['PYTHONSAFEPATH'] = before
 
 
 # Below this much CSV that workers can share (``transforms.read.splittable``), a second worker
@@ -456,7 +470,8 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
         pipeline = beam.Pipeline(runner=local_runner(options), options=options)
         build_pipeline(pipeline, config, run_info, workers=workers, replay=replay)
         try:
-            result = pipeline.run()
+            with workers_off_the_working_directory():
+                result = pipeline.run()
             if known.detach or dry_run:
                 status = 'dry-run' if dry_run else 'detached'
                 return RunResult(None, run_info['run_dir'], time.monotonic() - started, result,

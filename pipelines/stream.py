@@ -32,7 +32,8 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from config import load_config
 from pipelines.clean import RunLock
 from pipelines.migrate import (add_verbose_flag, check_beam_args, check_reachable_by_workers,
-                               local_runner, runner_kind, unwrap_error, with_overrides)
+                               local_runner, runner_kind, unwrap_error, with_overrides,
+                               workers_off_the_working_directory)
 from transforms.changes import ChangeProblem
 from transforms.epochs import (CUTOVER_FILE, EPOCH_MANIFEST, EPOCHS_DIR, CommitEpochs,
                                committed_so_far, count, epoch_dir)
@@ -234,7 +235,8 @@ def run_stream(argv=None) -> dict:
         previous = {sig: signal.signal(sig, lambda *_: DRAIN.set())
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            pipeline.run().wait_until_finish()
+            with workers_off_the_working_directory():
+                pipeline.run().wait_until_finish()
         except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
             raise unwrap_error(e) from None
         finally:
