@@ -33,7 +33,8 @@ def print_summary(manifest: dict, run_dir: str = None, seconds: float = None, ou
             'part-*.parquet (Parquet Modular Encryption)'))
         out(f'  dead letters: {run_dir}/deadletter/<table>/part-*.jsonl.enc '
             f'(deadletter key only)')
-        out(f'  manifest:     {run_dir}/manifest.json (counts, crc32c, key ids)')
+        out(f'  manifest:     {run_dir}/manifest.json (counts, crc32c, key ids; sealed: '
+            f'manifest.json.seal)')
         out(f'  report:       {run_dir}/report.html (for compliance operators; also '
             f'report.json)')
 
