@@ -19,7 +19,7 @@ from transforms.errors import KeyringError, NovationError
 from transforms.files import join, read_bytes
 from transforms.keyring import READ_HINT, Keyring, load_keyring
 from transforms.manifest import MANIFEST_FILE
-from transforms.seal import SEAL_ROLE, contained_path, read_sealed_json
+from transforms.seal import SEAL_ROLE, check_contained, contained_path, read_sealed_json
 
 __all__ = ['decrypt_table', 'detokenize', 'hash_domain', 'load_manifest', 'pseudonyms',
            'read_deadletters', 'read_notice', 'read_table']
@@ -57,7 +57,7 @@ def _check_shape(manifest: dict, where: str) -> None:
                     and _is_hex(f['crc32c'])):
                 raise NovationError(f'{where}: a file of table {name!r} lacks its rows, bytes or '
                                     f'crc32c; the manifest is refused')
-            contained_path('', f.get('path'), where)
+            check_contained(f.get('path'), where)
 
 
 def _is_hex(text: str) -> bool:

@@ -25,8 +25,8 @@ from tink import signature
 from transforms.errors import KeyringError, NovationError
 from transforms.files import join, read_bytes, write_whole
 
-__all__ = ['SEAL_ROLE', 'check_seal', 'contained_path', 'read_sealed', 'read_sealed_json',
-           'require_signing', 'seal_of', 'write_sealed', 'write_sealed_json']
+__all__ = ['SEAL_ROLE', 'check_contained', 'check_seal', 'contained_path', 'read_sealed',
+           'read_sealed_json', 'require_signing', 'seal_of', 'write_sealed', 'write_sealed_json']
 
 SEAL_ROLE = 'manifest'
 SEAL_FORMAT = 'novation-seal/1'
@@ -141,10 +141,16 @@ def read_sealed_json(directory: str, name: str, keyring, identity: str = None, *
 
 def contained_path(run_dir: str, relative, where: str) -> str:
     """``run_dir/relative`` for a path a manifest lists, refused unless it stays inside the
-    run directory (no absolute path, no scheme, no ``..``)."""
+    run directory (``check_contained``)."""
+    return join(run_dir, check_contained(relative, where))
+
+
+def check_contained(relative, where: str) -> str:
+    """``relative``, refused unless it is a place inside a run directory (no absolute path,
+    no scheme, no ``..``)."""
     if (not isinstance(relative, str) or not relative or relative.startswith(('/', '\\'))
             or '://' in relative or '\\' in relative or '\0' in relative
             or posixpath.normpath(relative) != relative or relative.split('/')[0] == '..'):
         raise NovationError(f'{where}: the listed path {str(relative)[:80]!r} is not a place '
                             f'inside the run directory; the manifest is refused')
-    return join(run_dir, relative)
+    return relative
