@@ -176,7 +176,10 @@ def _parser() -> argparse.ArgumentParser:
                     'committed epoch and delivers nothing twice. With --runner DataflowRunner '
                     'it submits a streaming job, whose feeds may also be Pub/Sub subscriptions '
                     '(stream.changes, stream.consent: projects/P/subscriptions/S); drain the '
-                    'job to cut over.')
+                    'job to cut over. Every epoch and the cut-over manifest name the plan; '
+                    'the audit log records the start and the cut-over; a stream never changes '
+                    'plan midway (a resumed stream or a snapshot under another plan is '
+                    'refused).')
 
     demo = sub.add_parser(
         'demo', help='generate demo exports, keys and config, then migrate them',
@@ -360,13 +363,13 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser(
         'audit', help='verify or show the audit log of an output root',
-        description='Every run, review decision, sign-off, replay (and key rotation given '
-                    '--audit) appends a record to OUT_DIR/audit/: one JSON file each, holding '
-                    'the sha256 of the record before it. verify checks the chain (an edited, '
-                    'removed or reordered record breaks it) and that each committed run\'s '
-                    'manifest.json is the one recorded; exits 1 on any problem. show lists the '
-                    'records. The log holds ids, hashes, counts and staff names, no customer '
-                    'data.')
+        description='Every run, stream, review decision, sign-off, replay, clean (and key '
+                    'rotation given --audit) appends a record to OUT_DIR/audit/: one JSON file '
+                    'each, holding the sha256 of the record before it. verify checks the chain '
+                    '(an edited, removed or reordered record breaks it) and that each committed '
+                    'run\'s manifest.json and each stream\'s cutover.json is the one recorded; '
+                    'exits 1 on any problem. show lists the records. The log holds ids, hashes, '
+                    'counts and staff names, no customer data.')
     audit_sub = audit.add_subparsers(dest='audit_command', required=True, metavar='ACTION')
     for action, text in (('verify', 'check the chain and the manifests it names'),
                          ('show', 'list the records, oldest first')):
@@ -806,7 +809,7 @@ def _cmd_audit(args):
         for r in read_log(args.out_dir):
             facts = ', '.join(f'{k} {v}' for k, v in r.items()
                               if k not in ('seq', 'at', 'event', 'sha256', 'prev_sha256'))
-            print(f'{r.get("seq", "?"):>6}  {r.get("at", "")}  {r.get("event", "?"):14s} '
+            print(f'{r.get("seq", "?"):>6}  {r.get("at", "")}  {r.get("event", "?"):15s} '
                   f'{facts}')
         return 0
     result = verify_log(args.out_dir)
@@ -817,7 +820,8 @@ def _cmd_audit(args):
             print(f'  {p}')
         return 1
     print(f'audit log of {args.out_dir}: intact ({result["records"]} records, chain unbroken; '
-          f'{result["runs"]} committed run(s), each manifest the one recorded)')
+          f'{result["runs"]} committed run(s) and {result["streams"]} cut-over stream(s), '
+          f'each manifest the one recorded)')
     return 0
 
 

@@ -17,7 +17,6 @@ source, and ConsentInOrder and CommitEpochs wait for the watermark instead.
 
 import argparse
 import datetime
-import json
 import logging
 import re
 import secrets
@@ -30,15 +29,18 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
                                                   StandardOptions)
 
 from config import load_config
+from config.plan import build_plan, plan_sha256
 from pipelines.clean import RunLock
-from pipelines.migrate import (add_verbose_flag, check_beam_args, check_reachable_by_workers,
+from pipelines.migrate import (add_verbose_flag, check_beam_args, check_plan_hash,
+                               check_reachable_by_workers,
                                local_runner, runner_kind, unwrap_error, with_overrides,
                                workers_off_the_working_directory)
 from transforms.changes import ChangeProblem
-from transforms.epochs import (CUTOVER_FILE, EPOCH_MANIFEST, EPOCHS_DIR, CommitEpochs,
+from transforms.audit import append_event
+from transforms.epochs import (CUTOVER_FILE, CommitEpochs, Trail, checked_epochs,
                                committed_so_far, count, epoch_dir)
 from transforms.errors import ConfigError, NovationError
-from transforms.files import exists, has_scheme, join, read_text, why_not_writable
+from transforms.files import exists, has_scheme, join, why_not_writable
 from transforms.keyring import load_keyring
 from transforms.manifest import MANIFEST_FILE
 from transforms.seal import require_signing
@@ -57,14 +59,15 @@ _LOG = logging.getLogger('novation')
 def build_stream(pipeline, config, *, feeds, run_id: str, stream_dir: str, stop_at=None,
                  epoch_seconds: float = 5.0, interval: float = 1.0, lateness: float = 2.0,
                  idle: float = 5.0, snapshot_at=None, snapshot=None, resume=None,
-                 watermarks: bool = False, timestamp_attribute=None):
+                 watermarks: bool = False, timestamp_attribute=None, trail=Trail()):
     """Add the stream to ``pipeline``; returns the PCollection of epoch manifests.
 
     ``resume``: what earlier runs of the same stream committed (``committed_so_far``);
     ``snapshot``: the batch run it continues (for the cut-over manifest). ``watermarks``: the
     runner honours watermarks for timers (Dataflow): feeds on Pub/Sub are read and joined to
     the files' source, and each step waits for the watermark instead of trusting the order
-    in which the files' source releases events (which is all the local runner allows)."""
+    in which the files' source releases events (which is all the local runner allows).
+    ``trail``: the plan and audit record the manifests name (``transforms.epochs.Trail``)."""
     files = [f for f in feeds if not is_subscription(f.pattern)]
     released = pipeline | 'Watch' >> WatchFeeds(files, interval=interval, lateness=lateness,
                                                 idle=idle, stop_at=stop_at)
@@ -77,11 +80,12 @@ def build_stream(pipeline, config, *, feeds, run_id: str, stream_dir: str, stop_
     return decide_and_commit(released, config, run_id=run_id, stream_dir=stream_dir,
                              epoch_seconds=epoch_seconds, lateness=lateness,
                              snapshot_at=snapshot_at, snapshot=snapshot, resume=resume,
-                             watermarks=watermarks)
+                             watermarks=watermarks, trail=trail)
 
 
 def decide_and_commit(released, config, *, run_id, stream_dir, epoch_seconds, lateness,
-                      snapshot_at=None, snapshot=None, resume=None, watermarks=False):
+                      snapshot_at=None, snapshot=None, resume=None, watermarks=False,
+                      trail=Trail()):
     """The stream after its sources: ``Released`` batches (and the end of the feeds) ->
     the epoch manifests."""
     tables = {t.name: t for t in config.tables}
@@ -92,7 +96,8 @@ def decide_and_commit(released, config, *, run_id, stream_dir, epoch_seconds, la
                                                  lateness=lateness)
             | 'Epochs' >> CommitEpochs(config=config, run_id=run_id, stream_dir=stream_dir,
                                        seconds=epoch_seconds, resume=resume, snapshot=snapshot,
-                                       watermarks=watermarks, lateness=lateness))
+                                       watermarks=watermarks, lateness=lateness,
+                                       trail=trail))
 
 
 def _routed(item, tables):
@@ -142,6 +147,9 @@ def stream_parser(add_help=True) -> argparse.ArgumentParser:
                         help='where stream directories are created, instead of output.path')
     parser.add_argument('--keys', metavar='PATH', help='keyring directory, instead of '
                                                        'output.keys')
+    parser.add_argument('--plan-hash', metavar='SHA256',
+                        help='the sha256 of the approved plan (novation plan): refuse to start '
+                             'if the config no longer gives it')
     return parser
 
 
@@ -157,6 +165,8 @@ def run_stream(argv=None) -> dict:
     if config.stream is None:
         raise ConfigError(f'{config.source}: stream: missing; novation stream needs '
                           f'stream.changes and stream.consent (globs of the feed files)')
+    check_plan_hash(config, known.plan_hash)
+    plan = plan_sha256(build_plan(config))
     options = PipelineOptions(list(beam_args) + ['--streaming'])
     kind = runner_kind(options)
     if kind not in ('local', 'dataflow', 'dataflow-dry-run'):
@@ -176,14 +186,14 @@ def run_stream(argv=None) -> dict:
                           'for the local runner')
     stop_at = _stop_time(known)
     keyring = load_keyring(config.output.keys)
-    keyring.require(sorted({'pseudonym', 'token', 'deadletter', 'data.internal',
-                            'data.personal', 'manifest',
-                            *(r for t in config.tables for r in file_roles(t, 'parquet'))}),
-                    f' (needed by {config.source})')
+    roles = sorted({'pseudonym', 'token', 'deadletter', 'data.internal', 'data.personal',
+                    'manifest', *(r for t in config.tables for r in file_roles(t, 'parquet'))})
+    keyring.require(roles, f' (needed by {config.source})')
     require_signing(keyring, config.source)
     if kind == 'dataflow':
         _check_dataflow(config, keyring, options, known.snapshot)
-    snapshot_at = _snapshot_time(known.snapshot, keyring) if known.snapshot else None
+    snapshot_at, snapshot_id = (_snapshot(known.snapshot, keyring, plan) if known.snapshot
+                                else (None, None))
     run_id = known.run_id or ('stream-' + datetime.datetime.now(datetime.timezone.utc)
                               .strftime('%Y%m%dT%H%M%SZ') + '-' + secrets.token_hex(3))
     if not re.fullmatch(r'[A-Za-z0-9][-_.A-Za-z0-9]{0,99}', run_id):
@@ -207,6 +217,11 @@ def run_stream(argv=None) -> dict:
                                   f'running job (--update --job_name NAME) instead of starting '
                                   f'another')
             resume = committed_so_far(stream_dir, run_id, config.output.keys)
+            if resume.plan_sha256 and resume.plan_sha256 != plan:
+                raise ConfigError(f'{stream_dir}: its epochs were committed under plan '
+                                  f'{resume.plan_sha256}, and {config.source} now gives plan '
+                                  f'{plan}: one stream delivers under one plan; start a new '
+                                  f'stream (and snapshot) for the new plan')
             _LOG.info('resuming %s after epoch %d', stream_dir, resume.last_epoch)
             unfinished = epoch_dir(stream_dir, resume.last_epoch + 1)
             if exists(unfinished):  # cut short before its manifest: its files count for nothing
@@ -218,12 +233,24 @@ def run_stream(argv=None) -> dict:
         feeds = [Feed('registry', config.consent.registry, 'registry', config.consent.columns),
                  Feed('erasures', config.consent.erasures, 'erasures', config.consent.columns),
                  Feed('data', s.changes, 'changes'), Feed('consent', s.consent, 'consent')]
+        trail = Trail(plan, config.digest)
+        if kind != 'dataflow-dry-run':
+            started = append_event(
+                config.output.path, 'stream_started', stream_id=run_id,
+                config_sha256=config.digest, plan_sha256=plan,
+                plan_checked=known.plan_hash is not None,
+                key_ids={role: ids['primary'] for role, ids in sorted(keyring.key_ids().items())
+                         if role in roles},
+                snapshot_run_id=snapshot_id,
+                resumed_after_epoch=resume.last_epoch if resume else None)
+            trail = trail._replace(audit_started_sha256=started['sha256'],
+                                   audit_root=config.output.path)
         pipeline = beam.Pipeline(runner=local_runner(options), options=options)
         build_stream(pipeline, config, feeds=feeds, run_id=run_id, stream_dir=stream_dir,
                      stop_at=stop_at, epoch_seconds=s.epoch_seconds, interval=s.poll_seconds,
                      lateness=s.lateness_seconds, idle=s.idle_seconds, snapshot_at=snapshot_at,
                      snapshot=known.snapshot, resume=resume, watermarks=on_dataflow,
-                     timestamp_attribute=s.timestamp_attribute)
+                     timestamp_attribute=s.timestamp_attribute, trail=trail)
         if on_dataflow:  # a streaming job: it runs until drained, and writes cutover.json then
             try:
                 result = pipeline.run()
@@ -238,11 +265,15 @@ def run_stream(argv=None) -> dict:
             with workers_off_the_working_directory():
                 pipeline.run().wait_until_finish()
         except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
-            raise unwrap_error(e) from None
+            error = unwrap_error(e)
+            why = (str(error).splitlines()[0][:300] if isinstance(error, NovationError)
+                   else f'{type(error).__name__} (a bug: see the log)')
+            append_event(config.output.path, 'stream_aborted', stream_id=run_id, why=why)
+            raise error from None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return {**stream_summary(stream_dir), 'cutover': join(stream_dir, CUTOVER_FILE),
+        return {**stream_summary(stream_dir, run_id, config.output.keys), 'cutover': join(stream_dir, CUTOVER_FILE),
                 'status': 'done'}
     finally:
         if lock is not None:
@@ -284,9 +315,11 @@ def _stop_time(known):
     return moment.timestamp()
 
 
-def _snapshot_time(run_dir, keyring) -> int:
-    """The snapshot run's completion time (microseconds), after checking it used this
-    keyring's pseudonym key: otherwise the stream's pseudonyms would not join its own."""
+def _snapshot(run_dir, keyring, plan: str):
+    """The snapshot run's completion time (microseconds) and run id, after checking it used
+    this keyring's pseudonym key (otherwise the stream's pseudonyms would not join its own)
+    and ran under the stream's plan (otherwise the stream would treat its customers
+    otherwise)."""
     path = join(run_dir, MANIFEST_FILE)
     from pipelines.decrypt import load_manifest
     try:
@@ -302,18 +335,18 @@ def _snapshot_time(run_dir, keyring) -> int:
         raise ConfigError(f'--snapshot: {run_dir} was written with another pseudonym key than '
                           f'{keyring.path}: the stream\'s pseudonyms would not join its '
                           f'delivery; give the keyring the snapshot used')
-    return int(done.timestamp() * 10**6)
+    if manifest.get('plan_sha256') not in (None, plan):
+        raise ConfigError(f'--snapshot: {run_dir} ran under plan {manifest["plan_sha256"]}, '
+                          f'and the config gives plan {plan}: the stream would treat its '
+                          f'customers otherwise than the snapshot did; stream with the config '
+                          f'the snapshot ran with')
+    return int(done.timestamp() * 10**6), manifest.get('run_id')
 
 
-def stream_summary(stream_dir: str) -> dict:
-    """Epochs committed under ``stream_dir`` and what they hold, from their manifests."""
-    epochs = join(stream_dir, EPOCHS_DIR)
-    manifests = []
-    if exists(epochs):
-        for match in sorted(m.path for m in FileSystems.match(
-                [join(epochs, '*', EPOCH_MANIFEST)])[0].metadata_list):
-            manifests.append(json.loads(read_text(match, what='epoch manifest')))
-    manifests.sort(key=lambda m: m['epoch'])
+def stream_summary(stream_dir: str, run_id: str, keys_path: str) -> dict:
+    """Epochs committed under ``stream_dir`` and what they hold, from their manifests (their
+    seals and chain checked)."""
+    manifests = [m for _, m in checked_epochs(stream_dir, run_id, keys_path)]
     dead = {}
     for m in manifests:
         for t in m['tables'].values():

@@ -106,7 +106,7 @@ def test_runs_reviews_and_signoffs_are_recorded_and_checked_against_manifests(de
     for seq in range(1, 6):
         os.remove(_record_path(out, seq))
     problems = verify_log(out)['problems']
-    assert 'run audited: has a manifest but no commit record in the log' in problems
+    assert 'run audited: has a manifest.json but no record of it in the log' in problems
     assert 'run audited: the record of its start is missing from the log' in problems
 
 

@@ -192,6 +192,70 @@ def test_a_config_without_a_stream_section_is_one_line(demo_copy, capsys):
     assert 'stream: missing; novation stream needs stream.changes and stream.consent' in err
 
 
+def test_a_stream_runs_under_its_approved_plan_and_is_in_the_audit_log(demo_copy, capsys):
+    """The stream is part of the evidence trail: it refuses a config that no longer gives the
+    approved plan, its epochs and cut-over name the plan and the audit record of its start,
+    the log records the cut-over, and a stream (resumed, or continuing a snapshot) never
+    changes plan midway."""
+    from config import load_config
+    from config.plan import build_plan, plan_sha256
+    from pipelines.cli import main
+    from pipelines.migrate import run
+    from transforms.audit import read_log
+    workdir, config, planted = demo_copy
+    feeds = stream_config(workdir, config)
+    snapshot = run(['--config', config]).run_dir
+    approved = plan_sha256(build_plan(load_config(config)))
+    land(os.path.join(feeds, 'changes'), 'c1', [
+        {'table': 'customers', 'op': 'u', 'row': {**ROW, 'customer_id': subject},
+         'committed_at': now_ms(), 'position': n}
+        for n, subject in enumerate(sorted(planted.contract_customers)[:2], 1)])
+    assert main(['stream', '--config', config, '--run-id', 'live', '--snapshot', snapshot,
+                 '--plan-hash', approved, '--seconds', '2']) == 0
+    out = os.path.join(workdir, 'out')
+    started, cut_over = read_log(out)[-2:]
+    assert started['event'] == 'stream_started' and started['plan_sha256'] == approved
+    assert started['plan_checked'] is True and started['snapshot_run_id'] == \
+        os.path.basename(snapshot)
+    assert set(started['key_ids']) >= {'data.personal', 'deadletter', 'manifest', 'pseudonym'}
+    assert all(isinstance(i, int) for i in started['key_ids'].values())
+    cutover_path = os.path.join(out, 'live', 'cutover.json')
+    cutover = json.load(open(cutover_path))
+    assert cutover['plan_sha256'] == approved
+    assert cutover['audit_started_sha256'] == started['sha256']
+    epoch = json.load(open(os.path.join(out, 'live', 'epochs', '000001', 'manifest.json')))
+    assert (epoch['plan_sha256'], epoch['audit_started_sha256']) == (approved,
+                                                                     started['sha256'])
+    import hashlib
+    assert cut_over['event'] == 'stream_cut_over' and cut_over['epochs'] == 1
+    assert cut_over['cutover_sha256'] == hashlib.sha256(open(cutover_path, 'rb').read()
+                                                        ).hexdigest()
+    capsys.readouterr()
+    assert main(['audit', 'verify', out]) == 0
+    assert '1 committed run(s) and 1 cut-over stream(s)' in capsys.readouterr().out
+
+    # the plan changes: a new treatment of one field
+    with open(config, encoding='utf-8') as f:
+        text = f.read().replace('customers.gender: keep', 'customers.gender: hash')
+    with open(config, 'w', encoding='utf-8') as f:
+        f.write(text)
+    for argv, message in [
+            (['--plan-hash', approved], f'--plan-hash {approved}: {config} no longer gives the '
+                                        f'approved plan'),
+            (['--run-id', 'live'], f'its epochs were committed under plan {approved}'),
+            (['--snapshot', snapshot], f'--snapshot: {snapshot} ran under plan {approved}')]:
+        assert main(['stream', '--config', config, '--seconds', '1'] + argv) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if 'DEMO/TEST' not in line]
+        assert len(err) == 1 and message in err[0], err
+
+    # a cut-over manifest changed after the fact no longer matches the log
+    with open(cutover_path, 'a', encoding='utf-8') as f:
+        f.write(' ')
+    assert main(['audit', 'verify', out]) == 1
+    assert 'stream live: cutover.json is not the one recorded (changed)' in \
+        capsys.readouterr().out
+
+
 def test_a_stream_killed_mid_epoch_and_started_again_delivers_each_change_once(demo_copy):
     import signal
     import subprocess

@@ -3,9 +3,11 @@
 One JSON file per event under ``OUT/audit/`` (``00000001.json``, ...), each holding the sha256
 of the one before (``prev_sha256``) and its own (``sha256``, over its canonical JSON without
 that key). Events: a run started (config and plan hashes, key ids), committed (the manifest's
-sha256), aborted; a review decision, a sign-off, a replay; keys rotated. Editing, removing or
-reordering a record breaks the chain; a run's manifest names the record of its start, so
-removing the newest records shows too. No personal data: ids, hashes, counts and the names of
+sha256), aborted; a review decision, a sign-off, a replay; keys rotated; leftovers cleaned; a
+stream started (config and plan hashes, key ids, the snapshot it continues), cut over (the
+sha256 of its cut-over manifest, which names every epoch's) or aborted. Editing, removing or
+reordering a record breaks the chain; a run's manifest (and a stream's epoch and cut-over
+manifests) name the record of its start, so removing the newest records shows too. No personal data: ids, hashes, counts and the names of
 the staff who decided.
 
 One file per record, because object stores (gs://) cannot append; a local record is created
@@ -28,7 +30,7 @@ __all__ = ['AUDIT_DIR', 'append_event', 'read_log', 'record_sha256', 'verify_log
 
 AUDIT_DIR = 'audit'
 EVENTS = ('run_started', 'run_committed', 'run_aborted', 'reviewed', 'signed_off', 'replayed',
-          'keys_rotated', 'cleaned')
+          'keys_rotated', 'cleaned', 'stream_started', 'stream_cut_over', 'stream_aborted')
 _ATTEMPTS = 20
 
 
@@ -101,14 +103,16 @@ def _create(directory: str, name: str, data: bytes) -> bool:
 
 
 def verify_log(out_dir: str) -> dict:
-    """Check the chain and every committed run's manifest against it.
+    """Check the chain, every committed run's manifest and every stream's cut-over manifest
+    against it.
 
-    Returns {'records', 'runs', 'problems': [...]}; no problem means the log is intact.
+    Returns {'records', 'runs', 'streams', 'problems': [...]}; no problem means the log is
+    intact.
     """
     log = read_log(out_dir)
     problems = []
     prev = None
-    started, committed = {}, {}
+    started, committed, cut_over = {}, {}, {}
     for i, record in enumerate(log, 1):
         if 'unreadable' in record:
             problems.append(f'record {record["unreadable"]} is not valid JSON')
@@ -124,28 +128,39 @@ def verify_log(out_dir: str) -> dict:
             problems.append(f'{where}: does not follow the record before it (the chain is '
                             f'broken)')
         prev = record.get('sha256')
-        if record.get('event') == 'run_started':
-            started[record.get('sha256')] = record.get('run_id')
+        if record.get('event') in ('run_started', 'stream_started'):
+            started[record.get('sha256')] = record.get('run_id') or record.get('stream_id')
         if record.get('event') == 'run_committed':
             committed[record.get('run_id')] = record.get('manifest_sha256')
-    for run_id, recorded in sorted(committed.items()):
-        path = join(out_dir, run_id, 'manifest.json')
+        if record.get('event') == 'stream_cut_over':  # the latest cut-over of each stream
+            cut_over[record.get('stream_id')] = record.get('cutover_sha256')
+    problems += _check_recorded(out_dir, committed, started, 'manifest.json', 'run')
+    problems += _check_recorded(out_dir, cut_over, started, 'cutover.json', 'stream')
+    return {'records': len(log), 'runs': len(committed), 'streams': len(cut_over),
+            'problems': problems}
+
+
+def _check_recorded(out_dir, recorded, started, name, what) -> list:
+    """Problems of the ``name`` files (manifest.json of runs, cutover.json of streams) in
+    ``out_dir``: each recorded one must be there unchanged (``recorded``: id -> sha256), each
+    one there must be recorded, and the record of its start must be in the log."""
+    problems = []
+    for run_id, sha256 in sorted(recorded.items()):
+        path = join(out_dir, run_id, name)
         if not FileSystems.exists(path):
-            problems.append(f'run {run_id}: its manifest is gone')
-            continue
-        data = read_bytes(path, what='manifest')
-        if hashlib.sha256(data).hexdigest() != recorded:
-            problems.append(f'run {run_id}: manifest.json is not the one recorded (changed)')
-    for m in FileSystems.match([join(out_dir, '*', 'manifest.json')])[0].metadata_list:
+            problems.append(f'{what} {run_id}: its {name} is gone')
+        elif hashlib.sha256(read_bytes(path, what=name)).hexdigest() != sha256:
+            problems.append(f'{what} {run_id}: {name} is not the one recorded (changed)')
+    for m in FileSystems.match([join(out_dir, '*', name)])[0].metadata_list:
         run_id = m.path.replace('\\', '/').rstrip('/').split('/')[-2]
         try:
-            manifest = json.loads(read_bytes(m.path, what='manifest').decode('utf-8'))
+            doc = json.loads(read_bytes(m.path, what=name).decode('utf-8'))
         except (ValueError, UnicodeDecodeError):
-            problems.append(f'run {run_id}: manifest.json is not valid JSON')
+            problems.append(f'{what} {run_id}: {name} is not valid JSON')
             continue
-        if run_id not in committed:
-            problems.append(f'run {run_id}: has a manifest but no commit record in the log')
-        anchor = manifest.get('audit_started_sha256') if isinstance(manifest, dict) else None
+        if run_id not in recorded:
+            problems.append(f'{what} {run_id}: has a {name} but no record of it in the log')
+        anchor = doc.get('audit_started_sha256') if isinstance(doc, dict) else None
         if anchor and anchor not in started:
-            problems.append(f'run {run_id}: the record of its start is missing from the log')
-    return {'records': len(log), 'runs': len(committed), 'problems': problems}
+            problems.append(f'{what} {run_id}: the record of its start is missing from the log')
+    return problems

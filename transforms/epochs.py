@@ -21,7 +21,7 @@ import operator
 import pickle
 import secrets
 import time
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, PickleCoder
@@ -34,6 +34,7 @@ from apache_beam.utils.timestamp import Timestamp
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.audit import append_event
 from transforms.batches import ROW, SOURCE
 from transforms.casting import cast_column
 from transforms.conform import conform_batch
@@ -43,7 +44,7 @@ from transforms.masking import MaskContext, string_form
 from transforms.read import ColumnPlan, shown_columns, text_array
 from transforms.crypto import file_identity
 from transforms.deadletter import EncryptedJsonLines, seal
-from transforms.files import join, read_bytes, write_json, write_whole
+from transforms.files import join, write_json, write_whole
 from transforms.keyring import cached_keyring
 from transforms.manifest import MANIFEST_FILE, file_facts
 from transforms.errors import InputError, NovationError
@@ -55,8 +56,9 @@ from transforms.feeds import EndOfFeeds, ReleasedUpTo
 from transforms.stream_consent import Batch, Decided, Retraction
 from transforms.write import ParquetFiles
 
-__all__ = ['CHANGE_COLUMNS', 'CUTOVER_FILE', 'EPOCHS_DIR', 'EPOCH_MANIFEST', 'CommitEpochs', 'Committed',
-           'Prepared', 'RetractionFiles', 'change_batch', 'committed_so_far', 'retraction_id',
+__all__ = ['CHANGE_COLUMNS', 'CUTOVER_FILE', 'EPOCHS_DIR', 'EPOCH_MANIFEST', 'CommitEpochs',
+           'Committed', 'Prepared', 'RetractionFiles', 'Trail', 'change_batch', 'checked_epochs',
+           'committed_so_far', 'retraction_id',
            'commit_epoch', 'count', 'deliver_changes', 'epoch_dir', 'manifest_sha256',
            'write_cutover']
 
@@ -243,10 +245,21 @@ def epoch_dir(stream_dir: str, number: int) -> str:
     return join(stream_dir, EPOCHS_DIR, f'{number:06d}')
 
 
+class Trail(NamedTuple):
+    """A stream's place in the evidence trail: the plan it runs under (the sha256 of its plan
+    and of its config), and the audit log's record of its start and the output root holding
+    the log (None: no log is kept, as in unit tests). Epoch manifests and the cut-over manifest
+    name them; the cut-over is appended to the log."""
+    plan_sha256: Optional[str] = None
+    config_sha256: Optional[str] = None
+    audit_started_sha256: Optional[str] = None
+    audit_root: Optional[str] = None
+
+
 def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered: dict,
                  dead: Sequence[DeadLetter], retractions: Sequence, sources: Sequence[dict],
                  previous_sha256, keys_path: str, pseudonymize, erased=frozenset(),
-                 consumed=(), retraction_ids=(), lang: str = 'en') -> dict:
+                 consumed=(), retraction_ids=(), lang: str = 'en', trail: Trail = Trail()) -> dict:
     """Write epoch ``number`` of a stream: its files under their final names, then its
     manifest, last; returns the manifest.
 
@@ -307,6 +320,10 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
         'committed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'),
         'previous_manifest_sha256': previous_sha256,
+        # the plan it was committed under, and the audit record of its stream's (re)start
+        'plan_sha256': trail.plan_sha256,
+        'config_sha256': trail.config_sha256,
+        'audit_started_sha256': trail.audit_started_sha256,
         # every table with changes or dead letters; a feed's own name for a line that names
         # no table of the config
         'tables': {name: {'rows_written': delivered[name].num_rows if name in delivered else 0,
@@ -377,14 +394,14 @@ class CommitEpochs(beam.PTransform):
 
     def __init__(self, *, config, run_id: str, stream_dir: str, seconds: float = 5.0,
                  max_rows: int = 100_000, resume=None, snapshot: Optional[str] = None,
-                 watermarks: bool = False, lateness: float = 0.0):
+                 watermarks: bool = False, lateness: float = 0.0, trail: Trail = Trail()):
         super().__init__()
         resume = resume or Committed(0, None, frozenset(), frozenset())
         length = int(seconds * 10**6)
         self._deliver = _DeliverFn(config, length, max_rows, resume)
         fn = _WatermarkEpochFn if watermarks else _EpochFn
         self._commit = fn(config, run_id, stream_dir, length, max_rows, resume, snapshot,
-                          int(lateness * 10**6))
+                          int(lateness * 10**6), trail)
 
     def expand(self, items):
         return (items
@@ -496,8 +513,9 @@ class _EpochFn(beam.DoFn):
     CHAIN = ReadModifyWriteStateSpec('chain', PickleCoder())
 
     def __init__(self, config, run_id, stream_dir, length, max_rows, resume, snapshot,
-                 lateness):
+                 lateness, trail):
         self._config = config
+        self._trail = trail
         self._run_id = run_id
         self._stream_dir = stream_dir
         self._length = length
@@ -541,7 +559,7 @@ class _EpochFn(beam.DoFn):
         chain.write(state)
         if ending:
             write_cutover(self._stream_dir, self._run_id, self._snapshot,
-                          self._config.output.keys, self._config.report_lang)
+                          self._config.output.keys, self._config.report_lang, self._trail)
 
 
     def _commit_due(self, buffer, state, up_to, ending):
@@ -596,7 +614,8 @@ class _EpochFn(beam.DoFn):
             pseudonymize=lambda subject: self._ops.pseudonym(domain, subject),
             consumed=_merged_consumed(c for p in parts for c in p.consumed),
             lang=config.report_lang,
-            retraction_ids=sorted(i for p in parts for i in p.retraction_ids))
+            retraction_ids=sorted(i for p in parts for i in p.retraction_ids),
+            trail=self._trail)
 
 
 class _WatermarkEpochFn(_EpochFn):
@@ -644,23 +663,22 @@ CUTOVER_FILE = 'cutover.json'
 
 
 def write_cutover(stream_dir: str, run_id: str, snapshot, keys_path: str,
-                  lang: str = 'en') -> dict:
+                  lang: str = 'en', trail: Trail = Trail()) -> dict:
     """The cut-over manifest, written when the stream stops: the snapshot run and every epoch,
     each with the sha256 of its manifest, so the acquirer can check that what it holds (the
     snapshot, then the epochs in order) is the whole delivery; first, the stream's report over
-    every epoch."""
-    committed = committed_so_far(stream_dir, run_id, keys_path)  # the chain and its seals checked
-    epochs, manifests = [], []
-    for number in range(1, committed.last_epoch + 1):  # each manifest read once more
-        data = read_bytes(join(epoch_dir(stream_dir, number), EPOCH_MANIFEST),
-                          what='epoch manifest')
-        manifests.append(json.loads(data))
-        epochs.append({'epoch': number, 'manifest': f'{EPOCHS_DIR}/{number:06d}/'
-                                                    f'{EPOCH_MANIFEST}',
-                       'sha256': hashlib.sha256(data).hexdigest()})
+    every epoch. With an audit log (``trail.audit_root``) the cut-over is appended to it, with
+    the manifest's sha256: it names every epoch's, so the log vouches for the whole chain."""
+    checked = checked_epochs(stream_dir, run_id, keys_path)
+    manifests = [manifest for _, manifest in checked]
+    epochs = [{'epoch': number, 'manifest': f'{EPOCHS_DIR}/{number:06d}/{EPOCH_MANIFEST}',
+               'sha256': hashlib.sha256(data).hexdigest()}
+              for number, (data, _) in enumerate(checked, 1)]
     cutover = {'format': 'novation-cutover/1', 'stream_id': run_id,
                'completed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
                    timespec='seconds'),
+               'plan_sha256': trail.plan_sha256,
+               'audit_started_sha256': trail.audit_started_sha256,
                'snapshot': None, 'epochs': epochs}
     if snapshot:
         path = join(snapshot, MANIFEST_FILE)
@@ -671,24 +689,32 @@ def write_cutover(stream_dir: str, run_id: str, snapshot, keys_path: str,
     report = build_stream_report(manifests, run_id, lang)
     write_json(stream_dir, REPORT_JSON, report)
     write_whole(stream_dir, REPORT_HTML, render_stream_html(report).encode('utf-8'))
-    write_sealed_json(stream_dir, CUTOVER_FILE, cutover, keys_path,
-                      file_identity(run_id, CUTOVER_FILE))
+    data = write_sealed_json(stream_dir, CUTOVER_FILE, cutover, keys_path,
+                             file_identity(run_id, CUTOVER_FILE))
+    if trail.audit_root:
+        append_event(trail.audit_root, 'stream_cut_over', stream_id=run_id,
+                     cutover_sha256=hashlib.sha256(data).hexdigest(), epochs=len(epochs),
+                     snapshot_run_id=(cutover['snapshot'] or {}).get('run_id'))
     return cutover
 
 
 # What earlier runs of a stream committed: the last epoch and its manifest's sha256, the feed
 # lines ((path, line)) consumed and the retractions made (their opaque ids).
-Committed = collections.namedtuple('Committed', 'last_epoch last_sha256 lines retractions')
+# ``plan_sha256``: the plan the last epoch was committed under.
+Committed = collections.namedtuple('Committed', 'last_epoch last_sha256 lines retractions '
+                                   'plan_sha256', defaults=(None,))
 
 
-def committed_so_far(stream_dir: str, run_id: str, keys_path: str) -> Committed:
-    """Read every epoch manifest of ``stream_dir``, checking their seals (under the keyring at
-    ``keys_path``) and their chain; raises InputError if one is missing or altered (its seal
-    fails, or its successor names another sha256)."""
+
+
+def checked_epochs(stream_dir: str, run_id: str, keys_path: str) -> list:
+    """Every epoch manifest of ``stream_dir`` in order, as ``(bytes, manifest)``, once their
+    seals (under the keyring at ``keys_path``) and their chain are checked; raises InputError
+    if one is missing or altered (its seal fails, or its successor names another sha256)."""
     keyring = cached_keyring(keys_path, (SEAL_ROLE,))
     numbers = sorted(int(m.path.rstrip('/').split('/')[-2]) for m in FileSystems.match(
         [join(stream_dir, EPOCHS_DIR, '*', EPOCH_MANIFEST)])[0].metadata_list)
-    previous, lines, retracted = None, set(), set()
+    previous, epochs = None, []
     for expected, number in enumerate(numbers, 1):
         if number != expected:
             raise InputError(f'{stream_dir}: epoch {expected:06d} is missing; the stream '
@@ -705,11 +731,22 @@ def committed_so_far(stream_dir: str, run_id: str, keys_path: str) -> Committed:
             raise InputError(f'{stream_dir}: epoch {number:06d} does not follow epoch '
                              f'{number - 1:06d} (its sha256 differs): an epoch was altered')
         previous = hashlib.sha256(text).hexdigest()
+        epochs.append((text, manifest))
+    return epochs
+
+
+def committed_so_far(stream_dir: str, run_id: str, keys_path: str) -> Committed:
+    """What the checked epochs of ``stream_dir`` committed (``checked_epochs``)."""
+    epochs = checked_epochs(stream_dir, run_id, keys_path)
+    lines, retracted = set(), set()
+    for _, manifest in epochs:
         for entry in manifest.get('consumed', []):
             for first, last in entry['lines']:
                 lines.update((entry['path'], n) for n in range(first, last + 1))
         retracted.update(manifest.get('retraction_ids', []))
-    return Committed(len(numbers), previous, frozenset(lines), frozenset(retracted))
+    return Committed(len(epochs), hashlib.sha256(epochs[-1][0]).hexdigest() if epochs else None,
+                     frozenset(lines), frozenset(retracted),
+                     epochs[-1][1].get('plan_sha256') if epochs else None)
 
 
 def retraction_id(ops, retraction) -> str:
