@@ -198,6 +198,8 @@ class MigrationConfig:
     report_lang: str = 'en'  # the run report's language (report.lang): en or zh
     risk: RiskConfig = RiskConfig()
     notice: Optional[NoticeConfig] = None
+    # who is given which key roles (holder name, roles), as the plan shows them
+    key_holders: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
 
     @property
     def risk_tables(self) -> Tuple['TableConfig', ...]:
@@ -257,7 +259,8 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
         raise ConfigError(f'{source}: not valid YAML{at}') from None
     c = _Checker(source)
     root = c.mapping(doc, '', required=('transfer', 'tables', 'consent', 'masking', 'output'),
-                     optional=('deadletter', 'stream', 'report', 'risk', 'notice'))
+                     optional=('deadletter', 'stream', 'report', 'risk', 'notice',
+                               'key_holders'))
     transfer = _transfer(c, root['transfer'])
     schema_texts = []
     tables_raw = c.mapping(root['tables'], 'tables')
@@ -320,7 +323,8 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
     return MigrationConfig(source=source, transfer=transfer, tables=tuple(tables),
                            consent=consent, output=output,
                            deadletter=DeadLetterConfig(float(max_ratio)), digest=digest,
-                           stream=stream, report_lang=lang, risk=risk, notice=notice)
+                           stream=stream, report_lang=lang, risk=risk, notice=notice,
+                           key_holders=_key_holders(c, root.get('key_holders'), tables))
 
 
 # Methods whose delivered subject key is the same for the same customer in every table.
@@ -360,6 +364,38 @@ def _risk(c, raw, tables) -> RiskConfig:
                                  f'differently ({how}), so their customers cannot be matched; '
                                  f'use one method and domain')
     return RiskConfig(min_k=min_k, enforce=enforce)
+
+
+def _key_holders(c, raw, tables) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
+    """``key_holders``: holder name -> the key roles they are given (``novation keys share``).
+    A role is a keyring role, or the ``column.`` role of a field of these tables (or of an
+    ``encrypt`` key): a field whose method changed away from ``encrypt`` keeps its holders."""
+    if raw is None:
+        return ()
+    from transforms.keyring import BASE_ROLES, column_role
+    columns = {column_role(f'{t.name}.{r.field.name}') for t in tables for r in t.rules}
+    columns |= {column_role(r.operator.key) for t in tables for r in t.rules
+                if r.operator.name == 'encrypt'}
+    allowed = ', '.join(BASE_ROLES) + ', column.TABLE.FIELD (a field of tables)'
+    holders = c.mapping(raw, 'key_holders')
+    if not holders:
+        c.fail('key_holders', 'name at least one holder, e.g. "acquirer data team: '
+                              '[data.internal, data.personal]"')
+    out = []
+    for name, roles in holders.items():
+        if not isinstance(name, str) or not name.strip() or len(name) > 100:
+            c.fail('key_holders', 'each holder is named by a text of 1 to 100 characters')
+        key = f'key_holders.{name}'
+        if not isinstance(roles, list) or not roles:
+            c.fail(key, f'must be a list of key roles; allowed: {allowed}')
+        for role in roles:
+            if role not in BASE_ROLES and role not in columns:
+                c.fail(key, f'{str(role)[:60]!r} is not a key role of this transfer; allowed: '
+                            f'{allowed}')
+        if len(set(roles)) < len(roles):
+            c.fail(key, 'a role is listed twice')
+        out.append((name.strip(), tuple(roles)))
+    return tuple(out)
 
 
 # The consent registry's and erasure list's columns, as consent.columns may rename them.

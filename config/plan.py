@@ -20,9 +20,28 @@ import json
 from transforms.reasons import REASONS
 from transforms.write import key_role
 
-__all__ = ['PLAN_FORMAT', 'build_plan', 'diff_plans', 'plan_sha256', 'render_plan']
+__all__ = ['PLAN_FORMAT', 'PLAN_FORMATS', 'build_plan', 'diff_plans', 'plan_sha256',
+           'render_plan']
 
-PLAN_FORMAT = 'novation.plan/1'
+PLAN_FORMAT = 'novation.plan/2'  # /2: who holds each key (key_holders), readable_by a list
+PLAN_FORMATS = ('novation.plan/1', PLAN_FORMAT)  # what --diff reads
+
+# What holding a key role lets one do, in words for the people approving the plan.
+_KEY_ALLOWS = {
+    'data.footer': 'opens the delivered Parquet files (footer: schema, row counts) and reads '
+                   'their public columns; needed with every other data key',
+    'data.internal': 'reads the delivered internal columns',
+    'data.personal': 'reads the delivered personal columns',
+    'data.sensitive': 'reads the delivered sensitive columns',
+    'data.avro': 'reads the delivered Avro files whole',
+    'deadletter': 'reads the refused records, with the seller\'s raw rows (compliance review)',
+    'pseudonym': 'computes the pseudonym of a value it already holds (novation pseudonym), '
+                 'so can confirm a guessed identity; derives the date shifts',
+    'token': 'turns tokens back into the seller\'s values (novation detokenize)',
+    'notice': 'reads the seller\'s notification list: the seller\'s own customer ids',
+    'manifest': 'seals manifests (its private half, the running side); its public half '
+                'checks seals',
+}
 
 # How a method leaves the value, in words for the people approving the plan.
 _TREATMENT = {
@@ -45,12 +64,22 @@ def _params(operator) -> dict:
     return {k: getattr(operator, k) for k in operator.params}
 
 
-def field_plan(table, rule, output_format: str) -> dict:
+def _holders_of(roles, key_holders):
+    """Who holds every role of ``roles``: the named holders, or (no key_holders in the
+    config) the roles themselves in words."""
+    if not key_holders:
+        return [f'holders of key {" and ".join(roles)}']
+    return [name for name, held in key_holders if set(roles) <= set(held)]
+
+
+def field_plan(table, rule, output_format: str, key_holders=()) -> dict:
     spec, op = rule.field, rule.operator
     delivered = rule.delivered
-    role = None
+    role, needs = None, ()
     if delivered:
         role = 'data.avro' if output_format == 'avro' else key_role(rule)
+        # a Parquet column is read through its file's footer, under data.footer
+        needs = (role,) if role in ('data.avro', 'data.footer') else ('data.footer', role)
     entry = {
         'name': spec.name,
         'classification': spec.classification,
@@ -60,7 +89,7 @@ def field_plan(table, rule, output_format: str) -> dict:
         'treatment': _TREATMENT[op.name],
         'delivered_type': str(op.output_type()) if delivered else None,
         'key_role': role,
-        'readable_by': (f'holders of key {role}' if role else 'no one (not delivered)'),
+        'readable_by': _holders_of(needs, key_holders) if role else [],
         'in_clear': delivered and op.name in CLEAR_METHODS,
         'withheld_without_separate_consent': delivered and spec.classification == 'sensitive',
         'quasi_identifier': getattr(spec, 'quasi_identifier', False),
@@ -100,7 +129,7 @@ def build_plan(config) -> dict:
             'subject_key': table.subject_key,
             'primary_key': table.schema.primary_key,
             'duplicates': table.keep_duplicates if table.schema.primary_key else None,
-            'fields': [field_plan(table, r, fmt) for r in table.rules],
+            'fields': [field_plan(table, r, fmt, config.key_holders) for r in table.rules],
             'reasons': _reasons(config, table),
         })
     consent_purposes = [p.name for p in t.purposes if p.legal_basis == 'consent']
@@ -134,9 +163,32 @@ def build_plan(config) -> dict:
         'notification_list': ({'key_role': 'notice', 'where': 'notice.path (the seller\'s side)'}
                               if getattr(config, 'notice', None) else None),
         'tables': tables,
+        'keys': _keys(config, tables),
         'reason_codes': {code: REASONS[code] for code in REASONS
                          if any(code in tb['reasons'] for tb in tables)},
     }
+
+
+def _keys(config, tables) -> list:
+    """The key roles a run uses, what holding each allows, and who is named to hold it
+    (``holders`` None: the config names no key holders)."""
+    used = {f['key_role'] for t in tables for f in t['fields'] if f['key_role']}
+    if config.output.format == 'parquet':
+        used.add('data.footer')
+    used |= {'deadletter', 'pseudonym', 'manifest'}  # dead letters, their subjects, seals
+    if any(f['method'] == 'tokenize' for t in tables for f in t['fields']):
+        used.add('token')
+    if getattr(config, 'notice', None):
+        used.add('notice')
+    named = config.key_holders
+    out = []
+    for role in sorted(used, key=lambda r: (r.startswith('column.'), r)):
+        allows = _KEY_ALLOWS.get(role) or 'reads ' + ', '.join(
+            f'{t["name"]}.{f["name"]}' for t in tables for f in t['fields']
+            if f['key_role'] == role) + ' (its own key)'
+        out.append({'role': role, 'allows': allows,
+                    'holders': [n for n, held in named if role in held] if named else None})
+    return out
 
 
 def canonical(plan: dict) -> bytes:
@@ -203,22 +255,29 @@ def render_plan(plan: dict, fmt: str = 'text') -> str:
                   + (f', primary key {table["primary_key"]} (duplicates: '
                      f'{table["duplicates"]})' if table['primary_key'] else ''), '']
         rows = [_field_row(f) for f in table['fields']]
-        lines += _table(rows, md)
-        lines += ['', 'a delivered field is readable only by holders of the key shown',
+        lines += _table(rows, md, _HEADERS)
+        lines += ['', 'a delivered field is readable only by holders of the key shown'
+                  + (' (and of data.footer, which opens the file)'
+                     if plan['output_format'] == 'parquet' else ''),
                   'can be refused with: ' + ', '.join(table['reasons'])]
+    lines += ['', f'{"## " if md else ""}Who can read what', '']
+    rows = [[k['role'], k['allows'], 'not named (no key_holders in the config)'
+             if k['holders'] is None else ', '.join(k['holders']) or 'NO ONE NAMED']
+            for k in plan.get('keys', ())]
+    lines += _table(rows, md, ['key', 'allows its holder to', 'held by'])
     lines += ['', f'{"## " if md else ""}Reason codes']
     lines += [f'- {code}: {text}' for code, text in plan['reason_codes'].items()]
     return '\n'.join(lines) + '\n'
 
 
-def _table(rows, md):
+def _table(rows, md, headers):
     if md:
-        out = ['| ' + ' | '.join(_HEADERS) + ' |', '|' + '---|' * len(_HEADERS)]
+        out = ['| ' + ' | '.join(headers) + ' |', '|' + '---|' * len(headers)]
         return out + ['| ' + ' | '.join(c.replace('|', '\\|') for c in r) + ' |'
                       for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_HEADERS)]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     fmt = '  '.join(f'{{:{w}s}}' for w in widths)
-    return ['  ' + fmt.format(*_HEADERS).rstrip()] + \
+    return ['  ' + fmt.format(*headers).rstrip()] + \
            ['  ' + fmt.format(*r).rstrip() for r in rows]
 
 

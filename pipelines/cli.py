@@ -258,11 +258,16 @@ def _parser() -> argparse.ArgumentParser:
                     'read: the acquirer\'s data team data.* (or data.avro), a compliance '
                     'operator deadletter. The manifest role is always added as its public '
                     'half: it checks the seal of every manifest and cannot make one. Share '
-                    'again after rotating the manifest key.')
+                    'again after rotating the manifest key. Give the roles with --role, or '
+                    'name a holder of the config\'s key_holders (the plan\'s "Who can read '
+                    'what") with --holder and --config.')
     share.add_argument('directory', metavar='SOURCE', help='local keyring directory')
     share.add_argument('destination', metavar='DEST', help='new local directory')
-    share.add_argument('--role', action='append', required=True, metavar='ROLE', dest='roles',
+    share.add_argument('--role', action='append', metavar='ROLE', dest='roles',
                        help='a role to give (repeatable)')
+    share.add_argument('--holder', metavar='NAME',
+                       help='give the roles the config\'s key_holders name for NAME')
+    share.add_argument('--config', metavar='FILE', help='the migration config (with --holder)')
 
     decrypt = sub.add_parser(
         'decrypt', help='decrypt a table (or its dead letters) of a finished run',
@@ -585,7 +590,7 @@ def _load_plan(path):
     """A plan from a config (YAML) or a plan saved with --format json."""
     import json
     from config import load_config
-    from config.plan import PLAN_FORMAT, build_plan, plan_sha256
+    from config.plan import PLAN_FORMATS, build_plan, plan_sha256
     from transforms.errors import ConfigError
     from transforms.files import read_text
     if path.lower().endswith('.json'):
@@ -593,7 +598,7 @@ def _load_plan(path):
             plan = json.loads(read_text(path, what='plan'))
         except json.JSONDecodeError as e:
             raise ConfigError(f'{path}: not valid JSON (line {e.lineno})') from None
-        if not isinstance(plan, dict) or plan.get('format') != PLAN_FORMAT:
+        if not isinstance(plan, dict) or plan.get('format') not in PLAN_FORMATS:
             raise ConfigError(f'{path}: not a plan (novation plan --format json writes one)')
         saved = plan.pop('sha256', None)
         if saved is not None and saved != plan_sha256(plan):
@@ -658,6 +663,25 @@ def _cmd_demo(args, beam_args, console):
     return 0
 
 
+def _roles_to_share(args):
+    """The roles ``keys share`` gives: --role, or the config's key_holders entry for --holder."""
+    from transforms.errors import ConfigError
+    if bool(args.roles) == bool(args.holder):
+        raise ConfigError('keys share: give the roles with --role, or a holder with --holder '
+                          'and --config (not both)')
+    if args.roles:
+        return args.roles
+    if not args.config:
+        raise ConfigError('keys share: --holder needs --config, whose key_holders name the '
+                          'holder\'s roles')
+    from config import load_config
+    held = dict(load_config(args.config).key_holders)
+    if args.holder not in held:
+        raise ConfigError(f'{args.config}: key_holders: no holder {args.holder[:100]!r}; '
+                          f'holders: {", ".join(held) or "none named"}')
+    return list(held[args.holder])
+
+
 def _cmd_keys(args):
     from transforms import keyring as kr
     path = args.directory
@@ -683,7 +707,7 @@ def _cmd_keys(args):
         kr.add_roles(path, args.roles)
         print(f'added {", ".join(args.roles)} to {path}')
     elif args.keys_command == 'share':
-        shared = kr.share_keyring(path, args.destination, args.roles)
+        shared = kr.share_keyring(path, args.destination, _roles_to_share(args))
         print(f'keyring {args.destination} created with {", ".join(shared.roles)} of {path} '
               f'(manifest: the public half, to check seals)')
     else:

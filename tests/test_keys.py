@@ -278,3 +278,24 @@ def test_novation_pseudonym_follows_the_documented_formula(tmp_path, capsys):
     assert out == expected + '\n' and value not in out
     with pytest.raises(SystemExit):  # a domain is needed
         main(['pseudonym', '--keys', keys, value])
+
+
+def test_a_named_holder_is_given_the_roles_the_config_names(demo_copy, capsys):
+    from pipelines.cli import main
+    workdir, config, _ = demo_copy
+    keys, dest = os.path.join(workdir, 'keys'), os.path.join(workdir, 'credit-risk-keys')
+    assert main(['keys', 'share', keys, dest, '--holder', 'Harbour Credit credit risk',
+                 '--config', config]) == 0
+    assert set(kr.load_keyring(dest, warn=False).roles) == {
+        'data.footer', 'column.customers.monthly_income', 'manifest'}
+    for argv, message in [
+            (['--holder', 'the press', '--config', config],
+             "key_holders: no holder 'the press'; holders: Harbour Credit data team"),
+            (['--holder', 'the press'], '--holder needs --config'),
+            ([], 'give the roles with --role, or a holder with --holder'),
+            (['--role', 'notice', '--holder', 'x', '--config', config], 'not both')]:
+        capsys.readouterr()
+        assert main(['keys', 'share', keys, os.path.join(workdir, 'other')] + argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count('\n') == 1
+    assert not os.path.exists(os.path.join(workdir, 'other'))

@@ -139,3 +139,67 @@ def test_a_run_records_its_plan_and_refuses_another(demo_copy, capsys):
     assert manifest['plan_sha256'] == approved and manifest['plan_checked']
     report = json.load(open(os.path.join(run_dir, 'report.json'), encoding='utf-8'))
     assert 'checked against the approved plan' in report['plan']
+
+
+@pytest.mark.parametrize('table, name, readers', [
+    ('customers', 'monthly_income', ['Harbour Credit credit risk']),  # its own column key
+    ('customers', 'mobile', ['Harbour Credit data team']),
+    ('contracts', 'product', ['Harbour Credit data team', 'Harbour Credit credit risk']),
+    ('customers', 'login_password_hash', []),  # dropped: no one
+])
+def test_the_plan_names_who_can_read_each_field(demo_doc, table, name, readers):
+    assert field(plan_of(demo_doc), table, name)['readable_by'] == readers
+
+
+def test_a_parquet_column_needs_the_footer_key_too(demo_doc):
+    doc = copy.deepcopy(demo_doc)
+    doc['key_holders']['Harbour Credit credit risk'].remove('data.footer')
+    assert field(plan_of(doc), 'customers', 'monthly_income')['readable_by'] == []
+
+
+def test_without_key_holders_the_plan_names_the_keys(demo_doc):
+    doc = copy.deepcopy(demo_doc)
+    del doc['key_holders']
+    plan = plan_of(doc)
+    assert field(plan, 'customers', 'mobile')['readable_by'] == [
+        'holders of key data.footer and data.personal']
+    assert all(k['holders'] is None for k in plan['keys'])
+    assert 'not named (no key_holders in the config)' in render_plan(plan)
+
+
+def test_the_plan_says_who_holds_each_key(demo_doc):
+    plan = plan_of(demo_doc)
+    keys = {k['role']: k for k in plan['keys']}
+    assert set(keys) == {'data.footer', 'data.internal', 'data.personal', 'data.sensitive',
+                         'column.customers.monthly_income', 'deadletter', 'pseudonym', 'token',
+                         'notice', 'manifest'}
+    assert keys['notice']['holders'] == ['seller compliance office']
+    assert 'Harbour Credit data team' not in keys['token']['holders']
+    assert 'customers.monthly_income' in keys['column.customers.monthly_income']['allows']
+    text = render_plan(plan)
+    assert 'Who can read what' in text and 'seller compliance office' in text
+    doc = copy.deepcopy(demo_doc)
+    doc['key_holders'] = {'Harbour Credit data team': ['data.footer']}
+    unheld = {k['role']: k['holders'] for k in plan_of(doc)['keys']}
+    assert unheld['notice'] == [] and 'NO ONE NAMED' in render_plan(plan_of(doc))
+    assert plan_sha256(plan_of(doc)) != plan_sha256(plan)  # who holds a key is approved too
+
+
+def test_a_plan_of_the_earlier_format_can_still_be_compared(demo_copy, capsys):
+    workdir, config, _ = demo_copy
+    saved = os.path.join(workdir, 'plan.json')
+    assert main(['plan', '--config', config, '--format', 'json', '--out', saved]) == 0
+    doc = json.load(open(saved, encoding='utf-8'))
+    doc.pop('sha256')
+    doc.pop('keys')
+    doc['format'] = 'novation.plan/1'
+    for table in doc['tables']:
+        for f in table['fields']:
+            f['readable_by'] = (f'holders of key {f["key_role"]}' if f['key_role']
+                                else 'no one (not delivered)')
+    json.dump(doc, open(saved, 'w', encoding='utf-8'))
+    capsys.readouterr()
+    assert main(['plan', '--diff', saved, config]) == 1
+    out = capsys.readouterr().out
+    assert '-format: "novation.plan/1"' in out and '+format: "novation.plan/2"' in out
+    assert 'readable_by' in out and 'fields[mobile].method' not in out

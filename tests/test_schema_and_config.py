@@ -184,6 +184,19 @@ def change(doc, dotted, value):
     ('stream.epoch_seconds', 0, 'stream.epoch_seconds: must be a number of seconds above 0'),
     ('report', {'lang': 'fr'}, "report.lang: 'fr' is not allowed; allowed: en, zh"),
     ('report', {'language': 'zh'}, 'report: unknown key(s) language; allowed: lang'),
+    ('key_holders', {}, 'key_holders: name at least one holder'),
+    ('key_holders', ['acquirer'], 'key_holders: must be a mapping'),
+    ('key_holders.seller compliance office', 'notice', 'key_holders.seller compliance office: '
+                                                       'must be a list of key roles; allowed: '
+                                                       'pseudonym, token, data.footer'),
+    ('key_holders.seller compliance office', ['tokens'], "key_holders.seller compliance office: "
+                                                         "'tokens' is not a key role of this "
+                                                         "transfer; allowed:"),
+    ('key_holders.seller compliance office', ['column.customers.mobil'],
+     "'column.customers.mobil' is not a key role of this transfer; allowed: pseudonym, token, "
+     "data.footer, data.internal, data.personal, data.sensitive, data.avro, deadletter, notice, "
+     "manifest, column.TABLE.FIELD (a field of tables)"),
+    ('key_holders.seller compliance office', ['notice', 'notice'], 'a role is listed twice'),
 ])
 def test_config_errors(demo_doc, dotted, value, message):
     with pytest.raises(ConfigError) as e:
