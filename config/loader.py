@@ -389,7 +389,7 @@ def _key_holders(c, raw, tables) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
         if not isinstance(roles, list) or not roles:
             c.fail(key, f'must be a list of key roles; allowed: {allowed}')
         for role in roles:
-            if role not in BASE_ROLES and role not in columns:
+            if not isinstance(role, str) or (role not in BASE_ROLES and role not in columns):
                 c.fail(key, f'{str(role)[:60]!r} is not a key role of this transfer; allowed: '
                             f'{allowed}')
         if len(set(roles)) < len(roles):

@@ -197,6 +197,8 @@ def change(doc, dotted, value):
      "data.footer, data.internal, data.personal, data.sensitive, data.avro, deadletter, notice, "
      "manifest, column.TABLE.FIELD (a field of tables)"),
     ('key_holders.seller compliance office', ['notice', 'notice'], 'a role is listed twice'),
+    ('key_holders.seller compliance office', [{'role': 'notice'}], "notice'}\" is not a key "
+                                                                   "role of this transfer"),
 ])
 def test_config_errors(demo_doc, dotted, value, message):
     with pytest.raises(ConfigError) as e:
