@@ -6,6 +6,7 @@ data: only the config and the schema files it names.
 """
 
 import dataclasses
+import datetime
 import functools
 import hashlib
 import json
@@ -19,6 +20,7 @@ import yaml
 
 from schemas import LEVELS, FieldSpec, TableSchema, parse_schema
 from transforms.casting import NULL_TOKENS
+from transforms.changes import UNITS
 from transforms.errors import ConfigError
 from transforms.files import read_text, resolve
 from transforms.masking import FORBIDDEN, OPERATORS, Operator, make_operator
@@ -99,6 +101,20 @@ class TableConfig:
 
     def rule(self, field_name: str) -> FieldRule:
         return next(r for r in self.rules if r.field.name == field_name)
+
+    @functools.cached_property
+    def key_columns(self) -> Tuple[str, ...]:
+        """The columns that may hold the primary key (none without one)."""
+        if not self.schema.primary_key:
+            return ()
+        spec = self.schema.field(self.schema.primary_key)
+        return (spec.name,) + spec.aliases
+
+    @functools.cached_property
+    def column_kinds(self) -> Dict[str, Tuple[str, Optional[int]]]:
+        """Every column name of a field (its name and aliases) -> (kind, scale)."""
+        return {column: (f.kind, f.scale) for f in self.schema.fields
+                for column in (f.name,) + f.aliases}
 
     @functools.cached_property
     def subject_columns(self) -> Tuple[str, ...]:
@@ -183,6 +199,20 @@ class StreamConfig:
     idle_seconds: float = 5.0
     poll_seconds: float = 1.0
     timestamp_attribute: Optional[str] = None  # Pub/Sub: the attribute holding commit times
+    # the seller's table names (``db.table`` or ``table``) -> the config's
+    tables: Tuple[Tuple[str, str], ...] = ()
+    time_unit: Optional[str] = None  # integer times of no named unit: s, ms, us or ns
+    not_before: str = '2000-01-01T00:00:00+00:00'  # an earlier time is implausible
+    max_ahead_seconds: float = 86_400.0  # so is one further ahead of the clock
+    decimal_handling_mode: str = 'precise'  # Debezium's, for feeds without the Connect schema
+
+    @property
+    def time_rules(self):
+        """The ``transforms.changes.TimeRules`` of these settings."""
+        from transforms.changes import TimeRules
+        moment = datetime.datetime.fromisoformat(self.not_before)
+        return TimeRules(unit=self.time_unit, not_before=int(moment.timestamp() * 10**6),
+                         max_ahead=int(self.max_ahead_seconds * 10**6))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +333,8 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
                           f'got {max_ratio!r}')
     digest = hashlib.sha256(json.dumps([text] + schema_texts, ensure_ascii=False)
                             .encode('utf-8')).hexdigest()
-    stream = _stream(c, root['stream'], base_dir) if root.get('stream') is not None else None
+    stream = _stream(c, root['stream'], base_dir, {t.name for t in tables}) \
+        if root.get('stream') is not None else None
     report = c.mapping(root.get('report') or {}, 'report', optional=('lang',))
     lang = c.choice(report.get('lang', 'en'), 'report.lang', REPORT_LANGS)
     risk = _risk(c, root.get('risk'), tables)
@@ -422,10 +453,12 @@ SUBSCRIPTION = re.compile(r'projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/subscriptions/
                           r'[A-Za-z][-A-Za-z0-9._~%+]{2,254}')
 
 
-def _stream(c, raw, base_dir) -> StreamConfig:
-    timings = ('epoch_seconds', 'lateness_seconds', 'idle_seconds', 'poll_seconds')
+def _stream(c, raw, base_dir, known_tables=()) -> StreamConfig:
+    timings = ('epoch_seconds', 'lateness_seconds', 'idle_seconds', 'poll_seconds',
+               'max_ahead_seconds')
     s = c.mapping(raw, 'stream', required=('changes', 'consent'),
-                  optional=timings + ('timestamp_attribute',))
+                  optional=timings + ('timestamp_attribute', 'tables', 'time_unit',
+                                      'not_before', 'decimal_handling_mode'))
     values = {}
     for key in ('changes', 'consent'):
         place = c.string(s[key], f'stream.{key}')
@@ -447,6 +480,32 @@ def _stream(c, raw, base_dir) -> StreamConfig:
                 c.fail(f'stream.{key}', f'must be a number of seconds above 0 and at most '
                                         f'86400, got {value!r}')
             values[key] = float(value)
+    if s.get('time_unit') is not None:
+        values['time_unit'] = c.choice(s['time_unit'], 'stream.time_unit', UNITS)
+    if 'decimal_handling_mode' in s:
+        values['decimal_handling_mode'] = c.choice(s['decimal_handling_mode'],
+                                                   'stream.decimal_handling_mode',
+                                                   ('precise', 'string', 'double'))
+    if 'not_before' in s:
+        text = c.string(s['not_before'], 'stream.not_before')
+        try:
+            moment = datetime.datetime.fromisoformat(text.replace('Z', '+00:00'))
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            c.fail('stream.not_before', f'must be an ISO 8601 time with its zone, e.g. '
+                                        f'2015-01-01T00:00:00+08:00, got {text!r}')
+        values['not_before'] = moment.isoformat()
+    if 'tables' in s:
+        names = c.mapping(s['tables'], 'stream.tables')
+        pairs = []
+        for seller, table in names.items():
+            table = c.string(table, f'stream.tables.{seller}')
+            if table not in known_tables:
+                c.fail(f'stream.tables.{seller}', f'names no table of the config; allowed: '
+                                                  f'{", ".join(sorted(known_tables))}')
+            pairs.append((str(seller), table))
+        values['tables'] = tuple(pairs)
     return StreamConfig(**values)
 
 

@@ -114,6 +114,8 @@ def _reasons(config, table) -> list:
         codes.append('duplicate_key')
     elif config.stream is not None:
         codes.append('no_primary_key')
+    if config.stream is not None:
+        codes.append('implausible_time')
     return [c for c in REASONS if c in codes]
 
 

@@ -45,10 +45,11 @@ from transforms.keyring import load_keyring
 from transforms.manifest import MANIFEST_FILE
 from transforms.seal import require_signing
 from transforms.write import file_roles
-from transforms.feeds import DRAIN, EndOfFeeds, Feed, WatchFeeds
+from transforms.feeds import DRAIN, EndOfFeeds, Feed, FileRead, WatchFeeds
+from transforms.key_order import InKeyOrder
 from transforms.pubsub import ReadSubscription, is_subscription
 from transforms.reasons import DeadLetter
-from transforms.stream_consent import Batch, ConsentInOrder, Routed, route
+from transforms.stream_consent import Batch, ConsentInOrder, Counted, Routed, route
 
 __all__ = ['build_stream', 'decide_and_commit', 'print_stream_summary', 'run_stream', 'stream_parser',
            'stream_summary']
@@ -89,35 +90,46 @@ def decide_and_commit(released, config, *, run_id, stream_dir, epoch_seconds, la
     """The stream after its sources: ``Released`` batches (and the end of the feeds) ->
     the epoch manifests."""
     tables = {t.name: t for t in config.tables}
+    s = config.stream
+    names = dict(s.tables) if s is not None else {}
+    decimals = s.decimal_handling_mode if s is not None else 'precise'
     return (released
-            | 'Route' >> beam.FlatMap(_routed, tables)
+            | 'Route' >> beam.FlatMap(_routed, tables, names, decimals)
             | 'ConsentInOrder' >> ConsentInOrder(config.transfer, tuple(tables),
                                                  snapshot_at=snapshot_at, ordered=not watermarks,
                                                  lateness=lateness)
+            | 'KeyOrder' >> InKeyOrder()
             | 'Epochs' >> CommitEpochs(config=config, run_id=run_id, stream_dir=stream_dir,
                                        seconds=epoch_seconds, resume=resume, snapshot=snapshot,
                                        watermarks=watermarks, lateness=lateness,
                                        trail=trail))
 
 
-def _routed(item, tables):
+def _routed(item, tables, names=None, decimals='precise'):
     """What ConsentInOrder takes of a ``Released`` batch: the customers' events, each under
-    its subject (``Routed``); the problems, as dead letters (a ``Batch``); then the mark. The
-    end of the feeds passes as it came."""
+    its subject (``Routed``); the problems (as dead letters), lines that are no change,
+    consent events counted, deletes that need no consent and files read whole (a ``Batch``);
+    then the mark. The end of the feeds passes as it came."""
     if isinstance(item, EndOfFeeds):
         yield item
         return
-    pairs, dead = [], []
+    pairs, other = [], []
     for event in item.events:
-        routed = route(event, tables)
-        if not isinstance(routed, ChangeProblem):
-            pairs.append(routed)
+        if isinstance(event, FileRead):
+            other.append(event)
             continue
-        table = routed.table if routed.table in tables else event.feed
-        dead.append(DeadLetter(reason='malformed', stage='read', table=table,
-                               source_file=event.path, row=event.line, problem=routed.problem))
-    if dead:
-        yield Batch(tuple(dead))
+        for routed in route(event, tables, names, decimals):
+            if isinstance(routed, tuple) and not isinstance(routed, Counted):
+                pairs.append(routed)
+            elif isinstance(routed, ChangeProblem):
+                table = routed.table if routed.table in tables else event.feed
+                other.append(DeadLetter(reason=routed.reason, stage='read', table=table,
+                                        source_file=event.path, row=event.line,
+                                        problem=routed.problem, index=event.index))
+            else:
+                other.append(routed)
+    if other:
+        yield Batch(tuple(other))
     if pairs:
         yield Routed(tuple(pairs))
     if item.up_to is not None:
@@ -232,7 +244,8 @@ def run_stream(argv=None) -> dict:
                               f'written: {why}')
         feeds = [Feed('registry', config.consent.registry, 'registry', config.consent.columns),
                  Feed('erasures', config.consent.erasures, 'erasures', config.consent.columns),
-                 Feed('data', s.changes, 'changes'), Feed('consent', s.consent, 'consent')]
+                 Feed('data', s.changes, 'changes', rules=s.time_rules),
+                 Feed('consent', s.consent, 'consent', rules=s.time_rules)]
         trail = Trail(plan, config.digest)
         if kind != 'dataflow-dry-run':
             started = append_event(

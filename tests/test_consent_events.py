@@ -14,6 +14,7 @@ from transforms.consent_rules import ConsentRow, Decision
 PURPOSES = {'credit': 'consent', 'servicing': 'contract'}
 MS = 1000  # microseconds a millisecond
 T = 1_767_225_600_000  # 2026-01-01T00:00:00Z, ms
+NOW = T * 1000 + 3_600 * 10**6  # read an hour later, in microseconds
 LIVE = ConsentRow('credit', True, False, True, True)
 
 
@@ -34,7 +35,7 @@ def event(kind, at, position=0, purpose='credit', **flags):
       'value': False}, event('cross_border_consent', T, value=False)),
 ])
 def test_consent_events_parse(raw, expected):
-    assert parse_consent_event(raw) == expected
+    assert parse_consent_event(raw, read_at=NOW) == expected
 
 
 @pytest.mark.parametrize('raw, problem', [
@@ -53,7 +54,7 @@ def test_consent_events_parse(raw, expected):
      'a sensitive_consent event needs value: true or false'),
 ])
 def test_anything_else_is_a_problem_that_quotes_no_value(raw, problem):
-    got = parse_consent_event(raw)
+    got = parse_consent_event(raw, read_at=NOW)
     assert isinstance(got, ChangeProblem) and got.problem.startswith(problem)
     assert 'C1' not in got.problem
 

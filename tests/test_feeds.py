@@ -14,6 +14,7 @@ import pytest
 
 from config.loader import Purpose, Transfer
 from transforms.changes import Change, ChangeProblem
+from transforms.consent_events import ConsentEvent
 from transforms.feeds import EndOfFeeds, Feed, FeedEvent, Released, WatchFeeds
 from transforms.stream_consent import Batch, ChangeEvent, ConsentInOrder, Decided, Routed
 
@@ -94,15 +95,17 @@ def test_files_that_land_are_read_once_each_in_commit_order(tmp_path):
     def build(events, sink):
         _ = events | beam.FlatMap(released) | beam.Map(lambda e: sink(
             (os.path.basename(e.path), e.line, e.event.position[0]
-             if isinstance(e.event, Change) else e.event.problem, time.time()))
-            if isinstance(e, FeedEvent) else sink(('end', 0, 'end', time.time())))
+             if isinstance(e.event, Change) else getattr(e.event, 'problem', None) or
+             e.event.kind, time.time()))
+            if isinstance(e, FeedEvent) else sink(('end', 0, 'end', time.time()))
+            if isinstance(e, EndOfFeeds) else None)
 
     stop_at = time.time() + 4
     got = run_while(tmp_path, writer, build, 4, interval=0.1, lateness=0.5, idle=0.5)
     assert got[-1][0] == 'end'  # the watcher's last item
     got = got[:-1]
     problems = [g[:3] for g in got if isinstance(g[2], str)]
-    assert problems == [('b.jsonl', 3, 'not a JSON object on one line (or not UTF-8)')]
+    assert problems == [('b.jsonl', 2, 'blank'), ('b.jsonl', 3, 'not a JSON value on one line')]
     assert [g[:3] for g in got if not isinstance(g[2], str)] == [
         ('early.jsonl', 1, 1), ('a.jsonl', 1, 2), ('b.jsonl', 1, 3)]
     # released by the watermark while the stream ran, not by the flush when it stopped
@@ -134,7 +137,8 @@ def test_a_withdrawal_that_lands_after_a_later_change_still_refuses_it(tmp_path)
         if isinstance(item, EndOfFeeds):
             return item
         return Routed(tuple(key(e) for e in item.events
-                            if not isinstance(e.event, ChangeProblem)))
+                            if isinstance(e, FeedEvent) and
+                            isinstance(e.event, (Change, ConsentEvent))))
 
     def build(events, sink):
         out = (events | beam.Map(routed) | ConsentInOrder(transfer, ('customers',))

@@ -18,7 +18,7 @@ from pipelines.stream import decide_and_commit
 from transforms.changes import Change, ChangeProblem
 from transforms.consent_events import ConsentEvent
 from transforms.feeds import Feed, FeedEvent, Released
-from transforms.pubsub import _BatchInBundle, is_subscription, message_event
+from transforms.pubsub import _BatchInBundle, is_subscription, message_events
 
 from test_epochs import ROW, T, dataclasses_replace_keys, table  # noqa: F401 (a fixture)
 
@@ -35,12 +35,12 @@ S = 10**6
               b'"committed_at": 1767225600000, "position": 3}', ('contracts', 'd', 'seq:3')),
     (CONSENT, b'{"subject_id": "C1", "event": "withdraw", "purpose": "credit_management", '
               b'"at": 1767225600000, "position": 1}', ('C1', 'withdraw')),
-    (CHANGES, b'{"op": "u", "source": {"table"', 'not a JSON object'),
-    (CHANGES, b'\xff\xfe', 'not a JSON object'),
+    (CHANGES, b'{"op": "u", "source": {"table"', 'not a JSON value'),
+    (CHANGES, b'\xff\xfe', 'the line is not UTF-8'),
     (CHANGES, b'[1, 2]', 'not a JSON object'),
 ])
 def test_a_message_is_the_event_its_data_holds(feed, data, expected):
-    item = message_event(feed, data)
+    [item] = message_events(feed, data)
     assert (item.feed, item.path, item.line) == (feed.name, feed.pattern, None)
     event = item.event
     if isinstance(event, Change):
@@ -62,7 +62,7 @@ def test_a_feed_on_pub_sub_is_named_by_its_subscription(pattern, subscription):
 def test_a_bundles_events_are_one_batch_at_its_earliest_events_time():
     fn = _BatchInBundle()
     fn.start_bundle()
-    events = [message_event(CHANGES, b'{}'), message_event(CHANGES, b'[]')]
+    events = message_events(CHANGES, b'{}') + message_events(CHANGES, b'[]')
     for event, at in zip(events, (7, 3)):
         assert list(fn.process(event, timestamp=Timestamp(at)) or ()) == []
     [out] = list(fn.finish_bundle())

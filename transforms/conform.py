@@ -31,8 +31,11 @@ class Conform(beam.PTransform):
         return conformed
 
 
-def conform_batch(batch: pa.RecordBatch, table):
-    """Cast ``batch`` to the table schema: (typed batch of good rows, [DeadLetter])."""
+def conform_batch(batch: pa.RecordBatch, table, absent=None):
+    """Cast ``batch`` to the table schema: (typed batch of good rows, [DeadLetter]).
+
+    ``absent``: field -> boolean mask of the rows that do not carry it (a change feed's
+    partial rows): there a required field is not missing, only not sent."""
     schema = table.schema
     columns, problems, missing = [], [], []
     for field in schema.fields:
@@ -43,8 +46,10 @@ def conform_batch(batch: pa.RecordBatch, table):
             problems.append((field.name, result.bad.to_numpy(zero_copy_only=False),
                              result.expected))
         if not field.nullable:
-            missing.append((field.name, pc.is_null(result.values).to_numpy(
-                zero_copy_only=False)))
+            empty = pc.is_null(result.values).to_numpy(zero_copy_only=False)
+            if absent and field.name in absent:
+                empty = empty & ~absent[field.name]
+            missing.append((field.name, empty))
     typed = pa.RecordBatch.from_arrays(
         columns + [batch.column(SOURCE), batch.column(ROW)],
         schema=pa.schema(list(schema.arrow_schema) + [batch.schema.field(SOURCE),

@@ -21,7 +21,7 @@ committed before it is delivered, whatever order the two arrive in.
 import dataclasses
 from typing import Dict, Iterable, NamedTuple, Optional, Sequence, Tuple, Union
 
-from transforms.changes import ChangeProblem, integer_value, timestamp_micros
+from transforms.changes import ChangeProblem, TimeRules, event_time, integer_value
 from transforms.consent_rules import ConsentRow, Decision, decide_subject
 
 __all__ = ['EVENTS', 'ConsentEvent', 'decision_at', 'parse_consent_event', 'retraction_reason']
@@ -46,9 +46,11 @@ class ConsentEvent(NamedTuple):
         return (self.at, self.position)
 
 
-def parse_consent_event(raw) -> Union[ConsentEvent, ChangeProblem]:
+def parse_consent_event(raw, *, read_at: int,
+                        rules: TimeRules = TimeRules()) -> Union[ConsentEvent, ChangeProblem]:
     """The consent event ``raw`` describes, or the problem that keeps it from being one (in
-    words; never a value)."""
+    words; never a value). ``at`` is read as ``transforms.changes.event_time`` reads times
+    (``read_at``: when it was read, microseconds)."""
     if not isinstance(raw, dict):
         return ChangeProblem('the consent event is not a JSON object')
     subject = raw.get('subject_id')
@@ -62,10 +64,9 @@ def parse_consent_event(raw) -> Union[ConsentEvent, ChangeProblem]:
         purpose = None
     elif not isinstance(purpose, str) or not purpose:
         return ChangeProblem(f'a {kind} event needs its purpose')
-    at = timestamp_micros(raw.get('at'))
-    if at is None:
-        return ChangeProblem('at must be an ISO 8601 time with its zone or milliseconds since '
-                             '1970')
+    at = event_time(raw.get('at'), 'at', read_at, rules)
+    if isinstance(at, ChangeProblem):
+        return at
     position = integer_value(raw.get('position', 0))
     if position is None:
         return ChangeProblem('position must be an integer')

@@ -32,6 +32,7 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 import pyarrow as pa
+import numpy as np
 import pyarrow.compute as pc
 
 from transforms.audit import append_event
@@ -52,47 +53,62 @@ from transforms.seal import SEAL_ROLE, read_sealed, write_sealed_json
 from transforms.reasons import DeadLetter
 from transforms.report import (REPORT_HTML, REPORT_JSON, build_epoch_report,
                                build_stream_report, render_epoch_html, render_stream_html)
-from transforms.feeds import EndOfFeeds, ReleasedUpTo
-from transforms.stream_consent import Batch, Decided, Retraction
+from transforms.feeds import EndOfFeeds, FileRead, ReleasedUpTo
+from transforms.stream_consent import Batch, Counted, Decided, Retraction
 from transforms.write import ParquetFiles
 
-__all__ = ['CHANGE_COLUMNS', 'CUTOVER_FILE', 'EPOCHS_DIR', 'EPOCH_MANIFEST', 'CommitEpochs',
+__all__ = ['CHANGE_COLUMNS', 'CUTOVER_FILE', 'ChangeRows', 'conservation', 'EPOCHS_DIR', 'EPOCH_MANIFEST', 'CommitEpochs',
            'Committed', 'Prepared', 'RetractionFiles', 'Trail', 'change_batch', 'checked_epochs',
            'committed_so_far', 'retraction_id',
            'commit_epoch', 'count', 'deliver_changes', 'epoch_dir', 'manifest_sha256',
            'write_cutover']
 
-# Delivered beside each row: its op (c, u, d, r), the source position and the commit time.
+# Delivered beside each row: its op (c, u, d, r), the source position, the commit time, and
+# for a partial row (a tool that sends only some columns) the fields it carries.
 CHANGE_COLUMNS = (pa.field('__op', pa.string()), pa.field('__position', pa.string()),
-                  pa.field('__committed_at', pa.timestamp('us', tz='UTC')))
+                  pa.field('__committed_at', pa.timestamp('us', tz='UTC')),
+                  pa.field('__columns', pa.string()))
 
 
-def change_batch(table, events) -> Tuple[pa.RecordBatch, list, list]:
-    """(text batch in schema order with provenance, the events kept, [DeadLetter]) for
-    ``ChangeEvent``s of ``table``, its rows grouped by their columns. A row with a column that
-    is no field or alias is refused as ``malformed`` (unless the table ignores extra
-    columns), never the stream stopped."""
+class ChangeRows(NamedTuple):
+    """A table's changes as a text batch: the batch in schema order with provenance, the
+    events kept (in its order), the dead letters, the fields each partial row lacks
+    (field -> boolean mask, for conform), ``__columns`` per row (None: the whole row), and the
+    columns held back because no schema names them (column -> rows)."""
+    batch: pa.RecordBatch
+    kept: list
+    dead: list
+    absent: dict
+    present: list
+    held: dict
+
+
+def change_batch(table, events) -> ChangeRows:
+    """The rows of ``ChangeEvent``s of ``table``, grouped by their columns (most rows of a feed
+    share them). A column that is no field or alias is held back, counted, and the rest of
+    the row goes on (fail closed for the column, not the row); a field the row lacks is
+    absent, not null: the row is partial, and says which fields it carries."""
     plan = ColumnPlan(table)
-    layouts = {}  # a row's columns (most rows of a feed share them) -> (_layout, its events)
+    layouts = {}  # a row's columns -> (fields, held columns, problem, its events)
     dead = []
     for event in events:
         row = event.change.row
         columns = tuple(row)
         group = layouts.get(columns)
         if group is None:
-            group = layouts[columns] = (_layout(plan, table, columns), [])
-        (fields, problem), grouped = group
+            group = layouts[columns] = (*_layout(plan, columns), [])
+        fields, _, problem, grouped = group
         if problem:
             dead.append(DeadLetter(
                 reason='malformed', stage='read', table=table.name, source_file=event.source,
-                row=event.line, problem=problem,
+                row=event.line, problem=problem, index=event.index,
                 subject=_subject({f: row[c] for f, c in fields.items()}, table),
                 raw={k: v for k, v in row.items() if plan.knows(k)}))
         else:
             grouped.append(event)
     names = list(table.schema.field_names)
-    parts, kept = [], []
-    for (fields, problem), grouped in layouts.values():
+    parts, kept, present, absent_rows, held = [], [], [], [], collections.Counter()
+    for fields, unknown, problem, grouped in layouts.values():
         if problem or not grouped:
             continue
         rows = [e.change.row for e in grouped]
@@ -100,16 +116,30 @@ def change_batch(table, events) -> Tuple[pa.RecordBatch, list, list]:
                       if name in fields else
                       pa.nulls(len(rows), pa.string()) for name in names])
         kept += grouped
+        lacking = [n for n in names if n not in fields]
+        whole = not lacking or all(e.change.op == 'd' for e in grouped)
+        present += [None if whole else ','.join(n for n in names if n in fields)] * len(rows)
+        absent_rows.append((set() if whole else set(lacking), len(rows)))
+        for column in unknown:
+            held[column] += len(rows)
     columns = [pa.concat_arrays([p[i] for p in parts]) if parts else pa.array([], pa.string())
                for i in range(len(names))]
     sources = pa.array([e.source for e in kept], pa.string()).dictionary_encode()
-    lines = pa.array([e.line for e in kept], pa.int64())
-    batch = pa.RecordBatch.from_arrays(columns + [sources, lines], names=names + [SOURCE, ROW])
-    return batch, kept, dead
+    # ROW numbers the kept events (a Canal line holds several): conform's dead letters name
+    # them by it, and deliver_changes turns it back into the line and the event's index
+    numbers = pa.array(range(len(kept)), pa.int64())
+    batch = pa.RecordBatch.from_arrays(columns + [sources, numbers], names=names + [SOURCE, ROW])
+    absent = {}
+    for name in names:
+        if any(name in lacking for lacking, _ in absent_rows):
+            absent[name] = np.concatenate([np.full(n, name in lacking) for lacking, n in
+                                           absent_rows])
+    return ChangeRows(batch, kept, dead, absent, present, dict(held))
 
 
-def _layout(plan, table, columns) -> Tuple[Dict[str, str], Optional[str]]:
-    """({field: the column that gives it}, the problem with these columns or None)."""
+def _layout(plan, columns) -> Tuple[Dict[str, str], list, Optional[str]]:
+    """({field: the column that gives it}, the columns no field names, the problem with these
+    columns or None)."""
     fields, twice = {}, []
     for column in columns:
         if plan.knows(column):
@@ -117,10 +147,8 @@ def _layout(plan, table, columns) -> Tuple[Dict[str, str], Optional[str]]:
             (twice if field in fields else []).append(field)
             fields[field] = column
     unknown = sorted(c for c in columns if not plan.knows(c))
-    problem = (f'column(s) not in the schema (unclassified): {", ".join(shown_columns(unknown))}'
-               if unknown and table.extra_columns != 'ignore' else
-               f'two columns give field(s) {", ".join(twice)}' if twice else None)
-    return fields, problem
+    problem = f'two columns give field(s) {", ".join(twice)}' if twice else None
+    return fields, unknown, problem
 
 
 def _subject(mapped, table):
@@ -129,65 +157,75 @@ def _subject(mapped, table):
 
 
 def deliver_changes(table, decided: Sequence, keyed_ops,
-                    problems: Dict[str, str]) -> Tuple[pa.RecordBatch, list]:
-    """(delivered batch: the masked fields and CHANGE_COLUMNS, [DeadLetter]) for a table's
-    ``stream_consent.Decided`` changes, in their order. ``problems``: the text of each
-    consent refusal (``consent_rules.refusal_problems``)."""
+                    problems: Dict[str, str]) -> Tuple[pa.RecordBatch, list, dict]:
+    """(delivered batch: the masked fields and CHANGE_COLUMNS, [DeadLetter], held columns)
+    for a table's ``stream_consent.Decided`` changes, in their order (the key order's: each
+    row's changes in its log's order). ``problems``: the text of each consent refusal
+    (``consent_rules.refusal_problems``). A delete is delivered whatever the consent:
+    deleting needs none."""
     dead, upserts, deletes = [], [], []
     plan = ColumnPlan(table)
     for d in decided:
-        if d.reason is not None:
+        event = d.event
+        if d.reason is not None and event.change.op != 'd':
             # the raw row by field name, as the batch keeps it (restricted fields are then
             # left out when it is sealed, whatever the export called them)
-            raw = {plan.field(k): v for k, v in d.event.change.row.items() if plan.knows(k)}
+            raw = {plan.field(k): v for k, v in event.change.row.items() if plan.knows(k)}
             dead.append(DeadLetter(
-                reason=d.reason, stage='consent', table=table.name, source_file=d.event.source,
-                row=d.event.line, field=table.subject_key, problem=problems[d.reason],
-                subject=d.subject, raw=None if d.reason == 'erasure_requested' else raw))
-        elif d.event.change.op in ('u', 'd') and table.schema.primary_key is None:
+                reason=d.reason, stage='consent', table=table.name, source_file=event.source,
+                row=event.line, field=table.subject_key, problem=problems[d.reason],
+                subject=d.subject, raw=None if d.reason == 'erasure_requested' else raw,
+                index=event.index))
+        elif event.change.op in ('u', 'd') and table.schema.primary_key is None:
             # which row an update or delete changes, only a primary key can say
             dead.append(DeadLetter(
                 reason='no_primary_key', stage='conform', table=table.name,
-                source_file=d.event.source, row=d.event.line,
-                problem=f'{"an update" if d.event.change.op == "u" else "a delete"} of a table '
+                source_file=event.source, row=event.line, index=event.index,
+                problem=f'{"an update" if event.change.op == "u" else "a delete"} of a table '
                         f'whose schema declares no primary_key', subject=d.subject,
-                raw={plan.field(k): v for k, v in d.event.change.row.items()
+                raw={plan.field(k): v for k, v in event.change.row.items()
                      if plan.knows(k)}))
-        elif d.event.change.op == 'd':
+        elif event.change.op == 'd':
             deletes.append(d)
         else:
             upserts.append(d)
-    parts = []
+    parts, held = [], {}
     if upserts:
-        batch, kept, refused = change_batch(table, [d.event for d in upserts])
-        dead += refused
-        typed, refused = conform_batch(batch, table)
-        dead += refused
-        by_place = {(d.event.source, d.event.line): d for d in upserts}
-        places = list(zip(typed.column(SOURCE).to_pylist(), typed.column(ROW).to_pylist()))
-        kept = [by_place[p] for p in places]
+        rows = change_batch(table, [d.event for d in upserts])
+        dead += rows.dead
+        held = rows.held
+        typed, refused = conform_batch(rows.batch, table, absent=rows.absent)
+        dead += [dataclasses.replace(r, row=rows.kept[r.row].line, index=rows.kept[r.row].index)
+                 for r in refused]
+        by_event = {id(d.event): d for d in upserts}
+        numbers = typed.column(ROW).to_pylist()
+        kept = [by_event[id(rows.kept[n])] for n in numbers]
         typed, _ = suppress_sensitive(typed, table, pa.array([d.sensitive_ok for d in kept]))
-        parts.append((mask_batch(typed, table, keyed_ops), kept))
+        parts.append((mask_batch(typed, table, keyed_ops), kept,
+                      [rows.present[n] for n in numbers]))
     if deletes:
         tombstones, kept, refused = _tombstones(table, deletes, keyed_ops)
         dead += refused
-        parts.append((tombstones, kept))
+        parts.append((tombstones, kept, [None] * len(kept)))
     schema = pa.schema(list(table.delivered_schema) + list(CHANGE_COLUMNS))
-    delivered = [_with_change_columns(batch, kept) for batch, kept in parts if kept]
+    delivered = [_with_change_columns(batch, kept, present) for batch, kept, present in parts
+                 if kept]
     if not delivered:
-        return pa.RecordBatch.from_pylist([], schema=schema), dead
-    # in the changes' own order (commit time, then position), upserts and deletes together
-    orders = [d.event.change.order for _, kept in parts if kept for d in kept]
+        return pa.RecordBatch.from_pylist([], schema=schema), dead, held
+    # in the changes' own order (the key order's), upserts and deletes together
+    rank = {id(d): i for i, d in enumerate(decided)}
+    orders = [rank[id(d)] for _, kept, _ in parts if kept for d in kept]
     order = sorted(range(len(orders)), key=orders.__getitem__)
     combined = pa.Table.from_batches(delivered, schema=schema).combine_chunks()
-    return combined.take(pa.array(order, pa.int64())).to_batches()[0], dead
+    return combined.take(pa.array(order, pa.int64())).to_batches()[0], dead, held
 
 
-def _with_change_columns(masked: pa.RecordBatch, kept) -> pa.RecordBatch:
+def _with_change_columns(masked: pa.RecordBatch, kept, present) -> pa.RecordBatch:
     changes = [d.event.change for d in kept]
     extra = [pa.array([c.op for c in changes], pa.string()),
              pa.array([c.position_text for c in changes], pa.string()),
-             pa.array([c.committed_at for c in changes], pa.timestamp('us', tz='UTC'))]
+             pa.array([c.committed_at for c in changes], pa.timestamp('us', tz='UTC')),
+             pa.array(present, pa.string())]
     keep = [i for i, name in enumerate(masked.schema.names) if name not in (SOURCE, ROW)]
     fields = [masked.schema.field(i) for i in keep] + list(CHANGE_COLUMNS)
     return pa.RecordBatch.from_arrays([masked.column(i) for i in keep] + extra,
@@ -206,7 +244,7 @@ def _tombstones(table, deletes, keyed_ops):
                        else 'malformed', stage='conform', table=table.name,
                        source_file=d.event.source, row=d.event.line, field=key,
                        problem=f'a delete needs its {key}', subject=d.subject,
-                       raw=d.event.change.row)
+                       raw=d.event.change.row, index=d.event.index)
             for i, d in enumerate(deletes) if bad[i]]
     kept = [d for i, d in enumerate(deletes) if not bad[i]]
     plan = ColumnPlan(table)
@@ -259,7 +297,8 @@ class Trail(NamedTuple):
 def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered: dict,
                  dead: Sequence[DeadLetter], retractions: Sequence, sources: Sequence[dict],
                  previous_sha256, keys_path: str, pseudonymize, erased=frozenset(),
-                 consumed=(), retraction_ids=(), lang: str = 'en', trail: Trail = Trail()) -> dict:
+                 consumed=(), retraction_ids=(), lang: str = 'en', trail: Trail = Trail(),
+                 outcomes=(), files=(), held=()) -> dict:
     """Write epoch ``number`` of a stream: its files under their final names, then its
     manifest, last; returns the manifest.
 
@@ -267,7 +306,9 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
     ``sources``: the feed files and lines the epoch covers; ``previous_sha256``: the sha256 of
     the previous epoch's manifest (None for the first), so a missing or altered epoch shows.
     ``consumed`` (feed lines) and ``retraction_ids``: what a restarted stream must not commit
-    again.
+    again. ``outcomes`` ((path, outcome, count)) and ``files`` (``FileRead``): what became of
+    each feed event, and the files read whole (the stream's conservation, summed at
+    cut-over); ``held``: (table, column, rows) of columns no schema names, held back.
     Each file is written under a temporary name and renamed once complete, and is bound to its
     identity (``<run_id>/epochs/<number>/<path>``) as the batch's files are.
     """
@@ -334,6 +375,12 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
                               d.reason for d in by_table.get(name, ())).items()))}
                    for name in sorted(set(delivered) | set(by_table))},
         'retractions': len(retractions),
+        # what became of every feed event this epoch holds, per feed file
+        'outcomes': _outcome_counts(outcomes),
+        'files_read': [{'path': f.path, 'feed': f.feed, 'lines': f.lines, 'events': f.events}
+                       for f in sorted(set(files), key=lambda f: f.path)],
+        'held_columns': {table: {column: n for t, column, n in held if t == table}
+                         for table in sorted({t for t, _, _ in held})},
         'sources': list(sources),
         'consumed': list(consumed),
         'retraction_ids': list(retraction_ids),
@@ -414,18 +461,22 @@ class CommitEpochs(beam.PTransform):
 @dataclasses.dataclass(frozen=True)
 class Prepared:
     """Part of an epoch, delivered: per table its rows (masked, as Arrow IPC stream bytes),
-    its dead letters and retractions (with their ids), the feed lines it consumed, the lines of
-    its changes (for the manifest's sources), its latest commit time and how many items it
-    holds."""
+    its dead letters and retractions (with their ids), the feed events it consumed, the lines
+    of its changes (for the manifest's sources), the outcome of each feed event it holds and
+    the feed files read whole (the stream's conservation), the columns held back, its latest
+    commit time and how many items it holds."""
     window: int
     tables: Tuple[Tuple[str, bytes], ...]
     dead: tuple
     retractions: tuple
     retraction_ids: tuple
-    consumed: tuple  # per feed file, the lines as ranges (as _consumed gives them)
+    consumed: tuple  # per feed file, the events as line ranges and parts (as _consumed)
     changes: tuple   # per feed file, its first and last line and count (as _sources)
     latest: Optional[int]
     items: int
+    outcomes: tuple = ()  # (path, outcome, count)
+    files: tuple = ()     # FileRead
+    held: tuple = ()      # (table, column, rows)
 
 
 class _DeliverFn(beam.DoFn):
@@ -456,9 +507,8 @@ class _DeliverFn(beam.DoFn):
             at = _item_time(i)
             by_window.setdefault((clock if at is None else at) // self._length, []).append(i)
         for window in sorted(by_window):
-            items = by_window[window]
-            for start in range(0, len(items), self._max_rows):
-                yield self._prepare(window, items[start:start + self._max_rows])
+            for chunk in _chunks(by_window[window], self._max_rows):
+                yield self._prepare(window, chunk)
 
     def _done_before(self, item) -> bool:
         """Whether an earlier run of the stream committed ``item`` already."""
@@ -471,13 +521,14 @@ class _DeliverFn(beam.DoFn):
         tables = {t.name: t for t in self._config.tables}
         decided = [i for i in items if isinstance(i, Decided)]
         dead = [i for i in items if isinstance(i, DeadLetter)]
-        delivered = []
+        delivered, held = [], []
         for name in sorted({d.event.change.table for d in decided}):
-            batch, letters = deliver_changes(
+            batch, letters, columns = deliver_changes(
                 tables[name], [d for d in decided if d.event.change.table == name],
                 self._ops, self._problems)
             dead += letters
             delivered.append((name, _ipc_bytes(batch)))
+            held += [(name, column, n) for column, n in sorted(columns.items())]
         retractions = tuple(i for i in items if isinstance(i, Retraction))
         times = [t for t in map(_item_time, items) if t is not None]
         return Prepared(
@@ -486,7 +537,50 @@ class _DeliverFn(beam.DoFn):
             consumed=tuple(_consumed(p for p in map(_place, items)
                                      if p is not None and p[1] is not None)),
             changes=tuple(_sources((d.event.source, d.event.line) for d in decided)),
-            latest=max(times) if times else None, items=len(items))
+            latest=max(times) if times else None, items=len(items),
+            outcomes=tuple(_outcomes(items, dead)),
+            files=tuple(i for i in items if isinstance(i, FileRead)), held=tuple(held))
+
+
+def _chunks(items, size):
+    """``items`` in runs of about ``size``, never splitting the events of one feed line (a
+    restart skips a line only whole)."""
+    start = 0
+    while start < len(items):
+        end = min(start + size, len(items))
+        while end < len(items) and _line_of(items[end]) is not None and \
+                _line_of(items[end]) == _line_of(items[end - 1]):
+            end += 1
+        yield items[start:end]
+        start = end
+
+
+def _line_of(item):
+    place = _place(item)
+    return None if place is None else place[:2]
+
+
+OUTCOMES = ('delivered', 'dead_letter', 'repeat', 'superseded', 'consent_event')
+
+
+def _outcomes(items, dead) -> list:
+    """(path, outcome, count) for the feed events of ``items``: every event read ends as one
+    of OUTCOMES or ``not_a_change:<kind>``. Only events read from a feed count (a key
+    change's old key, index < 0, is part of its line's event)."""
+    refused = {(d.source_file, d.row, d.index) for d in dead}
+    counts = collections.Counter()
+    for item in items:
+        if isinstance(item, Counted):
+            if item.index >= 0 and item.line is not None:
+                counts[(item.source, item.outcome)] += 1
+        elif isinstance(item, Decided):
+            e = item.event
+            if e.index >= 0 and e.line is not None:
+                counts[(e.source, 'dead_letter' if (e.source, e.line, e.index) in refused
+                        else 'delivered')] += 1
+        elif isinstance(item, DeadLetter) and item.index >= 0 and item.row is not None:
+            counts[(item.source_file, 'dead_letter')] += 1
+    return [(path, outcome, n) for (path, outcome), n in sorted(counts.items())]
 
 
 def _ipc_bytes(batch: pa.RecordBatch) -> bytes:
@@ -613,6 +707,9 @@ class _EpochFn(beam.DoFn):
             keys_path=config.output.keys,
             pseudonymize=lambda subject: self._ops.pseudonym(domain, subject),
             consumed=_merged_consumed(c for p in parts for c in p.consumed),
+            outcomes=[o for p in parts for o in p.outcomes],
+            files=[f for p in parts for f in p.files],
+            held=_merged_held(h for p in parts for h in p.held),
             lang=config.report_lang,
             retraction_ids=sorted(i for p in parts for i in p.retraction_ids),
             trail=self._trail)
@@ -679,7 +776,10 @@ def write_cutover(stream_dir: str, run_id: str, snapshot, keys_path: str,
                    timespec='seconds'),
                'plan_sha256': trail.plan_sha256,
                'audit_started_sha256': trail.audit_started_sha256,
-               'snapshot': None, 'epochs': epochs}
+               'snapshot': None, 'epochs': epochs,
+               # every feed event read, accounted for: delivered, a dead letter, a repeat,
+               # superseded, a consent event, or a line that is no change (by kind)
+               'conservation': conservation(manifests)}
     if snapshot:
         path = join(snapshot, MANIFEST_FILE)
         data = read_sealed(snapshot, MANIFEST_FILE, cached_keyring(keys_path, (SEAL_ROLE,)),
@@ -742,7 +842,8 @@ def committed_so_far(stream_dir: str, run_id: str, keys_path: str) -> Committed:
     for _, manifest in epochs:
         for entry in manifest.get('consumed', []):
             for first, last in entry['lines']:
-                lines.update((entry['path'], n) for n in range(first, last + 1))
+                lines.update((entry['path'], n, 0) for n in range(first, last + 1))
+            lines.update((entry['path'], line, index) for line, index in entry.get('parts', ()))
         retracted.update(manifest.get('retraction_ids', []))
     return Committed(len(epochs), hashlib.sha256(epochs[-1][0]).hexdigest() if epochs else None,
                      frozenset(lines), frozenset(retracted),
@@ -756,27 +857,35 @@ def retraction_id(ops, retraction) -> str:
 
 
 def _place(item):
+    """(path, line, index) of the feed event an item is the outcome of, or None."""
     if isinstance(item, Decided):
-        return item.event.source, item.event.line
+        return item.event.source, item.event.line, item.event.index
     if isinstance(item, DeadLetter):
-        return item.source_file, item.row
+        return item.source_file, item.row, item.index
+    if isinstance(item, Counted):
+        return item.source, item.line, item.index
     return None
 
 
 def _consumed(places) -> list:
-    """The feed lines (``(path, line)``) an epoch consumed, per file as ranges [first, last]."""
-    lines = collections.defaultdict(set)
-    for path, line in places:
-        lines[path].add(line)
+    """The feed events (``(path, line, index)``) an epoch consumed, per file: the lines of the
+    first events as ranges [first, last], the others (a Canal message's further rows, a key
+    change's old key) as [line, index] parts."""
+    lines, parts = collections.defaultdict(set), collections.defaultdict(set)
+    for path, line, index in places:
+        (lines[path].add(line) if index == 0 else parts[path].add((line, index)))
     out = []
-    for path, numbers in sorted(lines.items()):
+    for path in sorted(set(lines) | set(parts)):
         ranges = []
-        for n in sorted(numbers):
+        for n in sorted(lines[path]):
             if ranges and n == ranges[-1][1] + 1:
                 ranges[-1][1] = n
             else:
                 ranges.append([n, n])
-        out.append({'path': path, 'lines': ranges})
+        entry = {'path': path, 'lines': ranges}
+        if parts[path]:
+            entry['parts'] = [list(p) for p in sorted(parts[path])]
+        out.append(entry)
     return out
 
 
@@ -800,7 +909,7 @@ def count(n: int, what: str) -> str:
 def _item_time(item) -> int:
     if isinstance(item, Decided):
         return item.event.change.committed_at
-    if isinstance(item, Retraction):
+    if isinstance(item, (Retraction, Counted, FileRead)):
         return item.at
     return None  # a dead letter joins the open epoch
 
@@ -821,11 +930,13 @@ def _sources(places) -> list:
 
 def _merged_consumed(entries) -> list:
     """Parts' ``_consumed`` entries as one: per file, overlapping or adjacent ranges joined."""
-    ranges = collections.defaultdict(list)
+    ranges, parts = collections.defaultdict(list), collections.defaultdict(set)
     for entry in entries:
         ranges[entry['path']] += [list(r) for r in entry['lines']]
+        parts[entry['path']].update(tuple(p) for p in entry.get('parts', ()))
     out = []
-    for path, spans in sorted(ranges.items()):
+    for path in sorted(set(ranges) | set(parts)):
+        spans = ranges[path]
         joined = []
         for first, last in sorted(spans):
             if joined and first <= joined[-1][1] + 1:
@@ -833,7 +944,58 @@ def _merged_consumed(entries) -> list:
             else:
                 joined.append([first, last])
         out.append({'path': path, 'lines': joined})
+        if parts[path]:
+            out[-1]['parts'] = [list(p) for p in sorted(parts[path])]
     return out
+
+
+def _outcome_counts(outcomes) -> dict:
+    """{path: {outcome: count}} (``not_a_change`` by kind) from (path, outcome, count)."""
+    out = {}
+    for path, outcome, n in outcomes:
+        counts = out.setdefault(path, {})
+        if outcome.startswith('not_a_change:'):
+            kinds = counts.setdefault('not_a_change', {})
+            kind = outcome.split(':', 1)[1]
+            kinds[kind] = kinds.get(kind, 0) + n
+        else:
+            counts[outcome] = counts.get(outcome, 0) + n
+    return {path: dict(sorted(c.items())) for path, c in sorted(out.items())}
+
+
+def _merged_held(entries) -> list:
+    counts = collections.Counter()
+    for table, column, n in entries:
+        counts[(table, column)] += n
+    return [(table, column, n) for (table, column), n in sorted(counts.items())]
+
+
+def conservation(manifests) -> dict:
+    """Every feed file the epochs read whole, with the events it gave and what became of
+    them, summed over ``manifests``: ``holds`` when each file's outcomes add up to its events
+    (a file read again after a restart counts once: its events were committed once)."""
+    read, outcomes = {}, {}
+    for m in manifests:
+        for f in m.get('files_read', ()):
+            read[f['path']] = f
+        for path, counts in m.get('outcomes', {}).items():
+            total = outcomes.setdefault(path, {})
+            for outcome, n in counts.items():
+                if isinstance(n, dict):
+                    kinds = total.setdefault(outcome, {})
+                    for kind, k in n.items():
+                        kinds[kind] = kinds.get(kind, 0) + k
+                else:
+                    total[outcome] = total.get(outcome, 0) + n
+    files = []
+    for path in sorted(set(read) | set(outcomes)):
+        counts = outcomes.get(path, {})
+        accounted = sum(sum(n.values()) if isinstance(n, dict) else n for n in counts.values())
+        events = read[path]['events'] if path in read else None
+        files.append({'path': path, 'lines': read[path]['lines'] if path in read else None,
+                      'events': events, 'accounted': accounted, 'outcomes': counts,
+                      'holds': events == accounted})
+    return {'holds': all(f['holds'] for f in files), 'files': files}
 
 
 def _merged_sources(entries) -> list:

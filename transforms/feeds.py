@@ -46,11 +46,12 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
-from transforms.changes import Change, ChangeProblem, parse_change
+from transforms.changes import (Change, ChangeProblem, JsonNumber, NotAChange, TimeRules,
+                               parse_change)
 from transforms.consent_events import ConsentEvent, parse_consent_event
 
-__all__ = ['DRAIN', 'EndOfFeeds', 'Feed', 'FeedEvent', 'Released', 'ReleasedUpTo',
-           'WatchFeeds', 'parse_json_event']
+__all__ = ['DRAIN', 'EndOfFeeds', 'Feed', 'FeedEvent', 'FileRead', 'Released', 'ReleasedUpTo',
+           'WatchFeeds', 'parse_json_event', 'read_feed_file']
 
 KINDS = ('changes', 'consent', 'registry', 'erasures')
 # Set (by a signal handler of the launcher, on the local runner) to stop the watchers at their
@@ -59,7 +60,10 @@ DRAIN = threading.Event()
 # The snapshot's consent registry and erasure list are read once, at the start, as consent
 # events at their own times: the stream's consent picture starts where the batch's was.
 SEEDS = ('registry', 'erasures')
-_EXACT = json.JSONDecoder(parse_float=str, parse_int=str)  # made once: it costs a third
+_EXACT = json.JSONDecoder(parse_float=JsonNumber, parse_int=JsonNumber)  # made once: it
+# costs a third
+MAX_DEPTH = 64  # objects and lists nested deeper are no change of a row
+_BOM = b'\xef\xbb\xbf'
 RELEASE_BATCH = 20_000  # events a batch: steps after the source pay per batch, not per event
 
 
@@ -67,11 +71,12 @@ RELEASE_BATCH = 20_000  # events a batch: steps after the source pay per batch, 
 class Feed:
     """A feed: its name, the glob its files match, and what they hold: changes or consent
     (watched), or the consent registry or erasure list (CSV as the batch reads them, read
-    once at the start)."""
+    once at the start); ``rules``: how its times are read (``stream.time_unit``, ...)."""
     name: str
     pattern: str
     kind: str
     columns: tuple = ()  # registry and erasure list: consent.columns
+    rules: TimeRules = TimeRules()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,29 +95,52 @@ class ReleasedUpTo:
 
 @dataclasses.dataclass(frozen=True)
 class Released:
-    """Events the source releases together, in commit order (problems, which have no time,
-    first), and the mark that holds once they are through (None from a source that leaves
-    the order to the watermark: Pub/Sub)."""
+    """Events the source releases together, in commit order (problems, lines that are no
+    change and files read, which have no time, first), and the mark that holds once they are
+    through (None from a source that leaves the order to the watermark: Pub/Sub)."""
     events: tuple
     up_to: Optional[ReleasedUpTo]
 
 
 @dataclasses.dataclass(frozen=True)
+class FileRead:
+    """A feed file was read whole: its physical ``lines`` and the ``events`` they gave (a
+    Canal message gives one a row): the count every outcome of the file must add up to."""
+    feed: str
+    path: str
+    lines: int
+    events: int
+    at: Optional[int] = None  # its latest event's time: it joins that event's epoch
+
+    @property
+    def time(self) -> None:
+        return None  # released at once: it orders nothing
+
+
+@dataclasses.dataclass(frozen=True)
 class FeedEvent:
-    """One line of a feed file, read: a Change, a ConsentEvent, or the problem with it."""
+    """One event of a feed file, read: a Change, a ConsentEvent, a line that is no change or
+    the problem with it; ``index``: its place among the events of its line."""
     feed: str
     path: str
     line: int
-    event: Union[Change, ConsentEvent, ChangeProblem]
+    event: Union[Change, ConsentEvent, ChangeProblem, NotAChange]
+    index: int = 0
 
     @property
     def time(self) -> Optional[int]:
-        """Its commit time in microseconds (None for a problem)."""
+        """Its commit time in microseconds (None for a problem or a line that is no change)."""
         if isinstance(self.event, Change):
             return self.event.committed_at
         if isinstance(self.event, ConsentEvent):
             return self.event.at
         return None
+
+    @property
+    def rank(self) -> int:
+        """At one commit time, consent events first: a change committed in the millisecond of
+        its customer's grant is decided with it, as the batch decides it."""
+        return 1 if isinstance(self.event, Change) else 0
 
 
 class WatchFeeds(beam.PTransform):
@@ -158,17 +186,21 @@ def read_seed_file(feed: Feed, path: str):
                     _micros(row['withdrawn_at']), line))
 
 
-def _avro_events(feed, path, parse):
+def _avro_events(feed, path, read_at):
     import fastavro
     with FileSystems.open(path) as f:
         try:
             reader = fastavro.reader(f)
         except Exception:  # fastavro's message may quote bytes of the file
-            yield FeedEvent(feed.name, path, 0, ChangeProblem('not an Avro object container '
-                                                              'file'))
+            yield 1, [ChangeProblem('not an Avro object container file')]
             return
-        for number, record in enumerate(reader, 1):
-            yield FeedEvent(feed.name, path, number, parse(_json_like(record)))
+        number = 0
+        try:
+            for number, record in enumerate(reader, 1):
+                yield number, _parsed(feed, _json_like(record), read_at)
+        except Exception:  # a damaged block: the records after it cannot be read
+            yield number + 1, [ChangeProblem('the Avro file is damaged after this record: '
+                                             'the records after it cannot be read')]
 
 
 def _json_like(value):
@@ -195,28 +227,86 @@ def _micros(moment) -> int:
     return (delta.days * 86_400 + delta.seconds) * 10**6 + delta.microseconds
 
 
-def read_feed_file(feed: Feed, path: str):
-    """The FeedEvents of one file: JSON Lines, line by line (blank lines are no events), or an
-    Avro object container file (``.avro``), record by record (``line`` is the record number)."""
+def read_feed_file(feed: Feed, path: str, read_at: Optional[int] = None):
+    """The FeedEvents of one file, then its FileRead: JSON Lines, line by line, or an Avro
+    object container file (``.avro``), record by record (``line`` is the record number).
+    Every line gives at least one event: a blank line is a ``NotAChange('blank')``."""
+    read_at = int(time.time() * 10**6) if read_at is None else read_at
+    lines = events = 0
     if path.endswith('.avro'):
-        yield from _avro_events(feed, path, parse_change if feed.kind == 'changes' else
-                                parse_consent_event)
-        return
+        numbered = _avro_events(feed, path, read_at)
+    else:
+        numbered = _json_lines(feed, path, read_at)
+    latest = None
+    for number, parsed in numbered:
+        lines += 1
+        for index, event in enumerate(parsed):
+            events += 1
+            item = FeedEvent(feed.name, path, number, event, index)
+            if item.time is not None:
+                latest = item.time if latest is None else max(latest, item.time)
+            yield item
+    yield FileRead(feed.name, path, lines, events, latest)
+
+
+def _json_lines(feed, path, read_at):
     with FileSystems.open(path) as f:
         for number, line in enumerate(f, 1):
-            if line.strip():
-                yield FeedEvent(feed.name, path, number, parse_json_event(feed, line))
+            if number == 1 and line.startswith(_BOM):
+                line = line[len(_BOM):]  # a UTF-8 byte-order mark, as in the batch's exports
+            yield number, ([NotAChange('blank')] if not line.strip() else
+                           parse_json_event(feed, line, read_at))
 
 
-def parse_json_event(feed: Feed, data: bytes):
-    """The Change or ConsentEvent of one JSON object (a line, a Pub/Sub message), or the
-    ChangeProblem with it; numbers keep their exact text, as in the batch's JSON Lines
-    reader."""
+def parse_json_event(feed: Feed, data: bytes, read_at: Optional[int] = None) -> list:
+    """The events of one JSON value (a line, a Pub/Sub message): Changes or a ConsentEvent,
+    lines that are no change, or the ChangeProblem with it; numbers keep their exact text, as
+    in the batch's JSON Lines reader. No line can stop the stream: nesting too deep, text
+    that is not UTF-8 (or escapes no UTF-8 can hold) is a problem."""
+    read_at = int(time.time() * 10**6) if read_at is None else read_at
     try:
-        raw = _EXACT.decode(data.decode('utf-8'))
-    except (ValueError, UnicodeDecodeError):
-        return ChangeProblem('not a JSON object on one line (or not UTF-8)')
-    return (parse_change if feed.kind == 'changes' else parse_consent_event)(raw)
+        text = data.decode('utf-8')
+        raw = _EXACT.decode(text)
+    except UnicodeDecodeError:
+        return [ChangeProblem('the line is not UTF-8 (a feed file is read as UTF-8; convert a '
+                              'GBK feed before it lands)')]
+    except (ValueError, RecursionError):
+        return [ChangeProblem('not a JSON value on one line')]
+    if '\\u' in text or text.count('{') + text.count('[') > MAX_DEPTH:
+        problem = _unsafe(raw)
+        if problem:
+            return [ChangeProblem(problem)]
+    return _parsed(feed, raw, read_at)
+
+
+def _parsed(feed, raw, read_at) -> list:
+    if feed.kind == 'changes':
+        return parse_change(raw, read_at=read_at, rules=feed.rules)
+    if not isinstance(raw, dict):
+        return [ChangeProblem('the consent event is not a JSON object')]
+    return [parse_consent_event(raw, read_at=read_at, rules=feed.rules)]
+
+
+def _unsafe(value) -> Optional[str]:
+    """What makes a decoded value unsafe to carry on: nesting deeper than MAX_DEPTH, or a
+    lone surrogate escape (text that no UTF-8 file can hold), walked without recursion."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f'the value is nested more than {MAX_DEPTH} deep'
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+            stack.extend((k, depth + 1) for k in item)
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            try:
+                item.encode('utf-8')
+            except UnicodeEncodeError:
+                return 'a string holds a lone surrogate escape (\\ud800 to \\udfff alone), ' \
+                       'which is no text'
+    return None
 
 
 class _Ticks(RestrictionProvider):
@@ -243,7 +333,7 @@ class _WatchFn(beam.DoFn):
         self._idle = int(idle * 10**6)
         self._read = None   # files read by this worker
         self._state = None  # feed -> (latest commit time, wall time of its last new file)
-        self._held = None   # heap of (commit time, arrival number, FeedEvent) not yet released
+        self._held = None   # heap of (commit time, rank, arrival number, FeedEvent) held
         self._arrivals = None  # keeps events of the same time in arrival order
 
     def setup(self):
@@ -272,11 +362,11 @@ class _WatchFn(beam.DoFn):
                 latest = None if seed else self._state[feed.name][0]
                 for item in (read_seed_file if seed else read_feed_file)(feed, path):
                     t = item.time
-                    if t is None:  # a problem: a dead letter now, it orders nothing
-                        problems.append(item)
+                    if t is None:  # a problem, a line that is no change, a file read:
+                        problems.append(item)  # counted now, they order nothing
                         continue
                     latest = t if latest is None else max(latest, t)
-                    heapq.heappush(self._held, (t, next(self._arrivals), item))
+                    heapq.heappush(self._held, (t, item.rank, next(self._arrivals), item))
                 self._read.add(path)
                 if not seed:
                     self._state[feed.name] = (latest, self._now())
@@ -284,7 +374,7 @@ class _WatchFn(beam.DoFn):
         mark = self._advance(watermark)
         batch = problems
         while self._held and (stopping or self._held[0][0] <= mark):
-            t, _, item = heapq.heappop(self._held)
+            t, _, _, item = heapq.heappop(self._held)
             batch.append(item)
             if len(batch) >= RELEASE_BATCH and self._held and self._held[0][0] > t:
                 yield self._released(batch, t)  # all of time t is in it

@@ -19,7 +19,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.feeds import Feed, FeedEvent, Released, parse_json_event
 
-__all__ = ['ReadSubscription', 'is_subscription', 'message_event']
+__all__ = ['ReadSubscription', 'is_subscription', 'message_events']
 
 
 def is_subscription(pattern: str) -> bool:
@@ -27,10 +27,11 @@ def is_subscription(pattern: str) -> bool:
     return pattern.startswith('projects/')
 
 
-def message_event(feed: Feed, data: bytes) -> FeedEvent:
-    """The FeedEvent of one message's data (pure); its place is the subscription (a message
-    has no line)."""
-    return FeedEvent(feed.name, feed.pattern, None, parse_json_event(feed, data))
+def message_events(feed: Feed, data: bytes) -> list:
+    """The FeedEvents of one message's data (pure); their place is the subscription (a
+    message has no line)."""
+    return [FeedEvent(feed.name, feed.pattern, None, event, index)
+            for index, event in enumerate(parse_json_event(feed, data))]
 
 
 class ReadSubscription(beam.PTransform):
@@ -47,7 +48,8 @@ class ReadSubscription(beam.PTransform):
                 | 'Read' >> beam.io.ReadFromPubSub(
                     subscription=self._feed.pattern,
                     timestamp_attribute=self._timestamp_attribute)
-                | 'Parse' >> beam.Map(lambda data, feed: message_event(feed, data), self._feed)
+                | 'Parse' >> beam.FlatMap(lambda data, feed: message_events(feed, data),
+                                         self._feed)
                 | 'Batch' >> beam.ParDo(_BatchInBundle()))
 
 

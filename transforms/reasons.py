@@ -23,11 +23,15 @@ REASONS = {
                                'separate consent for cross-border transfer (PIPL Art. 39)',
     'no_primary_key': 'an update or delete in the change feed of a table whose schema declares '
                       'no primary key: the acquirer could not tell which row it changes',
+    'implausible_time': 'a change or consent event of the live feed has a time that cannot be '
+                        'read without guessing: before stream.not_before, too far ahead of the '
+                        'clock, or an integer in no stated unit',
 }
 
 # Reasons that point at bad data (or a bad config), counted against deadletter.max_ratio.
 # Consent refusals are the law working as intended and never abort a run.
-DATA_QUALITY_REASONS = ('malformed', 'missing_required', 'duplicate_key', 'no_primary_key')
+DATA_QUALITY_REASONS = ('malformed', 'missing_required', 'duplicate_key', 'no_primary_key',
+                        'implausible_time')
 
 STAGES = ('read', 'conform', 'consent')
 
@@ -48,6 +52,7 @@ class DeadLetter:
     problem: Optional[str] = None
     subject: Optional[str] = None
     raw: Optional[dict] = None
+    index: int = 0  # a feed line's event (a Canal message's row; -1: a key change's old key)
 
     def __post_init__(self):
         assert self.reason in REASONS, self.reason

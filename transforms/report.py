@@ -31,6 +31,8 @@ REASON_TEXT = {
                       'must decide which copy is right', '同一主键出现多次，需人工确认哪条正确'),
     'no_primary_key': ('PIPL Art. 8', 'an update or delete of a table without a primary key',
                        '无主键表的更新或删除'),
+    'implausible_time': ('PIPL Art. 8', 'a live change or consent event whose time cannot be '
+                         'read without guessing', '实时变更或同意事件的时间无法确定（单位不明或不合理）'),
     'no_consent': ('PIPL Art. 13, 14', 'no live consent for a consent-based purpose of the '
                    'transfer', '该转移目的需要同意，但没有有效同意'),
     'consent_withdrawn': ('PIPL Art. 15', 'the customer withdrew consent',
@@ -40,7 +42,8 @@ REASON_TEXT = {
     'no_cross_border_consent': ('PIPL Art. 39', 'no separate consent to a transfer abroad',
                                 '没有出境单独同意'),
 }
-DATA_QUALITY = ('malformed', 'missing_required', 'duplicate_key', 'no_primary_key')
+DATA_QUALITY = ('malformed', 'missing_required', 'duplicate_key', 'no_primary_key',
+                'implausible_time')
 
 TEXT = {
     'en': {

@@ -4,7 +4,7 @@ its commit time, so a withdrawal is never overtaken by a change committed after 
 ``ConsentInOrder`` takes ``Routed`` batches of ``(subject, ChangeEvent | ConsentEvent)`` pairs,
 data and consent events together, each batch timestamped no later than its first event. It
 keys them by shard (a hash of the subject; each shard's state holds its customers apart: the
-consent events seen, the tables delivered, the changes decided) and outputs one ``Batch`` of
+consent events seen and the tables delivered) and outputs one ``Batch`` of
 decisions and retractions per batch. Batches, not single events, because the Python SDK pays
 about half a millisecond for every state access (it weighs what it caches): per event that
 caps a stream near a thousand changes a second, per batch of a shard it costs nothing.
@@ -15,8 +15,8 @@ event committed before it can still arrive on time; it is then decided as of its
 a withdrawal or an erasure, a customer whose rows were delivered (in the snapshot or the
 stream) gets a retraction: the acquirer must delete them (PIPL Art. 47). A consent event that
 arrives after the watermark passed its time (late) is still applied: changes decided since are
-not taken back one by one, but the customer is retracted as a whole. The same change seen twice
-(same table and position) within ``DEDUP_SECONDS`` of commit time is decided once.
+not taken back one by one, but the customer is retracted as a whole. Repeats and changes older
+than one already decided for their row are found after this step (``transforms.key_order``).
 
 A shard's state is an append-only log (a bag of chunks, each the pickled records one batch
 added) that is compacted when it grows long, and each worker keeps its decoded view between
@@ -25,6 +25,7 @@ the shard.
 """
 
 import dataclasses
+import hashlib
 import pickle
 import secrets
 import zlib
@@ -37,23 +38,37 @@ from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteState
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.changes import Change, ChangeProblem
+from transforms.cdc_values import plain_row
+from transforms.changes import Change, ChangeProblem, NotAChange
 from transforms.consent_events import ConsentEvent, decision_at, retraction_reason
+from transforms.feeds import SEEDS
 
-__all__ = ['Batch', 'ChangeEvent', 'ConsentInOrder', 'Decided', 'Retraction', 'Routed', 'route',
-           'shard_of']
+__all__ = ['Batch', 'ChangeEvent', 'ConsentInOrder', 'Counted', 'Decided', 'Retraction', 'Routed',
+           'route', 'shard_of']
 
 SHARDS = 16           # keys of the consent state; the most workers that can decide at once
-DEDUP_SECONDS = 600   # a change seen again within this much commit time is decided once
 COMPACT_AFTER = 64    # chunks in a shard's log before it is rewritten as one
 
 
 class ChangeEvent(NamedTuple):
-    """A change of a customer's row, with where it came from (for dead letters); a named
-    tuple, as ``transforms.changes.Change``."""
+    """A change of a customer's row, with where it came from (for dead letters and the
+    count of each feed line's outcome) and its row's key (primary key as text); a named tuple,
+    as ``transforms.changes.Change``."""
     change: Change
     source: str = ''
     line: Optional[int] = None
+    index: int = 0
+    key: Optional[str] = None
+
+
+class Counted(NamedTuple):
+    """A feed event's outcome when it is neither delivered nor a dead letter: ``repeat``,
+    ``superseded``, ``consent_event`` or ``not_a_change:<kind>``."""
+    source: str
+    line: Optional[int]
+    index: int
+    outcome: str
+    at: Optional[int] = None  # the event's time: the epoch it joins (None: the open one)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,19 +152,19 @@ def _time(item) -> int:
 
 class _Customer:
     """What a shard's state holds of one customer: consent events evaluated (in arrival
-    order), tables delivered in the stream, and changes decided ((table, position) -> commit
-    time, for the dedup horizon). ``settled``: the decision from the latest consent event on
-    (with how many events it was made), so most changes are decided without replaying them."""
-    __slots__ = ('events', 'delivered', 'seen', 'settled')
+    order) and tables delivered in the stream. ``settled``: the decision from the latest
+    consent event on (with how many events it was made), so most changes are decided without
+    replaying them."""
+    __slots__ = ('events', 'delivered', 'settled')
 
     def __init__(self):
-        self.events, self.delivered, self.seen, self.settled = [], set(), {}, None
+        self.events, self.delivered, self.settled = [], set(), None
 
     def __getstate__(self):
-        return self.events, self.delivered, self.seen
+        return self.events, self.delivered
 
     def __setstate__(self, state):
-        (self.events, self.delivered, self.seen), self.settled = state, None
+        (self.events, self.delivered), self.settled = state, None
 
 
 def _apply(customers, records):
@@ -159,21 +174,52 @@ def _apply(customers, records):
             customer = customers[subject] = _Customer()
         if kind == 'consent':
             customer.events.append(value)
-        elif kind == 'delivered':
+        else:  # 'delivered'
             customer.delivered.add(value)
-        else:  # 'seen': ((table, position), committed_at)
-            customer.seen[value[0]] = value[1]
 
 
-def _records(customers, horizon):
-    """The records that rebuild ``customers``, without changes decided before ``horizon``."""
+def _records(customers):
+    """The records that rebuild ``customers``."""
     out = []
     for subject, customer in customers.items():
         out.extend(('consent', subject, e) for e in customer.events)
         out.extend(('delivered', subject, t) for t in sorted(customer.delivered))
-        out.extend(('seen', subject, (identity, at)) for identity, at in customer.seen.items()
-                   if at >= horizon)
     return out
+
+
+class ShardLogs:
+    """Each worker's decoded view of the append-only logs of its shards' state (a bag of
+    chunks: 8 bytes of token, then the pickled records one batch added), so that a batch costs
+    what it adds, not the size of its shard. ``apply(state, records)`` folds records into a
+    state (a dict); ``records(state)`` gives the records that rebuild it (compaction)."""
+
+    def __init__(self, apply, records):
+        self._apply, self._records = apply, records
+        self._views = {}  # shard -> (chunks in its log, last chunk's token, state)
+
+    def read(self, shard, log):
+        """(the log's chunks, its state), from this worker's view when it is the latest."""
+        chunks = list(log.read())
+        view = self._views.pop(shard, None)  # taken: a failed bundle must not keep it
+        if view is not None and view[0] == len(chunks) and \
+                (not chunks or chunks[-1][:8] == view[1]):
+            return chunks, view[2]
+        state = {}
+        for chunk in chunks:
+            self._apply(state, pickle.loads(chunk[8:]))
+        return chunks, state
+
+    def append(self, shard, log, chunks, records, state):
+        """Append ``records`` (already folded into ``state``) to the log, compacting it into
+        one chunk once it has COMPACT_AFTER."""
+        if len(chunks) >= COMPACT_AFTER:
+            log.clear()
+            chunks, records = [], self._records(state)
+        if records or not chunks:
+            token = secrets.token_bytes(8)
+            log.add(token + pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
+            chunks = chunks + [token]
+        self._views[shard] = (len(chunks), chunks[-1][:8], state)
 
 
 class _ConsentInOrderFn(beam.DoFn):
@@ -189,10 +235,10 @@ class _ConsentInOrderFn(beam.DoFn):
         self._tables = tables
         self._snapshot_at = snapshot_at
         self._ordered = ordered
-        self._views = None
+        self._logs = None
 
     def setup(self):
-        self._views = {}  # shard -> (chunks in its log, last chunk's token, customers)
+        self._logs = ShardLogs(_apply, _records)
 
     def process(self, element, log=beam.DoFn.StateParam(LOG),
                 pending=beam.DoFn.StateParam(PENDING), due=beam.DoFn.StateParam(DUE),
@@ -231,24 +277,11 @@ class _ConsentInOrderFn(beam.DoFn):
         if out:
             yield Batch(out)
 
-    def _view(self, shard, log):
-        """The shard's chunks and its customers, decoded (from this worker's view when it is
-        the log's latest)."""
-        chunks = list(log.read())
-        view = self._views.pop(shard, None)  # taken: a failed bundle must not keep it
-        if view is not None and view[0] == len(chunks) and \
-                (not chunks or chunks[-1][:8] == view[1]):
-            return chunks, view[2]
-        customers = {}
-        for chunk in chunks:
-            _apply(customers, pickle.loads(chunk[8:]))
-        return chunks, customers
-
     def _release(self, shard, log, pairs):
         """Decide ``pairs`` in their order; yields Decided and Retraction items and appends
         what the shard's state must remember to its log."""
-        chunks, customers = self._view(shard, log)
-        records, latest = [], 0
+        chunks, customers = self._logs.read(shard, log)
+        records = []
         for subject, item in pairs:
             customer = customers.get(subject)
             if customer is None:
@@ -266,28 +299,12 @@ class _ConsentInOrderFn(beam.DoFn):
                         yield Retraction(subject, moved, reason, item.at)
                 continue
             change = item.change
-            latest = max(latest, change.committed_at)
-            identity = (change.table, change.position_text)
-            if identity in customer.seen:
-                continue  # the same change again: decided once
-            customer.seen[identity] = change.committed_at
-            records.append(('seen', subject, (identity, change.committed_at)))
             decision = self._decide_change(change.committed_at, customer)
             if decision.reason is None and change.table not in customer.delivered:
                 customer.delivered.add(change.table)
                 records.append(('delivered', subject, change.table))
             yield Decided(subject, item, decision.reason, decision.sensitive_ok)
-        token = secrets.token_bytes(8)
-        if len(chunks) >= COMPACT_AFTER:  # rewrite the log as one chunk, forgetting old changes
-            log.clear()
-            chunks = []
-            records = _records(customers, latest - DEDUP_SECONDS * 10**6)
-            customers = {}
-            _apply(customers, records)
-        if records or not chunks:
-            log.add(token + pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
-            chunks = chunks + [token]
-        self._views[shard] = (len(chunks), chunks[-1][:8], customers)
+        self._logs.append(shard, log, chunks, records, customers)
 
     def _decide_change(self, t, customer):
         """The decision at ``t``; the settled one if no consent event comes after ``t``."""
@@ -310,29 +327,92 @@ class _ConsentInOrderFn(beam.DoFn):
 
 
 def _order(item):
-    return item.change.order if isinstance(item, ChangeEvent) else (item.at, '', item.order)
+    """Commit time, consent events first (as the batch decides a tie), then arrival."""
+    return (item.change.committed_at, 1) if isinstance(item, ChangeEvent) else (item.at, 0)
 
 
-def route(item, tables):
-    """``(subject, ChangeEvent | ConsentEvent)`` for ConsentInOrder, or a ``ChangeProblem``
-    naming the table, for a ``transforms.feeds.FeedEvent`` (pure).
+def route(item, tables, names=None, decimals: str = 'precise') -> list:
+    """What ConsentInOrder takes of a ``transforms.feeds.FeedEvent`` (pure), as a list of:
+    ``(subject, ChangeEvent | ConsentEvent)`` pairs; a ``Decided`` delete that names no
+    customer (deleting needs no consent: it goes straight to the key order); a ``Counted``
+    line (a consent event applied, a line that is no change); or a ``ChangeProblem`` naming
+    the table.
 
-    ``tables``: the config's TableConfigs by name. A change's subject is its row's subject key,
-    under the field's name or one of its aliases; a change of a table the config does not
-    name is refused (fail closed: nothing unclassified moves).
+    ``tables``: the config's TableConfigs by name; ``names``: the seller's table names
+    (``db.table`` or ``table``) -> the config's (``stream.tables``). A change's subject is its
+    row's subject key, under the field's name or one of its aliases; a change of a table the
+    config does not name is refused (fail closed: nothing unclassified moves). An update whose
+    primary key changed becomes a delete of the old key, then the row under the new one.
     """
     event = item.event
     if isinstance(event, ChangeProblem):
-        return event
+        return [event]
+    place = (item.path, item.line, item.index)
+    if isinstance(event, NotAChange):
+        return [Counted(*place, f'not_a_change:{event.kind}')]
     if isinstance(event, ConsentEvent):
-        return event.subject, event
-    table = tables.get(event.table)
+        if item.feed in SEEDS:  # the snapshot's registry and erasure list: no feed lines
+            return [(event.subject, event)]
+        return [Counted(*place, 'consent_event', event.at), (event.subject, event)]
+    table = _table(event, tables, names or {})
     if table is None:
-        return ChangeProblem(f'table {event.table!r} is not in the config; tables: '
-                             f'{", ".join(sorted(tables))}', event.table)
-    for column in table.subject_columns:
-        value = event.row.get(column)
+        return [ChangeProblem(f'table {event.table!r} is not in the config (map the seller\'s '
+                              f'table names to it in stream.tables); tables: '
+                              f'{", ".join(sorted(tables))}', event.table)]
+    kinds = table.column_kinds
+    row, bad = plain_row(event.row, kinds, event.encoded, decimals)
+    before, bad_before = plain_row(event.before, kinds, event.encoded, decimals) \
+        if event.before else (None, None)
+    if bad or bad_before:
+        return [ChangeProblem('a value is not in the encoding Debezium gives its column type '
+                              '(set stream.decimal_handling_mode as the connector\'s)',
+                              table.name)]
+    key = _key(row, table)
+    if key is None:
+        return [ChangeProblem(f'the row has no {table.schema.primary_key} (its primary key)',
+                              table.name, reason='missing_required')]
+    change = event._replace(table=table.name, row=row, before=None)
+    subject = _first(row, table.subject_columns)
+    out = []
+    old = _key(before, table) if before is not None and table.schema.primary_key else None
+    if old is not None and old != key:  # a key change: the old key goes first
+        gone = ChangeEvent(change._replace(op='d', row=before, part=0), item.path, item.line,
+                           -1 - item.index, old)
+        owner = subject or _first(before, table.subject_columns)
+        out.append((owner, gone) if owner else Decided(None, gone, None, False))
+    changed = ChangeEvent(change, *place, key)
+    if subject is not None:
+        out.append((subject, changed))  # as the batch keys it
+    elif change.op == 'd':
+        out.append(Decided(None, changed, None, False))
+    else:
+        return [ChangeProblem(f'the row has no {table.subject_key} (the subject key), so no '
+                              f'consent can be decided for it', table.name)]
+    return out
+
+
+def _table(change, tables, names):
+    for name in (f'{change.database}.{change.table}' if change.database else None,
+                 change.table):
+        if name in names:
+            return tables.get(names[name])
+    return tables.get(change.table)
+
+
+def _first(row, columns) -> Optional[str]:
+    for column in columns:
+        value = row.get(column)
         if value is not None and str(value).strip():
-            return str(value), ChangeEvent(event, item.path, item.line)  # as the batch keys it
-    return ChangeProblem(f'the row has no {table.subject_key} (the subject key), so no '
-                         f'consent can be decided for it', event.table)
+            return str(value)
+    return None
+
+
+def _key(row, table) -> Optional[str]:
+    """The row's primary key as text; for a table without one, a digest of the whole row
+    (a repeat of the same create is then known, and two rows of one snapshot read are not
+    taken for one)."""
+    if table.schema.primary_key:
+        return _first(row, table.key_columns)
+    digest = hashlib.blake2b(repr(sorted((k, str(v)) for k, v in row.items())).encode(),
+                             digest_size=12)
+    return '#' + digest.hexdigest()
