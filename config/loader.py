@@ -20,7 +20,8 @@ import yaml
 
 from schemas import LEVELS, FieldSpec, TableSchema, parse_schema
 from transforms.casting import NULL_TOKENS
-from transforms.changes import UNITS
+from transforms.cdc_values import DECIMAL_MODES
+from transforms.changes import UNITS, TimeRules
 from transforms.errors import ConfigError
 from transforms.files import read_text, resolve
 from transforms.masking import FORBIDDEN, OPERATORS, Operator, make_operator
@@ -209,7 +210,6 @@ class StreamConfig:
     @property
     def time_rules(self):
         """The ``transforms.changes.TimeRules`` of these settings."""
-        from transforms.changes import TimeRules
         moment = datetime.datetime.fromisoformat(self.not_before)
         return TimeRules(unit=self.time_unit, not_before=int(moment.timestamp() * 10**6),
                          max_ahead=int(self.max_ahead_seconds * 10**6))
@@ -485,7 +485,7 @@ def _stream(c, raw, base_dir, known_tables=()) -> StreamConfig:
     if 'decimal_handling_mode' in s:
         values['decimal_handling_mode'] = c.choice(s['decimal_handling_mode'],
                                                    'stream.decimal_handling_mode',
-                                                   ('precise', 'string', 'double'))
+                                                   DECIMAL_MODES)
     if 'not_before' in s:
         text = c.string(s['not_before'], 'stream.not_before')
         try:

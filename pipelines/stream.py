@@ -6,8 +6,10 @@ runner (Beam's FnApiRunner) it is one chain, which that runner runs in real time
 a Flatten, and each step trusts the order in which the source releases events:
 
     WatchFeeds      data and consent feed files, each once, released in commit order
-    Route           each event to its customer (the subject key), or a dead letter
+    Route           each event to its customer (the subject key), or a dead letter; lines
+                    that are no change, counted
     ConsentInOrder  decided by every consent event up to its commit time; retractions
+    KeyOrder        each row's changes in its log's order, once (repeats, superseded)
     CommitEpochs    conform, suppress, mask as the batch does; encrypted files and a
                     manifest per epoch, chained by sha256; the cut-over manifest at the end
 
@@ -37,7 +39,7 @@ from pipelines.migrate import (add_verbose_flag, check_beam_args, check_plan_has
                                workers_off_the_working_directory)
 from transforms.changes import ChangeProblem
 from transforms.audit import append_event
-from transforms.epochs import (CUTOVER_FILE, CommitEpochs, Trail, checked_epochs,
+from transforms.epochs import (CUTOVER_FILE, CommitEpochs, Trail, checked_epochs, conservation,
                                committed_so_far, count, epoch_dir)
 from transforms.errors import ConfigError, NovationError
 from transforms.files import exists, has_scheme, join, why_not_writable
@@ -49,7 +51,7 @@ from transforms.feeds import DRAIN, EndOfFeeds, Feed, FileRead, WatchFeeds
 from transforms.key_order import InKeyOrder
 from transforms.pubsub import ReadSubscription, is_subscription
 from transforms.reasons import DeadLetter
-from transforms.stream_consent import Batch, ConsentInOrder, Counted, Routed, route
+from transforms.stream_consent import Batch, ConsentInOrder, Counted, Decided, Routed, route
 
 __all__ = ['build_stream', 'decide_and_commit', 'print_stream_summary', 'run_stream', 'stream_parser',
            'stream_summary']
@@ -119,15 +121,15 @@ def _routed(item, tables, names=None, decimals='precise'):
             other.append(event)
             continue
         for routed in route(event, tables, names, decimals):
-            if isinstance(routed, tuple) and not isinstance(routed, Counted):
-                pairs.append(routed)
-            elif isinstance(routed, ChangeProblem):
+            if isinstance(routed, ChangeProblem):
                 table = routed.table if routed.table in tables else event.feed
                 other.append(DeadLetter(reason=routed.reason, stage='read', table=table,
                                         source_file=event.path, row=event.line,
                                         problem=routed.problem, index=event.index))
-            else:
+            elif isinstance(routed, (Counted, Decided)):
                 other.append(routed)
+            else:  # (subject, event)
+                pairs.append(routed)
     if other:
         yield Batch(tuple(other))
     if pairs:
@@ -369,7 +371,27 @@ def stream_summary(stream_dir: str, run_id: str, keys_path: str) -> dict:
             'rows_written': sum(t['rows_written'] for m in manifests
                                 for t in m['tables'].values()),
             'dead_letters': dict(sorted(dead.items())),
-            'retractions': sum(m['retractions'] for m in manifests)}
+            'retractions': sum(m['retractions'] for m in manifests),
+            'conservation': conservation(manifests)}
+
+
+def conservation_line(check: dict) -> str:
+    """The stream's conservation in one line: what became of every feed event read."""
+    files = check['files']
+    totals = {}
+    for f in files:
+        for outcome, n in f['outcomes'].items():
+            totals[outcome] = totals.get(outcome, 0) + (sum(n.values()) if isinstance(n, dict)
+                                                        else n)
+    events = sum(f['events'] or 0 for f in files)
+    what = ', '.join(f'{outcome.replace("_", " ")} {n:,}' for outcome, n in
+                     sorted(totals.items())) or 'none'
+    if check['holds']:
+        return (f'  feed events: {count(events, "event")} read from '
+                f'{count(len(files), "file")}, every one accounted for ({what})')
+    short = [f for f in files if not f['holds']]
+    return (f'  feed events: NOT all accounted for: {count(len(short), "file")} of '
+            f'{len(files)} do not add up (see conservation in cutover.json); {what}')
 
 
 def print_stream_summary(summary: dict, out=print) -> None:
@@ -379,6 +401,7 @@ def print_stream_summary(summary: dict, out=print) -> None:
     out(f'{count(summary["epochs"], "epoch")} committed: '
         f'{count(summary["rows_written"], "change")} delivered (encrypted), dead letters: '
         f'{dead}, {count(summary["retractions"], "retraction")}')
+    out(conservation_line(summary['conservation']))
     out(f'  cut-over manifest: {summary["cutover"]} (the snapshot and every epoch, with the '
         f'sha256 of each manifest)')
     out(summary['stream_dir'])

@@ -160,10 +160,6 @@ def sellers_final_state(workdir, plan, final_dir):
     return path
 
 
-def _position(row):
-    return int(row['__position'].rsplit(':', 1)[1])
-
-
 def acquirers_state(config, snapshot_dir, stream_dir, keys):
     """What the acquirer holds after loading the snapshot, then applying each epoch in order:
     its rows in commit order (upserts and tombstones by primary key), then its retractions
@@ -182,10 +178,17 @@ def acquirers_state(config, snapshot_dir, stream_dir, keys):
             if f['kind'] == 'data':
                 key = config.table(f['table']).schema.primary_key
                 rows = parquet_file(path, keyring, identity).read().to_pylist()
-                for row in sorted(rows, key=lambda r: (r['__committed_at'], _position(r))):
+                # the README's procedure: in the file's order, a delete removes the key, a
+                # whole row replaces it, a partial row (__columns) updates the fields it names
+                for row in rows:
+                    old = [r for r in held[f['table']] if r[key] == row[key]]
                     table = [r for r in held[f['table']] if r[key] != row[key]]
                     if row['__op'] != 'd':
-                        table.append({k: v for k, v in row.items() if not k.startswith('__')})
+                        new = {k: v for k, v in row.items() if not k.startswith('__')}
+                        if row['__columns'] is not None and old:
+                            named = row['__columns'].split(',')
+                            new = {**old[0], **{k: new[k] for k in named}}
+                        table.append(new)
                     held[f['table']] = table
             elif f['kind'] == 'retractions':
                 retractions += parquet_file(path, keyring, identity).read().to_pylist()

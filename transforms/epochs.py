@@ -120,7 +120,7 @@ def change_batch(table, events) -> ChangeRows:
         whole = not lacking or all(e.change.op == 'd' for e in grouped)
         present += [None if whole else ','.join(n for n in names if n in fields)] * len(rows)
         absent_rows.append((set() if whole else set(lacking), len(rows)))
-        for column in unknown:
+        for column in shown_columns(unknown):  # a name that looks like a value is not shown
             held[column] += len(rows)
     columns = [pa.concat_arrays([p[i] for p in parts]) if parts else pa.array([], pa.string())
                for i in range(len(names))]
@@ -507,8 +507,9 @@ class _DeliverFn(beam.DoFn):
             at = _item_time(i)
             by_window.setdefault((clock if at is None else at) // self._length, []).append(i)
         for window in sorted(by_window):
-            for chunk in _chunks(by_window[window], self._max_rows):
-                yield self._prepare(window, chunk)
+            items = by_window[window]
+            for start in range(0, len(items), self._max_rows):
+                yield self._prepare(window, items[start:start + self._max_rows])
 
     def _done_before(self, item) -> bool:
         """Whether an earlier run of the stream committed ``item`` already."""
@@ -540,24 +541,6 @@ class _DeliverFn(beam.DoFn):
             latest=max(times) if times else None, items=len(items),
             outcomes=tuple(_outcomes(items, dead)),
             files=tuple(i for i in items if isinstance(i, FileRead)), held=tuple(held))
-
-
-def _chunks(items, size):
-    """``items`` in runs of about ``size``, never splitting the events of one feed line (a
-    restart skips a line only whole)."""
-    start = 0
-    while start < len(items):
-        end = min(start + size, len(items))
-        while end < len(items) and _line_of(items[end]) is not None and \
-                _line_of(items[end]) == _line_of(items[end - 1]):
-            end += 1
-        yield items[start:end]
-        start = end
-
-
-def _line_of(item):
-    place = _place(item)
-    return None if place is None else place[:2]
 
 
 OUTCOMES = ('delivered', 'dead_letter', 'repeat', 'superseded', 'consent_event')
@@ -896,9 +879,15 @@ def epoch_line(manifest: dict, parts) -> str:
     dead = sum(sum(t['dead_letters'].values()) for t in manifest['tables'].values())
     times = [p.latest for p in parts if p.latest is not None]
     lag = (f', lag {time.time() - max(times) / 10**6:.1f} s' if times else '')
+    skipped = sum(c.get('repeat', 0) + c.get('superseded', 0)
+                  for c in manifest.get('outcomes', {}).values())
+    held = '; '.join(f'{table}: {", ".join(columns)}' for table, columns in
+                     manifest.get('held_columns', {}).items())
     return (f'epoch {manifest["epoch"]} committed: {count(delivered, "change")} delivered, '
             f'{count(dead, "dead letter")}, {count(manifest["retractions"], "retraction")}'
-            f'{lag}')
+            + (f', {skipped:,} repeated or superseded (not delivered)' if skipped else '')
+            + lag + (f'; WARNING: column(s) no schema classifies held back ({held}): '
+                     f'classify them (novation classify) to deliver them' if held else ''))
 
 
 def count(n: int, what: str) -> str:

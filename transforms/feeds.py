@@ -33,6 +33,7 @@ import decimal
 import heapq
 import itertools
 import json
+import re
 import threading
 import time
 from typing import Optional, Sequence, Tuple, Union
@@ -64,6 +65,7 @@ _EXACT = json.JSONDecoder(parse_float=JsonNumber, parse_int=JsonNumber)  # made 
 # costs a third
 MAX_DEPTH = 64  # objects and lists nested deeper are no change of a row
 _BOM = b'\xef\xbb\xbf'
+_SURROGATE = re.compile(r'\\u[dD][89a-fA-F]')  # an escape of half a surrogate pair
 RELEASE_BATCH = 20_000  # events a batch: steps after the source pay per batch, not per event
 
 
@@ -272,7 +274,7 @@ def parse_json_event(feed: Feed, data: bytes, read_at: Optional[int] = None) -> 
                               'GBK feed before it lands)')]
     except (ValueError, RecursionError):
         return [ChangeProblem('not a JSON value on one line')]
-    if '\\u' in text or text.count('{') + text.count('[') > MAX_DEPTH:
+    if _SURROGATE.search(text) or text.count('{') + text.count('[') > MAX_DEPTH:
         problem = _unsafe(raw)
         if problem:
             return [ChangeProblem(problem)]
