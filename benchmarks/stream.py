@@ -2,7 +2,7 @@
 delivered after a withdrawal, and the batch pipeline's rows/s on the same events, in one run.
 
     python -m benchmarks.stream [--customers N] [--changes K] [--rate R] [--seconds S]
-                                [--workdir DIR]
+                                [--soak-minutes M] [--soak-rate R2] [--workdir DIR]
 
 On the demo seller (N customers, migrated once as the snapshot), ``novation stream`` runs in a
 child process, as a user runs it, three times:
@@ -15,6 +15,9 @@ child process, as a user runs it, three times:
   Latency is, per change, the time from its file landing until the manifest of the epoch
   holding it is written (p50, p99, max). The delivery is then decrypted and every row of a
   customer who withdrew is checked against the withdrawal's time: none may come after it.
+- ``soak`` (with ``--soak-minutes``): R2 changes a second for M minutes, as ``latency``, its
+  resident memory sampled every 10 s: flat after the first 5 minutes is the target (under
+  600 MB), with the changes/s sustained and the lag percentiles.
 - ``batch``: the same K updates' rows as a JSON Lines export, migrated by ``novation run``
   (the whole process, interpreter and Beam start-up included, as ``benchmarks.throughput``
   measures it).
@@ -43,7 +46,10 @@ from benchmarks.throughput import measure_command, tree_rss_kb
 
 FILE_LINES = 10_000
 TICK = 0.2  # seconds between files at a steady load
-STREAM = {'epoch_seconds': 1, 'lateness_seconds': 0.5, 'idle_seconds': 1, 'poll_seconds': 0.2}
+# the demo feed's Debezium updates carry decimals as text (decimal.handling.mode=string)
+STREAM = {'epoch_seconds': 1, 'lateness_seconds': 0.5, 'idle_seconds': 1, 'poll_seconds': 0.2,
+          'decimal_handling_mode': 'string'}
+SAMPLE_SECONDS = 10  # the soak's memory samples
 
 
 def prepare(workdir: str, customers: int):
@@ -81,13 +87,19 @@ class Stream:
              snapshot, '--run-id', run_id, '--seconds', '3600'],
             stdout=subprocess.DEVNULL, stderr=self._errors)
         self.peak_kb = 0
+        self.samples = []  # (seconds since start, resident KB), every SAMPLE_SECONDS
         self._sampling = True
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
 
     def _sample(self):
+        started = last = time.time()
         while self._sampling and self._child.poll() is None:
-            self.peak_kb = max(self.peak_kb, tree_rss_kb(self._child.pid))
+            rss = tree_rss_kb(self._child.pid)
+            self.peak_kb = max(self.peak_kb, rss)
+            if time.time() - last >= SAMPLE_SECONDS:
+                last = time.time()
+                self.samples.append((last - started, rss))
             time.sleep(0.1)
 
     def manifests(self):
@@ -101,8 +113,15 @@ class Stream:
         return sorted(out, key=lambda m: m[1]['epoch'])
 
     def changes_committed(self) -> int:
-        return sum(t['rows_written'] + sum(t['dead_letters'].values())
-                   for _, m in self.manifests() for t in m['tables'].values())
+        """Change events with an outcome in committed epochs (delivered, a dead letter, a
+        repeat or superseded)."""
+        return sum(n for _, m in self.manifests() for counts in m['outcomes'].values()
+                   for outcome, n in counts.items()
+                   if outcome in ('delivered', 'dead_letter', 'repeat', 'superseded'))
+
+    def dead_letters(self) -> int:
+        return sum(sum(t['dead_letters'].values()) for _, m in self.manifests()
+                   for t in m['tables'].values())
 
     def wait_for(self, changes: int, timeout: float) -> float:
         """Wait until ``changes`` are in committed epochs; the time that happened."""
@@ -170,14 +189,16 @@ def run_throughput(workdir, config, snapshot, rows, allowed, changes):
     stream.stop()
     seconds = done - landed
     return {'changes': changes, 'seconds': round(seconds, 2),
+            'dead_letters': stream.dead_letters(),
             'changes_per_s': round(changes / seconds), 'peak_rss_mb': stream.peak_kb // 1024,
             'after_rows': lines}
 
 
-def run_latency(workdir, config, snapshot, rows, allowed, rate, seconds):
+def run_latency(workdir, config, snapshot, rows, allowed, rate, seconds,
+                run_id='bench-latency'):
     from pipelines.demo_feed import customer_updates
     feeds = _fresh_feeds(workdir)
-    stream = Stream(workdir, config, snapshot, 'bench-latency')
+    stream = Stream(workdir, config, snapshot, run_id)
     warm_up(stream, feeds, rows, allowed)
     per_file = max(1, int(rate * TICK))
     files = int(seconds / TICK)
@@ -222,7 +243,12 @@ def run_latency(workdir, config, snapshot, rows, allowed, rate, seconds):
                 latencies += [written - landed[entry['path']][0]] * count
     latencies.sort()
     after = delivered_after_withdrawal(stream.dir, os.path.dirname(config), withdrawn)
+    settled = [kb for at, kb in stream.samples if at >= 300]  # after the first 5 minutes
     return {'rate': rate, 'seconds': seconds, 'changes': total,
+            'changes_per_s': round(total / seconds), 'dead_letters': stream.dead_letters(),
+            'rss_mb_samples': [(round(at), kb // 1024) for at, kb in stream.samples],
+            'rss_mb_after_5_min': {'first': settled[0] // 1024, 'max': max(settled) // 1024,
+                                   'last': settled[-1] // 1024} if settled else None,
             'p50_s': round(_percentile(latencies, 50), 2),
             'p99_s': round(_percentile(latencies, 99), 2), 'max_s': round(latencies[-1], 2),
             'withdrawals': len(withdrawn), 'delivered_after_withdrawal': after,
@@ -313,6 +339,10 @@ def main(argv=None):
                         help='changes a second for the latency figure (default 5000)')
     parser.add_argument('--seconds', type=float, default=20,
                         help='how long the steady load lasts (default 20)')
+    parser.add_argument('--soak-minutes', type=float, default=0,
+                        help='run the soak for this long (default 0: no soak)')
+    parser.add_argument('--soak-rate', type=int, default=2_000,
+                        help='changes a second during the soak (default 2000)')
     parser.add_argument('--workdir', help='where the demo, feeds and streams go (default: a new '
                                           'temporary directory, removed at the end)')
     args = parser.parse_args(argv)
@@ -327,6 +357,12 @@ def main(argv=None):
         print(f'latency: {args.rate:,} changes/s for {args.seconds:g} s ...', flush=True)
         latency = run_latency(workdir, config, snapshot, rows, allowed, args.rate,
                               args.seconds)
+        soak = None
+        if args.soak_minutes:
+            print(f'soak: {args.soak_rate:,} changes/s for {args.soak_minutes:g} minutes ...',
+                  flush=True)
+            soak = run_latency(workdir, config, snapshot, rows, allowed, args.soak_rate,
+                               args.soak_minutes * 60, run_id='bench-soak')
         print(f'batch: the same {args.changes:,} rows through novation run ...', flush=True)
         batch = run_batch(workdir, config, after_rows)
     finally:
@@ -348,8 +384,19 @@ def main(argv=None):
           f'{latency["max_s"]:.2f} s; peak {latency["peak_rss_mb"]:,} MB')
     print(f'  changes delivered after their customer\'s withdrawal: '
           f'{latency["delivered_after_withdrawal"]} (of {latency["withdrawals"]} withdrawals)')
+    print(f'  dead letters: {throughput["dead_letters"]:,} of the throughput run\'s lawful '
+          f'updates; {latency["dead_letters"]:,} in the latency run (the changes made after '
+          f'a withdrawal)')
+    if soak:
+        settled = soak['rss_mb_after_5_min'] or {}
+        print(f'  soak at {soak["rate"]:,} changes/s for {soak["seconds"] / 60:g} min '
+              f'({soak["changes"]:,} changes, {soak["changes_per_s"]:,}/s sustained): lag p50 '
+              f'{soak["p50_s"]:.2f} s, p99 {soak["p99_s"]:.2f} s; resident MB after 5 min: '
+              f'first {settled.get("first")}, max {settled.get("max")}, last '
+              f'{settled.get("last")} (target: flat, under 600)')
     print(json.dumps({'cores': os.cpu_count(), 'customers': args.customers,
-                      'throughput': throughput, 'latency': latency, 'batch': batch}))
+                      'throughput': throughput, 'latency': latency, 'soak': soak,
+                      'batch': batch}))
     return 0
 
 

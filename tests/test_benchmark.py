@@ -66,11 +66,14 @@ def test_the_worker_benchmark_prints_both_modes_and_a_json_last_line(tmp_path, e
 def test_the_stream_benchmark_prints_its_figures_and_a_json_last_line(tmp_path):
     proc = subprocess.run([sys.executable, '-m', 'benchmarks.stream', '--customers', '1000',
                            '--changes', '3000', '--rate', '500', '--seconds', '2',
+                           '--soak-minutes', '0.1', '--soak-rate', '200',
                            '--workdir', str(tmp_path)], capture_output=True, text=True,
                           timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
     assert figures['throughput']['changes'] == 3000
+    assert figures['throughput']['dead_letters'] == 0  # every update is lawful and well formed
+    assert figures['soak']['changes'] > 0 and figures['soak']['rss_mb_samples'] is not None
     assert figures['throughput']['changes_per_s'] > 0 and figures['batch']['rows_per_s'] > 0
     assert figures['latency']['p99_s'] >= figures['latency']['p50_s'] > 0
     assert figures['latency']['withdrawals'] > 0
