@@ -147,8 +147,8 @@ def stream_parser(add_help=True) -> argparse.ArgumentParser:
                         help='transfer config with a stream section (YAML; local or gs://)')
     parser.add_argument('--snapshot', metavar='RUN_DIR',
                         help='the batch run this stream continues: its keys must be the '
-                             'keyring\'s (same pseudonyms), and customers it delivered are '
-                             'retracted from every table if they withdraw')
+                             'keyring\'s (same pseudonyms), and a customer who withdraws or is '
+                             'erased is retracted from every table')
     stop = parser.add_mutually_exclusive_group()
     stop.add_argument('--until', metavar='TIME',
                       help='cut-over: stop at this time (ISO 8601 with its zone, e.g. '

@@ -124,6 +124,16 @@ def test_a_customer_delivered_in_the_snapshot_is_retracted_from_every_table():
     check(stream, [], [('C1', TABLES, 'consent_withdrawn', 70)], snapshot_at=50)
 
 
+def test_a_withdrawal_before_the_snapshot_ended_still_retracts_from_every_table():
+    # the snapshot's registry was exported before the withdrawal, which came before the
+    # snapshot ended: the snapshot delivered the customer all the same
+    stream = end(EventStream()
+                 .add_elements([consent('C1', 'grant', 1)])
+                 .advance_watermark_to(40)
+                 .add_elements([consent('C1', 'withdraw', 45)]))
+    check(stream, [], [('C1', TABLES, 'consent_withdrawn', 45)], snapshot_at=50)
+
+
 def test_customers_are_decided_apart_and_a_stranger_is_refused():
     stream = end(EventStream()
                  .add_elements([consent('C1', 'grant', 1), consent('C2', 'withdraw', 5),

@@ -40,6 +40,7 @@ class ConsentEvent(NamedTuple):
     sensitive_consent: Optional[bool] = None  # grant: given with it (None: unchanged)
     cross_border_consent: Optional[bool] = None
     value: Optional[bool] = None  # sensitive_consent / cross_border_consent events
+    seed: bool = False  # from the snapshot's registry or erasure list, which it read too
 
     @property
     def order(self) -> Tuple[int, int]:

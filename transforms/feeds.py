@@ -175,17 +175,18 @@ def read_seed_file(feed: Feed, path: str):
             line += 1
             if feed.kind == 'erasures':
                 yield FeedEvent(feed.name, path, line, ConsentEvent(
-                    row['subject_id'], 'erasure', None, _micros(row['requested_at']), line))
+                    row['subject_id'], 'erasure', None, _micros(row['requested_at']), line,
+                    seed=True))
                 continue
             if row['granted']:
                 yield FeedEvent(feed.name, path, line, ConsentEvent(
                     row['subject_id'], 'grant', row['purpose'], _micros(row['granted_at']),
                     line, sensitive_consent=row['sensitive_consent'],
-                    cross_border_consent=row['cross_border_consent']))
+                    cross_border_consent=row['cross_border_consent'], seed=True))
             if row['withdrawn_at'] is not None:
                 yield FeedEvent(feed.name, path, line, ConsentEvent(
                     row['subject_id'], 'withdraw', row['purpose'],
-                    _micros(row['withdrawn_at']), line))
+                    _micros(row['withdrawn_at']), line, seed=True))
 
 
 def _avro_events(feed, path, read_at):

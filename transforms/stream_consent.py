@@ -292,8 +292,12 @@ class _ConsentInOrderFn(beam.DoFn):
                 customer.events.append(item)
                 records.append(('consent', subject, item))
                 reason = retraction_reason(before, self._decide(item.at, customer.events))
-                if reason:
-                    moved = self._tables if self._snapshot_delivered(customer.events) else \
+                if reason and not item.seed:  # the snapshot read the seeds itself
+                    # with a snapshot, every table: whether it delivered the customer depends
+                    # on when its registry was exported, which no time here tells (a
+                    # withdrawal before its end may postdate the export); deleting rows the
+                    # acquirer never got deletes nothing
+                    moved = self._tables if self._snapshot_at is not None else \
                         tuple(sorted(customer.delivered))
                     if moved:
                         yield Retraction(subject, moved, reason, item.at)
@@ -319,11 +323,6 @@ class _ConsentInOrderFn(beam.DoFn):
     def _decide(self, t, events):
         return decision_at(t, (), False, events, purposes=self._purposes,
                            cross_border=self._cross_border)
-
-    def _snapshot_delivered(self, events) -> bool:
-        """Whether the snapshot delivered the customer: allowed to move at its time."""
-        return self._snapshot_at is not None and \
-            self._decide(self._snapshot_at, events).reason is None
 
 
 def _order(item):
