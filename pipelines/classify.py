@@ -180,9 +180,12 @@ def draft_schema(name: str, proposals, source: str) -> dict:
             'subject_key': subject, 'fields': fields}
 
 
-def _sample(path, fmt, encoding, rows):
-    """(columns, {column: values}, {column: avro type or None}) of the first ``rows`` rows."""
+def _sample(path, fmt, encoding, rows, table=None):
+    """(columns, {column: values}, {column: avro type or None}) of the first ``rows`` rows
+    (for a change feed, ``cdc``: of the rows of the seller's ``table``)."""
     data = read_bytes(path, what='export')
+    if fmt == 'cdc':
+        return _feed_sample(data, table, rows)
     if fmt == 'csv':
         text = data[:_SAMPLE_BYTES].decode(encoding, errors='replace').lstrip('\ufeff')
         reader = csv.reader(io.StringIO(text, newline=''))
@@ -230,30 +233,59 @@ def _sample(path, fmt, encoding, rows):
     return columns, {c: [r.get(c) for r in records] for c in columns}, types
 
 
+def _feed_sample(data, table, rows):
+    """The rows of ``table`` (its name as the CDC tool gives it, or ``db.table``) in a
+    change feed file, in any form the stream reads: a new column shows with its values."""
+    import time
+    from transforms.changes import Change, parse_change
+    read_at = int(time.time() * 10**6)
+    records = []
+    for line in data[:_SAMPLE_BYTES].decode('utf-8', errors='replace').splitlines():
+        if len(records) >= rows:
+            break
+        try:
+            raw = json.loads(line) if line.strip() else None
+        except (ValueError, RecursionError):
+            continue
+        for change in parse_change(raw, read_at=read_at):
+            if isinstance(change, Change) and table in (
+                    change.table, f'{change.database}.{change.table}'):
+                records.append(change.row)
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    return columns, {c: [None if r.get(c) is None else str(r.get(c)) for r in records]
+                     for c in columns}, {}
+
+
 FORMATS = {'csv': 'csv', 'jsonl': 'jsonl', 'ndjson': 'jsonl', 'json': 'jsonl',
            'parquet': 'parquet', 'avro': 'avro'}
 
 
 def classify_export(path: str, *, fmt=None, encoding='utf-8', rows=SAMPLE_ROWS,
-                    name=None) -> tuple:
-    """(draft schema, proposals) for the export at ``path``."""
+                    name=None, table=None) -> tuple:
+    """(draft schema, proposals) for the export at ``path``, or for the rows of the seller's
+    ``table`` in a change feed file (``fmt`` cdc)."""
     ext = posixpath.splitext(path)[1].lower().lstrip('.')
     fmt = fmt or FORMATS.get(ext)
-    if fmt not in ('csv', 'jsonl', 'parquet', 'avro'):
+    if fmt not in ('csv', 'jsonl', 'parquet', 'avro', 'cdc'):
         raise ConfigError(f'{path}: cannot tell the format from the name; give --format '
-                          f'csv|jsonl|avro|parquet')
+                          f'csv|jsonl|avro|parquet|cdc')
+    if (fmt == 'cdc') != (table is not None):
+        raise ConfigError('--table names the seller\'s table in a change feed: give it with '
+                          '--format cdc, and only then')
     try:
-        columns, values, types = _sample(path, fmt, encoding, rows)
+        columns, values, types = _sample(path, fmt, encoding, rows, table)
     except (ValueError, OSError, pa.ArrowException) as e:
         raise ConfigError(f'{path}: cannot be read as {fmt}'
                           f'{" in " + encoding if fmt in ("csv", "jsonl") else ""} '
                           f'({type(e).__name__})') from None
+    if not columns:
+        raise ConfigError(f'{path}: no row of table {table!r} in the sampled lines')
     proposals = [propose_column(c, values[c], types.get(c)) for c in columns]
-    table = name or re.sub(r'[^A-Za-z0-9_]', '_', posixpath.basename(path).split('.')[0]) \
-        or 'table'
-    if not _AVRO_NAME.fullmatch(table):
-        table = f't_{table}'
-    return draft_schema(table, proposals, posixpath.basename(path)), proposals
+    record = name or re.sub(r'[^A-Za-z0-9_]', '_', (table or '').split('.')[-1] or
+                            posixpath.basename(path).split('.')[0]) or 'table'
+    if not _AVRO_NAME.fullmatch(record):
+        record = f't_{record}'
+    return draft_schema(record, proposals, posixpath.basename(path)), proposals
 
 
 def format_proposals(proposals) -> str:

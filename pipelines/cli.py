@@ -2,7 +2,8 @@
 
     novation plan --config FILE [--format text|md|json]   what a run will do, before it runs
     novation plan --diff A B                       compare two plans (configs or plan files)
-    novation classify EXPORT [--format F] --out draft.avsc   draft a schema from an export
+    novation classify EXPORT [--format F] --out draft.avsc   draft a schema from an export (or
+                                                           a change feed: --format cdc --table T)
     novation run --config FILE [Beam options]     migrate a seller export
     novation demo [--workdir DIR] [--customers N]  generate demo data and migrate it
     novation stream --config FILE [--until TIME]   carry live changes until cut-over
@@ -150,8 +151,13 @@ def _parser() -> argparse.ArgumentParser:
                     'the proposals with their evidence, as counts, never values.')
     classify.add_argument('export', metavar='EXPORT_FILE', help='a seller export (local or gs://)')
     classify.add_argument('--format', dest='export_format',
-                          choices=('csv', 'jsonl', 'avro', 'parquet'),
-                          help='default: from the file name')
+                          choices=('csv', 'jsonl', 'avro', 'parquet', 'cdc'),
+                          help='default: from the file name; cdc: a change feed file (any form '
+                               'novation stream reads), with --table')
+    classify.add_argument('--table', metavar='NAME',
+                          help='with --format cdc: the seller\'s table (as the CDC tool names '
+                               'it, or db.table) whose rows to sample, e.g. to draft the '
+                               'field for a column the stream holds back')
     classify.add_argument('--encoding', default='utf-8',
                           help='text encoding of csv/jsonl (utf-8, gbk, gb18030; default utf-8)')
     classify.add_argument('--sample', type=int, default=1000, metavar='N',
@@ -645,7 +651,8 @@ def _cmd_classify(args, parser):
     if args.encoding not in ('utf-8', 'utf-8-sig', 'gbk', 'gb18030'):
         parser.error(f'--encoding {args.encoding}: allowed: utf-8, utf-8-sig, gbk, gb18030')
     draft, proposals = classify_export(args.export, fmt=args.export_format,
-                                       encoding=args.encoding, rows=args.sample, name=args.name)
+                                       encoding=args.encoding, rows=args.sample, name=args.name,
+                                       table=args.table)
     write_whole(posixpath.dirname(args.out) or '.', posixpath.basename(args.out),
                 json.dumps(draft, ensure_ascii=False, indent=2).encode('utf-8') + b'\n')
     print(format_proposals(proposals))

@@ -102,3 +102,26 @@ def test_unreadable_exports_fail_in_one_line(tmp_path, capsys):
     assert main(['classify', str(bad), '--out', str(tmp_path / 'd.avsc')]) == 2
     assert 'cannot be read as parquet' in capsys.readouterr().err
     assert main(['classify', str(tmp_path / 'x.txt'), '--out', str(tmp_path / 'd.avsc')]) == 2
+
+
+def test_a_change_feed_drafts_the_column_the_stream_holds_back(tmp_path, capsys):
+    """A column the seller added mid-stream, seen in the tool's own lines (Canal here), is
+    drafted with the rest of its table's columns; other tables and lines are left out."""
+    from tests.cdc_forms import canal, maxwell
+    rows = [{'id': str(n), 'customer_id': f'C{n:08d}', 'contact_mobile': f'1391234{n:04d}'}
+            for n in range(1, 6)]
+    lines = [canal('UPDATE', rows, table='t_customer'), None, {'ts_ms': 1},
+             maxwell('insert', {'id': 9, 'amount': 3}, ts=1767225600, table='t_repayment')]
+    feed = tmp_path / 'changes.jsonl'
+    feed.write_text(''.join(json.dumps(x) + '\n' for x in lines), encoding='utf-8')
+    assert main(['classify', str(feed), '--format', 'cdc', '--table', 'loan_db.t_customer',
+                 '--out', str(tmp_path / 'draft.avsc')]) == 0
+    out = capsys.readouterr().out
+    assert '1391234' not in out  # evidence as counts, never values
+    draft = json.load(open(tmp_path / 'draft.avsc'))
+    fields = {f['name']: f for f in draft['fields']}
+    assert draft['name'] == 't_customer' and set(fields) == {'id', 'customer_id',
+                                                             'contact_mobile'}
+    assert fields['contact_mobile']['category'] == 'cn_mobile'
+    assert main(['classify', str(feed), '--format', 'cdc', '--out',
+                 str(tmp_path / 'x.avsc')]) == 2  # which table: --table is needed

@@ -886,8 +886,9 @@ def epoch_line(manifest: dict, parts) -> str:
     return (f'epoch {manifest["epoch"]} committed: {count(delivered, "change")} delivered, '
             f'{count(dead, "dead letter")}, {count(manifest["retractions"], "retraction")}'
             + (f', {skipped:,} repeated or superseded (not delivered)' if skipped else '')
-            + lag + (f'; WARNING: column(s) no schema classifies held back ({held}): '
-                     f'classify them (novation classify) to deliver them' if held else ''))
+            + lag + (f'; WARNING: column(s) no schema classifies held back ({held}): draft '
+                     f'their fields with novation classify FEED --format cdc --table T' if held
+                     else ''))
 
 
 def count(n: int, what: str) -> str:
