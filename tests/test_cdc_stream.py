@@ -163,6 +163,7 @@ def test_an_epoch_line_warns_of_columns_held_back():
     manifest = {'epoch': 3, 'tables': {'customers': {'rows_written': 5, 'dead_letters': {}}},
                 'retractions': 0, 'outcomes': {'f': {'repeat': 2}},
                 'held_columns': {'customers': {'tenant_id': 5}}}
-    line = epoch_line(manifest, [])
+    line = epoch_line(manifest, [], seconds=2.0)
+    assert '1 events/s' in line  # the two repeats over two seconds
     assert '5 changes delivered' in line and '2 repeated or superseded (not delivered)' in line
     assert 'WARNING' in line and 'customers: tenant_id' in line

@@ -605,6 +605,7 @@ class _EpochFn(beam.DoFn):
     def setup(self):
         from transforms.crypto import cached_keyed_ops
         self._ops = cached_keyed_ops(self._config.output.keys)
+        self._last_line = time.time()  # when the last epoch's line was logged: its rate
 
     def process(self, element, buffer=beam.DoFn.StateParam(BUFFER),
                 chain=beam.DoFn.StateParam(CHAIN)):
@@ -655,7 +656,9 @@ class _EpochFn(beam.DoFn):
             for part in list(group) + [None]:
                 if epoch and (part is None or rows + part.items > self._max_rows):
                     manifest = self._commit(number, epoch, previous)
-                    _PROGRESS.info('%s', epoch_line(manifest, epoch))
+                    now = time.time()
+                    _PROGRESS.info('%s', epoch_line(manifest, epoch, now - self._last_line))
+                    self._last_line = now
                     number, previous = number + 1, manifest_sha256(self._stream_dir, number)
                     manifests.append(manifest)
                     epoch, rows = [], 0
@@ -872,13 +875,19 @@ def _consumed(places) -> list:
     return out
 
 
-def epoch_line(manifest: dict, parts) -> str:
+def epoch_line(manifest: dict, parts, seconds: Optional[float] = None) -> str:
     """What a committed epoch holds, in one line for the operator (no value): changes
-    delivered, dead letters, retractions, and the lag from the latest commit it holds."""
+    delivered, dead letters, retractions, the rate over the ``seconds`` since the last epoch's
+    line, and the lag from the latest commit it holds."""
     delivered = sum(t['rows_written'] for t in manifest['tables'].values())
     dead = sum(sum(t['dead_letters'].values()) for t in manifest['tables'].values())
     times = [p.latest for p in parts if p.latest is not None]
     lag = (f', lag {time.time() - max(times) / 10**6:.1f} s' if times else '')
+    if seconds:
+        events = sum(sum(n.values()) if isinstance(n, dict) else n
+                     for counts in manifest.get('outcomes', {}).values()
+                     for outcome, n in counts.items() if outcome != 'not_a_change')
+        lag = f', {events / seconds:,.0f} events/s' + lag
     skipped = sum(c.get('repeat', 0) + c.get('superseded', 0)
                   for c in manifest.get('outcomes', {}).values())
     held = '; '.join(f'{table}: {", ".join(columns)}' for table, columns in
