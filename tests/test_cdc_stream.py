@@ -2,6 +2,9 @@
 Debezium's encodings without the Connect schema), each row's changes in its log's order, the
 count of every feed event, and lines that must not stop a stream."""
 
+import json
+import random
+
 import pytest
 
 from transforms.cdc_values import plain_row
@@ -167,3 +170,77 @@ def test_an_epoch_line_warns_of_columns_held_back():
     assert '1 events/s' in line  # the two repeats over two seconds
     assert '5 changes delivered' in line and '2 repeated or superseded (not delivered)' in line
     assert 'WARNING' in line and 'customers: tenant_id' in line
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzz: each tool's lines with one value replaced, and the lines cut or bytes changed
+
+NASTY = [None, [], {}, [1], {'a': {'b': [None]}}, '', 'x' * 5000, '\x00', -1, 0, 2**64,
+         1e308, True, 'null', '2024-13-45', '9999-12-31T23:59:59Z', '\ud800', '中文']
+
+
+def _places(value, path=()):
+    yield path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _places(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _places(v, path + (i,))
+
+
+def _replaced(value, path, new):
+    if not path:
+        return new
+    value = json.loads(json.dumps(value))
+    inner = value
+    for key in path[:-1]:
+        inner = inner[key]
+    inner[path[-1]] = new
+    return value
+
+
+def test_fuzz_no_line_of_any_tool_changed_at_random_stops_the_stream(tables, keys_dir):
+    from transforms.consent_rules import refusal_problems
+    from transforms.crypto import keyed_ops
+    from transforms.epochs import deliver_changes
+    from transforms.keyring import load_keyring
+    ops = keyed_ops(load_keyring(keys_dir, ('pseudonym', 'token'), warn=False))
+    problems = refusal_problems({'credit_management': 'consent'}, 'HK')
+    decided = []
+    from tests.cdc_forms import canal, datastream, debezium_connect, maxwell
+    row = {'contract_id': 'L1', 'customer_id': 'C1', 'principal': '10.00', 'signed_at':
+           '2026-01-01 08:00:00', 'start_date': '2026-01-01'}
+    forms = [canal('UPDATE', [row], old=[{'principal': '9.00'}], table='t_contract'),
+             maxwell('update', row, ts=1767225600, position='mysql-bin.000001:4',
+                     old={'principal': '9.00'}, table='t_contract'),
+             datastream(row, 'UPDATE-INSERT', False, 1767225600000, table='t_contract'),
+             debezium_connect({'customer_id': 'C1', 'income': 'AeI='}, 1767225600000),
+             {'table': 'contracts', 'op': 'u', 'row': row, 'before': {**row, 'contract_id':
+                                                                       'L0'},
+              'committed_at': 1767225600000, 'position': 3}]
+    names = {'t_contract': 'contracts', 'loan_db.t_contract': 'contracts'}
+    rng = random.Random(20261207)
+    for case in range(600):
+        form = rng.choice(forms)
+        if case % 3:
+            path = rng.choice(list(_places(form)))
+            line = json.dumps(_replaced(form, path, rng.choice(NASTY))).encode()
+        else:
+            line = bytearray(json.dumps(form).encode())
+            for _ in range(rng.randint(1, 4)):
+                at = rng.randrange(len(line))
+                line[at:at + rng.randint(0, 3)] = bytes([rng.randrange(256)])
+            line = bytes(line)
+        for event in parse_json_event(FEED, line, NOW):
+            item = FeedEvent('data', 'f.jsonl', case, event)
+            for routed in route(item, tables, names, 'precise'):
+                assert routed is not None, (case, line[:200])
+                if isinstance(routed, tuple) and isinstance(routed[1], ChangeEvent):
+                    decided.append(Decided(routed[0], routed[1], None, True))
+    # and what routing let through is delivered or a dead letter: conform, mask, tombstones
+    assert len(decided) > 100
+    for name in {d.event.change.table for d in decided}:
+        mine = [d for d in decided if d.event.change.table == name]
+        batch, dead, _ = deliver_changes(tables[name], mine, ops, problems)
+        assert batch.num_rows + len(dead) == len(mine)  # each one outcome, none lost
