@@ -234,3 +234,18 @@ def test_withdrawing_the_separate_consent_for_sensitive_data_retracts_those_fiel
     # delete the sensitive fields of the rows delivered before
     check(stream, [('C1', 1, None), ('C1', 2, None)],
           [('C1', ('customers',), 'no_sensitive_consent', 20)])
+
+
+def test_a_change_in_the_millisecond_of_its_grant_is_delivered_as_the_batch_delivers_it():
+    # arriving before the grant, in one batch: decided with the grant, as the batch decides
+    stream = end(EventStream()
+                 .add_elements([change('C1', 10, 1), consent('C1', 'grant', 10)]))
+    check(stream, [('C1', 1, None)])
+
+
+def test_the_source_releases_a_consent_event_before_a_change_of_the_same_time():
+    from transforms.feeds import FeedEvent
+    at = 10 * S
+    grant = FeedEvent('consent', 'c', 1, ConsentEvent('C1', 'grant', 'credit', at, 0))
+    changed = FeedEvent('data', 'd', 1, Change('customers', 'u', {}, at, 'lsn', (1,), 'lsn:1'))
+    assert sorted([(e.time, e.rank) for e in (changed, grant)]) == [(at, 0), (at, 1)]
