@@ -27,12 +27,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from config import load_config
-from pipelines.decrypt import read_table
 from pipelines.demo import prepare_demo
 from pipelines.demo_feed import FeedPlan, Wave, _allowed
 from pipelines.migrate import run
-from test_cutover_oracle import _canonical, _text, acquirers_state, sellers_final_state
+from test_cutover_oracle import _text, assert_acquirer_equals_oracle
 from tests.cdc_forms import canal, datastream, maxwell
 
 pytestmark = pytest.mark.slow
@@ -235,13 +233,8 @@ def test_cdc_feeds_as_the_tools_write_them_give_the_sellers_final_state(tmp_path
     assert again.returncode == 0, again.stderr
     assert 'every one accounted for' in again.stdout, again.stdout
 
-    final = sellers_final_state(workdir, truth.plan(), str(tmp_path / 'final'))
-    oracle = run(['--config', final])
-    keys = os.path.join(workdir, 'keys')
-    held = acquirers_state(load_config(config), snapshot.run_dir, stream_dir, keys)
-    for table, rows in held.items():
-        expected = read_table(oracle.run_dir, keys=keys, table=table)[0].to_pylist()
-        assert _canonical(rows) == _canonical(expected), table
+    assert_acquirer_equals_oracle(workdir, truth.plan(), str(tmp_path / 'final'), config,
+                                  snapshot.run_dir, stream_dir)
 
     cutover = json.load(open(os.path.join(stream_dir, 'cutover.json')))
     check = cutover['conservation']

@@ -424,8 +424,8 @@ def _decoded(row, decoders, table):
         try:
             out[column] = decode(value, parameters)
         except (ValueError, TypeError, KeyError, OverflowError, decimal.InvalidOperation):
-            raise _Refused(ChangeProblem(f'a value of a column is not in the encoding its Kafka '
-                                         f'Connect schema names', table)) from None
+            raise _Refused(ChangeProblem('a value of a column is not in the encoding its Kafka '
+                                         'Connect schema names', table)) from None
     return out
 
 
