@@ -195,7 +195,9 @@ def run_throughput(workdir, config, snapshot, rows, allowed, changes):
 
 
 def run_latency(workdir, config, snapshot, rows, allowed, rate, seconds,
-                run_id='bench-latency'):
+                run_id='bench-latency', most_withdrawals=None):
+    """``most_withdrawals``: stop withdrawing after that many (a long soak would otherwise
+    withdraw every customer, and measure refusals)."""
     from pipelines.demo_feed import customer_updates
     feeds = _fresh_feeds(workdir)
     stream = Stream(workdir, config, snapshot, run_id)
@@ -218,7 +220,7 @@ def run_latency(workdir, config, snapshot, rows, allowed, rate, seconds,
         consent = []
         for k in range(0, per_file, 100):  # every 100th customer withdraws, then changes
             subject = subjects[k]
-            if subject in withdrawn:
+            if subject in withdrawn or len(withdrawn) == most_withdrawals:
                 continue
             at = now - int(TICK * 1000) + k * int(TICK * 1000) // per_file
             withdrawn[subject] = at
@@ -362,7 +364,8 @@ def main(argv=None):
             print(f'soak: {args.soak_rate:,} changes/s for {args.soak_minutes:g} minutes ...',
                   flush=True)
             soak = run_latency(workdir, config, snapshot, rows, allowed, args.soak_rate,
-                               args.soak_minutes * 60, run_id='bench-soak')
+                               args.soak_minutes * 60, run_id='bench-soak',
+                               most_withdrawals=len(allowed) // 20)
         print(f'batch: the same {args.changes:,} rows through novation run ...', flush=True)
         batch = run_batch(workdir, config, after_rows)
     finally:
