@@ -145,7 +145,8 @@ def test_novation_stream_starts_from_the_snapshots_consent_and_says_what_it_comm
     captured = capsys.readouterr()
     out = captured.out.splitlines()
     assert re.search(r'^novation: epoch 1 committed: 1 change delivered, 1 dead letter, 0 '
-                     r'retractions, lag [\d.]+ s$', captured.err, re.M), captured.err
+                     r'retractions, [\d,]+ events/s, lag [\d.]+ s$', captured.err, re.M), \
+        captured.err
     assert out[0] == ('1 epoch committed: 1 change delivered (encrypted), dead letters: '
                       'erasure_requested 1, 0 retractions')
     stream_dir = out[-1]
