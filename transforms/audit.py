@@ -17,9 +17,12 @@ same instant could still both take one: the check would then report the fork).
 
 import datetime
 import hashlib
+import itertools
 import json
 import os
+import random
 import secrets
+import time
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -31,7 +34,7 @@ __all__ = ['AUDIT_DIR', 'append_event', 'read_log', 'record_sha256', 'verify_log
 AUDIT_DIR = 'audit'
 EVENTS = ('run_started', 'run_committed', 'run_aborted', 'reviewed', 'signed_off', 'replayed',
           'keys_rotated', 'cleaned', 'stream_started', 'stream_cut_over', 'stream_aborted')
-_ATTEMPTS = 20
+_PATIENCE = 60.0  # seconds a writer keeps trying for the next number before giving up
 
 
 def canonical(record: dict) -> bytes:
@@ -63,7 +66,12 @@ def read_log(out_dir: str) -> list:
 def append_event(out_dir: str, event: str, **facts) -> dict:
     """Append one record to the log in ``out_dir``; returns it (with its sha256)."""
     assert event in EVENTS, event
-    for _ in range(_ATTEMPTS):
+    deadline = time.monotonic() + _PATIENCE
+    for attempt in itertools.count():
+        if attempt and time.monotonic() > deadline:
+            break
+        if attempt:  # lost a race for the number: let the others finish before reading again
+            time.sleep(random.uniform(0, min(0.05, 0.002 * attempt)))
         log = read_log(out_dir)
         last = log[-1] if log else None
         seq = (last.get('seq', len(log)) if last else 0) + 1
@@ -74,8 +82,8 @@ def append_event(out_dir: str, event: str, **facts) -> dict:
         data = json.dumps(record, ensure_ascii=False, indent=1).encode('utf-8') + b'\n'
         if _create(join(out_dir, AUDIT_DIR), _name(seq), data):
             return record
-    raise NovationError(f'cannot append to the audit log in {out_dir}: {_ATTEMPTS} other '
-                        f'writers took its next numbers first')
+    raise NovationError(f'cannot append to the audit log in {out_dir}: other writers took '
+                        f'its next numbers for {_PATIENCE:.0f} s')
 
 
 def _create(directory: str, name: str, data: bytes) -> bool:
