@@ -31,7 +31,7 @@ from pipelines.demo import prepare_demo
 from pipelines.demo_feed import FeedPlan, Wave, _allowed
 from pipelines.migrate import run
 from test_cutover_oracle import _text, assert_acquirer_equals_oracle
-from tests.cdc_forms import canal, datastream, maxwell
+from cdc_forms import canal, datastream, maxwell
 
 pytestmark = pytest.mark.slow
 

@@ -199,7 +199,7 @@ def test_fuzz_no_line_of_any_tool_changed_at_random_stops_the_stream(tables, key
     ops = keyed_ops(load_keyring(keys_dir, ('pseudonym', 'token'), warn=False))
     problems = refusal_problems({'credit_management': 'consent'}, 'HK')
     decided = []
-    from tests.cdc_forms import canal, datastream, debezium_connect, maxwell
+    from cdc_forms import canal, datastream, debezium_connect, maxwell
     row = {'contract_id': 'L1', 'customer_id': 'C1', 'principal': '10.00', 'signed_at':
            '2026-01-01 08:00:00', 'start_date': '2026-01-01'}
     forms = [canal('UPDATE', [row], old=[{'principal': '9.00'}], table='t_contract'),

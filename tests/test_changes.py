@@ -155,7 +155,7 @@ def test_an_avro_feed_file_reads_record_by_record(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Each tool's own form (tests/cdc_forms.py writes them as the tools do)
 
-from tests.cdc_forms import canal, datastream, debezium_connect, maxwell  # noqa: E402
+from cdc_forms import canal, datastream, debezium_connect, maxwell  # noqa: E402
 
 S = 1_767_225_600  # 2026-01-01T00:00:00Z in seconds
 

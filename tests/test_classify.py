@@ -107,7 +107,7 @@ def test_unreadable_exports_fail_in_one_line(tmp_path, capsys):
 def test_a_change_feed_drafts_the_column_the_stream_holds_back(tmp_path, capsys):
     """A column the seller added mid-stream, seen in the tool's own lines (Canal here), is
     drafted with the rest of its table's columns; other tables and lines are left out."""
-    from tests.cdc_forms import canal, maxwell
+    from cdc_forms import canal, maxwell
     rows = [{'id': str(n), 'customer_id': f'C{n:08d}', 'contact_mobile': f'1391234{n:04d}'}
             for n in range(1, 6)]
     lines = [canal('UPDATE', rows, table='t_customer'), None, {'ts_ms': 1},
