@@ -251,9 +251,11 @@ def run_scratch(run: dict) -> Scratch:
 
 
 def _source_counts(source):
-    """Rows read from a file, each column ignored in it and each field missing from it, as
-    manifest counts."""
+    """Rows read from a file, its physical lines (text formats), each column ignored in it
+    and each field missing from it, as manifest counts."""
     yield ('read', source.table, source.path, ''), source.rows_read
+    if source.lines is not None:
+        yield ('lines', source.table, source.path, ''), source.lines
     for column in source.ignored:
         yield ('ignored', source.table, source.path, column), 1
     for field in source.missing:

@@ -26,6 +26,11 @@ def print_summary(manifest: dict, run_dir: str = None, seconds: float = None, ou
                   for name, t in manifest['tables'].items() if t.get(key)]
         if tables:
             out(f'  {what}: {"; ".join(tables)}')
+    multiline = [f'{name} {lines - rows:,}' for name, lines, rows in _line_counts(manifest)
+                 if lines > rows]
+    if multiline:
+        out(f'  lines more than records (quoted values over several lines): '
+            f'{", ".join(multiline)}')
     if run_dir:
         avro = any(t.get('format') == 'avro' for t in manifest['tables'].values())
         out(f'  data:         {run_dir}/data/<table>/' + (
@@ -44,3 +49,11 @@ def _in_files(manifest, table, key):
     files = [s for s in manifest['sources'] if s['table'] == table]
     having = sum(1 for s in files if s.get(key))
     return '' if having == len(files) else f' (in {having} of {len(files)} files)'
+
+
+def _line_counts(manifest):
+    """(table, physical lines, records) for tables whose files are all text."""
+    for name in manifest['tables']:
+        files = [s for s in manifest['sources'] if s['table'] == name]
+        if files and all('lines' in s for s in files):
+            yield name, sum(s['lines'] for s in files), sum(s['rows_read'] for s in files)

@@ -79,7 +79,7 @@ def read_file(table):
             if out.tag == ReadTable.DEAD:
                 dead.append(out.value)
             else:
-                _, _, rows_read, ignored, _ = out.value
+                rows_read, ignored = out.value.rows_read, out.value.ignored
             continue
         typed, letters = conform_batch(out, table)
         kept += typed.column(ROW).to_pylist()
@@ -169,15 +169,15 @@ def test_csv_every_row_once(tmp_path_factory, records, encoding):
         assert d.reason in ('malformed', 'missing_required')
 
 
-def test_csv_unterminated_quote_merges_lines_but_loses_nothing(tmp_path):
+def test_csv_unterminated_quote_costs_its_record_only(tmp_path):
     table = make_table(str(tmp_path), 'csv')
     data = ('rid,amount,day,flag,note\nR1,1.00,2024-01-02,Y,"open' + MARK + '\n'
             'R2,2.00,2024-01-02,Y,x\nR3,3.00,2024-01-02,Y,"y"\n')
     (tmp_path / 'data.csv').write_text(data, encoding='utf-8')
     kept, dead, rows_read, _ = read_file(table)
-    # The quote opened in R1 runs to the next quote, as in every CSV reader: R1 and R2 become
-    # one record. What was read still comes out exactly once, and nothing leaks.
-    assert rows_read == len(kept) + len(dead)
+    # The quote opened in R1 would run to R3's quote and take R2 in (transforms.csv_records):
+    # R1 is a dead letter, R2 and R3 are read as themselves, and nothing leaks.
+    assert (kept, [(d.row, d.reason) for d in dead], rows_read) == ([2, 3], [(1, 'malformed')], 3)
     assert_no_value_in_reasons(dead, ['open' + MARK])
 
 

@@ -427,3 +427,31 @@ def test_consent_columns_read_a_sellers_own_registry_names(demo_copy):
     assert after['totals'] == before['totals']
     assert after['tables']['customers']['dead_letters'] == \
         before['tables']['customers']['dead_letters']
+
+
+def test_a_stray_quote_in_an_export_costs_one_record_and_hides_none(demo_copy):
+    """One quote opening the last (free-text) field of record 101 of customers.csv: without
+    recovery it would take in every record after it as one remark."""
+    workdir, config, _ = demo_copy
+    path = os.path.join(workdir, 'exports', 'customers.csv')
+    data = open(path, 'rb').read()
+    newline = '\r\n' if b'\r\n' in data else '\n'
+    lines = data.decode('gbk').split(newline)
+    records = [line for line in lines[1:] if line]
+    assert all('"' not in line for line in records)  # no quoted value the count could miss
+    fields = records[100].split(',')
+    fields[-1] = '"' + fields[-1]
+    records[100] = ','.join(fields)
+    open(path, 'wb').write(newline.join([lines[0]] + records + ['']).encode('gbk'))
+    result = run(['--config', config])
+    customers = result.manifest['tables']['customers']
+    assert customers['rows_read'] == len(records)
+    source = next(s for s in result.manifest['sources'] if s['table'] == 'customers')
+    assert source['lines'] == source['rows_read'] == len(records)
+    broken = [d for d in customers['dead_letter_detail'] if 'quote' in d['problem']]
+    assert [(d['reason'], d['count'], d['first_rows']) for d in broken] == \
+        [('malformed', 1, [101])]
+    from pipelines.verify import verify_run
+    assert not verify_run(result.run_dir, os.path.join(workdir, 'keys'))['problems']
+    rows, _ = read_table(result.run_dir, keys=os.path.join(workdir, 'keys'), table='customers')
+    assert not [v for v in rows.column('remarks').to_pylist() if v and '\n' in v]

@@ -84,7 +84,7 @@ def test_read_table_keeps_row_numbers_and_dead_letters_broken_rows(config, tmp_p
             lambda d: (d.reason, d.stage, d.row, d.problem, d.subject)),
             equal_to([('malformed', 'read', 2, 'expected 21 columns, found 5', 'C2')]),
             label='dead')
-        assert_that(out[ReadTable.SOURCES], equal_to([('customers', str(path), 3, [], [])]),
+        assert_that(out[ReadTable.SOURCES], equal_to([('customers', str(path), 3, [], [], 3)]),
                     label='sources')
 
 

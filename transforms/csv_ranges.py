@@ -44,12 +44,16 @@ def splittable_encoding(encoding: str, delimiter: str, quote: str) -> bool:
 
 
 def record_splits(f: BinaryIO, data_start: int, targets: List[int], *, delimiter: str,
-                  quote: str, chunk_bytes: int = _CHUNK_BYTES) -> Optional[List[Split]]:
+                  quote: str, width: Optional[int] = None,
+                  chunk_bytes: int = _CHUNK_BYTES) -> Optional[List[Split]]:
     """Record boundaries at or after each target offset, or None if the file cannot be split.
 
     ``f`` is positioned at ``data_start`` (the first byte after the header line, or 0). Each
     split is the first record start at or after its target; targets past the last record start
-    give no split, and equal splits are given once.
+    give no split, and equal splits are given once. With ``width`` (the columns of a record),
+    a quoted value holding a line with enough delimiters to be a record of its own makes the
+    file unsplittable: it may be a stray quote, which the reader recovers from by reading the
+    records inside as records, so the records before a split could not be counted here.
     """
     delim, q = ord(delimiter), ord(quote)
     pending = sorted(t for t in targets if t > data_start)
@@ -90,7 +94,10 @@ def record_splits(f: BinaryIO, data_start: int, targets: List[int], *, delimiter
         if (after_cr != _LF).any():
             return None  # a lone CR ends a line for the reader; too rare to model
         ends = np.flatnonzero(b == _LF)
-        ends = ends[(quotes_before(ends) & 1) == 0]
+        quoted = (quotes_before(ends) & 1) == 1
+        if width and quoted.any() and _holds_record_lines(b, ends, quoted, delim, width):
+            return None
+        ends = ends[~quoted]
         if len(ends):
             absolute = ends + offset
             gaps = absolute - np.append(last_end, absolute[:-1])
@@ -108,6 +115,16 @@ def record_splits(f: BinaryIO, data_start: int, targets: List[int], *, delimiter
         if not pending:
             break  # the bytes after the last split are the last reader's alone
     return splits
+
+
+def _holds_record_lines(b, ends, quoted, delim, width) -> bool:
+    """Whether a line that starts inside a quoted value has ``width - 1`` delimiters or more
+    (the line is cut at the chunk's end: this only decides to read the file whole)."""
+    for i in np.flatnonzero(quoted):
+        stop = int(ends[i + 1]) if i + 1 < len(ends) else len(b)
+        if np.count_nonzero(b[int(ends[i]) + 1:stop] == delim) >= width - 1:
+            return True
+    return False
 
 
 def _plain_line_ends(chunk: bytes, next_byte: Optional[int], quote: str):

@@ -174,7 +174,7 @@ def percent(share: float) -> str:
 def build_manifest(run: dict, counts: dict, files: list, risk: dict = None) -> dict:
     """Assemble and check the manifest (pure).
 
-    ``counts`` maps (kind, table, source, reason) to a count, kind in read|written|dead|
+    ``counts`` maps (kind, table, source, reason) to a count, kind in read|lines|written|dead|
     suppressed|ignored|missing (for ignored, ``reason`` is the column left out; for missing,
     the field no column of the file holds, delivered as nulls). Raises
     DeadLetterLimitExceeded above ``run['max_ratio']`` of bad data in a table, and
@@ -206,7 +206,10 @@ def build_manifest(run: dict, counts: dict, files: list, risk: dict = None) -> d
             sources.setdefault((table, source), _new_source(table, source))[key].append(reason)
             continue
         s = sources.setdefault((table, source), _new_source(table, source))
-        if kind == 'read':
+        if kind == 'lines':
+            # beside rows_read: a line break inside a quoted value shows as the difference
+            s['lines'] = s.get('lines', 0) + n
+        elif kind == 'read':
             s['rows_read'] += n
             t['rows_read'] += n
         elif kind == 'written':

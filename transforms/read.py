@@ -26,6 +26,8 @@ import pyarrow.parquet as pq
 from transforms import progress
 from transforms.batches import holding_batches, with_provenance
 from transforms.csv_ranges import record_splits, splittable_encoding
+from transforms.csv_records import (broken_quote_problem, csv_records, holds_a_record,
+                                   split_fields)
 from transforms.errors import InputError
 from transforms.reasons import DeadLetter
 
@@ -68,13 +70,15 @@ class FileRange(NamedTuple):
 
 class SourceFacts(NamedTuple):
     """What reading one file (or range) found: its rows, the columns left out
-    (``extra_columns: ignore``) and the schema's fields no column or key of it holds (delivered
-    as nulls, so the manifest names them)."""
+    (``extra_columns: ignore``), the schema's fields no column or key of it holds (delivered
+    as nulls, so the manifest names them) and, for text, its physical lines: set beside the
+    records, they show what a multi-line value took in."""
     table: str
     path: str
     rows_read: int
     ignored: list
     missing: list
+    lines: Optional[int] = None  # CSV and JSON Lines: physical lines after the header
 
 
 class ReadTable(beam.PTransform):
@@ -125,10 +129,13 @@ def plan_ranges(metadata, table, workers):
     if count < 2 or not splittable(path, size, table):
         return [FileRange(path)]
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        data_start = len(f.readline()) if table.header else 0
-        splits = record_splits(f, data_start, [data_start + (size - data_start) * k // count
-                                               for k in range(1, count)],
-                               delimiter=table.delimiter, quote=table.quote)
+        header = f.readline() if table.header else b''
+        width = (len(split_csv_line(header.decode(table.encoding, 'replace'), table.delimiter,
+                                    table.quote) or []) if table.header
+                 else len(table.schema.field_names))
+        splits = record_splits(f, len(header), [len(header) + (size - len(header)) * k // count
+                                                for k in range(1, count)],
+                               delimiter=table.delimiter, quote=table.quote, width=width)
     splits = [s for s in splits or [] if s.offset < size]
     if not splits:
         return [FileRange(path)]
@@ -259,6 +266,12 @@ class DecodedStream(io.RawIOBase):
         self._pending = b''
         self._pos = 0  # how much of _pending was handed out (no re-slicing per small read)
         self._eof = False
+        self._newlines, self._last = 0, b'\n'
+
+    @property
+    def lines(self) -> int:
+        """Physical lines decoded so far (a last line without a line ending counts)."""
+        return self._newlines + (self._last != b'\n')
 
     def readable(self):
         return True
@@ -269,6 +282,9 @@ class DecodedStream(io.RawIOBase):
             self._eof = not chunk
             self._pending = self._decoder.decode(chunk, final=self._eof).encode('utf-8')
             self._pos = 0
+            if self._pending:
+                self._newlines += self._pending.count(b'\n')
+                self._last = self._pending[-1:]
         n = min(len(buffer), len(self._pending) - self._pos)
         buffer[:n] = self._pending[self._pos:self._pos + n]
         self._pos += n
@@ -363,6 +379,7 @@ class _ReadBatchesFn(beam.DoFn):
         reader = {'csv': self._csv, 'jsonl': self._jsonl, 'avro': self._avro,
                   'parquet': self._parquet}[self._table.format]
         state = {'mapping': None, 'ignored': [], 'present': set()}
+        self._lines = None
         if file_range.start == 0:
             problem = start_problem(_file_head(path), self._table, path)
             if problem:
@@ -375,7 +392,7 @@ class _ReadBatchesFn(beam.DoFn):
         missing = [] if state['mapping'] is None else [
             name for name in self._table.schema.field_names if name not in state['present']]
         yield beam.pvalue.TaggedOutput(ReadTable.SOURCES, SourceFacts(
-            self._table.name, path, rows_read, state['ignored'], missing))
+            self._table.name, path, rows_read, state['ignored'], missing, self._lines))
 
     def _emit(self, items, path, counter, state, *, file_start=True):
         # Only the file's first batch may condemn the whole file as in the wrong encoding; a
@@ -494,26 +511,34 @@ class _ReadBatchesFn(beam.DoFn):
 
     def _csv(self, f, path, file_range):
         t = self._table
-        text = io.BufferedReader(DecodedStream(f, t.encoding, file_start=file_range.start == 0),
-                                 buffer_size=1 << 16)
+        decoded = DecodedStream(f, t.encoding, file_start=file_range.start == 0)
+        text = io.BufferedReader(decoded, buffer_size=1 << 16)
+        header_lines = 0
         if not t.header:
             columns = list(t.schema.field_names)
         elif file_range.start == 0:
             columns = self._header(text, path)
+            header_lines = 1
         else:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
                 columns = self._header(io.BufferedReader(DecodedStream(raw, t.encoding)), path)
         # Check the header against the schema even if no data row is readable.
         yield _no_rows(pa.schema([(c, pa.string()) for c in columns])), np.array([], np.int64)
         if text.peek(1) == b'':
+            self._lines = 0
             return 0  # a header and no rows: a valid empty table (Arrow calls it an empty file)
         invalid = []
         offset = file_range.first_row - 1  # records before the range
+        # The subject key is read from a row of the wrong width too, by its header position
+        # (under its name or an alias): an erased customer's broken row must count as erased.
+        subject = next((columns.index(c) for c in t.subject_columns if c in columns), None)
+        shape = dict(width=len(columns), delimiter=t.delimiter, quote=t.quote, subject=subject)
 
         def on_invalid(row):
             invalid.append(row)
             return 'skip'
 
+        broken_from = None  # the record where the first broken quote opened
         try:
             reader = pa_csv.open_csv(
                 text,
@@ -534,23 +559,74 @@ class _ReadBatchesFn(beam.DoFn):
                 numbers = np.arange(next_row, next_row + n + len(skipped), dtype=np.int64)
                 numbers = numbers[~np.isin(numbers, skipped)][:n]
                 next_row = int(numbers[-1]) + 1 if n else next_row
+                broken_from = _first_broken_quote(batch, numbers, invalid, shape)
+                if broken_from is not None:
+                    keep = numbers < broken_from
+                    if keep.any():
+                        yield batch.filter(pa.array(keep)), numbers[keep] + offset
+                    break
                 yield batch, numbers + offset
         except pa.ArrowInvalid:
             # Arrow's message may quote the offending row, so it is not repeated here.
             raise InputError(f'{path} cannot be read as CSV (check tables.{t.name}.delimiter, '
                              f'quote and encoding)') from None
-        # The subject key is read from a row of the wrong width too, by its header position
-        # (under its name or an alias): an erased customer's broken row must count as erased.
-        subject = next((columns.index(c) for c in t.subject_columns if c in columns), None)
+        if broken_from is not None:
+            invalid = [r for r in invalid if r.number < broken_from]
         for r in invalid:
-            values = split_csv_line(r.text, t.delimiter, t.quote) or []
-            yield DeadLetter(
-                reason='malformed', stage='read', table=t.name, source_file=path,
-                row=r.number + offset, problem=f'expected {r.expected_columns} columns, found '
-                                               f'{r.actual_columns}',
-                subject=values[subject] if subject is not None and len(values) > subject
-                else None, raw={'text': r.text})
-        return next_row - 1 + sum(1 for r in invalid if r.number >= next_row)
+            yield self._wrong_width(path, r.number + offset, r.text, subject,
+                                    r.expected_columns, r.actual_columns)
+        if broken_from is None:
+            self._lines = decoded.lines - header_lines
+            return next_row - 1 + sum(1 for r in invalid if r.number >= next_row)
+        return (yield from self._csv_from(path, file_range, columns, broken_from, offset,
+                                          shape))
+
+    def _csv_from(self, path, file_range, columns, first, offset, shape):
+        """The range's records from record ``first`` on, read line by line so that a broken
+        quote costs its own record only (transforms.csv_records)."""
+        t = self._table
+        width, subject, number = shape['width'], shape['subject'], first - 1
+        values, numbers = [], []
+        with open_range(file_range) as f:
+            decoded = DecodedStream(f, t.encoding, file_start=file_range.start == 0)
+            self._progress.position = f.tell
+            text = io.TextIOWrapper(io.BufferedReader(decoded), encoding='utf-8', newline='')
+            if file_range.start == 0 and t.header:
+                text.readline()
+            for record in csv_records(text, **shape):
+                if record.number < first:
+                    continue
+                number = record.number
+                if record.fields is None:
+                    fields = split_fields(record.text, t.delimiter, t.quote)
+                    yield DeadLetter(
+                        reason='malformed', stage='read', table=t.name, source_file=path,
+                        row=number + offset,
+                        problem=broken_quote_problem(t.quote, record.swallowed),
+                        subject=fields[subject] if subject is not None
+                        and len(fields) > subject else None, raw={'text': record.text})
+                elif len(record.fields) != width:
+                    yield self._wrong_width(path, number + offset, record.text, subject,
+                                            width, len(record.fields))
+                else:
+                    values.append(record.fields)
+                    numbers.append(number + offset)
+                    if len(values) == _TEXT_BATCH_ROWS:
+                        yield _text_batch(columns, values), np.array(numbers, dtype=np.int64)
+                        values, numbers = [], []
+            if values:
+                yield _text_batch(columns, values), np.array(numbers, dtype=np.int64)
+            self._lines = decoded.lines - (file_range.start == 0 and t.header)
+        return number
+
+    def _wrong_width(self, path, row, text, subject, expected, found):
+        t = self._table
+        values = split_csv_line(text, t.delimiter, t.quote) or []
+        return DeadLetter(
+            reason='malformed', stage='read', table=t.name, source_file=path, row=row,
+            problem=f'expected {expected} columns, found {found}',
+            subject=values[subject] if subject is not None and len(values) > subject
+            else None, raw={'text': text})
 
     def _header(self, text, path):
         raw = text.readline(_HEADER_MAX)
@@ -578,8 +654,8 @@ class _ReadBatchesFn(beam.DoFn):
     def _jsonl(self, f, path, _):
         """One JSON object per line. Numbers keep their exact text (decimals stay exact)."""
         t = self._table
-        text = io.TextIOWrapper(io.BufferedReader(DecodedStream(f, t.encoding)),
-                                encoding='utf-8', newline='\n')
+        decoded = DecodedStream(f, t.encoding)
+        text = io.TextIOWrapper(io.BufferedReader(decoded), encoding='utf-8', newline='\n')
         records, numbers, count = [], [], 0
         for line_no, line in enumerate(text, 1):
             if not line.strip():
@@ -599,6 +675,7 @@ class _ReadBatchesFn(beam.DoFn):
                 records, numbers = [], []
         if records:
             yield _batch_of_records(records, text_only=True), np.array(numbers)
+        self._lines = decoded.lines
         return count
 
     def _avro(self, f, path, _):
@@ -616,6 +693,27 @@ class _ReadBatchesFn(beam.DoFn):
         if records:
             yield _batch_of_records(records, text_only=False), np.arange(first, n + 1)
         return n
+
+
+def _first_broken_quote(batch, numbers, invalid, shape) -> Optional[int]:
+    """The number of the first record in ``batch`` (or among the rows of the wrong width
+    reported with it) where a broken quote opened (transforms.csv_records), or None."""
+    found = [r.number for r in invalid if '\n' in r.text]
+    for name, column in zip(batch.schema.names, batch.columns):
+        if not pc.any(pc.match_substring(column, '\n')).as_py():
+            continue  # the usual column: no value runs across lines
+        lines = pc.match_substring(column, '\n').to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(lines):
+            if holds_a_record(column[int(i)].as_py(), **shape):
+                found.append(int(numbers[i]))
+                break
+    return min(found) if found else None
+
+
+def _text_batch(columns, values) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.array([v[i] for v in values], pa.string()) for i in range(len(columns))],
+        names=list(columns))
 
 
 def _is_utf8(data: bytes) -> bool:
