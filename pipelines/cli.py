@@ -37,13 +37,22 @@ __all__ = ['main']
 
 class _CleanLogs(logging.Filter):
     """Keep stderr for the user: drop Beam's import-time warning about optional GCP client
-    libraries we do not use, and Beam's traceback of a user error we report in one line."""
+    libraries we do not use, Beam's traceback of a user error we report in one line, and
+    Beam's lines after a Ctrl-C or SIGTERM (the command says it was interrupted)."""
 
     def filter(self, record):
+        from transforms import interrupts
         from transforms.errors import NovationError
         if record.exc_info and isinstance(record.exc_info[1], NovationError):
             return False
+        if interrupts.received() and not record.name.startswith('novation'):
+            return False  # Beam, unwinding, reports the workers the command stopped
         return 'apitools not found' not in record.getMessage()
+
+
+# Where Novation's own modules are (not apache_beam/transforms/, which logs too).
+_OUR_PACKAGES = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   package) + os.sep for package in ('transforms', 'pipelines'))
 
 
 class _WorkerLogs(logging.Filter):
@@ -62,8 +71,7 @@ class _WorkerLogs(logging.Filter):
             text_format.Parse(record.args[0], entry)
         except text_format.ParseError:
             return record.levelno >= logging.WARNING
-        ours = any(f'{os.sep}{package}{os.sep}' in entry.log_location
-                   for package in ('transforms', 'pipelines'))
+        ours = entry.log_location.startswith(_OUR_PACKAGES)
         if 'semi_persistent_directory' in entry.message or not (
                 ours or record.levelno >= logging.WARNING):
             return False
@@ -482,7 +490,16 @@ def _subparser(parser, args):
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    from transforms import interrupts
+    interrupts.install()  # first: Ctrl-C or SIGTERM at any moment ends in one line
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except interrupts.Interrupted as stop:
+        print(f'novation: interrupted ({stop.name})', file=sys.stderr)
+        return stop.exit_code
+
+
+def _main(argv) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     command = _subparser(parser, args)
@@ -536,12 +553,13 @@ def main(argv=None) -> int:
     except NovationError as e:
         print(f'novation: error: {e}', file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print('novation: interrupted', file=sys.stderr)
-        return 130
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stderr.close()
         return 0
+    except OSError as e:  # a full disk, a folder that cannot be written: not a bug
+        from transforms.errors import os_problem
+        print(f'novation: error: {os_problem(e)}', file=sys.stderr)
+        return 2
 
 
 @contextlib.contextmanager
@@ -628,7 +646,12 @@ def _cmd_plan(args, parser):
         print(f'the plans differ: {plan_sha256(a)[:16]}... -> {plan_sha256(b)[:16]}...')
         print(text, end='')
         return 1
-    plan = build_plan(load_config(args.config))
+    config = load_config(args.config)
+    from transforms.files import exists
+    if exists(config.consent.registry) and exists(config.consent.erasures):
+        from pipelines.migrate import check_consent_files
+        check_consent_files(config)  # a run would stop on it: say so now
+    plan = build_plan(config)
     text = render_plan(plan, args.plan_format)
     if args.out:
         import posixpath

@@ -3,8 +3,10 @@
 Used by ``novation decrypt`` (the acquirer's and the compliance operator's way in) and by tests.
 """
 
+import contextlib
 import io
 import json
+import os
 
 from apache_beam.io.filesystems import FileSystems
 import google_crc32c
@@ -15,8 +17,8 @@ import pyarrow.parquet as pq
 
 from transforms.crypto import file_identity, keyed_ops
 from transforms.delivered import avro_records, deadletter_lines, parquet_file
-from transforms.errors import KeyringError, NovationError
-from transforms.files import join, read_bytes
+from transforms.errors import KeyringError, NovationError, os_problem
+from transforms.files import join, read_bytes, why_not_writable
 from transforms.keyring import READ_HINT, Keyring, load_keyring
 from transforms.manifest import MANIFEST_FILE
 from transforms.seal import SEAL_ROLE, check_contained, contained_path, read_sealed_json
@@ -174,8 +176,7 @@ def decrypt_table(run_dir: str, *, keys: str, table: str, deadletter: bool, out:
 
     Returns (row count, {withheld column: key role}).
     """
-    if not out.endswith(OUT_FORMATS):
-        raise NovationError(f'--out {out}: the extension must be one of {", ".join(OUT_FORMATS)}')
+    check_out(out)
     withheld = {}
     if deadletter:
         records = read_deadletters(run_dir, keys=keys, table=table)
@@ -188,18 +189,37 @@ def decrypt_table(run_dir: str, *, keys: str, table: str, deadletter: bool, out:
     return data.num_rows, withheld
 
 
-def write_rows(data: pa.Table, out: str) -> None:
-    """``data`` to ``out``, as its extension says: .parquet, .csv or .jsonl."""
+def check_out(out: str) -> None:
+    """Refuse an ``--out`` that cannot be written, before anything is decrypted."""
     if not out.endswith(OUT_FORMATS):
         raise NovationError(f'--out {out}: the extension must be one of {", ".join(OUT_FORMATS)}')
-    if out.endswith('.parquet'):
-        pq.write_table(data, out)
-    elif out.endswith('.csv'):
-        pa_csv.write_csv(data, out)
-    else:
-        with open(out, 'w', encoding='utf-8') as f:
-            for row in data.to_pylist():
-                f.write(json.dumps(row, ensure_ascii=False, default=str) + '\n')
+    if os.path.isdir(out):
+        raise NovationError(f'--out {out}: is a directory; name a file in it')
+    why = why_not_writable(os.path.dirname(os.path.abspath(out)))
+    if why:
+        raise NovationError(f'--out {out}: cannot be written: {why}')
+
+
+def write_rows(data: pa.Table, out: str) -> None:
+    """``data`` to ``out``, as its extension says: .parquet, .csv or .jsonl. A write that
+    fails (a full disk) leaves no partial file."""
+    check_out(out)
+    try:
+        if out.endswith('.parquet'):
+            pq.write_table(data, out)
+        elif out.endswith('.csv'):
+            pa_csv.write_csv(data, out)
+        else:
+            with open(out, 'w', encoding='utf-8') as f:
+                for row in data.to_pylist():
+                    f.write(json.dumps(row, ensure_ascii=False, default=str) + '\n')
+    except (OSError, pa.ArrowException) as e:
+        with contextlib.suppress(OSError):
+            os.remove(out)
+        if isinstance(e, OSError):
+            raise os_problem(e) from None
+        raise NovationError(f'--out {out}: could not be written ({type(e).__name__}; a full '
+                            f'disk?); nothing was left there') from None
 
 
 def _field_entry(manifest: dict, ref: str) -> dict:

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import tempfile
 import time
 
@@ -37,9 +38,10 @@ from transforms.keyring import display_uri, load_keyring
 from transforms.seal import require_signing
 from transforms.deadletter import WriteDeadLetters
 from transforms.dedup import DropDuplicates
-from transforms.errors import ConfigError, DeadLetterLimitExceeded, NovationError
-from transforms.files import check_reachable, exists, has_scheme, join, why_not_writable
-from transforms import progress
+from transforms.errors import ConfigError, DeadLetterLimitExceeded, NovationError, os_problem
+from transforms.files import (check_reachable, exists, has_scheme, join, why_not_readable,
+                              why_not_writable)
+from transforms import interrupts, progress
 from transforms.manifest import WriteManifest
 from transforms.mask import Mask
 from transforms.notice import NotificationList
@@ -84,6 +86,10 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
         if not matched:
             raise ConfigError(f'{config.source}: tables.{table.name}.path: no file matches '
                               f'{table.path}')
+        for m in matched:
+            why = why_not_readable(m.path)
+            if why:
+                raise ConfigError(f'{config.source}: tables.{table.name}.path: {m.path} {why}')
         table_bytes[table.name] = sum(m.size_in_bytes for m in matched)
         split_bytes += sum(m.size_in_bytes for m in matched
                            if splittable(m.path, m.size_in_bytes, table))
@@ -91,6 +97,10 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
                       ('consent.erasures', config.consent.erasures)):
         if not exists(path):
             raise ConfigError(f'{config.source}: {key}: no such file {path}')
+        why = why_not_readable(path)
+        if why:
+            raise ConfigError(f'{config.source}: {key}: {path} {why}')
+    check_consent_files(config)
     registry_bytes = FileSystems.match([config.consent.registry])[0].metadata_list[0].size_in_bytes
     run_id = run_id or (datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
                         + '-' + secrets.token_hex(3))
@@ -101,6 +111,7 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
         raise ConfigError(f'{run_dir} already exists; every run writes a new directory')
     scratch_parent = temp_location or tempfile.gettempdir()
     writable = [(output_key or f'{config.source}: output.path', config.output.path),
+                ('the audit log', join(config.output.path, 'audit')),
                 ('scratch files (--temp_location)', scratch_parent)]
     if config.notice:
         writable.append((f'{config.source}: notice.path', config.notice.path))
@@ -286,6 +297,7 @@ def local_runner(options: PipelineOptions):
     if runner_kind(options) != 'local':
         return None  # Dataflow, Portable, ...: Beam resolves it from the options
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    interrupts.keep_workers_out()  # Ctrl-C is the command's to handle, not its workers'
     return FnApiRunner()
 
 
@@ -458,11 +470,11 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
     # leftovers from a run still going (pipelines.clean).
     lock = RunLock(run_info['run_dir'], run_info['scratch_dir']) \
         if runner_kind(options) == 'local' and not dry_run and not known.detach else None
-    if lock is not None:
-        lock.acquire()
-        _mention_leftovers(config.output.path, run_info['scratch_dir'])
-    finished = False
+    finished, pipeline = False, None
     try:
+        if lock is not None:
+            lock.acquire()
+            _mention_leftovers(config.output.path, run_info['scratch_dir'])
         if not dry_run:
             run_info['audit_started_sha256'] = append_event(
                 config.output.path, 'run_started', run_id=run_info['run_id'],
@@ -480,6 +492,8 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
                                  status)
             state = result.wait_until_finish()
         except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
+            if interrupts.received():  # a worker stopped by the same Ctrl-C
+                raise interrupts.Interrupted(interrupts.received()) from None
             if runner_kind(options) == 'local':
                 _remove_scratch(None, run_scratch(run_info))
             error = unwrap_error(e)
@@ -504,9 +518,63 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
             record_replay(replay[0], replay[1], done)
         finished = True
         return done
+    except interrupts.Interrupted as stop:
+        if dry_run or known.detach:
+            raise
+        if committed(config.output.path, run_info['run_id']):
+            # the signal came after the commit: the run is whole, and says so
+            from pipelines.decrypt import load_manifest
+            finished = True
+            return RunResult(load_manifest(run_info['run_dir'], config.output.keys),
+                             run_info['run_dir'], time.monotonic() - started, None, 'done')
+        abandon(run_info, stop, local=runner_kind(options) == 'local')
+        raise
     finally:
+        if pipeline is not None:  # Beam removes it in run(), which a signal may not reach
+            shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
         if lock is not None:
             lock.release(finished=finished)
+
+
+def check_consent_files(config) -> None:
+    """The registry and erasure list have the columns the rules read, and the registry has
+    rows: found before any data is read (and by ``novation plan``)."""
+    from transforms.consent import ERASURE_FIELDS, REGISTRY_FIELDS, consent_file_problem
+    for key, path, fields, what in (
+            ('consent.registry', config.consent.registry, REGISTRY_FIELDS, 'consent registry'),
+            ('consent.erasures', config.consent.erasures, ERASURE_FIELDS, 'erasure list')):
+        problem = consent_file_problem(path, fields, what, config.consent.columns,
+                                       rows_needed=key == 'consent.registry')
+        if problem:
+            raise ConfigError(f'{config.source}: {key}: {problem}')
+
+
+def committed(out_dir: str, run_id: str) -> bool:
+    """Whether the audit log holds the run's commit."""
+    from transforms.audit import read_log
+    try:
+        return any(r.get('event') == 'run_committed' and r.get('run_id') == run_id
+                   for r in read_log(out_dir))
+    except (NovationError, OSError):
+        return False
+
+
+def abandon(run_info: dict, stop: 'interrupts.Interrupted', *, local: bool) -> None:
+    """A run stopped by a signal before its commit: its scratch and (local runs) its run
+    directory's partial output are removed, and the audit log says why. A second signal
+    meanwhile does not cut this short."""
+    with interrupts.deferred():
+        removed = ''
+        if local:
+            _remove_scratch(None, run_scratch(run_info))
+            if not has_scheme(run_info['run_dir']):
+                shutil.rmtree(run_info['run_dir'], ignore_errors=True)
+                removed = '; its partial output was removed'
+        try:
+            append_event(run_info['output_root'], 'run_aborted', run_id=run_info['run_id'],
+                         why=f'interrupted by {stop.name}{removed}')
+        except (NovationError, OSError):
+            pass  # the one line the user sees says the run was interrupted
 
 
 def _mention_leftovers(out_dir, scratch_dir) -> None:
@@ -541,19 +609,29 @@ def with_overrides(config, *, output=None, keys=None):
 
 
 def unwrap_error(exc: BaseException) -> BaseException:
-    """Find the NovationError behind a runner's wrapped exception, else return ``exc``."""
+    """Find the NovationError (or the OSError, as an EnvironmentProblem) behind a runner's
+    wrapped exception, else return ``exc``."""
     seen = set()
     current = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, NovationError):
             return type(current)(str(current).split(' [while running')[0].strip())
+        if isinstance(current, OSError) and current.errno is not None:
+            return os_problem(current)
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     text = str(exc)
     from transforms import errors
     for name in errors.__all__:
         marker = f'{name}: '
-        if marker in text:
+        if marker in text and isinstance(getattr(errors, name), type):
             message = text.split(marker, 1)[1].split(' [while running')[0].strip()
             return getattr(errors, name)(message.splitlines()[0])
+    found = _OS_ERROR_TEXT.search(text)  # a worker process's OSError, as Beam passes it on
+    if found:
+        return os_problem(OSError(int(found['errno']), found['strerror'], found['filename']))
     return exc
+
+
+_OS_ERROR_TEXT = re.compile(r"\b\w*Error: \[Errno (?P<errno>\d+)\] (?P<strerror>[^:\n\]]+)"
+                            r"(?:: '(?P<filename>[^'\n]*)')?")

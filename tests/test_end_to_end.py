@@ -1,5 +1,6 @@
 """`run(argv)` / `novation` end to end on temporary directories, outputs read back."""
 
+import csv
 import decimal
 import json
 import os
@@ -184,6 +185,23 @@ def novation(*args, cwd=None):
                           text=True, cwd=cwd, timeout=300)
 
 
+def drop_column(path, name):
+    rows = list(csv.reader(open(path, encoding='utf-8', newline='')))
+    at = rows[0].index(name)
+    with open(path, 'w', encoding='utf-8', newline='') as f:
+        csv.writer(f).writerows([r[:at] + r[at + 1:] for r in rows])
+
+
+def keep_lines(path, n):
+    lines = open(path, encoding='utf-8').readlines()[:n]
+    open(path, 'w', encoding='utf-8').writelines(lines)
+
+
+def replace_with(path, make):
+    os.remove(path)
+    make(path)
+
+
 def problems(stderr: str) -> list:
     """stderr lines other than the warning every use of a cleartext keyring gives."""
     return [line for line in stderr.splitlines() if 'DEMO/TEST ONLY' not in line]
@@ -199,6 +217,20 @@ def problems(stderr: str) -> list:
      'consent.erasures: no such file'),
     (lambda w: open(os.path.join(w, 'demo.yaml'), 'a').write('\nextra: 1\n'),
      'unknown key(s) extra'),
+    # found before any data is read, not after
+    (lambda w: drop_column(os.path.join(w, 'exports', 'consent_registry.csv'), 'purpose'),
+     'consent.registry: consent registry'),
+    (lambda w: keep_lines(os.path.join(w, 'exports', 'consent_registry.csv'), 1),
+     'has a header and no rows'),
+    (lambda w: replace_with(os.path.join(w, 'exports', 'customers.csv'), os.mkdir),
+     'customers.csv is a directory'),
+    (lambda w: replace_with(os.path.join(w, 'exports', 'customers.csv'), os.mkfifo),
+     'customers.csv is not a regular file'),
+    (lambda w: replace_with(os.path.join(w, 'exports', 'erasure_requests.csv'), os.mkfifo),
+     'erasure_requests.csv is not a regular file'),
+    (lambda w: open(os.path.join(w, 'out'), 'w').close(), 'is a file, not a directory'),
+    (lambda w: os.makedirs(os.path.join(w, 'out')) or open(
+        os.path.join(w, 'out', 'audit'), 'w').close(), 'the audit log: '),
 ])
 def test_bad_input_gives_one_line_and_no_traceback(demo_copy, setup, message):
     workdir, config, _ = demo_copy
@@ -208,7 +240,8 @@ def test_bad_input_gives_one_line_and_no_traceback(demo_copy, setup, message):
     lines = problems(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith('novation: error: ') and message in lines[0]
     assert 'Traceback' not in proc.stderr
-    assert not os.path.exists(os.path.join(workdir, 'out'))  # failed before any output
+    out = os.path.join(workdir, 'out')  # failed before any output
+    assert not os.path.isdir(out) or os.listdir(out) in ([], ['audit'])
 
 
 def test_an_input_file_with_unclassified_columns_is_refused(demo_copy):

@@ -8,6 +8,7 @@ them to a table's batches with one lookup per distinct customer of a batch.
 
 import collections
 import threading
+from typing import Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -196,18 +197,59 @@ def forget_decisions() -> None:
         _LOADED.clear()
 
 
+# Columns no rule reads: a file without them is read with them null.
+OPTIONAL_COLUMNS = frozenset({'granted_at'})
+
+
+def _header(path) -> Tuple[list, bool]:
+    """The file's column names, and whether anything follows its header line."""
+    with FileSystems.open(path) as f:
+        line = f.readline(1 << 20)
+        rows = bool(f.read(1 << 16).strip())
+    return split_csv_line(line.decode('utf-8-sig', 'replace')) or [], rows
+
+
+def consent_file_problem(path, fields, what, columns=(), *, rows_needed=False) -> Optional[str]:
+    """What keeps ``path`` from being read as ``what`` (its header lacks a column, or it has
+    no rows where ``rows_needed``), or None: found before a run reads any data. Never quotes
+    the file's first line (it may be a customer's row)."""
+    theirs = dict(columns)
+    try:
+        header, rows = _header(path)
+    except OSError as e:
+        return f'{what} {path} cannot be read ({e.strerror or type(e).__name__})'
+    if not header:
+        return f'{what} {path} is empty: it needs a header line naming its columns'
+    needed = [theirs.get(f.name, f.name) for f in fields if f.name not in OPTIONAL_COLUMNS]
+    missing = [name for name in needed if name not in header]
+    if missing:
+        renamed = ', '.join(f'{n} (consent.columns.{ours})' for ours, n in theirs.items()
+                            if n in missing)
+        return (f'{what} {path} lacks the column(s) {", ".join(missing)}; it needs '
+                f'{", ".join(needed)}' + (f'; renamed: {renamed}' if renamed else
+                                          '; set consent.columns if it names them otherwise'))
+    if rows_needed and not rows:
+        return (f'{what} {path} has a header and no rows: no customer could move (export the '
+                f'registry with its rows)')
+    return None
+
+
 def read_consent_file(path, fields, what, file_range=None, columns=()):
     """Tables of a UTF-8 CSV with the given columns, batch by batch; any bad value is an error
     naming its row (fail closed). ``file_range``: only that part of the file
     (transforms.read.FileRange). ``columns``: (our name, the file's) for columns the file
-    names otherwise (consent.columns); the tables use our names."""
+    names otherwise (consent.columns); the tables use our names. A column of
+    ``OPTIONAL_COLUMNS`` the file lacks is null."""
     file_range = file_range or FileRange(path)
     theirs = dict(columns)
-    names = [theirs.get(f.name, f.name) for f in fields]
+    header = _header(path)[0]
+    absent = {f.name for f in fields if f.name in OPTIONAL_COLUMNS
+              and theirs.get(f.name, f.name) not in header}
+    fields_read = [f for f in fields if f.name not in absent]
+    names = [theirs.get(f.name, f.name) for f in fields_read]
     columns = None
     if file_range.start:  # a later range: the header is at the start of the file
-        with FileSystems.open(path) as f:
-            columns = split_csv_line(f.readline(1 << 20).decode('utf-8-sig', 'replace')) or []
+        columns = header
     with open_range(file_range) as f:
         try:
             reader = pa_csv.open_csv(f, read_options=pa_csv.ReadOptions(block_size=16 << 20,
@@ -232,8 +274,11 @@ def read_consent_file(path, fields, what, file_range=None, columns=()):
                 raise InputError(f'{what} {path}: not a valid CSV after row {seen} (a row '
                                  f'with another number of columns, or a broken quote)'
                                  ) from None
-            batch = batch.rename_columns([f.name for f in fields])
-            yield _checked(batch, fields, path, what, seen, theirs)
+            batch = batch.rename_columns([f.name for f in fields_read])
+            for name in absent:
+                batch = batch.append_column(name, pa.nulls(batch.num_rows, pa.string()))
+            yield _checked(batch.select([f.name for f in fields]), fields, path, what, seen,
+                           theirs)
             seen += batch.num_rows
 
 

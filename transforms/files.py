@@ -5,6 +5,7 @@ import json
 import os
 import posixpath
 import socket
+import stat
 import tempfile
 
 from apache_beam.io.filesystems import FileSystems
@@ -80,6 +81,31 @@ def read_text(path: str, *, what: str = 'file') -> str:
     except UnicodeDecodeError as e:
         raise NovationError(f'{what} {path} is not UTF-8 (first bad byte at offset {e.start})'
                             ) from None
+
+
+def why_not_readable(path: str):
+    """Why the local file ``path`` cannot be read as an export, in words; None if it can, or
+    if it is a URI (read by the workers). Opened without blocking: a named pipe would wait for
+    a writer for ever."""
+    if has_scheme(path):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        return f'cannot be read ({e.strerror or e})'
+    if stat.S_ISDIR(mode):
+        return 'is a directory, not a file (name the files in it, e.g. DIR/*.csv)'
+    if not stat.S_ISREG(mode):
+        return 'is not a regular file (a named pipe or a device?): export it to a file'
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))
+        try:
+            os.read(fd, 1)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        return f'cannot be read ({e.strerror or e})'
+    return None
 
 
 def why_not_writable(directory: str):

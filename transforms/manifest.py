@@ -15,7 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 import google_crc32c
 
-from transforms import progress
+from transforms import interrupts, progress
 from transforms.crypto import file_identity
 from transforms.deadletter import ROW_SAMPLE
 from transforms.delivered import count_rows, file_kind
@@ -140,14 +140,15 @@ def _write_manifest(_, run, counts, files, risk, notice):
         if run.get('output_root'):
             append_event(run['output_root'], 'run_aborted', run_id=run['run_id'], why=str(e))
         raise
-    data = write_sealed_json(run['run_dir'], MANIFEST_FILE, manifest, run['keys_path'],
-                             file_identity(run['run_id'], MANIFEST_FILE))
-    write_report(run['run_dir'], manifest, run.get('report_lang', 'en'))
-    if run.get('output_root'):
-        append_event(run['output_root'], 'run_committed', run_id=run['run_id'],
-                     manifest_sha256=hashlib.sha256(data).hexdigest(),
-                     rows_read=manifest['totals']['rows_read'],
-                     rows_written=manifest['totals']['rows_written'])
+    with interrupts.deferred():  # the commit is whole or not at all
+        data = write_sealed_json(run['run_dir'], MANIFEST_FILE, manifest, run['keys_path'],
+                                 file_identity(run['run_id'], MANIFEST_FILE))
+        write_report(run['run_dir'], manifest, run.get('report_lang', 'en'))
+        if run.get('output_root'):
+            append_event(run['output_root'], 'run_committed', run_id=run['run_id'],
+                         manifest_sha256=hashlib.sha256(data).hexdigest(),
+                         rows_read=manifest['totals']['rows_read'],
+                         rows_written=manifest['totals']['rows_written'])
     return manifest
 
 
