@@ -5,6 +5,7 @@ to the config file's directory unless absolute or a URI (gs://...). Nothing here
 data: only the config and the schema files it names.
 """
 
+import codecs
 import dataclasses
 import datetime
 import functools
@@ -543,6 +544,21 @@ class _Checker:
         return value
 
 
+def _encoding_name(value):
+    """An encoding under its usual name: utf8 and UTF-8 are utf-8, GBK and cp936 are gbk."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return codecs.lookup(value.strip()).name
+    except LookupError:
+        return value
+
+
+def _region(c, value, key):
+    """A region code as written, compared without case: cn and CN are one region."""
+    return c.string(value, key).strip().upper()
+
+
 def _transfer(c, raw):
     t = c.mapping(raw, 'transfer', required=('seller', 'acquirer', 'purposes', 'source_region',
                                              'destination_region'),
@@ -561,9 +577,9 @@ def _transfer(c, raw):
     return Transfer(seller=c.string(t['seller'], 'transfer.seller'),
                     acquirer=c.string(t['acquirer'], 'transfer.acquirer'),
                     purposes=tuple(purposes),
-                    source_region=c.string(t['source_region'], 'transfer.source_region'),
-                    destination_region=c.string(t['destination_region'],
-                                                'transfer.destination_region'),
+                    source_region=_region(c, t['source_region'], 'transfer.source_region'),
+                    destination_region=_region(c, t['destination_region'],
+                                               'transfer.destination_region'),
                     acquirer_contact=c.string(t['acquirer_contact'], 'transfer.acquirer_contact')
                     if 'acquirer_contact' in t else None)
 
@@ -579,7 +595,8 @@ def _table(c, name, raw, base_dir, defaults, overrides):
     path = resolve(base_dir, c.string(t['path'], f'{key}.path'))
     fmt = t.get('format') or _format_from_extension(c, path, key)
     c.choice(fmt, f'{key}.format', FORMATS)
-    encoding = c.choice(t.get('encoding', 'utf-8'), f'{key}.encoding', ENCODINGS)
+    encoding = c.choice(_encoding_name(t.get('encoding', 'utf-8')), f'{key}.encoding',
+                        ENCODINGS)
     if fmt not in TEXT_FORMATS and 'encoding' in t:
         c.fail(f'{key}.encoding', f'applies to text formats ({", ".join(TEXT_FORMATS)}) only, '
                                   f'not {fmt}')
@@ -707,7 +724,12 @@ def _check_defaults(c, defaults) -> None:
 def _check_overrides_exist(c, overrides, tables):
     known = {t.name: t.schema for t in tables}
     for ref in overrides:
-        table, _, field = str(ref).partition('.')
+        table, dot, field = str(ref).partition('.')
+        if not dot or not field:
+            nested = ' (written as a nested map? write each as TABLE.FIELD: METHOD)' \
+                if table in known and isinstance(overrides[ref], dict) else ''
+            c.fail(f'masking.fields.{ref}', f'keys are TABLE.FIELD, e.g. '
+                                            f'{next(iter(known), "customers")}.FIELD{nested}')
         if table not in known:
             c.fail(f'masking.fields.{ref}', f'no table {table!r}; tables: {", ".join(known)}')
         if field not in known[table].field_names:

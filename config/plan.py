@@ -112,10 +112,12 @@ def _reasons(config, table) -> list:
         codes.append('no_cross_border_consent')
     if table.schema.primary_key:
         codes.append('duplicate_key')
-    elif config.stream is not None:
-        codes.append('no_primary_key')
-    if config.stream is not None:
-        codes.append('implausible_time')
+    return [c for c in REASONS if c in codes]
+
+
+def _stream_reasons(table) -> list:
+    """The reason codes a change of ``table`` can be refused with besides the table's own."""
+    codes = ['implausible_time'] + ([] if table.schema.primary_key else ['no_primary_key'])
     return [c for c in REASONS if c in codes]
 
 
@@ -124,7 +126,7 @@ def build_plan(config) -> dict:
     t = config.transfer
     fmt = config.output.format
     tables = []
-    for table in config.tables:
+    for table in sorted(config.tables, key=lambda tb: tb.name):  # not the YAML's order
         tables.append({
             'name': table.name,
             'format': table.format,
@@ -134,7 +136,8 @@ def build_plan(config) -> dict:
             'fields': [field_plan(table, r, fmt, config.key_holders) for r in table.rules],
             'reasons': _reasons(config, table),
         })
-    consent_purposes = [p.name for p in t.purposes if p.legal_basis == 'consent']
+    purposes = sorted(t.purposes, key=lambda p: p.name)
+    consent_purposes = [p.name for p in purposes if p.legal_basis == 'consent']
     rules = [
         'a customer who asked for erasure never moves, in any table (PIPL Art. 47)',
         'a customer who withdrew consent for a purpose of the transfer does not move '
@@ -154,7 +157,7 @@ def build_plan(config) -> dict:
         'transfer': {'seller': t.seller, 'acquirer': t.acquirer,
                      'acquirer_contact': t.acquirer_contact,
                      'purposes': [{'name': p.name, 'legal_basis': p.legal_basis}
-                                  for p in t.purposes],
+                                  for p in purposes],
                      'source_region': t.source_region,
                      'destination_region': t.destination_region,
                      'cross_border': t.cross_border},
@@ -168,6 +171,12 @@ def build_plan(config) -> dict:
         'keys': _keys(config, tables),
         'reason_codes': {code: REASONS[code] for code in REASONS
                          if any(code in tb['reasons'] for tb in tables)},
+        # What the live stream adds; outside the plan's sha256, so adding a stream section
+        # to a config leaves the approved plan of its batch (and the snapshot's) as it was.
+        'stream': None if config.stream is None else {
+            'reasons': {tb.name: _stream_reasons(tb) for tb in config.tables},
+            'reason_codes': {code: REASONS[code] for code in REASONS
+                             if any(code in _stream_reasons(tb) for tb in config.tables)}},
     }
 
 
@@ -199,7 +208,9 @@ def canonical(plan: dict) -> bytes:
 
 
 def plan_sha256(plan: dict) -> str:
-    return hashlib.sha256(canonical(plan)).hexdigest()
+    """The sha256 of the plan's batch part (all of it but ``stream``)."""
+    return hashlib.sha256(canonical({k: v for k, v in plan.items() if k != 'stream'}
+                                    )).hexdigest()
 
 
 def _param_text(params: dict) -> str:
@@ -262,6 +273,12 @@ def render_plan(plan: dict, fmt: str = 'text') -> str:
                   + (' (and of data.footer, which opens the file)'
                      if plan['output_format'] == 'parquet' else ''),
                   'can be refused with: ' + ', '.join(table['reasons'])]
+    if plan.get('stream'):
+        lines += ['', f'{"## " if md else ""}Live stream (outside the plan sha256)',
+                  'a change can also be refused with:']
+        by_table = plan['stream']['reasons']
+        lines += [f'- {code} ({", ".join(n for n in sorted(by_table) if code in by_table[n])}'
+                  f'): {text}' for code, text in plan['stream']['reason_codes'].items()]
     lines += ['', f'{"## " if md else ""}Who can read what', '']
     rows = [[k['role'], k['allows'], 'not named (no key_holders in the config)'
              if k['holders'] is None else ', '.join(k['holders']) or 'NO ONE NAMED']

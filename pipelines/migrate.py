@@ -594,7 +594,11 @@ def _mention_leftovers(out_dir, scratch_dir) -> None:
 def check_plan_hash(config, approved) -> None:
     """Refuse a config whose plan is not the ``approved`` one (its sha256), if one is given."""
     actual = plan_sha256(build_plan(config))
-    if approved is not None and approved.strip().lower() != actual:
+    given = None if approved is None else approved.strip().lower()
+    if given is not None and not re.fullmatch(r'[0-9a-f]{64}', given):
+        raise ConfigError(f'--plan-hash: a plan sha256 is 64 hexadecimal digits, got '
+                          f'{len(given)} characters (novation plan prints it whole)')
+    if given is not None and given != actual:
         raise ConfigError(f'--plan-hash {approved}: {config.source} no longer gives the '
                           f'approved plan (its plan is {actual}); compare them with novation '
                           f'plan --diff APPROVED_PLAN.json {config.source}')

@@ -26,6 +26,8 @@ def print_summary(manifest: dict, run_dir: str = None, seconds: float = None, ou
                   for name, t in manifest['tables'].items() if t.get(key)]
         if tables:
             out(f'  {what}: {"; ".join(tables)}')
+    for line in _risk_lines(manifest.get('risk')):
+        out(line)
     multiline = [f'{name} {lines - rows:,}' for name, lines, rows in _line_counts(manifest)
                  if lines > rows]
     if multiline:
@@ -57,3 +59,19 @@ def _line_counts(manifest):
         files = [s for s in manifest['sources'] if s['table'] == name]
         if files and all('lines' in s for s in files):
             yield name, sum(s['lines'] for s in files), sum(s['rows_read'] for s in files)
+
+
+def _risk_lines(risk):
+    """The re-identification figure, and a warning when customers are in classes below
+    risk.min_k (a run where everyone is alone in their class must not pass in silence)."""
+    if not risk or not risk.get('customers'):
+        return
+    below, customers = risk['customers_below_min_k'], risk['customers']
+    yield (f'  re-identification risk: the smallest class of quasi-identifiers holds '
+           f'{risk["k"]:,} customer(s) (risk.min_k {risk["min_k"]})')
+    if below:
+        alone = ', every one alone in their class' if risk['k'] == 1 and \
+            risk.get('classes') == customers else ''
+        yield (f'  WARNING: {below:,} of {customers:,} customers ({below / customers:.1%}) are '
+               f'in classes smaller than risk.min_k{alone}: generalize the quasi-identifiers '
+               f'further (see the report)')

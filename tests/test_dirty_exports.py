@@ -457,3 +457,11 @@ def test_a_row_of_the_wrong_width_keeps_its_subject_under_an_alias_too(tmp_path,
     sealed = [seal(d, {'R1'}, lambda s: f'p({s})') for d in dead]
     assert [(s['reason'], s['raw'] is None) for s in sealed] == [
         ('erasure_requested', True), ('malformed', False)]
+
+
+@pytest.mark.parametrize('data', [b'[{"rid": "R1"}]\n', b'\xef\xbb\xbf  [\n  {"rid": "R1"}\n]\n'])
+def test_a_json_array_given_as_json_lines_is_one_clear_error(tmp_path, data):
+    table = make_table(str(tmp_path), 'jsonl')
+    (tmp_path / 'data.jsonl').write_bytes(data)
+    with pytest.raises(InputError, match='is a JSON array, not JSON Lines'):
+        read_file(table)

@@ -55,7 +55,7 @@ def test_the_plan_names_the_consent_rules_and_reasons(demo_doc):
     plan = plan_of(demo_doc)
     rules = ' '.join(plan['consent_rules'])
     assert 'Art. 39' in rules and 'Art. 29' in rules and 'credit_management' in rules
-    customers = plan['tables'][0]
+    customers = next(t for t in plan['tables'] if t['name'] == 'customers')
     assert 'no_cross_border_consent' in customers['reasons']
     assert 'duplicate_key' in customers['reasons']
     assert set(plan['reason_codes']) >= {'malformed', 'no_consent', 'erasure_requested'}
@@ -131,6 +131,8 @@ def test_a_run_records_its_plan_and_refuses_another(demo_copy, capsys):
     assert main(['run', '--config', config, '--plan-hash', '0' * 64]) == 2
     err = capsys.readouterr().err
     assert 'no longer gives the approved plan' in err and err.count('\n') == 1
+    assert main(['run', '--config', config, '--plan-hash', approved[:16]]) == 2
+    assert 'is 64 hexadecimal digits, got 16' in capsys.readouterr().err
     out = os.path.join(workdir, 'out')
     assert not os.path.exists(out) or not os.listdir(out)  # refused before anything ran
     assert main(['run', '--config', config, '--plan-hash', approved.upper()]) == 0
@@ -203,3 +205,30 @@ def test_a_plan_of_the_earlier_format_can_still_be_compared(demo_copy, capsys):
     out = capsys.readouterr().out
     assert '-format: "novation.plan/1"' in out and '+format: "novation.plan/2"' in out
     assert 'readable_by' in out and 'fields[mobile].method' not in out
+
+
+def test_the_plan_hash_ignores_the_yaml_order_and_region_case(demo_doc):
+    doc = copy.deepcopy(demo_doc)
+    doc['tables'] = dict(reversed(list(doc['tables'].items())))
+    doc['transfer']['purposes'] = list(reversed(doc['transfer']['purposes']))
+    doc['transfer']['source_region'] = doc['transfer']['source_region'].lower()
+    doc['transfer']['destination_region'] = doc['transfer']['destination_region'].lower()
+    doc = dict(reversed(list(doc.items())))
+    assert plan_sha256(plan_of(doc)) == plan_sha256(plan_of(demo_doc))
+
+
+def test_a_stream_section_leaves_the_batch_plan_as_it_was(demo_doc):
+    with_stream = plan_of(demo_doc)
+    assert with_stream['stream']['reasons']['customers'] == ['implausible_time']
+    batch = copy.deepcopy(demo_doc)
+    del batch['stream']
+    assert plan_of(batch)['stream'] is None
+    assert plan_sha256(plan_of(batch)) == plan_sha256(with_stream)
+    assert 'Live stream' in render_plan(with_stream) and 'Live stream' not in render_plan(
+        plan_of(batch))
+
+
+def test_the_same_region_in_another_case_is_no_cross_border_transfer(demo_doc):
+    doc = copy.deepcopy(demo_doc)
+    doc['transfer']['source_region'], doc['transfer']['destination_region'] = 'CN', 'cn'
+    assert plan_of(doc)['transfer']['cross_border'] is False

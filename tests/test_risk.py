@@ -127,3 +127,29 @@ def test_the_run_records_the_risk_and_enforce_aborts_before_the_manifest(demo_co
     assert last.startswith('novation: aborted: ') and 'risk.min_k 5' in last
     assert all('warning: keyring' in w for w in warnings)  # the demo keyring is in clear
     assert not os.path.exists(os.path.join(workdir, 'out', 'risk-enforced', 'manifest.json'))
+
+
+def summary_lines(risk, sources=()):
+    from pipelines.summary import print_summary
+    manifest = {'run_id': 'r', 'transfer': {'seller': 's', 'acquirer': 'a'},
+                'totals': {'rows_read': 4, 'rows_written': 4},
+                'tables': {'t': {'rows_read': 4, 'rows_written': 4, 'dead_letters': {},
+                                 'sensitive_suppressed_rows': 0}},
+                'sources': list(sources), 'risk': risk}
+    lines = []
+    print_summary(manifest, out=lines.append)
+    return lines
+
+
+def test_the_summary_warns_when_customers_are_in_classes_below_min_k():
+    alone = summary_lines(risk_figures({1: 4}, 5))
+    assert any('WARNING: 4 of 4 customers (100.0%)' in line and 'every one alone' in line
+               for line in alone)
+    safe = summary_lines(risk_figures({5: 2}, 5))
+    assert any('smallest class of quasi-identifiers holds 5' in line for line in safe)
+    assert not any('WARNING' in line for line in safe)
+
+
+def test_the_summary_names_a_table_with_more_lines_than_records():
+    lines = summary_lines(None, [{'table': 't', 'rows_read': 4, 'lines': 6}])
+    assert '  lines more than records (quoted values over several lines): t 2' in lines

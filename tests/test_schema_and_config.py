@@ -197,6 +197,9 @@ def change(doc, dotted, value):
      "data.footer, data.internal, data.personal, data.sensitive, data.avro, deadletter, notice, "
      "manifest, column.TABLE.FIELD (a field of tables)"),
     ('key_holders.seller compliance office', ['notice', 'notice'], 'a role is listed twice'),
+    ('masking.fields', {'customers': {'mobile': 'drop'}},
+     'masking.fields.customers: keys are TABLE.FIELD, e.g. customers.FIELD (written as a '
+     'nested map? write each as TABLE.FIELD: METHOD)'),
     ('key_holders.seller compliance office', [{'role': 'notice'}], "notice'}\" is not a key "
                                                                    "role of this transfer"),
 ])
@@ -205,6 +208,13 @@ def test_config_errors(demo_doc, dotted, value, message):
         parse(change(demo_doc, dotted, value))
     assert message in str(e.value)
     assert str(e.value).startswith('demo.yaml: ')
+
+
+@pytest.mark.parametrize('written, read', [('utf8', 'utf-8'), ('UTF-8', 'utf-8'), ('GBK', 'gbk'),
+                                            ('cp936', 'gbk'), ('utf_8_sig', 'utf-8-sig')])
+def test_an_encoding_is_read_under_its_usual_name(demo_doc, written, read):
+    assert parse(change(demo_doc, 'tables.customers.encoding', written)).table(
+        'customers').encoding == read
 
 
 def test_missing_default_for_a_level_is_an_error(demo_doc):

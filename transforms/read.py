@@ -741,7 +741,7 @@ def _undamaged(items, path, fmt, done):
 
 # The first bytes of files in formats a seller may hand over instead of the one configured.
 _MAGIC = ((b'PAR1', 'parquet'), (b'Obj\x01', 'avro'))
-_HEAD_BYTES = 4
+_HEAD_BYTES = 16  # the magic bytes, or a JSON array's '[' after a BOM and blanks
 OTHER_DELIMITERS = (',', ';', '\t', '|')
 
 
@@ -783,6 +783,9 @@ def start_problem(head: bytes, table, path: str) -> Optional[str]:
         return f'{path} is not a {fmt} file: {looks}'
     if actual:
         return f'{path} is a {actual} file, not {fmt}: set {key}.format: {actual}'
+    if fmt == 'jsonl' and head.lstrip(codecs.BOM_UTF8 + b' \t\r\n').startswith(b'['):
+        return (f'{path} is a JSON array, not JSON Lines (one object per line): convert it, '
+                f'e.g. jq -c ".[]" FILE > FILE.jsonl')
     if head.startswith((b'\xff\xfe', b'\xfe\xff')):
         return (f'{path} is UTF-16 text (it starts with a UTF-16 byte-order mark), which '
                 f'{key}.encoding cannot be: re-export it as utf-8, gbk or gb18030')
