@@ -73,8 +73,8 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
                     *(r for t in config.tables for r in file_roles(t, fmt)),
                     *(['notice'] if config.notice else [])})
     keyring = load_keyring(config.output.keys)
+    require_signing(keyring, config.source)  # first: a shared keyring is no run's keyring
     keyring.require(roles, f' (needed by {config.source})')
-    require_signing(keyring, config.source)
     if runner == 'dataflow':
         if not (temp_location or '').startswith('gs://'):
             raise ConfigError('a Dataflow run needs --temp_location=gs://... (the run\'s '

@@ -142,7 +142,7 @@ def test_dead_letters_need_the_deadletter_key(demo_run, tmp_path):
     # another keyring's dead-letter key does not open them either
     other = str(tmp_path / 'other')
     init_keyring(other)
-    with pytest.raises(NovationError, match='not the manifest the run sealed'):
+    with pytest.raises(NovationError, match='which keyring .* does not hold'):
         read_deadletters(result.run_dir, keys=other, table='customers')
     with_manifest_key_of(keys, other)  # it trusts the manifest, and still opens nothing
     with pytest.raises(NovationError, match='cannot be decrypted with the deadletter key'):
@@ -197,6 +197,14 @@ def keep_lines(path, n):
     open(path, 'w', encoding='utf-8').writelines(lines)
 
 
+def shared_keyring(keys):
+    """The run's keyring replaced by one shared from it (an acquirer's: no sealing key)."""
+    from transforms.keyring import share_keyring
+    full = keys + '-full'
+    os.rename(keys, full)
+    share_keyring(full, keys, ['data.personal'])
+
+
 def replace_with(path, make):
     os.remove(path)
     make(path)
@@ -229,6 +237,7 @@ def problems(stderr: str) -> list:
     (lambda w: replace_with(os.path.join(w, 'exports', 'erasure_requests.csv'), os.mkfifo),
      'erasure_requests.csv is not a regular file'),
     (lambda w: open(os.path.join(w, 'out'), 'w').close(), 'is a file, not a directory'),
+    (lambda w: shared_keyring(os.path.join(w, 'keys')), 'holds only the public half'),
     (lambda w: os.makedirs(os.path.join(w, 'out')) or open(
         os.path.join(w, 'out', 'audit'), 'w').close(), 'the audit log: '),
 ])
@@ -400,7 +409,7 @@ def test_decrypting_with_another_keyring_is_one_clear_line(demo_run, tmp_path):
                     '--out', str(tmp_path / 'x.csv'))
     assert proc.returncode == 2
     [line] = problems(proc.stderr)  # its manifest key does not check the run's seal
-    assert line.startswith('novation: error: ') and 'is not the manifest the run sealed' in line
+    assert line.startswith('novation: error: ') and 'does not hold' in line and 'use the keyring the run was written with' in line
     with_manifest_key_of(os.path.join(workdir, 'keys'), other)
     proc = novation('decrypt', result.run_dir, '--keys', other, '--table', 'contracts',
                     '--out', str(tmp_path / 'x.csv'))

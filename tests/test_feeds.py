@@ -151,3 +151,18 @@ def test_a_withdrawal_that_lands_after_a_later_change_still_refuses_it(tmp_path)
     assert got == [('decided', 1, None),
                    ('retracted', ('customers',), 'consent_withdrawn'),
                    ('decided', 2, 'consent_withdrawn')]
+
+
+def test_a_feed_file_in_gbk_is_named_once_with_the_encoding(tmp_path, caplog):
+    from transforms.feeds import NOT_UTF8, read_feed_file
+    path = tmp_path / 'changes.jsonl'
+    lines = [json.dumps({'table': 't', 'op': 'c', 'row': {'name': f'客户{i}'}},
+                        ensure_ascii=False) for i in range(4)]
+    path.write_bytes('\n'.join(lines).encode('gbk') + b'\n')
+    feed = Feed('data', str(tmp_path / '*.jsonl'), 'changes')
+    with caplog.at_level('WARNING', logger='novation'):
+        out = list(read_feed_file(feed, str(path), read_at=0))
+    assert [e.event.problem for e in out[:-1]] == [NOT_UTF8] * 4
+    assert out[-1].lines == 4
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert '4 of 4 lines' in warning and 'GBK' in warning and '客户' not in warning

@@ -33,6 +33,7 @@ import decimal
 import heapq
 import itertools
 import json
+import logging
 import re
 import threading
 import time
@@ -230,6 +231,11 @@ def _micros(moment) -> int:
     return (delta.days * 86_400 + delta.seconds) * 10**6 + delta.microseconds
 
 
+NOT_UTF8 = ('the line is not UTF-8 (a feed file is read as UTF-8; convert a GBK feed before '
+            'it lands)')
+_LOG = logging.getLogger('novation')
+
+
 def read_feed_file(feed: Feed, path: str, read_at: Optional[int] = None):
     """The FeedEvents of one file, then its FileRead: JSON Lines, line by line, or an Avro
     object container file (``.avro``), record by record (``line`` is the record number).
@@ -240,15 +246,20 @@ def read_feed_file(feed: Feed, path: str, read_at: Optional[int] = None):
         numbered = _avro_events(feed, path, read_at)
     else:
         numbered = _json_lines(feed, path, read_at)
-    latest = None
+    latest, not_utf8 = None, 0
     for number, parsed in numbered:
         lines += 1
         for index, event in enumerate(parsed):
             events += 1
+            not_utf8 += isinstance(event, ChangeProblem) and event.problem == NOT_UTF8
             item = FeedEvent(feed.name, path, number, event, index)
             if item.time is not None:
                 latest = item.time if latest is None else max(latest, item.time)
             yield item
+    if not_utf8 and not_utf8 * 2 > lines:  # the file, not a line, is in another encoding
+        _LOG.warning('warning: feed %s: %d of %d lines of %s are not UTF-8 (each is a dead '
+                     'letter): a GBK feed? convert it to UTF-8 before it lands', feed.name,
+                     not_utf8, lines, path)
     yield FileRead(feed.name, path, lines, events, latest)
 
 
@@ -271,8 +282,7 @@ def parse_json_event(feed: Feed, data: bytes, read_at: Optional[int] = None) -> 
         text = data.decode('utf-8')
         raw = _EXACT.decode(text)
     except UnicodeDecodeError:
-        return [ChangeProblem('the line is not UTF-8 (a feed file is read as UTF-8; convert a '
-                              'GBK feed before it lands)')]
+        return [ChangeProblem(NOT_UTF8)]
     except (ValueError, RecursionError):
         return [ChangeProblem('not a JSON value on one line')]
     if _SURROGATE.search(text) or text.count('{') + text.count('[') > MAX_DEPTH:

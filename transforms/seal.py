@@ -57,6 +57,14 @@ def check_seal(keyring, identity: str, data: bytes, seal: bytes, where: str) -> 
     except (ValueError, KeyError, TypeError):
         raise NovationError(f'{where}{SEAL_SUFFIX} is not a seal; the manifest cannot be '
                             f'trusted') from None
+    held = keyring.key_ids().get(SEAL_ROLE, {}).get('keys', [])
+    if isinstance(doc.get('key_id'), int) and held and doc['key_id'] not in held:
+        # The likely case: a keyring of another project. (An edited key id only changes
+        # which refusal is shown: nothing in the manifest is used either way.)
+        raise NovationError(f'{where} was sealed with manifest key {doc["key_id"]}, which '
+                            f'keyring {keyring.path} does not hold (it holds '
+                            f'{", ".join(map(str, held))}): use the keyring the run was written '
+                            f'with, or one shared from it')
     try:
         keyring.primitive(SEAL_ROLE).verify(signed, _message(identity,
                                                              hashlib.sha256(data).hexdigest()))
