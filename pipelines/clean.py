@@ -52,7 +52,9 @@ class RunLock:
             raise ConfigError(f'{self._run_dir} already exists (another run with this run id '
                               f'started first); every run writes a new directory') from None
         try:
-            self._hold(os.path.join(self._run_dir, LOCK_NAME))
+            # The run directory's lock names the scratch directory, so clean finds it under
+            # any --temp_location.
+            self._hold(os.path.join(self._run_dir, LOCK_NAME), scratch=self._scratch_dir)
         except BlockingIOError:  # a stream resumed while it still runs
             raise ConfigError(f'{self._run_dir} is in use by a run still going (see '
                               f'{LOCK_NAME} in it); stop it first') from None
@@ -61,7 +63,7 @@ class RunLock:
             self._hold(self._scratch_dir.rstrip('/') + LOCK_SUFFIX)
         return self
 
-    def _hold(self, path):
+    def _hold(self, path, **facts):
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -70,7 +72,7 @@ class RunLock:
             raise
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
-                                 'started_at': _now()}).encode('utf-8'))
+                                 'started_at': _now(), **facts}).encode('utf-8'))
         self._held.append((path, fd))
 
     def release(self, *, finished: bool) -> None:
@@ -124,7 +126,7 @@ def find_leftovers(out_dir: str, scratch_parent: Optional[str] = None) -> List[d
                             f'object store, use its lifecycle rules')
     if not os.path.isdir(out_dir):
         raise NovationError(f'{out_dir} is not a directory (give the output root, output.path)')
-    found = []
+    found, scratch_dirs = [], set()
     for name in sorted(os.listdir(out_dir)):
         run_dir = os.path.join(out_dir, name)
         if not os.path.isdir(run_dir) or name == 'audit' or \
@@ -133,6 +135,9 @@ def find_leftovers(out_dir: str, scratch_parent: Optional[str] = None) -> List[d
         lock = os.path.join(run_dir, LOCK_NAME)
         finished = os.path.exists(os.path.join(run_dir, 'manifest.json'))
         if not finished and _unheld(lock):
+            scratch = _lock_facts(lock).get('scratch')
+            if isinstance(scratch, str) and not has_scheme(scratch):
+                scratch_dirs.add(os.path.abspath(scratch))
             found.append({'path': run_dir, 'what': 'run directory of a run that did not '
                           'finish (no manifest: nothing in it was delivered)',
                           'bytes': _size(run_dir)})
@@ -143,15 +148,45 @@ def find_leftovers(out_dir: str, scratch_parent: Optional[str] = None) -> List[d
                     path = os.path.join(run_dir, temp)
                     found.append({'path': path, 'what': 'temporary folder left in a run',
                                   'bytes': _size(path)})
+    # Scratch of this root's runs only: the temporary directory is shared by every run on
+    # the machine, and another project's leftovers are not this root's to remove.
+    runs = _run_ids(out_dir)
     parent = scratch_parent or _default_scratch()
     if os.path.isdir(parent):
         for name in sorted(os.listdir(parent)):
-            path = os.path.join(parent, name)
-            if name.startswith(SCRATCH_PREFIX) and os.path.isdir(path) and \
-                    _unheld(path + LOCK_SUFFIX):
-                found.append({'path': path, 'what': 'encrypted scratch files of a run that '
-                              'did not finish', 'bytes': _size(path)})
+            run_id = name[len(SCRATCH_PREFIX):].removesuffix(LOCK_SUFFIX)
+            if name.startswith(SCRATCH_PREFIX) and run_id in runs:
+                scratch_dirs.add(os.path.abspath(os.path.join(parent, SCRATCH_PREFIX + run_id)))
+    for path in sorted(scratch_dirs):
+        if not _unheld(path + LOCK_SUFFIX) and os.path.exists(path + LOCK_SUFFIX):
+            continue  # a run still going
+        if os.path.isdir(path):
+            found.append({'path': path, 'what': 'encrypted scratch files of a run that '
+                          'did not finish', 'bytes': _size(path)})
+        elif os.path.exists(path + LOCK_SUFFIX):
+            found.append({'path': path + LOCK_SUFFIX, 'what': 'lock file of a run that '
+                          'stopped before its scratch files', 'bytes': 0})
     return found
+
+
+def _lock_facts(path: str) -> dict:
+    try:
+        with open(path, encoding='utf-8') as f:
+            facts = json.load(f)
+        return facts if isinstance(facts, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _run_ids(out_dir: str) -> set:
+    """The runs of this output root: its run directories and the runs its audit log names."""
+    ids = {name for name in os.listdir(out_dir) if name != 'audit'}
+    from transforms.audit import read_log
+    try:
+        ids |= {str(r['run_id']) for r in read_log(out_dir) if r.get('run_id')}
+    except (NovationError, OSError, ValueError, TypeError, AttributeError):
+        pass  # a damaged log: audit verify says so; the run directories still count
+    return ids
 
 
 def _default_scratch():
@@ -166,6 +201,8 @@ def remove_leftovers(found: List[dict]) -> int:
         path = item['path']
         if os.path.isdir(path):
             shutil.rmtree(path)
+        elif path.endswith(LOCK_SUFFIX) and os.path.exists(path):
+            os.remove(path)
         lock = path + LOCK_SUFFIX
         if os.path.exists(lock):
             os.remove(lock)

@@ -890,8 +890,8 @@ def _cmd_clean(args):
     elif args.yes:
         from transforms.audit import append_event
         remove_leftovers(found)
-        runs = sorted({os.path.basename(f['path']).removeprefix('novation-') for f in found
-                       if not os.path.basename(f['path']).startswith('.temp-')})
+        runs = sorted({os.path.basename(f['path']).removeprefix('novation-').removesuffix(
+            '.running') for f in found if not os.path.basename(f['path']).startswith('.temp-')})
         append_event(args.out_dir, 'cleaned', runs=runs, removed=len(found),
                      bytes=sum(item['bytes'] for item in found))
         print(f'removed {len(found)} leftover(s), {total:,.1f} MB (recorded in the audit log)')

@@ -37,6 +37,22 @@ def test_a_held_lock_is_never_a_leftover_and_an_unheld_one_is(tmp_path):
     assert not (scratch / 'novation-r1.running').exists()
 
 
+def test_clean_keeps_to_its_own_output_root(tmp_path):
+    out, other, scratch = tmp_path / 'out', tmp_path / 'other', tmp_path / 'scratch'
+    for root, run in ((out, 'mine'), (other, 'theirs'), (out, 'early')):
+        lock = RunLock(str(root / run), str(scratch / f'novation-{run}')).acquire()
+        if run != 'early':  # killed before its scratch directory existed
+            (scratch / f'novation-{run}').mkdir(parents=True, exist_ok=True)
+        for _, fd in lock._held:
+            os.close(fd)  # the process died
+    paths = [f['path'] for f in find_leftovers(str(out), str(scratch))]
+    assert paths == [str(out / 'early'), str(out / 'mine'),
+                     str(scratch / 'novation-early.running'), str(scratch / 'novation-mine')]
+    remove_leftovers(find_leftovers(str(out), str(scratch)))
+    assert sorted(os.listdir(scratch)) == ['novation-theirs', 'novation-theirs.running']
+    assert find_leftovers(str(out), str(scratch)) == []
+
+
 def test_a_killed_run_leaves_what_clean_lists_and_removes(demo_copy, tmp_path):
     workdir, config, _ = demo_copy
     out, scratch = os.path.join(workdir, 'out'), str(tmp_path / 'scratch')
@@ -53,16 +69,16 @@ def test_a_killed_run_leaves_what_clean_lists_and_removes(demo_copy, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     time.sleep(1)  # worker processes, if any, die with their parent's pipes
-    listing = subprocess.run([sys.executable, '-m', 'pipelines.cli', 'clean', out, '--scratch',
-                              scratch], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    # no --scratch: the killed run's lock names its scratch under --temp_location
+    listing = subprocess.run([sys.executable, '-m', 'pipelines.cli', 'clean', out],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert listing.returncode == 0, listing.stderr
     paths = [line.split()[0] for line in listing.stdout.splitlines() if line.startswith('  ')]
     assert paths == [os.path.join(out, 'killed'), os.path.join(scratch, 'novation-killed')]
     assert 'run again with --yes' in listing.stdout
     assert os.path.isdir(os.path.join(out, 'killed'))  # listing removes nothing
-    removal = subprocess.run([sys.executable, '-m', 'pipelines.cli', 'clean', out, '--scratch',
-                              scratch, '--yes'], capture_output=True, text=True, cwd=ROOT,
-                             timeout=120)
+    removal = subprocess.run([sys.executable, '-m', 'pipelines.cli', 'clean', out, '--yes'],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert removal.returncode == 0 and 'removed 2 leftover(s)' in removal.stdout
     assert sorted(os.listdir(out)) == ['audit', 'kept'] and os.listdir(scratch) == []
     assert os.path.exists(os.path.join(out, 'kept', 'manifest.json'))  # the finished run stays
