@@ -38,6 +38,9 @@ def test_an_intact_chain_verifies(tmp_path):
     (lambda out: os.remove(_record_path(out, 2)), 'expected number 2'),
     (lambda out: _swap(out, 2, 3), 'does not follow the record before it'),
     (lambda out: open(_record_path(out, 3), 'w').write('{'), 'is not valid JSON'),
+    (lambda out: open(_record_path(out, 3), 'w').write('[1, 2]'), 'is not a JSON object'),
+    (lambda out: append_event(out, 'run_committed', manifest_sha256='0' * 64),
+     'record 5 (run_committed): names no run'),
 ])
 def test_any_change_to_the_log_breaks_it(tmp_path, tamper, expected):
     out = _log(tmp_path)

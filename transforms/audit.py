@@ -122,6 +122,10 @@ def verify_log(out_dir: str) -> dict:
     prev = None
     started, committed, cut_over = {}, {}, {}
     for i, record in enumerate(log, 1):
+        if not isinstance(record, dict):
+            problems.append(f'record {i} is not a JSON object')
+            prev = None
+            continue
         if 'unreadable' in record:
             problems.append(f'record {record["unreadable"]} is not valid JSON')
             prev = None
@@ -136,6 +140,10 @@ def verify_log(out_dir: str) -> dict:
             problems.append(f'{where}: does not follow the record before it (the chain is '
                             f'broken)')
         prev = record.get('sha256')
+        named = record.get('run_id') or record.get('stream_id')
+        if record.get('event') in _NAMES_A_RUN and not isinstance(named, str):
+            problems.append(f'{where} ({record.get("event")}): names no run')
+            continue
         if record.get('event') in ('run_started', 'stream_started'):
             started[record.get('sha256')] = record.get('run_id') or record.get('stream_id')
         if record.get('event') == 'run_committed':
@@ -146,6 +154,10 @@ def verify_log(out_dir: str) -> dict:
     problems += _check_recorded(out_dir, cut_over, started, 'cutover.json', 'stream')
     return {'records': len(log), 'runs': len(committed), 'streams': len(cut_over),
             'problems': problems}
+
+
+_NAMES_A_RUN = ('run_started', 'run_committed', 'run_aborted', 'stream_started',
+                'stream_cut_over')
 
 
 def _check_recorded(out_dir, recorded, started, name, what) -> list:
