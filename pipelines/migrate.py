@@ -110,8 +110,9 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
     if exists(run_dir):
         raise ConfigError(f'{run_dir} already exists; every run writes a new directory')
     scratch_parent = temp_location or tempfile.gettempdir()
+    audit = join(config.output.path, 'audit')
     writable = [(output_key or f'{config.source}: output.path', config.output.path),
-                ('the audit log', join(config.output.path, 'audit')),
+                *([('the audit log', audit)] if exists(audit) else []),  # else made in the root
                 ('scratch files (--temp_location)', scratch_parent)]
     if config.notice:
         writable.append((f'{config.source}: notice.path', config.notice.path))

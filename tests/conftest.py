@@ -74,3 +74,11 @@ def demo_copy(tmp_path):
     workdir = str(tmp_path / 'demo')
     config, planted = prepare_demo(workdir, customers=200, seed=11)
     return workdir, config, planted
+
+
+def user_lines(stderr: str) -> list:
+    """The lines of stderr a test judges: not the warning every use of a cleartext keyring
+    gives, nor progress (a line every 10 s on a slow machine: verdicts must not depend on
+    speed)."""
+    return [line for line in stderr.splitlines()
+            if 'DEMO/TEST ONLY' not in line and not line.startswith('novation: progress: ')]

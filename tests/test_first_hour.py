@@ -7,6 +7,7 @@ import re
 import pytest
 
 from config.loader import parse_config
+from conftest import user_lines
 from pipelines.cli import main
 from transforms.errors import ConfigError
 from transforms.manifest import percent
@@ -19,7 +20,7 @@ def novation(capsys, *args):
     except SystemExit as e:
         code = e.code
     out, err = capsys.readouterr()
-    return code, out, [line for line in err.splitlines() if 'DEMO/TEST ONLY' not in line]
+    return code, out, user_lines(err)
 
 
 def one_error(code, err, *parts):

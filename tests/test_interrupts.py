@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from conftest import user_lines
 from transforms import interrupts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,8 +67,7 @@ def novation_run(config, temp, after=None, signum=None):
         time.sleep(after)
         proc.send_signal(signum)
     _, err = proc.communicate(timeout=600)
-    lines = [line for line in err.splitlines() if not any(
-        s in line for s in ('DEMO/TEST ONLY', 'novation: progress:', 'leftover(s)'))]
+    lines = [line for line in user_lines(err) if 'leftover(s)' not in line]
     return proc.returncode, lines
 
 

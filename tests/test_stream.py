@@ -13,6 +13,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 import pytest
 
+from conftest import user_lines
+
 from pipelines.stream import build_stream
 from transforms.crypto import keyed_ops
 from transforms.delivered import deadletter_lines, parquet_file
@@ -175,7 +177,7 @@ def test_stream_mistakes_are_one_line_before_it_starts(demo_copy, capsys, argv, 
     workdir, config, _ = demo_copy
     stream_config(workdir, config)
     assert main(['stream', '--config', config] + argv) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if 'DEMO/TEST' not in line]
+    err = user_lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith('novation: error: ') and message in err[0], err
 
 
@@ -246,7 +248,7 @@ def test_a_stream_runs_under_its_approved_plan_and_is_in_the_audit_log(demo_copy
             (['--run-id', 'live'], f'its epochs were committed under plan {approved}'),
             (['--snapshot', snapshot], f'--snapshot: {snapshot} ran under plan {approved}')]:
         assert main(['stream', '--config', config, '--seconds', '1'] + argv) == 2
-        err = [line for line in capsys.readouterr().err.splitlines() if 'DEMO/TEST' not in line]
+        err = user_lines(capsys.readouterr().err)
         assert len(err) == 1 and message in err[0], err
 
     # a cut-over manifest changed after the fact no longer matches the log
