@@ -310,14 +310,14 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
     consent_raw = c.mapping(root['consent'], 'consent', required=('registry', 'erasures'),
                             optional=('columns',))
     consent = ConsentConfig(
-        registry=resolve(base_dir, c.string(consent_raw['registry'], 'consent.registry')),
-        erasures=resolve(base_dir, c.string(consent_raw['erasures'], 'consent.erasures')),
+        registry=c.path(base_dir, consent_raw['registry'], 'consent.registry'),
+        erasures=c.path(base_dir, consent_raw['erasures'], 'consent.erasures'),
         columns=_consent_columns(c, consent_raw.get('columns')))
     out_raw = c.mapping(root['output'], 'output', required=('path', 'keys'), optional=('format',))
     output = OutputConfig(
-        path=resolve(base_dir, c.string(out_raw['path'], 'output.path')),
+        path=c.path(base_dir, out_raw['path'], 'output.path'),
         format=c.choice(out_raw.get('format', 'parquet'), 'output.format', OUTPUT_FORMATS),
-        keys=resolve(base_dir, c.string(out_raw['keys'], 'output.keys')))
+        keys=c.path(base_dir, out_raw['keys'], 'output.keys'))
     if output.format == 'avro':
         for table in tables:
             for rule in table.rules:
@@ -342,7 +342,7 @@ def parse_config(text: str, source: str, base_dir: str) -> MigrationConfig:
     notice = None
     if root.get('notice') is not None:
         n = c.mapping(root['notice'], 'notice', required=('path',), optional=())
-        notice = NoticeConfig(path=resolve(base_dir, c.string(n['path'], 'notice.path')))
+        notice = NoticeConfig(path=c.path(base_dir, n['path'], 'notice.path'))
         if notice.path.rstrip('/') == output.path.rstrip('/') or \
                 notice.path.startswith(output.path.rstrip('/') + '/'):
             c.fail('notice.path', f'must be outside output.path ({output.path}): the '
@@ -469,7 +469,7 @@ def _stream(c, raw, base_dir, known_tables=()) -> StreamConfig:
                                         f'projects/PROJECT/subscriptions/NAME, got {place!r}')
             values[key] = place
         else:
-            values[key] = resolve(base_dir, place)
+            values[key] = c.path(base_dir, place, f'stream.{key}')
     if 'timestamp_attribute' in s:
         values['timestamp_attribute'] = c.string(s['timestamp_attribute'],
                                                  'stream.timestamp_attribute')
@@ -538,6 +538,17 @@ class _Checker:
             self.fail(key, f'must be a non-empty string, got {value!r}')
         return value
 
+    def path(self, base_dir, value, key):
+        """A local path (relative to the config) or a gs:// URI: the places Novation reads
+        and writes (file:// and other schemes are refused here, not mid-run)."""
+        text = self.string(value, key)
+        scheme = text.split('://', 1)[0] if '://' in text else None
+        if scheme is not None and scheme != 'gs':
+            hint = f' (write {text[len("file://"):]!r})' if scheme == 'file' else ''
+            self.fail(key, f'{scheme}:// is not supported: give a local path or gs://BUCKET/...'
+                           f'{hint}')
+        return resolve(base_dir, text)
+
     def choice(self, value, key, allowed):
         if value not in allowed:
             self.fail(key, f'{value!r} is not allowed; allowed: {", ".join(allowed)}')
@@ -592,7 +603,7 @@ def _table(c, name, raw, base_dir, defaults, overrides):
     t = c.mapping(raw, key, required=('path', 'schema'),
                   optional=('format', 'encoding', 'subject_key', 'delimiter', 'quote', 'header',
                             'extra_columns', 'timezone', 'null_values', 'duplicates'))
-    path = resolve(base_dir, c.string(t['path'], f'{key}.path'))
+    path = c.path(base_dir, t['path'], f'{key}.path')
     fmt = t.get('format') or _format_from_extension(c, path, key)
     c.choice(fmt, f'{key}.format', FORMATS)
     encoding = c.choice(_encoding_name(t.get('encoding', 'utf-8')), f'{key}.encoding',
@@ -626,7 +637,7 @@ def _table(c, name, raw, base_dir, defaults, overrides):
     null_values = t.get('null_values', list(NULL_TOKENS))
     if not isinstance(null_values, list) or not all(isinstance(v, str) for v in null_values):
         c.fail(f'{key}.null_values', 'must be a list of strings, e.g. ["", "NULL", "N/A"]')
-    schema_path = resolve(base_dir, c.string(t['schema'], f'{key}.schema'))
+    schema_path = c.path(base_dir, t['schema'], f'{key}.schema')
     schema_text = read_text(schema_path, what=f'schema of table {name}')
     schema = parse_schema(schema_text, schema_path)
     subject_key = t.get('subject_key', schema.subject_key)

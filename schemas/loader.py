@@ -118,6 +118,10 @@ def parse_schema(text: str, source: str) -> TableSchema:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise SchemaError(f'{source}: not valid JSON (line {e.lineno}, column {e.colno})') from None
+    except RecursionError:
+        raise SchemaError(f'{source}: nested too deeply to be a table\'s schema') from None
+    except ValueError:  # an integer of thousands of digits (Python's limit on converting them)
+        raise SchemaError(f'{source}: holds a number too long to be read') from None
     if not isinstance(doc, dict) or doc.get('type') != 'record':
         raise SchemaError(f'{source}: the top level must be an Avro record ("type": "record")')
     if doc.get('draft'):

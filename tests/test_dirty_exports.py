@@ -459,9 +459,30 @@ def test_a_row_of_the_wrong_width_keeps_its_subject_under_an_alias_too(tmp_path,
         ('erasure_requested', True), ('malformed', False)]
 
 
-@pytest.mark.parametrize('data', [b'[{"rid": "R1"}]\n', b'\xef\xbb\xbf  [\n  {"rid": "R1"}\n]\n'])
+@pytest.mark.parametrize('data', [b'[{"rid": "R1"},\n{"rid": "R2"}]\n',
+                                  b'\xef\xbb\xbf  [\n  {"rid": "R1"}\n]\n'])
 def test_a_json_array_given_as_json_lines_is_one_clear_error(tmp_path, data):
     table = make_table(str(tmp_path), 'jsonl')
     (tmp_path / 'data.jsonl').write_bytes(data)
     with pytest.raises(InputError, match='is a JSON array, not JSON Lines'):
         read_file(table)
+
+
+def test_jsonl_lines_no_reader_could_hold_are_dead_letters(tmp_path):
+    table = make_table(str(tmp_path), 'jsonl')
+    lines = ['{"rid": "R1"}', '{"rid": "R2", "note": ' + '[' * 100_000 + ']' * 100_000 + '}',
+             '{"rid": "R3", "note": "\\ud800"}', '{"rid": "R4", "note": "\\ud83d\\ude00"}']
+    (tmp_path / 'data.jsonl').write_text('\n'.join(lines) + '\n', encoding='utf-8')
+    kept, dead, rows_read, _ = read_file(table)
+    assert (kept, sorted((d.row, d.reason) for d in dead), rows_read) == (
+        [1, 4], [(2, 'malformed'), (3, 'malformed')], 4)
+
+
+def test_a_hundred_thousand_extra_columns_are_one_short_line(tmp_path):
+    table = make_table(str(tmp_path), 'csv')
+    extra = [f'x{i}' for i in range(100_000)]
+    (tmp_path / 'data.csv').write_text(','.join(list(COLUMNS) + extra) + '\n', encoding='utf-8')
+    with pytest.raises(InputError) as e:
+        read_file(table)
+    assert 'x0, x1' in str(e.value) and 'and 99,980 more' in str(e.value)
+    assert len(str(e.value)) < 1000

@@ -126,7 +126,7 @@ def test_simple_methods(ops, method, params, value, expected):
                                                    "sensitive field"),
     ('hash', spec(classification='restricted'), {}, "allowed: drop"),
     ('mask', spec('int'), {}, "method 'mask' does not apply to field 'f' of type int"),
-    ('mask', spec(), {'keep_first': -1}, 'keep_first must be an integer >= 0'),
+    ('mask', spec(), {'keep_first': -1}, 'keep_first must be an integer between 0 and 1000000'),
     ('mask', spec(), {'keep': 1}, "unknown parameter(s) keep for method 'mask'; allowed: "
                                   "keep_first, keep_last, char"),
     ('generalize', spec('date'), {'to': 'week'}, 'needs to: year|month'),

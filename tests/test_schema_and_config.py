@@ -162,7 +162,7 @@ def change(doc, dotted, value):
     ('masking.defaults.restricted', [1, 2], 'masking.defaults.restricted: must be a method '
                                             'name or a mapping with "method"'),
     ('masking.fields.customers.credit_score', {'method': 'generalize', 'bucket': float('nan')},
-     'generalize on a number needs bucket: a positive width, got nan'),
+     'generalize on a number needs bucket: a positive width up to 9,007,199,254,740,992, got nan'),
     ('masking.fields.customers.gender', {'method': {'a': 1}}, 'unknown masking method'),
     ('tables.customers.quote', '\x00', 'tables.customers.quote: must be one character, a '
                                        'punctuation mark'),
@@ -197,6 +197,14 @@ def change(doc, dotted, value):
      "data.footer, data.internal, data.personal, data.sensitive, data.avro, deadletter, notice, "
      "manifest, column.TABLE.FIELD (a field of tables)"),
     ('key_holders.seller compliance office', ['notice', 'notice'], 'a role is listed twice'),
+    ('notice', {'path': 'file:///srv/notice'},
+     "notice.path: file:// is not supported: give a local path or gs://BUCKET/... (write "
+     "'/srv/notice')"),
+    ('output.path', 's3://bucket/out', 'output.path: s3:// is not supported'),
+    ('masking.fields.customers.mobile', {'method': 'mask', 'keep_first': 2 ** 63},
+     'keep_first must be an integer between 0 and 1000000'),
+    ('masking.fields.customers.monthly_income', {'method': 'generalize', 'bucket': 10 ** 20},
+     'bucket: a positive width up to 9,007,199,254,740,992'),
     ('masking.fields', {'customers': {'mobile': 'drop'}},
      'masking.fields.customers: keys are TABLE.FIELD, e.g. customers.FIELD (written as a '
      'nested map? write each as TABLE.FIELD: METHOD)'),
@@ -215,6 +223,16 @@ def test_config_errors(demo_doc, dotted, value, message):
 def test_an_encoding_is_read_under_its_usual_name(demo_doc, written, read):
     assert parse(change(demo_doc, 'tables.customers.encoding', written)).table(
         'customers').encoding == read
+
+
+@pytest.mark.parametrize('text, message', [
+    ('{"type": "record", "name": "t", "fields": [' * 1 + '[' * 100_000 + ']' * 100_000 + ']}',
+     'nested too deeply'),
+    ('{"type": "record", "name": "t", "x": ' + '9' * 100_000 + '}', 'a number too long'),
+])
+def test_a_monstrous_schema_is_one_error(text, message):
+    with pytest.raises(SchemaError, match=message):
+        parse_schema(text, 't.avsc')
 
 
 def test_missing_default_for_a_level_is_an_error(demo_doc):

@@ -27,6 +27,13 @@ _NUMBER_KINDS = ('int', 'long', 'float', 'double', 'decimal')
 _TIME_KINDS = ('date', 'timestamp')
 
 
+# Bounds that keep the arithmetic in Arrow's 64-bit integers: no export holds a value longer
+# than MAX_CHARACTERS to reveal, and a bucket wider than MAX_BUCKET (2^53, where doubles stop
+# counting every integer) generalizes nothing.
+MAX_CHARACTERS = 1_000_000
+MAX_BUCKET = float(2 ** 53)
+
+
 @dataclasses.dataclass
 class MaskContext:
     """What keyed operators need for one batch: the keys and the rows' subject keys."""
@@ -135,8 +142,8 @@ class Mask(Operator):
     kinds = _TEXT_KINDS
 
     def check(self):
-        self._require_int('keep_first', 0)
-        self._require_int('keep_last', 0)
+        self._require_int('keep_first', 0, MAX_CHARACTERS)
+        self._require_int('keep_last', 0, MAX_CHARACTERS)
         if not isinstance(self.char, str) or len(self.char) != 1:
             raise ConfigError(f'{self.where}: char must be one character, got {self.char!r}')
 
@@ -211,11 +218,11 @@ class Generalize(Operator):
                                   f'got {self.to!r}')
         elif kind in _NUMBER_KINDS:
             if not isinstance(self.bucket, (int, float)) or isinstance(self.bucket, bool) or \
-                    not math.isfinite(self.bucket) or self.bucket <= 0:
+                    not math.isfinite(self.bucket) or not 0 < self.bucket <= MAX_BUCKET:
                 raise ConfigError(f'{self.where}: generalize on a number needs bucket: a '
-                                  f'positive width, got {self.bucket!r}')
+                                  f'positive width up to {MAX_BUCKET:,.0f}, got {self.bucket!r}')
         else:
-            self._require_int('prefix', 1)
+            self._require_int('prefix', 1, MAX_CHARACTERS)
 
     def output_type(self):
         return pa.string()

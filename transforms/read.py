@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
@@ -163,10 +164,24 @@ def shown_columns(names) -> list:
     line they come from is probably a record, not a header: none of them is shown (a name
     next to an ID number may be the customer's own)."""
     names = list(names)
-    if any(map(looks_like_value, names)):
+    if _any_looks_like_value(names):
         return [f'<{len(names)} name(s) not shown: some look like values, so the first line '
                 f'may be a record, not a header>']
     return names
+
+
+def _any_looks_like_value(names) -> bool:
+    """``looks_like_value`` over many names, the detectors run once over all of them."""
+    from transforms.detectors import scan
+    return any(len(n) > _NAME_MAX or sum(c.isdigit() for c in n) >= _NAME_DIGITS or '@' in n
+               for n in names) or bool(names and scan(list(names)))
+
+
+def _some(names, shown=20) -> str:
+    """Names for a one-line message: the first ``shown``, then how many more."""
+    names = list(names)
+    more = f' and {len(names) - shown:,} more' if len(names) > shown else ''
+    return ', '.join(str(n) for n in names[:shown]) + more
 
 
 class ColumnPlan:
@@ -218,7 +233,7 @@ class ColumnPlan:
         ignored = shown_columns(ignored) if ignored else []  # the manifest lists them
         if ignored and self._table.extra_columns != 'ignore':
             raise InputError(
-                f'{path}: column(s) not in the schema (unclassified): {", ".join(ignored)}; '
+                f'{path}: column(s) not in the schema (unclassified): {_some(ignored)}; '
                 f'classify them in {schema.source} (or add an alias), or set tables.'
                 f'{self._table.name}.extra_columns: ignore')
         missing = [f.name for f in schema.fields if f.name not in seen and not f.nullable]
@@ -661,6 +676,9 @@ class _ReadBatchesFn(beam.DoFn):
             if not line.strip():
                 continue  # a blank line is no record
             count += 1
+            if count == 1 and _opens_an_array(line):
+                raise InputError(f'{path} is a JSON array, not JSON Lines (one object per '
+                                 f'line): convert it, e.g. jq -c ".[]" FILE > FILE.jsonl')
             record = _json_record(line)
             if record is None:
                 yield DeadLetter(reason='malformed', stage='read', table=t.name,
@@ -741,7 +759,7 @@ def _undamaged(items, path, fmt, done):
 
 # The first bytes of files in formats a seller may hand over instead of the one configured.
 _MAGIC = ((b'PAR1', 'parquet'), (b'Obj\x01', 'avro'))
-_HEAD_BYTES = 16  # the magic bytes, or a JSON array's '[' after a BOM and blanks
+_HEAD_BYTES = 4
 OTHER_DELIMITERS = (',', ';', '\t', '|')
 
 
@@ -783,9 +801,6 @@ def start_problem(head: bytes, table, path: str) -> Optional[str]:
         return f'{path} is not a {fmt} file: {looks}'
     if actual:
         return f'{path} is a {actual} file, not {fmt}: set {key}.format: {actual}'
-    if fmt == 'jsonl' and head.lstrip(codecs.BOM_UTF8 + b' \t\r\n').startswith(b'['):
-        return (f'{path} is a JSON array, not JSON Lines (one object per line): convert it, '
-                f'e.g. jq -c ".[]" FILE > FILE.jsonl')
     if head.startswith((b'\xff\xfe', b'\xfe\xff')):
         return (f'{path} is UTF-16 text (it starts with a UTF-16 byte-order mark), which '
                 f'{key}.encoding cannot be: re-export it as utf-8, gbk or gb18030')
@@ -837,12 +852,32 @@ def _no_rows(schema):
     return pa.RecordBatch.from_pylist([], schema=schema)
 
 
+def _opens_an_array(line: str) -> bool:
+    """Whether a file's first line opens a JSON array written over many lines: ``[`` alone,
+    or ``[{...},``. (A line that is a whole array is one malformed record.)"""
+    text = line.strip().lstrip('\ufeff').strip()
+    return text == '[' or (text.startswith('[') and text.endswith(','))
+
+
 def _json_record(line):
+    """The object on one line, or None: not JSON, not an object, nested deeper than any
+    record (a RecursionError would stop the run), or holding a lone surrogate (text no file
+    can hold, and no Arrow string)."""
     try:
         record = json.loads(line, parse_float=str, parse_int=str)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None
+    if '\\u' in line and _SURROGATE.search(line):
+        try:
+            json.dumps(record, ensure_ascii=False).encode('utf-8')
+        except UnicodeEncodeError:
+            return None
+    return record
+
+
+_SURROGATE = re.compile(r'\\u[dD][89a-fA-F][0-9a-fA-F]{2}')
 
 
 def _batch_of_records(records, *, text_only):
