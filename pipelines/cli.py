@@ -107,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
                     'consent-filtered, masked and encrypted, with encrypted dead letters and a '
                     'manifest that proves nothing was lost.')
     parser.add_argument('-v', '--verbose', action='store_true',
-                        help='also log the run id, its directory and the steps taken (may also '
-                             'follow the command)')
+                        help='also log the run id, its directory and how many workers read '
+                             '(may also follow the command)')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
     from pipelines.migrate import add_verbose_flag, run_parser

@@ -403,7 +403,7 @@ def run_parser(add_help=True) -> argparse.ArgumentParser:
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     """``-v``, accepted after a subcommand as well as before it (where ``novation`` reads it)."""
     parser.add_argument('-v', '--verbose', action='store_true', default=argparse.SUPPRESS,
-                        help='also log the run id, its directory and the steps taken')
+                        help='also log the run id, its directory and how many workers read')
 
 
 def check_beam_args(beam_args, ours: argparse.ArgumentParser) -> None:
