@@ -528,7 +528,8 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
             finished = True
             return RunResult(load_manifest(run_info['run_dir'], config.output.keys),
                              run_info['run_dir'], time.monotonic() - started, None, 'done')
-        abandon(run_info, stop, local=runner_kind(options) == 'local')
+        if runner_kind(options) == 'local':  # a remote job goes on without this command
+            abandon(run_info, stop)
         raise
     finally:
         if pipeline is not None:  # Beam removes it in run(), which a signal may not reach
@@ -560,17 +561,16 @@ def committed(out_dir: str, run_id: str) -> bool:
         return False
 
 
-def abandon(run_info: dict, stop: 'interrupts.Interrupted', *, local: bool) -> None:
-    """A run stopped by a signal before its commit: its scratch and (local runs) its run
-    directory's partial output are removed, and the audit log says why. A second signal
-    meanwhile does not cut this short."""
+def abandon(run_info: dict, stop: 'interrupts.Interrupted') -> None:
+    """A local run stopped by a signal before its commit: its scratch and its run directory's
+    partial output are removed, and the audit log says why. A second signal meanwhile does
+    not cut this short."""
     with interrupts.deferred():
+        _remove_scratch(None, run_scratch(run_info))
         removed = ''
-        if local:
-            _remove_scratch(None, run_scratch(run_info))
-            if not has_scheme(run_info['run_dir']):
-                shutil.rmtree(run_info['run_dir'], ignore_errors=True)
-                removed = '; its partial output was removed'
+        if not has_scheme(run_info['run_dir']):
+            shutil.rmtree(run_info['run_dir'], ignore_errors=True)
+            removed = '; its partial output was removed'
         try:
             append_event(run_info['output_root'], 'run_aborted', run_id=run_info['run_id'],
                          why=f'interrupted by {stop.name}{removed}')
