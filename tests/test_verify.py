@@ -93,3 +93,36 @@ def test_an_id_number_in_an_internal_field_is_found(demo_copy):
     result = run(['--config', config])
     found = verify_run(result.run_dir, os.path.join(workdir, 'keys'))
     assert found['identifiers']['customers.national_id']['cn_resident_id']['rows'] > 0
+
+
+def test_verify_authenticates_the_pseudonym_and_token_columns_too(demo_run):
+    """A crc32c can be forged to match; AES-GCM cannot: verify decrypts every column it can,
+    including those it does not scan (hash, tokenize), so a changed chunk of one is found."""
+    import pyarrow as pa
+    from pipelines.decrypt import load_manifest
+    from pipelines.verify import _scan_file, readable_columns
+    from transforms.crypto import file_identity
+    from transforms.delivered import parquet_file
+    from transforms.keyring import load_keyring
+    workdir, _, result = demo_run
+    keys = os.path.join(workdir, 'keys')
+    keyring = load_keyring(keys, warn=False)
+    manifest = load_manifest(result.run_dir, keys)
+    entry = manifest['tables']['customers']
+    fields = {f['name']: f for f in entry['fields']}
+    readable, _ = readable_columns(entry, keyring)
+    f = entry['files'][0]
+    identity = file_identity(manifest['run_id'], f['path'])
+    data = bytearray(open(os.path.join(result.run_dir, f['path']), 'rb').read())
+    meta = parquet_file(pa.BufferReader(bytes(data)), keyring, identity).metadata
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    chunk = meta.row_group(0).column(names.index('customer_id'))  # hash: not scanned
+    assert fields['customer_id']['masking'] == 'hash'
+    data[chunk.data_page_offset + chunk.total_compressed_size // 2] ^= 0x01
+    scanned = [c for c in readable if fields[c]['masking'] not in ('hash', 'tokenize')]
+    # reading only the scanned columns would not notice
+    assert _scan_file('parquet', bytes(data), keyring, identity, scanned, scanned, fields,
+                      'customers', {}) == f['rows']
+    with pytest.raises(Exception):
+        _scan_file('parquet', bytes(data), keyring, identity, readable, scanned, fields,
+                   'customers', {})
