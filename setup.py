@@ -11,6 +11,7 @@ REQUIRED = [
     'numpy>=1.24',
     'Faker>=30',
     'fastavro>=1.9',
+    'fonttools>=4.40',  # the report carries the CJK glyphs it shows (transforms/report_font.py)
 ]
 # Dataflow (build: the sdist staged for workers) and Cloud KMS master keys (gcp-kms://).
 GCP = ['apache-beam[gcp]==2.77.0', 'tink[gcpkms]==1.16.1', 'build>=1']
@@ -24,7 +25,8 @@ setuptools.setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
     packages=['pipelines', 'transforms', 'schemas', 'config'],
-    package_data={'schemas': ['*.avsc'], 'config': ['*.yaml']},
+    package_data={'schemas': ['*.avsc'], 'config': ['*.yaml'],
+                  'transforms': ['fonts/*']},
     install_requires=REQUIRED,
     extras_require={
         'gcp': GCP,

@@ -254,3 +254,57 @@ def test_an_epoch_and_the_stream_are_reported_from_their_manifests(lang, summary
                                 'refused_by_reason': {'consent_withdrawn': 2},
                                 'retractions': 1}
     assert '<script' not in render_stream_html(stream)
+
+
+@pytest.mark.parametrize('lang', ['en', 'zh'])
+def test_the_report_is_readable_without_a_chinese_font_and_fits_the_page(demo_run, tmp_path,
+                                                                        lang):
+    """Every CJK character on the page is in the font the page carries (the machine running
+    the tests has no CJK font of its own); the page is no wider than the window and not
+    endlessly tall; key ids are shown as ids."""
+    from playwright.sync_api import sync_playwright
+    from transforms.manifest import write_report
+    from pipelines.decrypt import load_manifest
+    workdir, _, result = demo_run
+    copy = str(tmp_path / 'run')
+    shutil.copytree(result.run_dir, copy)
+    write_report(copy, load_manifest(copy, os.path.join(workdir, 'keys')), lang)
+    page_file = os.path.join(copy, REPORT_HTML)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which('chromium'),
+                                    args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={'width': 1000, 'height': 1400})
+        page.goto('file://' + page_file)
+        text = page.inner_text('body')
+        cjk = ''.join(sorted({c for c in text if 0x2E80 <= ord(c) <= 0x9FFF}))
+        faces = page.evaluate('''async (chars) => {
+            const faces = await document.fonts.load('16px "Novation CJK"', chars);
+            return faces.map(f => [f.status, f.unicodeRange]);
+        }''', cjk)
+        width = page.evaluate('document.documentElement.scrollWidth')
+        height = page.evaluate('document.documentElement.scrollHeight')
+        key_ids = page.locator('code').all_inner_texts()
+        browser.close()
+    assert cjk, 'the demo shows Chinese on every report (the seller\'s name)'
+    [(status, ranges)] = faces
+    covered = {chr(int(r.strip()[2:], 16)) for r in ranges.split(',')}
+    assert status == 'loaded' and set(cjk) <= covered
+    assert width <= 1000, f'{width} px wide in a 1000 px window'
+    assert height < 12_000, f'{height} px tall'
+    assert not [k for k in key_ids if ',' in k and k.replace(',', '').isdigit()]
+
+
+@pytest.mark.parametrize('rows, text', [
+    ([], ''), ([7], '7'), ([1, 2, 3], '1–3'), ([1, 2, 3, 7, 9, 10, 11, 12], '1–3, 7, 9–12'),
+    ([5, 3, 4, 3], '3–5')])
+def test_first_rows_read_as_ranges(rows, text):
+    from transforms.report import row_ranges
+    assert row_ranges(rows) == text
+
+
+def test_the_font_carries_only_the_characters_shown():
+    from transforms.report_font import font_face
+    assert font_face('no Chinese here') == ''
+    face = font_face('华融通 华 A')
+    assert 'U+534E' in face and 'U+878D' in face and 'U+0041' not in face
+    assert face.count('U+') == 3

@@ -14,6 +14,8 @@ import html
 import os
 from typing import Dict, List
 
+from transforms.report_font import font_face
+
 __all__ = ['LANGS', 'REPORT_HTML', 'REPORT_JSON', 'build_epoch_report', 'build_report',
            'build_stream_report', 'render_epoch_html', 'render_html', 'render_stream_html']
 
@@ -286,11 +288,13 @@ def _customers(manifest, t):
 # HTML
 
 _CSS = """
-body{font-family:"Noto Sans CJK SC","Noto Sans",Arial,sans-serif;margin:2em auto;max-width:60em;
+body{font-family:"Noto Sans CJK SC","Noto Sans",Arial,"Novation CJK",sans-serif;margin:2em auto;
+max-width:60em;
 color:#1b1b1b;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid
 #ccc}p.lead{font-size:1.1em}table{border-collapse:collapse;width:100%;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-align:top}
+th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-align:top;
+overflow-wrap:anywhere}svg{max-width:100%;height:auto}
 td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}
 .ok{color:#1a7f37;font-weight:bold}.bad{color:#b42318;font-weight:bold}
 .legend span{display:inline-block;margin-right:1em}.legend i{display:inline-block;width:.9em;
@@ -306,11 +310,29 @@ def _e(value) -> str:
     return html.escape(str(value))
 
 
+def _text_width(text: str, size: int = 12) -> int:
+    """About how wide ``text`` is drawn at ``size`` px: a CJK character is a square, others
+    about 0.6 of one."""
+    return int(sum(size if ord(c) > 0x2E7F else size * 0.6 for c in str(text))) + 1
+
+
+def _fit(text: str, width: int) -> str:
+    """``text``, cut with an ellipsis at its start if wider than ``width`` (the end of a
+    table.field or file name says most)."""
+    if _text_width(text) <= width:
+        return text
+    while text and _text_width('…' + text) > width:
+        text = text[1:]
+    return '…' + text
+
+
 def _bars(rows: List[Dict], keys: List[str], labels: Dict[str, str], title: str) -> str:
     """A horizontal stacked bar chart (inline SVG): one bar a row, one segment a key."""
     if not rows:
         return ''
-    width, label_w, bar_h, gap = 720, 170, 18, 8
+    bar_h, gap = 18, 8
+    label_w = min(360, max(90, max(_text_width(r['label']) for r in rows) + 12))
+    width = label_w + 560
     total = max(sum(r['values'].get(k, 0) for k in keys) for r in rows) or 1
     scale = (width - label_w - 70) / total
     height = len(rows) * (bar_h + gap) + gap
@@ -318,8 +340,9 @@ def _bars(rows: List[Dict], keys: List[str], labels: Dict[str, str], title: str)
              f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">']
     for i, r in enumerate(rows):
         y = gap + i * (bar_h + gap)
+        shown = _fit(str(r['label']), label_w - 12)
         parts.append(f'<text x="{label_w - 6}" y="{y + bar_h - 5}" text-anchor="end">'
-                     f'{_e(r["label"])}</text>')
+                     f'{_e(shown)}<title>{_e(r["label"])}</title></text>')
         x = label_w
         for k, colour in zip(keys, _COLOURS * 4):
             n = r['values'].get(k, 0)
@@ -335,6 +358,20 @@ def _bars(rows: List[Dict], keys: List[str], labels: Dict[str, str], title: str)
     legend = ''.join(f'<span><i style="background:{c}"></i>{_e(labels[k])}</span>'
                      for k, c in zip(keys, _COLOURS * 4))
     return f'<figure><div class="legend">{legend}</div>{"".join(parts)}</figure>'
+
+
+def row_ranges(rows) -> str:
+    """Row numbers as ranges: 1–3, 7, 9–12 (a long run of numbers reads as one range, and
+    does not wrap one number a line)."""
+    out, rows = [], sorted(set(rows))
+    i = 0
+    while i < len(rows):
+        j = i
+        while j + 1 < len(rows) and rows[j + 1] == rows[j] + 1:
+            j += 1
+        out.append(str(rows[i]) if i == j else f'{rows[i]}–{rows[j]}')
+        i = j + 1
+    return ', '.join(out)
 
 
 def _table(headers, rows, numeric=()) -> str:
@@ -353,12 +390,22 @@ def _moved_and_refused(items, label, t, title) -> str:
                  {'written': t['written'], 'refused': t['refused']}, title)
 
 
+_FONT_SLOT = '/*font*/'
+
+
+def _page(parts) -> str:
+    """The page, carrying the CJK glyphs it shows (transforms.report_font): readable on a
+    machine without a Chinese font."""
+    page = '\n'.join(parts)
+    return page.replace(_FONT_SLOT, font_face(page), 1)
+
+
 def _head(lang: str, title: str, subtitle: str) -> str:
     """The page's head: no script, nothing from the network (its content security policy)."""
     return (f'<!DOCTYPE html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head>'
             f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
-            f'content="default-src \'none\'; style-src \'unsafe-inline\'">'
-            f'<title>{_e(title)}</title><style>{_CSS}</style></head><body>'
+            f'content="default-src \'none\'; style-src \'unsafe-inline\'; font-src data:">'
+            f'<title>{_e(title)}</title><style>{_CSS}{_FONT_SLOT}</style></head><body>'
             f'<h1>{_e(title)}</h1><p><small>{_e(subtitle)}</small></p>')
 
 
@@ -444,7 +491,7 @@ def render_html(report: dict) -> str:
              t['count'], t['rows']],
             [(_e(table), f'<code>{_e(d["reason"])}</code>', _e(d['field']), _e(d['problem']),
               _e(d['got']), _e(os.path.basename(d['source_file'])), d['count'],
-              _e(', '.join(map(str, d['first_rows'])) + (
+              _e(row_ranges(d['first_rows']) + (
                   ' ' + t['more'].format(n=f'{d["count"] - len(d["first_rows"]):,}')
                   if d['count'] > len(d['first_rows']) and d['first_rows'] else '')))
              for table, d in details], numeric=(6,)))
@@ -460,10 +507,11 @@ def render_html(report: dict) -> str:
                         f'{_e(t["ok"]) if x["reconciles"] else "≠"}</span>')
                        for x in report['tables'] + report['sources']], numeric=(1, 2, 3)))
     out.append(f'<h2>{_e(t["keys"])}</h2>')
-    out.append(_table([t['role'], t['key_id']], [(f'<code>{_e(k["role"])}</code>', k['key_id'])
-                                                 for k in report['keys']], numeric=(1,)))
+    out.append(_table([t['role'], t['key_id']], [(f'<code>{_e(k["role"])}</code>',
+                                                  f'<code>{k["key_id"]}</code>')
+                                                 for k in report['keys']]))  # ids, not amounts
     out.append(f'<p><small>{_e(t["footer"])}</small></p></body></html>')
-    return '\n'.join(out)
+    return _page(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,7 +568,7 @@ def render_epoch_html(report: dict) -> str:
                      _e(f'{x["first_line"]}–{x["last_line"]}' if x['first_line'] else ''),
                      x['changes']) for x in report['sources']], numeric=(2,)),
             f'<p><small>{_e(t["chain"])} {_e(t["footer"])}</small></p></body></html>']
-    return '\n'.join(out)
+    return _page(out)
 
 
 def build_stream_report(manifests: list, stream_id: str, lang: str = 'en') -> dict:
@@ -565,4 +613,4 @@ def render_stream_html(report: dict) -> str:
     if report['reasons']:
         out += [f'<h2>{_e(t["by_reason"])}</h2>', _reason_table(report, t)]
     out.append(f'<p><small>{_e(t["chain"])} {_e(t["footer"])}</small></p></body></html>')
-    return '\n'.join(out)
+    return _page(out)
