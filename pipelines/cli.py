@@ -14,7 +14,7 @@
     novation verify RUN_DIR --keys DIR             recheck a run and scan it for identifiers
     novation review RUN_DIR --keys DIR [filters] [--out F | --decide D --by NAME]
     novation signoff RUN_DIR --keys DIR --by NAME  sign off a run's review
-    novation audit verify|show OUT_DIR             check or show the hash-chained audit log
+    novation audit verify|show OUT_DIR [--keys D]  check (and its seals) or show the audit log
     novation clean OUT_DIR [--scratch DIR] [--yes]  what runs that did not finish left behind
     novation notice NOTICE_DIR --keys DIR --out F  the seller's notification list, decrypted
     novation incident --run RUN_DIR --file PATH --keys DIR [--notice DIR --out F]
@@ -394,6 +394,10 @@ def _parser() -> argparse.ArgumentParser:
                          ('show', 'list the records, oldest first')):
         a = audit_sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + '.')
         a.add_argument('out_dir', metavar='OUT_DIR', help='an output root (output.path)')
+        if action == 'verify':
+            a.add_argument('--keys', metavar='DIR',
+                           help='a keyring holding the manifest key (its public half, as '
+                                'shared, suffices): also check the seals that anchor the chain')
 
     notice = sub.add_parser(
         'notice', help='decrypt the seller\'s notification list of a run (notice key)',
@@ -748,7 +752,8 @@ def _cmd_keys(args):
             print(f'  {role:24s} primary key {old} -> {new}')
         if args.audit:
             from transforms.audit import append_event
-            append_event(args.audit, 'keys_rotated', keyring=os.path.basename(path.rstrip('/')),
+            append_event(args.audit, 'keys_rotated', keys=path,
+                         keyring=os.path.basename(path.rstrip('/')),
                          roles={role: {'from': old, 'to': new}
                                 for role, (old, new) in rotated.items()})
         changed = sorted(set(roles) & set(kr.DETERMINISTIC_ROLES))
@@ -862,11 +867,18 @@ def _cmd_audit(args):
     if args.audit_command == 'show':
         for r in read_log(args.out_dir):
             facts = ', '.join(f'{k} {v}' for k, v in r.items()
-                              if k not in ('seq', 'at', 'event', 'sha256', 'prev_sha256'))
+                              if k not in ('seq', 'at', 'event', 'sha256', 'prev_sha256',
+                                           'seal'))
             print(f'{r.get("seq", "?"):>6}  {r.get("at", "")}  {r.get("event", "?"):15s} '
-                  f'{facts}')
+                  f'{facts}' + ('  [sealed]' if 'seal' in r else ''))
         return 0
-    result = verify_log(args.out_dir)
+    keyring = None
+    if args.keys:
+        from transforms.keyring import READ_HINT, load_keyring
+        from transforms.seal import SEAL_ROLE
+        keyring = load_keyring(args.keys, hint=READ_HINT, warn=False)
+        keyring.require([SEAL_ROLE], ' (it checks the seals of the audit log)')
+    result = verify_log(args.out_dir, keyring)
     if result['problems']:
         print(f'audit log of {args.out_dir}: BROKEN ({len(result["problems"])} problem(s) in '
               f'{result["records"]} records)')
@@ -876,6 +888,16 @@ def _cmd_audit(args):
     print(f'audit log of {args.out_dir}: intact ({result["records"]} records, chain unbroken; '
           f'{result["runs"]} committed run(s) and {result["streams"]} cut-over stream(s), '
           f'each manifest the one recorded)')
+    if result['anchored'] is None:
+        print('  seals not checked: give --keys DIR to check that no record was edited and the '
+              'chain recomputed')
+    elif result['unanchored']:
+        print(f'  sealed under the manifest key up to record {result["anchored"]}; the newest '
+              f'{len(result["unanchored"])} record(s) ({", ".join(result["unanchored"])}) are '
+              f'not sealed (written without the manifest key\'s private half): the next run '
+              f'seals them')
+    else:
+        print(f'  sealed under the manifest key up to its newest record ({result["anchored"]})')
     return 0
 
 

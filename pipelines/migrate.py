@@ -478,7 +478,8 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
             _mention_leftovers(config.output.path, run_info['scratch_dir'])
         if not dry_run:
             run_info['audit_started_sha256'] = append_event(
-                config.output.path, 'run_started', run_id=run_info['run_id'],
+                config.output.path, 'run_started', keys=config.output.keys,
+                run_id=run_info['run_id'],
                 config_sha256=run_info['config_sha256'], plan_sha256=run_info['plan_sha256'],
                 key_ids={role: ids['primary'] for role, ids in sorted(run_info['key_ids'].items())},
                 replay_of=run_info.get('replay_of'))['sha256']
@@ -501,14 +502,14 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
             if not isinstance(error, DeadLetterLimitExceeded) and not dry_run:  # logged in-job
                 why = (str(error).splitlines()[0][:300] if isinstance(error, NovationError)
                        else f'{type(error).__name__} (a bug: see the log)')
-                append_event(config.output.path, 'run_aborted', run_id=run_info['run_id'],
-                             why=why)
+                append_event(config.output.path, 'run_aborted', keys=config.output.keys,
+                             run_id=run_info['run_id'], why=why)
             raise error from None
         progress.note('finished', finished=True)
         if state != PipelineState.DONE:
             _remove_scratch(None, run_scratch(run_info))
-            append_event(config.output.path, 'run_aborted', run_id=run_info['run_id'],
-                         why=f'the pipeline ended in state {state}')
+            append_event(config.output.path, 'run_aborted', keys=config.output.keys,
+                         run_id=run_info['run_id'], why=f'the pipeline ended in state {state}')
             raise NovationError(f'the pipeline ended in state {state}; {run_info["run_dir"]} '
                                 f'has no manifest and is incomplete')
         from pipelines.decrypt import load_manifest
@@ -516,7 +517,7 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
         done = RunResult(manifest, run_info['run_dir'], time.monotonic() - started, result, 'done')
         if replay is not None:
             from pipelines.replay import record_replay
-            record_replay(replay[0], replay[1], done)
+            record_replay(replay[0], replay[1], done, keys=config.output.keys)
         finished = True
         return done
     except interrupts.Interrupted as stop:
@@ -572,8 +573,8 @@ def abandon(run_info: dict, stop: 'interrupts.Interrupted') -> None:
             shutil.rmtree(run_info['run_dir'], ignore_errors=True)
             removed = '; its partial output was removed'
         try:
-            append_event(run_info['output_root'], 'run_aborted', run_id=run_info['run_id'],
-                         why=f'interrupted by {stop.name}{removed}')
+            append_event(run_info['output_root'], 'run_aborted', keys=run_info['keys_path'],
+                         run_id=run_info['run_id'], why=f'interrupted by {stop.name}{removed}')
         except (NovationError, OSError):
             pass  # the one line the user sees says the run was interrupted
 

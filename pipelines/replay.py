@@ -148,7 +148,7 @@ class _ReplayFn(beam.DoFn):
                                            SourceFacts(self._table.name, source, n, [], []))
 
 
-def record_replay(run_dir: str, plan: dict, result) -> dict:
+def record_replay(run_dir: str, plan: dict, result, keys: str = None) -> dict:
     """Record in the original run's review file what the replay consumed, once its manifest
     proves conservation across the two runs; returns the entry."""
     replayed = sum(len(ids) for ids in plan['selected'].values())
@@ -168,7 +168,7 @@ def record_replay(run_dir: str, plan: dict, result) -> dict:
     save_review(run_dir, review)
     from pipelines.review import output_root
     from transforms.audit import append_event
-    append_event(output_root(result.run_dir), 'replayed', run_id=entry['run_id'],
+    append_event(output_root(result.run_dir), 'replayed', keys=keys, run_id=entry['run_id'],
                  replay_of=plan['manifest']['run_id'], decisions=plan['decisions'],
                  dead_letters_replayed=replayed, rows_written=totals['rows_written'])
     return entry

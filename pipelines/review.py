@@ -168,7 +168,7 @@ def decide(run_dir: str, keys: str, group: Dict[str, Optional[str]], decision: s
              'dead_letters': len(records), 'replaced_at': None}
     review['decisions'].append(entry)
     save_review(run_dir, review)
-    append_event(output_root(run_dir), 'reviewed', run_id=run_id,
+    append_event(output_root(run_dir), 'reviewed', keys=keys, run_id=run_id,
                  decision=decision, group=key, dead_letters=len(records), by=by,
                  with_note=bool(note))  # the note is free text: not copied into the log
     return entry
@@ -188,7 +188,7 @@ def signoff(run_dir: str, *, keys: str, by: str) -> dict:
              'decisions': sum(1 for d in review['decisions'] if d.get('replaced_at') is None)}
     review['signoffs'].append(entry)
     save_review(run_dir, review)
-    append_event(output_root(run_dir), 'signed_off', run_id=manifest['run_id'],
+    append_event(output_root(run_dir), 'signed_off', keys=keys, run_id=manifest['run_id'],
                  by=by, manifest_sha256=entry['manifest_sha256'],
                  decisions=entry['decisions'])
     return entry

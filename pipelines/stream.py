@@ -251,7 +251,7 @@ def run_stream(argv=None) -> dict:
         trail = Trail(plan, config.digest)
         if kind != 'dataflow-dry-run':
             started = append_event(
-                config.output.path, 'stream_started', stream_id=run_id,
+                config.output.path, 'stream_started', keys=config.output.keys, stream_id=run_id,
                 config_sha256=config.digest, plan_sha256=plan,
                 plan_checked=known.plan_hash is not None,
                 key_ids={role: ids['primary'] for role, ids in sorted(keyring.key_ids().items())
@@ -283,7 +283,8 @@ def run_stream(argv=None) -> dict:
             error = unwrap_error(e)
             why = (str(error).splitlines()[0][:300] if isinstance(error, NovationError)
                    else f'{type(error).__name__} (a bug: see the log)')
-            append_event(config.output.path, 'stream_aborted', stream_id=run_id, why=why)
+            append_event(config.output.path, 'stream_aborted', keys=config.output.keys,
+                         stream_id=run_id, why=why)
             raise error from None
         finally:
             for sig, handler in previous.items():

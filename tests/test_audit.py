@@ -118,3 +118,49 @@ def test_an_aborted_run_is_recorded(tmp_path):
     append_event(out, 'run_started', run_id='x')
     append_event(out, 'run_aborted', run_id='x', why='table t: 3 of 10 rows are malformed')
     assert [r['event'] for r in read_log(out)] == ['run_started', 'run_aborted']
+
+
+def test_sealed_records_anchor_the_chain_under_the_manifest_key(tmp_path, keys_dir):
+    """A record written with the manifest key's private half is sealed; with the chain
+    recomputed after an edit the seal fails, and records after the newest seal are named."""
+    from transforms.keyring import load_keyring, share_keyring
+    from transforms.audit import record_sha256
+    out = str(tmp_path / 'out')
+    append_event(out, 'run_started', keys=keys_dir, run_id='r1')
+    append_event(out, 'reviewed', keys=keys_dir, run_id='r1', decision='hold', by='A')
+    shared = share_keyring(keys_dir, str(tmp_path / 'shared'), ['deadletter']).path
+    append_event(out, 'signed_off', keys=shared, run_id='r1', by='B')  # no private half
+    assert [('seal' in r) for r in read_log(out)] == [True, True, False]
+    public = load_keyring(shared, warn=False)
+    result = verify_log(out, public)
+    assert result['problems'] == [] and result['anchored'] == 2
+    assert result['unanchored'] == ['signed_off']
+    # an edited sealed record, with the chain recomputed from it on
+    path = _record_path(out, 1)
+    record = json.load(open(path, encoding='utf-8'))
+    record['run_id'] = 'r0'
+    record['sha256'] = record_sha256(record)
+    json.dump(record, open(path, 'w', encoding='utf-8'))
+    for seq in (2, 3):
+        following = json.load(open(_record_path(out, seq), encoding='utf-8'))
+        following['prev_sha256'] = record['sha256']
+        following['sha256'] = record_sha256(following)
+        json.dump(following, open(_record_path(out, seq), 'w', encoding='utf-8'))
+        record = following
+    assert verify_log(out)['problems'] == []  # without the key the chain looks whole
+    problems = verify_log(out, public)['problems']
+    assert problems == ['record 1 (run_started): its seal does not match (edited, or sealed '
+                        'with another keyring\'s manifest key)',
+                        'record 2 (reviewed): its seal does not match (edited, or sealed with '
+                        'another keyring\'s manifest key)']
+
+
+def test_audit_verify_with_keys_says_how_far_the_seals_reach(tmp_path, keys_dir, capsys):
+    out = str(tmp_path / 'out')
+    append_event(out, 'run_started', keys=keys_dir, run_id='r1')
+    append_event(out, 'cleaned', runs=[], removed=0, bytes=0)
+    assert main(['audit', 'verify', out, '--keys', keys_dir]) == 0
+    text = capsys.readouterr().out
+    assert 'sealed under the manifest key up to record 1' in text and '(cleaned)' in text
+    assert main(['audit', 'verify', out]) == 0
+    assert 'seals not checked' in capsys.readouterr().out

@@ -15,6 +15,7 @@ exclusively, so two runs appending at once take different numbers (on gs:// two 
 same instant could still both take one: the check would then report the fork).
 """
 
+import base64
 import datetime
 import hashlib
 import itertools
@@ -38,7 +39,7 @@ _PATIENCE = 60.0  # seconds a writer keeps trying for the next number before giv
 
 
 def canonical(record: dict) -> bytes:
-    body = {k: v for k, v in record.items() if k != 'sha256'}
+    body = {k: v for k, v in record.items() if k not in ('sha256', 'seal')}
     return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(',', ':')).encode()
 
 
@@ -63,9 +64,38 @@ def read_log(out_dir: str) -> list:
     return records
 
 
-def append_event(out_dir: str, event: str, **facts) -> dict:
-    """Append one record to the log in ``out_dir``; returns it (with its sha256)."""
+_SEAL_FORMAT = 'novation-audit/1'
+
+
+def _sealed(record: dict) -> bytes:
+    return f'{_SEAL_FORMAT}\n{record["sha256"]}'.encode('utf-8')
+
+
+def _signer(keys):
+    """The manifest key's signer of the keyring at ``keys`` and its key id, or None: a shared
+    keyring holds only the public half, and its records are not sealed."""
+    if not keys:
+        return None
+    from transforms.keyring import cached_keyring
+    from transforms.seal import SEAL_ROLE
+    from tink import signature
+    try:
+        keyring = cached_keyring(keys, (SEAL_ROLE,))
+        if not keyring.can_sign(SEAL_ROLE):
+            return None
+        return (keyring.primitive(SEAL_ROLE, signature.PublicKeySign),
+                keyring.key_ids()[SEAL_ROLE]['primary'])
+    except NovationError:
+        return None
+
+
+def append_event(out_dir: str, event: str, *, keys: str = None, **facts) -> dict:
+    """Append one record to the log in ``out_dir``; returns it (with its sha256). With
+    ``keys`` (a keyring holding the manifest key's private half) the record is sealed: its
+    sha256, which covers the chain before it, is signed, so no earlier record can be edited
+    and the chain recomputed without the key."""
     assert event in EVENTS, event
+    signer = _signer(keys)
     deadline = time.monotonic() + _PATIENCE
     for attempt in itertools.count():
         if attempt and time.monotonic() > deadline:
@@ -79,6 +109,10 @@ def append_event(out_dir: str, event: str, **facts) -> dict:
             timespec='seconds'), 'event': event, **facts,
             'prev_sha256': last.get('sha256') if last else None}
         record['sha256'] = record_sha256(record)
+        if signer is not None:
+            sign, key_id = signer
+            record['seal'] = {'key_id': key_id, 'signature': base64.b64encode(
+                sign.sign(_sealed(record))).decode('ascii')}
         data = json.dumps(record, ensure_ascii=False, indent=1).encode('utf-8') + b'\n'
         if _create(join(out_dir, AUDIT_DIR), _name(seq), data):
             return record
@@ -110,15 +144,17 @@ def _create(directory: str, name: str, data: bytes) -> bool:
     return True
 
 
-def verify_log(out_dir: str) -> dict:
+def verify_log(out_dir: str, keyring=None) -> dict:
     """Check the chain, every committed run's manifest and every stream's cut-over manifest
-    against it.
+    against it; with ``keyring`` (the public half of the manifest key suffices), every seal.
 
-    Returns {'records', 'runs', 'streams', 'problems': [...]}; no problem means the log is
-    intact.
+    Returns {'records', 'runs', 'streams', 'problems': [...], 'anchored': the number of the
+    newest sealed record (0: none; None: seals not checked), 'unanchored': the events after
+    it}; no problem means the log is intact.
     """
     log = read_log(out_dir)
     problems = []
+    anchored = None if keyring is None else 0
     prev = None
     started, committed, cut_over = {}, {}, {}
     for i, record in enumerate(log, 1):
@@ -140,6 +176,12 @@ def verify_log(out_dir: str) -> dict:
             problems.append(f'{where}: does not follow the record before it (the chain is '
                             f'broken)')
         prev = record.get('sha256')
+        if keyring is not None and 'seal' in record:
+            if _seal_holds(keyring, record):
+                anchored = i
+            else:
+                problems.append(f'{where} ({record.get("event")}): its seal does not match '
+                                f'(edited, or sealed with another keyring\'s manifest key)')
         named = record.get('run_id') or record.get('stream_id')
         if record.get('event') in _NAMES_A_RUN and not isinstance(named, str):
             problems.append(f'{where} ({record.get("event")}): names no run')
@@ -152,8 +194,21 @@ def verify_log(out_dir: str) -> dict:
             cut_over[record.get('stream_id')] = record.get('cutover_sha256')
     problems += _check_recorded(out_dir, committed, started, 'manifest.json', 'run')
     problems += _check_recorded(out_dir, cut_over, started, 'cutover.json', 'stream')
+    unanchored = [] if anchored is None else [
+        r.get('event', '?') if isinstance(r, dict) else '?' for r in log[anchored:]]
     return {'records': len(log), 'runs': len(committed), 'streams': len(cut_over),
-            'problems': problems}
+            'problems': problems, 'anchored': anchored, 'unanchored': unanchored}
+
+
+def _seal_holds(keyring, record) -> bool:
+    from transforms.seal import SEAL_ROLE
+    seal = record.get('seal')
+    try:
+        signed = base64.b64decode(seal['signature'], validate=True)
+        keyring.primitive(SEAL_ROLE).verify(signed, _sealed(record))
+        return record.get('sha256') == record_sha256(record)
+    except Exception:  # noqa: BLE001 - a malformed seal or a failed check: not a seal
+        return False
 
 
 _NAMES_A_RUN = ('run_started', 'run_committed', 'run_aborted', 'stream_started',

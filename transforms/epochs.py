@@ -778,7 +778,7 @@ def write_cutover(stream_dir: str, run_id: str, snapshot, keys_path: str,
     data = write_sealed_json(stream_dir, CUTOVER_FILE, cutover, keys_path,
                              file_identity(run_id, CUTOVER_FILE))
     if trail.audit_root:
-        append_event(trail.audit_root, 'stream_cut_over', stream_id=run_id,
+        append_event(trail.audit_root, 'stream_cut_over', keys=keys_path, stream_id=run_id,
                      cutover_sha256=hashlib.sha256(data).hexdigest(), epochs=len(epochs),
                      snapshot_run_id=(cutover['snapshot'] or {}).get('run_id'))
     return cutover

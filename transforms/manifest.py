@@ -138,14 +138,16 @@ def _write_manifest(_, run, counts, files, risk, notice):
         manifest['notice'] = notice  # counts only: the list itself stays with the seller
     except DeadLetterLimitExceeded as e:  # the run is aborted: the log says so, and why
         if run.get('output_root'):
-            append_event(run['output_root'], 'run_aborted', run_id=run['run_id'], why=str(e))
+            append_event(run['output_root'], 'run_aborted', keys=run['keys_path'],
+                         run_id=run['run_id'], why=str(e))
         raise
     with interrupts.deferred():  # the commit is whole or not at all
         data = write_sealed_json(run['run_dir'], MANIFEST_FILE, manifest, run['keys_path'],
                                  file_identity(run['run_id'], MANIFEST_FILE))
         write_report(run['run_dir'], manifest, run.get('report_lang', 'en'))
         if run.get('output_root'):
-            append_event(run['output_root'], 'run_committed', run_id=run['run_id'],
+            append_event(run['output_root'], 'run_committed', keys=run['keys_path'],
+                         run_id=run['run_id'],
                          manifest_sha256=hashlib.sha256(data).hexdigest(),
                          rows_read=manifest['totals']['rows_read'],
                          rows_written=manifest['totals']['rows_written'])
