@@ -115,6 +115,29 @@ def test_typed_columns_cast_safely_and_mark_only_the_bad_rows():
     assert result.bad.to_pylist() == [False, True, False]
 
 
+@pytest.mark.parametrize('kind, values, arrow_type, bad', [
+    ('timestamp', [0, 2**62, -2**62, 253_402_300_799_999_999], pa.timestamp('us', tz='UTC'),
+     [False, True, True, False]),
+    ('timestamp', [0, 2**62], pa.int64(), [False, True]),
+    ('date', [0, 2_932_897, -719_163, -719_162], pa.date32(), [False, True, True, False]),
+])
+def test_dates_and_times_outside_any_calendar_are_malformed(kind, values, arrow_type, bad):
+    """Parquet and Avro store any 64-bit number; no reader holds the year 146,000."""
+    stored = pa.int32() if arrow_type == pa.date32() else pa.int64()
+    typed = pa.array(values, stored).cast(arrow_type)
+    result = cast_column(typed, field(kind))
+    assert (result.bad.to_pylist() if result.bad is not None else [False] * len(values)) == bad
+    assert [v is None for v in result.values.to_pylist()] == bad
+
+
+def test_a_dead_letter_keeps_a_value_python_cannot_hold_as_its_number():
+    from transforms.batches import ROW, SOURCE, row_dicts
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([2**62], pa.int64()).cast(pa.timestamp('us')), pa.array(['f']),
+         pa.array([3], pa.int64())], names=['at', SOURCE, ROW])
+    assert row_dicts(batch, [0]) == [('f', 3, {'at': 2**62})]
+
+
 def test_expected_text_never_contains_the_value():
     result = cast_column(pa.array(['13812345678']), field('date'))
     assert '13812345678' not in result.expected

@@ -197,3 +197,29 @@ def test_exports_without_rows_are_empty_tables_and_a_missing_column_is_named(
     assert '  fields missing from the export (delivered as nulls): customers: remarks' in out
     assert re.search(r'  customers +0 +0  none', out), out
     assert re.search(r'  repayments +0 +0  none', out), out
+
+
+@pytest.mark.parametrize('error, line', [
+    (OSError(28, 'No space left on device', '/srv/out/x.parquet'),
+     'novation: error: /srv/out/x.parquet: the disk is full: free space there, or point the '
+     'run elsewhere'),
+    (PermissionError(13, 'Permission denied', '/srv/out/audit/00000002.json'),
+     'novation: error: /srv/out/audit/00000002.json: permission denied'),
+])
+def test_an_environment_error_is_one_line(capsys, monkeypatch, error, line):
+    import pipelines.decrypt
+
+    def full_disk(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(pipelines.decrypt, 'decrypt_table', full_disk)
+    code, _, err = novation(capsys, 'decrypt', 'RUN', '--keys', 'K', '--table', 't', '--out',
+                            'x.csv')
+    assert (code, err) == (2, [line])
+
+
+def test_a_workers_os_error_is_found_in_beams_text():
+    from pipelines.migrate import unwrap_error
+    wrapped = RuntimeError("Traceback ...\nOSError: [Errno 28] No space left on device: "
+                           "'/tmp/novation-r/part' [while running 'Write']")
+    assert str(unwrap_error(wrapped)) == ('/tmp/novation-r/part: the disk is full: free space '
+                                          'there, or point the run elsewhere')

@@ -32,9 +32,24 @@ def strip_provenance(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def row_dicts(batch: pa.RecordBatch, indices) -> list:
-    """The rows at ``indices`` as (source, row, {field: value}) for dead letters."""
-    picked = batch.take(pa.array(indices, type=pa.int64())).to_pylist()
-    return [(r.pop(SOURCE), r.pop(ROW), r) for r in picked]
+    """The rows at ``indices`` as (source, row, {field: value}) for dead letters. A value no
+    Python type holds (a date in year 300,000) is kept as its stored number."""
+    picked = batch.take(pa.array(indices, type=pa.int64()))
+    try:
+        rows = picked.to_pylist()
+    except (OverflowError, ValueError):
+        columns = {name: _python_values(column)
+                   for name, column in zip(picked.schema.names, picked.columns)}
+        rows = [{name: values[i] for name, values in columns.items()}
+                for i in range(picked.num_rows)]
+    return [(r.pop(SOURCE), r.pop(ROW), r) for r in rows]
+
+
+def _python_values(column: pa.Array) -> list:
+    try:
+        return column.to_pylist()
+    except (OverflowError, ValueError):
+        return column.cast(pa.int64()).to_pylist()
 
 
 class RecordBatchCoder(beam.coders.Coder):

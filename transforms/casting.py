@@ -63,16 +63,34 @@ def cast_column(values: pa.Array, field: FieldSpec, *, zone: str = 'Asia/Shangha
             return CastResult(pa.nulls(len(text), target), None, expected)
         typed = _PARSERS[field.kind](text, field, zone)
         bad = pc.and_(pc.is_valid(text), pc.is_null(typed))
-    elif values.type.equals(target):
+    elif values.type.equals(target) and field.kind not in _CALENDAR:
         return CastResult(values, None, expected)
     else:
         typed = _cast_safely(values, target)
         bad = pc.and_(pc.is_valid(values), pc.is_null(typed))
     if field.kind == 'enum':
         typed, bad = _check_symbols(typed, bad, field)
+    if field.kind in _CALENDAR:
+        typed, bad = _within_calendar(typed, bad, _CALENDAR[field.kind])
     if not pc.any(bad).as_py():
         return CastResult(typed, None, expected)
     return CastResult(typed, bad, expected)
+
+
+# Days and microseconds since 1970 of 0001-01-01 and 9999-12-31 (the end of that day): a date
+# or time outside them is in no calendar a reader (Python, Java, a database) can hold, so it is
+# malformed, not a value to carry (Parquet and Avro store any 64-bit number).
+_CALENDAR = {'date': (-719_162, 2_932_896),
+             'timestamp': (-62_135_596_800_000_000, 253_402_300_799_999_999)}
+
+
+def _within_calendar(typed, bad, bounds):
+    low, high = bounds
+    number = typed.cast(pa.int32() if pa.types.is_date32(typed.type) else pa.int64())
+    outside = pc.fill_null(pc.or_(pc.less(number, low), pc.greater(number, high)), False)
+    if not pc.any(outside).as_py():
+        return typed, bad
+    return (pc.if_else(outside, pa.scalar(None, typed.type), typed), pc.or_(bad, outside))
 
 
 def _check_symbols(typed, bad, field):
