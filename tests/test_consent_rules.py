@@ -114,3 +114,24 @@ def test_refusals_say_which_purpose_or_separate_consent_is_missing(purposes, pro
     assert problems['no_cross_border_consent'] == ('no separate consent to a transfer to HK '
                                                    '(PIPL Art. 39)')
     assert set(problems) == {d.reason for d in VERDICTS if d.reason}
+
+
+@pytest.mark.parametrize('header, rows, problem', [
+    ('subject_id,purpose,granted,withdrawn_at,sensitive_consent,cross_border_consent',
+     'C1,p,true,,true,true\n', None),  # granted_at: no rule reads it
+    ('subject_id,granted,withdrawn_at,sensitive_consent,cross_border_consent',
+     'C1,true,,true,true\n', 'lacks the column(s) purpose;'),
+    ('subject_id,purpose,granted,granted_at,withdrawn_at,sensitive_consent,cross_border_consent',
+     '', 'has a header and no rows'),
+])
+def test_a_registry_is_checked_before_any_data_is_read(tmp_path, header, rows, problem):
+    from transforms.consent import REGISTRY_FIELDS, consent_file_problem, read_consent_file
+    path = tmp_path / 'registry.csv'
+    path.write_text(header + '\n' + rows, encoding='utf-8')
+    found = consent_file_problem(str(path), REGISTRY_FIELDS, 'consent registry',
+                                 rows_needed=True)
+    assert (found is None) == (problem is None) and (problem is None or problem in found)
+    if problem is None:
+        [table] = read_consent_file(str(path), REGISTRY_FIELDS, 'consent registry')
+        assert table.column('granted_at').to_pylist() == [None]
+        assert table.column('subject_id').to_pylist() == ['C1']

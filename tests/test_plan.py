@@ -232,3 +232,16 @@ def test_the_same_region_in_another_case_is_no_cross_border_transfer(demo_doc):
     doc = copy.deepcopy(demo_doc)
     doc['transfer']['source_region'], doc['transfer']['destination_region'] = 'CN', 'cn'
     assert plan_of(doc)['transfer']['cross_border'] is False
+
+
+def test_plan_finds_a_consent_registry_without_a_column_it_needs(demo_copy, capsys):
+    workdir, config, _ = demo_copy
+    path = os.path.join(workdir, 'exports', 'consent_registry.csv')
+    lines = open(path, encoding='utf-8').read().splitlines()
+    header = lines[0].split(',')
+    at = header.index('withdrawn_at')
+    rows = [','.join(c for i, c in enumerate(line.split(',')) if i != at) for line in lines]
+    open(path, 'w', encoding='utf-8').write('\n'.join(rows) + '\n')
+    assert main(['plan', '--config', config]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if 'DEMO/TEST' not in line]
+    assert len(err) == 1 and 'lacks the column(s) withdrawn_at' in err[0]
