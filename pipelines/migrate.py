@@ -45,7 +45,7 @@ from transforms import interrupts, progress
 from transforms.manifest import WriteManifest
 from transforms.mask import Mask
 from transforms.notice import NotificationList
-from transforms.read import ReadTable, splittable
+from transforms.read import ReadTable, check_file, splittable
 from transforms.risk import ReidentificationRisk
 from transforms.scratch import Scratch, partitions_for
 from transforms.write import WriteTable, column_keys, file_roles
@@ -86,10 +86,12 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
         if not matched:
             raise ConfigError(f'{config.source}: tables.{table.name}.path: no file matches '
                               f'{table.path}')
-        for m in matched:
+        for i, m in enumerate(matched):
             why = why_not_readable(m.path)
             if why:
                 raise ConfigError(f'{config.source}: tables.{table.name}.path: {m.path} {why}')
+            if i < CHECKED_FILES:  # their headers and schemas, before any data is read
+                check_file(table, m.path)
         table_bytes[table.name] = sum(m.size_in_bytes for m in matched)
         split_bytes += sum(m.size_in_bytes for m in matched
                            if splittable(m.path, m.size_in_bytes, table))
@@ -537,6 +539,11 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
             shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
         if lock is not None:
             lock.release(finished=finished)
+
+
+# How many files of a table the up-front check opens (a table of thousands of files on gs://
+# would otherwise wait on as many round trips; the rest are checked as they are read).
+CHECKED_FILES = 50
 
 
 def check_consent_files(config) -> None:

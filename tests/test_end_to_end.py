@@ -260,6 +260,7 @@ def test_an_input_file_with_unclassified_columns_is_refused(demo_copy):
     assert proc.returncode == 2, proc.stderr
     assert 'column(s) not in the schema (unclassified): wechat_id' in proc.stderr
     assert 'Traceback' not in proc.stderr
+    assert not os.path.exists(os.path.join(workdir, 'out'))  # found before any data was read
 
 
 def test_an_export_in_another_encoding_is_a_clear_error(demo_copy):

@@ -768,6 +768,30 @@ def _file_head(path: str) -> bytes:
         return f.read(_HEAD_BYTES)
 
 
+def check_file(table, path: str) -> None:
+    """What the reader would stop on at a file's start, found before a run reads any data:
+    another format, an encoding mark, a header (CSV) or schema (Parquet, Avro) whose columns
+    the table's schema does not classify. Raises InputError."""
+    problem = start_problem(_file_head(path), table, path)
+    if problem:
+        raise InputError(problem)
+    columns = None
+    if table.format == 'csv' and table.header:
+        with FileSystems.open(path) as raw:
+            text = io.BufferedReader(DecodedStream(raw, table.encoding), buffer_size=1 << 16)
+            if text.peek(1):
+                columns = _ReadBatchesFn(table)._header(text, path)
+    elif table.format == 'parquet':
+        with FileSystems.open(path) as raw:
+            try:
+                columns = pq.ParquetFile(raw).schema_arrow.names
+            except (pa.ArrowException, OSError):
+                raise InputError(f'{path} cannot be read as Parquet (truncated or damaged?)'
+                                 ) from None
+    if columns is not None:
+        ColumnPlan(table).resolve(columns, path)
+
+
 def start_problem(head: bytes, table, path: str) -> Optional[str]:
     """What is wrong with a file whose first bytes are ``head`` (the whole file if shorter),
     read as ``table`` says; None if nothing shows yet (pure).
