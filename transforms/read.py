@@ -718,9 +718,11 @@ def _first_broken_quote(batch, numbers, invalid, shape) -> Optional[int]:
     reported with it) where a broken quote opened (transforms.csv_records), or None."""
     found = [r.number for r in invalid if '\n' in r.text]
     for name, column in zip(batch.schema.names, batch.columns):
-        if not pc.any(pc.match_substring(column, '\n')).as_py():
-            continue  # the usual column: no value runs across lines
-        lines = pc.match_substring(column, '\n').to_numpy(zero_copy_only=False)
+        data = column.buffers()[2]
+        if data is None or memoryview(data).tobytes().find(b'\n') < 0:
+            continue  # the usual column: no value runs across lines (one memchr)
+        lines = pc.fill_null(pc.match_substring(column, '\n'), False).to_numpy(
+            zero_copy_only=False)
         for i in np.flatnonzero(lines):
             if holds_a_record(column[int(i)].as_py(), **shape):
                 found.append(int(numbers[i]))
