@@ -561,7 +561,7 @@ def _encoding_name(value):
         return value
     try:
         return codecs.lookup(value.strip()).name
-    except LookupError:
+    except (LookupError, ValueError):  # an unknown name, or one holding a NUL
         return value
 
 

@@ -526,8 +526,11 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
         if dry_run or known.detach:
             raise
         if committed(config.output.path, run_info['run_id']):
-            # the signal came after the commit: the run is whole, and says so
+            # the signal came after the commit: the run is whole, and says so (its scratch,
+            # which the pipeline would have removed next, goes now)
             from pipelines.decrypt import load_manifest
+            if runner_kind(options) == 'local':
+                _remove_scratch(None, run_scratch(run_info))
             finished = True
             return RunResult(load_manifest(run_info['run_dir'], config.output.keys),
                              run_info['run_dir'], time.monotonic() - started, None, 'done')
