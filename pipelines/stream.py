@@ -39,8 +39,8 @@ from pipelines.migrate import (add_verbose_flag, check_beam_args, check_plan_has
                                workers_off_the_working_directory)
 from transforms.changes import ChangeProblem
 from transforms.audit import append_event
-from transforms.epochs import (CUTOVER_FILE, CommitEpochs, Trail, checked_epochs, conservation,
-                               committed_so_far, count, epoch_dir)
+from transforms.epochs import (CUTOVER_FILE, Committed, CommitEpochs, Trail, checked_epochs,
+                               conservation, committed_so_far, count, epoch_dir)
 from transforms.errors import ConfigError, NovationError
 from transforms.files import exists, has_scheme, join, why_not_writable
 from transforms.keyring import load_keyring
@@ -164,6 +164,13 @@ def stream_parser(add_help=True) -> argparse.ArgumentParser:
     parser.add_argument('--plan-hash', metavar='SHA256',
                         help='the sha256 of the approved plan (novation plan): refuse to start '
                              'if the config no longer gives it')
+    link = parser.add_mutually_exclusive_group()
+    link.add_argument('--continues', metavar='STREAM_ID',
+                      help='a new stream that goes on after that stream\'s cut-over (a '
+                           'cut-over is final: the business went on)')
+    link.add_argument('--replaces', metavar='STREAM_ID',
+                      help='a new stream over the same snapshot that replaces that stream '
+                           '(the acquirer must not apply its epochs)')
     return parser
 
 
@@ -217,6 +224,13 @@ def run_stream(argv=None) -> dict:
     existed = exists(stream_dir)
     if existed and exists(join(stream_dir, MANIFEST_FILE)):
         raise ConfigError(f'{stream_dir} is a batch run, not a stream')
+    if existed and exists(join(stream_dir, CUTOVER_FILE)):
+        raise ConfigError(f'{stream_dir} has cut over: a cut-over is final; if the business '
+                          f'goes on, start a new stream linked to it: --run-id NEW_ID '
+                          f'--continues {run_id}')
+    if not existed:
+        check_stream_link(config.output.path, run_id, snapshot_id, config.digest,
+                          known.continues, known.replaces)
     # A local stream holds a lock on its directory while it runs: the same stream started
     # twice at once is refused (pipelines.clean).
     lock = None if on_dataflow else RunLock(stream_dir, new=False).acquire()
@@ -240,6 +254,14 @@ def run_stream(argv=None) -> dict:
             unfinished = epoch_dir(stream_dir, resume.last_epoch + 1)
             if exists(unfinished):  # cut short before its manifest: its files count for nothing
                 FileSystems.delete([unfinished])
+        elif known.continues:  # go on after the stream's cut-over: what it delivered is done
+            before = committed_so_far(join(config.output.path, known.continues),
+                                      known.continues, config.output.keys)
+            if before.plan_sha256 and before.plan_sha256 != plan:
+                raise ConfigError(f'--continues {known.continues}: that stream delivered under '
+                                  f'plan {before.plan_sha256}, and {config.source} now gives '
+                                  f'plan {plan}: a new plan needs a new snapshot')
+            resume = Committed(0, None, before.lines, before.retractions)
         why = why_not_writable(config.output.path)
         if why:
             raise ConfigError(f'{config.source}: output.path: {config.output.path} cannot be '
@@ -248,7 +270,8 @@ def run_stream(argv=None) -> dict:
                  Feed('erasures', config.consent.erasures, 'erasures', config.consent.columns),
                  Feed('data', s.changes, 'changes', rules=s.time_rules),
                  Feed('consent', s.consent, 'consent', rules=s.time_rules)]
-        trail = Trail(plan, config.digest)
+        trail = Trail(plan, config.digest, continues=known.continues,
+                      replaces=known.replaces)
         if kind != 'dataflow-dry-run':
             started = append_event(
                 config.output.path, 'stream_started', keys=config.output.keys, stream_id=run_id,
@@ -257,7 +280,8 @@ def run_stream(argv=None) -> dict:
                 key_ids={role: ids['primary'] for role, ids in sorted(keyring.key_ids().items())
                          if role in roles},
                 snapshot_run_id=snapshot_id,
-                resumed_after_epoch=resume.last_epoch if resume else None)
+                resumed_after_epoch=resume.last_epoch if resume else None,
+                continues=known.continues, replaces=known.replaces)
             trail = trail._replace(audit_started_sha256=started['sha256'],
                                    audit_root=config.output.path)
         pipeline = beam.Pipeline(runner=local_runner(options), options=options)
@@ -294,6 +318,43 @@ def run_stream(argv=None) -> dict:
     finally:
         if lock is not None:
             lock.release(finished=True)
+
+
+def check_stream_link(out_dir: str, run_id: str, snapshot_id, config_sha256: str,
+                      continues=None, replaces=None) -> None:
+    """A new stream over the changes another stream of the output root already carries (the
+    same snapshot, or with none the same config) must say that it continues that stream after
+    its cut-over or replaces it: never a silent second copy of the same changes."""
+    from transforms.audit import read_log
+    try:
+        log = [r for r in read_log(out_dir) if isinstance(r, dict)]
+    except (NovationError, OSError):
+        log = []
+    streams = {r.get('stream_id') for r in log if r.get('event') == 'stream_started'}
+    cut_over = {r.get('stream_id') for r in log if r.get('event') == 'stream_cut_over'}
+    if continues is not None:
+        if continues not in streams:
+            raise ConfigError(f'--continues {continues}: no stream of that id started under '
+                              f'{out_dir}')
+        if continues not in cut_over:
+            raise ConfigError(f'--continues {continues}: that stream has not cut over; resume '
+                              f'it (--run-id {continues}) instead of starting another')
+        return
+    if replaces is not None:
+        if replaces not in streams:
+            raise ConfigError(f'--replaces {replaces}: no stream of that id started under '
+                              f'{out_dir}')
+        return
+    same = sorted({r.get('stream_id') for r in log if r.get('event') == 'stream_started'
+                   and r.get('stream_id') != run_id
+                   and (r.get('snapshot_run_id') == snapshot_id if snapshot_id
+                        else not r.get('snapshot_run_id')
+                        and r.get('config_sha256') == config_sha256)})
+    if same:
+        over = f'snapshot {snapshot_id}' if snapshot_id else 'the same config and feeds'
+        raise ConfigError(f'stream(s) {", ".join(same)} already carry the changes after {over}: '
+                          f'resume one (--run-id ID), or say that this one continues it after '
+                          f'its cut-over (--continues ID) or replaces it (--replaces ID)')
 
 
 def _check_dataflow(config, keyring, options, snapshot) -> None:

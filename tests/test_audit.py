@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from pipelines.cli import main
+from transforms.errors import NovationError
 from transforms.audit import AUDIT_DIR, append_event, read_log, verify_log
 
 
@@ -164,3 +165,31 @@ def test_audit_verify_with_keys_says_how_far_the_seals_reach(tmp_path, keys_dir,
     assert 'sealed under the manifest key up to record 1' in text and '(cleaned)' in text
     assert main(['audit', 'verify', out]) == 0
     assert 'seals not checked' in capsys.readouterr().out
+
+
+def test_a_second_cut_over_of_one_stream_is_a_break(tmp_path):
+    out = str(tmp_path / 'out')
+    append_event(out, 'stream_started', stream_id='s1')
+    append_event(out, 'stream_cut_over', stream_id='s1', cutover_sha256='0' * 64, epochs=1)
+    append_event(out, 'stream_cut_over', stream_id='s1', cutover_sha256='1' * 64, epochs=2)
+    assert 'record 3: stream s1 cut over a second time (a cut-over is final)' in \
+        verify_log(out)['problems']
+
+
+def test_a_new_stream_must_say_what_it_is_to_one_over_the_same_changes(tmp_path):
+    from pipelines.stream import check_stream_link
+    out = str(tmp_path / 'out')
+    append_event(out, 'stream_started', stream_id='s1', snapshot_run_id='r1',
+                 config_sha256='c')
+    check_stream_link(out, 's2', 'r2', 'c')  # another snapshot: nothing in common
+    with pytest.raises(NovationError, match='stream.s. s1 already carry the changes after '
+                                            'snapshot r1'):
+        check_stream_link(out, 's2', 'r1', 'c')
+    with pytest.raises(NovationError, match='has not cut over; resume it'):
+        check_stream_link(out, 's2', 'r1', 'c', continues='s1')
+    check_stream_link(out, 's2', 'r1', 'c', replaces='s1')
+    append_event(out, 'stream_cut_over', stream_id='s1', cutover_sha256='0' * 64, epochs=1)
+    check_stream_link(out, 's2', 'r1', 'c', continues='s1')
+    append_event(out, 'stream_started', stream_id='s3', config_sha256='c')
+    with pytest.raises(NovationError, match='after the same config and feeds'):
+        check_stream_link(out, 's4', None, 'c')

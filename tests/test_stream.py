@@ -237,6 +237,32 @@ def test_a_stream_runs_under_its_approved_plan_and_is_in_the_audit_log(demo_copy
     assert main(['audit', 'verify', out]) == 0
     assert '1 committed run(s) and 1 cut-over stream(s)' in capsys.readouterr().out
 
+    # a cut-over is final; a second stream over the snapshot says what it is to the first
+    for argv, message in [
+            (['--run-id', 'live'], 'has cut over: a cut-over is final; if the business goes on, '
+                                   'start a new stream linked to it: --run-id NEW_ID '
+                                   '--continues live'),
+            ([], f'stream(s) live already carry the changes after snapshot '
+                 f'{os.path.basename(snapshot)}: resume one'),
+            (['--continues', 'nosuch'], '--continues nosuch: no stream of that id')]:
+        assert main(['stream', '--config', config, '--snapshot', snapshot, '--seconds', '1']
+                    + argv) == 2
+        err = user_lines(capsys.readouterr().err)
+        assert len(err) == 1 and message in err[0], err
+    assert main(['stream', '--config', config, '--snapshot', snapshot, '--seconds', '1',
+                 '--run-id', 'after', '--continues', 'live']) == 0
+    capsys.readouterr()
+    after = json.load(open(os.path.join(out, 'after', 'cutover.json')))
+    assert (after['continues'], after['replaces']) == ('live', None)
+    # what the first stream delivered is not delivered again, and every event is accounted
+    # for across the two
+    assert after['conservation']['holds'] is True, after['conservation']
+    for e in after['epochs']:
+        m = json.load(open(os.path.join(out, 'after', e['manifest'])))
+        assert (m['tables'], m['retractions']) == ({}, 0)
+    assert [r['continues'] for r in read_log(out) if r['event'] == 'stream_started'] == \
+        [None, 'live']
+
     # the plan changes: a new treatment of one field
     with open(config, encoding='utf-8') as f:
         text = f.read().replace('customers.gender: keep', 'customers.gender: hash')
@@ -245,7 +271,7 @@ def test_a_stream_runs_under_its_approved_plan_and_is_in_the_audit_log(demo_copy
     for argv, message in [
             (['--plan-hash', approved], f'--plan-hash {approved}: {config} no longer gives the '
                                         f'approved plan'),
-            (['--run-id', 'live'], f'its epochs were committed under plan {approved}'),
+            (['--run-id', 'live'], 'has cut over: a cut-over is final'),
             (['--snapshot', snapshot], f'--snapshot: {snapshot} ran under plan {approved}')]:
         assert main(['stream', '--config', config, '--seconds', '1'] + argv) == 2
         err = user_lines(capsys.readouterr().err)

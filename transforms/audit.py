@@ -190,7 +190,10 @@ def verify_log(out_dir: str, keyring=None) -> dict:
             started[record.get('sha256')] = record.get('run_id') or record.get('stream_id')
         if record.get('event') == 'run_committed':
             committed[record.get('run_id')] = record.get('manifest_sha256')
-        if record.get('event') == 'stream_cut_over':  # the latest cut-over of each stream
+        if record.get('event') == 'stream_cut_over':  # a cut-over is final: one a stream
+            if record.get('stream_id') in cut_over:
+                problems.append(f'{where}: stream {record.get("stream_id")} cut over a second '
+                                f'time (a cut-over is final)')
             cut_over[record.get('stream_id')] = record.get('cutover_sha256')
     problems += _check_recorded(out_dir, committed, started, 'manifest.json', 'run')
     problems += _check_recorded(out_dir, cut_over, started, 'cutover.json', 'stream')

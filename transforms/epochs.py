@@ -292,6 +292,8 @@ class Trail(NamedTuple):
     config_sha256: Optional[str] = None
     audit_started_sha256: Optional[str] = None
     audit_root: Optional[str] = None
+    continues: Optional[str] = None  # the stream this one goes on after (its cut-over)
+    replaces: Optional[str] = None   # the stream whose epochs this one replaces
 
 
 def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered: dict,
@@ -745,6 +747,15 @@ class _WatermarkEpochFn(_EpochFn):
 CUTOVER_FILE = 'cutover.json'
 
 
+def _predecessors(stream_dir: str, trail: Trail, keys_path: str) -> list:
+    """The epoch manifests of the stream this one continues (``--continues``), if any."""
+    if not trail.continues:
+        return []
+    root = stream_dir.rstrip('/').rsplit('/', 1)[0]
+    return [m for _, m in checked_epochs(join(root, trail.continues), trail.continues,
+                                         keys_path)]
+
+
 def write_cutover(stream_dir: str, run_id: str, snapshot, keys_path: str,
                   lang: str = 'en', trail: Trail = Trail()) -> dict:
     """The cut-over manifest, written when the stream stops: the snapshot run and every epoch,
@@ -763,9 +774,12 @@ def write_cutover(stream_dir: str, run_id: str, snapshot, keys_path: str,
                'plan_sha256': trail.plan_sha256,
                'audit_started_sha256': trail.audit_started_sha256,
                'snapshot': None, 'epochs': epochs,
+               'continues': trail.continues, 'replaces': trail.replaces,
                # every feed event read, accounted for: delivered, a dead letter, a repeat,
-               # superseded, a consent event, or a line that is no change (by kind)
-               'conservation': conservation(manifests)}
+               # superseded, a consent event, or a line that is no change (by kind); a stream
+               # that continues another counts the events that one delivered as its own
+               'conservation': conservation(_predecessors(stream_dir, trail, keys_path)
+                                            + manifests)}
     if snapshot:
         path = join(snapshot, MANIFEST_FILE)
         data = read_sealed(snapshot, MANIFEST_FILE, cached_keyring(keys_path, (SEAL_ROLE,)),
