@@ -31,6 +31,10 @@ def load_manifest(run_dir: str, keys) -> dict:
     """A run's manifest, believed only once its seal checks under the ``manifest`` key of
     ``keys`` (a keyring directory or a loaded Keyring) and its shape and paths are sound."""
     path = join(run_dir, MANIFEST_FILE)
+    kind = directory_kind(run_dir)
+    if kind:
+        raise NovationError(f'{run_dir} is {kind}, not a batch run: this command reads a batch '
+                            f'run\'s directory (OUT/<run id>)')
     if not FileSystems.exists(path):
         raise NovationError(f'{run_dir} has no {MANIFEST_FILE}: the run is incomplete or this '
                             f'is not a run directory')
@@ -39,6 +43,25 @@ def load_manifest(run_dir: str, keys) -> dict:
     manifest = read_sealed_json(run_dir, MANIFEST_FILE, keyring, what='manifest')
     _check_shape(manifest, path)
     return manifest
+
+
+def directory_kind(directory: str):
+    """What ``directory`` is if it is a stream's, not a batch run's (its words, for a one-line
+    error instead of a seal that cannot check), else None."""
+    from transforms.epochs import CUTOVER_FILE, EPOCH_FORMAT, EPOCHS_DIR
+    if FileSystems.exists(join(directory, CUTOVER_FILE)) or \
+            FileSystems.exists(join(directory, EPOCHS_DIR)):
+        return 'a stream\'s directory (its deliveries are the epochs under epochs/)'
+    path = join(directory, MANIFEST_FILE)
+    if FileSystems.exists(path):
+        try:
+            doc = json.loads(read_bytes(path, what='manifest'))
+        except (ValueError, UnicodeDecodeError):
+            return None  # the seal check says what is wrong with it
+        if isinstance(doc, dict) and doc.get('format') == EPOCH_FORMAT:
+            return (f'epoch {str(doc.get("epoch"))[:12]} of stream {str(doc.get("run_id"))[:100]} '
+                    f'(an epoch manifest)')
+    return None
 
 
 def _check_shape(manifest: dict, where: str) -> None:

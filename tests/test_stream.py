@@ -252,6 +252,18 @@ def test_a_stream_runs_under_its_approved_plan_and_is_in_the_audit_log(demo_copy
     assert main(['stream', '--config', config, '--snapshot', snapshot, '--seconds', '1',
                  '--run-id', 'after', '--continues', 'live']) == 0
     capsys.readouterr()
+    # the batch's reader commands say what a stream's directories are, not that they were
+    # tampered with
+    keys = os.path.join(workdir, 'keys')
+    for argv, what in [
+            (['review', os.path.join(out, 'live', 'epochs', '000001'), '--keys', keys],
+             'is epoch 1 of stream live (an epoch manifest), not a batch run'),
+            (['verify', os.path.join(out, 'live'), '--keys', keys],
+             "is a stream's directory (its deliveries are the epochs under epochs/), not a "
+             "batch run")]:
+        assert main(argv) == 2
+        err = user_lines(capsys.readouterr().err)
+        assert len(err) == 1 and what in err[0], err
     after = json.load(open(os.path.join(out, 'after', 'cutover.json')))
     assert (after['continues'], after['replaces']) == ('live', None)
     # what the first stream delivered is not delivered again, and every event is accounted
