@@ -9,7 +9,7 @@
     novation stream --config FILE [--until TIME]   carry live changes until cut-over
     novation keys init DIR [--master-key URI]      create a keyring (KMS-wrapped, or in clear)
     novation keys show|rotate|add|share DIR ...    inspect, rotate, extend or share a keyring
-    novation decrypt RUN_DIR --keys DIR --table NAME [--deadletter] --out FILE
+    novation decrypt RUN_DIR --keys DIR --table NAME [--deadletter] [--epoch N] --out FILE
     novation report RUN_DIR --keys DIR [--lang en|zh]   the compliance report of a run, again
     novation verify RUN_DIR --keys DIR             recheck a run and scan it for identifiers
     novation review RUN_DIR --keys DIR [filters] [--out F | --decide D --by NAME]
@@ -284,15 +284,23 @@ def _parser() -> argparse.ArgumentParser:
     share.add_argument('--config', metavar='FILE', help='the migration config (with --holder)')
 
     decrypt = sub.add_parser(
-        'decrypt', help='decrypt a table (or its dead letters) of a finished run',
+        'decrypt', help='decrypt a table (or its dead letters) of a finished run or a stream',
         description='Check a run against its manifest (crc32c of every file) and write one '
-                    'table, decrypted, to a file: .csv, .jsonl or .parquet by extension.')
-    decrypt.add_argument('run_dir', metavar='RUN_DIR', help='OUT/<run_id> of a finished run')
+                    'table, decrypted, to a file: .csv, .jsonl or .parquet by extension. Of a '
+                    'stream: every epoch (seals and chain checked, and once it has cut over '
+                    'exactly the epochs cutover.json lists), in the order to apply them, or one '
+                    '(--epoch N).')
+    decrypt.add_argument('run_dir', metavar='RUN_DIR',
+                         help='OUT/<run_id> of a finished run, or OUT/<stream id> of a stream')
     decrypt.add_argument('--keys', required=True, help='keyring directory')
     decrypt.add_argument('--table', required=True, help='table name')
     decrypt.add_argument('--deadletter', action='store_true',
                          help="the table's dead letters (needs the deadletter key)")
     decrypt.add_argument('--out', required=True, help='output file (.csv, .jsonl, .parquet)')
+    decrypt.add_argument('--epoch', type=int, metavar='N',
+                         help='of a stream (RUN_DIR = OUT/<stream id>): that epoch only; by '
+                              'default every epoch, in the order to apply them, with an '
+                              '__epoch column')
 
     report = sub.add_parser(
         'report', help='write the compliance report of a finished run again (e.g. in another '
@@ -782,7 +790,7 @@ def _print_keys(keyring):
 def _cmd_decrypt(args):
     from pipelines.decrypt import decrypt_table
     rows, withheld = decrypt_table(args.run_dir, keys=args.keys, table=args.table,
-                                   deadletter=args.deadletter, out=args.out)
+                                   deadletter=args.deadletter, out=args.out, epoch=args.epoch)
     what = 'dead letters' if args.deadletter else 'rows'
     print(f'{rows} {what} of {args.table} written to {args.out}')
     for column, role in sorted(withheld.items()):

@@ -4,6 +4,7 @@ Used by ``novation decrypt`` (the acquirer's and the compliance operator's way i
 """
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -43,6 +44,12 @@ def load_manifest(run_dir: str, keys) -> dict:
     manifest = read_sealed_json(run_dir, MANIFEST_FILE, keyring, what='manifest')
     _check_shape(manifest, path)
     return manifest
+
+
+def is_stream(directory: str) -> bool:
+    """Whether ``directory`` is a stream's (it holds epochs/)."""
+    from transforms.epochs import EPOCHS_DIR
+    return FileSystems.exists(join(directory, EPOCHS_DIR))
 
 
 def directory_kind(directory: str):
@@ -194,13 +201,113 @@ def read_deadletters(run_dir: str, *, keys: str, table: str) -> list:
 OUT_FORMATS = ('.csv', '.jsonl', '.parquet')
 
 
-def decrypt_table(run_dir: str, *, keys: str, table: str, deadletter: bool, out: str) -> tuple:
-    """Write a table (or its dead letters) decrypted to ``out``.
+def stream_epochs(stream_dir: str, keys, epoch=None) -> list:
+    """The epoch manifests of a stream, in the order to apply them: every seal and the chain
+    checked and, once it has cut over, exactly the epochs its sealed cutover.json lists
+    (``epoch``: that one only)."""
+    from transforms.epochs import CUTOVER_FILE, checked_epochs
+    from transforms.errors import InputError
+    run_id = stream_dir.rstrip('/').split('/')[-1]
+    keyring = keys if isinstance(keys, Keyring) else load_keyring(
+        keys, (SEAL_ROLE,), warn=False, hint=READ_HINT)
+    try:
+        checked = checked_epochs(stream_dir, run_id, keyring.path)
+    except InputError as e:
+        raise NovationError(str(e)) from None
+    if FileSystems.exists(join(stream_dir, CUTOVER_FILE)):
+        from transforms.crypto import file_identity as identity_of
+        from transforms.seal import read_sealed
+        cutover = json.loads(read_sealed(stream_dir, CUTOVER_FILE, keyring,
+                                         identity_of(run_id, CUTOVER_FILE),
+                                         what='cut-over manifest'))
+        listed = [e.get('sha256') for e in cutover.get('epochs', [])]
+        held = [hashlib.sha256(data).hexdigest() for data, _ in checked]
+        if listed != held:
+            raise NovationError(f'{stream_dir}: its epochs are not the ones its cutover.json '
+                                f'lists ({len(held)} found, {len(listed)} listed): an epoch was '
+                                f'deleted, replaced or added after the cut-over')
+    manifests = [m for _, m in checked]
+    if epoch is not None:
+        manifests = [m for m in manifests if m.get('epoch') == epoch]
+        if not manifests:
+            raise NovationError(f'{stream_dir} has no epoch {epoch} (it has '
+                                f'{len(checked)})')
+    return manifests
+
+
+def read_stream_table(stream_dir: str, *, keys: str, table: str, deadletter: bool = False,
+                      epoch=None) -> tuple:
+    """(rows of ``table`` in every epoch, in cut-over order, with an ``__epoch`` column;
+    {withheld column: its key role}), or its dead letters as records. Each file's size and
+    crc32c are checked against its epoch's manifest and it is decrypted under its identity."""
+    keyring = load_keyring(keys, hint=READ_HINT)
+    run_id = stream_dir.rstrip('/').split('/')[-1]
+    parts, records, withheld = [], [], {}
+    for manifest in stream_epochs(stream_dir, keyring, epoch):
+        for f in manifest.get('files', []):
+            if f.get('table') != table or f.get('kind') != ('deadletter' if deadletter
+                                                            else 'data'):
+                continue
+            check_contained(f.get('path'), f'epoch {manifest.get("epoch")}')
+            data = _verified_bytes(stream_dir, f)
+            identity = file_identity(run_id, f['path'])
+            try:
+                if deadletter:
+                    records += [{'epoch': manifest['epoch'], **json.loads(line)} for line in
+                                deadletter_lines(io.BytesIO(data), keyring, identity)]
+                    continue
+                part, lacking = _readable_part(pa.BufferReader(data), keyring, identity, f)
+            except (OSError, pa.ArrowException, ValueError, EOFError, tink.TinkError):
+                raise NovationError(f'{f["path"]} cannot be decrypted with the keys in {keys} '
+                                    f'(wrong keyring, a file moved from its place, or a changed '
+                                    f'file)') from None
+            withheld.update(lacking)
+            parts.append(part.append_column('__epoch', pa.array(
+                [manifest['epoch']] * part.num_rows, pa.int32())))
+    if deadletter:
+        return records, {}
+    if not parts:
+        return pa.table({}), withheld
+    return pa.concat_tables(parts, promote_options='default'), withheld
+
+
+def _readable_part(source, keyring, identity, entry) -> tuple:
+    """A delivered Parquet file's columns this keyring can decrypt, and the others (named
+    with the key roles its manifest entry lists): an epoch manifest does not map columns to
+    keys, so each column is tried."""
+    pf = parquet_file(source, keyring, identity)
+    columns, lacking = [], {}
+    for name in pf.schema_arrow.names:
+        try:
+            columns.append((name, pf.read(columns=[name]).column(0)))
+        except (OSError, pa.ArrowException):
+            lacking[name] = 'a key role this keyring lacks: ' + ', '.join(
+                r for r in entry.get('keys', {}) if not keyring.has(r))
+    if not columns:
+        raise ValueError('no column could be read')
+    return pa.table(dict(columns)), lacking
+
+
+def decrypt_table(run_dir: str, *, keys: str, table: str, deadletter: bool, out: str,
+                  epoch=None) -> tuple:
+    """Write a table (or its dead letters) of a batch run, or of a stream's epochs (all, in
+    cut-over order, or ``epoch``), decrypted to ``out``.
 
     Returns (row count, {withheld column: key role}).
     """
     check_out(out)
     withheld = {}
+    if is_stream(run_dir):
+        data, withheld = read_stream_table(run_dir, keys=keys, table=table,
+                                           deadletter=deadletter, epoch=epoch)
+        if deadletter:
+            data = pa.Table.from_pylist([{**r, 'raw': None if r.get('raw') is None else
+                                          json.dumps(r['raw'], ensure_ascii=False)}
+                                         for r in data])
+        write_rows(data, out)
+        return data.num_rows, withheld
+    if epoch is not None:
+        raise NovationError(f'--epoch: {run_dir} is a batch run; --epoch reads a stream\'s')
     if deadletter:
         records = read_deadletters(run_dir, keys=keys, table=table)
         data = pa.Table.from_pylist([{**r, 'raw': None if r['raw'] is None else

@@ -4,6 +4,7 @@ still refuses it, and the customer's earlier delivery is retracted."""
 
 import json
 import os
+import shutil
 import re
 import threading
 import time
@@ -236,6 +237,31 @@ def test_a_stream_runs_under_its_approved_plan_and_is_in_the_audit_log(demo_copy
     capsys.readouterr()
     assert main(['audit', 'verify', out]) == 0
     assert '1 committed run(s) and 1 cut-over stream(s)' in capsys.readouterr().out
+
+    # the acquirer decrypts the stream's epochs, in the order to apply them
+    keys = os.path.join(workdir, 'keys')
+    decrypted = os.path.join(workdir, 'live-customers.parquet')
+    assert main(['decrypt', os.path.join(out, 'live'), '--keys', keys, '--table', 'customers',
+                 '--out', decrypted]) == 0
+    import pyarrow.parquet as pq
+    rows = pq.read_table(decrypted)
+    assert rows.num_rows == 2 and set(rows.column('__epoch').to_pylist()) == {1}
+    assert set(rows.column('__op').to_pylist()) <= {'u', 'c', 'r'}
+    from pipelines.decrypt import read_table
+    snapshot_ids = set(read_table(snapshot, keys=keys, table='customers')[0]
+                       .column('customer_id').to_pylist())
+    assert set(rows.column('customer_id').to_pylist()) <= snapshot_ids  # the same pseudonyms
+    assert main(['decrypt', os.path.join(out, 'live'), '--keys', keys, '--table', 'customers',
+                 '--epoch', '2', '--out', decrypted]) == 2
+    assert 'has no epoch 2 (it has 1)' in capsys.readouterr().err
+    # an epoch deleted after the cut-over is found
+    moved = os.path.join(workdir, 'epoch-1')
+    shutil.move(os.path.join(out, 'live', 'epochs', '000001'), moved)
+    os.makedirs(os.path.join(out, 'live', 'epochs'), exist_ok=True)
+    assert main(['decrypt', os.path.join(out, 'live'), '--keys', keys, '--table', 'customers',
+                 '--out', decrypted]) == 2
+    assert 'its epochs are not the ones its cutover.json lists' in capsys.readouterr().err
+    shutil.move(moved, os.path.join(out, 'live', 'epochs', '000001'))
 
     # a cut-over is final; a second stream over the snapshot says what it is to the first
     for argv, message in [
