@@ -329,7 +329,10 @@ def _parser() -> argparse.ArgumentParser:
                     'in clear where the plan allows none: a mobile number inside a kept text '
                     'column, an ID number in an internal field. Prints counts per table, column '
                     'and kind, never a value; exits 1 if anything is found, 0 if the run is '
-                    'clean. Columns under keys the keyring lacks are named, not scanned.')
+                    'clean. Columns under keys the keyring lacks are named, not scanned. Given a '
+                    'stream (OUT/<stream id>): every epoch\'s seal, the chain and cutover.json, '
+                    'every file, the stream\'s conservation and the scan (with the fields\' '
+                    'treatment from its snapshot run).')
     verify.add_argument('run_dir', metavar='RUN_DIR', help='OUT/<run_id> of a finished run')
     verify.add_argument('--keys', required=True, help='keyring directory')
 
@@ -832,8 +835,9 @@ def _cmd_review(args):
 
 
 def _cmd_verify(args):
-    from pipelines.verify import format_verification, verify_run
-    result = verify_run(args.run_dir, args.keys)
+    from pipelines.decrypt import is_stream
+    from pipelines.verify import format_verification, verify_run, verify_stream
+    result = (verify_stream if is_stream(args.run_dir) else verify_run)(args.run_dir, args.keys)
     print(format_verification(result))
     return 1 if result['problems'] or result['identifiers'] else 0
 

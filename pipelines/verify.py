@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from config.plan import CLEAR_METHODS
-from pipelines.decrypt import _verified_bytes, arrow_schema, load_manifest, readable_columns
+from pipelines.decrypt import (_readable_part, _verified_bytes, arrow_schema, is_stream,
+                               load_manifest, readable_columns, stream_epochs)
 from transforms.crypto import file_identity
 from transforms.delivered import avro_records, deadletter_lines, parquet_file
 from transforms.detectors import scan
@@ -24,7 +25,7 @@ from transforms.errors import NovationError
 from transforms.files import join
 from transforms.keyring import READ_HINT, load_keyring
 
-__all__ = ['format_verification', 'verify_run']
+__all__ = ['format_verification', 'verify_run', 'verify_stream']
 
 # Their values are keyed outputs (pseudonyms, tokens), never the seller's value.
 _KEYED_METHODS = ('hash', 'tokenize')
@@ -118,6 +119,117 @@ def verify_run(run_dir: str, keys: str) -> dict:
                             for t, c in sorted({(t, c) for t, c, _ in identifiers})}}
 
 
+def verify_stream(stream_dir: str, keys: str) -> dict:
+    """What ``novation verify`` finds in a stream: every epoch's seal and the chain (and, once
+    cut over, that the epochs are the ones cutover.json lists), every file against its epoch's
+    size, crc32c and rows (decrypted, which authenticates it), the stream's conservation (every
+    feed event accounted for), files no epoch lists, and the leak scan, with the fields'
+    treatment from the snapshot run's manifest (without one, nothing is scanned)."""
+    from transforms.epochs import CUTOVER_FILE, EPOCHS_DIR, conservation
+    keyring = load_keyring(keys, hint=READ_HINT)
+    run_id = stream_dir.rstrip('/').split('/')[-1]
+    result = {'run_id': run_id, 'files': 0, 'files_ok': 0, 'tables': 0, 'problems': [],
+              'not_read': [], 'identifiers': {}}
+    try:
+        manifests = stream_epochs(stream_dir, keyring)
+    except NovationError as e:
+        result['problems'].append(str(e))
+        return result
+    fields = _snapshot_fields(stream_dir, run_id, keyring)
+    if fields is None:
+        result['not_read'].append('every column (no snapshot run names the fields\' treatment)')
+    identifiers, tables, listed = {}, set(), set()
+    for manifest in manifests:
+        for f in manifest.get('files', []):
+            result['files'] += 1
+            listed.add(f['path'])
+            tables.add(f.get('table'))
+            try:
+                data = _verified_bytes(stream_dir, f)
+                identity = file_identity(run_id, f['path'])
+                if f.get('kind') == 'deadletter':
+                    rows = sum(1 for _ in deadletter_lines(io.BytesIO(data), keyring, identity))
+                else:
+                    part, lacking = _readable_part(pa.BufferReader(data), keyring, identity, f)
+                    rows = part.num_rows
+                    table_fields = (fields or {}).get(f['table'], {})
+                    columns = [c for c in part.column_names if c in table_fields
+                               and table_fields[c]['masking'] not in _KEYED_METHODS]
+                    if columns:
+                        _scan_batch(part.select(columns), columns, table_fields, f['table'],
+                                    identifiers)
+                    result['not_read'] += [f'{f["table"]}.{c}' for c in lacking
+                                           if f'{f["table"]}.{c}' not in result['not_read']]
+            except NovationError as e:
+                result['problems'].append(str(e))
+                continue
+            except Exception:  # noqa: BLE001 - any failure to decrypt is a finding
+                result['problems'].append(f'{f["path"]} cannot be decrypted with the keys in '
+                                          f'{keys}')
+                continue
+            if rows != f['rows']:
+                result['problems'].append(f'{f["path"]}: {rows:,} rows, its epoch says '
+                                          f'{f["rows"]:,}')
+                continue
+            result['files_ok'] += 1
+    balance = conservation(manifests)
+    if FileSystems.exists(join(stream_dir, CUTOVER_FILE)) and not balance['holds']:
+        result['problems'] += [f'{f["path"]}: {f["events"]} events read, {f["accounted"]} '
+                               f'accounted for' for f in balance['files'] if not f['holds']]
+    on_disk = {EPOCHS_DIR + m.path.replace('\\', '/').split('/' + EPOCHS_DIR, 1)[1]
+               for m in FileSystems.match([join(stream_dir, EPOCHS_DIR, '*', '*', '*', '*')]
+                                          )[0].metadata_list}
+    result['problems'] += [f'{path} is in the stream but in no epoch\'s manifest'
+                           for path in sorted(on_disk - listed)]
+    result['tables'] = len(tables)
+    result['identifiers'] = {f'{t}.{c}': identifiers_of(identifiers, t, c)
+                             for t, c in sorted({(t, c) for t, c, _ in identifiers})}
+    return result
+
+
+def _snapshot_fields(stream_dir, run_id, keyring):
+    """{table: {field: its manifest entry}} of the snapshot run the stream continues (from the
+    sealed cutover.json, or the epochs' first audit record's run), or None."""
+    from transforms.epochs import CUTOVER_FILE
+    from transforms.seal import read_sealed
+    if not FileSystems.exists(join(stream_dir, CUTOVER_FILE)):
+        return None
+    import json
+    cutover = json.loads(read_sealed(stream_dir, CUTOVER_FILE, keyring,
+                                     file_identity(run_id, CUTOVER_FILE),
+                                     what='cut-over manifest'))
+    snapshot = (cutover.get('snapshot') or {}).get('run_id')
+    if not snapshot:
+        return None
+    root = stream_dir.rstrip('/').rsplit('/', 1)[0]
+    try:
+        manifest = load_manifest(join(root, snapshot), keyring)
+    except NovationError:
+        return None
+    return {name: {f['name']: f for f in entry['fields']}
+            for name, entry in manifest['tables'].items()}
+
+
+def _scan_batch(batch, columns, fields, table, identifiers) -> None:
+    """Count identifiers in clear in ``columns`` of ``batch`` into ``identifiers``."""
+    for column in columns:
+        values = _scannable(batch.column(column).combine_chunks()
+                            if isinstance(batch.column(column), pa.ChunkedArray)
+                            else batch.column(column))
+        if values is None:
+            continue
+        allowed = _allowed_kind(fields[column])
+        counted = {}
+        for finding in scan(values):
+            if finding.kind != allowed:
+                counted.setdefault(finding.kind, set()).add(finding.row)
+                n, r = identifiers.get((table, column, finding.kind), (0, 0))
+                identifiers[(table, column, finding.kind)] = (n + 1, r)
+        for kind, hit_rows in counted.items():
+            n, r = identifiers[(table, column, kind)]
+            identifiers[(table, column, kind)] = (n, r + len(hit_rows))
+
+
 def identifiers_of(identifiers, table, column) -> dict:
     return {kind: {'found': n, 'rows': rows} for (t, c, kind), (n, rows) in
             sorted(identifiers.items()) if (t, c) == (table, column)}
@@ -139,20 +251,7 @@ def _scan_file(fmt, data, keyring, identity, readable, columns, fields, table,
             [pa.RecordBatch.from_pydict({'n': [None] * pf.metadata.num_rows})]
     for batch in batches:
         rows += batch.num_rows
-        for column in columns:
-            values = _scannable(batch.column(column))
-            if values is None:
-                continue
-            allowed = _allowed_kind(fields[column])
-            counted = {}
-            for finding in scan(values):
-                if finding.kind != allowed:
-                    counted.setdefault(finding.kind, set()).add(finding.row)
-                    n, r = identifiers.get((table, column, finding.kind), (0, 0))
-                    identifiers[(table, column, finding.kind)] = (n + 1, r)
-            for kind, hit_rows in counted.items():
-                n, r = identifiers[(table, column, kind)]
-                identifiers[(table, column, kind)] = (n, r + len(hit_rows))
+        _scan_batch(batch, columns, fields, table, identifiers)
     return rows
 
 

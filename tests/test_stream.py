@@ -254,6 +254,10 @@ def test_a_stream_runs_under_its_approved_plan_and_is_in_the_audit_log(demo_copy
     assert main(['decrypt', os.path.join(out, 'live'), '--keys', keys, '--table', 'customers',
                  '--epoch', '2', '--out', decrypted]) == 2
     assert 'has no epoch 2 (it has 1)' in capsys.readouterr().err
+    assert main(['verify', os.path.join(out, 'live'), '--keys', keys]) == 0
+    checked = capsys.readouterr().out
+    assert 'verify live: clean' in checked and 'files: 1 of 1 match' in checked
+    assert 'every column' not in checked  # scanned, with the snapshot's treatment of fields
     # an epoch deleted after the cut-over is found
     moved = os.path.join(workdir, 'epoch-1')
     shutil.move(os.path.join(out, 'live', 'epochs', '000001'), moved)
@@ -261,6 +265,8 @@ def test_a_stream_runs_under_its_approved_plan_and_is_in_the_audit_log(demo_copy
     assert main(['decrypt', os.path.join(out, 'live'), '--keys', keys, '--table', 'customers',
                  '--out', decrypted]) == 2
     assert 'its epochs are not the ones its cutover.json lists' in capsys.readouterr().err
+    assert main(['verify', os.path.join(out, 'live'), '--keys', keys]) == 1
+    assert 'its epochs are not the ones its cutover.json lists' in capsys.readouterr().out
     shutil.move(moved, os.path.join(out, 'live', 'epochs', '000001'))
 
     # a cut-over is final; a second stream over the snapshot says what it is to the first
@@ -284,7 +290,7 @@ def test_a_stream_runs_under_its_approved_plan_and_is_in_the_audit_log(demo_copy
     for argv, what in [
             (['review', os.path.join(out, 'live', 'epochs', '000001'), '--keys', keys],
              'is epoch 1 of stream live (an epoch manifest), not a batch run'),
-            (['verify', os.path.join(out, 'live'), '--keys', keys],
+            (['review', os.path.join(out, 'live'), '--keys', keys],
              "is a stream's directory (its deliveries are the epochs under epochs/), not a "
              "batch run")]:
         assert main(argv) == 2
