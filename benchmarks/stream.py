@@ -77,14 +77,20 @@ def prepare(workdir: str, customers: int):
 
 
 class Stream:
-    """``novation stream`` in a child process, with its peak memory sampled."""
+    """``novation stream`` in a child process, with its peak memory sampled. Each measurement
+    is a new stream over the same snapshot: it says that it replaces the one before (a second
+    stream over a snapshot must say what it is to the first)."""
+    _last = {}  # workdir -> the stream started last there
 
     def __init__(self, workdir, config, snapshot, run_id):
         self.dir = os.path.join(workdir, 'out', run_id)
         self._errors = tempfile.TemporaryFile()
+        before = Stream._last.get(workdir)
+        Stream._last[workdir] = run_id
         self._child = subprocess.Popen(
             [sys.executable, '-m', 'pipelines.cli', 'stream', '--config', config, '--snapshot',
-             snapshot, '--run-id', run_id, '--seconds', '3600'],
+             snapshot, '--run-id', run_id, '--seconds', '3600']
+            + (['--replaces', before] if before else []),
             stdout=subprocess.DEVNULL, stderr=self._errors)
         self.peak_kb = 0
         self.samples = []  # (seconds since start, resident KB), every SAMPLE_SECONDS

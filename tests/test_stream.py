@@ -379,9 +379,10 @@ def test_a_stream_killed_mid_epoch_and_started_again_delivers_each_change_once(d
                                      f'live/{f["path"]}').read().to_pylist()
     assert sorted(r['__position'] for r in rows) == ['seq:1', 'seq:2', 'seq:3']  # once each
     assert sorted(os.listdir(epochs)) == ['000001', '000002']
-    # the same feed streamed without a break gives the same change set, decrypted
+    # the same feed streamed without a break (a stream that replaces the first) gives the
+    # same change set, decrypted
     whole = subprocess.run([sys.executable, '-m', 'pipelines.cli', 'stream', '--config',
-                            config, '--run-id', 'whole', '--seconds', '3'],
+                            config, '--run-id', 'whole', '--replaces', 'live', '--seconds', '3'],
                            capture_output=True, text=True, timeout=120)
     assert whole.returncode == 0, whole.stderr
 
