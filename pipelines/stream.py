@@ -245,6 +245,7 @@ def run_stream(argv=None) -> dict:
                                   f'running job (--update --job_name NAME) instead of starting '
                                   f'another')
             resume = committed_so_far(stream_dir, run_id, config.output.keys)
+            check_last_epoch(config.output.path, stream_dir, run_id, resume)
             if resume.plan_sha256 and resume.plan_sha256 != plan:
                 raise ConfigError(f'{stream_dir}: its epochs were committed under plan '
                                   f'{resume.plan_sha256}, and {config.source} now gives plan '
@@ -318,6 +319,23 @@ def run_stream(argv=None) -> dict:
     finally:
         if lock is not None:
             lock.release(finished=True)
+
+
+def check_last_epoch(out_dir: str, stream_dir: str, run_id: str, resume) -> None:
+    """A restarted stream goes on only from the epochs the audit log records: one deleted
+    after its commit, or replaced, stops it (the acquirer would miss or double changes)."""
+    from transforms.audit import recorded_epochs
+    recorded = recorded_epochs(out_dir, run_id)
+    if not recorded:
+        return  # epochs from before the log recorded them
+    last = max(n for n in recorded if isinstance(n, int))
+    if last > resume.last_epoch:
+        raise ConfigError(f'{stream_dir}: epoch {last} was committed (the audit log records '
+                          f'it) and is gone: the stream cannot go on from an incomplete '
+                          f'delivery; restore the epoch')
+    if resume.last_epoch and recorded.get(resume.last_epoch) != resume.last_sha256:
+        raise ConfigError(f'{stream_dir}: epoch {resume.last_epoch} is not the one the audit '
+                          f'log records (replaced or changed)')
 
 
 def check_stream_link(out_dir: str, run_id: str, snapshot_id, config_sha256: str,

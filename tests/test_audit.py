@@ -193,3 +193,44 @@ def test_a_new_stream_must_say_what_it_is_to_one_over_the_same_changes(tmp_path)
     append_event(out, 'stream_started', stream_id='s3', config_sha256='c')
     with pytest.raises(NovationError, match='after the same config and feeds'):
         check_stream_link(out, 's4', None, 'c')
+
+
+def _epoch(out, stream, number, text):
+    import hashlib
+    directory = os.path.join(out, stream, 'epochs', f'{number:06d}')
+    os.makedirs(directory, exist_ok=True)
+    open(os.path.join(directory, 'manifest.json'), 'w').write(text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.mark.parametrize('tamper, expected', [
+    (lambda out: __import__('shutil').rmtree(os.path.join(out, 's1', 'epochs', '000002')),
+     'stream s1: epoch 2 is gone (the log records its commit)'),
+    (lambda out: _epoch(out, 's1', 2, '{"epoch": 2, "other": true}'),
+     'stream s1: epoch 2 is not the one recorded (replaced or changed)'),
+    (lambda out: _epoch(out, 's1', 3, '{"epoch": 3}'),
+     'stream s1: epoch 3 is not in the log (added)'),
+])
+def test_epochs_deleted_replaced_or_added_break_the_log(tmp_path, tamper, expected):
+    out = str(tmp_path / 'out')
+    append_event(out, 'stream_started', stream_id='s1')
+    for n in (1, 2):
+        append_event(out, 'epoch_committed', stream_id='s1', epoch=n,
+                     manifest_sha256=_epoch(out, 's1', n, f'{{"epoch": {n}}}'))
+    assert verify_log(out)['problems'] == []
+    tamper(out)
+    assert expected in verify_log(out)['problems']
+
+
+def test_a_restart_goes_on_only_from_the_epochs_the_log_records(tmp_path):
+    from pipelines.stream import check_last_epoch
+    from transforms.epochs import Committed
+    out = str(tmp_path / 'out')
+    shas = {n: _epoch(out, 's1', n, f'{{"epoch": {n}}}') for n in (1, 2)}
+    for n, sha in shas.items():
+        append_event(out, 'epoch_committed', stream_id='s1', epoch=n, manifest_sha256=sha)
+    check_last_epoch(out, 'S', 's1', Committed(2, shas[2], frozenset(), frozenset()))
+    with pytest.raises(NovationError, match='epoch 2 was committed .* and is gone'):
+        check_last_epoch(out, 'S', 's1', Committed(1, shas[1], frozenset(), frozenset()))
+    with pytest.raises(NovationError, match='epoch 2 is not the one the audit log records'):
+        check_last_epoch(out, 'S', 's1', Committed(2, '0' * 64, frozenset(), frozenset()))

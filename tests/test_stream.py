@@ -217,7 +217,9 @@ def test_a_stream_runs_under_its_approved_plan_and_is_in_the_audit_log(demo_copy
     assert main(['stream', '--config', config, '--run-id', 'live', '--snapshot', snapshot,
                  '--plan-hash', approved, '--seconds', '2']) == 0
     out = os.path.join(workdir, 'out')
-    started, cut_over = read_log(out)[-2:]
+    started, epoch_record, cut_over = read_log(out)[-3:]
+    assert (epoch_record['event'], epoch_record['epoch']) == ('epoch_committed', 1)
+    assert 'seal' in epoch_record  # written with the stream's own keyring
     assert started['event'] == 'stream_started' and started['plan_sha256'] == approved
     assert started['plan_checked'] is True and started['snapshot_run_id'] == \
         os.path.basename(snapshot)

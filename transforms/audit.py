@@ -5,7 +5,8 @@ of the one before (``prev_sha256``) and its own (``sha256``, over its canonical 
 that key). Events: a run started (config and plan hashes, key ids), committed (the manifest's
 sha256), aborted; a review decision, a sign-off, a replay; keys rotated; leftovers cleaned; a
 stream started (config and plan hashes, key ids, the snapshot it continues), cut over (the
-sha256 of its cut-over manifest, which names every epoch's) or aborted. Editing, removing or
+sha256 of its cut-over manifest, which names every epoch's) or aborted; each epoch a stream
+commits (the sha256 of its manifest). Editing, removing or
 reordering a record breaks the chain; a run's manifest (and a stream's epoch and cut-over
 manifests) name the record of its start, so removing the newest records shows too. No personal data: ids, hashes, counts and the names of
 the staff who decided.
@@ -30,11 +31,13 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.errors import NovationError
 from transforms.files import has_scheme, join, read_bytes
 
-__all__ = ['AUDIT_DIR', 'append_event', 'read_log', 'record_sha256', 'verify_log']
+__all__ = ['AUDIT_DIR', 'append_event', 'read_log', 'record_sha256', 'recorded_epochs',
+           'verify_log']
 
 AUDIT_DIR = 'audit'
 EVENTS = ('run_started', 'run_committed', 'run_aborted', 'reviewed', 'signed_off', 'replayed',
-          'keys_rotated', 'cleaned', 'stream_started', 'stream_cut_over', 'stream_aborted')
+          'keys_rotated', 'cleaned', 'stream_started', 'epoch_committed', 'stream_cut_over',
+          'stream_aborted')
 _PATIENCE = 60.0  # seconds a writer keeps trying for the next number before giving up
 
 
@@ -156,7 +159,7 @@ def verify_log(out_dir: str, keyring=None) -> dict:
     problems = []
     anchored = None if keyring is None else 0
     prev = None
-    started, committed, cut_over = {}, {}, {}
+    started, committed, cut_over, epochs = {}, {}, {}, {}
     for i, record in enumerate(log, 1):
         if not isinstance(record, dict):
             problems.append(f'record {i} is not a JSON object')
@@ -190,6 +193,9 @@ def verify_log(out_dir: str, keyring=None) -> dict:
             started[record.get('sha256')] = record.get('run_id') or record.get('stream_id')
         if record.get('event') == 'run_committed':
             committed[record.get('run_id')] = record.get('manifest_sha256')
+        if record.get('event') == 'epoch_committed':
+            epochs.setdefault(record.get('stream_id'), {})[record.get('epoch')] = \
+                record.get('manifest_sha256')
         if record.get('event') == 'stream_cut_over':  # a cut-over is final: one a stream
             if record.get('stream_id') in cut_over:
                 problems.append(f'{where}: stream {record.get("stream_id")} cut over a second '
@@ -197,6 +203,7 @@ def verify_log(out_dir: str, keyring=None) -> dict:
             cut_over[record.get('stream_id')] = record.get('cutover_sha256')
     problems += _check_recorded(out_dir, committed, started, 'manifest.json', 'run')
     problems += _check_recorded(out_dir, cut_over, started, 'cutover.json', 'stream')
+    problems += _check_epochs(out_dir, epochs)
     unanchored = [] if anchored is None else [
         r.get('event', '?') if isinstance(r, dict) else '?' for r in log[anchored:]]
     return {'records': len(log), 'runs': len(committed), 'streams': len(cut_over),
@@ -214,8 +221,38 @@ def _seal_holds(keyring, record) -> bool:
         return False
 
 
+def recorded_epochs(out_dir: str, stream_id: str) -> dict:
+    """{epoch number: its manifest's sha256} of a stream, as the log records their commits."""
+    return {r.get('epoch'): r.get('manifest_sha256') for r in read_log(out_dir)
+            if isinstance(r, dict) and r.get('event') == 'epoch_committed'
+            and r.get('stream_id') == stream_id}
+
+
+def _check_epochs(out_dir, recorded) -> list:
+    """Each recorded epoch of each stream is there, unchanged, and no other epoch is (for
+    streams whose epochs the log records)."""
+    problems = []
+    for stream, numbers in sorted(recorded.items(), key=lambda kv: str(kv[0])):
+        for number, sha256 in sorted(numbers.items(), key=lambda kv: str(kv[0])):
+            path = join(out_dir, str(stream), 'epochs', f'{number:06d}', 'manifest.json') \
+                if isinstance(number, int) else None
+            if path is None or not FileSystems.exists(path):
+                problems.append(f'stream {stream}: epoch {number} is gone (the log records '
+                                f'its commit)')
+            elif hashlib.sha256(read_bytes(path, what='epoch manifest')).hexdigest() != sha256:
+                problems.append(f'stream {stream}: epoch {number} is not the one recorded '
+                                f'(replaced or changed)')
+        on_disk = FileSystems.match([join(out_dir, str(stream), 'epochs', '*',
+                                          'manifest.json')])[0].metadata_list
+        for m in on_disk:
+            name = m.path.replace('\\', '/').rstrip('/').split('/')[-2]
+            if name.isdigit() and int(name) not in numbers:
+                problems.append(f'stream {stream}: epoch {int(name)} is not in the log (added)')
+    return problems
+
+
 _NAMES_A_RUN = ('run_started', 'run_committed', 'run_aborted', 'stream_started',
-                'stream_cut_over')
+                'epoch_committed', 'stream_cut_over')
 
 
 def _check_recorded(out_dir, recorded, started, name, what) -> list:

@@ -392,8 +392,11 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
     report = build_epoch_report(manifest, lang)
     write_json(directory, REPORT_JSON, report)
     write_whole(directory, REPORT_HTML, render_epoch_html(report).encode('utf-8'))
-    write_sealed_json(directory, EPOCH_MANIFEST, manifest, keys_path,
-                      file_identity(run_id, f'{prefix}/{EPOCH_MANIFEST}'))
+    data = write_sealed_json(directory, EPOCH_MANIFEST, manifest, keys_path,
+                             file_identity(run_id, f'{prefix}/{EPOCH_MANIFEST}'))
+    if trail.audit_root:  # the log vouches for each epoch: one deleted or replaced shows
+        append_event(trail.audit_root, 'epoch_committed', keys=keys_path, stream_id=run_id,
+                     epoch=number, manifest_sha256=hashlib.sha256(data).hexdigest())
     return manifest
 
 
