@@ -245,7 +245,8 @@ def run_stream(argv=None) -> dict:
                                   f'running job (--update --job_name NAME) instead of starting '
                                   f'another')
             resume = committed_so_far(stream_dir, run_id, config.output.keys)
-            check_last_epoch(config.output.path, stream_dir, run_id, resume)
+            check_last_epoch(config.output.path, stream_dir, run_id, resume,
+                             keys=config.output.keys)
             if resume.plan_sha256 and resume.plan_sha256 != plan:
                 raise ConfigError(f'{stream_dir}: its epochs were committed under plan '
                                   f'{resume.plan_sha256}, and {config.source} now gives plan '
@@ -321,14 +322,20 @@ def run_stream(argv=None) -> dict:
             lock.release(finished=True)
 
 
-def check_last_epoch(out_dir: str, stream_dir: str, run_id: str, resume) -> None:
+def check_last_epoch(out_dir: str, stream_dir: str, run_id: str, resume, keys=None) -> None:
     """A restarted stream goes on only from the epochs the audit log records: one deleted
-    after its commit, or replaced, stops it (the acquirer would miss or double changes)."""
-    from transforms.audit import recorded_epochs
+    after its commit, or replaced, stops it (the acquirer would miss or double changes). An
+    epoch whose record a kill cut off (sealed and chained on disk, the last) is recorded now."""
+    from transforms.audit import append_event, recorded_epochs
     recorded = recorded_epochs(out_dir, run_id)
-    if not recorded:
-        return  # epochs from before the log recorded them
-    last = max(n for n in recorded if isinstance(n, int))
+    if not recorded and resume.last_epoch != 1:
+        return  # no epoch yet, or epochs from before the log recorded them
+    last = max([n for n in recorded if isinstance(n, int)] or [0])
+    if resume.last_epoch == last + 1:  # killed between the epoch's manifest and its record
+        append_event(out_dir, 'epoch_committed', keys=keys, stream_id=run_id,
+                     epoch=resume.last_epoch, manifest_sha256=resume.last_sha256,
+                     recorded_on_restart=True)
+        return
     if last > resume.last_epoch:
         raise ConfigError(f'{stream_dir}: epoch {last} was committed (the audit log records '
                           f'it) and is gone: the stream cannot go on from an incomplete '

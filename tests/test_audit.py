@@ -234,3 +234,16 @@ def test_a_restart_goes_on_only_from_the_epochs_the_log_records(tmp_path):
         check_last_epoch(out, 'S', 's1', Committed(1, shas[1], frozenset(), frozenset()))
     with pytest.raises(NovationError, match='epoch 2 is not the one the audit log records'):
         check_last_epoch(out, 'S', 's1', Committed(2, '0' * 64, frozenset(), frozenset()))
+
+
+def test_an_epoch_whose_record_a_kill_cut_off_is_recorded_on_restart(tmp_path):
+    from pipelines.stream import check_last_epoch
+    from transforms.epochs import Committed
+    out = str(tmp_path / 'out')
+    first = _epoch(out, 's1', 1, '{"epoch": 1}')
+    append_event(out, 'epoch_committed', stream_id='s1', epoch=1, manifest_sha256=first)
+    second = _epoch(out, 's1', 2, '{"epoch": 2}')  # sealed and chained, then killed
+    assert 'stream s1: epoch 2 is not in the log (added)' in verify_log(out)['problems']
+    check_last_epoch(out, 'S', 's1', Committed(2, second, frozenset(), frozenset()))
+    assert read_log(out)[-1]['recorded_on_restart'] is True
+    assert verify_log(out)['problems'] == []
