@@ -536,6 +536,8 @@ def test_the_live_demo_streams_its_waves_after_the_snapshot_and_refuses_after_wi
     stream_dir = summary['stream_dir']
     cutover = json.load(open(os.path.join(stream_dir, 'cutover.json')))
     assert cutover['snapshot']['run_id'] == snapshot.manifest['run_id']
+    # named as the acquirer holds it (relative to the output root), not by the seller's path
+    assert cutover['snapshot']['manifest'] == f'{snapshot.manifest["run_id"]}/manifest.json'
     assert len(cutover['epochs']) == summary['epochs'] >= 2
     # the feed's dirt: one line that is no JSON, one customer the seller never had
     assert summary['dead_letters']['malformed'] == 1

@@ -784,10 +784,13 @@ def write_cutover(stream_dir: str, run_id: str, snapshot, keys_path: str,
                'conservation': conservation(_predecessors(stream_dir, trail, keys_path)
                                             + manifests)}
     if snapshot:
-        path = join(snapshot, MANIFEST_FILE)
         data = read_sealed(snapshot, MANIFEST_FILE, cached_keyring(keys_path, (SEAL_ROLE,)),
                            what='snapshot manifest')
-        cutover['snapshot'] = {'run_id': json.loads(data)['run_id'], 'manifest': path,
+        snapshot_id = json.loads(data)['run_id']
+        # relative to the output root, as the acquirer holds it: the seller's own paths are
+        # none of the acquirer's business
+        cutover['snapshot'] = {'run_id': snapshot_id,
+                               'manifest': f'{snapshot_id}/{MANIFEST_FILE}',
                                'sha256': hashlib.sha256(data).hexdigest()}
     report = build_stream_report(manifests, run_id, lang)
     write_json(stream_dir, REPORT_JSON, report)
