@@ -21,6 +21,9 @@ child process, as a user runs it, three times:
 - ``batch``: the same K updates' rows as a JSON Lines export, migrated by ``novation run``
   (the whole process, interpreter and Beam start-up included, as ``benchmarks.throughput``
   measures it).
+- ``state``: the consent and key order steps' DoFns called directly on K updates, in batches
+  of 1,000 events (a steady load's file) and of a full release batch, their state encrypted
+  (as the stream keeps it) and, as the baseline, pickled in clear: the encryption's cost.
 
 Peak memory is the largest resident set of the child process tree. The last line is one JSON
 object for scripts. Targets (issue 16): at least 20,000 changes/s; p99 under 5 s at 5,000/s;
@@ -28,6 +31,7 @@ no change delivered after a withdrawal.
 """
 
 import argparse
+import collections
 import datetime
 import glob
 import json
@@ -43,6 +47,7 @@ import threading
 import time
 
 from benchmarks.throughput import measure_command, tree_rss_kb
+from transforms.feeds import RELEASE_BATCH
 
 FILE_LINES = 10_000
 TICK = 0.2  # seconds between files at a steady load
@@ -238,7 +243,7 @@ def run_latency(workdir, config, snapshot, rows, allowed, rate, seconds,
         if consent:
             land(os.path.join(feeds, 'consent'), f'c-{n:05d}', consent)
         name = f'steady-{n:05d}'
-        landed[os.path.join(feeds, 'changes', f'{name}.jsonl')] = (
+        landed[f'data/{name}.jsonl'] = (  # as the epochs name a file of the changes feed
             land(os.path.join(feeds, 'changes'), name, lines), len(lines))
     total = sum(n for _, n in landed.values())
     stream.wait_for(1 + total, timeout=300)
@@ -322,6 +327,75 @@ def run_batch(workdir, config, after_rows):
             'peak_rss_mb': round(result['peak_rss_mb'])}
 
 
+class _Kept:
+    """A DoFn's bag state in memory, as the runner keeps it."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, item):
+        self.items.append(item)
+
+    def read(self):
+        return list(self.items)
+
+    def clear(self):
+        self.items = []
+
+
+def run_state(keys, rows, changes, batch):
+    """The consent and key order steps' DoFns called directly on ``changes`` updates of
+    ``rows``' customers (each granted first), in batches of ``batch`` events, their state kept
+    encrypted (``StateCipher``) and, as the baseline, pickled in clear: seconds for each, and
+    the bytes the state holds."""
+    import pickle
+    from config.loader import Purpose, Transfer
+    from transforms.changes import Change
+    from transforms.consent_events import ConsentEvent
+    from transforms.crypto import StateCipher
+    from transforms.key_order import _by_row, _KeyOrderFn
+    from transforms.stream_consent import (SHARDS, Batch, ChangeEvent, _by_shard,
+                                           _ConsentInOrderFn, Routed)
+
+    class Clear(StateCipher):
+        """The baseline: state pickled in clear, as it was before issue 30."""
+
+        def dumps(self, value, place):
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+        def loads(self, data, place):
+            return pickle.loads(data)
+
+    transfer = Transfer('S', 'A', (Purpose('credit', 'consent'),), 'CN', 'CN')
+    subjects = sorted({r['customer_id'] for r in rows})
+    events = [(s, ConsentEvent(s, 'grant', 'credit', 1, 0)) for s in subjects]
+    for i in range(changes):
+        row = rows[i % len(rows)]
+        events.append((row['customer_id'], ChangeEvent(
+            Change('customers', 'u', row, 10 + i, 'lsn', (i,), f'lsn:{i}'), 'bench.jsonl', i, 0,
+            row['customer_id'])))
+    batches = [Routed(tuple(events[i:i + batch])) for i in range(0, len(events), batch)]
+    out = {}
+    for name, cipher in (('clear', Clear(keys, 'bench')), ('encrypted', StateCipher(keys, 'bench'))):
+        consent = _ConsentInOrderFn(transfer.legal_bases, transfer.cross_border, ('customers',),
+                                    None, True, 0, cipher)
+        order = _KeyOrderFn(cipher)
+        consent.setup()
+        order.setup()
+        logs = collections.defaultdict(_Kept)
+        started = time.perf_counter()
+        for routed in batches:
+            for shard, pairs in _by_shard(routed, SHARDS):
+                for decided in consent.process((shard, pairs), log=logs['c' + shard],
+                                               pending=None, due=None, timer=None):
+                    for key, part in _by_row(decided, SHARDS):
+                        for _ in order.process((key, part), log=logs['k' + key]):
+                            pass
+        out[name] = {'seconds': time.perf_counter() - started,
+                     'state_bytes': sum(len(c) for bag in logs.values() for c in bag.items)}
+    return out
+
+
 def _fresh_feeds(workdir):
     feeds = os.path.join(workdir, 'feeds')
     shutil.rmtree(feeds, ignore_errors=True)
@@ -374,6 +448,10 @@ def main(argv=None):
                                most_withdrawals=len(allowed) // 20)
         print(f'batch: the same {args.changes:,} rows through novation run ...', flush=True)
         batch = run_batch(workdir, config, after_rows)
+        print('state: the consent and key order steps, their state encrypted and in clear ...',
+              flush=True)
+        state = {n: run_state(os.path.join(workdir, 'keys'), rows, args.changes, n)
+                 for n in (1_000, RELEASE_BATCH)}
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -403,9 +481,16 @@ def main(argv=None):
               f'{soak["p50_s"]:.2f} s, p99 {soak["p99_s"]:.2f} s; resident MB after 5 min: '
               f'first {settled.get("first")}, max {settled.get("max")}, last '
               f'{settled.get("last")} (target: flat, under 600)')
+    for size, figures in state.items():
+        clear, sealed = figures['clear']['seconds'], figures['encrypted']['seconds']
+        print(f'  state encrypted, batches of {size:,}: consent + key order {sealed:.2f} s '
+              f'against {clear:.2f} s in clear ({sealed / clear:.2f}x; '
+              f'{(sealed - clear) / args.changes * 1e6:.1f} us a change, '
+              f'{(sealed - clear) / args.changes * throughput["changes_per_s"]:.1%} of the '
+              f'stream\'s time a change)')
     print(json.dumps({'cores': os.cpu_count(), 'customers': args.customers,
                       'throughput': throughput, 'latency': latency, 'soak': soak,
-                      'batch': batch}))
+                      'batch': batch, 'state': state}))
     return 0
 
 

@@ -47,7 +47,7 @@ from transforms.keyring import load_keyring
 from transforms.manifest import MANIFEST_FILE
 from transforms.seal import require_signing
 from transforms.write import file_roles
-from transforms.feeds import DRAIN, EndOfFeeds, Feed, FileRead, WatchFeeds
+from transforms.feeds import DRAIN, EndOfFeeds, Feed, FileRead, WatchFeeds, renamed_for_feeds
 from transforms.key_order import InKeyOrder
 from transforms.pubsub import ReadSubscription, is_subscription
 from transforms.reasons import DeadLetter
@@ -98,9 +98,10 @@ def decide_and_commit(released, config, *, run_id, stream_dir, epoch_seconds, la
     return (released
             | 'Route' >> beam.FlatMap(_routed, tables, names, decimals)
             | 'ConsentInOrder' >> ConsentInOrder(config.transfer, tuple(tables),
+                                                 keys_path=config.output.keys, run_id=run_id,
                                                  snapshot_at=snapshot_at, ordered=not watermarks,
                                                  lateness=lateness)
-            | 'KeyOrder' >> InKeyOrder()
+            | 'KeyOrder' >> InKeyOrder(keys_path=config.output.keys, run_id=run_id)
             | 'Epochs' >> CommitEpochs(config=config, run_id=run_id, stream_dir=stream_dir,
                                        seconds=epoch_seconds, resume=resume, snapshot=snapshot,
                                        watermarks=watermarks, lateness=lateness,
@@ -235,6 +236,10 @@ def run_stream(argv=None) -> dict:
     # twice at once is refused (pipelines.clean).
     lock = None if on_dataflow else RunLock(stream_dir, new=False).acquire()
     try:
+        feeds = [Feed('registry', config.consent.registry, 'registry', config.consent.columns),
+                 Feed('erasures', config.consent.erasures, 'erasures', config.consent.columns),
+                 Feed('data', s.changes, 'changes', rules=s.time_rules),
+                 Feed('consent', s.consent, 'consent', rules=s.time_rules)]
         resume = None
         if existed:  # the same stream, started again: go on after its last epoch
             if 'consent' in subscriptions and not options.view_as(StandardOptions).update:
@@ -264,14 +269,14 @@ def run_stream(argv=None) -> dict:
                                   f'plan {before.plan_sha256}, and {config.source} now gives '
                                   f'plan {plan}: a new plan needs a new snapshot')
             resume = Committed(0, None, before.lines, before.retractions)
+        if resume:
+            resume = resume._replace(lines=frozenset(
+                (renamed_for_feeds(path, feeds), line, index)
+                for path, line, index in resume.lines))
         why = why_not_writable(config.output.path)
         if why:
             raise ConfigError(f'{config.source}: output.path: {config.output.path} cannot be '
                               f'written: {why}')
-        feeds = [Feed('registry', config.consent.registry, 'registry', config.consent.columns),
-                 Feed('erasures', config.consent.erasures, 'erasures', config.consent.columns),
-                 Feed('data', s.changes, 'changes', rules=s.time_rules),
-                 Feed('consent', s.consent, 'consent', rules=s.time_rules)]
         trail = Trail(plan, config.digest, continues=known.continues,
                       replaces=known.replaces)
         if kind != 'dataflow-dry-run':

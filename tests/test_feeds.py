@@ -112,7 +112,7 @@ def test_files_that_land_are_read_once_each_in_commit_order(tmp_path):
     assert all(g[3] < stop_at for g in got)
 
 
-def test_a_withdrawal_that_lands_after_a_later_change_still_refuses_it(tmp_path):
+def test_a_withdrawal_that_lands_after_a_later_change_still_refuses_it(tmp_path, keys_dir):
     transfer = Transfer('S', 'A', (Purpose('credit', 'consent'),), 'CN', 'CN')
 
     def writer():
@@ -141,7 +141,8 @@ def test_a_withdrawal_that_lands_after_a_later_change_still_refuses_it(tmp_path)
                             isinstance(e.event, (Change, ConsentEvent))))
 
     def build(events, sink):
-        out = (events | beam.Map(routed) | ConsentInOrder(transfer, ('customers',))
+        out = (events | beam.Map(routed) | ConsentInOrder(transfer, ('customers',),
+                                                       keys_path=keys_dir, run_id='s1')
                | beam.FlatMap(lambda o: o.items if isinstance(o, Batch) else []))
         _ = out | beam.Map(
             lambda o: sink(('decided', o.event.change.position[0], o.reason)
@@ -166,3 +167,32 @@ def test_a_feed_file_in_gbk_is_named_once_with_the_encoding(tmp_path, caplog):
     assert out[-1].lines == 4
     [warning] = [r.getMessage() for r in caplog.records]
     assert '4 of 4 lines' in warning and 'GBK' in warning and '客户' not in warning
+
+
+@pytest.mark.parametrize('pattern,path,name', [
+    ('/seller/cdc/changes/*.jsonl', '/seller/cdc/changes/a.jsonl', 'data/a.jsonl'),
+    ('/seller/cdc/**/*.jsonl', '/seller/cdc/2026/12/07/a.jsonl', 'data/2026/12/07/a.jsonl'),
+    ('gs://seller-cdc/changes/part-[0-9]*.avro', 'gs://seller-cdc/changes/part-1.avro',
+     'data/part-1.avro'),
+    ('/seller/cdc/changes/file?.jsonl', '/seller/cdc/changes/file1.jsonl', 'data/file1.jsonl'),
+    ('/seller/consent/registry.csv', '/seller/consent/registry.csv', 'data/registry.csv'),
+    ('changes/*.jsonl', 'changes/a.jsonl', 'data/a.jsonl'),
+    ('*.jsonl', 'a.jsonl', 'data/a.jsonl'),
+    ('/seller/cdc/changes/*.jsonl', '/elsewhere/b.jsonl', 'data/b.jsonl'),  # only its name
+])
+def test_a_feed_file_is_named_by_its_feed_and_its_path_under_the_feed_root(pattern, path, name):
+    from transforms.feeds import Feed
+    assert Feed('data', pattern, 'changes').name_of(path) == name
+
+
+@pytest.mark.parametrize('path,name', [
+    ('/seller/cdc/changes/a.jsonl', 'data/a.jsonl'),       # an older epoch's full path
+    ('/seller/consent/events/w.jsonl', 'consent/w.jsonl'),
+    ('data/a.jsonl', 'data/a.jsonl'),                      # already a feed's name
+    ('/unknown/x.jsonl', '/unknown/x.jsonl'),              # no feed's: left as it was
+])
+def test_a_restart_reads_an_older_manifests_full_paths_as_feed_names(path, name):
+    from transforms.feeds import Feed, renamed_for_feeds
+    feeds = [Feed('data', '/seller/cdc/changes/*.jsonl', 'changes'),
+             Feed('consent', '/seller/consent/events/*.jsonl', 'consent')]
+    assert renamed_for_feeds(path, feeds) == name

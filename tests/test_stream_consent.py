@@ -35,15 +35,22 @@ def consent(subject, kind, at, position=0):
     return TimestampedValue((subject, event), at)
 
 
+@pytest.fixture(autouse=True)
+def _keys(keys_dir):
+    global KEYS  # pylint: disable=global-statement
+    KEYS = keys_dir
+
+
 def check(stream, decided, retracted=(), snapshot_at=None, ordered=False, shards=16,
           counted=None):
     options = PipelineOptions(streaming=True)
     with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as p:
         # each event its own batch, as a feed that releases one event at a time
         out = (p | stream | beam.Map(lambda pair: Routed((pair,)))
-               | ConsentInOrder(TRANSFER, TABLES, snapshot_at=None if snapshot_at is None
-                                else snapshot_at * S, ordered=ordered, shards=shards)
-               | InKeyOrder(shards=shards)
+               | ConsentInOrder(TRANSFER, TABLES, keys_path=KEYS, run_id='s1',
+                                snapshot_at=None if snapshot_at is None else snapshot_at * S,
+                                ordered=ordered, shards=shards)
+               | InKeyOrder(keys_path=KEYS, run_id='s1', shards=shards)
                | beam.FlatMap(lambda batch: batch.items))
         if counted is not None:
             assert_that(out | beam.Filter(lambda o: isinstance(o, Counted)) | beam.Map(
@@ -249,3 +256,80 @@ def test_the_source_releases_a_consent_event_before_a_change_of_the_same_time():
     grant = FeedEvent('consent', 'c', 1, ConsentEvent('C1', 'grant', 'credit', at, 0))
     changed = FeedEvent('data', 'd', 1, Change('customers', 'u', {}, at, 'lsn', (1,), 'lsn:1'))
     assert sorted([(e.time, e.rank) for e in (changed, grant)]) == [(at, 0), (at, 1)]
+
+
+class _Bag:
+    """A DoFn's bag state, kept in memory: what the runner would store."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, item):
+        self.items.append(item)
+
+    def read(self):
+        return list(self.items)
+
+    def clear(self):
+        self.items = []
+
+
+class _Value:
+    """A DoFn's value state, kept in memory."""
+
+    def __init__(self, value=None):
+        self.value = value
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+    def clear(self):
+        self.value = None
+
+
+class _Timer:
+    def set(self, at):
+        self.at = at
+
+
+def test_what_the_consent_and_key_order_steps_keep_in_state_holds_no_customer_in_clear():
+    from apache_beam.utils.timestamp import Timestamp
+    from transforms.key_order import _KeyOrderFn
+    from transforms.stream_consent import Batch, shard_of
+    subject = 'CUST-4711-0815'
+    row = {'customer_id': subject, 'name': '张三丰', 'phone': '13800138000'}
+    pairs = ((subject, ConsentEvent(subject, 'grant', 'credit', 1 * S, 0)),
+             (subject, ChangeEvent(Change('customers', 'u', row, 10 * S, 'lsn', (1,), 'lsn:1'),
+                                   'f.jsonl', 1, 0, subject)))
+    shard = shard_of(subject, 16)
+    step = ConsentInOrder(TRANSFER, TABLES, keys_path=KEYS, run_id='s1', lateness=0)
+    log, pending, due, timer = _Bag(), _Value(), _Value(), _Timer()
+    fn = step._fn
+    fn.setup()
+    assert list(fn.process((shard, pairs), log=log, pending=pending, due=due, timer=timer)) == []
+    waiting = pending.value
+    fresh = ConsentInOrder(TRANSFER, TABLES, keys_path=KEYS, run_id='s1')._fn
+    fresh.setup()  # no view of its own: must decrypt what the state holds
+    due.value = 10 * S
+    out = list(fresh.on_watermark(shard=shard, fire=Timestamp(micros=10 * S), log=log,
+                                  pending=pending, due=due, timer=timer))
+    decided = [i for b in out for i in b.items]
+    assert [(d.subject, d.reason) for d in decided] == [(subject, None)]
+    key_fn = _KeyOrderFn(InKeyOrder(keys_path=KEYS, run_id='s1')._cipher)
+    key_fn.setup()
+    key_log = _Bag()
+    assert isinstance(next(iter(key_fn.process(('3', Batch(tuple(decided))), log=key_log))),
+                      Batch)
+    held = [waiting, *log.items, *key_log.items]
+    assert held and all(held)
+    for data in held:
+        for clear in (subject, '张三丰', '13800138000', 'customer_id'):
+            assert clear.encode('utf-8') not in data
+    # bound to its run: state of another stream does not decrypt
+    other = ConsentInOrder(TRANSFER, TABLES, keys_path=KEYS, run_id='s2')._fn
+    other.setup()
+    with pytest.raises(Exception):
+        other._pending(shard, _Value(waiting))

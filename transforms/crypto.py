@@ -10,6 +10,8 @@ exception message.
 
 import base64
 import binascii
+import io
+import pickle
 from itertools import repeat
 from typing import BinaryIO, Dict, List
 
@@ -23,9 +25,9 @@ from tink import aead, daead, prf
 from transforms.errors import KeyringError
 from transforms.keyring import Keyring, cached_keyring
 
-__all__ = ['KeyedOps', 'cached_keyed_ops', 'data_role', 'decrypting_stream', 'encrypting_stream',
-           'file_identity', 'keyed_ops', 'pme_decryption_properties',
-           'pme_encryption_properties']
+__all__ = ['KeyedOps', 'StateCipher', 'cached_keyed_ops', 'data_role', 'decrypt_bytes', 'decrypting_stream',
+           'encrypt_bytes', 'encrypting_stream', 'file_identity', 'keyed_ops',
+           'pme_decryption_properties', 'pme_encryption_properties']
 
 # Length of a pseudonym in bytes before hex encoding: 128 bits keeps collisions negligible for
 # billions of subjects while keeping the column compact.
@@ -199,3 +201,51 @@ def encrypting_stream(keyring: Keyring, role: str, destination: BinaryIO, identi
 def decrypting_stream(keyring: Keyring, role: str, source: BinaryIO, identity: str):
     """A readable stream of the plaintext of ``source``; raises on any change to the bytes."""
     return keyring.primitive(role).new_decrypting_stream(source, identity.encode('utf-8'))
+
+
+def encrypt_bytes(keyring: Keyring, role: str, data: bytes, identity: str) -> bytes:
+    """``data`` encrypted whole with the streaming AEAD of ``role`` (its identity bound)."""
+    buffer = _KeptOpen()
+    with encrypting_stream(keyring, role, buffer, identity) as stream:
+        stream.write(data)
+    return buffer.getvalue()
+
+
+def decrypt_bytes(keyring: Keyring, role: str, data: bytes, identity: str) -> bytes:
+    """The plaintext of ``encrypt_bytes``; raises on any change to the bytes or identity."""
+    with decrypting_stream(keyring, role, io.BytesIO(data), identity) as stream:
+        return stream.read()
+
+
+class _KeptOpen(io.BytesIO):
+    """A buffer whose value outlives the encrypting stream that closes it."""
+
+    def close(self):
+        pass
+
+
+class StateCipher:
+    """What a streaming step keeps in the runner's state (on Dataflow, Streaming Engine)
+    encrypted, as the batch's scratch files are: pickled, then sealed with the keyring's
+    dead-letter key, ``<run id>/state/<place>`` as associated data (state moved to another
+    run, step or shard does not decrypt). Holds only the keyring's path: it pickles with its
+    DoFn, and loads the key on first use in each worker."""
+    ROLE = 'deadletter'
+
+    def __init__(self, keys_path: str, run_id: str):
+        self._keys_path, self._run_id = keys_path, run_id
+
+    def dumps(self, value, place: str) -> bytes:
+        return encrypt_bytes(self._keyring(), self.ROLE,
+                             pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL),
+                             self._identity(place))
+
+    def loads(self, data: bytes, place: str):
+        return pickle.loads(decrypt_bytes(self._keyring(), self.ROLE, data,
+                                          self._identity(place)))
+
+    def _identity(self, place):
+        return f'{self._run_id}/state/{place}'
+
+    def _keyring(self):
+        return cached_keyring(self._keys_path, (self.ROLE,))

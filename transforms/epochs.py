@@ -18,7 +18,6 @@ import json
 import itertools
 import logging
 import operator
-import pickle
 import secrets
 import time
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
@@ -43,7 +42,7 @@ from transforms.consent import suppress_sensitive
 from transforms.mask import mask_batch
 from transforms.masking import MaskContext, string_form
 from transforms.read import ColumnPlan, shown_columns, text_array
-from transforms.crypto import file_identity
+from transforms.crypto import StateCipher, file_identity
 from transforms.deadletter import EncryptedJsonLines, seal
 from transforms.files import join, write_json, write_whole
 from transforms.keyring import cached_keyring
@@ -591,7 +590,7 @@ _Chain = collections.namedtuple('_Chain', 'number previous open_window first_hel
 
 class _EpochFn(beam.DoFn):
     """Commits on the source's marks (``ReleasedUpTo``, ``EndOfFeeds``): the local runner."""
-    BUFFER = BagStateSpec('buffer', BytesCoder())  # per batch: pickled [Prepared]
+    BUFFER = BagStateSpec('buffer', BytesCoder())  # per batch: a Prepared, encrypted
     CHAIN = ReadModifyWriteStateSpec('chain', PickleCoder())
 
     def __init__(self, config, run_id, stream_dir, length, max_rows, resume, snapshot,
@@ -606,6 +605,8 @@ class _EpochFn(beam.DoFn):
         self._snapshot = snapshot
         self._lateness = lateness
         self._ops = None
+        # the parts held hold dead letters' raw rows and customer ids: encrypted in state
+        self._cipher = StateCipher(config.output.keys, run_id)
 
     def setup(self):
         from transforms.crypto import cached_keyed_ops
@@ -626,7 +627,7 @@ class _EpochFn(beam.DoFn):
                                 None, 0)
         if isinstance(item, Prepared):
             placed = dataclasses.replace(item, window=max(item.window, state.open_window))
-            buffer.add(pickle.dumps(placed, protocol=pickle.HIGHEST_PROTOCOL))
+            buffer.add(self._cipher.dumps(placed, 'epochs'))
             state = state._replace(
                 first_held=placed.window if state.first_held is None else min(
                     placed.window, state.first_held),
@@ -648,7 +649,7 @@ class _EpochFn(beam.DoFn):
     def _commit_due(self, buffer, state, up_to, ending):
         """Commit the windows that are due (and epochs of ``max_rows`` items of the first
         window still open, if the buffer holds that many); keep the rest buffered."""
-        held = sorted((pickle.loads(chunk) for chunk in buffer.read()),
+        held = sorted((self._cipher.loads(chunk, 'epochs') for chunk in buffer.read()),
                       key=lambda p: p.window)  # stable: arrival order within a window
         due = [p for p in held if ending or (up_to is not None and
                                             (p.window + 1) * self._length <= up_to)]
@@ -675,7 +676,7 @@ class _EpochFn(beam.DoFn):
             open_window = max(open_window, due[-1].window + 1)
         buffer.clear()
         for part in rest:
-            buffer.add(pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+            buffer.add(self._cipher.dumps(part, 'epochs'))
         return _Chain(number, previous, open_window, rest[0].window if rest else None,
                       sum(p.items for p in rest)), manifests
 

@@ -53,7 +53,8 @@ from transforms.changes import (Change, ChangeProblem, JsonNumber, NotAChange, T
 from transforms.consent_events import ConsentEvent, parse_consent_event
 
 __all__ = ['DRAIN', 'EndOfFeeds', 'Feed', 'FeedEvent', 'FileRead', 'Released', 'ReleasedUpTo',
-           'WatchFeeds', 'parse_json_event', 'read_feed_file']
+           'WatchFeeds', 'feed_root', 'parse_json_event', 'read_feed_file',
+           'renamed_for_feeds']
 
 KINDS = ('changes', 'consent', 'registry', 'erasures')
 # Set (by a signal handler of the launcher, on the local runner) to stop the watchers at their
@@ -80,6 +81,34 @@ class Feed:
     kind: str
     columns: tuple = ()  # registry and erasure list: consent.columns
     rules: TimeRules = TimeRules()
+
+    def name_of(self, path: str) -> str:
+        """How manifests, dead letters and a restart name a file of this feed: the feed's
+        name, then the file's path under the feed's root (the pattern's directory before any
+        wildcard). The acquirer sees none of the seller's directories, and a feed whose root
+        moved resumes alike."""
+        root = feed_root(self.pattern)
+        rest = path[len(root):] if root and path.startswith(root) else path.rsplit('/', 1)[-1]
+        return f'{self.name}/{rest.lstrip("/")}'
+
+
+def renamed_for_feeds(path: str, feeds) -> str:
+    """A feed file's name as ``Feed.name_of`` gives it, from a name a restarted stream finds
+    in an older epoch's manifest (which named files by their full path)."""
+    if any(path.startswith(f'{feed.name}/') for feed in feeds):
+        return path
+    for feed in feeds:
+        root = feed_root(feed.pattern)
+        if root and path.startswith(root):
+            return feed.name_of(path)
+    return path
+
+
+def feed_root(pattern: str) -> str:
+    """The directory of a feed's pattern before its first wildcard, with its last ``/``."""
+    fixed = pattern[:min((i for i in (pattern.find(c) for c in '*?[') if i >= 0),
+                         default=len(pattern))]
+    return fixed[:fixed.rfind('/') + 1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +152,8 @@ class FileRead:
 @dataclasses.dataclass(frozen=True)
 class FeedEvent:
     """One event of a feed file, read: a Change, a ConsentEvent, a line that is no change or
-    the problem with it; ``index``: its place among the events of its line."""
+    the problem with it; ``path``: its file as ``Feed.name_of`` names it; ``index``: its
+    place among the events of its line."""
     feed: str
     path: str
     line: int
@@ -170,22 +200,22 @@ def read_seed_file(feed: Feed, path: str):
     start of time."""
     from transforms.consent import ERASURE_FIELDS, REGISTRY_FIELDS, read_consent_file
     fields = REGISTRY_FIELDS if feed.kind == 'registry' else ERASURE_FIELDS
-    line = 0
+    line, name = 0, feed.name_of(path)
     for table in read_consent_file(path, fields, f'consent {feed.kind}', columns=feed.columns):
         for row in table.to_pylist():
             line += 1
             if feed.kind == 'erasures':
-                yield FeedEvent(feed.name, path, line, ConsentEvent(
+                yield FeedEvent(feed.name, name, line, ConsentEvent(
                     row['subject_id'], 'erasure', None, _micros(row['requested_at']), line,
                     seed=True))
                 continue
             if row['granted']:
-                yield FeedEvent(feed.name, path, line, ConsentEvent(
+                yield FeedEvent(feed.name, name, line, ConsentEvent(
                     row['subject_id'], 'grant', row['purpose'], _micros(row['granted_at']),
                     line, sensitive_consent=row['sensitive_consent'],
                     cross_border_consent=row['cross_border_consent'], seed=True))
             if row['withdrawn_at'] is not None:
-                yield FeedEvent(feed.name, path, line, ConsentEvent(
+                yield FeedEvent(feed.name, name, line, ConsentEvent(
                     row['subject_id'], 'withdraw', row['purpose'],
                     _micros(row['withdrawn_at']), line, seed=True))
 
@@ -246,21 +276,21 @@ def read_feed_file(feed: Feed, path: str, read_at: Optional[int] = None):
         numbered = _avro_events(feed, path, read_at)
     else:
         numbered = _json_lines(feed, path, read_at)
-    latest, not_utf8 = None, 0
+    latest, not_utf8, name = None, 0, feed.name_of(path)
     for number, parsed in numbered:
         lines += 1
         for index, event in enumerate(parsed):
             events += 1
             not_utf8 += isinstance(event, ChangeProblem) and event.problem == NOT_UTF8
-            item = FeedEvent(feed.name, path, number, event, index)
+            item = FeedEvent(feed.name, name, number, event, index)
             if item.time is not None:
                 latest = item.time if latest is None else max(latest, item.time)
             yield item
     if not_utf8 and not_utf8 * 2 > lines:  # the file, not a line, is in another encoding
         _LOG.warning('warning: feed %s: %d of %d lines of %s are not UTF-8 (each is a dead '
                      'letter): a GBK feed? convert it to UTF-8 before it lands', feed.name,
-                     not_utf8, lines, path)
-    yield FileRead(feed.name, path, lines, events, latest)
+                     not_utf8, lines, name)
+    yield FileRead(feed.name, name, lines, events, latest)
 
 
 def _json_lines(feed, path, read_at):

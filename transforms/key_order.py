@@ -21,6 +21,7 @@ import apache_beam as beam
 from apache_beam.coders import BytesCoder
 from apache_beam.transforms.userstate import BagStateSpec
 
+from transforms.crypto import StateCipher
 from transforms.stream_consent import Batch, Counted, Decided, ShardLogs
 
 __all__ = ['InKeyOrder', 'SHARDS', 'verdict']
@@ -60,15 +61,18 @@ class InKeyOrder(beam.PTransform):
     (each a ``Counted`` instead). A change refused for consent still counts as decided: its
     repeat is a repeat, not a second dead letter."""
 
-    def __init__(self, shards: int = SHARDS):
+    def __init__(self, *, keys_path: str, run_id: str, shards: int = SHARDS):
+        """What the state holds (rows' keys, which can be customer ids) is encrypted with the
+        dead-letter key of the keyring at ``keys_path``, bound to ``run_id``."""
         super().__init__()
         self._shards = shards
+        self._cipher = StateCipher(keys_path, run_id)
 
     def expand(self, items):
         return (items
                 | 'ByRow' >> beam.FlatMap(_by_row, self._shards).with_output_types(
                     beam.typehints.Tuple[str, beam.typehints.Any])
-                | 'Order' >> beam.ParDo(_KeyOrderFn()))
+                | 'Order' >> beam.ParDo(_KeyOrderFn(self._cipher)))
 
 
 def _row_shard(decided: Decided, shards: int) -> str:
@@ -96,11 +100,12 @@ def _by_row(item, shards):
 class _KeyOrderFn(beam.DoFn):
     LOG = BagStateSpec('log', BytesCoder())
 
-    def __init__(self):
+    def __init__(self, cipher):
+        self._cipher = cipher
         self._logs = None
 
     def setup(self):
-        self._logs = ShardLogs(_apply, _records)
+        self._logs = ShardLogs(_apply, _records, self._cipher, 'key_order')
 
     def process(self, element, log=beam.DoFn.StateParam(LOG)):
         shard, item = element

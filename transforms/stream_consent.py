@@ -18,21 +18,22 @@ arrives after the watermark passed its time (late) is still applied: changes dec
 not taken back one by one, but the customer is retracted as a whole. Repeats and changes older
 than one already decided for their row are found after this step (``transforms.key_order``).
 
-A shard's state is an append-only log (a bag of chunks, each the pickled records one batch
-added) that is compacted when it grows long, and each worker keeps its decoded view between
-batches, checked against the log's last chunk: so a batch costs what it adds, not the size of
-the shard.
+A shard's state is an append-only log (a bag of chunks, each the records one batch added) that
+is compacted when it grows long, and each worker keeps its decoded view between batches,
+checked against the log's last chunk: so a batch costs what it adds, not the size of the shard.
+The state holds customer ids, consent events and raw rows, so each chunk and the rows waiting
+for the watermark are encrypted (``transforms.crypto.StateCipher``), as the batch encrypts what
+it parks in scratch.
 """
 
 import dataclasses
 import hashlib
-import pickle
 import secrets
 import zlib
 from typing import NamedTuple, Optional, Tuple
 
 import apache_beam as beam
-from apache_beam.coders import BytesCoder, PickleCoder, VarIntCoder
+from apache_beam.coders import BytesCoder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
@@ -41,6 +42,7 @@ from apache_beam.utils.timestamp import Timestamp
 from transforms.cdc_values import plain_row
 from transforms.changes import Change, ChangeProblem, NotAChange
 from transforms.consent_events import ConsentEvent, decision_at, retraction_reason
+from transforms.crypto import StateCipher
 from transforms.feeds import SEEDS
 
 __all__ = ['Batch', 'ChangeEvent', 'ConsentInOrder', 'Counted', 'Decided', 'Retraction', 'Routed',
@@ -112,8 +114,9 @@ class ConsentInOrder(beam.PTransform):
     end of the feeds) passes through as it came, so the steps of a stream stay one chain: the
     local runner stops running in real time at a Flatten."""
 
-    def __init__(self, transfer, tables, *, snapshot_at: Optional[int] = None,
-                 ordered: bool = False, lateness: float = 0.0, shards: int = SHARDS):
+    def __init__(self, transfer, tables, *, keys_path: str, run_id: str,
+                 snapshot_at: Optional[int] = None, ordered: bool = False,
+                 lateness: float = 0.0, shards: int = SHARDS):
         """``tables``: every table name (a customer delivered in the snapshot is retracted
         from all); ``snapshot_at``: the snapshot's time in microseconds (None: no snapshot);
         ``ordered``: the input comes in commit-time order (``transforms.feeds`` releases it
@@ -121,12 +124,13 @@ class ConsentInOrder(beam.PTransform):
         (which the local runner does not honour for timers; see transforms.feeds); otherwise
         an item waits for the watermark to pass its commit time plus ``lateness`` seconds
         (a source whose watermark follows when events arrive, not when they were committed:
-        Pub/Sub's publish times)."""
+        Pub/Sub's publish times). What waits in state is encrypted with the dead-letter key of
+        the keyring at ``keys_path``, bound to ``run_id``."""
         super().__init__()
         self._shards = shards
         self._fn = _ConsentInOrderFn(transfer.legal_bases, transfer.cross_border,
                                      tuple(tables), snapshot_at, ordered,
-                                     int(lateness * 10**6))
+                                     int(lateness * 10**6), StateCipher(keys_path, run_id))
 
     def expand(self, items):
         return (items
@@ -189,12 +193,14 @@ def _records(customers):
 
 class ShardLogs:
     """Each worker's decoded view of the append-only logs of its shards' state (a bag of
-    chunks: 8 bytes of token, then the pickled records one batch added), so that a batch costs
-    what it adds, not the size of its shard. ``apply(state, records)`` folds records into a
-    state (a dict); ``records(state)`` gives the records that rebuild it (compaction)."""
+    chunks: 8 bytes of token, then the records one batch added, pickled and encrypted with
+    ``cipher`` under ``step`` and the shard), so that a batch costs what it adds, not the size
+    of its shard. ``apply(state, records)`` folds records into a state (a dict);
+    ``records(state)`` gives the records that rebuild it (compaction)."""
 
-    def __init__(self, apply, records):
+    def __init__(self, apply, records, cipher, step: str):
         self._apply, self._records = apply, records
+        self._cipher, self._step = cipher, step
         self._views = {}  # shard -> (chunks in its log, last chunk's token, state)
 
     def read(self, shard, log):
@@ -206,7 +212,7 @@ class ShardLogs:
             return chunks, view[2]
         state = {}
         for chunk in chunks:
-            self._apply(state, pickle.loads(chunk[8:]))
+            self._apply(state, self._cipher.loads(chunk[8:], f'{self._step}/{shard}'))
         return chunks, state
 
     def append(self, shard, log, chunks, records, state):
@@ -217,18 +223,19 @@ class ShardLogs:
             chunks, records = [], self._records(state)
         if records or not chunks:
             token = secrets.token_bytes(8)
-            log.add(token + pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
+            log.add(token + self._cipher.dumps(records, f'{self._step}/{shard}'))
             chunks = chunks + [token]
         self._views[shard] = (len(chunks), chunks[-1][:8], state)
 
 
 class _ConsentInOrderFn(beam.DoFn):
-    LOG = BagStateSpec('log', BytesCoder())               # chunks: token + pickled records
-    PENDING = ReadModifyWriteStateSpec('pending', PickleCoder())  # (subject, item) not yet due
+    LOG = BagStateSpec('log', BytesCoder())          # chunks: token + encrypted records
+    PENDING = ReadModifyWriteStateSpec('pending', BytesCoder())  # encrypted: items not yet due
     DUE = ReadModifyWriteStateSpec('due', VarIntCoder())  # the timer's time, microseconds
     WATERMARK = TimerSpec('watermark', TimeDomain.WATERMARK)
 
-    def __init__(self, purposes, cross_border, tables, snapshot_at, ordered, lateness=0):
+    def __init__(self, purposes, cross_border, tables, snapshot_at, ordered, lateness, cipher):
+        self._cipher = cipher
         self._lateness = lateness
         self._purposes = purposes
         self._cross_border = cross_border
@@ -238,7 +245,7 @@ class _ConsentInOrderFn(beam.DoFn):
         self._logs = None
 
     def setup(self):
-        self._logs = ShardLogs(_apply, _records)
+        self._logs = ShardLogs(_apply, _records, self._cipher, 'consent')
 
     def process(self, element, log=beam.DoFn.StateParam(LOG),
                 pending=beam.DoFn.StateParam(PENDING), due=beam.DoFn.StateParam(DUE),
@@ -250,8 +257,8 @@ class _ConsentInOrderFn(beam.DoFn):
         if self._ordered:  # everything committed before it has arrived: decide now
             yield Batch(tuple(self._release(shard, log, pairs)))
             return
-        held = (pending.read() or []) + list(pairs)
-        pending.write(held)
+        held = self._pending(shard, pending) + list(pairs)
+        pending.write(self._cipher.dumps(held, f'pending/{shard}'))
         first = min(_time(i) for _, i in pairs) + self._lateness
         current = due.read()
         if current is None or first < current:
@@ -263,19 +270,23 @@ class _ConsentInOrderFn(beam.DoFn):
                      log=beam.DoFn.StateParam(LOG), pending=beam.DoFn.StateParam(PENDING),
                      due=beam.DoFn.StateParam(DUE), timer=beam.DoFn.TimerParam(WATERMARK)):
         now = fire.micros - self._lateness  # everything committed by then has arrived
-        held = pending.read() or []
+        held = self._pending(shard, pending)
         ready = sorted((p for p in held if _time(p[1]) <= now), key=lambda p: _order(p[1]))
         later = [p for p in held if _time(p[1]) > now]
         due.clear()
         pending.clear()
         if later:
-            pending.write(later)
+            pending.write(self._cipher.dumps(later, f'pending/{shard}'))
             next_due = min(_time(i) for _, i in later) + self._lateness
             due.write(next_due)
             timer.set(Timestamp(micros=next_due))
         out = tuple(self._release(shard, log, ready))
         if out:
             yield Batch(out)
+
+    def _pending(self, shard, pending) -> list:
+        data = pending.read()
+        return self._cipher.loads(data, f'pending/{shard}') if data else []
 
     def _release(self, shard, log, pairs):
         """Decide ``pairs`` in their order; yields Decided and Retraction items and appends
