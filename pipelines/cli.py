@@ -38,13 +38,23 @@ __all__ = ['main']
 class _CleanLogs(logging.Filter):
     """Keep stderr for the user: drop Beam's import-time warning about optional GCP client
     libraries we do not use, Beam's traceback of a user error we report in one line, and
-    Beam's lines after a Ctrl-C or SIGTERM (the command says it was interrupted)."""
+    Beam's lines after a Ctrl-C or SIGTERM (the command says it was interrupted), and a
+    warning said already (a command that loads its keyring for each table warns once)."""
+
+    def __init__(self):
+        super().__init__()
+        self._warned = set()
 
     def filter(self, record):
         from transforms import interrupts
         from transforms.errors import NovationError
         if record.exc_info and isinstance(record.exc_info[1], NovationError):
             return False
+        if record.levelno == logging.WARNING and record.name.startswith('novation.'):
+            text = record.getMessage()
+            if text in self._warned:
+                return False
+            self._warned.add(text)
         if interrupts.received() and not record.name.startswith('novation'):
             return False  # Beam, unwinding, reports the workers the command stopped
         return 'apitools not found' not in record.getMessage()
@@ -311,8 +321,15 @@ def _parser() -> argparse.ArgumentParser:
                     'withheld, how each field was treated, the keys used (ids only) and the '
                     'reconciliation of every count, with charts; one self-contained page that '
                     'opens offline. This command writes them again from the manifest. They '
-                    'hold no personal data.')
-    report.add_argument('run_dir', metavar='RUN_DIR', help='OUT/<run_id> of a finished run')
+                    'hold no personal data. Given a stream (OUT/<stream id>), it writes the '
+                    'stream\'s report over its epochs, at cut-over or so far (per epoch: '
+                    'changes delivered and refused, retractions, feed events a second, and the '
+                    'lag from a change at the seller to its epoch), or with --epoch N that '
+                    'epoch\'s report again.')
+    report.add_argument('run_dir', metavar='RUN_DIR',
+                        help='OUT/<run_id> of a finished run, or OUT/<stream id>')
+    report.add_argument('--epoch', type=int, metavar='N',
+                        help='of a stream: that epoch\'s report')
     report.add_argument('--lang', choices=('en', 'zh'), default='en',
                         help='language of the report (default en; a run writes it in its '
                              'config\'s report.lang)')
@@ -344,11 +361,14 @@ def _parser() -> argparse.ArgumentParser:
                     'group in the run\'s review.json: replay (move them once their problem is '
                     'fixed), discard (with --note) or hold. An erased customer\'s dead letter '
                     'has no raw row, whatever the filter.')
-    review.add_argument('run_dir', metavar='RUN_DIR', help='OUT/<run_id> of a finished run')
+    review.add_argument('run_dir', metavar='RUN_DIR',
+                        help='OUT/<run_id> of a finished run, or OUT/<stream id> (the dead '
+                             'letters of every epoch, each with its epoch)')
     review.add_argument('--keys', required=True, help='keyring directory (its deadletter key)')
     review.add_argument('--table', help='only this table')
     review.add_argument('--reason', help='only this reason code (e.g. malformed, no_consent)')
     review.add_argument('--field', help='only dead letters about this field')
+    review.add_argument('--epoch', type=int, metavar='N', help='of a stream: only this epoch')
     review.add_argument('--source', dest='source_file', metavar='FILE',
                         help='only this source file (its name, as the report shows it, or '
                              'its path)')
@@ -444,11 +464,14 @@ def _parser() -> argparse.ArgumentParser:
                           help='write the customers to notify here (.csv, .jsonl, .parquet)')
 
     signoff = sub.add_parser(
-        'signoff', help='sign off the review of a run',
+        'signoff', help='sign off the review of a run or a stream',
         description='Record in the run\'s review.json that NAME signed off its review: the '
                     'time, the sha256 of its manifest and of its config, and the decisions in '
-                    'force.')
-    signoff.add_argument('run_dir', metavar='RUN_DIR', help='OUT/<run_id> of a finished run')
+                    'force. Of a stream: the sha256 of its cutover.json, or while it runs of '
+                    'its last epoch\'s manifest (the chain ties it to the others), and how many '
+                    'epochs it covers.')
+    signoff.add_argument('run_dir', metavar='RUN_DIR',
+                         help='OUT/<run_id> of a finished run, or OUT/<stream id>')
     signoff.add_argument('--keys', required=True,
                          help='keyring directory (its manifest key checks the manifest\'s '
                               'seal; the public half is enough)')
@@ -815,7 +838,7 @@ def _cmd_replay(argv, console):
 def _cmd_review(args):
     from pipelines.review import decide, format_table, select, write_records
     from transforms.errors import NovationError
-    group = {k: getattr(args, k) for k in ('table', 'reason', 'field', 'source_file')}
+    group = {k: getattr(args, k) for k in ('table', 'reason', 'field', 'source_file', 'epoch')}
     if args.decide:
         if not args.by:
             raise NovationError('--decide needs --by NAME (who decides)')
@@ -937,18 +960,51 @@ def _cmd_clean(args):
 def _cmd_signoff(args):
     from pipelines.review import signoff
     entry = signoff(args.run_dir, keys=args.keys, by=args.by)
-    print(f'signed off by {entry["by"]} at {entry["at"]} (manifest sha256 '
+    covers = '' if 'epochs' not in entry else \
+        f'{entry["epochs"]} epoch(s){", cut over" if entry["cut_over"] else " so far"}, '
+    print(f'signed off by {entry["by"]} at {entry["at"]} ({covers}'
+          f'{"cutover.json" if entry.get("cut_over") else "manifest"} sha256 '
           f'{entry["manifest_sha256"][:16]}..., {entry["decisions"]} decision(s) in force)')
     return 0
 
 
 def _cmd_report(args):
-    from pipelines.decrypt import load_manifest
+    from pipelines.decrypt import is_stream, load_manifest
+    from transforms.errors import NovationError
     from transforms.files import join
-    from transforms.manifest import write_report
     from transforms.report import REPORT_HTML
+    if is_stream(args.run_dir):
+        return _stream_report(args)
+    if args.epoch is not None:
+        raise NovationError(f'--epoch: {args.run_dir} is a batch run; --epoch selects a '
+                            f'stream\'s epoch')
+    from transforms.manifest import write_report
     report = write_report(args.run_dir, load_manifest(args.run_dir, args.keys), args.lang)
     print(report['summary']['moved'])
+    print(join(args.run_dir, REPORT_HTML))
+    return 0
+
+
+def _stream_report(args):
+    from pipelines.decrypt import stream_epochs
+    from transforms.epochs import (CUTOVER_FILE, epoch_dir, write_epoch_report,
+                                   write_stream_report)
+    from transforms.errors import NovationError
+    from transforms.files import exists, join
+    from transforms.report import REPORT_HTML
+    manifests = stream_epochs(args.run_dir, args.keys, args.epoch)  # seals and chain checked
+    if args.epoch is not None:
+        report = write_epoch_report(args.run_dir, manifests[0], args.lang)
+        print(report['summary'])
+        print(join(epoch_dir(args.run_dir, args.epoch), REPORT_HTML))
+        return 0
+    if not manifests:
+        raise NovationError(f'{args.run_dir}: the stream has committed no epoch yet: nothing '
+                            f'to report')
+    report = write_stream_report(args.run_dir, manifests[-1]['run_id'], manifests, args.lang,
+                                 cut_over=exists(join(args.run_dir, CUTOVER_FILE)))
+    print(report['summary'])
+    print(report['pace'])
     print(join(args.run_dir, REPORT_HTML))
     return 0
 

@@ -25,7 +25,8 @@ from transforms.manifest import MANIFEST_FILE
 from transforms.seal import SEAL_ROLE, check_contained, contained_path, read_sealed_json
 
 __all__ = ['decrypt_table', 'detokenize', 'hash_domain', 'load_manifest', 'pseudonyms',
-           'read_deadletters', 'read_notice', 'read_table']
+           'read_deadletters', 'read_notice', 'read_stream_table', 'read_table', 'stream_epochs',
+           'stream_snapshot']
 
 
 def load_manifest(run_dir: str, keys) -> dict:
@@ -233,6 +234,36 @@ def stream_epochs(stream_dir: str, keys, epoch=None) -> list:
             raise NovationError(f'{stream_dir} has no epoch {epoch} (it has '
                                 f'{len(checked)})')
     return manifests
+
+
+def stream_snapshot(stream_dir: str, keys):
+    """The manifest of the snapshot run a stream continues (its seal checked), which names
+    the fields' classification, treatment and keys that the epochs' own manifests leave
+    out: from the stream's sealed cutover.json, or while it runs from its start's audit
+    record; None for a stream without a snapshot (or whose snapshot run is gone)."""
+    from transforms.audit import read_log
+    from transforms.crypto import file_identity as identity_of
+    from transforms.epochs import CUTOVER_FILE
+    from transforms.seal import read_sealed
+    keyring = keys if isinstance(keys, Keyring) else load_keyring(
+        keys, (SEAL_ROLE,), warn=False, hint=READ_HINT)
+    run_id = stream_dir.rstrip('/').split('/')[-1]
+    root = stream_dir.rstrip('/').rsplit('/', 1)[0] if '/' in stream_dir.rstrip('/') else '.'
+    if FileSystems.exists(join(stream_dir, CUTOVER_FILE)):
+        cutover = json.loads(read_sealed(stream_dir, CUTOVER_FILE, keyring,
+                                         identity_of(run_id, CUTOVER_FILE),
+                                         what='cut-over manifest'))
+        snapshot = (cutover.get('snapshot') or {}).get('run_id')
+    else:
+        started = [r for r in read_log(root) if r.get('event') == 'stream_started'
+                   and r.get('stream_id') == run_id]
+        snapshot = started[0].get('snapshot_run_id') if started else None
+    if not snapshot:
+        return None
+    try:
+        return load_manifest(join(root, snapshot), keyring)
+    except NovationError:
+        return None
 
 
 def read_stream_table(stream_dir: str, *, keys: str, table: str, deadletter: bool = False,

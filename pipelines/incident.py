@@ -7,6 +7,10 @@ With the notice key and the seller's notification list: the customers to notify,
 what the file delivered as their id (which needs the key of the file's subject column), or, for
 a dead-letter file, by their pseudonym (which needs the deadletter and pseudonym keys). The
 customers' ids are only ever written to ``--out``, never printed.
+
+A stream's file (``epochs/<n>/data|deadletter|retractions/...``) is found in its epoch's
+manifest; its fields' classification, treatment and keys are the stream's snapshot run's, as
+the stream delivers under the snapshot's plan.
 """
 
 import io
@@ -17,7 +21,8 @@ import google_crc32c
 import pyarrow as pa
 
 from config.plan import CLEAR_METHODS
-from pipelines.decrypt import load_manifest, read_notice, readable_columns
+from pipelines.decrypt import (is_stream, load_manifest, read_notice, readable_columns,
+                               stream_epochs, stream_snapshot)
 from transforms.crypto import file_identity, keyed_ops
 from transforms.delivered import deadletter_lines, parquet_file
 from transforms.errors import NovationError
@@ -40,9 +45,46 @@ def _find_file(manifest, run_dir, path):
                         f'data/TABLE/part-*.parquet and deadletter/TABLE/part-*.jsonl.enc)')
 
 
+def _find_epoch_file(stream_dir, path, keys):
+    """(what stands for the manifest: the stream's id, and the snapshot's tables and
+    encryption; table; kind; the epoch manifest's entry) of the stream's file at ``path``."""
+    wanted = path.replace('\\', '/')
+    manifests = stream_epochs(stream_dir, keys)  # every seal and the chain checked
+    for m in manifests:
+        for entry in m.get('files', []):
+            if wanted == entry['path'] or wanted.endswith('/' + entry['path']):
+                break
+        else:
+            continue
+        break
+    else:
+        raise NovationError(f'{path} is not a file of stream {stream_dir.rstrip("/")} (its '
+                            f'epochs list epochs/N/data|deadletter|retractions/.../part-*)')
+    snapshot = stream_snapshot(stream_dir, keys)
+    if snapshot is None:
+        raise NovationError(f'{stream_dir}: the snapshot run whose plan the stream delivers '
+                            f'under is not beside it, so what each field holds is unknown')
+    from transforms.epochs import RETRACTION_FIELDS, RETRACTION_KEYS
+    tables = dict(snapshot['tables'])
+    if entry['kind'] == 'retractions':  # a file of the stream's own: pseudonyms and reasons
+        tables[entry['table']] = {
+            'format': 'parquet', 'subject_key': 'subject_id',
+            'column_keys': RETRACTION_KEYS,
+            'fields': [{'name': f.name, 'classification': 'personal' if f.name == 'subject_id'
+                        else 'internal', 'category': None,
+                        'masking': 'hash' if f.name == 'subject_id' else 'keep'}
+                       for f in RETRACTION_FIELDS]}
+    manifest = {'run_id': m['run_id'], 'tables': tables, 'encryption': snapshot['encryption']}
+    kind = 'data' if entry['kind'] in ('data', 'retractions') else 'deadletter'
+    return manifest, entry['table'], kind, entry
+
+
 def assess_incident(run_dir: str, path: str, keys: str, notice_dir: str = None) -> dict:
-    manifest = load_manifest(run_dir, keys)
-    table, kind, entry = _find_file(manifest, run_dir, path)
+    if is_stream(run_dir):
+        manifest, table, kind, entry = _find_epoch_file(run_dir, path, keys)
+    else:
+        manifest = load_manifest(run_dir, keys)
+        table, kind, entry = _find_file(manifest, run_dir, path)
     t = manifest['tables'][table]
     exposed = path if path.startswith(('/', 'gs://')) or posixpath.exists(path) \
         else join(run_dir, entry['path'])

@@ -8,6 +8,11 @@ run's ``review.json``: who, when, the note, and how many dead letters it covers.
 signoff RUN_DIR --by NAME`` records a sign-off with the time and the sha256 of the run's
 manifest and config. An erased customer's dead letter never has a raw row (none was kept), so
 no filter can show one.
+
+A stream (``OUT/<stream id>``) is reviewed alike: its dead letters are those of every epoch,
+each with its ``epoch`` (a filter too), its review file is the stream's own ``review.json``,
+and a sign-off covers its cut-over (the sha256 of ``cutover.json``) or, while it runs, the
+epochs so far (the sha256 of the last epoch's manifest, which the chain ties to the others).
 """
 
 import csv
@@ -20,33 +25,52 @@ import posixpath
 import unicodedata
 from typing import Dict, List, Optional
 
-from pipelines.decrypt import load_manifest, read_deadletters
+from pipelines.decrypt import (is_stream, load_manifest, read_deadletters, read_stream_table,
+                               stream_epochs)
 from transforms.audit import append_event
 from transforms.errors import NovationError
 from transforms.files import exists, join, read_bytes, write_json
 from transforms.manifest import MANIFEST_FILE
 
 __all__ = ['DECISIONS', 'REVIEW_FILE', 'decide', 'format_table', 'load_review', 'matches',
-           'save_review', 'select', 'signoff']
+           'reviewed', 'save_review', 'select', 'signoff']
 
 REVIEW_FILE = 'review.json'
 DECISIONS = ('replay', 'discard', 'hold')
-FILTERS = ('table', 'reason', 'field', 'source_file')
+FILTERS = ('table', 'reason', 'field', 'source_file', 'epoch')
 COLUMNS = ('table', 'source_file', 'row', 'reason', 'field', 'problem', 'value', 'subject_id')
+STREAM_COLUMNS = ('epoch',) + COLUMNS
 
 
 def select(run_dir: str, keys: str, group: Dict[str, Optional[str]]) -> List[dict]:
-    """The dead letters of ``run_dir`` that match ``group`` (None: any), decrypted; each with
-    ``value``, the raw value of its field (None when none was kept)."""
-    manifest = load_manifest(run_dir, keys)
-    tables = [group['table']] if group.get('table') else list(manifest['tables'])
+    """The dead letters of ``run_dir`` (a batch run or a stream) that match ``group`` (None:
+    any), decrypted; each with ``value``, the raw value of its field (None when none was
+    kept)."""
+    stream = is_stream(run_dir)
+    if stream:
+        known = sorted({name for m in stream_epochs(run_dir, keys, group.get('epoch'))
+                        for name in m['tables']})
+
+        def read(name):
+            return read_stream_table(run_dir, keys=keys, table=name, deadletter=True,
+                                     epoch=group.get('epoch'))[0]
+    else:
+        if group.get('epoch') is not None:
+            raise NovationError(f'--epoch: {run_dir} is a batch run; --epoch selects a '
+                                f'stream\'s epoch')
+        known = list(load_manifest(run_dir, keys)['tables'])
+
+        def read(name):
+            return read_deadletters(run_dir, keys=keys, table=name)
+    tables = [group['table']] if group.get('table') else known
     for name in tables:
-        if name not in manifest['tables']:
-            raise NovationError(f'--table {name}: not a table of this run; tables: '
-                                f'{", ".join(manifest["tables"])}')
+        if name not in known:
+            raise NovationError(f'--table {name}: not a table of this '
+                                f'{"stream" if stream else "run"}; tables: '
+                                f'{", ".join(known) or "none with changes yet"}')
     out = []
     for name in tables:
-        for record in read_deadletters(run_dir, keys=keys, table=name):
+        for record in read(name):
             if matches(record, group):
                 raw = record.get('raw')
                 value = raw.get(record['field']) if isinstance(raw, dict) and \
@@ -68,11 +92,13 @@ def matches(record: dict, group: Dict[str, Optional[str]]) -> bool:
 
 
 def format_table(records: List[dict], limit: int = 50) -> str:
-    """The records as a plain text table for the terminal (the first ``limit``)."""
-    rows = [[_cell(k, r.get(k)) for k in COLUMNS] for r in records[:limit]]
+    """The records as a plain text table for the terminal (the first ``limit``); a stream's
+    with their epoch first."""
+    columns = STREAM_COLUMNS if any('epoch' in r for r in records) else COLUMNS
+    rows = [[_cell(k, r.get(k)) for k in columns] for r in records[:limit]]
     widths = [min(40, max([len(c)] + [display_width(row[i]) for row in rows]))
-              for i, c in enumerate(COLUMNS)]
-    lines = ['  '.join(display_pad(c, w) for c, w in zip(COLUMNS, widths))]
+              for i, c in enumerate(columns)]
+    lines = ['  '.join(display_pad(c, w) for c, w in zip(columns, widths))]
     lines += ['  '.join(display_pad(cell, w) for cell, w in zip(row, widths)) for row in rows]
     if len(records) > limit:
         lines.append(f'... and {len(records) - limit:,} more (--out FILE writes them all)')
@@ -109,7 +135,8 @@ def write_records(records: List[dict], out: str) -> None:
         data = ''.join(json.dumps(r, ensure_ascii=False, default=str) + '\n' for r in records)
     elif out.endswith('.csv'):
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS) + ['stage', 'raw'],
+        columns = STREAM_COLUMNS if any('epoch' in r for r in records) else COLUMNS
+        writer = csv.DictWriter(buffer, fieldnames=list(columns) + ['stage', 'raw'],
                                 extrasaction='ignore')
         writer.writeheader()
         for r in records:
@@ -158,9 +185,11 @@ def decide(run_dir: str, keys: str, group: Dict[str, Optional[str]], decision: s
     records = select(run_dir, keys, group)
     if not records:
         raise NovationError('no dead letter matches these filters: nothing to decide')
-    run_id = load_manifest(run_dir, keys)['run_id']
+    run_id = reviewed(run_dir, keys)['run_id']
     review = load_review(run_dir, run_id)
-    key = {k: group.get(k) for k in FILTERS}
+    # a decision's group names every filter (an epoch only when one was given, so a batch
+    # run's review reads as before)
+    key = {k: group.get(k) for k in FILTERS if k != 'epoch' or group.get(k) is not None}
     for entry in review['decisions']:
         if entry['group'] == key and entry.get('replaced_at') is None:
             entry['replaced_at'] = _now()
@@ -174,23 +203,49 @@ def decide(run_dir: str, keys: str, group: Dict[str, Optional[str]], decision: s
     return entry
 
 
+def reviewed(run_dir: str, keys: str) -> dict:
+    """What a review and a sign-off of ``run_dir`` are made on, its seals checked: the run id,
+    the sha256 of the record that vouches for the whole (a batch run's manifest; a stream's
+    cutover.json, or its last epoch's manifest while it runs), the config's sha256, and for a
+    stream how many epochs it covers."""
+    if not is_stream(run_dir):
+        manifest = load_manifest(run_dir, keys)
+        return {'run_id': manifest['run_id'], 'config_sha256': manifest['config_sha256'],
+                'manifest_sha256': hashlib.sha256(read_bytes(
+                    join(run_dir, MANIFEST_FILE), what='manifest')).hexdigest()}
+    from transforms.epochs import CUTOVER_FILE, EPOCH_MANIFEST, epoch_dir
+    manifests = stream_epochs(run_dir, keys)  # every seal, the chain and the cut-over checked
+    if not manifests:
+        raise NovationError(f'{run_dir}: the stream has committed no epoch yet: nothing to '
+                            f'review')
+    last = manifests[-1]
+    cut_over = exists(join(run_dir, CUTOVER_FILE))
+    vouching = join(run_dir, CUTOVER_FILE) if cut_over else \
+        join(epoch_dir(run_dir, last['epoch']), EPOCH_MANIFEST)
+    return {'run_id': last['run_id'], 'config_sha256': last.get('config_sha256'),
+            'manifest_sha256': hashlib.sha256(read_bytes(vouching, what='manifest')).hexdigest(),
+            'epochs': len(manifests), 'cut_over': cut_over}
+
+
 def signoff(run_dir: str, *, keys: str, by: str) -> dict:
-    """Record a sign-off of the run's review: who, when, the sha256 of the manifest it was made
-    on and the config's (as the manifest records it: the config and its schemas)."""
+    """Record a sign-off of the review of a run or a stream: who, when, the sha256 of the
+    record it was made on (``reviewed``) and the config's (as the manifest records it: the
+    config and its schemas)."""
     if not by.strip():
         raise NovationError('--by: give the name of who signs off')
-    manifest = load_manifest(run_dir, keys)  # its seal checked: a sign-off of the real one
-    review = load_review(run_dir, manifest['run_id'])
-    entry = {'by': by, 'at': _now(),
-             'manifest_sha256': hashlib.sha256(read_bytes(
-                 join(run_dir, MANIFEST_FILE), what='manifest')).hexdigest(),
-             'config_sha256': manifest['config_sha256'],
+    facts = reviewed(run_dir, keys)  # the seals checked: a sign-off of the real record
+    review = load_review(run_dir, facts['run_id'])
+    entry = {'by': by, 'at': _now(), 'manifest_sha256': facts['manifest_sha256'],
+             'config_sha256': facts['config_sha256'],
              'decisions': sum(1 for d in review['decisions'] if d.get('replaced_at') is None)}
+    if 'epochs' in facts:  # a stream: what the sign-off covers
+        entry.update(epochs=facts['epochs'], cut_over=facts['cut_over'])
     review['signoffs'].append(entry)
     save_review(run_dir, review)
-    append_event(output_root(run_dir), 'signed_off', keys=keys, run_id=manifest['run_id'],
+    append_event(output_root(run_dir), 'signed_off', keys=keys, run_id=facts['run_id'],
                  by=by, manifest_sha256=entry['manifest_sha256'],
-                 decisions=entry['decisions'])
+                 decisions=entry['decisions'],
+                 **({'epochs': facts['epochs']} if 'epochs' in facts else {}))
     return entry
 
 

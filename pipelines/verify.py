@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from config.plan import CLEAR_METHODS
-from pipelines.decrypt import (_readable_part, _verified_bytes, arrow_schema, is_stream,
-                               load_manifest, readable_columns, stream_epochs)
+from pipelines.decrypt import (_readable_part, _verified_bytes, arrow_schema,
+                               load_manifest, readable_columns, stream_epochs, stream_snapshot)
 from transforms.crypto import file_identity
 from transforms.delivered import avro_records, deadletter_lines, parquet_file
 from transforms.detectors import scan
@@ -135,7 +135,7 @@ def verify_stream(stream_dir: str, keys: str) -> dict:
     except NovationError as e:
         result['problems'].append(str(e))
         return result
-    fields = _snapshot_fields(stream_dir, run_id, keyring)
+    fields = _snapshot_fields(stream_dir, keyring)
     if fields is None:
         result['not_read'].append('every column (no snapshot run names the fields\' treatment)')
     identifiers, tables, listed = {}, set(), set()
@@ -187,24 +187,11 @@ def verify_stream(stream_dir: str, keys: str) -> dict:
     return result
 
 
-def _snapshot_fields(stream_dir, run_id, keyring):
-    """{table: {field: its manifest entry}} of the snapshot run the stream continues (from the
-    sealed cutover.json, or the epochs' first audit record's run), or None."""
-    from transforms.epochs import CUTOVER_FILE
-    from transforms.seal import read_sealed
-    if not FileSystems.exists(join(stream_dir, CUTOVER_FILE)):
-        return None
-    import json
-    cutover = json.loads(read_sealed(stream_dir, CUTOVER_FILE, keyring,
-                                     file_identity(run_id, CUTOVER_FILE),
-                                     what='cut-over manifest'))
-    snapshot = (cutover.get('snapshot') or {}).get('run_id')
-    if not snapshot:
-        return None
-    root = stream_dir.rstrip('/').rsplit('/', 1)[0]
-    try:
-        manifest = load_manifest(join(root, snapshot), keyring)
-    except NovationError:
+def _snapshot_fields(stream_dir, keyring):
+    """{table: {field: its manifest entry}} of the snapshot run the stream continues, or
+    None."""
+    manifest = stream_snapshot(stream_dir, keyring)
+    if manifest is None:
         return None
     return {name: {f['name']: f for f in entry['fields']}
             for name, entry in manifest['tables'].items()}

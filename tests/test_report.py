@@ -222,6 +222,9 @@ def test_the_detail_names_each_planted_bad_row_by_its_source_row(demo_run):
 
 
 EPOCH = {'run_id': 'live', 'epoch': 3, 'committed_at': '2026-12-03T08:00:05+00:00',
+         'latest_change_at': '2026-12-03T08:00:02.500+00:00',
+         'outcomes': {'data/wave-0003.jsonl': {'delivered': 7, 'dead_letter': 2,
+                                               'not_a_change': {'blank': 1}}},
          'tables': {'customers': {'rows_written': 5, 'ops': {'u': 4, 'r': 1},
                                   'dead_letters': {'consent_withdrawn': 2}},
                     'contracts': {'rows_written': 2, 'ops': {'c': 1, 'd': 1},
@@ -243,17 +246,27 @@ def test_an_epoch_and_the_stream_are_reported_from_their_manifests(lang, summary
     assert report['summary'] == summary
     assert report['totals'] == {'rows_written': 7, 'rows_refused': 2,
                                 'refused_by_reason': {'consent_withdrawn': 2},
-                                'retractions': 1}
+                                'retractions': 1, 'events': 10}
+    assert report['lag_seconds'] == 2.5  # from the latest change at the seller to the commit
     page = render_epoch_html(report)
     assert summary in page and page.count('<rect class="bar"') == 2 + 2  # c/u, then c/d
     later = {**EPOCH, 'epoch': 4, 'retractions': 0, 'tables': {
-        'customers': {'rows_written': 1, 'ops': {'u': 1}, 'dead_letters': {}}}}
-    stream = build_stream_report([later, EPOCH], 'live', lang)
+        'customers': {'rows_written': 1, 'ops': {'u': 1}, 'dead_letters': {}}},
+        'committed_at': '2026-12-03T08:00:10+00:00', 'latest_change_at': None,
+        'outcomes': {'data/wave-0004.jsonl': {'delivered': 1, 'repeat': 4}}}
+    stream = build_stream_report([later, EPOCH], 'live', lang, cut_over=False)
     assert [e['epoch'] for e in stream['epochs']] == [3, 4]
     assert stream['totals'] == {'epochs': 2, 'rows_written': 8, 'rows_refused': 2,
                                 'refused_by_reason': {'consent_withdrawn': 2},
-                                'retractions': 1}
-    assert '<script' not in render_stream_html(stream)
+                                'retractions': 1, 'events': 15, 'events_per_s': 1,
+                                'lag_seconds': {'p50': 2.5, 'max': 2.5}}
+    # the second epoch's 5 events over the 5 s since the first; an epoch without a change
+    # has no lag
+    assert [(e['events'], e['events_per_s'], e['lag_seconds']) for e in stream['epochs']] == \
+        [(10, None, 2.5), (5, 1, None)]
+    page = render_stream_html(stream)
+    assert '<script' not in page and stream['pace'] in page
+    assert stream['text']['stream_title_live'] in page
 
 
 @pytest.mark.parametrize('lang', ['en', 'zh'])

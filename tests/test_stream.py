@@ -292,7 +292,8 @@ def test_a_stream_runs_under_its_approved_plan_and_is_in_the_audit_log(demo_copy
     for argv, what in [
             (['review', os.path.join(out, 'live', 'epochs', '000001'), '--keys', keys],
              'is epoch 1 of stream live (an epoch manifest), not a batch run'),
-            (['review', os.path.join(out, 'live'), '--keys', keys],
+            (['detokenize', '--run', os.path.join(out, 'live'), '--field',
+              'customers.national_id', '--keys', keys, 'TOKEN'],
              "is a stream's directory (its deliveries are the epochs under epochs/), not a "
              "batch run")]:
         assert main(argv) == 2

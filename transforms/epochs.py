@@ -56,11 +56,11 @@ from transforms.feeds import EndOfFeeds, FileRead, ReleasedUpTo
 from transforms.stream_consent import Batch, Counted, Decided, Retraction
 from transforms.write import ParquetFiles
 
-__all__ = ['CHANGE_COLUMNS', 'CUTOVER_FILE', 'ChangeRows', 'conservation', 'EPOCHS_DIR', 'EPOCH_MANIFEST', 'CommitEpochs',
-           'Committed', 'Prepared', 'RetractionFiles', 'Trail', 'change_batch', 'checked_epochs',
-           'committed_so_far', 'retraction_id',
-           'commit_epoch', 'count', 'deliver_changes', 'epoch_dir', 'manifest_sha256',
-           'write_cutover']
+__all__ = ['CHANGE_COLUMNS', 'CUTOVER_FILE', 'ChangeRows', 'CommitEpochs', 'Committed',
+           'EPOCHS_DIR', 'EPOCH_MANIFEST', 'Prepared', 'RetractionFiles', 'Trail', 'change_batch',
+           'checked_epochs', 'commit_epoch', 'committed_so_far', 'conservation', 'count',
+           'deliver_changes', 'epoch_dir', 'manifest_sha256', 'retraction_id',
+           'write_cutover', 'write_epoch_report', 'write_stream_report']
 
 # Delivered beside each row: its op (c, u, d, r), the source position, the commit time, and
 # for a partial row (a tool that sends only some columns) the fields it carries.
@@ -299,7 +299,7 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
                  dead: Sequence[DeadLetter], retractions: Sequence, sources: Sequence[dict],
                  previous_sha256, keys_path: str, pseudonymize, erased=frozenset(),
                  consumed=(), retraction_ids=(), lang: str = 'en', trail: Trail = Trail(),
-                 outcomes=(), files=(), held=()) -> dict:
+                 outcomes=(), files=(), held=(), latest: Optional[int] = None) -> dict:
     """Write epoch ``number`` of a stream: its files under their final names, then its
     manifest, last; returns the manifest.
 
@@ -309,7 +309,8 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
     ``consumed`` (feed lines) and ``retraction_ids``: what a restarted stream must not commit
     again. ``outcomes`` ((path, outcome, count)) and ``files`` (``FileRead``): what became of
     each feed event, and the files read whole (the stream's conservation, summed at
-    cut-over); ``held``: (table, column, rows) of columns no schema names, held back.
+    cut-over); ``held``: (table, column, rows) of columns no schema names, held back;
+    ``latest``: the latest commit time at the seller of an event it holds (microseconds).
     Each file is written under a temporary name and renamed once complete, and is bound to its
     identity (``<run_id>/epochs/<number>/<path>``) as the batch's files are.
     """
@@ -362,6 +363,9 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
         'committed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'),
         'previous_manifest_sha256': previous_sha256,
+        # the latest change it holds, as committed at the seller: the report's lag
+        'latest_change_at': None if latest is None else datetime.datetime.fromtimestamp(
+            latest / 10**6, datetime.timezone.utc).isoformat(timespec='milliseconds'),
         # the plan it was committed under, and the audit record of its stream's (re)start
         'plan_sha256': trail.plan_sha256,
         'config_sha256': trail.config_sha256,
@@ -388,9 +392,7 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
         'files': sorted(written, key=lambda f: f['path']),
     }
     # the epoch's report first: an epoch whose manifest is written always has one
-    report = build_epoch_report(manifest, lang)
-    write_json(directory, REPORT_JSON, report)
-    write_whole(directory, REPORT_HTML, render_epoch_html(report).encode('utf-8'))
+    write_epoch_report(stream_dir, manifest, lang)
     data = write_sealed_json(directory, EPOCH_MANIFEST, manifest, keys_path,
                              file_identity(run_id, f'{prefix}/{EPOCH_MANIFEST}'))
     if trail.audit_root:  # the log vouches for each epoch: one deleted or replaced shows
@@ -704,7 +706,8 @@ class _EpochFn(beam.DoFn):
             held=_merged_held(h for p in parts for h in p.held),
             lang=config.report_lang,
             retraction_ids=sorted(i for p in parts for i in p.retraction_ids),
-            trail=self._trail)
+            trail=self._trail,
+            latest=max((p.latest for p in parts if p.latest is not None), default=None))
 
 
 class _WatermarkEpochFn(_EpochFn):
@@ -793,9 +796,7 @@ def write_cutover(stream_dir: str, run_id: str, snapshot, keys_path: str,
         cutover['snapshot'] = {'run_id': snapshot_id,
                                'manifest': f'{snapshot_id}/{MANIFEST_FILE}',
                                'sha256': hashlib.sha256(data).hexdigest()}
-    report = build_stream_report(manifests, run_id, lang)
-    write_json(stream_dir, REPORT_JSON, report)
-    write_whole(stream_dir, REPORT_HTML, render_stream_html(report).encode('utf-8'))
+    write_stream_report(stream_dir, run_id, manifests, lang, cut_over=True)
     data = write_sealed_json(stream_dir, CUTOVER_FILE, cutover, keys_path,
                              file_identity(run_id, CUTOVER_FILE))
     if trail.audit_root:
@@ -803,6 +804,25 @@ def write_cutover(stream_dir: str, run_id: str, snapshot, keys_path: str,
                      cutover_sha256=hashlib.sha256(data).hexdigest(), epochs=len(epochs),
                      snapshot_run_id=(cutover['snapshot'] or {}).get('run_id'))
     return cutover
+
+
+def write_stream_report(stream_dir: str, run_id: str, manifests, lang: str,
+                        cut_over: bool) -> dict:
+    """The stream's report over ``manifests`` (its epochs, checked), as report.json and
+    report.html in its directory: at cut-over, or of the epochs so far."""
+    report = build_stream_report(manifests, run_id, lang, cut_over=cut_over)
+    write_json(stream_dir, REPORT_JSON, report)
+    write_whole(stream_dir, REPORT_HTML, render_stream_html(report).encode('utf-8'))
+    return report
+
+
+def write_epoch_report(stream_dir: str, manifest: dict, lang: str) -> dict:
+    """An epoch's report.json and report.html, from its manifest (checked)."""
+    directory = epoch_dir(stream_dir, manifest['epoch'])
+    report = build_epoch_report(manifest, lang)
+    write_json(directory, REPORT_JSON, report)
+    write_whole(directory, REPORT_HTML, render_epoch_html(report).encode('utf-8'))
+    return report
 
 
 # What earlier runs of a stream committed: the last epoch and its manifest's sha256, the feed

@@ -10,6 +10,7 @@ script, nothing loaded from the network) that prints well. Neither holds a perso
 manifest holds none, so the report is readable by anyone who may read the manifest.
 """
 
+import datetime
 import html
 import os
 from typing import Dict, List
@@ -104,6 +105,11 @@ TEXT = {
                        'PIPL Art. 47).',
         'stream_moved': '{epochs} epochs: {delivered} changes delivered, {refused} refused, '
                         '{retractions} retractions.',
+        'stream_title_live': 'Stream report (live: the epochs so far)',
+        'stream_pace': '{events} feed events, {rate} a second from the first epoch to the '
+                       'last; from a change at the seller to its epoch: median {p50} s, at most '
+                       '{max} s.',
+        'events': 'Feed events', 'rate': 'Events/s', 'lag': 'Lag (s)',
         'ops': 'Changes delivered', 'creates': 'Creates', 'updates': 'Updates',
         'deletes': 'Deletes', 'retractions': 'Retractions', 'feeds': 'Feed files covered',
         'lines': 'Lines', 'by_epoch': 'Changes by epoch', 'chain': 'Each epoch names the '
@@ -156,6 +162,10 @@ TEXT = {
         'epoch_moved': '交付变更 {delivered} 条，拒绝 {refused} 条，撤回 {retractions} 项（受让方须删除'
                        '其已交付记录的客户，《个人信息保护法》第四十七条）。',
         'stream_moved': '共 {epochs} 个批次：交付变更 {delivered} 条，拒绝 {refused} 条，撤回 {retractions} 项。',
+        'stream_title_live': '流式转移报告（进行中：截至目前的批次）',
+        'stream_pace': '变更事件 {events} 条，从第一个批次到最后一个批次每秒 {rate} 条；从出让方的变更到其所在批次：'
+                       '中位数 {p50} 秒，最长 {max} 秒。',
+        'events': '变更事件', 'rate': '每秒事件', 'lag': '延迟（秒）',
         'ops': '交付的变更', 'creates': '新增', 'updates': '更新', 'deletes': '删除',
         'retractions': '撤回', 'feeds': '涵盖的变更文件', 'lines': '行', 'by_epoch': '各批次变更数',
         'chain': '每个批次记录前一批次的 sha256，缺失或被改动的批次可被发现。',
@@ -531,18 +541,32 @@ def build_epoch_report(manifest: dict, lang: str = 'en') -> dict:
         for r, n in x['refused_by_reason'].items():
             refused[r] = refused.get(r, 0) + n
     delivered = sum(x['rows_written'] for x in tables)
+    latest = manifest.get('latest_change_at')
     return {'format': 'novation-epoch-report/1', 'lang': lang, 'run_id': manifest['run_id'],
             'epoch': manifest['epoch'], 'committed_at': manifest['committed_at'],
             'summary': t['epoch_moved'].format(delivered=f'{delivered:,}',
                                                refused=f'{sum(refused.values()):,}',
                                                retractions=f'{manifest["retractions"]:,}'),
             'totals': {'rows_written': delivered, 'rows_refused': sum(refused.values()),
-                       'refused_by_reason': refused, 'retractions': manifest['retractions']},
+                       'refused_by_reason': refused, 'retractions': manifest['retractions'],
+                       # every feed event the epoch accounts for, whatever became of it
+                       'events': sum(sum(n.values()) if isinstance(n, dict) else n
+                                     for c in manifest.get('outcomes', {}).values()
+                                     for n in c.values())},
+            # how far behind the seller the acquirer was when the epoch landed: from the
+            # latest change in it, committed at the seller, to the epoch's commit
+            'latest_change_at': latest,
+            'lag_seconds': None if not latest else max(0.0, round(
+                _seconds(manifest['committed_at']) - _seconds(latest), 1)),
             'reasons': _reasons(sorted(refused), lang, t), 'tables': tables,
             'sources': [{'file': os.path.basename(x['path']), 'path': x['path'],
                          'changes': x.get('changes', 0), 'first_line': x.get('first_line'),
                          'last_line': x.get('last_line')} for x in manifest['sources']],
             'text': t}
+
+
+def _seconds(iso: str) -> float:
+    return datetime.datetime.fromisoformat(iso).timestamp()
 
 
 def render_epoch_html(report: dict) -> str:
@@ -571,35 +595,63 @@ def render_epoch_html(report: dict) -> str:
     return _page(out)
 
 
-def build_stream_report(manifests: list, stream_id: str, lang: str = 'en') -> dict:
-    """The report over every epoch of a stream (pure), written at cut-over."""
+def build_stream_report(manifests: list, stream_id: str, lang: str = 'en',
+                        cut_over: bool = True) -> dict:
+    """The report over every epoch of a stream (pure): at cut-over, or of a live stream's
+    epochs so far (``cut_over`` False), with each epoch's pace (feed events a second since the
+    epoch before) and lag."""
     t = TEXT[lang]
     epochs = [build_epoch_report(m, lang) for m in sorted(manifests, key=lambda m: m['epoch'])]
     refused = {}
     for e in epochs:
         for r, n in e['totals']['refused_by_reason'].items():
             refused[r] = refused.get(r, 0) + n
+    rows, before = [], None
+    for e in epochs:
+        at = _seconds(e['committed_at'])
+        rows.append({'epoch': e['epoch'], 'committed_at': e['committed_at'],
+                     'events': e['totals']['events'],
+                     'events_per_s': round(e['totals']['events'] / (at - before))
+                     if before is not None and at > before else None,
+                     'lag_seconds': e['lag_seconds'],
+                     'rows_written': e['totals']['rows_written'],
+                     'rows_refused': e['totals']['rows_refused'],
+                     'retractions': e['totals']['retractions']})
+        before = at
+    span = _seconds(epochs[-1]['committed_at']) - _seconds(epochs[0]['committed_at']) \
+        if epochs else 0
+    lags = sorted(e['lag_seconds'] for e in epochs if e['lag_seconds'] is not None)
     totals = {'epochs': len(epochs),
               'rows_written': sum(e['totals']['rows_written'] for e in epochs),
               'rows_refused': sum(refused.values()), 'refused_by_reason': refused,
-              'retractions': sum(e['totals']['retractions'] for e in epochs)}
+              'retractions': sum(e['totals']['retractions'] for e in epochs),
+              'events': sum(e['totals']['events'] for e in epochs),
+              # the first epoch's events came before any span could be timed
+              'events_per_s': round(sum(e['totals']['events'] for e in epochs[1:]) / span)
+              if span > 0 else None,
+              'lag_seconds': {'p50': lags[len(lags) // 2], 'max': lags[-1]} if lags else None}
+    summary = t['stream_moved'].format(
+        epochs=f'{totals["epochs"]:,}', delivered=f'{totals["rows_written"]:,}',
+        refused=f'{totals["rows_refused"]:,}', retractions=f'{totals["retractions"]:,}')
+    pace = t['stream_pace'].format(
+        events=f'{totals["events"]:,}', rate=_or_dash(totals['events_per_s']),
+        p50=_or_dash((totals['lag_seconds'] or {}).get('p50')),
+        max=_or_dash((totals['lag_seconds'] or {}).get('max')))
     return {'format': 'novation-stream-report/1', 'lang': lang, 'run_id': stream_id,
-            'summary': t['stream_moved'].format(
-                epochs=f'{totals["epochs"]:,}', delivered=f'{totals["rows_written"]:,}',
-                refused=f'{totals["rows_refused"]:,}',
-                retractions=f'{totals["retractions"]:,}'),
-            'totals': totals, 'reasons': _reasons(sorted(refused), lang, t),
-            'epochs': [{'epoch': e['epoch'], 'committed_at': e['committed_at'],
-                        'rows_written': e['totals']['rows_written'],
-                        'rows_refused': e['totals']['rows_refused'],
-                        'retractions': e['totals']['retractions']} for e in epochs],
-            'text': t}
+            'cut_over': cut_over, 'summary': summary, 'pace': pace, 'totals': totals,
+            'reasons': _reasons(sorted(refused), lang, t), 'epochs': rows, 'text': t}
+
+
+def _or_dash(value) -> str:
+    return '–' if value is None else f'{value:,}'
 
 
 def render_stream_html(report: dict) -> str:
     t = report['text']
-    out = [_head(report['lang'], t['stream_title'], f'{t["stream"]} {report["run_id"]}'),
+    title = t['stream_title'] if report['cut_over'] else t['stream_title_live']
+    out = [_head(report['lang'], title, f'{t["stream"]} {report["run_id"]}'),
            f'<p class="lead" id="moved">{_e(report["summary"])}</p>',
+           f'<p id="pace">{_e(report["pace"])}</p>',
            f'<h2>{_e(t["by_epoch"])}</h2>',
            _bars([{'label': f'{t["epoch"]} {e["epoch"]}',
                    'values': {'written': e['rows_written'], 'refused': e['rows_refused'],
@@ -607,9 +659,12 @@ def render_stream_html(report: dict) -> str:
                  ['written', 'refused', 'retractions'],
                  {'written': t['written'], 'refused': t['refused'],
                   'retractions': t['retractions']}, t['by_epoch']),
-           _table([t['epoch'], t['completed'], t['written'], t['refused'], t['retractions']],
-                  [(e['epoch'], _e(e['committed_at']), e['rows_written'], e['rows_refused'],
-                    e['retractions']) for e in report['epochs']], numeric=(2, 3, 4))]
+           _table([t['epoch'], t['completed'], t['events'], t['rate'], t['lag'], t['written'],
+                   t['refused'], t['retractions']],
+                  [(e['epoch'], _e(e['committed_at']), e['events'],
+                    _or_dash(e['events_per_s']), _or_dash(e['lag_seconds']),
+                    e['rows_written'], e['rows_refused'], e['retractions'])
+                   for e in report['epochs']], numeric=(2, 3, 4, 5, 6, 7))]
     if report['reasons']:
         out += [f'<h2>{_e(t["by_reason"])}</h2>', _reason_table(report, t)]
     out.append(f'<p><small>{_e(t["chain"])} {_e(t["footer"])}</small></p></body></html>')
