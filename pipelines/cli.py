@@ -391,8 +391,15 @@ def _parser() -> argparse.ArgumentParser:
                     'run directory (replay_of in its manifest) with the same keys and '
                     'pseudonyms, and records in the original review.json which dead letters it '
                     'consumed: replaying again moves nothing twice. Erased customers\' rows and '
-                    'restricted fields were never kept, so they are never replayed.')
-    replay.add_argument('run_dir', metavar='RUN_DIR', help='the reviewed run')
+                    'restricted fields were never kept, so they are never replayed. Given a '
+                    'stream (OUT/<stream id>): its changes refused for consent, decided again '
+                    'with the consent known now (the registry and erasure list as they are '
+                    'now, every event of the consent feed), a change older than one delivered '
+                    'for its row superseded, the rest delivered as a linked stream '
+                    'OUT/<stream id>-replay-N of one epoch, applied after the epoch its '
+                    'cutover.json names.')
+    replay.add_argument('run_dir', metavar='RUN_DIR',
+                        help='the reviewed run, or stream (OUT/<stream id>)')
     replay.add_argument('--only', metavar='N[,N...]',
                         help='only these replay decisions (their numbers in review.json, 1 '
                              'first)')
@@ -829,6 +836,19 @@ def _cmd_replay(argv, console):
     from pipelines.summary import print_summary
     with _showing_progress(console):
         result = run_replay(argv)
+    if isinstance(result, dict):  # a stream's: a linked stream of one epoch
+        again = ', '.join(f'{r} {n}' for t in result['dead_letters'].values()
+                          for r, n in sorted(t.items()))
+        print(f'replay of stream {result["stream_id"]} (after its epoch '
+              f'{result["after_epoch"]}): {result["replayed"]:,} dead letter(s) replayed: '
+              f'{result["delivered"]:,} delivered, {result["dead_letters_again"]:,} refused '
+              f'again{f" ({again})" if again else ""}, {result["superseded"]:,} superseded by a '
+              f'newer change delivered; recorded in its review.json')
+        if result['not_replayable']:
+            print('  not replayed (no change refused for consent): ' + ', '.join(
+                f'{r} {n}' for r, n in result['not_replayable'].items()))
+        print(result['replay_dir'])
+        return 0
     print_summary(result.manifest, result.run_dir, result.seconds)
     print(f'replay of {result.manifest["replay_of"]}: recorded in its review.json')
     print(result.run_dir)

@@ -189,4 +189,8 @@ def run_replay(argv):
             raise NovationError('--only N[,N...]: the numbers of replay decisions in the '
                                 'review file (1 is the first decision)') from None
         del rest[at:at + 2]
+    from pipelines.decrypt import is_stream
+    if is_stream(run_dir):  # a stream's dead letters: pipelines.stream_replay
+        from pipelines.stream_replay import run_stream_replay
+        return run_stream_replay(run_dir, rest, only)
     return run(rest, replay=run_dir, only=only)

@@ -123,3 +123,108 @@ def test_an_incident_on_an_epoch_file_names_its_fields_and_whether_it_is_the_one
     code, out, _ = novation(capsys, 'incident', '--run', stream, '--file',
                             'epochs/000001/data/customers/part-0.parquet', '--keys', keys)
     assert code == 2
+
+
+def registry_grants(workdir, subject, at='2026-01-01T00:00:00+08:00'):
+    """The seller fixes its consent registry: the customer granted every purpose."""
+    with open(os.path.join(workdir, 'exports', 'consent_registry.csv'), 'a',
+              encoding='utf-8') as f:
+        for purpose in ('contract_servicing', 'credit_management'):
+            f.write(f'{subject},{purpose},true,{at},,true,true\n')
+
+
+def test_a_streams_refused_changes_are_replayed_once_the_registry_is_fixed(live, capsys):
+    from pipelines.review import select
+    from transforms.crypto import keyed_ops
+    from transforms.keyring import load_keyring
+    workdir, summary, _ = live
+    stream, keys = summary['stream_dir'], os.path.join(workdir, 'keys')
+    config = os.path.join(workdir, 'demo.yaml')
+    letters = select(stream, keys, {})
+    unknown = [r for r in letters if r['reason'] == 'no_consent']
+    withdrawn = [r for r in letters if r['reason'] == 'consent_withdrawn']
+    assert len(unknown) == 1 and withdrawn
+    # predicted before: the customer the seller never had is now in its registry and moves;
+    # the customers who withdrew still have withdrawn, so theirs are refused again
+    registry_grants(workdir, unknown[0]['value'])
+    for reason in ('no_consent', 'consent_withdrawn'):
+        assert novation(capsys, 'review', stream, '--keys', keys, '--reason', reason,
+                        '--decide', 'replay', '--by', 'Li Wei')[0] == 0
+    code, out, err = novation(capsys, 'replay', stream, '--config', config)
+    assert (code, err) == (0, []), err
+    assert out[0] == (f'replay of stream {os.path.basename(stream)} (after its epoch '
+                      f'{summary["epochs"]}): {1 + len(withdrawn)} dead letter(s) replayed: 1 '
+                      f'delivered, {len(withdrawn)} refused again (consent_withdrawn '
+                      f'{len(withdrawn)}), 0 superseded by a newer change delivered; recorded '
+                      f'in its review.json')
+    replay = out[-1]
+    assert replay == f'{stream}-replay-1'
+    cutover = json.load(open(os.path.join(replay, 'cutover.json')))
+    assert cutover['replay_of'] == {'stream_id': os.path.basename(stream),
+                                    'after_epoch': summary['epochs']}
+    assert cutover['conservation']['holds']
+    # the same pseudonym as the stream gave the customer in its dead letter
+    ring = load_keyring(keys, warn=False)
+    code, out, _ = novation(capsys, 'decrypt', replay, '--keys', keys, '--table', 'customers',
+                            '--out', os.path.join(workdir, 'replayed.jsonl'))
+    rows = [json.loads(line) for line in open(os.path.join(workdir, 'replayed.jsonl'))]
+    assert [r['customer_id'] for r in rows] == [unknown[0]['subject_id']] == \
+        [keyed_ops(ring).pseudonym('customer_id', unknown[0]['value'])]
+    assert novation(capsys, 'verify', replay, '--keys', keys)[0] == 0
+    assert novation(capsys, 'audit', 'verify', os.path.dirname(stream), '--keys', keys)[0] == 0
+    # recorded in the stream's review: replaying again moves nothing twice
+    review = json.load(open(os.path.join(stream, 'review.json')))
+    assert [(r['run_id'], r['dead_letters_replayed'], r['rows_written'])
+            for r in review['replays']] == [(os.path.basename(replay), 1 + len(withdrawn), 1)]
+    code, _, err = novation(capsys, 'replay', stream, '--config', config)
+    assert code == 2 and err == [f'novation: error: {stream}: nothing to replay: of the dead '
+                                 f'letters marked for replay, {1 + len(withdrawn)} replayed '
+                                 f'already ({os.path.basename(replay)})']
+
+
+def test_a_replayed_change_older_than_one_delivered_for_its_row_is_superseded(demo_copy,
+                                                                              capsys):
+    from test_stream import land, now_ms, stream_config
+    workdir, config, _ = demo_copy
+    feeds = stream_config(workdir, config)
+    keys = os.path.join(workdir, 'keys')
+    t = now_ms() - 60_000
+    row = {'customer_id': None, 'name': '王五', 'mobile': '13900001111', 'city': '上海'}
+    # C7 changes unknown to the registry, then consents and changes again (delivered);
+    # C8 changes unknown and consents later, with no change since
+    land(os.path.join(feeds, 'changes'), 'c1', [
+        {'table': 'customers', 'op': 'c', 'row': {**row, 'customer_id': 'C7'},
+         'committed_at': t, 'position': 1},
+        {'table': 'customers', 'op': 'c', 'row': {**row, 'customer_id': 'C8'},
+         'committed_at': t + 1, 'position': 2},
+        {'table': 'customers', 'op': 'u', 'row': {**row, 'customer_id': 'C7', 'city': '北京'},
+         'committed_at': t + 20_000, 'position': 3}])
+    land(os.path.join(feeds, 'consent'), 'g1', [
+        {'subject_id': 'C7', 'event': 'grant', 'purpose': p, 'at': t + 10_000,
+         'sensitive_consent': True, 'cross_border_consent': True}
+        for p in ('contract_servicing', 'credit_management')])
+    code, out, _ = novation(capsys, 'stream', '--config', config, '--seconds', '3')
+    stream = out[-1]
+    assert code == 0 and 'dead letters: no_consent 2' in out[0], out
+    registry_grants(workdir, 'C8')
+    assert novation(capsys, 'review', stream, '--keys', keys, '--reason', 'no_consent',
+                    '--decide', 'replay', '--by', 'Li Wei')[0] == 0
+    code, out, err = novation(capsys, 'replay', stream, '--config', config)
+    assert (code, err) == (0, []), err
+    # C7's refused create is older than its update the stream delivered: not applied
+    assert ': 2 dead letter(s) replayed: 1 delivered, 0 refused again, 1 superseded' in out[0]
+    manifest = json.load(open(os.path.join(out[-1], 'epochs', '000001', 'manifest.json')))
+    assert manifest['outcomes'] == {'data/c1.jsonl': {'delivered': 1, 'superseded': 1}}
+
+
+@pytest.mark.parametrize('latest, key, at, expected', [
+    ({}, 'k', 5, False),                 # nothing delivered for the row
+    ({'k': 9}, 'k', 5, True),            # a newer change delivered
+    ({'k': 5}, 'k', 5, False),           # the same instant: applied after it
+    ({'k': 3}, 'k', 5, False),           # an older one
+    ({'k': 9}, None, 5, False),          # no key (not of its type): nothing to compare
+])
+def test_a_replayed_change_is_superseded_only_by_a_newer_one_delivered(latest, key, at,
+                                                                       expected):
+    from pipelines.stream_replay import superseded
+    assert superseded(latest, key, at) is expected

@@ -52,6 +52,7 @@ def seal(letter, erased, pseudonymize, restricted=()) -> dict:
         'problem': letter.problem,
         'subject_id': None if letter.subject is None else pseudonymize(letter.subject),
         'raw': raw,
+        **({} if letter.change is None else {'change': letter.change}),
     }
 
 

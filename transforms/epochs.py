@@ -174,7 +174,7 @@ def deliver_changes(table, decided: Sequence, keyed_ops,
                 reason=d.reason, stage='consent', table=table.name, source_file=event.source,
                 row=event.line, field=table.subject_key, problem=problems[d.reason],
                 subject=d.subject, raw=None if d.reason == 'erasure_requested' else raw,
-                index=event.index))
+                index=event.index, change=replayable(event)))
         elif event.change.op in ('u', 'd') and table.schema.primary_key is None:
             # which row an update or delete changes, only a primary key can say
             dead.append(DeadLetter(
@@ -217,6 +217,29 @@ def deliver_changes(table, decided: Sequence, keyed_ops,
     order = sorted(range(len(orders)), key=orders.__getitem__)
     combined = pa.Table.from_batches(delivered, schema=schema).combine_chunks()
     return combined.take(pa.array(order, pa.int64())).to_batches()[0], dead, held
+
+
+def replayable(event) -> dict:
+    """What a dead letter keeps of a refused change so that a replay can deliver it: no
+    value of the row (the raw row is kept beside it)."""
+    c = event.change
+    return {'op': c.op, 'committed_at': c.committed_at, 'source': c.source,
+            'position': c.position_text, 'index': event.index}
+
+
+def masked_keys(table, values, subjects, keyed_ops) -> list:
+    """Primary key ``values`` (text) as the acquirer receives them: cast to the key's type
+    and masked by its rule, with each row's subject; None where a value is missing or not of
+    its type."""
+    spec = table.schema.field(table.schema.primary_key)
+    cast = cast_column(text_array(values), spec, zone=table.timezone,
+                       null_values=table.null_values)
+    good = pc.is_valid(cast.values)
+    ctx = MaskContext(keyed_ops=keyed_ops, subjects=string_form(
+        pa.array(subjects, pa.string()).filter(good)))
+    masked = iter(table.rule(spec.name).operator.apply(cast.values.filter(good),
+                                                       ctx).to_pylist())
+    return [next(masked) if ok else None for ok in good.to_pylist()]
 
 
 def _with_change_columns(masked: pa.RecordBatch, kept, present) -> pa.RecordBatch:
@@ -293,6 +316,9 @@ class Trail(NamedTuple):
     audit_root: Optional[str] = None
     continues: Optional[str] = None  # the stream this one goes on after (its cut-over)
     replaces: Optional[str] = None   # the stream whose epochs this one replaces
+    # a replay of a stream's dead letters: {'stream_id', 'after_epoch'}, the stream it
+    # replays and the last epoch it was checked against (the acquirer applies it after that)
+    replay_of: Optional[dict] = None
 
 
 def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered: dict,
@@ -525,28 +551,35 @@ class _DeliverFn(beam.DoFn):
         return place is not None and place in self._resume.lines
 
     def _prepare(self, window, items) -> Prepared:
-        tables = {t.name: t for t in self._config.tables}
-        decided = [i for i in items if isinstance(i, Decided)]
-        dead = [i for i in items if isinstance(i, DeadLetter)]
-        delivered, held = [], []
-        for name in sorted({d.event.change.table for d in decided}):
-            batch, letters, columns = deliver_changes(
-                tables[name], [d for d in decided if d.event.change.table == name],
-                self._ops, self._problems)
-            dead += letters
-            delivered.append((name, _ipc_bytes(batch)))
-            held += [(name, column, n) for column, n in sorted(columns.items())]
-        retractions = tuple(i for i in items if isinstance(i, Retraction))
-        times = [t for t in map(_item_time, items) if t is not None]
-        return Prepared(
-            window=window, tables=tuple(delivered), dead=tuple(dead), retractions=retractions,
-            retraction_ids=tuple(retraction_id(self._ops, r) for r in retractions),
-            consumed=tuple(_consumed(p for p in map(_place, items)
-                                     if p is not None and p[1] is not None)),
-            changes=tuple(_sources((d.event.source, d.event.line) for d in decided)),
-            latest=max(times) if times else None, items=len(items),
-            outcomes=tuple(_outcomes(items, dead)),
-            files=tuple(i for i in items if isinstance(i, FileRead)), held=tuple(held))
+        return prepare_items(self._config, self._ops, self._problems, window, items)
+
+
+def prepare_items(config, ops, problems, window, items) -> Prepared:
+    """Part of an epoch from decided ``items`` (Decided, DeadLetter, Retraction, Counted,
+    FileRead) of one ``window``: each table's changes delivered (``deliver_changes``), and
+    what its manifest counts."""
+    tables = {t.name: t for t in config.tables}
+    decided = [i for i in items if isinstance(i, Decided)]
+    dead = [i for i in items if isinstance(i, DeadLetter)]
+    delivered, held = [], []
+    for name in sorted({d.event.change.table for d in decided}):
+        batch, letters, columns = deliver_changes(
+            tables[name], [d for d in decided if d.event.change.table == name],
+            ops, problems)
+        dead += letters
+        delivered.append((name, _ipc_bytes(batch)))
+        held += [(name, column, n) for column, n in sorted(columns.items())]
+    retractions = tuple(i for i in items if isinstance(i, Retraction))
+    times = [t for t in map(_item_time, items) if t is not None]
+    return Prepared(
+        window=window, tables=tuple(delivered), dead=tuple(dead), retractions=retractions,
+        retraction_ids=tuple(retraction_id(ops, r) for r in retractions),
+        consumed=tuple(_consumed(p for p in map(_place, items)
+                                 if p is not None and p[1] is not None)),
+        changes=tuple(_sources((d.event.source, d.event.line) for d in decided)),
+        latest=max(times) if times else None, items=len(items),
+        outcomes=tuple(_outcomes(items, dead)),
+        files=tuple(i for i in items if isinstance(i, FileRead)), held=tuple(held))
 
 
 OUTCOMES = ('delivered', 'dead_letter', 'repeat', 'superseded', 'consent_event')
@@ -683,31 +716,37 @@ class _EpochFn(beam.DoFn):
                       sum(p.items for p in rest)), manifests
 
     def _commit(self, number, parts, previous) -> dict:
-        config = self._config
-        tables = {t.name: t for t in config.tables}
-        batches = collections.defaultdict(list)
-        for part in parts:
-            for name, data in part.tables:
-                batches[name].append(_from_ipc(data))
-        delivered = {name: pa.concat_batches(b) if len(b) > 1 else b[0]
-                     for name, b in batches.items()}
-        domain = config.tables[0].subject_domain
-        return commit_epoch(
-            stream_dir=self._stream_dir, run_id=self._run_id, number=number, tables=tables,
-            delivered=delivered, dead=[d for p in parts for d in p.dead],
-            retractions=[r for p in parts for r in p.retractions],
-            sources=_merged_sources(c for p in parts for c in p.changes),
-            previous_sha256=previous,
-            keys_path=config.output.keys,
-            pseudonymize=lambda subject: self._ops.pseudonym(domain, subject),
-            consumed=_merged_consumed(c for p in parts for c in p.consumed),
-            outcomes=[o for p in parts for o in p.outcomes],
-            files=[f for p in parts for f in p.files],
-            held=_merged_held(h for p in parts for h in p.held),
-            lang=config.report_lang,
-            retraction_ids=sorted(i for p in parts for i in p.retraction_ids),
-            trail=self._trail,
-            latest=max((p.latest for p in parts if p.latest is not None), default=None))
+        return commit_parts(self._config, self._ops, stream_dir=self._stream_dir,
+                            run_id=self._run_id, number=number, parts=parts,
+                            previous=previous, trail=self._trail)
+
+
+def commit_parts(config, ops, *, stream_dir, run_id, number, parts, previous, trail) -> dict:
+    """Commit epoch ``number`` of the ``Prepared`` parts (``commit_epoch``)."""
+    tables = {t.name: t for t in config.tables}
+    batches = collections.defaultdict(list)
+    for part in parts:
+        for name, data in part.tables:
+            batches[name].append(_from_ipc(data))
+    delivered = {name: pa.concat_batches(b) if len(b) > 1 else b[0]
+                 for name, b in batches.items()}
+    domain = config.tables[0].subject_domain
+    return commit_epoch(
+        stream_dir=stream_dir, run_id=run_id, number=number, tables=tables,
+        delivered=delivered, dead=[d for p in parts for d in p.dead],
+        retractions=[r for p in parts for r in p.retractions],
+        sources=_merged_sources(c for p in parts for c in p.changes),
+        previous_sha256=previous,
+        keys_path=config.output.keys,
+        pseudonymize=lambda subject: ops.pseudonym(domain, subject),
+        consumed=_merged_consumed(c for p in parts for c in p.consumed),
+        outcomes=[o for p in parts for o in p.outcomes],
+        files=[f for p in parts for f in p.files],
+        held=_merged_held(h for p in parts for h in p.held),
+        lang=config.report_lang,
+        retraction_ids=sorted(i for p in parts for i in p.retraction_ids),
+        trail=trail,
+        latest=max((p.latest for p in parts if p.latest is not None), default=None))
 
 
 class _WatermarkEpochFn(_EpochFn):
@@ -782,6 +821,7 @@ def write_cutover(stream_dir: str, run_id: str, snapshot, keys_path: str,
                'audit_started_sha256': trail.audit_started_sha256,
                'snapshot': None, 'epochs': epochs,
                'continues': trail.continues, 'replaces': trail.replaces,
+               'replay_of': trail.replay_of,
                # every feed event read, accounted for: delivered, a dead letter, a repeat,
                # superseded, a consent event, or a line that is no change (by kind); a stream
                # that continues another counts the events that one delivered as its own

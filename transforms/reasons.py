@@ -53,6 +53,9 @@ class DeadLetter:
     subject: Optional[str] = None
     raw: Optional[dict] = None
     index: int = 0  # a feed line's event (a Canal message's row; -1: a key change's old key)
+    # a stream's change refused for consent: what a replay needs to deliver it (op,
+    # committed_at in microseconds, the log's source, its position as text, index)
+    change: Optional[dict] = None
 
     def __post_init__(self):
         assert self.reason in REASONS, self.reason
