@@ -207,6 +207,9 @@ class StreamConfig:
     not_before: str = '2000-01-01T00:00:00+00:00'  # an earlier time is implausible
     max_ahead_seconds: float = 86_400.0  # so is one further ahead of the clock
     decimal_handling_mode: str = 'precise'  # Debezium's, for feeds without the Connect schema
+    # where novation backfill lands the rows of customers who consented again (a directory
+    # the stream watches as one more change feed); None: no backfill
+    backfill: Optional[str] = None
 
     @property
     def time_rules(self):
@@ -459,7 +462,7 @@ def _stream(c, raw, base_dir, known_tables=()) -> StreamConfig:
                'max_ahead_seconds')
     s = c.mapping(raw, 'stream', required=('changes', 'consent'),
                   optional=timings + ('timestamp_attribute', 'tables', 'time_unit',
-                                      'not_before', 'decimal_handling_mode'))
+                                      'not_before', 'decimal_handling_mode', 'backfill'))
     values = {}
     for key in ('changes', 'consent'):
         place = c.string(s[key], f'stream.{key}')
@@ -470,6 +473,8 @@ def _stream(c, raw, base_dir, known_tables=()) -> StreamConfig:
             values[key] = place
         else:
             values[key] = c.path(base_dir, place, f'stream.{key}')
+    if 'backfill' in s:
+        values['backfill'] = c.path(base_dir, s['backfill'], 'stream.backfill')
     if 'timestamp_attribute' in s:
         values['timestamp_attribute'] = c.string(s['timestamp_attribute'],
                                                  'stream.timestamp_attribute')

@@ -19,6 +19,7 @@
     novation notice NOTICE_DIR --keys DIR --out F  the seller's notification list, decrypted
     novation incident --run RUN_DIR --file PATH --keys DIR [--notice DIR --out F]
     novation replay RUN_DIR --config FILE [--only N,...]   move the dead letters marked replay
+    novation backfill STREAM_DIR (--keys DIR --list F | --config FILE --export TABLE=PATH...)
     novation detokenize --run RUN_DIR --keys DIR --field TABLE.FIELD (TOKEN... | --in FILE)
     novation pseudonym --keys DIR (--domain D | --run RUN_DIR --field TABLE.FIELD) VALUE...
 
@@ -27,6 +28,7 @@ dead-letter limit exits 3. Tracebacks are for bugs.
 """
 
 import argparse
+import collections
 import contextlib
 import logging
 import os
@@ -470,6 +472,34 @@ def _parser() -> argparse.ArgumentParser:
     incident.add_argument('--out', metavar='FILE',
                           help='write the customers to notify here (.csv, .jsonl, .parquet)')
 
+    backfill = sub.add_parser(
+        'backfill', help='deliver the rows of customers who consented again, through the '
+                         'running stream',
+        description='A customer whose rows the acquirer lacks (refused at the snapshot, '
+                    'retracted after a withdrawal, or delivered without their sensitive '
+                    'fields) and who consents again is listed by the stream in the epoch that '
+                    'saw the consent (backfill in its manifest). With --list, write the '
+                    'customers every epoch listed (ids in clear: the deadletter key) for the '
+                    'seller to export their current rows. With --export TABLE=PATH (one per '
+                    'table, any format the table\'s export may have), read that targeted export '
+                    'with the batch\'s readers and land the rows of listed customers as one '
+                    'file of snapshot reads, committed at --exported-at (default now), in '
+                    'stream.backfill, which the stream watches as one more change feed: it '
+                    'decides, masks, encrypts and commits them as epochs of its own, its key '
+                    'order keeping the newest change of each row. Rows of customers not listed '
+                    'are left out and counted; an export with unreadable rows lands nothing.')
+    backfill.add_argument('run_dir', metavar='STREAM_DIR', help='OUT/<stream id>')
+    backfill.add_argument('--keys', help='keyring directory (its deadletter and manifest keys; '
+                                         'with --list)')
+    backfill.add_argument('--list', metavar='FILE', dest='list_out',
+                          help='write the customers to backfill to FILE (.csv or .jsonl)')
+    backfill.add_argument('--config', help='the stream\'s config (with --export)')
+    backfill.add_argument('--export', action='append', metavar='TABLE=PATH', default=[],
+                          help='the targeted export of a table (repeat for each table)')
+    backfill.add_argument('--exported-at', metavar='TIME',
+                          help='when the export was taken, ISO 8601 with its zone (default: '
+                               'now); its rows are committed then')
+
     signoff = sub.add_parser(
         'signoff', help='sign off the review of a run or a stream',
         description='Record in the run\'s review.json that NAME signed off its review: the '
@@ -581,6 +611,8 @@ def _main(argv) -> int:
             return _cmd_review(args)
         if args.command == 'verify':
             return _cmd_verify(args)
+        if args.command == 'backfill':
+            return _cmd_backfill(args, command)
         if args.command == 'signoff':
             return _cmd_signoff(args)
         if args.command == 'audit':
@@ -974,6 +1006,49 @@ def _cmd_clean(args):
         print(f'removed {len(found)} leftover(s), {total:,.1f} MB (recorded in the audit log)')
     else:
         print(f'{len(found)} leftover(s), {total:,.1f} MB: run again with --yes to remove them')
+    return 0
+
+
+def _cmd_backfill(args, parser):
+    import datetime
+    from config import load_config
+    from pipelines.backfill import backfill_list, land_backfill, write_list
+    if bool(args.list_out) == bool(args.export):
+        parser.error('give --keys DIR --list FILE, or --config FILE --export TABLE=PATH ...')
+    if args.list_out:
+        if not args.keys:
+            parser.error('--list needs --keys DIR (its deadletter key)')
+        records = backfill_list(args.run_dir, args.keys)
+        write_list(records, args.list_out)
+        kinds = ', '.join(f'{k} {n:,}' for k, n in sorted(collections.Counter(
+            r['kind'] for r in records).items())) or 'none'
+        print(f'{len(records):,} customer(s) to backfill ({kinds}) written to {args.list_out}')
+        return 0
+    if not args.config:
+        parser.error('--export needs --config FILE (the stream\'s)')
+    exports = {}
+    for item in args.export:
+        table, sep, path = item.partition('=')
+        if not sep or not table or not path:
+            parser.error(f'--export {item}: give TABLE=PATH')
+        exports[table] = path
+    at = None
+    if args.exported_at:
+        try:
+            at = datetime.datetime.fromisoformat(args.exported_at.replace('Z', '+00:00'))
+        except ValueError:
+            at = None
+        if at is None or at.tzinfo is None:
+            parser.error(f'--exported-at {args.exported_at!r}: give an ISO 8601 time with its '
+                         f'zone, e.g. 2026-12-07T18:00:00+08:00')
+    result = land_backfill(args.run_dir, load_config(args.config), exports, at)
+    tables = ', '.join(f'{t} {n:,}' for t, n in result['tables'].items())
+    left = ', '.join(f'{t} {n:,}' for t, n in result['left_out'].items())
+    print(f'{result["rows"]:,} row(s) of {result["customers"]:,} of the {result["listed"]:,} '
+          f'customer(s) listed landed ({tables}); the stream delivers them in its next epochs')
+    if left:
+        print(f'  left out: {left}')
+    print(result['path'])
     return 0
 
 

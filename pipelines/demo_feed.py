@@ -6,7 +6,9 @@ customers changing their mobile number, new customers (with their consent), new 
 repayments, closed contracts deleted, withdrawals and erasures, each at a commit time a little
 after the wave's landing time. Some waves carry the dirt a real feed has: lines out of commit
 order, a withdrawal that lands late (after changes committed after it), a line that is not JSON,
-a change for a customer the seller never had. Changes come as Debezium envelopes and as plain
+a change for a customer the seller never had. Later waves bring consent given again: a customer
+who withdrew consents again, and one whose rows moved without their sensitive fields gives the
+separate consent for them (their rows then need ``novation backfill``). Changes come as Debezium envelopes and as plain
 change rows, both forms ``transforms.changes`` accepts. ``land_waves`` writes the files at their
 times, each whole and then renamed into place, as a CDC tool would.
 """
@@ -29,6 +31,7 @@ __all__ = ['FeedPlan', 'Wave', 'customer_rows', 'customer_updates', 'land_waves'
 _PURPOSE = 'credit_management'
 _NEVER_SEEN = 'C99999999'
 LATE_BY = 3  # waves a late withdrawal lands after its time
+REGRANT_WAVE = 4  # the wave in which consent is given again
 
 
 @dataclasses.dataclass
@@ -48,6 +51,8 @@ class FeedPlan:
     new_customers: List[str] = dataclasses.field(default_factory=list)
     malformed: int = 0
     late: Dict[str, int] = dataclasses.field(default_factory=dict)  # withdrawals landing late
+    regranted: Dict[str, int] = dataclasses.field(default_factory=dict)  # consent again
+    sensitive_later: Dict[str, int] = dataclasses.field(default_factory=dict)  # Art. 29, late
 
 
 def customer_rows(workdir: str) -> List[dict]:
@@ -197,6 +202,19 @@ def plan_feed(workdir: str, planted, *, start_ms: int, waves: int = 10,
                                                     'customer_id': _NEVER_SEEN}, per_wave))
         if w == 2:
             rng.shuffle(data)  # out of commit order within the file
+        if w == REGRANT_WAVE and waves > REGRANT_WAVE + 1:  # consent given again
+            again = next((s for s in plan.withdrawn if s not in plan.late), None)
+            if again is not None:
+                plan.regranted[again] = at(0)
+                consent.append(consent_event(again, 'grant', 0, purpose=_PURPOSE,
+                                             sensitive_consent=True,
+                                             cross_border_consent=True))
+            later = sorted(planted.no_sensitive_consent & set(customers) - set(plan.erased))
+            if later:
+                plan.sensitive_later[later[0]] = at(1)
+                consent.append(consent_event(later[0], 'grant', 1, purpose=_PURPOSE,
+                                             sensitive_consent=True,
+                                             cross_border_consent=True))
         consent.extend(deferred.pop(w, []))
         plan.waves.append(Wave(w * wave_seconds, {'changes': data, 'consent': consent}))
     return plan

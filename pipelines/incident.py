@@ -66,6 +66,9 @@ def _find_epoch_file(stream_dir, path, keys):
                             f'under is not beside it, so what each field holds is unknown')
     from transforms.epochs import RETRACTION_FIELDS, RETRACTION_KEYS
     tables = dict(snapshot['tables'])
+    if entry['kind'] == 'backfill':  # the customers to backfill: their ids, for the seller
+        tables[entry['table']] = {'format': 'jsonl', 'subject_key': 'subject_id',
+                                  'column_keys': {}, 'fields': [], 'backfill': True}
     if entry['kind'] == 'retractions':  # a file of the stream's own: pseudonyms and reasons
         tables[entry['table']] = {
             'format': 'parquet', 'subject_key': 'subject_id',
@@ -101,6 +104,12 @@ def assess_incident(run_dir: str, path: str, keys: str, notice_dir: str = None) 
                   for f in t['fields'] if f['name'] in role_of or t['format'] == 'avro'
                   and f['masking'] != 'drop']
         encryption = manifest['encryption']['data']
+    elif t.get('backfill'):
+        fields = [{'field': 'customer id of each customer to backfill, the kind and time',
+                   'classification': 'personal', 'category': 'customer_id',
+                   'treatment': 'kept, encrypted', 'key_role': 'deadletter',
+                   'key_id': entry['keys'].get('deadletter'), 'value_in_clear_inside': True}]
+        encryption = manifest['encryption']['deadletter']
     else:
         fields = [{'field': 'raw row of each refused record (erased customers: none)',
                    'classification': 'as in the export (restricted fields removed)',
@@ -122,7 +131,9 @@ def assess_incident(run_dir: str, path: str, keys: str, notice_dir: str = None) 
     rows = read_notice(notice_dir, keys)
     keyring = load_keyring(keys, hint=READ_HINT)
     ids = _file_subjects(manifest, t, kind, entry, data, keyring, keys)
-    if kind == 'data':
+    if t.get('backfill'):  # the ids themselves
+        concerned = {r['customer_id'] for r in rows} & ids
+    elif kind == 'data':
         concerned = {r['customer_id'] for r in rows if r['table'] == table and
                      r['categories'] is not None and r['delivered_as'] in ids}
     else:

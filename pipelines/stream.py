@@ -20,6 +20,7 @@ source, and ConsentInOrder and CommitEpochs wait for the watermark instead.
 import argparse
 import datetime
 import logging
+import os
 import re
 import secrets
 import signal
@@ -47,7 +48,8 @@ from transforms.keyring import load_keyring
 from transforms.manifest import MANIFEST_FILE
 from transforms.seal import require_signing
 from transforms.write import file_roles
-from transforms.feeds import DRAIN, EndOfFeeds, Feed, FileRead, WatchFeeds, renamed_for_feeds
+from transforms.feeds import (BACKFILL_FILES, DRAIN, EndOfFeeds, Feed, FileRead, WatchFeeds,
+                              renamed_for_feeds)
 from transforms.key_order import InKeyOrder
 from transforms.pubsub import ReadSubscription, is_subscription
 from transforms.reasons import DeadLetter
@@ -240,6 +242,11 @@ def run_stream(argv=None) -> dict:
                  Feed('erasures', config.consent.erasures, 'erasures', config.consent.columns),
                  Feed('data', s.changes, 'changes', rules=s.time_rules),
                  Feed('consent', s.consent, 'consent', rules=s.time_rules)]
+        if s.backfill:  # the rows novation backfill lands: one more change feed
+            feeds.append(Feed('backfill', join(s.backfill, BACKFILL_FILES), 'changes',
+                              rules=s.time_rules))
+            if not on_dataflow and not has_scheme(s.backfill):
+                os.makedirs(s.backfill, exist_ok=True)
         resume = None
         if existed:  # the same stream, started again: go on after its last epoch
             if 'consent' in subscriptions and not options.view_as(StandardOptions).update:
@@ -464,6 +471,7 @@ def stream_summary(stream_dir: str, run_id: str, keys_path: str) -> dict:
                                 for t in m['tables'].values()),
             'dead_letters': dict(sorted(dead.items())),
             'retractions': sum(m['retractions'] for m in manifests),
+            'backfill': sum(sum(m.get('backfill', {}).values()) for m in manifests),
             'conservation': conservation(manifests)}
 
 
@@ -494,6 +502,10 @@ def print_stream_summary(summary: dict, out=print) -> None:
         f'{count(summary["rows_written"], "change")} delivered (encrypted), dead letters: '
         f'{dead}, {count(summary["retractions"], "retraction")}')
     out(conservation_line(summary['conservation']))
+    if summary.get('backfill'):
+        out(f'  {count(summary["backfill"], "customer")} consented again after their rows '
+            f'were refused, retracted or moved without their sensitive fields: novation '
+            f'backfill {summary["stream_dir"]} --list FILE names them')
     out(f'  cut-over manifest: {summary["cutover"]} (the snapshot and every epoch, with the '
         f'sha256 of each manifest)')
     out(summary['stream_dir'])

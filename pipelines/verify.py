@@ -147,7 +147,7 @@ def verify_stream(stream_dir: str, keys: str) -> dict:
             try:
                 data = _verified_bytes(stream_dir, f)
                 identity = file_identity(run_id, f['path'])
-                if f.get('kind') == 'deadletter':
+                if f.get('kind') in ('deadletter', 'backfill'):  # JSON Lines, encrypted
                     rows = sum(1 for _ in deadletter_lines(io.BytesIO(data), keyring, identity))
                 else:
                     part, lacking = _readable_part(pa.BufferReader(data), keyring, identity, f)

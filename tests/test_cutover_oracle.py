@@ -25,12 +25,14 @@ import pytest
 import yaml
 
 from config import load_config
+from pipelines.backfill import backfill_list, land_backfill
 from pipelines.decrypt import read_table
 from pipelines.demo import prepare_demo
 from pipelines.demo_feed import land_waves, plan_feed
 from pipelines.migrate import run
 from transforms.delivered import parquet_file
 from transforms.epochs import manifest_sha256
+from transforms.errors import NovationError
 from transforms.keyring import load_keyring
 
 pytestmark = pytest.mark.slow  # a snapshot, a stream run twice and a batch run
@@ -84,10 +86,9 @@ def feed_events(plan):
     return sorted(changes, key=lambda c: c[:2]), sorted(consent, key=lambda e: e['at'])
 
 
-def sellers_final_state(workdir, plan, final_dir):
-    """Write the seller's tables and consent at cut-over under ``final_dir``; returns the config
-    of a batch run over them (the oracle), with the demo's keys, masking and schemas."""
-    os.makedirs(final_dir)
+def sellers_tables(workdir, plan, until_ms=None):
+    """The seller's customers' CSV header and its tables (table -> rows) with every change
+    of the feed committed by ``until_ms`` (all, if None) applied."""
     keys = {'customers': 'customer_id', 'contracts': 'contract_id', 'repayments': 'repayment_id'}
     with open(os.path.join(workdir, 'exports', 'customers.csv'), encoding='gbk',
               newline='') as f:
@@ -98,12 +99,62 @@ def sellers_final_state(workdir, plan, final_dir):
                   os.path.join(workdir, 'exports', 'contracts.parquet')).to_pylist()]}
     with open(os.path.join(workdir, 'exports', 'repayments.jsonl'), encoding='utf-8') as f:
         tables['repayments'] = [_json_row(line) for line in f if line.strip()]
-    changes, consent = feed_events(plan)
-    for _, _, table, op, row in changes:
+    changes, _ = feed_events(plan)
+    for at, _, table, op, row in changes:
+        if until_ms is not None and at > until_ms:
+            continue
         key = keys[table]  # the plan changes no other table
         tables[table] = [r for r in tables[table] if r.get(key) != row[key]]
         if op != 'd':
             tables[table].append(row)
+    return header, tables
+
+
+def targeted_export(workdir, plan, config, subjects, at_ms, out_dir):
+    """What the seller exports for a backfill: the rows of ``subjects`` at ``at_ms``, each
+    table in a form its export may take (the customers as GBK CSV, the collection calls as
+    Avro with the export's own schema); returns ({table: path}, {table: [each row's
+    customer]})."""
+    import fastavro
+    os.makedirs(out_dir)
+    header, tables = sellers_tables(workdir, plan, at_ms)
+
+    owners = {}
+
+    def theirs(table, row):
+        owner = next((str(row[c]) for c in config.table(table).subject_columns
+                      if row.get(c) is not None), None)
+        if owner in subjects:
+            owners.setdefault(table, []).append(owner)
+            return True
+        return False
+
+    paths = {'customers': os.path.join(out_dir, 'customers.csv')}
+    with open(paths['customers'], 'w', encoding='gbk', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([r[h] for h in header] for r in tables['customers']
+                         if RAW not in r and theirs('customers', r))
+    for table in ('contracts', 'repayments'):
+        paths[table] = os.path.join(out_dir, f'{table}.jsonl')
+        with open(paths[table], 'w', encoding='utf-8') as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + '\n' for r in tables[table]
+                         if RAW not in r and theirs(table, r))
+    with open(os.path.join(workdir, 'exports', 'collection_calls.avro'), 'rb') as f:
+        reader = fastavro.reader(f)
+        schema, calls = reader.writer_schema, [r for r in reader if theirs('collection_calls', r)]
+    paths['collection_calls'] = os.path.join(out_dir, 'collection_calls.avro')
+    with open(paths['collection_calls'], 'wb') as f:
+        fastavro.writer(f, schema, calls)
+    return paths, owners
+
+
+def sellers_final_state(workdir, plan, final_dir):
+    """Write the seller's tables and consent at cut-over under ``final_dir``; returns the config
+    of a batch run over them (the oracle), with the demo's keys, masking and schemas."""
+    os.makedirs(final_dir)
+    header, tables = sellers_tables(workdir, plan)
+    _, consent = feed_events(plan)
     with open(os.path.join(final_dir, 'customers.csv'), 'w', encoding='gbk', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -179,8 +230,13 @@ def acquirers_state(config, snapshot_dir, stream_dir, keys):
                 key = config.table(f['table']).schema.primary_key
                 rows = parquet_file(path, keyring, identity).read().to_pylist()
                 # the README's procedure: in the file's order, a delete removes the key, a
-                # whole row replaces it, a partial row (__columns) updates the fields it names
+                # whole row replaces it, a partial row (__columns) updates the fields it names;
+                # a table without a primary key takes creates (and backfills) as new rows
                 for row in rows:
+                    if key is None:
+                        held[f['table']].append({k: v for k, v in row.items()
+                                                 if not k.startswith('__')})
+                        continue
                     old = [r for r in held[f['table']] if r[key] == row[key]]
                     table = [r for r in held[f['table']] if r[key] != row[key]]
                     if row['__op'] != 'd':
@@ -236,10 +292,13 @@ def test_the_snapshot_and_its_stream_killed_and_resumed_give_the_sellers_final_s
     plan = plan_feed(workdir, planted, start_ms=int(started * 1000), waves=8, per_wave=30,
                      wave_seconds=0.6)
     assert plan.withdrawn and plan.erased and plan.late and plan.new_customers
+    # consent given again: a customer who withdrew, and one whose rows moved without their
+    # sensitive fields; their rows come back by novation backfill while the stream runs
+    assert plan.regranted and plan.sensitive_later
     lander = threading.Thread(target=land_waves, args=(os.path.join(workdir, 'feeds'), plan),
                               kwargs={'started': started}, daemon=True)
     lander.start()
-    cutover = datetime.datetime.fromtimestamp(started + 8 * 0.6 + 6, CST).isoformat()
+    cutover = datetime.datetime.fromtimestamp(started + 8 * 0.6 + 16, CST).isoformat()
     command = [sys.executable, '-m', 'pipelines.cli', 'stream', '--config', config,
                '--snapshot', snapshot.run_dir, '--run-id', 'live', '--until', cutover]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -251,8 +310,36 @@ def test_the_snapshot_and_its_stream_killed_and_resumed_give_the_sellers_final_s
     first.send_signal(signal.SIGKILL)  # while the feed lands, with the next epoch open
     first.wait()
     kept = manifest_sha256(stream_dir, 1)
-    again = subprocess.run(command, capture_output=True, text=True, timeout=180)
-    assert again.returncode == 0, again.stderr
+    again = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    # the stream lists the customers who consented again; the seller exports their rows now
+    # and novation backfill lands them for the running stream to deliver
+    keys = os.path.join(workdir, 'keys')
+    wanted = set(plan.regranted) | set(plan.sensitive_later)
+    listed = {}
+    while not wanted <= set(listed):
+        assert time.time() < deadline + 60 and again.poll() is None, again.stderr.read()
+        time.sleep(0.2)
+        try:
+            listed = {r['subject_id']: r['kind'] for r in backfill_list(stream_dir, keys)}
+        except NovationError:  # an epoch being written
+            continue
+    assert listed == {**{s: 'rows' for s in plan.regranted},
+                      **{s: 'sensitive' for s in plan.sensitive_later}}
+    at_ms = int(time.time() * 1000)
+    exports, owners = targeted_export(workdir, plan, load_config(config), wanted, at_ms,
+                                      str(tmp_path / 'targeted'))
+    landed = land_backfill(stream_dir, load_config(config), exports,
+                           datetime.datetime.fromtimestamp(at_ms / 1000, CST))
+    # the customer who withdrew: their rows of every table; the other: of the tables with
+    # sensitive fields (the collection calls have none: theirs are whole already)
+    calls = sum(1 for s in owners.get('collection_calls', []) if s in plan.sensitive_later)
+    assert landed['customers'] == 2
+    assert landed['rows'] == sum(len(o) for o in owners.values()) - calls
+    assert landed['left_out'] == ({'collection_calls: complete already (no sensitive field)':
+                                   calls} if calls else {})
+    _, err = again.communicate(timeout=180)
+    assert again.returncode == 0, err
     lander.join()
     epochs = json.load(open(os.path.join(stream_dir, 'cutover.json')))['epochs']
     assert epochs[0]['sha256'] == kept and len(epochs) >= 3  # it went on after epoch 1

@@ -517,7 +517,7 @@ def delivered_items(stream_dir, keyring, run_id):
             elif f['kind'] == 'deadletter':
                 letters += [json.loads(line) for line in deadletter_lines(
                     open(path, 'rb'), keyring, identity)]
-            else:
+            elif f['kind'] == 'retractions':
                 retractions += parquet_file(path, keyring, identity).read().to_pylist()
     return rows, letters, retractions
 

@@ -13,8 +13,8 @@ from config.loader import Purpose, Transfer
 from transforms.changes import Change, ChangeProblem
 from transforms.consent_events import ConsentEvent
 from transforms.key_order import InKeyOrder
-from transforms.stream_consent import (ChangeEvent, ConsentInOrder, Counted, Decided, Retraction,
-                                      Routed)
+from transforms.stream_consent import (ChangeEvent, ConsentInOrder, Counted, Decided, Regained,
+                                      Retraction, Routed)
 
 TRANSFER = Transfer('S', 'A', (Purpose('credit', 'consent'), Purpose('servicing', 'contract')),
                     'CN', 'CN')
@@ -42,7 +42,7 @@ def _keys(keys_dir):
 
 
 def check(stream, decided, retracted=(), snapshot_at=None, ordered=False, shards=16,
-          counted=None):
+          counted=None, regained=None):
     options = PipelineOptions(streaming=True)
     with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as p:
         # each event its own batch, as a feed that releases one event at a time
@@ -61,6 +61,10 @@ def check(stream, decided, retracted=(), snapshot_at=None, ordered=False, shards
         assert_that(out | beam.Filter(lambda o: isinstance(o, Retraction)) | beam.Map(
             lambda r: (r.subject, r.tables, r.reason, r.at // S)),
             equal_to(list(retracted)), label='retractions')
+        if regained is not None:
+            assert_that(out | beam.Filter(lambda o: isinstance(o, Regained)) | beam.Map(
+                lambda r: (r.subject, r.kind, r.at // S)), equal_to(list(regained)),
+                label='regained')
 
 
 def end(stream):
@@ -333,3 +337,48 @@ def test_what_the_consent_and_key_order_steps_keep_in_state_holds_no_customer_in
     other.setup()
     with pytest.raises(Exception):
         other._pending(shard, _Value(waiting))
+
+
+def seed(subject, kind, at, **extra):
+    """A consent event of the snapshot's registry, as the source reads it."""
+    event = ConsentEvent(subject, kind, 'credit', at * S, 0, seed=True, **extra)
+    return TimestampedValue((subject, event), at)
+
+
+@pytest.mark.parametrize('ordered', [False, True])
+def test_consent_given_again_lists_the_customers_whose_rows_the_acquirer_lacks(ordered):
+    again = ConsentEvent('C1', 'grant', 'credit', 30 * S, 3, sensitive_consent=True,
+                         cross_border_consent=True)
+    sensitive = ConsentEvent('C2', 'grant', 'credit', 31 * S, 4, sensitive_consent=True,
+                             cross_border_consent=True)
+    stream = end(EventStream()
+                 .add_elements([seed('C1', 'grant', 0, sensitive_consent=True,
+                                     cross_border_consent=True),
+                                seed('C2', 'grant', 0, sensitive_consent=False,
+                                     cross_border_consent=True)])
+                 .advance_watermark_to(5)
+                 .add_elements([consent('C1', 'withdraw', 10)])
+                 .advance_watermark_to(15)
+                 .add_elements([TimestampedValue(('C1', again), 30),
+                                TimestampedValue(('C2', sensitive), 31),
+                                # a new customer who consents before their first row: none
+                                consent('C3', 'grant', 32)])
+                 .advance_watermark_to(40))
+    # C1 was retracted and consents again: all its rows; C2's rows moved without their
+    # sensitive fields and now may carry them
+    check(stream, [], [('C1', TABLES, 'consent_withdrawn', 10)], snapshot_at=1,
+          ordered=ordered, regained=[('C1', 'rows', 30), ('C2', 'sensitive', 31)])
+
+
+@pytest.mark.parametrize('before, after, expected', [
+    ((None, True), (None, True), None),
+    (('no_consent', False), (None, False), 'rows'),
+    (('consent_withdrawn', False), (None, True), 'rows'),
+    ((None, False), (None, True), 'sensitive'),
+    ((None, True), ('consent_withdrawn', False), None),   # a retraction, not a backfill
+    (('erasure_requested', False), ('erasure_requested', False), None),
+])
+def test_what_a_customer_regains(before, after, expected):
+    from transforms.consent_events import regained
+    from transforms.consent_rules import Decision
+    assert regained(Decision(*before), Decision(*after)) == expected

@@ -228,3 +228,86 @@ def test_a_replayed_change_is_superseded_only_by_a_newer_one_delivered(latest, k
                                                                        expected):
     from pipelines.stream_replay import superseded
     assert superseded(latest, key, at) is expected
+
+
+def test_plain_tink_and_pyarrow_read_a_streams_epochs_as_the_readme_shows(live, tmp_path):
+    """The README's stream reader, run as written, gives what Novation's own reader gives."""
+    import tink
+    from pipelines.decrypt import read_stream_table
+    from test_readme_readers import example
+    workdir, summary, snapshot = live
+    stream, keys = summary['stream_dir'], os.path.join(workdir, 'keys')
+    place = tmp_path / 'reader'
+    place.mkdir()
+    for name, target in (('delivery', snapshot.run_dir), ('keys', keys), ('stream', stream)):
+        os.symlink(target, place / name)
+    namespace, cwd = {'__name__': 'readme_example'}, os.getcwd()
+    os.chdir(place)
+    try:
+        for name in ('common', 'parquet', 'stream'):
+            exec(compile(example(name), f'README.md example {name}', 'exec'), namespace)
+    finally:
+        os.chdir(cwd)
+    epochs = namespace['epochs']
+    assert [e[0] for e in epochs] == list(range(1, summary['epochs'] + 1))
+    import pyarrow as pa
+    theirs = pa.concat_tables([changes['customers'] for _, changes, _ in epochs
+                               if 'customers' in changes])
+    ours, _ = read_stream_table(stream, keys=keys, table='customers')
+    assert theirs.num_rows == ours.num_rows > 0
+    assert theirs.equals(ours.drop_columns(['__epoch']))
+    assert sum(r.num_rows for _, _, retracted in epochs for r in retracted) == \
+        summary['retractions']
+    # an epoch manifest changed after the cut-over: the reader stops at its seal
+    manifest = os.path.join(stream, 'epochs', '000001', 'manifest.json')
+    original = open(manifest, 'rb').read()
+    try:
+        with open(manifest, 'wb') as f:
+            f.write(original.replace(b'"epoch": 1', b'"epoch": 1 '))
+        os.chdir(place)
+        with pytest.raises(tink.TinkError):
+            exec(compile(example('stream'), 'README.md example stream', 'exec'), namespace)
+    finally:
+        os.chdir(cwd)
+        with open(manifest, 'wb') as f:
+            f.write(original)
+
+
+@pytest.mark.parametrize('table_name, kind, why', [
+    ('customers', 'rows', None),
+    ('customers', 'sensitive', None),                       # sensitive fields, a primary key
+    ('collection_calls', 'rows', None),                     # retracted: none of its rows held
+    ('collection_calls', 'sensitive', 'complete already (no sensitive field)'),
+])
+def test_a_backfill_takes_the_rows_a_customer_lacks(demo_copy, table_name, kind, why):
+    from config import load_config
+    from pipelines.backfill import listed_rows, needs
+    import pyarrow as pa
+    _, config, _ = demo_copy
+    table = load_config(config).table(table_name)
+    assert needs(table, kind) == why
+    batch = pa.RecordBatch.from_pylist([{'customer_id': 'C1', 'x': '1'},
+                                        {'customer_id': 'C2', 'x': None}])
+    got = list(listed_rows(batch, table, {'C1': kind}))
+    assert got[1] == ('left out', f'{table_name}: not listed')
+    assert got[0] == ((table_name, {'customer_id': 'C1', 'x': '1'}) if why is None
+                      else ('left out', f'{table_name}: {why}'))
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--export', 'customers=x.csv'], '--export needs --config FILE'),
+    (['--list', 'x.csv'], '--list needs --keys DIR'),
+    ([], 'give --keys DIR --list FILE, or --config FILE --export TABLE=PATH'),
+])
+def test_backfill_mistakes_are_one_line(capsys, argv, message):
+    from pipelines.cli import main
+    with pytest.raises(SystemExit) as stopped:
+        main(['backfill', 'OUT/stream'] + argv)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_backfill_of_a_table_the_config_lacks_is_refused_before_reading(live, capsys):
+    workdir, summary, _ = live
+    code, _, err = novation(capsys, 'backfill', summary['stream_dir'], '--config',
+                            os.path.join(workdir, 'demo.yaml'), '--export', 'loans=x.csv')
+    assert code == 2 and len(err) == 1 and "--export loans=...: no table 'loans'" in err[0]

@@ -37,7 +37,7 @@ __all__ = ['AUDIT_DIR', 'append_event', 'read_log', 'record_sha256', 'recorded_e
 AUDIT_DIR = 'audit'
 EVENTS = ('run_started', 'run_committed', 'run_aborted', 'reviewed', 'signed_off', 'replayed',
           'keys_rotated', 'cleaned', 'stream_started', 'epoch_committed', 'stream_cut_over',
-          'stream_aborted')
+          'stream_aborted', 'backfill_landed')
 _PATIENCE = 60.0  # seconds a writer keeps trying for the next number before giving up
 
 

@@ -114,6 +114,19 @@ def decision_at(t: int, snapshot_rows: Sequence[ConsentRow], snapshot_erased: bo
                           cross_border=cross_border)
 
 
+def regained(before: Decision, after: Decision) -> Optional[str]:
+    """What a customer regained when the decision went from ``before`` to ``after``:
+    ``rows`` when they may move again (a consent given after a refusal or a withdrawal),
+    ``sensitive`` when the separate consent for sensitive data came after their rows moved
+    without it (PIPL Art. 29); else None. Rows the acquirer then lacks (never delivered,
+    retracted, or with their sensitive fields null) need a backfill."""
+    if before.reason is not None and after.reason is None:
+        return 'rows'
+    if before.reason is None and not before.sensitive_ok and after.sensitive_ok:
+        return 'sensitive'
+    return None
+
+
 def retraction_reason(before: Decision, after: Decision) -> Optional[str]:
     """Why rows delivered under ``before`` must be deleted by the acquirer now that the
     decision is ``after`` (PIPL Art. 47), or None: only a customer who could move and now may

@@ -53,7 +53,7 @@ from transforms.reasons import DeadLetter
 from transforms.report import (REPORT_HTML, REPORT_JSON, build_epoch_report,
                                build_stream_report, render_epoch_html, render_stream_html)
 from transforms.feeds import EndOfFeeds, FileRead, ReleasedUpTo
-from transforms.stream_consent import Batch, Counted, Decided, Retraction
+from transforms.stream_consent import Batch, Counted, Decided, Regained, Retraction
 from transforms.write import ParquetFiles
 
 __all__ = ['CHANGE_COLUMNS', 'CUTOVER_FILE', 'ChangeRows', 'CommitEpochs', 'Committed',
@@ -325,7 +325,8 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
                  dead: Sequence[DeadLetter], retractions: Sequence, sources: Sequence[dict],
                  previous_sha256, keys_path: str, pseudonymize, erased=frozenset(),
                  consumed=(), retraction_ids=(), lang: str = 'en', trail: Trail = Trail(),
-                 outcomes=(), files=(), held=(), latest: Optional[int] = None) -> dict:
+                 outcomes=(), files=(), held=(), latest: Optional[int] = None,
+                 regained=()) -> dict:
     """Write epoch ``number`` of a stream: its files under their final names, then its
     manifest, last; returns the manifest.
 
@@ -336,7 +337,10 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
     again. ``outcomes`` ((path, outcome, count)) and ``files`` (``FileRead``): what became of
     each feed event, and the files read whole (the stream's conservation, summed at
     cut-over); ``held``: (table, column, rows) of columns no schema names, held back;
-    ``latest``: the latest commit time at the seller of an event it holds (microseconds).
+    ``latest``: the latest commit time at the seller of an event it holds (microseconds);
+    ``regained``: customers who consented again and whose rows need a backfill
+    (``Regained``), listed with their ids in an encrypted file under the dead-letter key:
+    the seller's operator exports their rows, the acquirer never reads the list.
     Each file is written under a temporary name and renamed once complete, and is bound to its
     identity (``<run_id>/epochs/<number>/<path>``) as the batch's files are.
     """
@@ -382,6 +386,12 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
             pa.array([r.reason for r in retractions], pa.string()),
             pa.array([r.at for r in retractions], pa.timestamp('us', tz='UTC'))],
             schema=pa.schema(RETRACTION_FIELDS))])
+    if regained:
+        write('backfill', 'all', EncryptedJsonLines(keys_path), [json.dumps(
+            {'subject_id': r.subject, 'kind': r.kind,
+             'at': datetime.datetime.fromtimestamp(r.at / 10**6, datetime.timezone.utc)
+             .isoformat(timespec='milliseconds')}, ensure_ascii=False).encode('utf-8')
+            for r in regained])
     manifest = {
         'format': EPOCH_FORMAT,
         'run_id': run_id,
@@ -406,6 +416,8 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
                               d.reason for d in by_table.get(name, ())).items()))}
                    for name in sorted(set(delivered) | set(by_table))},
         'retractions': len(retractions),
+        # customers who consented again, whose rows need a backfill (novation backfill)
+        'backfill': dict(sorted(collections.Counter(r.kind for r in regained).items())),
         # what became of every feed event this epoch holds, per feed file
         'outcomes': _outcome_counts(outcomes),
         'files_read': [{'path': f.path, 'feed': f.feed, 'lines': f.lines, 'events': f.events}
@@ -509,6 +521,7 @@ class Prepared:
     outcomes: tuple = ()  # (path, outcome, count)
     files: tuple = ()     # FileRead
     held: tuple = ()      # (table, column, rows)
+    regained: tuple = ()  # Regained: customers whose rows need a backfill
 
 
 class _DeliverFn(beam.DoFn):
@@ -545,7 +558,7 @@ class _DeliverFn(beam.DoFn):
 
     def _done_before(self, item) -> bool:
         """Whether an earlier run of the stream committed ``item`` already."""
-        if isinstance(item, Retraction):
+        if isinstance(item, (Retraction, Regained)):
             return retraction_id(self._ops, item) in self._resume.retractions
         place = _place(item)
         return place is not None and place in self._resume.lines
@@ -570,10 +583,12 @@ def prepare_items(config, ops, problems, window, items) -> Prepared:
         delivered.append((name, _ipc_bytes(batch)))
         held += [(name, column, n) for column, n in sorted(columns.items())]
     retractions = tuple(i for i in items if isinstance(i, Retraction))
+    regained = tuple(i for i in items if isinstance(i, Regained))
     times = [t for t in map(_item_time, items) if t is not None]
     return Prepared(
         window=window, tables=tuple(delivered), dead=tuple(dead), retractions=retractions,
-        retraction_ids=tuple(retraction_id(ops, r) for r in retractions),
+        retraction_ids=tuple(retraction_id(ops, r) for r in retractions + regained),
+        regained=regained,
         consumed=tuple(_consumed(p for p in map(_place, items)
                                  if p is not None and p[1] is not None)),
         changes=tuple(_sources((d.event.source, d.event.line) for d in decided)),
@@ -746,7 +761,8 @@ def commit_parts(config, ops, *, stream_dir, run_id, number, parts, previous, tr
         lang=config.report_lang,
         retraction_ids=sorted(i for p in parts for i in p.retraction_ids),
         trail=trail,
-        latest=max((p.latest for p in parts if p.latest is not None), default=None))
+        latest=max((p.latest for p in parts if p.latest is not None), default=None),
+        regained=[r for p in parts for r in p.regained])
 
 
 class _WatermarkEpochFn(_EpochFn):
@@ -917,10 +933,11 @@ def committed_so_far(stream_dir: str, run_id: str, keys_path: str) -> Committed:
                      epochs[-1][1].get('plan_sha256') if epochs else None)
 
 
-def retraction_id(ops, retraction) -> str:
-    """An opaque id of a retraction (keyed, so it says nothing of the customer)."""
-    return ops.pseudonym('novation-retraction',
-                         f'{retraction.subject}|{retraction.reason}|{retraction.at}')
+def retraction_id(ops, item) -> str:
+    """An opaque id of a retraction or a backfill notice (``Regained``), keyed so it says
+    nothing of the customer: what a restarted stream must not commit again."""
+    what = item.reason if isinstance(item, Retraction) else f'regained:{item.kind}'
+    return ops.pseudonym('novation-retraction', f'{item.subject}|{what}|{item.at}')
 
 
 def _place(item):
@@ -973,8 +990,10 @@ def epoch_line(manifest: dict, parts, seconds: Optional[float] = None) -> str:
                   for c in manifest.get('outcomes', {}).values())
     held = '; '.join(f'{table}: {", ".join(columns)}' for table, columns in
                      manifest.get('held_columns', {}).items())
+    backfill = sum(manifest.get('backfill', {}).values())
     return (f'epoch {manifest["epoch"]} committed: {count(delivered, "change")} delivered, '
             f'{count(dead, "dead letter")}, {count(manifest["retractions"], "retraction")}'
+            + (f', {count(backfill, "customer")} to backfill' if backfill else '')
             + (f', {skipped:,} repeated or superseded (not delivered)' if skipped else '')
             + lag + (f'; WARNING: column(s) no schema classifies held back ({held}): draft '
                      f'their fields with novation classify FEED --format cdc --table T' if held
@@ -989,7 +1008,7 @@ def count(n: int, what: str) -> str:
 def _item_time(item) -> int:
     if isinstance(item, Decided):
         return item.event.change.committed_at
-    if isinstance(item, (Retraction, Counted, FileRead)):
+    if isinstance(item, (Retraction, Regained, Counted, FileRead)):
         return item.at
     return None  # a dead letter joins the open epoch
 

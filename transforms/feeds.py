@@ -52,7 +52,7 @@ from transforms.changes import (Change, ChangeProblem, JsonNumber, NotAChange, T
                                parse_change)
 from transforms.consent_events import ConsentEvent, parse_consent_event
 
-__all__ = ['DRAIN', 'EndOfFeeds', 'Feed', 'FeedEvent', 'FileRead', 'Released', 'ReleasedUpTo',
+__all__ = ['BACKFILL_FILES', 'DRAIN', 'EndOfFeeds', 'Feed', 'FeedEvent', 'FileRead', 'Released', 'ReleasedUpTo',
            'WatchFeeds', 'feed_root', 'parse_json_event', 'read_feed_file',
            'renamed_for_feeds']
 
@@ -68,6 +68,7 @@ _EXACT = json.JSONDecoder(parse_float=JsonNumber, parse_int=JsonNumber)  # made 
 MAX_DEPTH = 64  # objects and lists nested deeper are no change of a row
 _BOM = b'\xef\xbb\xbf'
 _SURROGATE = re.compile(r'\\u[dD][89a-fA-F]')  # an escape of half a surrogate pair
+BACKFILL_FILES = 'backfill-*.jsonl'  # what novation backfill lands in stream.backfill
 RELEASE_BATCH = 20_000  # events a batch: steps after the source pay per batch, not per event
 
 

@@ -13,7 +13,9 @@ A change waits until the input watermark passes its commit time, that is until n
 event committed before it can still arrive on time; it is then decided as of its commit time
 (``consent_events.decision_at``) and delivered or refused. When the watermark passes
 a withdrawal or an erasure, a customer whose rows were delivered (in the snapshot or the
-stream) gets a retraction: the acquirer must delete them (PIPL Art. 47). A consent event that
+stream) gets a retraction: the acquirer must delete them (PIPL Art. 47); a customer whose rows
+the acquirer lacks (refused at the snapshot, retracted, or moved without their sensitive fields)
+and who consents again is ``Regained``: their rows need a backfill. A consent event that
 arrives after the watermark passed its time (late) is still applied: changes decided since are
 not taken back one by one, but the customer is retracted as a whole. Repeats and changes older
 than one already decided for their row are found after this step (``transforms.key_order``).
@@ -41,11 +43,12 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.cdc_values import plain_row
 from transforms.changes import Change, ChangeProblem, NotAChange
-from transforms.consent_events import ConsentEvent, decision_at, retraction_reason
+from transforms.consent_events import ConsentEvent, decision_at, regained, retraction_reason
 from transforms.crypto import StateCipher
 from transforms.feeds import SEEDS
 
-__all__ = ['Batch', 'ChangeEvent', 'ConsentInOrder', 'Counted', 'Decided', 'Retraction', 'Routed',
+__all__ = ['Batch', 'ChangeEvent', 'ConsentInOrder', 'Counted', 'Decided', 'Regained',
+           'Retraction', 'Routed',
            'route', 'shard_of']
 
 SHARDS = 16           # keys of the consent state; the most workers that can decide at once
@@ -92,6 +95,17 @@ class Retraction:
 
 
 @dataclasses.dataclass(frozen=True)
+class Regained:
+    """A customer whose rows the acquirer lacks may move again from ``at``: ``kind`` ``rows``
+    (consent given after their rows were refused in the snapshot or retracted) or
+    ``sensitive`` (the separate consent for sensitive data given after their rows moved
+    without those fields): their current rows need a backfill (``novation backfill``)."""
+    subject: str
+    kind: str
+    at: int  # microseconds, the consent event's time
+
+
+@dataclasses.dataclass(frozen=True)
 class Routed:
     """Events of customers, in commit order: ``(subject, ChangeEvent | ConsentEvent)`` pairs."""
     pairs: tuple
@@ -109,8 +123,8 @@ def shard_of(subject: str, shards: int) -> str:
 
 
 class ConsentInOrder(beam.PTransform):
-    """``Routed`` batches -> one ``Batch`` of ``Decided`` (deliver or refuse) and
-    ``Retraction`` items per batch; any other item (dead letters, the watermark's marks, the
+    """``Routed`` batches -> one ``Batch`` of ``Decided`` (deliver or refuse),
+    ``Retraction`` and ``Regained`` items per batch; any other item (dead letters, the watermark's marks, the
     end of the feeds) passes through as it came, so the steps of a stream stay one chain: the
     local runner stops running in real time at a Flatten."""
 
@@ -166,6 +180,12 @@ class _Customer:
 
     def __getstate__(self):
         return self.events, self.delivered
+
+    def had_rows(self, snapshot: bool) -> bool:
+        """Whether the seller held rows of the customer the acquirer may lack: delivered
+        in the stream, or (with a snapshot) known to the snapshot's registry or erasure
+        list. A new customer who consents before their first row has none."""
+        return bool(self.delivered) or (snapshot and any(e.seed for e in self.events))
 
     def __setstate__(self, state):
         (self.events, self.delivered), self.settled = state, None
@@ -302,7 +322,11 @@ class _ConsentInOrderFn(beam.DoFn):
                 before = self._decide(item.at - 1, customer.events)
                 customer.events.append(item)
                 records.append(('consent', subject, item))
-                reason = retraction_reason(before, self._decide(item.at, customer.events))
+                after = self._decide(item.at, customer.events)
+                reason = retraction_reason(before, after)
+                gained = regained(before, after)
+                if gained and not item.seed and customer.had_rows(self._snapshot_at is not None):
+                    yield Regained(subject, gained, item.at)
                 if reason and not item.seed:  # the snapshot read the seeds itself
                     # with a snapshot, every table: whether it delivered the customer depends
                     # on when its registry was exported, which no time here tells (a
