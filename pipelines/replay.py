@@ -21,7 +21,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from pipelines.decrypt import load_manifest
-from pipelines.review import REVIEW_FILE, load_review, matches, save_review, select
+from pipelines.review import load_review, matches, replay_decisions, save_review, select
 from transforms.crypto import cached_keyed_ops, file_identity
 from transforms.batches import ROW, SOURCE, holding_batches
 from transforms.delivered import deadletter_lines
@@ -45,17 +45,7 @@ def plan_replay(run_dir: str, config, only: Optional[List[int]] = None) -> dict:
     decisions used, and the original manifest. Raises NovationError in one line."""
     manifest = load_manifest(run_dir, config.output.keys)
     review = load_review(run_dir, manifest['run_id'])
-    in_force = [(n, d) for n, d in enumerate(review['decisions'], 1)
-                if d.get('replaced_at') is None and d['decision'] == 'replay']
-    if only:
-        unknown = sorted(set(only) - {n for n, _ in in_force})
-        if unknown:
-            raise NovationError(f'--only {",".join(map(str, unknown))}: not a replay decision '
-                                f'in force in {run_dir}/{REVIEW_FILE}')
-        in_force = [(n, d) for n, d in in_force if n in only]
-    if not in_force:
-        raise NovationError(f'{run_dir}: no dead letters are marked for replay (novation '
-                            f'review --decide replay)')
+    in_force = replay_decisions(run_dir, review, only)
     keys = config.output.keys
     ops = cached_keyed_ops(keys)
     ring = cached_keyring(keys, ('pseudonym',))

@@ -33,7 +33,7 @@ from transforms.files import exists, join, read_bytes, write_json
 from transforms.manifest import MANIFEST_FILE
 
 __all__ = ['DECISIONS', 'REVIEW_FILE', 'decide', 'format_table', 'load_review', 'matches',
-           'reviewed', 'save_review', 'select', 'signoff']
+           'replay_decisions', 'reviewed', 'save_review', 'select', 'signoff']
 
 REVIEW_FILE = 'review.json'
 DECISIONS = ('replay', 'discard', 'hold')
@@ -225,6 +225,23 @@ def reviewed(run_dir: str, keys: str) -> dict:
     return {'run_id': last['run_id'], 'config_sha256': last.get('config_sha256'),
             'manifest_sha256': hashlib.sha256(read_bytes(vouching, what='manifest')).hexdigest(),
             'epochs': len(manifests), 'cut_over': cut_over}
+
+
+def replay_decisions(run_dir: str, review: dict, only=None) -> list:
+    """The replay decisions in force in ``review`` as (number, decision), 1 the first (or
+    those numbered ``only``); raises NovationError when there is none."""
+    in_force = [(n, d) for n, d in enumerate(review['decisions'], 1)
+                if d.get('replaced_at') is None and d['decision'] == 'replay']
+    if only:
+        unknown = sorted(set(only) - {n for n, _ in in_force})
+        if unknown:
+            raise NovationError(f'--only {",".join(map(str, unknown))}: not a replay decision '
+                                f'in force in {run_dir}/{REVIEW_FILE}')
+        in_force = [(n, d) for n, d in in_force if n in only]
+    if not in_force:
+        raise NovationError(f'{run_dir}: no dead letters are marked for replay (novation '
+                            f'review --decide replay)')
+    return in_force
 
 
 def signoff(run_dir: str, *, keys: str, by: str) -> dict:

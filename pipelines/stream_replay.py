@@ -27,7 +27,8 @@ from typing import List, Optional
 import apache_beam as beam
 
 from pipelines.decrypt import read_stream_table, stream_epochs, stream_snapshot
-from pipelines.review import load_review, matches, output_root, save_review, select
+from pipelines.review import (load_review, matches, output_root, replay_decisions, save_review,
+                              select)
 from transforms.audit import append_event, read_log
 from transforms.changes import Change
 from transforms.consent_events import decision_at
@@ -77,17 +78,7 @@ def plan_stream_replay(stream_dir: str, config, plan: str,
         raise ConfigError(f'{config.source}: output.keys: another pseudonym key than stream '
                           f'{stream_id} used; a replay must keep its pseudonyms')
     review = load_review(stream_dir, stream_id)
-    in_force = [(n, d) for n, d in enumerate(review['decisions'], 1)
-                if d.get('replaced_at') is None and d['decision'] == 'replay']
-    if only:
-        unknown = sorted(set(only) - {n for n, _ in in_force})
-        if unknown:
-            raise NovationError(f'--only {",".join(map(str, unknown))}: not a replay decision '
-                                f'in force in {stream_dir}/review.json')
-        in_force = [(n, d) for n, d in in_force if n in only]
-    if not in_force:
-        raise NovationError(f'{stream_dir}: no dead letters are marked for replay (novation '
-                            f'review --decide replay)')
+    in_force = replay_decisions(stream_dir, review, only)
     tables = {t.name for t in config.tables}
     ops = cached_keyed_ops(keys)
     consumed = {i for r in review.get('replays', []) for i in r['consumed']}

@@ -138,6 +138,9 @@ def test_on_watermarks_consent_and_epochs_wait_for_the_watermark_plus_the_latene
         assert report['totals']['rows_written'] == m['tables']['customers']['rows_written']
         assert report['totals']['retractions'] == m['retractions']
     stream = json.load(open(os.path.join(stream_dir, 'report.json'), encoding='utf-8'))
-    assert stream['totals'] == {'epochs': 2, 'rows_written': 4, 'rows_refused': 1,
-                                'refused_by_reason': {'consent_withdrawn': 1}, 'retractions': 1}
+    # (its pace and lag too: the events here were committed long ago)
+    counted = ('epochs', 'rows_written', 'rows_refused', 'refused_by_reason', 'retractions')
+    assert {k: stream['totals'][k] for k in counted} == {
+        'epochs': 2, 'rows_written': 4, 'rows_refused': 1,
+        'refused_by_reason': {'consent_withdrawn': 1}, 'retractions': 1}
     assert os.path.exists(os.path.join(stream_dir, 'report.html'))
