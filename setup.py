@@ -32,9 +32,10 @@ setuptools.setup(
         'gcp': GCP,
         # The tests build the Dataflow job graph, so they need the gcp extra too; they open
         # the report in Debian's chromium (apt-get) through Playwright, and read its screenshot;
-        # they check the re-identification figures against pycanon (on pandas).
+        # they check the re-identification figures against pycanon (on pandas), and Tink's
+        # deterministic AEAD against the cryptography package's AES-SIV.
         'test': ['pytest>=8', 'hypothesis>=6.100', 'playwright>=1.40', 'pillow>=10',
-                 'pycanon>=1.3', 'pandas>=2'] + GCP,
+                 'pycanon>=1.3', 'pandas>=2', 'cryptography>=41'] + GCP,
     },
     entry_points={'console_scripts': ['novation = pipelines.cli:main']},
 )

@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
                              '(may also follow the command)')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
-    from pipelines.migrate import add_verbose_flag, run_parser
+    from pipelines.options import add_verbose_flag, run_parser
     sub.add_parser(
         'run', help='run a migration from a transfer config', parents=[run_parser(False)],
         allow_abbrev=False,
@@ -185,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument('--name', help='the table (record) name (default: from the file name)')
     classify.add_argument('--out', required=True, metavar='FILE', help='the draft .avsc to write')
 
-    from pipelines.stream import stream_parser
+    from pipelines.options import stream_parser
     sub.add_parser(
         'stream', help='carry live changes to the acquirer until cut-over',
         parents=[stream_parser(False)], allow_abbrev=False,

@@ -30,6 +30,7 @@ from apache_beam.runners.runner import PipelineState
 from config import load_config
 from config.plan import build_plan, plan_sha256
 from pipelines.clean import RunLock
+from pipelines.options import run_parser
 from transforms.audit import append_event
 from transforms.consent import (ConsentDecisions, ConsentGate, ErasedSubjects,
                                 forget_decisions)
@@ -50,8 +51,7 @@ from transforms.risk import ReidentificationRisk
 from transforms.scratch import Scratch, partitions_for
 from transforms.write import WriteTable, column_keys, file_roles
 
-__all__ = ['RunResult', 'add_verbose_flag', 'build_pipeline', 'check_beam_args', 'plan_run', 'run',
-           'run_parser']
+__all__ = ['RunResult', 'build_pipeline', 'check_beam_args', 'plan_run', 'run']
 
 _LOG = logging.getLogger('novation')
 
@@ -379,33 +379,6 @@ def bound_malloc_retention() -> None:
 # status: done (manifest written), dry-run (Dataflow job built, not submitted), detached.
 RunResult = collections.namedtuple('RunResult',
                                    'manifest run_dir seconds pipeline_result status')
-
-
-def run_parser(add_help=True) -> argparse.ArgumentParser:
-    """The options of ``novation run``; everything else is a Beam pipeline option."""
-    # No abbreviations: a prefix of ours could swallow a Beam option, as Beam allows none.
-    parser = argparse.ArgumentParser(prog='novation run', add_help=add_help, allow_abbrev=False)
-    add_verbose_flag(parser)
-    parser.add_argument('--config', required=True,
-                        help='transfer config (YAML; local path or gs://)')
-    parser.add_argument('--run-id', help='name of the run directory (default: UTC time + random)')
-    parser.add_argument('--output', metavar='PATH',
-                        help='where run directories are created, instead of output.path')
-    parser.add_argument('--keys', metavar='PATH',
-                        help='keyring directory, instead of output.keys')
-    parser.add_argument('--plan-hash', metavar='SHA256',
-                        help='the sha256 of the approved plan (novation plan): refuse to start '
-                             'if the config no longer gives that plan')
-    parser.add_argument('--detach', action='store_true',
-                        help='return once the job is submitted (Dataflow); the pipeline still '
-                             'writes the manifest as its last step')
-    return parser
-
-
-def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
-    """``-v``, accepted after a subcommand as well as before it (where ``novation`` reads it)."""
-    parser.add_argument('-v', '--verbose', action='store_true', default=argparse.SUPPRESS,
-                        help='also log the run id, its directory and how many workers read')
 
 
 def check_beam_args(beam_args, ours: argparse.ArgumentParser) -> None:

@@ -17,7 +17,6 @@ On Dataflow (``watermarks``), feeds on Pub/Sub (``ReadSubscription``) are joined
 source, and ConsentInOrder and CommitEpochs wait for the watermark instead.
 """
 
-import argparse
 import datetime
 import logging
 import os
@@ -34,10 +33,10 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from config import load_config
 from config.plan import build_plan, plan_sha256
 from pipelines.clean import RunLock
-from pipelines.migrate import (add_verbose_flag, check_beam_args, check_plan_hash,
-                               check_reachable_by_workers,
+from pipelines.migrate import (check_beam_args, check_plan_hash, check_reachable_by_workers,
                                local_runner, runner_kind, unwrap_error, with_overrides,
                                workers_off_the_working_directory)
+from pipelines.options import stream_parser
 from transforms.changes import ChangeProblem
 from transforms.audit import append_event
 from transforms.epochs import (CUTOVER_FILE, Committed, CommitEpochs, Trail, checked_epochs,
@@ -55,7 +54,7 @@ from transforms.pubsub import ReadSubscription, is_subscription
 from transforms.reasons import DeadLetter
 from transforms.stream_consent import Batch, ConsentInOrder, Counted, Decided, Routed, route
 
-__all__ = ['build_stream', 'decide_and_commit', 'print_stream_summary', 'run_stream', 'stream_parser',
+__all__ = ['build_stream', 'decide_and_commit', 'print_stream_summary', 'run_stream',
            'stream_summary']
 
 _LOG = logging.getLogger('novation')
@@ -139,42 +138,6 @@ def _routed(item, tables, names=None, decimals='precise'):
         yield Routed(tuple(pairs))
     if item.up_to is not None:
         yield item.up_to
-
-
-def stream_parser(add_help=True) -> argparse.ArgumentParser:
-    """The options of ``novation stream``; the rest are Beam pipeline options."""
-    parser = argparse.ArgumentParser(prog='novation stream', add_help=add_help,
-                                     allow_abbrev=False)
-    add_verbose_flag(parser)
-    parser.add_argument('--config', required=True,
-                        help='transfer config with a stream section (YAML; local or gs://)')
-    parser.add_argument('--snapshot', metavar='RUN_DIR',
-                        help='the batch run this stream continues: its keys must be the '
-                             'keyring\'s (same pseudonyms), and a customer who withdraws or is '
-                             'erased is retracted from every table')
-    stop = parser.add_mutually_exclusive_group()
-    stop.add_argument('--until', metavar='TIME',
-                      help='cut-over: stop at this time (ISO 8601 with its zone, e.g. '
-                           '2026-12-31T18:00:00+08:00), committing the open epoch')
-    stop.add_argument('--seconds', type=float, metavar='N', help='stop after N seconds')
-    parser.add_argument('--run-id', '--run_id', dest='run_id', help='name of the stream directory (default: stream- + UTC '
-                                         'time + random); an existing stream\'s id resumes it '
-                                         'after its last committed epoch')
-    parser.add_argument('--output', metavar='PATH',
-                        help='where stream directories are created, instead of output.path')
-    parser.add_argument('--keys', metavar='PATH', help='keyring directory, instead of '
-                                                       'output.keys')
-    parser.add_argument('--plan-hash', metavar='SHA256',
-                        help='the sha256 of the approved plan (novation plan): refuse to start '
-                             'if the config no longer gives it')
-    link = parser.add_mutually_exclusive_group()
-    link.add_argument('--continues', metavar='STREAM_ID',
-                      help='a new stream that goes on after that stream\'s cut-over (a '
-                           'cut-over is final: the business went on)')
-    link.add_argument('--replaces', metavar='STREAM_ID',
-                      help='a new stream over the same snapshot that replaces that stream '
-                           '(the acquirer must not apply its epochs)')
-    return parser
 
 
 def run_stream(argv=None) -> dict:

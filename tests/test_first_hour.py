@@ -223,3 +223,23 @@ def test_a_workers_os_error_is_found_in_beams_text():
                            "'/tmp/novation-r/part' [while running 'Write']")
     assert str(unwrap_error(wrapped)) == ('/tmp/novation-r/part: the disk is full: free space '
                                           'there, or point the run elsewhere')
+
+
+def test_help_loads_neither_beam_nor_tink_nor_arrow():
+    """``novation --help`` and every subcommand's help answer at once: no Beam, Tink or Arrow
+    import until a command needs it."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    code = '\n'.join([
+        'import contextlib, io, sys',
+        'from pipelines.cli import main',
+        "for argv in (['--help'], ['run', '--help'], ['stream', '--help'], ['replay', '--help'],",
+        "             ['backfill', '--help'], ['review', '--help'], ['decrypt', '--help']):",
+        '    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):',
+        '        main(argv)',
+        "print(sorted(m for m in ('apache_beam', 'tink', 'pyarrow') if m in sys.modules))"])
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == '[]'

@@ -4,7 +4,8 @@ A child process reads a file through the read DoFn, dropping each batch, and rep
 RSS; a file over three times larger must not need more memory. (Below about 100 MB the peak still
 rises while Arrow's allocator and the CSV read-ahead warm up.) The imports alone hold about
 210 MiB, so the bound on the file's size is put on what reading adds to them; measured here:
-421 MiB at 142 MiB, 444 MiB at 475 MiB, of which 212 MiB before the first byte.
+421 MiB at 142 MiB, 444 MiB at 475 MiB, of which 212 MiB before the first byte; on a later
+day 348 to 391 MiB at 142 MiB and 430 to 454 MiB at 475 MiB.
 """
 
 import os
@@ -66,7 +67,10 @@ def test_reading_a_large_file_keeps_memory_flat(tmp_path):
     print(f'\npeak RSS reading {small_bytes / 2**20:.0f} MiB: {small_peak} MiB; '
           f'{large_bytes / 2**20:.0f} MiB: {large_peak} MiB ({large_base} MiB before reading)')
     assert large_bytes > 400 * 2**20
-    # over three times the data, at most 64 MiB more memory; and what reading adds to the
-    # imported libraries is well under the file itself (the imports alone grow as features do)
-    assert large_peak - small_peak < 64
+    # over three times the data, and the peak grows by well under the data added: a reader
+    # holding the file, or a third of it, fails; the allocator's and the read-ahead's warm-up
+    # does not (measured 23 to 82 MiB more over runs of the same code on this machine); and
+    # what reading adds to the imported libraries is well under the file itself (the imports
+    # alone grow as features do)
+    assert large_peak - small_peak < (large_bytes - small_bytes) / 2**20 / 3
     assert large_peak - large_base < large_bytes / 2**20

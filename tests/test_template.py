@@ -9,8 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from pipelines.migrate import run_parser
-from pipelines.stream import stream_parser
+from pipelines.options import run_parser, stream_parser
 from test_runners import DATAFLOW
 
 METADATA = os.path.join(ROOT, 'dataflow', 'metadata.json')
