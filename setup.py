@@ -35,7 +35,7 @@ setuptools.setup(
         # they check the re-identification figures against pycanon (on pandas), and Tink's
         # deterministic AEAD against the cryptography package's AES-SIV.
         'test': ['pytest>=8', 'hypothesis>=6.100', 'playwright>=1.40', 'pillow>=10',
-                 'pycanon>=1.3', 'pandas>=2', 'cryptography>=41'] + GCP,
+                 'pycanon>=1.3', 'pandas>=2', 'cryptography>=41', 'ruff>=0.5'] + GCP,
     },
     entry_points={'console_scripts': ['novation = pipelines.cli:main']},
 )

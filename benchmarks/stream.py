@@ -39,7 +39,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -354,7 +353,7 @@ def run_state(keys, rows, changes, batch):
     from transforms.consent_events import ConsentEvent
     from transforms.crypto import StateCipher
     from transforms.key_order import _by_row, _KeyOrderFn
-    from transforms.stream_consent import (SHARDS, Batch, ChangeEvent, _by_shard,
+    from transforms.stream_consent import (SHARDS, ChangeEvent, _by_shard,
                                            _ConsentInOrderFn, Routed)
 
     class Clear(StateCipher):

@@ -13,7 +13,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 import pytest
 
 from config.loader import Purpose, Transfer
-from transforms.changes import Change, ChangeProblem
+from transforms.changes import Change
 from transforms.consent_events import ConsentEvent
 from transforms.feeds import EndOfFeeds, Feed, FeedEvent, Released, WatchFeeds
 from transforms.stream_consent import Batch, ChangeEvent, ConsentInOrder, Decided, Routed

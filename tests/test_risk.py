@@ -8,7 +8,7 @@ import random
 import pandas as pd
 import pyarrow as pa
 import pytest
-from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.testing.util import assert_that
 from pycanon import anonymity
 
 from conftest import local_pipeline, user_lines
