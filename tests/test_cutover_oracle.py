@@ -263,6 +263,25 @@ def acquirers_state(config, snapshot_dir, stream_dir, keys):
     return held
 
 
+def committed_files(stream_dir):
+    """The feed files the committed epochs have read whole (an epoch being written is not
+    yet one)."""
+    names = set()
+    for number in os.listdir(os.path.join(stream_dir, 'epochs')):
+        try:
+            manifest = json.load(open(os.path.join(stream_dir, 'epochs', number,
+                                                   'manifest.json')))
+        except (OSError, ValueError):
+            continue
+        names.update(f['path'] for f in manifest.get('files_read', []))
+    return names
+
+
+def _text_of(handle):
+    handle.seek(0)
+    return handle.read()
+
+
 def _canonical(rows):
     return sorted(json.dumps(r, sort_keys=True, default=str, ensure_ascii=False) for r in rows)
 
@@ -298,9 +317,9 @@ def test_the_snapshot_and_its_stream_killed_and_resumed_give_the_sellers_final_s
     lander = threading.Thread(target=land_waves, args=(os.path.join(workdir, 'feeds'), plan),
                               kwargs={'started': started}, daemon=True)
     lander.start()
-    cutover = datetime.datetime.fromtimestamp(started + 8 * 0.6 + 16, CST).isoformat()
+    # no stop time: the test cuts over itself, once it has seen everything land
     command = [sys.executable, '-m', 'pipelines.cli', 'stream', '--config', config,
-               '--snapshot', snapshot.run_dir, '--run-id', 'live', '--until', cutover]
+               '--snapshot', snapshot.run_dir, '--run-id', 'live']
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stream_dir = os.path.join(workdir, 'out', 'live')
     deadline = time.time() + 90
@@ -310,15 +329,17 @@ def test_the_snapshot_and_its_stream_killed_and_resumed_give_the_sellers_final_s
     first.send_signal(signal.SIGKILL)  # while the feed lands, with the next epoch open
     first.wait()
     kept = manifest_sha256(stream_dir, 1)
-    again = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
+    # started again: it cuts over on SIGTERM once every file the seller landed (the waves and
+    # the backfill) is in a committed epoch, however slow the machine
+    errors = open(tmp_path / 'stream.err', 'w+', encoding='utf-8')
+    again = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, text=True)
     # the stream lists the customers who consented again; the seller exports their rows now
     # and novation backfill lands them for the running stream to deliver
     keys = os.path.join(workdir, 'keys')
     wanted = set(plan.regranted) | set(plan.sensitive_later)
     listed = {}
     while not wanted <= set(listed):
-        assert time.time() < deadline + 60 and again.poll() is None, again.stderr.read()
+        assert time.time() < deadline + 600 and again.poll() is None, _text_of(errors)
         time.sleep(0.2)
         try:
             listed = {r['subject_id']: r['kind'] for r in backfill_list(stream_dir, keys)}
@@ -338,9 +359,16 @@ def test_the_snapshot_and_its_stream_killed_and_resumed_give_the_sellers_final_s
     assert landed['rows'] == sum(len(o) for o in owners.values()) - calls
     assert landed['left_out'] == ({'collection_calls: complete already (no sensitive field)':
                                    calls} if calls else {})
-    _, err = again.communicate(timeout=180)
-    assert again.returncode == 0, err
     lander.join()
+    landed_files = {f'{"data" if kind == "changes" else kind}/wave-{n:04d}.jsonl'
+                    for n, wave in enumerate(plan.waves, 1)
+                    for kind, lines in wave.files.items() if lines}
+    landed_files.add(f'backfill/{os.path.basename(landed["path"])}')
+    while not landed_files <= committed_files(stream_dir):
+        assert time.time() < deadline + 900 and again.poll() is None, _text_of(errors)
+        time.sleep(0.2)
+    again.send_signal(signal.SIGTERM)
+    assert again.wait(timeout=600) == 0, _text_of(errors)
     epochs = json.load(open(os.path.join(stream_dir, 'cutover.json')))['epochs']
     assert epochs[0]['sha256'] == kept and len(epochs) >= 3  # it went on after epoch 1
 
