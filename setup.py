@@ -11,7 +11,7 @@ REQUIRED = [
     'numpy>=1.24',
     'Faker>=30',
     'fastavro>=1.9',
-    'fonttools>=4.40',  # the report carries the CJK glyphs it shows (transforms/report_font.py)
+    'fonttools>=4.40',  # the report carries the CJK glyphs it shows (transforms/commit/report_font.py)
 ]
 # Dataflow (build: the sdist staged for workers) and Cloud KMS master keys (gcp-kms://).
 GCP = ['apache-beam[gcp]==2.77.0', 'tink[gcpkms]==1.16.1', 'build>=1']
@@ -24,9 +24,9 @@ setuptools.setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
-    packages=['pipelines', 'transforms', 'schemas', 'config'],
+    packages=setuptools.find_packages(include=['pipelines*', 'transforms*', 'schemas', 'config']),
     package_data={'schemas': ['*.avsc'], 'config': ['*.yaml'],
-                  'transforms': ['fonts/*']},
+                  'transforms.commit': ['fonts/*']},
     install_requires=REQUIRED,
     extras_require={
         'gcp': GCP,

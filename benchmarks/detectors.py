@@ -18,7 +18,7 @@ import statistics
 import time
 
 from benchmarks.pii_corpus import corpus, precision_recall
-from transforms import detectors
+from transforms.detect import detectors
 
 _FILLER = ('客户表示本月工资延迟发放，承诺下周三前还款', '已与客户确认还款计划，无异议',
            '客户未接听，已发送短信提醒', '客户要求分期，需上级审批', 'no answer; will call again')

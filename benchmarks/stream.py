@@ -46,7 +46,7 @@ import threading
 import time
 
 from benchmarks.throughput import measure_command, tree_rss_kb
-from transforms.feeds import RELEASE_BATCH
+from transforms.stream.feeds import RELEASE_BATCH
 
 FILE_LINES = 10_000
 TICK = 0.2  # seconds between files at a steady load
@@ -269,9 +269,9 @@ def run_latency(workdir, config, snapshot, rows, allowed, rate, seconds,
 
 def delivered_after_withdrawal(stream_dir, workdir, withdrawn) -> int:
     """Rows delivered (decrypted) of a customer committed after their withdrawal."""
-    from transforms.crypto import keyed_ops
-    from transforms.delivered import parquet_file
-    from transforms.keyring import load_keyring
+    from transforms.keys.crypto import keyed_ops
+    from transforms.write.delivered import parquet_file
+    from transforms.keys.keyring import load_keyring
     keyring = load_keyring(os.path.join(workdir, 'keys'), warn=False)
     pseudonym = keyed_ops(keyring).pseudonym
     at = {pseudonym('customer_id', s): datetime.datetime.fromtimestamp(
@@ -349,11 +349,11 @@ def run_state(keys, rows, changes, batch):
     the bytes the state holds."""
     import pickle
     from config.loader import Purpose, Transfer
-    from transforms.changes import Change
-    from transforms.consent_events import ConsentEvent
-    from transforms.crypto import StateCipher
-    from transforms.key_order import _by_row, _KeyOrderFn
-    from transforms.stream_consent import (SHARDS, ChangeEvent, _by_shard,
+    from transforms.stream.changes import Change
+    from transforms.consent.events import ConsentEvent
+    from transforms.keys.crypto import StateCipher
+    from transforms.stream.order import _by_row, _KeyOrderFn
+    from transforms.stream.consent import (SHARDS, ChangeEvent, _by_shard,
                                            _ConsentInOrderFn, Routed)
 
     class Clear(StateCipher):

@@ -47,7 +47,7 @@ def prepare(workdir: str, customers: int) -> str:
     """Generate the customers export once per size; write the benchmark config and keys."""
     import yaml
     from pipelines.demo_data import generate
-    from transforms.keyring import init_keyring
+    from transforms.keys.keyring import init_keyring
     stamp = os.path.join(workdir, 'customers.count')
     if not (os.path.exists(stamp) and open(stamp).read() == str(customers)):
         shutil.rmtree(os.path.join(workdir, 'exports'), ignore_errors=True)
@@ -182,8 +182,8 @@ def _mask_row_fn(keys):
             # One Tink call per value, as per-record code does it; the domains and the
             # encodings are Novation's, so the outputs are the same as the product's.
             from tink import daead, prf
-            from transforms.crypto import PSEUDONYM_BYTES, _domain_prefix
-            from transforms.keyring import load_keyring
+            from transforms.keys.crypto import PSEUDONYM_BYTES, _domain_prefix
+            from transforms.keys.keyring import load_keyring
             self._domain, self._pseudonym_bytes = _domain_prefix, PSEUDONYM_BYTES
             keyring = load_keyring(self._keys, ('pseudonym', 'token'), warn=False)
             self._prf = keyring.primitive('pseudonym', prf.PrfSet).primary()
@@ -235,9 +235,9 @@ def run_ceiling(workdir):
     import apache_beam as beam
     from config import load_config
     from pipelines.migrate import local_runner
-    from transforms.batches import strip_provenance
-    from transforms.read import ReadTable
-    from transforms.sink import WriteEncryptedFiles
+    from transforms.common.batches import strip_provenance
+    from transforms.read.tables import ReadTable
+    from transforms.write.sink import WriteEncryptedFiles
     config = load_config(os.path.join(workdir, CONFIG))
     table = config.table('customers')
     options, workers = _local_options(table.path)
@@ -257,7 +257,7 @@ class _RawParquet:
 
     def __init__(self, table, keys):
         import pyarrow as pa
-        from transforms.crypto import data_role
+        from transforms.keys.roles import data_role
         self._keys = keys
         self._schema = pa.schema([(f.name, pa.string()) for f in table.schema.fields])
         self._column_keys = {}
@@ -268,8 +268,8 @@ class _RawParquet:
 
     def open(self, handle, identity):
         import pyarrow.parquet as pq
-        from transforms.crypto import pme_encryption_properties
-        from transforms.keyring import cached_keyring
+        from transforms.keys.crypto import pme_encryption_properties
+        from transforms.keys.keyring import cached_keyring
         keyring = cached_keyring(self._keys, sorted({'data.footer', *self._column_keys}))
         return handle, pq.ParquetWriter(handle, self._schema, compression='zstd',
                                         encryption_properties=pme_encryption_properties(

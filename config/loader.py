@@ -20,12 +20,12 @@ import pyarrow as pa
 import yaml
 
 from schemas import LEVELS, FieldSpec, TableSchema, parse_schema
-from transforms.casting import NULL_TOKENS
-from transforms.cdc_values import DECIMAL_MODES
-from transforms.changes import UNITS, TimeRules
-from transforms.errors import ConfigError
-from transforms.files import read_text, resolve
-from transforms.masking import FORBIDDEN, OPERATORS, Operator, make_operator
+from transforms.conform.casting import NULL_TOKENS
+from transforms.stream.cdc_values import DECIMAL_MODES
+from transforms.stream.changes import UNITS, TimeRules
+from transforms.common.errors import ConfigError
+from transforms.common.files import read_text, resolve
+from transforms.mask.methods import FORBIDDEN, OPERATORS, Operator, make_operator
 
 __all__ = ['ConsentConfig', 'DeadLetterConfig', 'FieldRule', 'MigrationConfig', 'OutputConfig',
            'Purpose', 'StreamConfig', 'TableConfig', 'Transfer', 'load_config', 'parse_config']
@@ -213,7 +213,7 @@ class StreamConfig:
 
     @property
     def time_rules(self):
-        """The ``transforms.changes.TimeRules`` of these settings."""
+        """The ``transforms.stream.changes.TimeRules`` of these settings."""
         moment = datetime.datetime.fromisoformat(self.not_before)
         return TimeRules(unit=self.time_unit, not_before=int(moment.timestamp() * 10**6),
                          max_ahead=int(self.max_ahead_seconds * 10**6))
@@ -407,7 +407,7 @@ def _key_holders(c, raw, tables) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
     ``encrypt`` key): a field whose method changed away from ``encrypt`` keeps its holders."""
     if raw is None:
         return ()
-    from transforms.keyring import BASE_ROLES, column_role
+    from transforms.keys.roles import BASE_ROLES, column_role
     columns = {column_role(f'{t.name}.{r.field.name}') for t in tables for r in t.rules}
     columns |= {column_role(r.operator.key) for t in tables for r in t.rules
                 if r.operator.name == 'encrypt'}

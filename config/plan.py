@@ -17,8 +17,8 @@ import difflib
 import hashlib
 import json
 
-from transforms.reasons import REASONS
-from transforms.write import key_role
+from transforms.common.reasons import REASONS
+from transforms.keys.roles import key_role
 
 __all__ = ['PLAN_FORMAT', 'PLAN_FORMATS', 'build_plan', 'diff_plans', 'plan_sha256',
            'render_plan']

@@ -41,15 +41,15 @@ import pyarrow as pa
 
 from pipelines.decrypt import stream_epochs
 from pipelines.review import output_root
-from transforms.audit import append_event
-from transforms.batches import ROW, SOURCE
-from transforms.crypto import file_identity
-from transforms.delivered import deadletter_lines
-from transforms.errors import ConfigError, NovationError
-from transforms.feeds import BACKFILL_FILES
-from transforms.files import has_scheme, join, read_bytes
-from transforms.keyring import READ_HINT, load_keyring
-from transforms.read import ReadTable, check_file
+from transforms.commit.audit import append_event
+from transforms.common.batches import ROW, SOURCE
+from transforms.keys.crypto import file_identity
+from transforms.write.delivered import deadletter_lines
+from transforms.common.errors import ConfigError, NovationError
+from transforms.stream.feeds import BACKFILL_FILES
+from transforms.common.files import has_scheme, join, read_bytes
+from transforms.keys.keyring import READ_HINT, load_keyring
+from transforms.read.tables import ReadTable, check_file
 
 __all__ = ['backfill_list', 'land_backfill', 'land_rows', 'listed_rows', 'needs', 'write_list']
 

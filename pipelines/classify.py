@@ -22,10 +22,10 @@ import pyarrow as pa
 
 from schemas import CATEGORIES
 from pipelines.review import display_pad, display_width
-from transforms.detectors import KINDS, scan
-from transforms.errors import ConfigError
-from transforms.files import read_bytes
-from transforms.write import avro_type_of
+from transforms.detect.detectors import KINDS, scan
+from transforms.common.errors import ConfigError
+from transforms.common.files import read_bytes
+from transforms.write.tables import avro_type_of
 
 __all__ = ['classify_export', 'draft_schema', 'propose_column']
 
@@ -237,7 +237,7 @@ def _feed_sample(data, table, rows):
     """The rows of ``table`` (its name as the CDC tool gives it, or ``db.table``) in a
     change feed file, in any form the stream reads: a new column shows with its values."""
     import time
-    from transforms.changes import Change, parse_change
+    from transforms.stream.changes import Change, parse_change
     read_at = int(time.time() * 10**6)
     records = []
     for line in data[:_SAMPLE_BYTES].decode('utf-8', errors='replace').splitlines():

@@ -23,8 +23,8 @@ import shutil
 import socket
 from typing import List, Optional
 
-from transforms.errors import ConfigError, NovationError
-from transforms.files import has_scheme
+from transforms.common.errors import ConfigError, NovationError
+from transforms.common.files import has_scheme
 
 __all__ = ['LOCK_SUFFIX', 'RunLock', 'find_leftovers', 'remove_leftovers']
 
@@ -181,7 +181,7 @@ def _lock_facts(path: str) -> dict:
 def _run_ids(out_dir: str) -> set:
     """The runs of this output root: its run directories and the runs its audit log names."""
     ids = {name for name in os.listdir(out_dir) if name != 'audit'}
-    from transforms.audit import read_log
+    from transforms.commit.audit import read_log
     try:
         ids |= {str(r['run_id']) for r in read_log(out_dir) if r.get('run_id')}
     except (NovationError, OSError, ValueError, TypeError, AttributeError):

@@ -48,8 +48,8 @@ class _CleanLogs(logging.Filter):
         self._warned = set()
 
     def filter(self, record):
-        from transforms import interrupts
-        from transforms.errors import NovationError
+        from transforms.common import interrupts
+        from transforms.common.errors import NovationError
         if record.exc_info and isinstance(record.exc_info[1], NovationError):
             return False
         if record.levelno == logging.WARNING and record.name.startswith('novation.'):
@@ -565,10 +565,13 @@ def _subparser(parser, args):
 
 
 def main(argv=None) -> int:
-    from transforms import interrupts
+    from transforms.common import interrupts
     interrupts.install()  # first: Ctrl-C or SIGTERM at any moment ends in one line
     try:
-        return _main(sys.argv[1:] if argv is None else argv)
+        code = _main(sys.argv[1:] if argv is None else argv)
+        if argv is None:  # the program, not a caller in this process, ends here
+            interrupts.settle()
+        return code
     except interrupts.Interrupted as stop:
         print(f'novation: interrupted ({stop.name})', file=sys.stderr)
         return stop.exit_code
@@ -583,7 +586,7 @@ def _main(argv) -> int:
     if args.command == 'demo' and args.customers < 1:
         command.error('--customers must be at least 1')
     console = _configure_logging(args.verbose)
-    from transforms.errors import DeadLetterLimitExceeded, NovationError
+    from transforms.common.errors import DeadLetterLimitExceeded, NovationError
     try:
         if args.command == 'run':
             return _cmd_run(argv[argv.index('run') + 1:], console)
@@ -634,7 +637,7 @@ def _main(argv) -> int:
         sys.stderr.close()
         return 0
     except OSError as e:  # a full disk, a folder that cannot be written: not a bug
-        from transforms.errors import os_problem
+        from transforms.common.errors import os_problem
         print(f'novation: error: {os_problem(e)}', file=sys.stderr)
         return 2
 
@@ -643,7 +646,7 @@ def _main(argv) -> int:
 def _showing_progress(console):
     """Count progress in this process and the local worker processes it starts (they inherit
     the environment), and show it until the command ends."""
-    from transforms.progress import ENABLE
+    from transforms.common.progress import ENABLE
     os.environ[ENABLE] = '1'
     console.start()
     try:
@@ -692,8 +695,8 @@ def _load_plan(path):
     import json
     from config import load_config
     from config.plan import PLAN_FORMATS, build_plan, plan_sha256
-    from transforms.errors import ConfigError
-    from transforms.files import read_text
+    from transforms.common.errors import ConfigError
+    from transforms.common.files import read_text
     if path.lower().endswith('.json'):
         try:
             plan = json.loads(read_text(path, what='plan'))
@@ -724,7 +727,7 @@ def _cmd_plan(args, parser):
         print(text, end='')
         return 1
     config = load_config(args.config)
-    from transforms.files import exists
+    from transforms.common.files import exists
     if exists(config.consent.registry) and exists(config.consent.erasures):
         from pipelines.migrate import check_consent_files
         check_consent_files(config)  # a run would stop on it: say so now
@@ -732,7 +735,7 @@ def _cmd_plan(args, parser):
     text = render_plan(plan, args.plan_format)
     if args.out:
         import posixpath
-        from transforms.files import write_whole
+        from transforms.common.files import write_whole
         write_whole(posixpath.dirname(args.out) or '.', posixpath.basename(args.out),
                     text.encode('utf-8'))
         print(f'plan sha256 {plan_sha256(plan)} written to {args.out}')
@@ -745,7 +748,7 @@ def _cmd_classify(args, parser):
     import json
     import posixpath
     from pipelines.classify import classify_export, format_proposals
-    from transforms.files import write_whole
+    from transforms.common.files import write_whole
     if args.sample < 1:
         parser.error('--sample must be at least 1')
     if args.encoding not in ('utf-8', 'utf-8-sig', 'gbk', 'gb18030'):
@@ -772,7 +775,7 @@ def _cmd_demo(args, beam_args, console):
 
 def _roles_to_share(args):
     """The roles ``keys share`` gives: --role, or the config's key_holders entry for --holder."""
-    from transforms.errors import ConfigError
+    from transforms.common.errors import ConfigError
     if bool(args.roles) == bool(args.holder):
         raise ConfigError('keys share: give the roles with --role, or a holder with --holder '
                           'and --config (not both)')
@@ -790,7 +793,8 @@ def _roles_to_share(args):
 
 
 def _cmd_keys(args):
-    from transforms import keyring as kr
+    from transforms.keys import keyring as kr
+    from transforms.keys.roles import DETERMINISTIC_ROLES
     path = args.directory
     if args.keys_command == 'init':
         uri = args.master_key
@@ -819,17 +823,17 @@ def _cmd_keys(args):
               f'(manifest: the public half, to check seals)')
     else:
         roles = args.role or [r for r in kr.load_keyring(path, warn=False).roles
-                              if r not in kr.DETERMINISTIC_ROLES]
+                              if r not in DETERMINISTIC_ROLES]
         rotated = kr.rotate_keyring(path, roles)
         for role, (old, new) in rotated.items():
             print(f'  {role:24s} primary key {old} -> {new}')
         if args.audit:
-            from transforms.audit import append_event
+            from transforms.commit.audit import append_event
             append_event(args.audit, 'keys_rotated', keys=path,
                          keyring=os.path.basename(path.rstrip('/')),
                          roles={role: {'from': old, 'to': new}
                                 for role, (old, new) in rotated.items()})
-        changed = sorted(set(roles) & set(kr.DETERMINISTIC_ROLES))
+        changed = sorted(set(roles) & set(DETERMINISTIC_ROLES))
         if changed:
             print(f'warning: {", ".join(changed)} rotated: new pseudonyms/tokens differ from '
                   f'those of earlier deliveries, so joins with them break')
@@ -838,7 +842,7 @@ def _cmd_keys(args):
 
 
 def _print_keys(keyring):
-    from transforms.keyring import display_uri
+    from transforms.keys.keyring import display_uri
     print(f'protection: {keyring.protection}'
           + (f' (master key {display_uri(keyring.master_key_uri)})'
              if keyring.protection == 'kms' else ''))
@@ -864,7 +868,7 @@ def _cmd_decrypt(args):
 
 
 def _cmd_replay(argv, console):
-    from pipelines.replay import run_replay
+    from pipelines.commands.replay import run_replay
     from pipelines.summary import print_summary
     with _showing_progress(console):
         result = run_replay(argv)
@@ -889,7 +893,7 @@ def _cmd_replay(argv, console):
 
 def _cmd_review(args):
     from pipelines.review import decide, format_table, select, write_records
-    from transforms.errors import NovationError
+    from transforms.common.errors import NovationError
     group = {k: getattr(args, k) for k in ('table', 'reason', 'field', 'source_file', 'epoch')}
     if args.decide:
         if not args.by:
@@ -921,7 +925,7 @@ def _write_people(rows, out):
     """Notification rows to ``out``: .csv, .jsonl or .parquet."""
     import pyarrow as pa
     from pipelines.decrypt import write_rows
-    from transforms.notice import NOTICE_SCHEMA
+    from transforms.commit.notice import NOTICE_SCHEMA
     write_rows(pa.Table.from_pylist(rows, schema=NOTICE_SCHEMA), out)
 
 
@@ -950,7 +954,7 @@ def _cmd_incident(args, parser):
 
 
 def _cmd_audit(args):
-    from transforms.audit import read_log, verify_log
+    from transforms.commit.audit import read_log, verify_log
     if args.audit_command == 'show':
         for r in read_log(args.out_dir):
             facts = ', '.join(f'{k} {v}' for k, v in r.items()
@@ -961,8 +965,8 @@ def _cmd_audit(args):
         return 0
     keyring = None
     if args.keys:
-        from transforms.keyring import READ_HINT, load_keyring
-        from transforms.seal import SEAL_ROLE
+        from transforms.keys.keyring import READ_HINT, load_keyring
+        from transforms.keys.seal import SEAL_ROLE
         keyring = load_keyring(args.keys, hint=READ_HINT, warn=False)
         keyring.require([SEAL_ROLE], ' (it checks the seals of the audit log)')
     result = verify_log(args.out_dir, keyring)
@@ -997,7 +1001,7 @@ def _cmd_clean(args):
     if not found:
         print(f'nothing to clean under {args.out_dir}')
     elif args.yes:
-        from transforms.audit import append_event
+        from transforms.commit.audit import append_event
         remove_leftovers(found)
         runs = sorted({os.path.basename(f['path']).removeprefix('novation-').removesuffix(
             '.running') for f in found if not os.path.basename(f['path']).startswith('.temp-')})
@@ -1065,15 +1069,15 @@ def _cmd_signoff(args):
 
 def _cmd_report(args):
     from pipelines.decrypt import is_stream, load_manifest
-    from transforms.errors import NovationError
-    from transforms.files import join
-    from transforms.report import REPORT_HTML
+    from transforms.common.errors import NovationError
+    from transforms.common.files import join
+    from transforms.commit.report import REPORT_HTML
     if is_stream(args.run_dir):
         return _stream_report(args)
     if args.epoch is not None:
         raise NovationError(f'--epoch: {args.run_dir} is a batch run; --epoch selects a '
                             f'stream\'s epoch')
-    from transforms.manifest import write_report
+    from transforms.commit.manifest import write_report
     report = write_report(args.run_dir, load_manifest(args.run_dir, args.keys), args.lang)
     print(report['summary']['moved'])
     print(join(args.run_dir, REPORT_HTML))
@@ -1082,11 +1086,11 @@ def _cmd_report(args):
 
 def _stream_report(args):
     from pipelines.decrypt import stream_epochs
-    from transforms.epochs import (CUTOVER_FILE, epoch_dir, write_epoch_report,
+    from transforms.stream.epochs import (CUTOVER_FILE, epoch_dir, write_epoch_report,
                                    write_stream_report)
-    from transforms.errors import NovationError
-    from transforms.files import exists, join
-    from transforms.report import REPORT_HTML
+    from transforms.common.errors import NovationError
+    from transforms.common.files import exists, join
+    from transforms.commit.report import REPORT_HTML
     manifests = stream_epochs(args.run_dir, args.keys, args.epoch)  # seals and chain checked
     if args.epoch is not None:
         report = write_epoch_report(args.run_dir, manifests[0], args.lang)
@@ -1106,7 +1110,7 @@ def _stream_report(args):
 
 def _cmd_pseudonym(args, parser):
     from pipelines.decrypt import hash_domain, load_manifest, pseudonyms
-    from transforms.files import read_text
+    from transforms.common.files import read_text
     if bool(args.domain) == bool(args.run or args.field) or bool(args.run) != bool(args.field):
         parser.error('give --domain D, or --run RUN_DIR with --field TABLE.FIELD')
     if bool(args.values) == bool(args.infile):
@@ -1122,7 +1126,7 @@ def _cmd_pseudonym(args, parser):
 
 def _cmd_detokenize(args, parser):
     from pipelines.decrypt import detokenize
-    from transforms.files import read_text
+    from transforms.common.files import read_text
     if bool(args.tokens) == bool(args.infile):
         parser.error('give tokens or --in FILE (not both)')
     tokens = args.tokens or [line.strip() for line in

@@ -16,13 +16,13 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from transforms.crypto import file_identity, keyed_ops
-from transforms.delivered import avro_records, deadletter_lines, parquet_file
-from transforms.errors import KeyringError, NovationError, os_problem
-from transforms.files import join, read_bytes, why_not_writable
-from transforms.keyring import READ_HINT, Keyring, load_keyring
-from transforms.manifest import MANIFEST_FILE
-from transforms.seal import SEAL_ROLE, check_contained, contained_path, read_sealed_json
+from transforms.keys.crypto import file_identity, keyed_ops
+from transforms.write.delivered import avro_records, deadletter_lines, parquet_file
+from transforms.common.errors import KeyringError, NovationError, os_problem
+from transforms.common.files import join, read_bytes, why_not_writable
+from transforms.keys.keyring import READ_HINT, Keyring, load_keyring
+from transforms.commit.manifest import MANIFEST_FILE
+from transforms.keys.seal import SEAL_ROLE, check_contained, contained_path, read_sealed_json
 
 __all__ = ['decrypt_table', 'detokenize', 'hash_domain', 'load_manifest', 'pseudonyms',
            'read_deadletters', 'read_notice', 'read_stream_table', 'read_table', 'stream_epochs',
@@ -49,14 +49,14 @@ def load_manifest(run_dir: str, keys) -> dict:
 
 def is_stream(directory: str) -> bool:
     """Whether ``directory`` is a stream's (it holds epochs/)."""
-    from transforms.epochs import EPOCHS_DIR
+    from transforms.stream.epochs import EPOCHS_DIR
     return FileSystems.exists(join(directory, EPOCHS_DIR))
 
 
 def directory_kind(directory: str):
     """What ``directory`` is if it is a stream's, not a batch run's (its words, for a one-line
     error instead of a seal that cannot check), else None."""
-    from transforms.epochs import CUTOVER_FILE, EPOCH_FORMAT, EPOCHS_DIR
+    from transforms.stream.epochs import CUTOVER_FILE, EPOCH_FORMAT, EPOCHS_DIR
     if FileSystems.exists(join(directory, CUTOVER_FILE)) or \
             FileSystems.exists(join(directory, EPOCHS_DIR)):
         return 'a stream\'s directory (its deliveries are the epochs under epochs/)'
@@ -206,8 +206,8 @@ def stream_epochs(stream_dir: str, keys, epoch=None) -> list:
     """The epoch manifests of a stream, in the order to apply them: every seal and the chain
     checked and, once it has cut over, exactly the epochs its sealed cutover.json lists
     (``epoch``: that one only)."""
-    from transforms.epochs import CUTOVER_FILE, checked_epochs
-    from transforms.errors import InputError
+    from transforms.stream.epochs import CUTOVER_FILE, checked_epochs
+    from transforms.common.errors import InputError
     run_id = stream_dir.rstrip('/').split('/')[-1]
     keyring = keys if isinstance(keys, Keyring) else load_keyring(
         keys, (SEAL_ROLE,), warn=False, hint=READ_HINT)
@@ -216,8 +216,8 @@ def stream_epochs(stream_dir: str, keys, epoch=None) -> list:
     except InputError as e:
         raise NovationError(str(e)) from None
     if FileSystems.exists(join(stream_dir, CUTOVER_FILE)):
-        from transforms.crypto import file_identity as identity_of
-        from transforms.seal import read_sealed
+        from transforms.keys.crypto import file_identity as identity_of
+        from transforms.keys.seal import read_sealed
         cutover = json.loads(read_sealed(stream_dir, CUTOVER_FILE, keyring,
                                          identity_of(run_id, CUTOVER_FILE),
                                          what='cut-over manifest'))
@@ -241,10 +241,10 @@ def stream_snapshot(stream_dir: str, keys):
     the fields' classification, treatment and keys that the epochs' own manifests leave
     out: from the stream's sealed cutover.json, or while it runs from its start's audit
     record; None for a stream without a snapshot (or whose snapshot run is gone)."""
-    from transforms.audit import read_log
-    from transforms.crypto import file_identity as identity_of
-    from transforms.epochs import CUTOVER_FILE
-    from transforms.seal import read_sealed
+    from transforms.commit.audit import read_log
+    from transforms.keys.crypto import file_identity as identity_of
+    from transforms.stream.epochs import CUTOVER_FILE
+    from transforms.keys.seal import read_sealed
     keyring = keys if isinstance(keys, Keyring) else load_keyring(
         keys, (SEAL_ROLE,), warn=False, hint=READ_HINT)
     run_id = stream_dir.rstrip('/').split('/')[-1]
@@ -438,8 +438,8 @@ def pseudonyms(keys: str, domain: str, values) -> list:
 def read_notice(notice_dir: str, keys: str) -> list:
     """The rows of a run's notification list (``notice.path/<run_id>``), decrypted with the
     notice key, each file checked against its ``notice.json`` first."""
-    from transforms.crypto import decrypting_stream
-    from transforms.notice import NOTICE_FILE
+    from transforms.keys.crypto import decrypting_stream
+    from transforms.commit.notice import NOTICE_FILE
     summary_path = join(notice_dir, NOTICE_FILE)
     if not FileSystems.exists(summary_path):
         raise NovationError(f'{notice_dir} has no {NOTICE_FILE}: not a notification list (it is '

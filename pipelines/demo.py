@@ -10,8 +10,8 @@ from pipelines.demo_data import generate
 from pipelines.migrate import run
 from pipelines.summary import print_summary
 from config import load_config
-from transforms import progress
-from transforms.keyring import init_keyring
+from transforms.common import progress
+from transforms.keys.keyring import init_keyring
 
 __all__ = ['prepare_demo', 'run_demo', 'run_live']
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.validators import luhn_check_digit, resident_id_check_digit
+from transforms.detect.check_digits import luhn_check_digit, resident_id_check_digit
 
 __all__ = ['Planted', 'generate']
 

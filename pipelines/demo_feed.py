@@ -9,7 +9,7 @@ order, a withdrawal that lands late (after changes committed after it), a line t
 a change for a customer the seller never had. Later waves bring consent given again: a customer
 who withdrew consents again, and one whose rows moved without their sensitive fields gives the
 separate consent for them (their rows then need ``novation backfill``). Changes come as Debezium envelopes and as plain
-change rows, both forms ``transforms.changes`` accepts. ``land_waves`` writes the files at their
+change rows, both forms ``transforms.stream.changes`` accepts. ``land_waves`` writes the files at their
 times, each whole and then renamed into place, as a CDC tool would.
 """
 

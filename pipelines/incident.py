@@ -23,11 +23,11 @@ import pyarrow as pa
 from config.plan import CLEAR_METHODS
 from pipelines.decrypt import (is_stream, load_manifest, read_notice, readable_columns,
                                stream_epochs, stream_snapshot)
-from transforms.crypto import file_identity, keyed_ops
-from transforms.delivered import deadletter_lines, parquet_file
-from transforms.errors import NovationError
-from transforms.files import join, read_bytes
-from transforms.keyring import READ_HINT, load_keyring
+from transforms.keys.crypto import file_identity, keyed_ops
+from transforms.write.delivered import deadletter_lines, parquet_file
+from transforms.common.errors import NovationError
+from transforms.common.files import join, read_bytes
+from transforms.keys.keyring import READ_HINT, load_keyring
 
 __all__ = ['assess_incident', 'format_incident']
 
@@ -64,7 +64,7 @@ def _find_epoch_file(stream_dir, path, keys):
     if snapshot is None:
         raise NovationError(f'{stream_dir}: the snapshot run whose plan the stream delivers '
                             f'under is not beside it, so what each field holds is unknown')
-    from transforms.epochs import RETRACTION_FIELDS, RETRACTION_KEYS
+    from transforms.stream.epochs import RETRACTION_FIELDS, RETRACTION_KEYS
     tables = dict(snapshot['tables'])
     if entry['kind'] == 'backfill':  # the customers to backfill: their ids, for the seller
         tables[entry['table']] = {'format': 'jsonl', 'subject_key': 'subject_id',

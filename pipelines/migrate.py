@@ -31,25 +31,27 @@ from config import load_config
 from config.plan import build_plan, plan_sha256
 from pipelines.clean import RunLock
 from pipelines.options import run_parser
-from transforms.audit import append_event
-from transforms.consent import (ConsentDecisions, ConsentGate, ErasedSubjects,
+from transforms.commit.audit import append_event
+from transforms.consent.gate import (ConsentDecisions, ConsentGate, ErasedSubjects,
                                 forget_decisions)
-from transforms.conform import Conform
-from transforms.keyring import display_uri, load_keyring
-from transforms.seal import require_signing
-from transforms.deadletter import WriteDeadLetters
-from transforms.dedup import DropDuplicates
-from transforms.errors import ConfigError, DeadLetterLimitExceeded, NovationError, os_problem
-from transforms.files import (check_reachable, exists, has_scheme, join, why_not_readable,
+from transforms.conform.conform import Conform
+from transforms.keys.keyring import display_uri, load_keyring
+from transforms.keys.seal import require_signing
+from transforms.write.deadletter import WriteDeadLetters
+from transforms.conform.dedup import DropDuplicates
+from transforms.common.errors import ConfigError, DeadLetterLimitExceeded, NovationError, os_problem
+from transforms.common.files import (check_reachable, exists, has_scheme, join, why_not_readable,
                               why_not_writable)
-from transforms import interrupts, progress
-from transforms.manifest import WriteManifest
-from transforms.mask import Mask
-from transforms.notice import NotificationList
-from transforms.read import ReadTable, check_file, splittable
-from transforms.risk import ReidentificationRisk
-from transforms.scratch import Scratch, partitions_for
-from transforms.write import WriteTable, column_keys, file_roles
+from transforms.common import interrupts
+from transforms.common import progress
+from transforms.commit.manifest import WriteManifest
+from transforms.mask.mask import Mask
+from transforms.commit.notice import NotificationList
+from transforms.read.tables import ReadTable, check_file, splittable
+from transforms.commit.risk import ReidentificationRisk
+from transforms.common.scratch import Scratch, partitions_for
+from transforms.keys.roles import column_keys, file_roles
+from transforms.write.tables import WriteTable
 
 __all__ = ['RunResult', 'build_pipeline', 'check_beam_args', 'plan_run', 'run']
 
@@ -260,7 +262,7 @@ def _remove_scratch(_, scratch):
 
 
 def run_scratch(run: dict) -> Scratch:
-    """The run's scratch files (``transforms.scratch``): removed once the manifest is written."""
+    """The run's scratch files (``transforms.common.scratch``): removed once the manifest is written."""
     return Scratch(run['scratch_dir'], run['keys_path'], run['run_id'])
 
 
@@ -321,7 +323,7 @@ def workers_off_the_working_directory():
             os.environ['PYTHONSAFEPATH'] = before
 
 
-# Below this much CSV that workers can share (``transforms.read.splittable``), a second worker
+# Below this much CSV that workers can share (``transforms.read.tables.splittable``), a second worker
 # process costs more than it saves: it starts, and every batch between two steps crosses from
 # one process to another. Measured with benchmarks/workers.py (see the README's Performance
 # section): even at 69 MB of such CSV, 10% faster at 138 MB, 20% at 277 MB; a 4-table export
@@ -525,7 +527,7 @@ CHECKED_FILES = 50
 def check_consent_files(config) -> None:
     """The registry and erasure list have the columns the rules read, and the registry has
     rows: found before any data is read (and by ``novation plan``)."""
-    from transforms.consent import ERASURE_FIELDS, REGISTRY_FIELDS, consent_file_problem
+    from transforms.consent.gate import ERASURE_FIELDS, REGISTRY_FIELDS, consent_file_problem
     for key, path, fields, what in (
             ('consent.registry', config.consent.registry, REGISTRY_FIELDS, 'consent registry'),
             ('consent.erasures', config.consent.erasures, ERASURE_FIELDS, 'erasure list')):
@@ -537,7 +539,7 @@ def check_consent_files(config) -> None:
 
 def committed(out_dir: str, run_id: str) -> bool:
     """Whether the audit log holds the run's commit."""
-    from transforms.audit import read_log
+    from transforms.commit.audit import read_log
     try:
         return any(r.get('event') == 'run_committed' and r.get('run_id') == run_id
                    for r in read_log(out_dir))
@@ -610,7 +612,7 @@ def unwrap_error(exc: BaseException) -> BaseException:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     text = str(exc)
-    from transforms import errors
+    from transforms.common import errors
     for name in errors.__all__:
         marker = f'{name}: '
         if marker in text and isinstance(getattr(errors, name), type):

@@ -1,7 +1,7 @@
 """What a long run shows while it works: the stage, rows read, written and refused so far, the
 rate and an estimate of the time left.
 
-The figures are the sum of every process's latest report (``transforms.progress``). On a
+The figures are the sum of every process's latest report (``transforms.common.progress``). On a
 terminal they are one live line under the log lines; otherwise (a log file, CI) a line every
 LOG_SECONDS. ``ProgressConsole`` is the CLI's stderr handler: it takes the reports out of the
 log stream and keeps the live line below everything else printed.
@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 
-from transforms.progress import MARKER
+from transforms.common.progress import MARKER
 
 __all__ = ['ProgressConsole', 'estimate_seconds', 'progress_line']
 

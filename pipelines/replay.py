@@ -22,16 +22,15 @@ import pyarrow as pa
 
 from pipelines.decrypt import load_manifest
 from pipelines.review import load_review, matches, replay_decisions, save_review, select
-from transforms.crypto import cached_keyed_ops, file_identity
-from transforms.batches import ROW, SOURCE, holding_batches
-from transforms.delivered import deadletter_lines
-from transforms.errors import ConfigError, NovationError
-from transforms.files import join, read_bytes
-from transforms.keyring import cached_keyring
-from transforms.read import ReadTable, SourceFacts, text_array
+from transforms.keys.crypto import cached_keyed_ops, file_identity
+from transforms.common.batches import ROW, SOURCE, holding_batches
+from transforms.write.delivered import deadletter_lines
+from transforms.common.errors import ConfigError, NovationError
+from transforms.common.files import join, read_bytes
+from transforms.keys.keyring import cached_keyring
+from transforms.read.tables import ReadTable, SourceFacts, text_array
 
-__all__ = ['ReplayDeadLetters', 'dead_letter_id', 'plan_replay', 'record_replay',
-           'run_replay']
+__all__ = ['ReplayDeadLetters', 'dead_letter_id', 'plan_replay', 'record_replay']
 
 
 def dead_letter_id(ops, record: dict) -> str:
@@ -157,30 +156,8 @@ def record_replay(run_dir: str, plan: dict, result, keys: str = None) -> dict:
     review.setdefault('replays', []).append(entry)
     save_review(run_dir, review)
     from pipelines.review import output_root
-    from transforms.audit import append_event
+    from transforms.commit.audit import append_event
     append_event(output_root(result.run_dir), 'replayed', keys=keys, run_id=entry['run_id'],
                  replay_of=plan['manifest']['run_id'], decisions=plan['decisions'],
                  dead_letters_replayed=replayed, rows_written=totals['rows_written'])
     return entry
-
-
-def run_replay(argv):
-    """``novation replay RUN_DIR --config FILE [--only N,...] [novation run options]``."""
-    from pipelines.migrate import run
-    if not argv or argv[0].startswith('-'):
-        raise NovationError('novation replay RUN_DIR --config FILE: give the run directory first')
-    run_dir, rest = argv[0].rstrip('/'), list(argv[1:])
-    only = None
-    if '--only' in rest:
-        at = rest.index('--only')
-        try:
-            only = [int(n) for n in rest[at + 1].split(',')]
-        except (IndexError, ValueError):
-            raise NovationError('--only N[,N...]: the numbers of replay decisions in the '
-                                'review file (1 is the first decision)') from None
-        del rest[at:at + 2]
-    from pipelines.decrypt import is_stream
-    if is_stream(run_dir):  # a stream's dead letters: pipelines.stream_replay
-        from pipelines.stream_replay import run_stream_replay
-        return run_stream_replay(run_dir, rest, only)
-    return run(rest, replay=run_dir, only=only)

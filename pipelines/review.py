@@ -27,10 +27,10 @@ from typing import Dict, List, Optional
 
 from pipelines.decrypt import (is_stream, load_manifest, read_deadletters, read_stream_table,
                                stream_epochs)
-from transforms.audit import append_event
-from transforms.errors import NovationError
-from transforms.files import exists, join, read_bytes, write_json
-from transforms.manifest import MANIFEST_FILE
+from transforms.commit.audit import append_event
+from transforms.common.errors import NovationError
+from transforms.common.files import exists, join, read_bytes, write_json
+from transforms.commit.manifest import MANIFEST_FILE
 
 __all__ = ['DECISIONS', 'REVIEW_FILE', 'decide', 'format_table', 'load_review', 'matches',
            'replay_decisions', 'reviewed', 'save_review', 'select', 'signoff']
@@ -213,7 +213,7 @@ def reviewed(run_dir: str, keys: str) -> dict:
         return {'run_id': manifest['run_id'], 'config_sha256': manifest['config_sha256'],
                 'manifest_sha256': hashlib.sha256(read_bytes(
                     join(run_dir, MANIFEST_FILE), what='manifest')).hexdigest()}
-    from transforms.epochs import CUTOVER_FILE, EPOCH_MANIFEST, epoch_dir
+    from transforms.stream.epochs import CUTOVER_FILE, EPOCH_MANIFEST, epoch_dir
     manifests = stream_epochs(run_dir, keys)  # every seal, the chain and the cut-over checked
     if not manifests:
         raise NovationError(f'{run_dir}: the stream has committed no epoch yet: nothing to '

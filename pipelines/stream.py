@@ -37,22 +37,22 @@ from pipelines.migrate import (check_beam_args, check_plan_hash, check_reachable
                                local_runner, runner_kind, unwrap_error, with_overrides,
                                workers_off_the_working_directory)
 from pipelines.options import stream_parser
-from transforms.changes import ChangeProblem
-from transforms.audit import append_event
-from transforms.epochs import (CUTOVER_FILE, Committed, CommitEpochs, Trail, checked_epochs,
+from transforms.stream.changes import ChangeProblem
+from transforms.commit.audit import append_event
+from transforms.stream.epochs import (CUTOVER_FILE, Committed, CommitEpochs, Trail, checked_epochs,
                                conservation, committed_so_far, count, epoch_dir)
-from transforms.errors import ConfigError, NovationError
-from transforms.files import exists, has_scheme, join, why_not_writable
-from transforms.keyring import load_keyring
-from transforms.manifest import MANIFEST_FILE
-from transforms.seal import require_signing
-from transforms.write import file_roles
-from transforms.feeds import (BACKFILL_FILES, DRAIN, EndOfFeeds, Feed, FileRead, WatchFeeds,
+from transforms.common.errors import ConfigError, NovationError
+from transforms.common.files import exists, has_scheme, join, why_not_writable
+from transforms.keys.keyring import load_keyring
+from transforms.commit.manifest import MANIFEST_FILE
+from transforms.keys.seal import require_signing
+from transforms.keys.roles import file_roles
+from transforms.stream.feeds import (BACKFILL_FILES, DRAIN, EndOfFeeds, Feed, FileRead, WatchFeeds,
                               renamed_for_feeds)
-from transforms.key_order import InKeyOrder
-from transforms.pubsub import ReadSubscription, is_subscription
-from transforms.reasons import DeadLetter
-from transforms.stream_consent import Batch, ConsentInOrder, Counted, Decided, Routed, route
+from transforms.stream.order import InKeyOrder
+from transforms.stream.pubsub import ReadSubscription, is_subscription
+from transforms.common.reasons import DeadLetter
+from transforms.stream.consent import Batch, ConsentInOrder, Counted, Decided, Routed, route
 
 __all__ = ['build_stream', 'decide_and_commit', 'print_stream_summary', 'run_stream',
            'stream_summary']
@@ -71,7 +71,7 @@ def build_stream(pipeline, config, *, feeds, run_id: str, stream_dir: str, stop_
     runner honours watermarks for timers (Dataflow): feeds on Pub/Sub are read and joined to
     the files' source, and each step waits for the watermark instead of trusting the order
     in which the files' source releases events (which is all the local runner allows).
-    ``trail``: the plan and audit record the manifests name (``transforms.epochs.Trail``)."""
+    ``trail``: the plan and audit record the manifests name (``transforms.stream.epochs.Trail``)."""
     files = [f for f in feeds if not is_subscription(f.pattern)]
     released = pipeline | 'Watch' >> WatchFeeds(files, interval=interval, lateness=lateness,
                                                 idle=idle, stop_at=stop_at)
@@ -301,7 +301,7 @@ def check_last_epoch(out_dir: str, stream_dir: str, run_id: str, resume, keys=No
     """A restarted stream goes on only from the epochs the audit log records: one deleted
     after its commit, or replaced, stops it (the acquirer would miss or double changes). An
     epoch whose record a kill cut off (sealed and chained on disk, the last) is recorded now."""
-    from transforms.audit import append_event, recorded_epochs
+    from transforms.commit.audit import append_event, recorded_epochs
     recorded = recorded_epochs(out_dir, run_id)
     if not recorded and resume.last_epoch != 1:
         return  # no epoch yet, or epochs from before the log recorded them
@@ -325,7 +325,7 @@ def check_stream_link(out_dir: str, run_id: str, snapshot_id, config_sha256: str
     """A new stream over the changes another stream of the output root already carries (the
     same snapshot, or with none the same config) must say that it continues that stream after
     its cut-over or replaces it: never a silent second copy of the same changes."""
-    from transforms.audit import read_log
+    from transforms.commit.audit import read_log
     try:
         log = [r for r in read_log(out_dir) if isinstance(r, dict)]
     except (NovationError, OSError):

@@ -29,18 +29,18 @@ import apache_beam as beam
 from pipelines.decrypt import read_stream_table, stream_epochs, stream_snapshot
 from pipelines.review import (load_review, matches, output_root, replay_decisions, save_review,
                               select)
-from transforms.audit import append_event, read_log
-from transforms.changes import Change
-from transforms.consent_events import decision_at
-from transforms.crypto import cached_keyed_ops, file_identity
-from transforms.delivered import deadletter_lines
-from transforms.epochs import (Trail, checked_epochs, commit_parts, masked_keys,
+from transforms.commit.audit import append_event, read_log
+from transforms.stream.changes import Change
+from transforms.consent.events import decision_at
+from transforms.keys.crypto import cached_keyed_ops, file_identity
+from transforms.write.delivered import deadletter_lines
+from transforms.stream.epochs import (Trail, checked_epochs, commit_parts, masked_keys,
                                prepare_items, write_cutover)
-from transforms.errors import ConfigError, NovationError
-from transforms.feeds import Feed, FileRead, read_feed_file, read_seed_file
-from transforms.files import exists, join, read_bytes
-from transforms.keyring import cached_keyring
-from transforms.stream_consent import ChangeEvent, Counted, Decided
+from transforms.common.errors import ConfigError, NovationError
+from transforms.stream.feeds import Feed, FileRead, read_feed_file, read_seed_file
+from transforms.common.files import exists, join, read_bytes
+from transforms.keys.keyring import cached_keyring
+from transforms.stream.consent import ChangeEvent, Counted, Decided
 
 __all__ = ['plan_stream_replay', 'replay_stream', 'run_stream_replay', 'stream_letter_id',
            'superseded']
@@ -222,7 +222,7 @@ def commit_replay(items, *, stream_dir: str, replay_dir: str, replay_id: str, pl
     """Commit the replay's decided ``items`` as epoch 1 of ``replay_dir``, then its cut-over:
     superseded changes counted, not applied; every dead letter replayed counted under its
     feed file."""
-    from transforms.consent_rules import refusal_problems
+    from transforms.consent.rules import refusal_problems
     keys = config.output.keys
     ops = cached_keyed_ops(keys)
     tables = {t.name: t for t in config.tables}

@@ -18,12 +18,12 @@ from apache_beam.io.filesystems import FileSystems
 from config.plan import CLEAR_METHODS
 from pipelines.decrypt import (_readable_part, _verified_bytes, arrow_schema,
                                load_manifest, readable_columns, stream_epochs, stream_snapshot)
-from transforms.crypto import file_identity
-from transforms.delivered import avro_records, deadletter_lines, parquet_file
-from transforms.detectors import scan
-from transforms.errors import NovationError
-from transforms.files import join
-from transforms.keyring import READ_HINT, load_keyring
+from transforms.keys.crypto import file_identity
+from transforms.write.delivered import avro_records, deadletter_lines, parquet_file
+from transforms.detect.detectors import scan
+from transforms.common.errors import NovationError
+from transforms.common.files import join
+from transforms.keys.keyring import READ_HINT, load_keyring
 
 __all__ = ['format_verification', 'verify_run', 'verify_stream']
 
@@ -125,7 +125,7 @@ def verify_stream(stream_dir: str, keys: str) -> dict:
     size, crc32c and rows (decrypted, which authenticates it), the stream's conservation (every
     feed event accounted for), files no epoch lists, and the leak scan, with the fields'
     treatment from the snapshot run's manifest (without one, nothing is scanned)."""
-    from transforms.epochs import CUTOVER_FILE, EPOCHS_DIR, conservation
+    from transforms.stream.epochs import CUTOVER_FILE, EPOCHS_DIR, conservation
     keyring = load_keyring(keys, hint=READ_HINT)
     run_id = stream_dir.rstrip('/').split('/')[-1]
     result = {'run_id': run_id, 'files': 0, 'files_ok': 0, 'tables': 0, 'problems': [],

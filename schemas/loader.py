@@ -6,7 +6,7 @@ from typing import Optional
 
 import pyarrow as pa
 
-from transforms.errors import SchemaError
+from transforms.common.errors import SchemaError
 
 # Classification levels, lowest first (JR/T 0171-2020 C1..C3 plus PIPL's sensitive class).
 LEVELS = ('public', 'internal', 'personal', 'sensitive', 'restricted')
@@ -163,7 +163,7 @@ def parse_schema(text: str, source: str) -> TableSchema:
 
 
 def load_schema(path: str) -> TableSchema:
-    from transforms.files import read_text
+    from transforms.common.files import read_text
     return parse_schema(read_text(path, what='schema'), path)
 
 

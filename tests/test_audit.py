@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from pipelines.cli import main
-from transforms.errors import NovationError
-from transforms.audit import AUDIT_DIR, append_event, read_log, verify_log
+from transforms.common.errors import NovationError
+from transforms.commit.audit import AUDIT_DIR, append_event, read_log, verify_log
 
 
 def _log(tmp_path, n=4):
@@ -51,7 +51,7 @@ def test_any_change_to_the_log_breaks_it(tmp_path, tamper, expected):
 
 
 def _edit(out, seq, rehash=False, **changes):
-    from transforms.audit import record_sha256
+    from transforms.commit.audit import record_sha256
     path = _record_path(out, seq)
     record = json.load(open(path, encoding='utf-8'))
     record.update(changes)
@@ -124,8 +124,8 @@ def test_an_aborted_run_is_recorded(tmp_path):
 def test_sealed_records_anchor_the_chain_under_the_manifest_key(tmp_path, keys_dir):
     """A record written with the manifest key's private half is sealed; with the chain
     recomputed after an edit the seal fails, and records after the newest seal are named."""
-    from transforms.keyring import load_keyring, share_keyring
-    from transforms.audit import record_sha256
+    from transforms.keys.keyring import load_keyring, share_keyring
+    from transforms.commit.audit import record_sha256
     out = str(tmp_path / 'out')
     append_event(out, 'run_started', keys=keys_dir, run_id='r1')
     append_event(out, 'reviewed', keys=keys_dir, run_id='r1', decision='hold', by='A')
@@ -224,7 +224,7 @@ def test_epochs_deleted_replaced_or_added_break_the_log(tmp_path, tamper, expect
 
 def test_a_restart_goes_on_only_from_the_epochs_the_log_records(tmp_path):
     from pipelines.stream import check_last_epoch
-    from transforms.epochs import Committed
+    from transforms.stream.epochs import Committed
     out = str(tmp_path / 'out')
     shas = {n: _epoch(out, 's1', n, f'{{"epoch": {n}}}') for n in (1, 2)}
     for n, sha in shas.items():
@@ -238,7 +238,7 @@ def test_a_restart_goes_on_only_from_the_epochs_the_log_records(tmp_path):
 
 def test_an_epoch_whose_record_a_kill_cut_off_is_recorded_on_restart(tmp_path):
     from pipelines.stream import check_last_epoch
-    from transforms.epochs import Committed
+    from transforms.stream.epochs import Committed
     out = str(tmp_path / 'out')
     first = _epoch(out, 's1', 1, '{"epoch": 1}')
     append_event(out, 'epoch_committed', stream_id='s1', epoch=1, manifest_sha256=first)

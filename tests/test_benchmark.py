@@ -33,8 +33,8 @@ def test_the_baselines_per_value_keyed_calls_equal_novations(keys_dir):
     import pyarrow as pa
 
     from benchmarks.throughput import _mask_row_fn
-    from transforms.crypto import keyed_ops
-    from transforms.keyring import load_keyring
+    from transforms.keys.crypto import keyed_ops
+    from transforms.keys.keyring import load_keyring
 
     baseline = _mask_row_fn(keys_dir)
     baseline.setup()

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from schemas import FieldSpec
-from transforms import casting
-from transforms.casting import cast_column
+from transforms.conform import casting
+from transforms.conform.casting import cast_column
 
 
 def field(kind, **extra):
@@ -131,7 +131,7 @@ def test_dates_and_times_outside_any_calendar_are_malformed(kind, values, arrow_
 
 
 def test_a_dead_letter_keeps_a_value_python_cannot_hold_as_its_number():
-    from transforms.batches import ROW, SOURCE, row_dicts
+    from transforms.common.batches import ROW, SOURCE, row_dicts
     batch = pa.RecordBatch.from_arrays(
         [pa.array([2**62], pa.int64()).cast(pa.timestamp('us')), pa.array(['f']),
          pa.array([3], pa.int64())], names=['at', SOURCE, ROW])

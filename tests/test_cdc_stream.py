@@ -8,12 +8,12 @@ import random
 import pytest
 
 from test_fuzz import _places
-from transforms.cdc_values import plain_row
-from transforms.changes import Change, ChangeProblem, JsonNumber, NotAChange, TimeRules
-from transforms.epochs import conservation, epoch_line
-from transforms.feeds import Feed, FeedEvent, parse_json_event, read_feed_file
-from transforms.key_order import verdict
-from transforms.stream_consent import ChangeEvent, Counted, Decided, route
+from transforms.stream.cdc_values import plain_row
+from transforms.stream.changes import Change, ChangeProblem, JsonNumber, NotAChange, TimeRules
+from transforms.stream.epochs import conservation, epoch_line
+from transforms.stream.feeds import Feed, FeedEvent, parse_json_event, read_feed_file
+from transforms.stream.order import verdict
+from transforms.stream.consent import ChangeEvent, Counted, Decided, route
 
 T = 1_767_225_600 * 10**6  # 2026-01-01T00:00:00Z, microseconds
 NOW = T + 3_600 * 10**6
@@ -73,7 +73,7 @@ def test_a_row_without_its_primary_key_is_missing_required(tables):
 
 
 def test_consent_and_other_lines_are_counted_where_they_are_read(tables):
-    from transforms.consent_events import ConsentEvent
+    from transforms.consent.events import ConsentEvent
     grant = ConsentEvent('C1', 'grant', 'credit_management', T, 0)
     counted, pair = route(FeedEvent('consent', 'c.jsonl', 2, grant), tables)
     assert counted == Counted('c.jsonl', 2, 0, 'consent_event', T) and pair == ('C1', grant)
@@ -192,10 +192,10 @@ def _replaced(value, path, new):
 
 
 def test_fuzz_no_line_of_any_tool_changed_at_random_stops_the_stream(tables, keys_dir):
-    from transforms.consent_rules import refusal_problems
-    from transforms.crypto import keyed_ops
-    from transforms.epochs import deliver_changes
-    from transforms.keyring import load_keyring
+    from transforms.consent.rules import refusal_problems
+    from transforms.keys.crypto import keyed_ops
+    from transforms.stream.epochs import deliver_changes
+    from transforms.keys.keyring import load_keyring
     ops = keyed_ops(load_keyring(keys_dir, ('pseudonym', 'token'), warn=False))
     problems = refusal_problems({'credit_management': 'consent'}, 'HK')
     decided = []

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from transforms.changes import Change, ChangeProblem, parse_change as parse_all
+from transforms.stream.changes import Change, ChangeProblem, parse_change as parse_all
 
 ROW = {'customer_id': 'C00000001', 'mobile': '13800001111'}
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in milliseconds
@@ -121,7 +121,7 @@ def test_changes_of_one_source_order_by_position_whatever_their_time():
 def test_an_avro_feed_file_reads_record_by_record(tmp_path):
     import decimal
     import fastavro
-    from transforms.feeds import Feed, read_feed_file
+    from transforms.stream.feeds import Feed, read_feed_file
     schema = {'type': 'record', 'name': 'Envelope', 'fields': [
         {'name': 'op', 'type': 'string'},
         {'name': 'before', 'type': ['null', {'type': 'map', 'values': 'string'}]},
@@ -240,7 +240,7 @@ def test_lines_that_are_no_change_are_counted_by_kind(line, kind):
 ])
 def test_integer_times_are_read_in_the_one_unit_that_makes_them_plausible(value, unit,
                                                                           expected):
-    from transforms.changes import TimeRules
+    from transforms.stream.changes import TimeRules
     [change] = parse_all({'table': 't', 'op': 'c', 'row': ROW, 'committed_at': value,
                           'position': 1}, read_at=NOW, rules=TimeRules(unit=unit))
     assert change.committed_at == expected
@@ -262,7 +262,7 @@ def test_an_implausible_time_is_refused_with_its_own_reason(value):
 
 
 def test_a_time_stated_in_the_wrong_unit_is_refused_not_misread():
-    from transforms.changes import TimeRules
+    from transforms.stream.changes import TimeRules
     [got] = parse_all({'table': 't', 'op': 'c', 'row': ROW, 'committed_at': S,
                        'position': 1}, read_at=NOW, rules=TimeRules(unit='ms'))
     assert got.reason == 'implausible_time'  # seconds read as ms would be 1970-01-21

@@ -9,7 +9,7 @@ import pytest
 from pipelines.classify import classify_export, draft_schema, name_category, propose_column
 from pipelines.cli import main
 from schemas import parse_schema
-from transforms.errors import SchemaError
+from transforms.common.errors import SchemaError
 
 
 @pytest.mark.parametrize('column, expected', [

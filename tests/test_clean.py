@@ -83,7 +83,7 @@ def test_a_killed_run_leaves_what_clean_lists_and_removes(demo_copy, tmp_path):
     assert sorted(os.listdir(out)) == ['audit', 'kept'] and os.listdir(scratch) == []
     assert os.path.exists(os.path.join(out, 'kept', 'manifest.json'))  # the finished run stays
     assert not os.path.exists(os.path.join(out, 'kept', '.running'))
-    from transforms.audit import read_log
+    from transforms.commit.audit import read_log
     assert read_log(out)[-1]['event'] == 'cleaned' and read_log(out)[-1]['runs'] == ['killed']
 
 
@@ -104,7 +104,7 @@ def test_two_runs_with_one_run_id_one_starts_and_the_other_is_one_line(demo_copy
 
 
 def test_a_stream_directory_is_locked_while_a_stream_runs(tmp_path):
-    from transforms.errors import ConfigError
+    from transforms.common.errors import ConfigError
     first = RunLock(str(tmp_path / 'stream-1'), new=False).acquire()
     with pytest.raises(ConfigError, match='is in use by a run still going'):
         RunLock(str(tmp_path / 'stream-1'), new=False).acquire()

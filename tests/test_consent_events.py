@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 
-from transforms.changes import ChangeProblem
-from transforms.consent_events import (ConsentEvent, decision_at, parse_consent_event,
+from transforms.stream.changes import ChangeProblem
+from transforms.consent.events import (ConsentEvent, decision_at, parse_consent_event,
                                        retraction_reason)
-from transforms.consent_rules import ConsentRow, Decision
+from transforms.consent.rules import ConsentRow, Decision
 
 PURPOSES = {'credit': 'consent', 'servicing': 'contract'}
 MS = 1000  # microseconds a millisecond

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.consent_rules import (VERDICTS, ConsentRow, Decision, decide_subject,
+from transforms.consent.rules import (VERDICTS, ConsentRow, Decision, decide_subject,
                                       decide_table, refusal_problems)
 
 PURPOSES = {'servicing': 'contract', 'credit': 'consent'}
@@ -91,7 +91,7 @@ def test_decide_table_agrees_with_decide_subject(rows, erased, purposes, cross_b
 def test_subject_codes_agree_with_a_dict(known, asked):
     """Any text as an id (empty, non-ASCII, NUL bytes, prefixes of others, longer than every
     known id) finds exactly the code a dict would give, or the default."""
-    from transforms.consent_rules import SubjectCodes
+    from transforms.consent.rules import SubjectCodes
     codes = SubjectCodes(pa.array(list(known), pa.string()),
                          np.array(list(known.values()), dtype=np.int8))
     assert dict(codes.items()) == known and len(codes) == len(known)
@@ -125,7 +125,7 @@ def test_refusals_say_which_purpose_or_separate_consent_is_missing(purposes, pro
      '', 'has a header and no rows'),
 ])
 def test_a_registry_is_checked_before_any_data_is_read(tmp_path, header, rows, problem):
-    from transforms.consent import REGISTRY_FIELDS, consent_file_problem, read_consent_file
+    from transforms.consent.gate import REGISTRY_FIELDS, consent_file_problem, read_consent_file
     path = tmp_path / 'registry.csv'
     path.write_text(header + '\n' + rows, encoding='utf-8')
     found = consent_file_problem(str(path), REGISTRY_FIELDS, 'consent registry',

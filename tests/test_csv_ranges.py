@@ -18,10 +18,10 @@ import pytest
 
 from conftest import local_pipeline
 from test_dirty_exports import make_table
-from transforms import read
-from transforms.batches import ROW
-from transforms.csv_ranges import record_splits, splittable_encoding
-from transforms.read import FileRange, ReadTable, _ReadBatchesFn, plan_ranges
+from transforms.read import tables as read
+from transforms.common.batches import ROW
+from transforms.read.csv_ranges import record_splits, splittable_encoding
+from transforms.read.tables import FileRange, ReadTable, _ReadBatchesFn, plan_ranges
 
 COLUMNS = 3
 

@@ -1,5 +1,5 @@
 """A stray quote costs its own record, never the records after it; a remark typed over several
-lines stays one value. Pure tables for transforms.csv_records, then the reader on files."""
+lines stays one value. Pure tables for transforms.read.csv_records, then the reader on files."""
 
 import io
 import os
@@ -9,12 +9,12 @@ from apache_beam.pvalue import TaggedOutput
 import pytest
 
 from test_dirty_exports import MARK, assert_no_value_in_reasons, make_table
-from transforms import csv_records as records_module
-from transforms import read
-from transforms.batches import ROW
-from transforms.csv_ranges import record_splits
-from transforms.csv_records import broken_quote_problem, csv_records, holds_a_record
-from transforms.read import FileRange, ReadTable, _ReadBatchesFn, plan_ranges
+from transforms.read import csv_records as records_module
+from transforms.read import tables as read
+from transforms.common.batches import ROW
+from transforms.read.csv_ranges import record_splits
+from transforms.read.csv_records import broken_quote_problem, csv_records, holds_a_record
+from transforms.read.tables import FileRange, ReadTable, _ReadBatchesFn, plan_ranges
 
 
 def records(text, width=3, subject=0, **shape):

@@ -30,10 +30,10 @@ from pipelines.decrypt import read_table
 from pipelines.demo import prepare_demo
 from pipelines.demo_feed import land_waves, plan_feed
 from pipelines.migrate import run
-from transforms.delivered import parquet_file
-from transforms.epochs import manifest_sha256
-from transforms.errors import NovationError
-from transforms.keyring import load_keyring
+from transforms.write.delivered import parquet_file
+from transforms.stream.epochs import manifest_sha256
+from transforms.common.errors import NovationError
+from transforms.keys.keyring import load_keyring
 
 pytestmark = pytest.mark.slow  # a snapshot, a stream run twice and a batch run
 

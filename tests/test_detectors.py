@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from benchmarks.pii_corpus import bank_card, corpus, precision_recall, resident_id, uscc
-from transforms.detectors import CHECKSUM_KINDS, count_by_kind, find, scan, valid
+from transforms.detect.detectors import CHECKSUM_KINDS, count_by_kind, find, scan, valid
 
 TODAY = datetime.date(2026, 12, 3)
 

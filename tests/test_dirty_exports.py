@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from config import load_config
-from transforms.batches import ROW
-from transforms.conform import conform_batch
-from transforms.errors import InputError
-from transforms.read import FileRange, ReadTable, _ReadBatchesFn
+from transforms.common.batches import ROW
+from transforms.conform.conform import conform_batch
+from transforms.common.errors import InputError
+from transforms.read.tables import FileRange, ReadTable, _ReadBatchesFn
 
 # Every free-text value generated carries this letter, which no reason text contains: a leak of
 # any value into a dead letter's field or problem would show.
@@ -175,7 +175,7 @@ def test_csv_unterminated_quote_costs_its_record_only(tmp_path):
             'R2,2.00,2024-01-02,Y,x\nR3,3.00,2024-01-02,Y,"y"\n')
     (tmp_path / 'data.csv').write_text(data, encoding='utf-8')
     kept, dead, rows_read, _ = read_file(table)
-    # The quote opened in R1 would run to R3's quote and take R2 in (transforms.csv_records):
+    # The quote opened in R1 would run to R3's quote and take R2 in (transforms.read.csv_records):
     # R1 is a dead letter, R2 and R3 are read as themselves, and nothing leaks.
     assert (kept, [(d.row, d.reason) for d in dead], rows_read) == ([2, 3], [(1, 'malformed')], 3)
     assert_no_value_in_reasons(dead, ['open' + MARK])
@@ -287,7 +287,7 @@ def test_records_whose_keys_name_no_field_are_one_error_without_values(tmp_path)
     ('x' * 65, True), ('2024-01-02 08:00:00', True),
 ])
 def test_looks_like_value(name, looks):
-    from transforms.read import looks_like_value
+    from transforms.read.tables import looks_like_value
     assert looks_like_value(name) is looks
 
 
@@ -448,7 +448,7 @@ def test_round_trip_parquet_with_timestamps(tmp_path):
 def test_a_row_of_the_wrong_width_keeps_its_subject_under_an_alias_too(tmp_path, header):
     """An erased customer's broken row must be recognised as theirs (sealing then counts it as
     erasure_requested and keeps no raw row)."""
-    from transforms.deadletter import seal
+    from transforms.write.deadletter import seal
     table = make_table(str(tmp_path), 'csv')
     (tmp_path / 'data.csv').write_text(f'{header}\nR1,1.00,2024-01-02,extra\nR2,1.00\n',
                                        encoding='utf-8')

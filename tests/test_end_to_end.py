@@ -15,9 +15,9 @@ import pytest
 from conftest import DEMO_CUSTOMERS, keyring_without, user_lines, with_manifest_key_of
 from pipelines.decrypt import read_deadletters, read_table
 from pipelines.migrate import run
-from transforms.crypto import keyed_ops
-from transforms.keyring import init_keyring, load_keyring
-from transforms.errors import KeyringError, NovationError
+from transforms.keys.crypto import keyed_ops
+from transforms.keys.keyring import init_keyring, load_keyring
+from transforms.common.errors import KeyringError, NovationError
 
 
 def output_files(run_dir):
@@ -197,7 +197,7 @@ def keep_lines(path, n):
 
 def shared_keyring(keys):
     """The run's keyring replaced by one shared from it (an acquirer's: no sealing key)."""
-    from transforms.keyring import share_keyring
+    from transforms.keys.keyring import share_keyring
     full = keys + '-full'
     os.rename(keys, full)
     share_keyring(full, keys, ['data.personal'])
@@ -285,14 +285,14 @@ def test_dead_letter_limit_aborts_without_a_manifest(demo_copy, tmp_path):
     runs = [d for d in os.listdir(os.path.join(workdir, 'out')) if d != 'audit']
     assert len(runs) == 1
     assert not os.path.exists(os.path.join(workdir, 'out', runs[0], 'manifest.json'))
-    from transforms.audit import read_log
+    from transforms.commit.audit import read_log
     (started, aborted) = read_log(os.path.join(workdir, 'out'))
     assert (started['event'], aborted['event']) == ('run_started', 'run_aborted')
     assert aborted['run_id'] == runs[0] and 'deadletter.max_ratio' in aborted['why']
 
 
 def test_a_run_parks_its_state_in_scratch_and_removes_it(demo_copy, tmp_path, monkeypatch):
-    from transforms.scratch import Scratch
+    from transforms.common.scratch import Scratch
     _, config, _ = demo_copy
     removed = []
     remove = Scratch.remove

@@ -10,12 +10,12 @@ import pytest
 
 from conftest import ROOT
 from config import load_config
-from transforms.changes import Change
-from transforms.consent_rules import refusal_problems
-from transforms.crypto import keyed_ops
-from transforms.epochs import deliver_changes
-from transforms.keyring import load_keyring
-from transforms.stream_consent import ChangeEvent, Decided
+from transforms.stream.changes import Change
+from transforms.consent.rules import refusal_problems
+from transforms.keys.crypto import keyed_ops
+from transforms.stream.epochs import deliver_changes
+from transforms.keys.keyring import load_keyring
+from transforms.stream.consent import ChangeEvent, Decided
 
 T = 1_767_225_600 * 10**6  # 2026-01-01T00:00:00Z in microseconds
 ROW = {'customer_id': 'C1', 'national_id': '11010519491231002X', 'mobile': '13812345678',
@@ -129,9 +129,9 @@ def test_an_epoch_commits_encrypted_files_then_a_manifest_chained_to_the_last(
     import google_crc32c
     import hashlib
     import json
-    from transforms.delivered import deadletter_lines, parquet_file
-    from transforms.epochs import commit_epoch, manifest_sha256
-    from transforms.stream_consent import Retraction
+    from transforms.write.delivered import deadletter_lines, parquet_file
+    from transforms.stream.epochs import commit_epoch, manifest_sha256
+    from transforms.stream.consent import Retraction
 
     keyring = load_keyring(keys_dir, warn=False)
     stream = str(tmp_path / 'stream')
@@ -192,9 +192,9 @@ def test_a_stream_of_decisions_commits_epochs_of_commit_time_chained_in_order(
     from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
     from apache_beam.testing.test_stream import TestStream as EventStream
     from apache_beam.transforms.window import TimestampedValue
-    from transforms.epochs import CommitEpochs, manifest_sha256
-    from transforms.feeds import EndOfFeeds, ReleasedUpTo
-    from transforms.stream_consent import Batch, Retraction
+    from transforms.stream.epochs import CommitEpochs, manifest_sha256
+    from transforms.stream.feeds import EndOfFeeds, ReleasedUpTo
+    from transforms.stream.consent import Batch, Retraction
 
     config = dataclasses_replace_keys(table, keys_dir)
     stream = str(tmp_path / 'stream')
@@ -236,8 +236,8 @@ def dataclasses_replace_keys(config, keys_dir):
 
 def test_resuming_reads_what_was_committed_and_refuses_a_broken_chain(table, ops, keys_dir,
                                                                       tmp_path):
-    from transforms.epochs import commit_epoch, committed_so_far, manifest_sha256
-    from transforms.errors import InputError
+    from transforms.stream.epochs import commit_epoch, committed_so_far, manifest_sha256
+    from transforms.common.errors import InputError
     stream = str(tmp_path / 'stream')
     tables = {t.name: t for t in table.tables}
     previous = None
@@ -277,7 +277,7 @@ def run_epochs(config, stream, elements, **options):
     from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
     from apache_beam.testing.test_stream import TestStream as EventStream
     from apache_beam.transforms.window import TimestampedValue
-    from transforms.epochs import CommitEpochs
+    from transforms.stream.epochs import CommitEpochs
     events = EventStream().add_elements([TimestampedValue(e, T / 10**6) for e in elements])
     with beam.Pipeline(runner=BundleBasedDirectRunner(),
                        options=PipelineOptions(streaming=True)) as p:
@@ -289,8 +289,8 @@ def run_epochs(config, stream, elements, **options):
 
 def test_one_mark_commits_each_window_it_passes_and_a_late_change_joins_the_open_one(
         table, keys_dir, tmp_path):
-    from transforms.feeds import EndOfFeeds, ReleasedUpTo
-    from transforms.stream_consent import Batch
+    from transforms.stream.feeds import EndOfFeeds, ReleasedUpTo
+    from transforms.stream.consent import Batch
     second = 10**6
     manifests = run_epochs(dataclasses_replace_keys(table, keys_dir), str(tmp_path / 's'), [
         Batch((decided(1, ROW, at=1 * second), decided(2, ROW, at=6 * second),
@@ -303,8 +303,8 @@ def test_one_mark_commits_each_window_it_passes_and_a_late_change_joins_the_open
 
 
 def test_an_epoch_holds_at_most_max_rows(table, keys_dir, tmp_path):
-    from transforms.feeds import EndOfFeeds
-    from transforms.stream_consent import Batch
+    from transforms.stream.feeds import EndOfFeeds
+    from transforms.stream.consent import Batch
     manifests = run_epochs(dataclasses_replace_keys(table, keys_dir), str(tmp_path / 's'), [
         Batch(tuple(decided(n, ROW, at=n) for n in range(1, 6))), EndOfFeeds(T + 10**6)],
         max_rows=2)
@@ -320,14 +320,14 @@ def test_an_epoch_holds_at_most_max_rows(table, keys_dir, tmp_path):
     ([], []),
 ])
 def test_the_lines_parts_consumed_merge_as_if_consumed_together(parts, merged):
-    from transforms.epochs import _consumed, _merged_consumed
+    from transforms.stream.epochs import _consumed, _merged_consumed
     parts = [[(path, line, 0) for path, line in part] for part in parts]
     assert _merged_consumed(e for part in parts for e in _consumed(part)) == merged
     assert merged == _consumed({place for part in parts for place in part})
 
 
 def test_a_lines_further_events_are_consumed_as_parts():
-    from transforms.epochs import _consumed, _merged_consumed
+    from transforms.stream.epochs import _consumed, _merged_consumed
     first = _consumed([('a', 1, 0), ('a', 1, 1), ('a', 2, -1)])
     assert first == [{'path': 'a', 'lines': [[1, 1]], 'parts': [[1, 1], [2, -1]]}]
     assert _merged_consumed(first + _consumed([('a', 2, 0)])) == [
@@ -345,7 +345,7 @@ def test_a_column_no_schema_names_is_held_back_and_counted_the_row_moves(table, 
 
 
 def test_the_sources_of_parts_merge_into_one_per_file():
-    from transforms.epochs import _merged_sources, _sources
+    from transforms.stream.epochs import _merged_sources, _sources
     parts = [[('a', 4), ('a', 2)], [('a', 9), ('sub', None)], [('sub', None)]]
     assert _merged_sources(e for part in parts for e in _sources(part)) == [
         {'path': 'a', 'first_line': 2, 'last_line': 9, 'changes': 3},

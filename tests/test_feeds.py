@@ -13,10 +13,10 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 import pytest
 
 from config.loader import Purpose, Transfer
-from transforms.changes import Change
-from transforms.consent_events import ConsentEvent
-from transforms.feeds import EndOfFeeds, Feed, FeedEvent, Released, WatchFeeds
-from transforms.stream_consent import Batch, ChangeEvent, ConsentInOrder, Decided, Routed
+from transforms.stream.changes import Change
+from transforms.consent.events import ConsentEvent
+from transforms.stream.feeds import EndOfFeeds, Feed, FeedEvent, Released, WatchFeeds
+from transforms.stream.consent import Batch, ChangeEvent, ConsentInOrder, Decided, Routed
 
 pytestmark = pytest.mark.slow  # each runs a streaming pipeline for a few seconds
 
@@ -155,7 +155,7 @@ def test_a_withdrawal_that_lands_after_a_later_change_still_refuses_it(tmp_path,
 
 
 def test_a_feed_file_in_gbk_is_named_once_with_the_encoding(tmp_path, caplog):
-    from transforms.feeds import NOT_UTF8, read_feed_file
+    from transforms.stream.feeds import NOT_UTF8, read_feed_file
     path = tmp_path / 'changes.jsonl'
     lines = [json.dumps({'table': 't', 'op': 'c', 'row': {'name': f'客户{i}'}},
                         ensure_ascii=False) for i in range(4)]
@@ -181,7 +181,7 @@ def test_a_feed_file_in_gbk_is_named_once_with_the_encoding(tmp_path, caplog):
     ('/seller/cdc/changes/*.jsonl', '/elsewhere/b.jsonl', 'data/b.jsonl'),  # only its name
 ])
 def test_a_feed_file_is_named_by_its_feed_and_its_path_under_the_feed_root(pattern, path, name):
-    from transforms.feeds import Feed
+    from transforms.stream.feeds import Feed
     assert Feed('data', pattern, 'changes').name_of(path) == name
 
 
@@ -192,7 +192,7 @@ def test_a_feed_file_is_named_by_its_feed_and_its_path_under_the_feed_root(patte
     ('/unknown/x.jsonl', '/unknown/x.jsonl'),              # no feed's: left as it was
 ])
 def test_a_restart_reads_an_older_manifests_full_paths_as_feed_names(path, name):
-    from transforms.feeds import Feed, renamed_for_feeds
+    from transforms.stream.feeds import Feed, renamed_for_feeds
     feeds = [Feed('data', '/seller/cdc/changes/*.jsonl', 'changes'),
              Feed('consent', '/seller/consent/events/*.jsonl', 'consent')]
     assert renamed_for_feeds(path, feeds) == name

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from test_dirty_exports import make_table, read_file
-from transforms.errors import InputError
+from transforms.common.errors import InputError
 
 ROW = 'R1,1.00,2024-01-02,是,备注ж\n'
 HEADER = 'rid,amount,day,flag,note\n'

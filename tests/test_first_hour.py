@@ -9,8 +9,8 @@ import pytest
 from config.loader import parse_config
 from conftest import user_lines
 from pipelines.cli import main
-from transforms.errors import ConfigError
-from transforms.manifest import percent
+from transforms.common.errors import ConfigError
+from transforms.commit.manifest import percent
 
 
 def novation(capsys, *args):

@@ -20,7 +20,7 @@ import yaml
 
 from config import load_config
 from config.plan import build_plan
-from transforms.errors import NovationError
+from transforms.common.errors import NovationError
 
 from test_dirty_exports import make_table, read_file
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import user_lines
-from transforms import interrupts
+from transforms.common import interrupts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,7 +76,7 @@ def run_dirs(out):
 
 
 def events(out):
-    from transforms.audit import read_log
+    from transforms.commit.audit import read_log
     return read_log(out) if os.path.isdir(os.path.join(out, 'audit')) else []
 
 
@@ -112,5 +112,5 @@ def test_signals_at_any_moment_of_a_run(demo_copy, tmp_path):
             assert log[-2]['event'] == 'run_started', what
             assert log[-1]['run_id'] == log[-2]['run_id'], what
             assert log[-1]['why'].startswith(f'interrupted by {signal.Signals(signum).name}')
-    from transforms.audit import verify_log
+    from transforms.commit.audit import verify_log
     assert verify_log(out)['problems'] == []

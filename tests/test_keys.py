@@ -22,9 +22,10 @@ from tink.testing import fake_kms
 
 from pipelines.decrypt import read_deadletters, read_table
 from pipelines.migrate import run
-from transforms import keyring as kr
-from transforms.crypto import keyed_ops
-from transforms.errors import ConfigError, KeyringError
+from transforms.keys import keyring as kr
+from transforms.keys.roles import DETERMINISTIC_ROLES
+from transforms.keys.crypto import keyed_ops
+from transforms.common.errors import ConfigError, KeyringError
 
 
 def fake_kms_uri() -> str:
@@ -159,7 +160,7 @@ def test_rotate_adds_a_primary_and_keeps_the_old_keys(tmp_path):
     assert proc.returncode == 0, proc.stderr
     after = kr.load_keyring(path, warn=False).key_ids()
     for role in before:
-        if role in kr.DETERMINISTIC_ROLES:
+        if role in DETERMINISTIC_ROLES:
             assert after[role] == before[role], role  # pseudonyms and tokens stay stable
         else:
             assert after[role]['primary'] not in before[role]['keys']
@@ -263,7 +264,7 @@ def test_novation_pseudonym_follows_the_documented_formula(tmp_path, capsys):
     import json
     from tink.proto import hmac_prf_pb2
     from pipelines.cli import main
-    from transforms.keyring import init_keyring
+    from transforms.keys.keyring import init_keyring
     keys = str(tmp_path / 'keys')
     init_keyring(keys)
     keyset = json.load(open(tmp_path / 'keys' / 'pseudonym.cleartext.json'))

@@ -100,7 +100,7 @@ def test_keyed_ops_agree_with_independent_hmac_and_aes_siv():
     import pyarrow as pa
     from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
-    from transforms.crypto import KeyedOps, _domain_prefix
+    from transforms.keys.crypto import KeyedOps, _domain_prefix
 
     mac_key, siv_key = bytes(range(32)), bytes(range(64, 128))
     ops = KeyedOps(raw_primitive('HmacPrfKey', hmac_prf_pb2.HmacPrfKey(

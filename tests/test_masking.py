@@ -5,10 +5,10 @@ import pyarrow.compute as pc
 import pytest
 
 from schemas import FieldSpec
-from transforms.crypto import keyed_ops
-from transforms.keyring import load_keyring
-from transforms.errors import ConfigError
-from transforms.masking import MaskContext, make_operator, map_unique, mask_text, year_or_month
+from transforms.keys.crypto import keyed_ops
+from transforms.keys.keyring import load_keyring
+from transforms.common.errors import ConfigError
+from transforms.mask.methods import MaskContext, make_operator, map_unique, mask_text, year_or_month
 
 
 def spec(kind='string', classification='personal', category=None, **extra):
@@ -31,7 +31,7 @@ def test_mask_text(value, first, last, expected):
 
 @pytest.fixture(scope='module')
 def ops(tmp_path_factory):
-    from transforms.keyring import init_keyring
+    from transforms.keys.keyring import init_keyring
     path = str(tmp_path_factory.mktemp('k') / 'ring')
     init_keyring(path)
     return keyed_ops(load_keyring(path))

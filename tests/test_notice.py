@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.decrypt import read_notice, read_table
-from transforms.notice import notice_table
+from transforms.commit.notice import notice_table
 
 SENSITIVE = {'cn_resident_id', 'bank_card', 'income', 'credit_score'}
 
@@ -97,9 +97,9 @@ def test_incident_names_what_is_in_a_file_and_whom_to_notify(noticed, tmp_path, 
     printed = capsys.readouterr().out
     assert 'the file the run wrote' in printed and 'repayment_account' in printed
     assert 'data.sensitive' in printed
-    from transforms.crypto import file_identity
-    from transforms.delivered import parquet_file
-    from transforms.keyring import load_keyring
+    from transforms.keys.crypto import file_identity
+    from transforms.write.delivered import parquet_file
+    from transforms.keys.keyring import load_keyring
     in_file = set(parquet_file(os.path.join(result.run_dir, entry['path']), load_keyring(keys),
                                file_identity(result.manifest['run_id'], entry['path']))
                   .read(columns=['customer_id']).column('customer_id').to_pylist())
@@ -116,7 +116,7 @@ def test_incident_names_what_is_in_a_file_and_whom_to_notify(noticed, tmp_path, 
 
 def test_a_shards_rows_are_pure_and_erasure_wins():
     import pyarrow as pa
-    from transforms.notice import _PARTS, _REFUSED
+    from transforms.commit.notice import _PARTS, _REFUSED
     moved = pa.table({'subject': ['A', 'B', 'A'], 'table': ['t', 't', 't'],
                       'delivered_as': ['pa', 'pb', 'pa'], 'mask': [0b01, 0b10, 0b10]},
                      schema=_PARTS)

@@ -15,7 +15,7 @@ from pipelines.cli import main
 from pipelines.demo_data import generate
 from pipelines.progress import ProgressConsole, estimate_seconds, progress_line
 from test_dirty_exports import make_table, read_file
-from transforms import progress
+from transforms.common import progress
 
 
 @pytest.mark.parametrize('read, finished, elapsed, left', [

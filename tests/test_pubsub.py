@@ -15,10 +15,10 @@ from apache_beam.utils.timestamp import Timestamp
 import pytest
 
 from pipelines.stream import decide_and_commit
-from transforms.changes import Change, ChangeProblem
-from transforms.consent_events import ConsentEvent
-from transforms.feeds import Feed, FeedEvent, Released
-from transforms.pubsub import _BatchInBundle, is_subscription, message_events
+from transforms.stream.changes import Change, ChangeProblem
+from transforms.consent.events import ConsentEvent
+from transforms.stream.feeds import Feed, FeedEvent, Released
+from transforms.stream.pubsub import _BatchInBundle, is_subscription, message_events
 
 from test_epochs import ROW, T, dataclasses_replace_keys, table  # noqa: F401 (a fixture)
 

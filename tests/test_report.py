@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from transforms.report import REPORT_HTML, REPORT_JSON, build_report, render_html
+from transforms.commit.report import REPORT_HTML, REPORT_JSON, build_report, render_html
 
 
 def manifest(**dead):
@@ -183,13 +183,13 @@ def test_the_report_renders_in_headless_chromium_with_its_charts_and_no_network(
      ('erasure_requested', '', '', '')),
 ])
 def test_a_dead_letter_is_described_by_its_kind_of_problem_never_its_value(record, raw, kind):
-    from transforms.deadletter import problem_kind
+    from transforms.write.deadletter import problem_kind
     assert problem_kind(record, raw) == kind
 
 
 def test_counts_add_up_and_row_samples_keep_the_first():
-    from transforms.deadletter import ROW_SAMPLE
-    from transforms.manifest import Tally
+    from transforms.write.deadletter import ROW_SAMPLE
+    from transforms.commit.manifest import Tally
     tally = Tally()
     assert tally.extract_output(tally.merge_accumulators([
         tally.add_input(tally.add_input(tally.create_accumulator(), 2), 3), 4, None])) == 9
@@ -240,7 +240,7 @@ EPOCH = {'run_id': 'live', 'epoch': 3, 'committed_at': '2026-12-03T08:00:05+00:0
     ('zh', '交付变更 7 条，拒绝 2 条，撤回 1 项（受让方须删除其已交付记录的客户，《个人信息保护法》第四十七条）。'),
 ])
 def test_an_epoch_and_the_stream_are_reported_from_their_manifests(lang, summary):
-    from transforms.report import (build_epoch_report, build_stream_report, render_epoch_html,
+    from transforms.commit.report import (build_epoch_report, build_stream_report, render_epoch_html,
                                    render_stream_html)
     report = build_epoch_report(EPOCH, lang)
     assert report['summary'] == summary
@@ -276,7 +276,7 @@ def test_the_report_is_readable_without_a_chinese_font_and_fits_the_page(demo_ru
     the tests has no CJK font of its own); the page is no wider than the window and not
     endlessly tall; key ids are shown as ids."""
     from playwright.sync_api import sync_playwright
-    from transforms.manifest import write_report
+    from transforms.commit.manifest import write_report
     from pipelines.decrypt import load_manifest
     workdir, _, result = demo_run
     copy = str(tmp_path / 'run')
@@ -311,12 +311,12 @@ def test_the_report_is_readable_without_a_chinese_font_and_fits_the_page(demo_ru
     ([], ''), ([7], '7'), ([1, 2, 3], '1–3'), ([1, 2, 3, 7, 9, 10, 11, 12], '1–3, 7, 9–12'),
     ([5, 3, 4, 3], '3–5')])
 def test_first_rows_read_as_ranges(rows, text):
-    from transforms.report import row_ranges
+    from transforms.commit.report import row_ranges
     assert row_ranges(rows) == text
 
 
 def test_the_font_carries_only_the_characters_shown():
-    from transforms.report_font import font_face
+    from transforms.commit.report_font import font_face
     assert font_face('no Chinese here') == ''
     face = font_face('华融通 华 A')
     assert 'U+534E' in face and 'U+878D' in face and 'U+0041' not in face

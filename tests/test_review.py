@@ -13,7 +13,7 @@ import pytest
 from pipelines.cli import main
 from pipelines.review import (REVIEW_FILE, decide, display_pad, display_width, matches, select,
                               signoff)
-from transforms.errors import NovationError
+from transforms.common.errors import NovationError
 
 
 @pytest.fixture

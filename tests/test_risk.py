@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that
 from pycanon import anonymity
 
 from conftest import local_pipeline, user_lines
-from transforms.risk import (ReidentificationRisk, class_figures, customer_classes,
+from transforms.commit.risk import (ReidentificationRisk, class_figures, customer_classes,
                              customer_parts, risk_figures)
 
 

@@ -21,7 +21,7 @@ from apache_beam.runners.pipeline_context import PipelineContext
 from conftest import ROOT, user_lines
 from pipelines.decrypt import read_deadletters, read_table
 from pipelines.migrate import DATAFLOW_READ_WORKERS, read_workers, run
-from transforms.errors import ConfigError
+from transforms.common.errors import ConfigError
 
 pytestmark = pytest.mark.slow  # other runners, job graphs and worker processes
 
@@ -83,7 +83,7 @@ def test_the_dataflow_job_is_built_offline(demo_copy, no_network):
     # workers install the project from this sdist: code, schemas and the demo config included
     with tarfile.open(staged['workflow.tar.gz']) as sdist:
         names = {n.split('/', 1)[1] for n in sdist.getnames() if '/' in n}
-    assert {'setup.py', 'README.md', 'pipelines/migrate.py', 'transforms/keyring.py',
+    assert {'setup.py', 'README.md', 'pipelines/migrate.py', 'transforms/keys/keyring.py',
             'schemas/customers.avsc', 'config/demo.yaml'} <= names
 
 
@@ -210,7 +210,7 @@ def test_cloud_storage_out_of_reach_is_one_line_within_seconds(demo_copy, capsys
     of retries and a traceback."""
     import time
     from pipelines.cli import main
-    from transforms.files import _gcs_unreachable
+    from transforms.common.files import _gcs_unreachable
     if _gcs_unreachable() is None:
         pytest.skip('Cloud Storage is reachable from this machine')
     _, config, _ = demo_copy

@@ -9,7 +9,7 @@ import yaml
 
 from config import load_config, parse_config
 from schemas import LEVELS, parse_schema
-from transforms.errors import ConfigError, NovationError, SchemaError
+from transforms.common.errors import ConfigError, NovationError, SchemaError
 
 from conftest import ROOT
 

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pytest
 import tink
 
-from transforms.batches import with_provenance
-from transforms.scratch import MAX_PARTITIONS, PARTITION_BYTES, Scratch, partitions_for, \
+from transforms.common.batches import with_provenance
+from transforms.common.scratch import MAX_PARTITIONS, PARTITION_BYTES, Scratch, partitions_for, \
     write_partitions
-from transforms.sorted_keys import fixed_width, keys_of, partition_of, sorted_run
+from transforms.common.sorted_keys import fixed_width, keys_of, partition_of, sorted_run
 
 SUBJECTS = ['王小明110105199001011234', 'C0000042', 'C0000042', 'zoe@example.com']
 

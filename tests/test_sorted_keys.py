@@ -9,11 +9,11 @@ from hypothesis import given, settings, strategies as st
 import numpy as np
 import pyarrow as pa
 
-from transforms.batches import ROW, SOURCE
-from transforms.consent_rules import (VERDICT_CODE, ConsentRow, Decisions, FlagRun, decide_flags,
+from transforms.common.batches import ROW, SOURCE
+from transforms.consent.rules import (VERDICT_CODE, ConsentRow, Decisions, FlagRun, decide_flags,
                                       decide_subject, default_decision, flag_run, registry_flags)
-from transforms.scratch import Scratch
-from transforms.sorted_keys import (fit_width, fixed_width, group_starts, merge_runs, partition_of,
+from transforms.common.scratch import Scratch
+from transforms.common.sorted_keys import (fit_width, fixed_width, group_starts, merge_runs, partition_of,
                                     sorted_run, split_by_partition, texts)
 
 KEYS = st.text(alphabet=st.sampled_from(['a', 'b', '\x00', '王', '\x01']), max_size=4)
@@ -115,7 +115,7 @@ def test_key_facts_spilled_in_any_grouping_find_the_copy_to_keep(keys_dir, rows,
     """Batches whose facts are spilled to scratch by partition, in any bundles and spill sizes,
     find every duplicated key and, for keep: latest, the copy with the greatest (order, source,
     row)."""
-    from transforms import dedup
+    from transforms.conform import dedup
     table = Table(Schema('id'), keep, 'order' if order_by else None)
     numbered = [(key, order, source, n + 1) for n, (key, order, source) in enumerate(rows)]
     bounds = sorted({0, len(rows), *[c for c in cuts if c < len(rows)]})
@@ -168,7 +168,7 @@ def test_a_key_falls_in_one_partition_at_any_width(keys, wider, parts):
 
 def test_string_hashes_depend_on_the_text_alone_and_split_tables_whole():
     import pyarrow as pa
-    from transforms.sorted_keys import split_table, string_hashes
+    from transforms.common.sorted_keys import split_table, string_hashes
     texts = ['', 'a', 'ab', 'ba', '张三', None, 'a' * 300, 'ab']
     h = string_hashes(pa.array(texts))
     assert h[2] == h[7] and h[0] == h[5]  # equal texts; a null hashes as empty

@@ -17,11 +17,11 @@ import pytest
 from conftest import user_lines
 
 from pipelines.stream import build_stream
-from transforms.crypto import keyed_ops
-from transforms.delivered import deadletter_lines, parquet_file
-from transforms.epochs import manifest_sha256
-from transforms.feeds import Feed
-from transforms.keyring import load_keyring
+from transforms.keys.crypto import keyed_ops
+from transforms.write.delivered import deadletter_lines, parquet_file
+from transforms.stream.epochs import manifest_sha256
+from transforms.stream.feeds import Feed
+from transforms.keys.keyring import load_keyring
 
 from test_epochs import ROW, dataclasses_replace_keys, table  # noqa: F401 (a fixture)
 from test_runners import DATAFLOW
@@ -205,7 +205,7 @@ def test_a_stream_runs_under_its_approved_plan_and_is_in_the_audit_log(demo_copy
     from config.plan import build_plan, plan_sha256
     from pipelines.cli import main
     from pipelines.migrate import run
-    from transforms.audit import read_log
+    from transforms.commit.audit import read_log
     workdir, config, planted = demo_copy
     feeds = stream_config(workdir, config)
     snapshot = run(['--config', config]).run_dir
@@ -435,10 +435,10 @@ def test_the_changes_applied_in_order_give_the_sellers_final_state_masked(table,
     """The oracle: the seller's final rows of the customers who may still move, masked as the
     stream masks them, equal what the acquirer holds after applying every epoch in order
     (upserts by key, tombstones, retractions)."""
-    from transforms.changes import Change
-    from transforms.consent_rules import refusal_problems
-    from transforms.epochs import deliver_changes
-    from transforms.stream_consent import ChangeEvent, Decided
+    from transforms.stream.changes import Change
+    from transforms.consent.rules import refusal_problems
+    from transforms.stream.epochs import deliver_changes
+    from transforms.stream.consent import ChangeEvent, Decided
     config = dataclasses_replace_keys(table, keys_dir)
     data, consent = tmp_path / 'changes', tmp_path / 'consent'
     os.makedirs(data)

@@ -10,10 +10,10 @@ from apache_beam.transforms.window import TimestampedValue
 import pytest
 
 from config.loader import Purpose, Transfer
-from transforms.changes import Change, ChangeProblem
-from transforms.consent_events import ConsentEvent
-from transforms.key_order import InKeyOrder
-from transforms.stream_consent import (ChangeEvent, ConsentInOrder, Counted, Decided, Regained,
+from transforms.stream.changes import Change, ChangeProblem
+from transforms.consent.events import ConsentEvent
+from transforms.stream.order import InKeyOrder
+from transforms.stream.consent import (ChangeEvent, ConsentInOrder, Counted, Decided, Regained,
                                       Retraction, Routed)
 
 TRANSFER = Transfer('S', 'A', (Purpose('credit', 'consent'), Purpose('servicing', 'contract')),
@@ -187,8 +187,8 @@ def tables(tmp_path_factory):
     (ChangeProblem('source.table is missing'), 'source.table is missing'),
 ])
 def test_events_are_routed_to_their_customer_or_refused(tables, event, routed):
-    from transforms.feeds import FeedEvent
-    from transforms.stream_consent import route
+    from transforms.stream.feeds import FeedEvent
+    from transforms.stream.consent import route
     got = route(FeedEvent('f', 'p.jsonl', 3, event), tables)
     if isinstance(got[0], ChangeProblem):
         assert got[0].problem.startswith(routed)
@@ -218,7 +218,7 @@ def test_input_in_commit_order_is_decided_alike_waiting_or_not(ordered):
 def test_one_shards_customers_stay_apart_and_its_log_compacts_without_forgetting(ordered):
     """All customers in one shard, more batches than the log holds before it is rewritten:
     consent, the tables delivered and the changes already decided survive the rewrite."""
-    from transforms.stream_consent import COMPACT_AFTER
+    from transforms.stream.consent import COMPACT_AFTER
     stream = EventStream().add_elements([consent('C1', 'grant', 1), consent('C2', 'grant', 1)])
     changes = COMPACT_AFTER + 6
     for n in range(1, changes + 1):
@@ -255,7 +255,7 @@ def test_a_change_in_the_millisecond_of_its_grant_is_delivered_as_the_batch_deli
 
 
 def test_the_source_releases_a_consent_event_before_a_change_of_the_same_time():
-    from transforms.feeds import FeedEvent
+    from transforms.stream.feeds import FeedEvent
     at = 10 * S
     grant = FeedEvent('consent', 'c', 1, ConsentEvent('C1', 'grant', 'credit', at, 0))
     changed = FeedEvent('data', 'd', 1, Change('customers', 'u', {}, at, 'lsn', (1,), 'lsn:1'))
@@ -301,8 +301,8 @@ class _Timer:
 
 def test_what_the_consent_and_key_order_steps_keep_in_state_holds_no_customer_in_clear():
     from apache_beam.utils.timestamp import Timestamp
-    from transforms.key_order import _KeyOrderFn
-    from transforms.stream_consent import Batch, shard_of
+    from transforms.stream.order import _KeyOrderFn
+    from transforms.stream.consent import Batch, shard_of
     subject = 'CUST-4711-0815'
     row = {'customer_id': subject, 'name': '张三丰', 'phone': '13800138000'}
     pairs = ((subject, ConsentEvent(subject, 'grant', 'credit', 1 * S, 0)),
@@ -379,6 +379,6 @@ def test_consent_given_again_lists_the_customers_whose_rows_the_acquirer_lacks(o
     (('erasure_requested', False), ('erasure_requested', False), None),
 ])
 def test_what_a_customer_regains(before, after, expected):
-    from transforms.consent_events import regained
-    from transforms.consent_rules import Decision
+    from transforms.consent.events import regained
+    from transforms.consent.rules import Decision
     assert regained(Decision(*before), Decision(*after)) == expected

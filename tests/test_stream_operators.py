@@ -62,8 +62,8 @@ def test_the_report_of_a_stream_shows_each_epoch_with_its_pace_and_lag(live, cap
 
 
 def test_a_streams_dead_letters_are_reviewed_decided_and_signed_off(live, capsys):
-    from transforms.audit import read_log, verify_log
-    from transforms.keyring import load_keyring
+    from transforms.commit.audit import read_log, verify_log
+    from transforms.keys.keyring import load_keyring
     workdir, summary, _ = live
     stream, keys = summary['stream_dir'], os.path.join(workdir, 'keys')
     code, out, _ = novation(capsys, 'review', stream, '--keys', keys, '--out',
@@ -135,8 +135,8 @@ def registry_grants(workdir, subject, at='2026-01-01T00:00:00+08:00'):
 
 def test_a_streams_refused_changes_are_replayed_once_the_registry_is_fixed(live, capsys):
     from pipelines.review import select
-    from transforms.crypto import keyed_ops
-    from transforms.keyring import load_keyring
+    from transforms.keys.crypto import keyed_ops
+    from transforms.keys.keyring import load_keyring
     workdir, summary, _ = live
     stream, keys = summary['stream_dir'], os.path.join(workdir, 'keys')
     config = os.path.join(workdir, 'demo.yaml')

@@ -17,11 +17,11 @@ import pytest
 
 from config import load_config
 from pipelines.decrypt import read_table
-from transforms.crypto import file_identity, pme_decryption_properties
-from transforms.deadletter import EncryptedJsonLines
-from transforms.delivered import avro_records, deadletter_lines
-from transforms.keyring import init_keyring, load_keyring
-from transforms.write import ParquetFiles, _AvroFiles
+from transforms.keys.crypto import file_identity, pme_decryption_properties
+from transforms.write.deadletter import EncryptedJsonLines
+from transforms.write.delivered import avro_records, deadletter_lines
+from transforms.keys.keyring import init_keyring, load_keyring
+from transforms.write.tables import ParquetFiles, _AvroFiles
 
 RUN = 'r-tamper'
 
@@ -199,7 +199,7 @@ def _copy_run(result, tmp_path, name='run'):
 
 
 def _reseal(run_dir, manifest, keys):
-    from transforms.seal import seal_of
+    from transforms.keys.seal import seal_of
     data = json.dumps(manifest, ensure_ascii=False, indent=2).encode('utf-8') + b'\n'
     with open(os.path.join(run_dir, 'manifest.json'), 'wb') as f:
         f.write(data)
@@ -311,7 +311,7 @@ def test_an_edited_manifest_is_refused_by_every_reader(demo_run, tmp_path, edit)
     from pipelines.incident import assess_incident
     from pipelines.review import select
     from pipelines.verify import verify_run
-    from transforms.errors import NovationError
+    from transforms.common.errors import NovationError
     workdir, _, result = demo_run
     keys = os.path.join(workdir, 'keys')
     run_dir = _copy_run(result, tmp_path)
@@ -351,7 +351,7 @@ def read_deadletters_of(run_dir, keys):
     (b'', 'is not valid JSON'),
 ])
 def test_a_manifest_that_is_not_one_is_one_line(demo_run, tmp_path, text, why):
-    from transforms.errors import NovationError
+    from transforms.common.errors import NovationError
     workdir, _, result = demo_run
     run_dir = _copy_run(result, tmp_path)
     with open(os.path.join(run_dir, 'manifest.json'), 'wb') as f:
@@ -361,7 +361,7 @@ def test_a_manifest_that_is_not_one_is_one_line(demo_run, tmp_path, text, why):
 
 
 def test_a_manifest_without_its_seal_or_under_another_run_id_is_refused(demo_run, tmp_path):
-    from transforms.errors import NovationError
+    from transforms.common.errors import NovationError
     workdir, _, result = demo_run
     keys = os.path.join(workdir, 'keys')
     run_dir = _copy_run(result, tmp_path)

@@ -16,23 +16,23 @@ import pytest
 import tink
 
 from config import load_config
-from transforms.batches import ROW, SOURCE, RecordBatchCoder, with_provenance
-from transforms.conform import conform_batch
-from transforms.consent import (ConsentDecisions, ConsentGate, ErasedSubjects, load_decisions,
+from transforms.common.batches import ROW, SOURCE, RecordBatchCoder, with_provenance
+from transforms.conform.conform import conform_batch
+from transforms.consent.gate import (ConsentDecisions, ConsentGate, ErasedSubjects, load_decisions,
                                 write_decision_part)
-from transforms.consent_rules import VERDICT_CODE, Decision, SubjectCodes
-from transforms.crypto import file_identity, keyed_ops, pme_decryption_properties
-from transforms.delivered import avro_records, count_rows
-from transforms.deadletter import seal
-from transforms.errors import DeadLetterLimitExceeded, NovationError
-from transforms.keyring import load_keyring
-from transforms.manifest import build_manifest
-from transforms.mask import mask_batch
-from transforms.masking import make_operator
-from transforms.read import ReadTable
-from transforms.reasons import DeadLetter
-from transforms.scratch import Scratch
-from transforms.write import WriteTable
+from transforms.consent.rules import VERDICT_CODE, Decision, SubjectCodes
+from transforms.keys.crypto import file_identity, keyed_ops, pme_decryption_properties
+from transforms.write.delivered import avro_records, count_rows
+from transforms.write.deadletter import seal
+from transforms.common.errors import DeadLetterLimitExceeded, NovationError
+from transforms.keys.keyring import load_keyring
+from transforms.commit.manifest import build_manifest
+from transforms.mask.mask import mask_batch
+from transforms.mask.methods import make_operator
+from transforms.read.tables import ReadTable
+from transforms.common.reasons import DeadLetter
+from transforms.common.scratch import Scratch
+from transforms.write.tables import WriteTable
 from pipelines.summary import print_summary
 
 from conftest import local_pipeline
@@ -325,7 +325,7 @@ def test_manifest_aborts_above_the_dead_letter_limit_counting_only_bad_data():
 
 
 def test_mask_dofn_builds_keys_in_setup_then_masks_batches(config, keys_dir):
-    from transforms.mask import KeyedBatchFn, _masked
+    from transforms.mask.mask import KeyedBatchFn, _masked
     table = config.table('contracts')
     fn = KeyedBatchFn(_masked, table, keys_dir)
     fn.setup()
@@ -354,7 +354,7 @@ def test_mask_dofn_builds_keys_in_setup_then_masks_batches(config, keys_dir):
     *[(['a' * ((1 << 20) + shift) + '\ufffd'], True) for shift in (-3, -2, -1, 0, 1)],
 ])
 def test_undecodable_screen_finds_every_replacement_character(values, expected):
-    from transforms.read import _may_hold_replacement
+    from transforms.read.tables import _may_hold_replacement
     assert _may_hold_replacement(pa.array(values, pa.string())) is expected
 
 
@@ -366,7 +366,7 @@ def test_undecodable_screen_finds_every_replacement_character(values, expected):
     ('王五'.encode('gbk'), 'gbk', -1),
 ])
 def test_first_undecodable_byte_is_a_file_offset(tmp_path, data, encoding, offset):
-    from transforms.read import first_undecodable_byte
+    from transforms.read.tables import first_undecodable_byte
     path = tmp_path / 'f.csv'
     path.write_bytes(data)
     assert first_undecodable_byte(str(path), encoding) == offset
@@ -374,7 +374,7 @@ def test_first_undecodable_byte_is_a_file_offset(tmp_path, data, encoding, offse
 
 @pytest.mark.parametrize('parts', [1, 4])
 def test_duplicates_keep_latest_refuses_older_copies_only(config, tmp_path, scratch, parts):
-    from transforms.dedup import DropDuplicates
+    from transforms.conform.dedup import DropDuplicates
     table = config.table('customers')
     assert table.keep_duplicates == 'latest' and table.order_by == 'updated_at'
     header = ','.join(table.schema.field_names)
@@ -404,7 +404,7 @@ def test_duplicates_keep_latest_refuses_older_copies_only(config, tmp_path, scra
 
 
 def test_parking_rolls_files_and_flushes_each_bundle(scratch, monkeypatch):
-    from transforms import dedup
+    from transforms.conform import dedup
     monkeypatch.setattr(dedup, 'PARK_ROWS', 3)
     park = dedup._ParkRowsFn(scratch, 'customers')
 
@@ -427,7 +427,7 @@ def test_parking_rolls_files_and_flushes_each_bundle(scratch, monkeypatch):
 
 
 def test_duplicates_keep_none_refuses_every_copy(config):
-    from transforms.dedup import duplicate_rows
+    from transforms.conform.dedup import duplicate_rows
     table = dataclasses.replace(config.table('customers'), keep_duplicates='none',
                                 order_by=None)
     typed, _ = conform_batch(text_batch(table, [GOOD, {**GOOD, 'customer_id': 'C2'}, GOOD]),
@@ -443,8 +443,8 @@ def test_duplicates_keep_none_refuses_every_copy(config):
      'row 2, column granted: expected'),
 ])
 def test_a_bad_consent_file_names_the_row_and_column(tmp_path, text, message):
-    from transforms.consent import REGISTRY_FIELDS, read_consent_file
-    from transforms.errors import InputError
+    from transforms.consent.gate import REGISTRY_FIELDS, read_consent_file
+    from transforms.common.errors import InputError
     path = tmp_path / 'registry.csv'
     path.write_text(text)
     with pytest.raises(InputError, match=message):
@@ -452,8 +452,8 @@ def test_a_bad_consent_file_names_the_row_and_column(tmp_path, text, message):
 
 
 def test_a_sellers_own_consent_column_names_are_mapped(tmp_path):
-    from transforms.consent import ERASURE_FIELDS, REGISTRY_FIELDS, read_consent_file
-    from transforms.errors import InputError
+    from transforms.consent.gate import ERASURE_FIELDS, REGISTRY_FIELDS, read_consent_file
+    from transforms.common.errors import InputError
     path = tmp_path / 'registry.csv'
     path.write_text('customer_id,purpose,granted,granted_at,withdrawn_at,separate_sensitive,'
                     'separate_cross_border,branch\nC1,credit,Y,,,N,Y,SH\nC2,credit,Y,,,x,N,SH\n')
@@ -474,8 +474,8 @@ def test_a_sellers_own_consent_column_names_are_mapped(tmp_path):
 
 
 def test_a_broken_consent_csv_does_not_quote_its_rows(tmp_path):
-    from transforms.consent import REGISTRY_FIELDS, read_consent_file
-    from transforms.errors import InputError
+    from transforms.consent.gate import REGISTRY_FIELDS, read_consent_file
+    from transforms.common.errors import InputError
     path = tmp_path / 'registry.csv'
     path.write_text('subject_id,purpose,granted,granted_at,withdrawn_at,sensitive_consent,'
                     'cross_border_consent\nC1,credit,Y,,,N,N\n张三丰SECRET,credit\n')
@@ -502,8 +502,9 @@ def registry_lines(n):
 def test_a_registry_read_in_ranges_and_partitions_decides_as_a_whole_read(
         tmp_path, monkeypatch, config, scratch):
     from apache_beam.io.filesystem import FileMetadata
-    from transforms import consent, read
-    from transforms.consent_rules import decide_table
+    from transforms.consent import gate as consent
+    from transforms.read import tables as read
+    from transforms.consent.rules import decide_table
     path = tmp_path / 'registry.csv'
     path.write_text(REGISTRY_HEADER + ''.join(registry_lines(300)))
     monkeypatch.setattr(read, 'MIN_RANGE_BYTES', 1000)
@@ -531,8 +532,9 @@ def test_a_registry_read_in_ranges_and_partitions_decides_as_a_whole_read(
 
 def test_a_bad_value_in_a_later_range_names_its_row_in_the_file(tmp_path, monkeypatch):
     from apache_beam.io.filesystem import FileMetadata
-    from transforms import consent, read
-    from transforms.errors import InputError
+    from transforms.consent import gate as consent
+    from transforms.read import tables as read
+    from transforms.common.errors import InputError
     lines = registry_lines(300)
     lines[500] = lines[500].replace(',true,2023', ',maybe,2023')
     path = tmp_path / 'registry.csv'

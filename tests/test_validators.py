@@ -1,6 +1,6 @@
 import pytest
 
-from transforms.validators import (is_luhn_valid, is_resident_id, is_social_credit_code,
+from transforms.detect.check_digits import (is_luhn_valid, is_resident_id, is_social_credit_code,
                                    luhn_check_digit, resident_id_check_digit)
 
 

@@ -56,7 +56,7 @@ def test_kept_notes_with_phone_numbers_fail_with_counts_and_no_values(leaky_run,
     assert found['identifiers']['customers.remarks']['cn_mobile']['rows'] > 0
     # the counts equal what the delivered notes hold
     from pipelines.decrypt import read_table
-    from transforms.detectors import scan
+    from transforms.detect.detectors import scan
     calls, _ = read_table(result.run_dir, keys=keys, table='collection_calls')
     assert len(scan(calls.column('notes'))) == notes['found']
     assert main(['verify', result.run_dir, '--keys', keys]) == 1
@@ -101,9 +101,9 @@ def test_verify_authenticates_the_pseudonym_and_token_columns_too(demo_run):
     import pyarrow as pa
     from pipelines.decrypt import load_manifest
     from pipelines.verify import _scan_file, readable_columns
-    from transforms.crypto import file_identity
-    from transforms.delivered import parquet_file
-    from transforms.keyring import load_keyring
+    from transforms.keys.crypto import file_identity
+    from transforms.write.delivered import parquet_file
+    from transforms.keys.keyring import load_keyring
     workdir, _, result = demo_run
     keys = os.path.join(workdir, 'keys')
     keyring = load_keyring(keys, warn=False)
