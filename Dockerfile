@@ -1,4 +1,4 @@
-# Dataflow Flex Template launcher for Novation (README: "Run on Dataflow").
+# Dataflow Flex Template launcher for Novation (docs/dataflow.md: "Run on Dataflow").
 # The launcher builds the job graph from the transfer config and submits it; workers install
 # this project from the sdist Beam builds from setup.py (FLEX_TEMPLATE_PYTHON_SETUP_FILE).
 # One image per entry point: main.py (novation run, the default) or, built with

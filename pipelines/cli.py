@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
                     'MB or more each, uncompressed) total 128 MB or more '
                     '(--direct_num_workers and --direct_running_mode override); '
                     '--runner DataflowRunner --project P --region R --temp_location gs://... '
-                    '--setup_file ./setup.py runs it on Dataflow (see the README); '
+                    '--setup_file ./setup.py runs it on Dataflow (see docs/dataflow.md); '
                     '--runner PortableRunner --job_endpoint HOST:PORT on a portable job '
                     'service. The run keeps per-customer state, and the rows of tables with a '
                     'primary key while their duplicates are found, in encrypted scratch files '
@@ -190,7 +190,7 @@ def _parser() -> argparse.ArgumentParser:
         'stream', help='carry live changes to the acquirer until cut-over',
         parents=[stream_parser(False)], allow_abbrev=False,
         description='Watch the stream section\'s feed files (JSON Lines or Avro: Debezium '
-                    'envelopes or change rows, and consent events; see the README) and deliver '
+                    'envelopes or change rows, and consent events; see docs/streaming.md) and deliver '
                     'every change with the batch\'s classification, consent gate, masking and '
                     'encryption, in epochs: encrypted Parquet, dead letters and retractions, '
                     'and a manifest per epoch chained by sha256, under OUT/<stream id>/epochs. '

@@ -325,8 +325,8 @@ def workers_off_the_working_directory():
 
 # Below this much CSV that workers can share (``transforms.read.tables.splittable``), a second worker
 # process costs more than it saves: it starts, and every batch between two steps crosses from
-# one process to another. Measured with benchmarks/workers.py (see the README's Performance
-# section): even at 69 MB of such CSV, 10% faster at 138 MB, 20% at 277 MB; a 4-table export
+# one process to another. Measured with benchmarks/workers.py (see docs/performance.md):
+# even at 69 MB of such CSV, 10% faster at 138 MB, 20% at 277 MB; a 4-table export
 # of 128 MB with 56 MB of it in such CSV was 9% slower with two.
 PARALLEL_MIN_BYTES = 128 << 20
 DATAFLOW_READ_WORKERS = 4  # ranges per large file are a multiple of this on Dataflow

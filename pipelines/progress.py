@@ -22,7 +22,7 @@ LIVE_SECONDS = 0.5
 LOG_SECONDS = 10.0
 # Share of a run's work that is reading, for the estimate: reading, decoding and conforming
 # take about as long as the consent gate, masking and encrypted writing that follow (measured
-# at 1M customers; see the README's Performance section).
+# at 1M customers; see docs/performance.md).
 READ_SHARE = 0.4
 # Which step is running, from the counts that moved since the last look, later steps first.
 # (Dead letters are sealed by the step that refuses them, so they say nothing of the stage.)

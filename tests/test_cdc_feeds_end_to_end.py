@@ -9,7 +9,7 @@ withdrawal stated in Unix seconds and a time in the year 9999.
 The stream runs as a user runs it, is killed with SIGKILL after its first epoch and started
 again. The seller's side is the truth the generator keeps (plain change rows in log order,
 written without the product's code), applied to the exports and run through the batch; the
-acquirer's side applies the snapshot and every epoch as the README says. They must be equal,
+acquirer's side applies the snapshot and every epoch as docs/streaming.md says. They must be equal,
 table by table, and every feed event must be accounted for.
 """
 

@@ -229,7 +229,7 @@ def acquirers_state(config, snapshot_dir, stream_dir, keys):
             if f['kind'] == 'data':
                 key = config.table(f['table']).schema.primary_key
                 rows = parquet_file(path, keyring, identity).read().to_pylist()
-                # the README's procedure: in the file's order, a delete removes the key, a
+                # docs/streaming.md's procedure: in the file's order, a delete removes the key, a
                 # whole row replaces it, a partial row (__columns) updates the fields it names;
                 # a table without a primary key takes creates (and backfills) as new rows
                 for row in rows:

@@ -1,4 +1,4 @@
-"""The README's "Reading the delivered data without Novation" code, run exactly as written.
+"""docs/outputs.md's "Reading the delivered data without Novation" code, run exactly as written.
 
 Each example block follows a ``<!-- example: NAME -->`` marker. It runs in a directory where
 ``delivery/`` is a run directory and ``keys/`` a keyring, and must give the rows Novation's own
@@ -16,9 +16,9 @@ from pipelines.migrate import run
 
 
 def example(name: str) -> str:
-    readme = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
-    match = re.search(rf'<!-- example: {name} -->\n```python\n(.*?)```', readme, re.S)
-    assert match, f'README has no example {name!r}'
+    page = open(os.path.join(ROOT, 'docs', 'outputs.md'), encoding='utf-8').read()
+    match = re.search(rf'<!-- example: {name} -->\n```python\n(.*?)```', page, re.S)
+    assert match, f'docs/outputs.md has no example {name!r}'
     return match.group(1)
 
 
@@ -31,7 +31,7 @@ def run_examples(place, run_dir, keys, *names) -> dict:
     os.chdir(place)
     try:
         for name in names:
-            exec(compile(example(name), f'README.md example {name}', 'exec'), namespace)
+            exec(compile(example(name), f'docs/outputs.md example {name}', 'exec'), namespace)
     finally:
         os.chdir(cwd)
     return namespace

@@ -230,8 +230,8 @@ def test_a_replayed_change_is_superseded_only_by_a_newer_one_delivered(latest, k
     assert superseded(latest, key, at) is expected
 
 
-def test_plain_tink_and_pyarrow_read_a_streams_epochs_as_the_readme_shows(live, tmp_path):
-    """The README's stream reader, run as written, gives what Novation's own reader gives."""
+def test_plain_tink_and_pyarrow_read_a_streams_epochs_as_the_docs_show(live, tmp_path):
+    """docs/outputs.md's stream reader, run as written, gives what Novation's own reader gives."""
     import tink
     from pipelines.decrypt import read_stream_table
     from test_readme_readers import example
@@ -245,7 +245,7 @@ def test_plain_tink_and_pyarrow_read_a_streams_epochs_as_the_readme_shows(live, 
     os.chdir(place)
     try:
         for name in ('common', 'parquet', 'stream'):
-            exec(compile(example(name), f'README.md example {name}', 'exec'), namespace)
+            exec(compile(example(name), f'docs/outputs.md example {name}', 'exec'), namespace)
     finally:
         os.chdir(cwd)
     epochs = namespace['epochs']
@@ -266,7 +266,7 @@ def test_plain_tink_and_pyarrow_read_a_streams_epochs_as_the_readme_shows(live, 
             f.write(original.replace(b'"epoch": 1', b'"epoch": 1 '))
         os.chdir(place)
         with pytest.raises(tink.TinkError):
-            exec(compile(example('stream'), 'README.md example stream', 'exec'), namespace)
+            exec(compile(example('stream'), 'docs/outputs.md example stream', 'exec'), namespace)
     finally:
         os.chdir(cwd)
         with open(manifest, 'wb') as f:

@@ -1,4 +1,4 @@
-"""The Dataflow Flex Template: its files agree with the command line and with the README."""
+"""The Dataflow Flex Template: its files agree with the command line and with docs/dataflow.md."""
 
 import json
 import os
@@ -77,9 +77,9 @@ def test_the_dockerfile_copies_what_the_launcher_runs():
 @pytest.mark.parametrize('metadata, launch', [
     (METADATA, r'flex-template run "novation-\$'),
     (STREAM_METADATA, r'flex-template run novation-stream')])
-def test_the_readme_launches_each_template_with_its_parameters(metadata, launch):
-    readme = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
-    section = readme.split('## Run on Dataflow', 1)[1].split('\n## ', 1)[0]
+def test_the_docs_launch_each_template_with_its_parameters(metadata, launch):
+    page = open(os.path.join(ROOT, 'docs', 'dataflow.md'), encoding='utf-8').read()
+    section = page.split('## Run on Dataflow', 1)[1].split('\n## ', 1)[0]
     assert f'--metadata-file dataflow/{os.path.basename(metadata)}' in section
     command = re.search(launch + r'[^`]*?--parameters (\S+)', section)
     assert command, launch

@@ -16,6 +16,7 @@ import os
 from typing import Dict, List
 
 from transforms.commit.report_font import font_face
+from transforms.common.reasons import DATA_QUALITY_REASONS, REGISTRY
 
 __all__ = ['LANGS', 'REPORT_HTML', 'REPORT_JSON', 'build_epoch_report', 'build_report',
            'build_stream_report', 'render_epoch_html', 'render_html', 'render_stream_html']
@@ -24,8 +25,11 @@ REPORT_JSON = 'report.json'
 REPORT_HTML = 'report.html'
 LANGS = ('en', 'zh')
 
-# reason -> (law, meaning in English, meaning in Chinese)
-REASON_TEXT = {
+# reason -> (law, meaning in English, meaning in Chinese), from the registry
+REASON_TEXT = {r.code: (r.article, r.report_en, r.report_zh) for r in REGISTRY}
+DATA_QUALITY = DATA_QUALITY_REASONS
+
+TEXT = {
     'malformed': ('PIPL Art. 8', 'a value cannot be read as the schema type, or the row is '
                   'broken', '值无法按字段类型读取，或该行已损坏'),
     'missing_required': ('PIPL Art. 8', 'a field the schema requires is empty',

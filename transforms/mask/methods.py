@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from schemas import FieldSpec
 from transforms.common.errors import ConfigError
 
-__all__ = ['OPERATORS', 'MaskContext', 'Operator', 'make_operator', 'string_form',
+__all__ = ['METHODS', 'OPERATORS', 'methods_table', 'MaskContext', 'Operator', 'make_operator', 'string_form',
            'year_or_month']
 
 _TEXT_KINDS = ('string', 'enum')
@@ -331,6 +331,50 @@ class Scrub(Operator):
 
 OPERATORS = {op.name: op for op in
              (Keep, Drop, Redact, Mask, Hash, Tokenize, Generalize, DateShift, Encrypt, Scrub)}
+
+# What each method takes and gives, as docs/config.md's table shows them (a test keeps the
+# two equal): method -> (parameters, result).
+METHODS = {
+    'keep': ('',
+        'the value (not allowed for `sensitive`)'),
+    'drop': ('',
+        'the column is not delivered (the only method for `restricted`)'),
+    'redact': ('`value` (optional)',
+        'null, or the constant `value`'),
+    'mask': ('`keep_first`, `keep_last`, `char` (`*`)',
+        'Unicode-aware: `张**`, `138****5678`; values too short to hide anything are masked '
+        'whole'),
+    'hash': ("`domain` (default: the field's category, else its name)",
+        'HMAC-SHA256 pseudonym, 128 bits hex; same value + key + domain gives the same '
+        'pseudonym in every table and run, so joins survive. One-way.'),
+    'tokenize': ('`domain`',
+        'AES-SIV deterministic encryption (base64url), reversible only with the `token` '
+        'key. Not semantically secure: equal values give equal tokens, by design.'),
+    'generalize': ('`to: year\\|month` (dates), `bucket: WIDTH` (numbers), `prefix: N` (text)',
+        '`1987`, `1987-05`, `[5000,10000)`, `北京市朝阳区` → first N characters'),
+    'date_shift': ('`max_days` (30)',
+        'dates moved by a constant non-zero number of days per customer, derived from a '
+        'keyed hash of the subject key'),
+    'scrub': ('`replace: mask\\|pseudonym` (`mask`), `find: [KIND, ...]` (all kinds)',
+        'free text with the identifiers found in it (see '
+        '[Detectors](evidence.md#detectors)) replaced: `mask` writes a `*` for each of '
+        'their characters, `pseudonym` writes `[cn_mobile:PSEUDONYM]`, the keyed pseudonym '
+        'a `hash`ed column of that category gives the same value; the rest of the text is '
+        "kept (the demo's collection-call notes)"),
+    'encrypt': ('`key` (default `TABLE.FIELD`)',
+        'the value in clear, but in a Parquet column under its own key `column.KEY`: only '
+        'its holders read it, while holders of the `data.*` keys read every other column '
+        "(the demo delivers customers' exact monthly income this way)"),
+}
+
+
+def methods_table() -> str:
+    """The methods as the Markdown table of docs/config.md."""
+    lines = ['| method | parameters | result |', '|---|---|---|']
+    lines += [f'| `{name}` | {params} | {result} |'.replace('|  |', '| |')
+              for name, (params, result) in METHODS.items()]
+    return '\n'.join(lines)
+
 
 # Methods never allowed for a classification (sensitive data is never kept in clear;
 # restricted data, C3 authentication data, is never transferred).

@@ -16,6 +16,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.common import progress
+from transforms.common.reasons import VALUE_REASONS
 from transforms.keys.crypto import cached_keyed_ops, encrypting_stream
 from transforms.keys.keyring import cached_keyring
 from transforms.write.sink import WriteEncryptedFiles
@@ -146,7 +147,6 @@ class _SealFn(beam.DoFn):
 
 
 ROW_SAMPLE = 20  # source rows kept per kind of problem and source file, for the report
-QUALITY = ('malformed', 'missing_required')
 
 
 def problem_kind(record: dict, raw) -> tuple:
@@ -154,7 +154,7 @@ def problem_kind(record: dict, raw) -> tuple:
     was found where a value was expected is described by its kind and length, never shown."""
     field = record.get('field') or ''
     got = ''
-    if record['reason'] in QUALITY and field and ',' not in field and isinstance(raw, dict):
+    if record['reason'] in VALUE_REASONS and field and ',' not in field and isinstance(raw, dict):
         value = raw.get(field)
         got = ('nothing' if value is None or value == '' else
                f'text of {len(value)} characters' if isinstance(value, str) else
