@@ -3,7 +3,10 @@ plain argparse, no Beam, so ``novation --help`` and every subcommand's help star
 
 import argparse
 
-__all__ = ['add_verbose_flag', 'run_parser', 'stream_parser']
+__all__ = ['PROGRESS_HELP', 'add_keys', 'add_verbose_flag', 'run_parser', 'stream_parser']
+
+PROGRESS_HELP = ('Progress (the step, rows read, written and refused, the rate and the time '
+                 'left) goes to stderr: a live line on a terminal, else a line every 10 s.')
 
 
 def run_parser(add_help=True) -> argparse.ArgumentParser:
@@ -25,6 +28,16 @@ def run_parser(add_help=True) -> argparse.ArgumentParser:
                         help='return once the job is submitted (Dataflow); the pipeline still '
                              'writes the manifest as its last step')
     return parser
+
+
+def add_keys(parser: argparse.ArgumentParser, roles: str = '', *, required: bool = True,
+             metavar: str = 'DIR') -> None:
+    """``--keys``: the keyring a command reads with; ``roles`` says which of its keys it uses."""
+    parser.add_argument('--keys', required=required, metavar=metavar,
+                        help='keyring directory' + (f' ({roles})' if roles else ''))
+
+
+SEAL_CHECK = 'its manifest key checks the manifest\'s seal; the public half is enough'
 
 
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:

@@ -8,15 +8,17 @@ log stream and keeps the live line below everything else printed.
 """
 
 import collections
+import contextlib
 import json
 import logging
+import os
 import shutil
 import threading
 import time
 
 from transforms.common.progress import MARKER
 
-__all__ = ['ProgressConsole', 'estimate_seconds', 'progress_line']
+__all__ = ['ProgressConsole', 'estimate_seconds', 'progress_line', 'showing_progress']
 
 LIVE_SECONDS = 0.5
 LOG_SECONDS = 10.0
@@ -181,3 +183,17 @@ class ProgressConsole(logging.Handler):
         if self._live and self._shown:
             width = shutil.get_terminal_size().columns - 1  # a wrapped line cannot be redrawn
             self._stream.write(f'novation: {self._shown}'[:width])
+
+
+@contextlib.contextmanager
+def showing_progress(console):
+    """Count progress in this process and the local worker processes it starts (they inherit
+    the environment), and show it until the command ends."""
+    from transforms.common.progress import ENABLE
+    os.environ[ENABLE] = '1'
+    console.start()
+    try:
+        yield
+    finally:
+        console.stop()
+        del os.environ[ENABLE]

@@ -29,7 +29,7 @@ PURE = ('config', 'schemas', 'transforms.common.errors', 'transforms.common.file
         'transforms.consent.events', 'transforms.mask.methods', 'transforms.read.csv_ranges',
         'transforms.read.csv_records', 'transforms.keys', 'transforms.commit.report',
         'transforms.commit.audit', 'transforms.stream.changes', 'transforms.stream.cdc_values',
-        'pipelines.options', 'pipelines.cli')
+        'pipelines.options', 'pipelines.cli', 'pipelines.commands', 'pipelines.progress')
 
 
 def _modules() -> dict:
