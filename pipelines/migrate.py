@@ -39,6 +39,7 @@ from transforms.keys.keyring import display_uri, load_keyring
 from transforms.keys.seal import require_signing
 from transforms.write.deadletter import WriteDeadLetters
 from transforms.conform.dedup import DropDuplicates
+from transforms.common.run import Run
 from transforms.common.errors import ConfigError, DeadLetterLimitExceeded, NovationError, os_problem
 from transforms.common.files import (check_reachable, exists, has_scheme, join, why_not_readable,
                               why_not_writable)
@@ -59,7 +60,7 @@ _LOG = logging.getLogger('novation')
 
 
 def plan_run(config, *, run_id=None, runner='local', temp_location=None,
-             output_key=None) -> dict:
+             output_key=None) -> Run:
     """Check everything that can be checked before any data is read; name the new run.
 
     Keys load and hold every role the run needs; every table path matches at least one file;
@@ -125,40 +126,40 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
         if why:
             raise ConfigError(f'{key}: {path} cannot be written: {why}')
     t = config.transfer
-    return {
-        'run_id': run_id,
-        'run_dir': run_dir,
-        'output_root': config.output.path,  # where the audit log is
-        'input_bytes': sum(table_bytes.values()),
-        'split_bytes': split_bytes,  # of CSV files that several workers can share
-        'scratch_dir': join(scratch_parent, f'novation-{run_id}'),
-        'partitions': {'consent': partitions_for(registry_bytes),
-                       **{name: partitions_for(n) for name, n in table_bytes.items()}},
-        'keys_path': config.output.keys,
-        'key_ids': {role: ids for role, ids in keyring.key_ids().items() if role in roles},
-        'output_format': fmt,
-        'file_roles': {t.name: file_roles(t, fmt) for t in config.tables},
-        'column_keys': {t.name: column_keys(t, fmt) for t in config.tables},
-        'fields': {t.name: [field_entry(r) for r in t.rules] for t in config.tables},
-        'subject_keys': {t.name: t.subject_key for t in config.tables},
-        'config': config.source,
-        'config_sha256': config.digest,
-        'plan_sha256': plan_sha256(build_plan(config)),
-        'tables': [table.name for table in config.tables],
-        'max_ratio': config.deadletter.max_ratio,
-        'report_lang': config.report_lang,
-        'risk': {'min_k': config.risk.min_k, 'enforce': config.risk.enforce,
-                 'quasi_identifiers': [f'{t.name}.{n}' for t in config.tables
-                                       for n in t.quasi_identifiers],
-                 'sensitive_attributes': [f'{t.name}.{n}' for t in config.tables
-                                          for n in t.sensitive_attributes]},
-        'transfer': {'seller': t.seller, 'acquirer': t.acquirer,
-                     'purposes': [{'name': p.name, 'legal_basis': p.legal_basis}
-                                  for p in t.purposes],
-                     'source_region': t.source_region,
-                     'destination_region': t.destination_region,
-                     'cross_border': t.cross_border},
-    }
+    return Run(
+        run_id=run_id,
+        run_dir=run_dir,
+        output_root=config.output.path,  # where the audit log is
+        input_bytes=sum(table_bytes.values()),
+        split_bytes=split_bytes,  # of CSV files that several workers can share
+        scratch_dir=join(scratch_parent, f'novation-{run_id}'),
+        partitions={'consent': partitions_for(registry_bytes),
+                    **{name: partitions_for(n) for name, n in table_bytes.items()}},
+        keys_path=config.output.keys,
+        key_ids={role: ids for role, ids in keyring.key_ids().items() if role in roles},
+        output_format=fmt,
+        file_roles={t.name: file_roles(t, fmt) for t in config.tables},
+        column_keys={t.name: column_keys(t, fmt) for t in config.tables},
+        fields={t.name: [field_entry(r) for r in t.rules] for t in config.tables},
+        subject_keys={t.name: t.subject_key for t in config.tables},
+        config=config.source,
+        config_sha256=config.digest,
+        plan_sha256=plan_sha256(build_plan(config)),
+        tables=tuple(table.name for table in config.tables),
+        max_ratio=config.deadletter.max_ratio,
+        report_lang=config.report_lang,
+        risk={'min_k': config.risk.min_k, 'enforce': config.risk.enforce,
+              'quasi_identifiers': [f'{t.name}.{n}' for t in config.tables
+                                    for n in t.quasi_identifiers],
+              'sensitive_attributes': [f'{t.name}.{n}' for t in config.tables
+                                       for n in t.sensitive_attributes]},
+        transfer={'seller': t.seller, 'acquirer': t.acquirer,
+                  'purposes': [{'name': p.name, 'legal_basis': p.legal_basis}
+                               for p in t.purposes],
+                  'source_region': t.source_region,
+                  'destination_region': t.destination_region,
+                  'cross_border': t.cross_border},
+    )
 
 
 def field_entry(rule) -> dict:
@@ -193,9 +194,9 @@ def build_pipeline(pipeline, config, run, *, workers=1, replay=None) -> dict:
     ``replay``: ``(run_dir, plan)``: read the dead letters the plan selected from that run in
     place of the exports.
     """
-    keys = run['keys_path']
+    keys = run.keys_path
     scratch = run_scratch(run)
-    parts = run['partitions']
+    parts = run.partitions
     erased = pipeline | 'ErasedSubjects' >> ErasedSubjects(config.consent)
     decisions = pipeline | 'ConsentDecisions' >> ConsentDecisions(
         config.consent, config.transfer, erased, scratch, parts=parts['consent'],
@@ -220,7 +221,7 @@ def build_pipeline(pipeline, config, run, *, workers=1, replay=None) -> dict:
         gated = rows | f'Consent{step}' >> ConsentGate(table, decisions, scratch,
                                                                 config.transfer)
         masked = gated[ConsentGate.ROWS] | f'Mask{step}' >> Mask(table, keys)
-        written = masked | f'Write{step}' >> WriteTable(table, run['output_format'], run, keys)
+        written = masked | f'Write{step}' >> WriteTable(table, run.output_format, run, keys)
         dead_letters = (tuple(dead + [gated[ConsentGate.DEAD]])
                         | f'WriteDeadLetters{step}' >> WriteDeadLetters(
                             table.name, config.tables, erased, run, keys))
@@ -261,9 +262,9 @@ def _remove_scratch(_, scratch):
     forget_decisions()  # in this worker; the others end with the job
 
 
-def run_scratch(run: dict) -> Scratch:
+def run_scratch(run: Run) -> Scratch:
     """The run's scratch files (``transforms.common.scratch``): removed once the manifest is written."""
-    return Scratch(run['scratch_dir'], run['keys_path'], run['run_id'])
+    return Scratch(run.scratch_dir, run.keys_path, run.run_id)
 
 
 def _source_counts(source):
@@ -428,16 +429,16 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
     run_info = plan_run(config, run_id=known.run_id, runner=runner_kind(options),
                         temp_location=options.view_as(GoogleCloudOptions).temp_location,
                         output_key='--output' if known.output else None)
-    run_info['plan_checked'] = known.plan_hash is not None
+    run_info = dataclasses.replace(run_info, plan_checked=known.plan_hash is not None)
     if replay is not None:  # after the run's own checks (keys, paths): before any data
         from pipelines.replay import plan_replay
         replay = (replay, plan_replay(replay, config, only))
-        run_info['replay_of'] = replay[1]['manifest']['run_id']
-    _LOG.info('run %s: %s', run_info['run_id'], run_info['run_dir'])
+        run_info = dataclasses.replace(run_info, replay_of=replay[1]['manifest']['run_id'])
+    _LOG.info('run %s: %s', run_info.run_id, run_info.run_dir)
     progress.reset()
-    progress.note('starting the pipeline', input_bytes=run_info['input_bytes'])
+    progress.note('starting the pipeline', input_bytes=run_info.input_bytes)
     started = time.monotonic()
-    workers = read_workers(options, run_info['split_bytes'], beam_args)
+    workers = read_workers(options, run_info.split_bytes, beam_args)
     if runner_kind(options) == 'local':
         bound_malloc_retention()
     if workers > 1:
@@ -446,20 +447,21 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
     # The run directory is created here, exclusively, with a lock that dies with this process:
     # a second run with the same id is refused, and novation clean tells a crashed run's
     # leftovers from a run still going (pipelines.clean).
-    lock = RunLock(run_info['run_dir'], run_info['scratch_dir']) \
+    lock = RunLock(run_info.run_dir, run_info.scratch_dir) \
         if runner_kind(options) == 'local' and not dry_run and not known.detach else None
     finished, pipeline = False, None
     try:
         if lock is not None:
             lock.acquire()
-            _mention_leftovers(config.output.path, run_info['scratch_dir'])
+            _mention_leftovers(config.output.path, run_info.scratch_dir)
         if not dry_run:
-            run_info['audit_started_sha256'] = append_event(
+            started_sha256 = append_event(
                 config.output.path, 'run_started', keys=config.output.keys,
-                run_id=run_info['run_id'],
-                config_sha256=run_info['config_sha256'], plan_sha256=run_info['plan_sha256'],
-                key_ids={role: ids['primary'] for role, ids in sorted(run_info['key_ids'].items())},
-                replay_of=run_info.get('replay_of'))['sha256']
+                run_id=run_info.run_id,
+                config_sha256=run_info.config_sha256, plan_sha256=run_info.plan_sha256,
+                key_ids={role: ids['primary'] for role, ids in sorted(run_info.key_ids.items())},
+                replay_of=run_info.replay_of)['sha256']
+            run_info = dataclasses.replace(run_info, audit_started_sha256=started_sha256)
         pipeline = beam.Pipeline(runner=local_runner(options), options=options)
         build_pipeline(pipeline, config, run_info, workers=workers, replay=replay)
         try:
@@ -467,7 +469,7 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
                 result = pipeline.run()
             if known.detach or dry_run:
                 status = 'dry-run' if dry_run else 'detached'
-                return RunResult(None, run_info['run_dir'], time.monotonic() - started, result,
+                return RunResult(None, run_info.run_dir, time.monotonic() - started, result,
                                  status)
             state = result.wait_until_finish()
         except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
@@ -480,18 +482,18 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
                 why = (str(error).splitlines()[0][:300] if isinstance(error, NovationError)
                        else f'{type(error).__name__} (a bug: see the log)')
                 append_event(config.output.path, 'run_aborted', keys=config.output.keys,
-                             run_id=run_info['run_id'], why=why)
+                             run_id=run_info.run_id, why=why)
             raise error from None
         progress.note('finished', finished=True)
         if state != PipelineState.DONE:
             _remove_scratch(None, run_scratch(run_info))
             append_event(config.output.path, 'run_aborted', keys=config.output.keys,
-                         run_id=run_info['run_id'], why=f'the pipeline ended in state {state}')
-            raise NovationError(f'the pipeline ended in state {state}; {run_info["run_dir"]} '
+                         run_id=run_info.run_id, why=f'the pipeline ended in state {state}')
+            raise NovationError(f'the pipeline ended in state {state}; {run_info.run_dir} '
                                 f'has no manifest and is incomplete')
         from pipelines.decrypt import load_manifest
-        manifest = load_manifest(run_info['run_dir'], config.output.keys)
-        done = RunResult(manifest, run_info['run_dir'], time.monotonic() - started, result, 'done')
+        manifest = load_manifest(run_info.run_dir, config.output.keys)
+        done = RunResult(manifest, run_info.run_dir, time.monotonic() - started, result, 'done')
         if replay is not None:
             from pipelines.replay import record_replay
             record_replay(replay[0], replay[1], done, keys=config.output.keys)
@@ -500,15 +502,15 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
     except interrupts.Interrupted as stop:
         if dry_run or known.detach:
             raise
-        if committed(config.output.path, run_info['run_id']):
+        if committed(config.output.path, run_info.run_id):
             # the signal came after the commit: the run is whole, and says so (its scratch,
             # which the pipeline would have removed next, goes now)
             from pipelines.decrypt import load_manifest
             if runner_kind(options) == 'local':
                 _remove_scratch(None, run_scratch(run_info))
             finished = True
-            return RunResult(load_manifest(run_info['run_dir'], config.output.keys),
-                             run_info['run_dir'], time.monotonic() - started, None, 'done')
+            return RunResult(load_manifest(run_info.run_dir, config.output.keys),
+                             run_info.run_dir, time.monotonic() - started, None, 'done')
         if runner_kind(options) == 'local':  # a remote job goes on without this command
             abandon(run_info, stop)
         raise
@@ -547,19 +549,19 @@ def committed(out_dir: str, run_id: str) -> bool:
         return False
 
 
-def abandon(run_info: dict, stop: 'interrupts.Interrupted') -> None:
+def abandon(run_info: Run, stop: 'interrupts.Interrupted') -> None:
     """A local run stopped by a signal before its commit: its scratch and its run directory's
     partial output are removed, and the audit log says why. A second signal meanwhile does
     not cut this short."""
     with interrupts.deferred():
         _remove_scratch(None, run_scratch(run_info))
         removed = ''
-        if not has_scheme(run_info['run_dir']):
-            shutil.rmtree(run_info['run_dir'], ignore_errors=True)
+        if not has_scheme(run_info.run_dir):
+            shutil.rmtree(run_info.run_dir, ignore_errors=True)
             removed = '; its partial output was removed'
         try:
-            append_event(run_info['output_root'], 'run_aborted', keys=run_info['keys_path'],
-                         run_id=run_info['run_id'], why=f'interrupted by {stop.name}{removed}')
+            append_event(run_info.output_root, 'run_aborted', keys=run_info.keys_path,
+                         run_id=run_info.run_id, why=f'interrupted by {stop.name}{removed}')
         except (NovationError, OSError):
             pass  # the one line the user sees says the run was interrupted
 

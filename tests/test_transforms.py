@@ -17,6 +17,7 @@ import tink
 
 from config import load_config
 from transforms.common.batches import ROW, SOURCE, RecordBatchCoder, with_provenance
+from transforms.common.run import Run
 from transforms.conform.conform import conform_batch
 from transforms.consent.gate import (ConsentDecisions, ConsentGate, ErasedSubjects, load_decisions,
                                 write_decision_part)
@@ -229,7 +230,7 @@ def test_write_table_encrypts_binds_and_counts_by_source(config, keys_dir, tmp_p
             if r.operator.name == 'encrypt' else r for r in table.rules))
     typed, _ = conform_batch(text_batch(table, [GOOD, {**GOOD, 'customer_id': 'C2'}]), table)
     masked = mask_batch(typed, table, keyed_ops(load_keyring(keys_dir)))
-    run = {'run_dir': str(tmp_path / 'run'), 'run_id': 'r1'}
+    run = Run('r1', str(tmp_path / 'run'), keys_dir)
     with local_pipeline() as p:
         out = p | beam.Create([masked]) | WriteTable(table, output_format, run, keys_dir)
         assert_that(out[WriteTable.WRITTEN], equal_to([(('customers', 'src.csv'), 2)]),
@@ -238,9 +239,9 @@ def test_write_table_encrypts_binds_and_counts_by_source(config, keys_dir, tmp_p
             lambda path: bool(re.fullmatch(r'part-[0-9a-f]{16}\.(parquet|avro\.enc)',
                                            os.path.basename(path)))),
             equal_to([True]), label='files')
-    [name] = os.listdir(os.path.join(run['run_dir'], 'data', 'customers'))
-    assert sorted(os.listdir(run['run_dir'])) == ['data']  # temporary files are gone
-    path = os.path.join(run['run_dir'], 'data', 'customers', name)
+    [name] = os.listdir(os.path.join(run.run_dir, 'data', 'customers'))
+    assert sorted(os.listdir(run.run_dir)) == ['data']  # temporary files are gone
+    path = os.path.join(run.run_dir, 'data', 'customers', name)
     keyring = load_keyring(keys_dir)
     identity = file_identity('r1', f'data/customers/{name}')
     with open(path, 'rb') as f:
@@ -266,19 +267,18 @@ def test_write_table_encrypts_binds_and_counts_by_source(config, keys_dir, tmp_p
 
 def test_write_table_writes_one_empty_file_for_no_rows(config, keys_dir, tmp_path):
     table = config.table('contracts')
-    run = {'run_dir': str(tmp_path / 'run'), 'run_id': 'r1'}
+    run = Run('r1', str(tmp_path / 'run'), keys_dir)
     with local_pipeline() as p:
         out = p | beam.Create([]) | WriteTable(table, 'parquet', run, keys_dir)
         assert_that(out[WriteTable.FILES] | beam.Map(lambda path: 1), equal_to([1]))
-    [name] = os.listdir(os.path.join(run['run_dir'], 'data', 'contracts'))
-    with open(os.path.join(run['run_dir'], 'data', 'contracts', name), 'rb') as f:
+    [name] = os.listdir(os.path.join(run.run_dir, 'data', 'contracts'))
+    with open(os.path.join(run.run_dir, 'data', 'contracts', name), 'rb') as f:
         assert count_rows('parquet', f, load_keyring(keys_dir),
                           file_identity('r1', f'data/contracts/{name}')) == 0
 
 
-RUN = {'run_id': 'r', 'config_sha256': 'x', 'transfer': {}, 'key_ids': {}, 'tables': ['t'],
-       'max_ratio': 0.1, 'config': 'c.yaml', 'output_format': 'parquet',
-       'fields': {'t': []}, 'column_keys': {'t': {}}}
+RUN = Run('r', 'out/r', 'keys', config_sha256='x', tables=('t',), max_ratio=0.1,
+          config='c.yaml', fields={'t': []}, column_keys={'t': {}})
 
 
 def facts(read=10, written=8, dead=(('no_consent', 2),)):
@@ -303,7 +303,8 @@ def test_manifest_names_the_fields_missing_from_each_file():
     counts, files = facts()
     counts.update({('missing', 't', 's', 'remarks'): 1, ('missing', 't', 's', 'email'): 1,
                    ('read', 't', 's2', ''): 0})
-    m = build_manifest({**RUN, 'transfer': {'seller': 'S', 'acquirer': 'A'}}, counts, files)
+    m = build_manifest(dataclasses.replace(RUN, transfer={'seller': 'S', 'acquirer': 'A'}), counts,
+                       files)
     assert m['tables']['t']['missing_columns'] == ['email', 'remarks']
     assert [(s['path'], s['missing_columns']) for s in m['sources']] == [
         ('s', ['email', 'remarks']), ('s2', [])]

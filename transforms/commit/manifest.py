@@ -25,6 +25,7 @@ from transforms.common.files import write_json, write_whole
 from transforms.keys.keyring import cached_keyring
 from transforms.common.errors import DeadLetterLimitExceeded, RiskLimitExceeded
 from transforms.common.reasons import DATA_QUALITY_REASONS, REASONS
+from transforms.common.run import Run
 from transforms.keys.seal import write_sealed_json
 
 __all__ = ['MANIFEST_FILE', 'WriteManifest', 'build_manifest', 'file_facts', 'percent',
@@ -72,7 +73,7 @@ class WriteManifest(beam.PTransform):
 
     def __init__(self, run):
         super().__init__()
-        self._run = run  # dict: run_id, run_dir, keys_path, config digest, transfer, ...
+        self._run = run  # transforms.common.run.Run
 
     def expand(self, inputs):
         counts = (inputs['counts']
@@ -124,10 +125,10 @@ class _FileFactsFn(beam.DoFn):
 
     def process(self, item):
         table, kind, path = item
-        roles = self._run['file_roles'][table] if kind == 'data' else ['deadletter']
-        facts = file_facts(path, relative_path(self._run['run_dir'], path),
-                           run_id=self._run['run_id'], keys_path=self._run['keys_path'],
-                           roles=roles, key_ids=self._run['key_ids'])
+        roles = self._run.file_roles[table] if kind == 'data' else ['deadletter']
+        facts = file_facts(path, relative_path(self._run.run_dir, path),
+                           run_id=self._run.run_id, keys_path=self._run.keys_path,
+                           roles=roles, key_ids=self._run.key_ids)
         progress.count('files', table)
         progress.flush()
         yield {'table': table, 'kind': kind, **facts}
@@ -139,17 +140,17 @@ def _write_manifest(_, run, counts, files, risk, notice):
         manifest = build_manifest(run, dict(counts), files, risk)
         manifest['notice'] = notice  # counts only: the list itself stays with the seller
     except DeadLetterLimitExceeded as e:  # the run is aborted: the log says so, and why
-        if run.get('output_root'):
-            append_event(run['output_root'], 'run_aborted', keys=run['keys_path'],
-                         run_id=run['run_id'], why=str(e))
+        if run.output_root:
+            append_event(run.output_root, 'run_aborted', keys=run.keys_path,
+                         run_id=run.run_id, why=str(e))
         raise
     with interrupts.deferred():  # the commit is whole or not at all
-        data = write_sealed_json(run['run_dir'], MANIFEST_FILE, manifest, run['keys_path'],
-                                 file_identity(run['run_id'], MANIFEST_FILE))
-        write_report(run['run_dir'], manifest, run.get('report_lang', 'en'))
-        if run.get('output_root'):
-            append_event(run['output_root'], 'run_committed', keys=run['keys_path'],
-                         run_id=run['run_id'],
+        data = write_sealed_json(run.run_dir, MANIFEST_FILE, manifest, run.keys_path,
+                                 file_identity(run.run_id, MANIFEST_FILE))
+        write_report(run.run_dir, manifest, run.report_lang)
+        if run.output_root:
+            append_event(run.output_root, 'run_committed', keys=run.keys_path,
+                         run_id=run.run_id,
                          manifest_sha256=hashlib.sha256(data).hexdigest(),
                          rows_read=manifest['totals']['rows_read'],
                          rows_written=manifest['totals']['rows_written'])
@@ -176,24 +177,24 @@ def percent(share: float) -> str:
     return f'{share * 100:.3g}%'
 
 
-def build_manifest(run: dict, counts: dict, files: list, risk: dict = None) -> dict:
+def build_manifest(run: Run, counts: dict, files: list, risk: dict = None) -> dict:
     """Assemble and check the manifest (pure).
 
     ``counts`` maps (kind, table, source, reason) to a count, kind in read|lines|written|dead|
     suppressed|ignored|missing (for ignored, ``reason`` is the column left out; for missing,
     the field no column of the file holds, delivered as nulls). Raises
-    DeadLetterLimitExceeded above ``run['max_ratio']`` of bad data in a table, and
+    DeadLetterLimitExceeded above ``run.max_ratio`` of bad data in a table, and
     AssertionError if any count does not add up (a bug: nothing may be lost).
     """
     tables = {name: {'rows_read': 0, 'rows_written': 0, 'dead_letters': {},
                      'sensitive_suppressed_rows': 0, 'ignored_columns': [],
                      'missing_columns': [],
-                     'format': run['output_format'],
-                     'subject_key': run.get('subject_keys', {}).get(name),
-                     'fields': run['fields'][name],
-                     'column_keys': run['column_keys'][name],
+                     'format': run.output_format,
+                     'subject_key': run.subject_keys.get(name),
+                     'fields': run.fields[name],
+                     'column_keys': run.column_keys[name],
                      'files': [], 'deadletter_files': []}
-              for name in run['tables']}
+              for name in run.tables}
     sources = {}
     problems = {}  # (table, source, kind) -> {count, rows}
     for (kind, table, source, reason), n in sorted(counts.items()):
@@ -247,20 +248,20 @@ def build_manifest(run: dict, counts: dict, files: list, risk: dict = None) -> d
             f'{name}: rows in the dead-letter files differ from the dead letters counted'
         t['dead_letters'] = dict(sorted(t['dead_letters'].items()))
         bad = sum(n for r, n in t['dead_letters'].items() if r in DATA_QUALITY_REASONS)
-        if t['rows_read'] and bad / t['rows_read'] > run['max_ratio']:
+        if t['rows_read'] and bad / t['rows_read'] > run.max_ratio:
             raise DeadLetterLimitExceeded(
                 f'table {name}: {bad} of {t["rows_read"]} rows ({percent(bad / t["rows_read"])}) '
                 f'are malformed, missing required values or duplicates, above '
-                f'deadletter.max_ratio {percent(run["max_ratio"])} in {run["config"]}; the run is '
+                f'deadletter.max_ratio {percent(run.max_ratio)} in {run.config}; the run is '
                 f'aborted and has no manifest')
     if risk is not None:
-        risk = {**risk, **run['risk']}
-        if run['risk']['enforce'] and risk['customers'] and risk['k'] < risk['min_k']:
+        risk = {**risk, **run.risk}
+        if run.risk['enforce'] and risk['customers'] and risk['k'] < risk['min_k']:
             raise RiskLimitExceeded(
                 f'{risk["customers_below_min_k"]:,} of {risk["customers"]:,} customers '
                 f'({percent(risk["share_below_min_k"])}) are in classes of quasi-identifiers '
                 f'smaller than risk.min_k {risk["min_k"]} (the smallest holds {risk["k"]}) in '
-                f'{run["config"]}, and risk.enforce is on; the run is aborted and has no '
+                f'{run.config}, and risk.enforce is on; the run is aborted and has no '
                 f'manifest: generalize the quasi-identifiers further')
     totals = {'rows_read': sum(t['rows_read'] for t in tables.values()),
               'rows_written': sum(t['rows_written'] for t in tables.values()),
@@ -268,23 +269,23 @@ def build_manifest(run: dict, counts: dict, files: list, risk: dict = None) -> d
                                for r in REASONS}}
     return {
         'format': MANIFEST_FORMAT,
-        'run_id': run['run_id'],
+        'run_id': run.run_id,
         'completed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'),
-        'config_sha256': run['config_sha256'],
-        'plan_sha256': run.get('plan_sha256'),
-        'plan_checked': run.get('plan_checked', False),  # against --plan-hash, before the run
-        'audit_started_sha256': run.get('audit_started_sha256'),
-        'transfer': run['transfer'],
-        'keys': run['key_ids'],
+        'config_sha256': run.config_sha256,
+        'plan_sha256': run.plan_sha256,
+        'plan_checked': run.plan_checked,  # against --plan-hash, before the run
+        'audit_started_sha256': run.audit_started_sha256,
+        'transfer': run.transfer,
+        'keys': run.key_ids,
         'encryption': {
-            'data': ENCRYPTION[run['output_format']],
+            'data': ENCRYPTION[run.output_format],
             'deadletter': 'JSON Lines in Tink streaming AEAD AES256_GCM_HKDF_1MB (deadletter)',
             'binding': 'each file is bound to its identity "<run_id>/<path>": Parquet data keys '
                        'are wrapped with "<identity>|<role>" as associated data, streams use '
                        '"<identity>" as associated data',
         },
-        'replay_of': run.get('replay_of'),
+        'replay_of': run.replay_of,
         'risk': risk,
         'conservation': 'rows_read = rows_written + sum(dead_letters), per table and per '
                         'source file: verified',

@@ -240,7 +240,7 @@ class NotificationList(beam.PTransform):
         self._erased = erased
 
     def expand(self, inputs):
-        keys = self._run['keys_path']
+        keys = self._run.keys_path
         parts = []
         for key, pcoll in sorted(inputs.items()):
             kind, name = key.split(' ', 1)
@@ -261,10 +261,10 @@ class NotificationList(beam.PTransform):
                   | 'ByShard' >> beam.GroupByKey()
                   | 'Rows' >> beam.Map(lambda kv: notice_table(
                       kv[1], categories, t.acquirer, t.acquirer_contact)))
-        notice_dir = join(self._config.notice.path, self._run['run_id'])
+        notice_dir = join(self._config.notice.path, self._run.run_id)
         files = (shards
                  | 'Tables' >> beam.FlatMap(lambda r: [r[0]] if r[0].num_rows else [])
-                 | 'Write' >> WriteEncryptedFiles(notice_dir, self._run['run_id'], 'notice',
+                 | 'Write' >> WriteEncryptedFiles(notice_dir, self._run.run_id, 'notice',
                                                   'customers', EncryptedParquet(keys)))
         counts = shards | 'Counts' >> beam.Map(lambda r: r[1]) | 'AllCounts' >> \
             beam.combiners.ToList()
@@ -278,7 +278,7 @@ class NotificationList(beam.PTransform):
 def _write_summary(_, notice_dir, run, files, counts):
     """``notice.json`` next to the list, sealed: its counts and files (size, crc32c); returns
     the counts, which the run's manifest takes (no customer id)."""
-    run_id = run['run_id']
+    run_id = run.run_id
     from transforms.commit.manifest import relative_path
     summary = _merge_counts(counts)
     listed = []
@@ -291,5 +291,5 @@ def _write_summary(_, notice_dir, run, files, counts):
                       {'run_id': run_id, 'key_role': 'notice',
                        'format': 'Parquet in Tink streaming AEAD AES256_GCM_HKDF_1MB (notice)',
                        **summary, 'files': listed},
-                      run['keys_path'], file_identity(run_id, NOTICE_FILE))
+                      run.keys_path, file_identity(run_id, NOTICE_FILE))
     return {k: v for k, v in summary.items() if k != 'rows'}

@@ -92,7 +92,7 @@ class WriteDeadLetters(beam.PTransform):
                             for t in tables}
         self._erased = erased
         self._keys_path = keys_path
-        self._write = WriteEncryptedFiles(run['run_dir'], run['run_id'], 'deadletter',
+        self._write = WriteEncryptedFiles(run.run_dir, run.run_id, 'deadletter',
                                           table_name, EncryptedJsonLines(keys_path))
 
     def expand(self, letters):

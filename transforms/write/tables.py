@@ -36,7 +36,7 @@ class WriteTable(beam.PTransform):
         self._table = table
         file_format = (_AvroFiles(table, keys_path) if output_format == 'avro'
                        else ParquetFiles(table, keys_path))
-        self._write = WriteEncryptedFiles(run['run_dir'], run['run_id'], 'data', table.name,
+        self._write = WriteEncryptedFiles(run.run_dir, run.run_id, 'data', table.name,
                                           file_format)
 
     def expand(self, batches):
