@@ -118,7 +118,7 @@ def run_baseline(workdir):
     from apache_beam import coders
     import pyarrow as pa
     from config import load_config
-    from pipelines.migrate import local_runner
+    from pipelines.launch import local_runner
     config = load_config(os.path.join(workdir, CONFIG))
     table = config.table('customers')
     header = open(table.path, 'rb').readline().decode('gbk').strip().split(',')
@@ -139,7 +139,7 @@ def _local_options(path):
     """(options, workers): the worker processes ``novation run`` would choose for this input,
     so that all three pipelines use the same cores."""
     from apache_beam.options.pipeline_options import PipelineOptions
-    from pipelines.migrate import read_workers
+    from pipelines.launch import read_workers
     options = PipelineOptions([])
     return options, read_workers(options, os.path.getsize(path))  # a splittable GBK CSV
 
@@ -234,7 +234,7 @@ def run_ceiling(workdir):
     """The same reader and the same encrypted Parquet writer, nothing between them."""
     import apache_beam as beam
     from config import load_config
-    from pipelines.migrate import local_runner
+    from pipelines.launch import local_runner
     from transforms.common.batches import strip_provenance
     from transforms.read.tables import ReadTable
     from transforms.write.sink import WriteEncryptedFiles

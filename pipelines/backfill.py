@@ -148,7 +148,7 @@ def land_backfill(stream_dir: str, config, exports: Dict[str, str],
     """Read the targeted ``exports`` ({table: path}) and land the rows of the customers the
     stream listed in ``stream.backfill``; returns what landed."""
     from apache_beam.options.pipeline_options import PipelineOptions
-    from pipelines.migrate import local_runner
+    from pipelines.launch import local_runner
     s = config.stream
     if s is None or not s.backfill:
         raise ConfigError(f'{config.source}: stream.backfill: missing; give the directory the '

@@ -33,9 +33,9 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from config import load_config
 from config.plan import build_plan, plan_sha256
 from pipelines.clean import RunLock
-from pipelines.migrate import (check_beam_args, check_plan_hash, check_reachable_by_workers,
-                               local_runner, runner_kind, unwrap_error, with_overrides,
-                               workers_off_the_working_directory)
+from pipelines.launch import (check_beam_args, check_plan_hash, check_reachable_by_workers,
+                              local_runner, runner_kind, unwrap_error, with_overrides,
+                              workers_off_the_working_directory)
 from pipelines.options import stream_parser
 from transforms.stream.changes import ChangeProblem
 from transforms.commit.audit import append_event

@@ -281,7 +281,7 @@ def replay_stream(stream_dir: str, config, plan_hash: str, *, only=None, options
     """Replay a stream's dead letters (``plan_stream_replay``), record what it consumed in
     the stream's review.json and the audit log; returns what it did."""
     from apache_beam.options.pipeline_options import PipelineOptions
-    from pipelines.migrate import local_runner
+    from pipelines.launch import local_runner
     stream_dir = stream_dir.rstrip('/')
     plan = plan_stream_replay(stream_dir, config, plan_hash, only)
     root = output_root(stream_dir)
@@ -347,7 +347,7 @@ def run_stream_replay(stream_dir: str, argv, only=None) -> dict:
     from apache_beam.options.pipeline_options import PipelineOptions
     from config.loader import load_config
     from config.plan import build_plan, plan_sha256
-    from pipelines.migrate import check_beam_args, check_plan_hash, with_overrides
+    from pipelines.launch import check_beam_args, check_plan_hash, with_overrides
     parser = argparse.ArgumentParser(prog='novation replay', add_help=False)
     parser.add_argument('--config', required=True)
     parser.add_argument('--output')

@@ -218,7 +218,7 @@ def test_an_environment_error_is_one_line(capsys, monkeypatch, error, line):
 
 
 def test_a_workers_os_error_is_found_in_beams_text():
-    from pipelines.migrate import unwrap_error
+    from pipelines.launch import unwrap_error
     wrapped = RuntimeError("Traceback ...\nOSError: [Errno 28] No space left on device: "
                            "'/tmp/novation-r/part' [while running 'Write']")
     assert str(unwrap_error(wrapped)) == ('/tmp/novation-r/part: the disk is full: free space '

@@ -20,7 +20,8 @@ from apache_beam.runners.pipeline_context import PipelineContext
 
 from conftest import ROOT, user_lines
 from pipelines.decrypt import read_deadletters, read_table
-from pipelines.migrate import DATAFLOW_READ_WORKERS, read_workers, run
+from pipelines.launch import DATAFLOW_READ_WORKERS, read_workers
+from pipelines.migrate import run
 from transforms.common.errors import ConfigError
 
 pytestmark = pytest.mark.slow  # other runners, job graphs and worker processes
@@ -197,10 +198,10 @@ def test_other_runners_read_ranges_for_their_own_workers(flags, workers):
 
 def test_worker_processes_start_with_bounded_malloc_retention_unless_the_user_chose(
         monkeypatch):
-    from pipelines import migrate
+    from pipelines import launch
     monkeypatch.delenv('MALLOC_MMAP_THRESHOLD_', raising=False)
     monkeypatch.setenv('MALLOC_ARENA_MAX', '4')
-    migrate.bound_malloc_retention()
+    launch.bound_malloc_retention()
     assert os.environ['MALLOC_ARENA_MAX'] == '4'
     assert os.environ['MALLOC_MMAP_THRESHOLD_'] == str(2 << 20)
 

@@ -46,7 +46,7 @@ def main(call) -> int:
     console = call.console
     if args.customers < 1:
         call.parser.error('--customers must be at least 1')
-    from pipelines.migrate import check_beam_args
+    from pipelines.launch import check_beam_args
     check_beam_args(beam_args, call.parser)  # before the demo spends time generating data
     from pipelines.demo import run_demo
     with showing_progress(console):
