@@ -24,7 +24,7 @@ from transforms.consent.gate import (ConsentDecisions, ConsentGate, ErasedSubjec
 from transforms.consent.rules import VERDICT_CODE, Decision, SubjectCodes
 from transforms.keys.crypto import file_identity, keyed_ops, pme_decryption_properties
 from transforms.write.delivered import avro_records, count_rows
-from transforms.write.deadletter import seal
+from transforms.write.deadletter import encode, seal
 from transforms.common.errors import DeadLetterLimitExceeded, NovationError
 from transforms.keys.keyring import load_keyring
 from transforms.commit.manifest import build_manifest
@@ -217,6 +217,20 @@ def test_seal_never_keeps_restricted_fields(stage, raw, expected):
                         'customers', 'a.csv', 1, subject='OK', raw=raw)
     sealed = seal(letter, set(), str.lower, ('login_password_hash',))
     assert sealed['raw'] == expected
+
+
+@pytest.mark.parametrize('value, text', [
+    (datetime.datetime(2024, 1, 2, 3, 4, 5), '"2024-01-02T03:04:05"'),
+    (datetime.date(2024, 1, 2), '"2024-01-02"'),
+    (decimal.Decimal('1234.50'), '"1234.50"'),
+    (b'\x01\xff', '"01ff"'),
+    ('张三', '"张三"'),
+])
+def test_one_encoding_for_the_batch_and_the_streams_dead_letters(value, text):
+    """The batch's _SealFn and the stream's epochs both write what encode gives."""
+    letter = DeadLetter('malformed', 'conform', 't', 'a.csv', 1, subject='S', raw={'v': value})
+    line = encode(seal(letter, set(), str.lower)).decode('utf-8')
+    assert f'"raw": {{"v": {text}}}' in line
 
 
 @pytest.mark.parametrize('output_format', ['parquet', 'avro'])

@@ -43,7 +43,7 @@ from transforms.mask.mask import mask_batch
 from transforms.mask.methods import MaskContext, string_form
 from transforms.read.tables import ColumnPlan, shown_columns, text_array
 from transforms.keys.crypto import StateCipher, file_identity
-from transforms.write.deadletter import EncryptedJsonLines, seal
+from transforms.write.deadletter import EncryptedJsonLines, encode, seal
 from transforms.common.files import join, write_json, write_whole
 from transforms.keys.keyring import cached_keyring
 from transforms.commit.manifest import MANIFEST_FILE, file_facts
@@ -376,8 +376,7 @@ def commit_epoch(*, stream_dir: str, run_id: str, number: int, tables, delivered
         # a problem with no table of the config (a feed's own name) keeps no raw row at all
         restricted = tuple(r.field.name for r in tables[name].rules
                            if r.field.classification == 'restricted') if name in tables else ()
-        lines = [json.dumps(seal(letter, erased, pseudonymize, restricted), ensure_ascii=False,
-                            default=str).encode('utf-8') for letter in letters]
+        lines = [encode(seal(letter, erased, pseudonymize, restricted)) for letter in letters]
         write('deadletter', name, EncryptedJsonLines(keys_path), lines)
     if retractions:
         write('retractions', 'all', RetractionFiles(keys_path), [pa.RecordBatch.from_arrays([

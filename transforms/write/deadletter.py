@@ -21,7 +21,7 @@ from transforms.keys.crypto import cached_keyed_ops, encrypting_stream
 from transforms.keys.keyring import cached_keyring
 from transforms.write.sink import WriteEncryptedFiles
 
-__all__ = ['DEADLETTER_SUFFIX', 'EncryptedJsonLines', 'ROW_SAMPLE', 'WriteDeadLetters',
+__all__ = ['DEADLETTER_SUFFIX', 'EncryptedJsonLines', 'ROW_SAMPLE', 'WriteDeadLetters', 'encode',
            'problem_kind', 'seal']
 
 DEADLETTER_SUFFIX = '.jsonl.enc'
@@ -55,6 +55,12 @@ def seal(letter, erased, pseudonymize, restricted=()) -> dict:
         'raw': raw,
         **({} if letter.change is None else {'change': letter.change}),
     }
+
+
+def encode(record: dict) -> bytes:
+    """A sealed record as its line in a dead-letter file: one encoding for the batch and the
+    stream (dates and times in ISO 8601, decimals as their exact text, bytes in hex)."""
+    return json.dumps(record, ensure_ascii=False, default=_json_default).encode('utf-8')
 
 
 def _json_default(value):
@@ -135,7 +141,7 @@ class _SealFn(beam.DoFn):
         if len(self._rows[detail]) < ROW_SAMPLE and record['row'] is not None:
             self._rows[detail].append(record['row'])
         progress.count('dead', letter.table)
-        yield json.dumps(record, ensure_ascii=False, default=_json_default).encode('utf-8')
+        yield encode(record)
 
     def finish_bundle(self):
         progress.flush()
