@@ -11,6 +11,7 @@ REQUIRED = [
     'numpy>=1.24',
     'Faker>=30',
     'fastavro>=1.9',
+    'jsonschema>=4.18',  # the manifest's published shape, checked by every reader
     'fonttools>=4.40',  # the report carries the CJK glyphs it shows (transforms/commit/report_font.py)
 ]
 # Dataflow (build: the sdist staged for workers) and Cloud KMS master keys (gcp-kms://).

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from transforms.commit.manifest_schema import check as check_manifest
 from transforms.keys.crypto import file_identity, keyed_ops
 from transforms.write.delivered import avro_records, deadletter_lines, parquet_file
 from transforms.common.errors import KeyringError, NovationError, os_problem
@@ -73,32 +74,12 @@ def directory_kind(directory: str):
 
 
 def _check_shape(manifest: dict, where: str) -> None:
-    """What readers rely on: tables, their fields and key roles, and their files (each with a
-    place inside the run, rows, bytes and crc32c)."""
-    tables = manifest.get('tables')
-    if not isinstance(tables, dict):
-        raise NovationError(f'{where}: tables must be a mapping; the manifest is refused')
-    for name, entry in tables.items():
-        if not (isinstance(entry, dict) and isinstance(entry.get('fields'), list)
-                and isinstance(entry.get('column_keys'), dict)
-                and all(isinstance(entry.get(k), list) for k in ('files', 'deadletter_files'))):
-            raise NovationError(f'{where}: table {name!r} lacks fields, column_keys, files or '
-                                f'deadletter_files; the manifest is refused')
+    """What readers rely on: the manifest's format (``transforms.commit.manifest_schema``) and
+    every file's place inside the run."""
+    check_manifest(manifest, where)
+    for entry in manifest['tables'].values():
         for f in entry['files'] + entry['deadletter_files']:
-            if not (isinstance(f, dict) and isinstance(f.get('rows'), int)
-                    and isinstance(f.get('bytes'), int) and isinstance(f.get('crc32c'), str)
-                    and _is_hex(f['crc32c'])):
-                raise NovationError(f'{where}: a file of table {name!r} lacks its rows, bytes or '
-                                    f'crc32c; the manifest is refused')
-            check_contained(f.get('path'), where)
-
-
-def _is_hex(text: str) -> bool:
-    try:
-        int(text, 16)
-        return True
-    except ValueError:
-        return False
+            check_contained(f['path'], where)
 
 
 def _verified_bytes(run_dir, entry) -> bytes:

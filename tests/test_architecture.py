@@ -28,7 +28,8 @@ PURE = ('config', 'schemas', 'transforms.common.errors', 'transforms.common.file
         'transforms.detect', 'transforms.conform.casting', 'transforms.consent.rules',
         'transforms.consent.events', 'transforms.mask.methods', 'transforms.read.csv_ranges',
         'transforms.read.csv_records', 'transforms.keys', 'transforms.commit.report',
-        'transforms.commit.audit', 'transforms.stream.changes', 'transforms.stream.cdc_values',
+        'transforms.commit.audit', 'transforms.commit.manifest_schema',
+        'transforms.stream.changes', 'transforms.stream.cdc_values',
         'pipelines.options', 'pipelines.cli', 'pipelines.commands', 'pipelines.progress')
 
 

@@ -96,3 +96,10 @@ def test_the_architecture_page_names_every_stage_package():
     packages = sorted(d for d in os.listdir(os.path.join(ROOT, 'transforms'))
                       if os.path.isfile(os.path.join(ROOT, 'transforms', d, '__init__.py')))
     assert [p for p in packages if f'`transforms/{p}/`' not in page] == []
+
+
+def test_the_published_manifest_schema_is_the_readers():
+    import json
+    from transforms.commit.manifest_schema import SCHEMA
+    published = json.loads(_text(os.path.join(ROOT, 'docs', 'manifest.schema.json')))
+    assert published == SCHEMA, 'docs/manifest.schema.json: write json.dumps(SCHEMA, indent=2)'

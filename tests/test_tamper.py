@@ -334,7 +334,7 @@ def test_an_edited_manifest_is_refused_by_every_reader(demo_run, tmp_path, edit)
     # still refused: the manifest is not a way to open any file
     if edit in ('path outside', 'path climbing', 'no crc32c'):
         _reseal(run_dir, manifest, keys)
-        why = 'lacks its rows, bytes or crc32c' if edit == 'no crc32c' else \
+        why = 'files\\[0\\] lacks a required key' if edit == 'no crc32c' else \
             'is not a place inside the run directory'
         with pytest.raises(NovationError, match=why):
             read_table(run_dir, keys=keys, table='customers')

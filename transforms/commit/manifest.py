@@ -26,13 +26,13 @@ from transforms.keys.keyring import cached_keyring
 from transforms.common.errors import DeadLetterLimitExceeded, RiskLimitExceeded
 from transforms.common.reasons import DATA_QUALITY_REASONS, REASONS
 from transforms.common.run import Run
+from transforms.commit.manifest_schema import MANIFEST_FORMAT, Manifest
 from transforms.keys.seal import write_sealed_json
 
 __all__ = ['MANIFEST_FILE', 'WriteManifest', 'build_manifest', 'file_facts', 'percent',
            'relative_path', 'write_report']
 
 MANIFEST_FILE = 'manifest.json'
-MANIFEST_FORMAT = 'novation-manifest/1'
 _CHUNK = 4 << 20
 ENCRYPTION = {
     'parquet': 'Parquet Modular Encryption, AES_GCM_V1, fresh 256-bit data keys per file, '
@@ -177,7 +177,7 @@ def percent(share: float) -> str:
     return f'{share * 100:.3g}%'
 
 
-def build_manifest(run: Run, counts: dict, files: list, risk: dict = None) -> dict:
+def build_manifest(run: Run, counts: dict, files: list, risk: dict = None) -> Manifest:
     """Assemble and check the manifest (pure).
 
     ``counts`` maps (kind, table, source, reason) to a count, kind in read|lines|written|dead|
