@@ -12,6 +12,7 @@ REQUIRED = [
     'Faker>=30',
     'fastavro>=1.9',
     'jsonschema>=4.18',  # the manifest's published shape, checked by every reader
+    'Jinja2>=3.1',  # the report's HTML, autoescaped (transforms/commit/templates)
     'fonttools>=4.40',  # the report carries the CJK glyphs it shows (transforms/commit/report_font.py)
 ]
 # Dataflow (build: the sdist staged for workers) and Cloud KMS master keys (gcp-kms://).
@@ -27,7 +28,7 @@ setuptools.setup(
     python_requires='>=3.10',
     packages=setuptools.find_packages(include=['pipelines*', 'transforms*', 'schemas', 'config']),
     package_data={'schemas': ['*.avsc'], 'config': ['*.yaml'],
-                  'transforms.commit': ['fonts/*']},
+                  'transforms.commit': ['fonts/*', 'templates/*']},
     install_requires=REQUIRED,
     extras_require={
         'gcp': GCP,

@@ -78,6 +78,23 @@ def test_counts_that_do_not_add_up_are_shown_as_such():
     assert '<span class="bad">' in render_html(report)
 
 
+@pytest.mark.parametrize('name', ['<script>alert(1)</script>', '"><img src=x onerror=1>',
+                                  "O'Brien & Sons"])
+def test_what_the_manifest_names_is_escaped_wherever_the_page_shows_it(name):
+    """Table and file names reach the page from the seller's files: the templates escape all
+    of it (Jinja2's autoescape), in text, in attributes and in the charts' labels."""
+    m = manifest(no_consent=2)
+    m['tables'] = {name: m['tables'].pop('customers'), **m['tables']}
+    for source in m['sources']:
+        if source['table'] == 'customers':
+            source['table'], source['path'] = name, f'exports/{name}.csv'
+    page = render_html(build_report(m))
+    assert name not in page and '<script' not in page and '<img' not in page
+    import html as html_module
+    assert html_module.escape(name, quote=True).replace('&#x27;', '&#39;').replace(
+        '&quot;', '&#34;') in page
+
+
 def test_a_run_without_refusals_says_so():
     assert 'No record was refused.' in render_html(build_report(manifest()))
 

@@ -6,14 +6,17 @@ what did not and why: per table and per source file, refusals by reason with the
 meaning and the law behind it, sensitive fields withheld, the customers admitted and refused,
 how each field was treated, the keys used (ids only) and the reconciliation of every count.
 ``render_html(report)`` draws it as one self-contained page (inline CSS and SVG charts, no
-script, nothing loaded from the network) that prints well. Neither holds a personal value: the
-manifest holds none, so the report is readable by anyone who may read the manifest.
+script, nothing loaded from the network) that prints well, with the Jinja2 templates in
+``templates/`` (autoescaped: every value the page shows is escaped there). Neither holds a
+personal value: the manifest holds none, so the report is readable by anyone who may read the
+manifest.
 """
 
 import datetime
-import html
 import os
 from typing import Dict, List
+
+import jinja2
 
 from transforms.commit.report_font import font_face
 from transforms.common.reasons import DATA_QUALITY_REASONS, REGISTRY
@@ -299,29 +302,27 @@ def _customers(manifest, t):
 
 
 # ---------------------------------------------------------------------------------------------
-# HTML
+# HTML: templates/ (Jinja2, autoescaped) draw what the functions below lay out
 
-_CSS = """
-body{font-family:"Noto Sans CJK SC","Noto Sans",Arial,"Novation CJK",sans-serif;margin:2em auto;
-max-width:60em;
-color:#1b1b1b;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid
-#ccc}p.lead{font-size:1.1em}table{border-collapse:collapse;width:100%;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-align:top;
-overflow-wrap:anywhere}svg{max-width:100%;height:auto}
-td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}
-.ok{color:#1a7f37;font-weight:bold}.bad{color:#b42318;font-weight:bold}
-.legend span{display:inline-block;margin-right:1em}.legend i{display:inline-block;width:.9em;
-height:.9em;margin-right:.3em;vertical-align:middle}small{color:#555}
-svg text{font-size:12px;font-family:inherit}
-@media print{body{margin:0;max-width:none}h2{break-after:avoid}table,svg{break-inside:avoid}}
-"""
 _COLOURS = ['#4c78a8', '#f58518', '#e45756', '#72b7b2', '#54a24b', '#eeca3b', '#b279a2',
             '#9d755d']
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                'templates')),
+    autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_TEMPLATES.filters['n'] = lambda number: f'{number:,}'
 
 
-def _e(value) -> str:
-    return html.escape(str(value))
+def _render(template: str, report: dict, title: str, subtitle: str, view: dict) -> str:
+    """One self-contained page, carrying the CJK glyphs it shows (transforms.commit.report_font):
+    readable on a machine without a Chinese font."""
+    page = _TEMPLATES.get_template(template).render(
+        report=report, t=report['text'], lang=report['lang'], title=title, subtitle=subtitle,
+        view=view)
+    return page.replace(_FONT_SLOT, font_face(page), 1)
+
+
+_FONT_SLOT = '/*font*/'
 
 
 def _text_width(text: str, size: int = 12) -> int:
@@ -340,38 +341,31 @@ def _fit(text: str, width: int) -> str:
     return '…' + text
 
 
-def _bars(rows: List[Dict], keys: List[str], labels: Dict[str, str], title: str) -> str:
-    """A horizontal stacked bar chart (inline SVG): one bar a row, one segment a key."""
+def chart(rows: List[Dict], keys: List[str], labels: Dict[str, str], title: str):
+    """The layout of a horizontal stacked bar chart (drawn as inline SVG by the template's
+    ``bars``): one bar a row, one segment a key; None for no rows."""
     if not rows:
-        return ''
+        return None
     bar_h, gap = 18, 8
     label_w = min(360, max(90, max(_text_width(r['label']) for r in rows) + 12))
     width = label_w + 560
     total = max(sum(r['values'].get(k, 0) for k in keys) for r in rows) or 1
     scale = (width - label_w - 70) / total
-    height = len(rows) * (bar_h + gap) + gap
-    parts = [f'<svg role="img" aria-label="{_e(title)}" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">']
+    bars = []
     for i, r in enumerate(rows):
-        y = gap + i * (bar_h + gap)
-        shown = _fit(str(r['label']), label_w - 12)
-        parts.append(f'<text x="{label_w - 6}" y="{y + bar_h - 5}" text-anchor="end">'
-                     f'{_e(shown)}<title>{_e(r["label"])}</title></text>')
-        x = label_w
+        x, segments = label_w, []
         for k, colour in zip(keys, _COLOURS * 4):
             n = r['values'].get(k, 0)
             if n:
                 w = max(1.0, n * scale)
-                parts.append(f'<rect class="bar" x="{x:.1f}" y="{y}" width="{w:.1f}" '
-                             f'height="{bar_h}" fill="{colour}"><title>{_e(labels[k])}: '
-                             f'{n:,}</title></rect>')
+                segments.append({'x': x, 'w': w, 'colour': colour, 'label': labels[k], 'n': n})
                 x += w
-        parts.append(f'<text x="{x + 4:.1f}" y="{y + bar_h - 5}">'
-                     f'{sum(r["values"].get(k, 0) for k in keys):,}</text>')
-    parts.append('</svg>')
-    legend = ''.join(f'<span><i style="background:{c}"></i>{_e(labels[k])}</span>'
-                     for k, c in zip(keys, _COLOURS * 4))
-    return f'<figure><div class="legend">{legend}</div>{"".join(parts)}</figure>'
+        bars.append({'y': gap + i * (bar_h + gap), 'label': str(r['label']),
+                     'shown': _fit(str(r['label']), label_w - 12), 'segments': segments,
+                     'end': x, 'total': sum(r['values'].get(k, 0) for k in keys)})
+    return {'title': title, 'width': width, 'height': len(rows) * (bar_h + gap) + gap,
+            'label_w': label_w, 'bar_h': bar_h, 'bars': bars,
+            'legend': [(labels[k], c) for k, c in zip(keys, _COLOURS * 4)]}
 
 
 def row_ranges(rows) -> str:
@@ -388,47 +382,17 @@ def row_ranges(rows) -> str:
     return ', '.join(out)
 
 
-def _table(headers, rows, numeric=()) -> str:
-    head = ''.join(f'<th>{_e(h)}</th>' for h in headers)
-    body = ''.join('<tr>' + ''.join(
-        f'<td class="n">{v:,}</td>' if i in numeric and isinstance(v, int) else
-        f'<td>{v}</td>' for i, v in enumerate(row)) + '</tr>' for row in rows)
-    return f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _moved_and_refused(items, label, t, title) -> str:
+def _moved_and_refused(items, label, t, title):
     """A chart of records moved and refused, a bar per table or source file."""
-    return _bars([{'label': x[label], 'values': {'written': x['rows_written'],
+    return chart([{'label': x[label], 'values': {'written': x['rows_written'],
                                                  'refused': x['rows_refused']}}
                   for x in items], ['written', 'refused'],
                  {'written': t['written'], 'refused': t['refused']}, title)
 
 
-_FONT_SLOT = '/*font*/'
-
-
-def _page(parts) -> str:
-    """The page, carrying the CJK glyphs it shows (transforms.commit.report_font): readable on a
-    machine without a Chinese font."""
-    page = '\n'.join(parts)
-    return page.replace(_FONT_SLOT, font_face(page), 1)
-
-
-def _head(lang: str, title: str, subtitle: str) -> str:
-    """The page's head: no script, nothing from the network (its content security policy)."""
-    return (f'<!DOCTYPE html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head>'
-            f'<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
-            f'content="default-src \'none\'; style-src \'unsafe-inline\'; font-src data:">'
-            f'<title>{_e(title)}</title><style>{_CSS}{_FONT_SLOT}</style></head><body>'
-            f'<h1>{_e(title)}</h1><p><small>{_e(subtitle)}</small></p>')
-
-
-def _reason_table(report, t) -> str:
-    return _table([t['reason'], t['meaning'], t['law'], t['count']],
-                  [(f'<code>{_e(r["reason"])}</code><br><small>{_e(r["kind"])}</small>',
-                    _e(r['meaning']), _e(r['law']),
-                    report['totals']['refused_by_reason'][r['reason']])
-                   for r in report['reasons']], numeric=(3,))
+def _reason_rows(report) -> list:
+    return [({'code': r['reason'], 'small': r['kind']}, r['meaning'], r['law'],
+             report['totals']['refused_by_reason'][r['reason']]) for r in report['reasons']]
 
 
 def _reasons(reasons_seen, lang, t) -> list:
@@ -442,90 +406,51 @@ def render_html(report: dict) -> str:
     """The report as one self-contained HTML page."""
     t = report['text']
     reasons = [r['reason'] for r in report['reasons']]
-    labels = {r: r for r in reasons}
-    out = [_head(report['lang'], t['title'], f'{t["run"]} {report["run_id"]} · '
-                                             f'{t["completed"]} {report["completed_at"]}'),
-           f'<p>{_e(report["summary"]["transfer"])}</p>',
-           f'<p class="lead" id="moved">{_e(report["summary"]["moved"])}</p>']
-    if report['summary']['reconciles']:
-        out.append(f'<p class="ok">{_e(report["summary"]["reconciles"])}</p>')
-    if report.get('plan'):
-        out.append(f'<p><small>{_e(report["plan"])}</small></p>')
-    out.append(f'<h2>{_e(t["by_table"])}</h2>')
-    out.append(_moved_and_refused(report['tables'], 'table', t, t['by_table']))
-    out.append(_table([t['table'], t['read'], t['written'], t['refused']],
-                      [(_e(x['table']), x['rows_read'], x['rows_written'], x['rows_refused'])
-                       for x in report['tables']], numeric=(1, 2, 3)))
-    out.append(f'<h2>{_e(t["by_reason"])}</h2>')
-    if reasons:
-        out.append(_bars([{'label': x['table'], 'values': x['refused_by_reason']}
-                          for x in report['tables'] if x['rows_refused']], reasons, labels,
-                         t['by_reason']))
-        out.append(_reason_table(report, t))
-    else:
-        out.append(f'<p>{_e(t["no_refusals"])}</p>')
-    c = report['customers']
-    out.append(f'<h2>{_e(t["customers"])}</h2><p>{_e(c["text"])}</p>')
-    if report.get('notice'):
-        out.append(f'<p>{_e(report["notice"])}</p>')
-    withheld = [x for x in report['tables'] if x['sensitive_withheld_rows']]
-    if withheld:
-        out.append(f'<h2>{_e(t["sensitive"])}</h2>')
-        for x in withheld:
-            text = t['sensitive_text'].format(n=f'{x["sensitive_withheld_rows"]:,}',
-                                              table=x['table'])
-            out.append(f'<p>{_e(text)}</p>')
     risk = report.get('risk')
-    if risk:
-        out.append(f'<h2>{_e(t["risk"])}</h2><p>{_e(risk["text"])}</p>')
-        if risk['above_target']:
-            out.append(f'<p class="bad">{_e(t["risk_high"])}</p>')
-        out += [f'<p>{_e(line)}</p>' for line in risk['l_diversity']]
-        out.append(_bars([{'label': size, 'values': {'classes': n}}
-                          for size, n in list(risk['class_sizes'].items())[:30]],
-                         ['classes'], {'classes': t['classes']}, t['risk']))
-    out.append(f'<h2>{_e(t["by_source"])}</h2>')
-    out.append(_moved_and_refused(report['sources'], 'file', t, t['by_source']))
-    out.append(_table([t['source'], t['table'], t['read'], t['written'], t['refused'],
-                       t['reason']],
-                      [(f'{_e(s["file"])}<br><small>{_e(s["path"])}</small>', _e(s['table']),
-                        s['rows_read'], s['rows_written'], s['rows_refused'],
-                        ', '.join(f'{_e(r)} {n:,}' for r, n in s['refused_by_reason'].items()))
-                       for s in report['sources']], numeric=(2, 3, 4)))
     details = [(x['table'], d) for x in report['tables'] for d in x['detail']]
-    if details:
-        out.append(f'<h2>{_e(t["detail"])}</h2><p>{_e(t["detail_text"])}</p>')
-        out.append(f'<h3>{_e(t["by_field"])}</h3>')
-        out.append(_bars([{'label': f'{x["table"]}.{field}', 'values': {'count': n}}
-                          for x in report['tables']
-                          for field, n in x['problems_by_field'].items()],
-                         ['count'], {'count': t['count']}, t['by_field']))
-        out.append(_table(
-            [t['table'], t['reason'], t['field'], t['problem'], t['got'], t['source'],
-             t['count'], t['rows']],
-            [(_e(table), f'<code>{_e(d["reason"])}</code>', _e(d['field']), _e(d['problem']),
-              _e(d['got']), _e(os.path.basename(d['source_file'])), d['count'],
-              _e(row_ranges(d['first_rows']) + (
-                  ' ' + t['more'].format(n=f'{d["count"] - len(d["first_rows"]):,}')
-                  if d['count'] > len(d['first_rows']) and d['first_rows'] else '')))
-             for table, d in details], numeric=(6,)))
-    out.append(f'<h2>{_e(t["fields"])}</h2>')
-    for x in report['tables']:
-        out.append(f'<h3>{_e(x["table"])}</h3>' + _table(
-            [t['field'], t['classification'], t['method']],
-            [(_e(f['field']), _e(f['classification']), _e(f['method'])) for f in x['fields']]))
-    out.append(f'<h2>{_e(t["reconciliation"])}</h2>')
-    out.append(_table([t['check'], t['read'], t['written'], t['refused'], ''],
-                      [(_e(x.get('file', x['table'])), x['rows_read'], x['rows_written'],
-                        x['rows_refused'], f'<span class="{"ok" if x["reconciles"] else "bad"}">'
-                        f'{_e(t["ok"]) if x["reconciles"] else "≠"}</span>')
-                       for x in report['tables'] + report['sources']], numeric=(1, 2, 3)))
-    out.append(f'<h2>{_e(t["keys"])}</h2>')
-    out.append(_table([t['role'], t['key_id']], [(f'<code>{_e(k["role"])}</code>',
-                                                  f'<code>{k["key_id"]}</code>')
-                                                 for k in report['keys']]))  # ids, not amounts
-    out.append(f'<p><small>{_e(t["footer"])}</small></p></body></html>')
-    return _page(out)
+    view = {
+        'tables_chart': _moved_and_refused(report['tables'], 'table', t, t['by_table']),
+        'table_rows': [(x['table'], x['rows_read'], x['rows_written'], x['rows_refused'])
+                       for x in report['tables']],
+        'reasons_chart': chart([{'label': x['table'], 'values': x['refused_by_reason']}
+                                for x in report['tables'] if x['rows_refused']], reasons,
+                               {r: r for r in reasons}, t['by_reason']),
+        'reason_rows': _reason_rows(report),
+        'withheld': [t['sensitive_text'].format(n=f'{x["sensitive_withheld_rows"]:,}',
+                                                table=x['table'])
+                     for x in report['tables'] if x['sensitive_withheld_rows']],
+        'risk_chart': chart([{'label': size, 'values': {'classes': n}}
+                             for size, n in list(risk['class_sizes'].items())[:30]],
+                            ['classes'], {'classes': t['classes']}, t['risk']) if risk else None,
+        'sources_chart': _moved_and_refused(report['sources'], 'file', t, t['by_source']),
+        'source_rows': [({'text': s['file'], 'small': s['path']}, s['table'], s['rows_read'],
+                         s['rows_written'], s['rows_refused'],
+                         ', '.join(f'{r} {n:,}' for r, n in s['refused_by_reason'].items()))
+                        for s in report['sources']],
+        'fields_chart': chart([{'label': f'{x["table"]}.{field}', 'values': {'count': n}}
+                               for x in report['tables']
+                               for field, n in x['problems_by_field'].items()],
+                              ['count'], {'count': t['count']}, t['by_field']),
+        'detail_rows': [
+            (table, {'code': d['reason']}, d['field'], d['problem'], d['got'],
+             os.path.basename(d['source_file']), d['count'],
+             row_ranges(d['first_rows']) + (
+                 ' ' + t['more'].format(n=f'{d["count"] - len(d["first_rows"]):,}')
+                 if d['count'] > len(d['first_rows']) and d['first_rows'] else ''))
+            for table, d in details],
+        'field_rows': {x['table']: [(f['field'], f['classification'], f['method'])
+                                    for f in x['fields']] for x in report['tables']},
+        'reconciliation_rows': [
+            (x.get('file', x['table']), x['rows_read'], x['rows_written'], x['rows_refused'],
+             {'status': 'ok' if x['reconciles'] else 'bad',
+              'text': t['ok'] if x['reconciles'] else '≠'})
+            for x in report['tables'] + report['sources']],
+        'key_rows': [({'code': k['role']}, {'code': k['key_id']})  # ids, never key material
+                     for k in report['keys']],
+    }
+    return _render('run.html', report, t['title'],
+                   f'{t["run"]} {report["run_id"]} · {t["completed"]} {report["completed_at"]}',
+                   view)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -575,28 +500,21 @@ def _seconds(iso: str) -> float:
 
 def render_epoch_html(report: dict) -> str:
     t = report['text']
-    out = [_head(report['lang'], f'{t["epoch_title"]}: {t["epoch"]} {report["epoch"]}',
-                 f'{t["stream"]} {report["run_id"]} · {t["epoch"]} {report["epoch"]} · '
-                 f'{report["committed_at"]}'),
-           f'<p class="lead" id="moved">{_e(report["summary"])}</p>',
-           f'<h2>{_e(t["ops"])}</h2>',
-           _bars([{'label': x['table'], 'values': {'c': x['ops']['c'] + x['ops']['r'],
-                                                    'u': x['ops']['u'], 'd': x['ops']['d']}}
-                  for x in report['tables'] if x['rows_written']], list('cud'),
-                 {'c': t['creates'], 'u': t['updates'], 'd': t['deletes']}, t['ops']),
-           _table([t['table'], t['creates'], t['updates'], t['deletes'], t['refused']],
-                  [(_e(x['table']), x['ops']['c'] + x['ops']['r'], x['ops']['u'],
-                    x['ops']['d'], x['rows_refused']) for x in report['tables']],
-                  numeric=(1, 2, 3, 4))]
-    if report['reasons']:
-        out += [f'<h2>{_e(t["by_reason"])}</h2>', _reason_table(report, t)]
-    out += [f'<h2>{_e(t["feeds"])}</h2>',
-            _table([t['source'], t['lines'], t['count']],
-                   [(f'{_e(x["file"])}<br><small>{_e(x["path"])}</small>',
-                     _e(f'{x["first_line"]}–{x["last_line"]}' if x['first_line'] else ''),
-                     x['changes']) for x in report['sources']], numeric=(2,)),
-            f'<p><small>{_e(t["chain"])} {_e(t["footer"])}</small></p></body></html>']
-    return _page(out)
+    view = {
+        'ops_chart': chart([{'label': x['table'], 'values': {
+            'c': x['ops']['c'] + x['ops']['r'], 'u': x['ops']['u'], 'd': x['ops']['d']}}
+            for x in report['tables'] if x['rows_written']], list('cud'),
+            {'c': t['creates'], 'u': t['updates'], 'd': t['deletes']}, t['ops']),
+        'table_rows': [(x['table'], x['ops']['c'] + x['ops']['r'], x['ops']['u'],
+                        x['ops']['d'], x['rows_refused']) for x in report['tables']],
+        'reason_rows': _reason_rows(report),
+        'source_rows': [({'text': x['file'], 'small': x['path']},
+                         f'{x["first_line"]}–{x["last_line"]}' if x['first_line'] else '',
+                         x['changes']) for x in report['sources']],
+    }
+    return _render('epoch.html', report, f'{t["epoch_title"]}: {t["epoch"]} {report["epoch"]}',
+                   f'{t["stream"]} {report["run_id"]} · {t["epoch"]} {report["epoch"]} · '
+                   f'{report["committed_at"]}', view)
 
 
 def build_stream_report(manifests: list, stream_id: str, lang: str = 'en',
@@ -652,24 +570,18 @@ def _or_dash(value) -> str:
 
 def render_stream_html(report: dict) -> str:
     t = report['text']
+    view = {
+        'epochs_chart': chart(
+            [{'label': f'{t["epoch"]} {e["epoch"]}',
+              'values': {'written': e['rows_written'], 'refused': e['rows_refused'],
+                         'retractions': e['retractions']}} for e in report['epochs']],
+            ['written', 'refused', 'retractions'],
+            {'written': t['written'], 'refused': t['refused'], 'retractions': t['retractions']},
+            t['by_epoch']),
+        'epoch_rows': [(e['epoch'], e['committed_at'], e['events'], _or_dash(e['events_per_s']),
+                        _or_dash(e['lag_seconds']), e['rows_written'], e['rows_refused'],
+                        e['retractions']) for e in report['epochs']],
+        'reason_rows': _reason_rows(report),
+    }
     title = t['stream_title'] if report['cut_over'] else t['stream_title_live']
-    out = [_head(report['lang'], title, f'{t["stream"]} {report["run_id"]}'),
-           f'<p class="lead" id="moved">{_e(report["summary"])}</p>',
-           f'<p id="pace">{_e(report["pace"])}</p>',
-           f'<h2>{_e(t["by_epoch"])}</h2>',
-           _bars([{'label': f'{t["epoch"]} {e["epoch"]}',
-                   'values': {'written': e['rows_written'], 'refused': e['rows_refused'],
-                              'retractions': e['retractions']}} for e in report['epochs']],
-                 ['written', 'refused', 'retractions'],
-                 {'written': t['written'], 'refused': t['refused'],
-                  'retractions': t['retractions']}, t['by_epoch']),
-           _table([t['epoch'], t['completed'], t['events'], t['rate'], t['lag'], t['written'],
-                   t['refused'], t['retractions']],
-                  [(e['epoch'], _e(e['committed_at']), e['events'],
-                    _or_dash(e['events_per_s']), _or_dash(e['lag_seconds']),
-                    e['rows_written'], e['rows_refused'], e['retractions'])
-                   for e in report['epochs']], numeric=(2, 3, 4, 5, 6, 7))]
-    if report['reasons']:
-        out += [f'<h2>{_e(t["by_reason"])}</h2>', _reason_table(report, t)]
-    out.append(f'<p><small>{_e(t["chain"])} {_e(t["footer"])}</small></p></body></html>')
-    return _page(out)
+    return _render('stream.html', report, title, f'{t["stream"]} {report["run_id"]}', view)
