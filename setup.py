@@ -12,6 +12,7 @@ REQUIRED = [
     'Faker>=30',
     'fastavro>=1.9',
     'jsonschema>=4.18',  # the manifest's published shape, checked by every reader
+    'python-stdnum>=1.19',  # check digits of resident IDs, USCCs and cards
     'Jinja2>=3.1',  # the report's HTML, autoescaped (transforms/commit/templates)
     'fonttools>=4.40',  # the report carries the CJK glyphs it shows (transforms/commit/report_font.py)
 ]

@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.detect.check_digits import USCC_ALPHABET
+
 __all__ = ['CHECKSUM_KINDS', 'KINDS', 'Finding', 'canonical', 'count_by_kind', 'find',
            'normalize_width', 'scan', 'valid']
 
@@ -44,7 +46,7 @@ _WIDTH = {**{0xFF01 + i: 0x21 + i for i in range(94)}, 0x3000: 0x20}
 
 _PROVINCES = '京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼'
 _PLATE_LETTER = 'A-HJ-NP-Z'
-_USCC_ALPHABET = '0123456789ABCDEFGHJKLMNPQRTUWXY'
+_USCC_ALPHABET = USCC_ALPHABET
 _NA = r'(?<![0-9A-Za-z])'  # not after a letter or digit
 _NZ = r'(?![0-9A-Za-z])'   # not before one
 _PATTERNS = {
