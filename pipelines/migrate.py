@@ -42,7 +42,7 @@ from transforms.common.run import Run
 from transforms.common.errors import ConfigError, DeadLetterLimitExceeded, NovationError
 from transforms.common.files import (check_reachable, exists, has_scheme, join, why_not_readable,
                               why_not_writable)
-from transforms.common import interrupts
+from transforms.common import interrupts, metrics
 from transforms.common import progress
 from transforms.commit.manifest import WriteManifest
 from transforms.mask.mask import Mask
@@ -253,6 +253,7 @@ def run_scratch(run: Run) -> Scratch:
 def _source_counts(source):
     """Rows read from a file, its physical lines (text formats), each column ignored in it
     and each field missing from it, as manifest counts."""
+    metrics.count(source.table, 'rows_read', source.rows_read)  # as the manifest counts them
     yield ('read', source.table, source.path, ''), source.rows_read
     if source.lines is not None:
         yield ('lines', source.table, source.path, ''), source.lines

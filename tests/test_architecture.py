@@ -14,7 +14,7 @@ PACKAGES = ('config', 'schemas', 'transforms', 'pipelines')
 # Modules that build or run pipelines: Beam composites, DoFns and the commands that launch them.
 # Everything else must import without Beam at module level.
 BEAM_MODULES = {
-    'transforms.common.batches', 'transforms.common.scratch',
+    'transforms.common.batches', 'transforms.common.metrics', 'transforms.common.scratch',
     'transforms.read.tables', 'transforms.conform.conform', 'transforms.conform.dedup',
     'transforms.consent.gate', 'transforms.mask.mask',
     'transforms.write.tables', 'transforms.write.sink', 'transforms.write.deadletter',

@@ -497,3 +497,20 @@ def test_a_stray_quote_in_an_export_costs_one_record_and_hides_none(demo_copy):
     assert not verify_run(result.run_dir, os.path.join(workdir, 'keys'))['problems']
     rows, _ = read_table(result.run_dir, keys=os.path.join(workdir, 'keys'), table='customers')
     assert not [v for v in rows.column('remarks').to_pylist() if v and '\n' in v]
+
+
+def test_the_runners_counters_show_what_the_manifest_counts(demo_run):
+    """Beam counters (the Dataflow console's view) agree with the manifest, table by table."""
+    from apache_beam.metrics.metric import MetricsFilter
+    from transforms.common.metrics import NAMESPACE
+    _, _, result = demo_run
+    found = {}
+    for counter in result.pipeline_result.metrics().query(
+            MetricsFilter().with_namespace(NAMESPACE))['counters']:
+        found[counter.key.metric.name] = found.get(counter.key.metric.name, 0) + counter.committed
+    expected = {}
+    for name, t in result.manifest['tables'].items():
+        expected[f'{name}/rows_read'] = t['rows_read']
+        expected[f'{name}/rows_written'] = t['rows_written']
+        expected.update({f'{name}/dead_letters/{r}': n for r, n in t['dead_letters'].items()})
+    assert {k: v for k, v in found.items() if v} == {k: v for k, v in expected.items() if v}

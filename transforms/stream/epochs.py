@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from transforms.commit.audit import append_event
+from transforms.common import metrics
 from transforms.common.batches import ROW, SOURCE
 from transforms.conform.casting import cast_column
 from transforms.conform.conform import conform_batch
@@ -711,6 +712,10 @@ class _EpochFn(beam.DoFn):
             for part in list(group) + [None]:
                 if epoch and (part is None or rows + part.items > self._max_rows):
                     manifest = self._commit(number, epoch, previous)
+                    for name, t in manifest['tables'].items():  # the runner's console
+                        metrics.count(name, 'changes_delivered', t['rows_written'])
+                        for reason, n in t['dead_letters'].items():
+                            metrics.count(name, f'dead_letters/{reason}', n)
                     now = time.time()
                     _PROGRESS.info('%s', epoch_line(manifest, epoch, now - self._last_line))
                     self._last_line = now

@@ -15,7 +15,7 @@ import json
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.common import progress
+from transforms.common import metrics, progress
 from transforms.common.reasons import VALUE_REASONS
 from transforms.keys.crypto import cached_keyed_ops, encrypting_stream
 from transforms.keys.keyring import cached_keyring
@@ -141,6 +141,7 @@ class _SealFn(beam.DoFn):
         if len(self._rows[detail]) < ROW_SAMPLE and record['row'] is not None:
             self._rows[detail].append(record['row'])
         progress.count('dead', letter.table)
+        metrics.count(letter.table, f'dead_letters/{record["reason"]}')
         yield encode(record)
 
     def finish_bundle(self):

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms.common import progress
+from transforms.common import metrics, progress
 from transforms.common.batches import SOURCE, holding_batches, strip_provenance
 from transforms.keys.crypto import encrypting_stream, pme_encryption_properties
 from transforms.keys.keyring import cached_keyring
@@ -58,6 +58,7 @@ class _CountBySourceFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(WriteTable.WRITTEN,
                                            ((self._table_name, item['values']), item['counts']))
         progress.count('written', self._table_name, batch.num_rows)
+        metrics.count(self._table_name, 'rows_written', batch.num_rows)
         yield strip_provenance(batch)
 
     def finish_bundle(self):
