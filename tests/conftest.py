@@ -82,3 +82,17 @@ def user_lines(stderr: str) -> list:
     speed)."""
     return [line for line in stderr.splitlines()
             if 'DEMO/TEST ONLY' not in line and not line.startswith('novation: progress: ')]
+
+
+@pytest.fixture
+def config(demo_copy):
+    """The small demo's config, loaded."""
+    from config import load_config
+    return load_config(demo_copy[1])
+
+
+@pytest.fixture
+def scratch(tmp_path, keys_dir):
+    """An empty scratch directory of run r1 under the fresh keyring."""
+    from transforms.common.scratch import Scratch
+    return Scratch(str(tmp_path / 'scratch'), keys_dir, 'r1')

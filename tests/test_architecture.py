@@ -4,6 +4,7 @@ fast and the rules can be read without the runner."""
 
 import ast
 import functools
+import glob
 import os
 
 import pytest
@@ -147,3 +148,10 @@ def test_beam_is_imported_only_by_the_modules_that_build_pipelines():
     direct = {m for m, edges in graph.items() if 'apache_beam' in edges}
     commands = {m for m in direct if m.startswith('pipelines.')}
     assert direct - commands == BEAM_MODULES
+
+
+def test_the_tests_mirror_the_stages():
+    """tests/<stage>/ beside transforms/<stage>/: a newcomer finds a stage's tests by its name."""
+    stages = sorted(d for d in os.listdir(os.path.join(ROOT, 'transforms'))
+                    if os.path.isfile(os.path.join(ROOT, 'transforms', d, '__init__.py')))
+    assert [s for s in stages if not glob.glob(os.path.join(ROOT, 'tests', s, 'test_*.py'))] == []

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 PAGES = sorted([os.path.join(ROOT, 'README.md')] +
                glob.glob(os.path.join(ROOT, 'docs', '**', '*.md'), recursive=True))

@@ -1,0 +1,1 @@
+"""Novation's tests, in folders that mirror the code's stages (docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Tests of commit: the audit log, re-identification risk, notification list, report and manifest."""

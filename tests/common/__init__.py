@@ -1,0 +1,1 @@
+"""Tests of common: scratch partitions, sorted keys, progress, signals."""

@@ -1,0 +1,1 @@
+"""Tests of config: the schemas, the transfer config and the plan."""

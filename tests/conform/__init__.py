@@ -1,0 +1,1 @@
+"""Tests of conform: casting values to their schema types."""

@@ -1,0 +1,1 @@
+"""Tests of consent: the consent rules and events."""

@@ -1,0 +1,1 @@
+"""Tests of detect: the identifier detectors and check digits."""

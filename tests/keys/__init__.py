@@ -1,0 +1,1 @@
+"""Tests of keys: keyrings, encryption and known-answer vectors."""

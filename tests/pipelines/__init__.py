@@ -1,0 +1,1 @@
+"""Tests of pipelines: the commands end to end, runners, templates and benchmarks."""

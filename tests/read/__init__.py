@@ -1,0 +1,1 @@
+"""Tests of read: exports of every format and encoding, damaged ones included."""
