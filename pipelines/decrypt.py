@@ -50,14 +50,14 @@ def load_manifest(run_dir: str, keys) -> dict:
 
 def is_stream(directory: str) -> bool:
     """Whether ``directory`` is a stream's (it holds epochs/)."""
-    from transforms.stream.epochs import EPOCHS_DIR
+    from transforms.stream.chain import EPOCHS_DIR
     return FileSystems.exists(join(directory, EPOCHS_DIR))
 
 
 def directory_kind(directory: str):
     """What ``directory`` is if it is a stream's, not a batch run's (its words, for a one-line
     error instead of a seal that cannot check), else None."""
-    from transforms.stream.epochs import CUTOVER_FILE, EPOCH_FORMAT, EPOCHS_DIR
+    from transforms.stream.chain import CUTOVER_FILE, EPOCH_FORMAT, EPOCHS_DIR
     if FileSystems.exists(join(directory, CUTOVER_FILE)) or \
             FileSystems.exists(join(directory, EPOCHS_DIR)):
         return 'a stream\'s directory (its deliveries are the epochs under epochs/)'
@@ -187,7 +187,7 @@ def stream_epochs(stream_dir: str, keys, epoch=None) -> list:
     """The epoch manifests of a stream, in the order to apply them: every seal and the chain
     checked and, once it has cut over, exactly the epochs its sealed cutover.json lists
     (``epoch``: that one only)."""
-    from transforms.stream.epochs import CUTOVER_FILE, checked_epochs
+    from transforms.stream.chain import CUTOVER_FILE, checked_epochs
     from transforms.common.errors import InputError
     run_id = stream_dir.rstrip('/').split('/')[-1]
     keyring = keys if isinstance(keys, Keyring) else load_keyring(
@@ -224,7 +224,7 @@ def stream_snapshot(stream_dir: str, keys):
     record; None for a stream without a snapshot (or whose snapshot run is gone)."""
     from transforms.commit.audit import read_log
     from transforms.keys.crypto import file_identity as identity_of
-    from transforms.stream.epochs import CUTOVER_FILE
+    from transforms.stream.chain import CUTOVER_FILE
     from transforms.keys.seal import read_sealed
     keyring = keys if isinstance(keys, Keyring) else load_keyring(
         keys, (SEAL_ROLE,), warn=False, hint=READ_HINT)

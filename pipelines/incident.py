@@ -64,7 +64,7 @@ def _find_epoch_file(stream_dir, path, keys):
     if snapshot is None:
         raise NovationError(f'{stream_dir}: the snapshot run whose plan the stream delivers '
                             f'under is not beside it, so what each field holds is unknown')
-    from transforms.stream.epochs import RETRACTION_FIELDS, RETRACTION_KEYS
+    from transforms.stream.chain import RETRACTION_FIELDS, RETRACTION_KEYS
     tables = dict(snapshot['tables'])
     if entry['kind'] == 'backfill':  # the customers to backfill: their ids, for the seller
         tables[entry['table']] = {'format': 'jsonl', 'subject_key': 'subject_id',

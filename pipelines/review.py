@@ -213,7 +213,7 @@ def reviewed(run_dir: str, keys: str) -> dict:
         return {'run_id': manifest['run_id'], 'config_sha256': manifest['config_sha256'],
                 'manifest_sha256': hashlib.sha256(read_bytes(
                     join(run_dir, MANIFEST_FILE), what='manifest')).hexdigest()}
-    from transforms.stream.epochs import CUTOVER_FILE, EPOCH_MANIFEST, epoch_dir
+    from transforms.stream.chain import CUTOVER_FILE, EPOCH_MANIFEST, epoch_dir
     manifests = stream_epochs(run_dir, keys)  # every seal, the chain and the cut-over checked
     if not manifests:
         raise NovationError(f'{run_dir}: the stream has committed no epoch yet: nothing to '

@@ -39,8 +39,8 @@ from pipelines.launch import (check_beam_args, check_plan_hash, check_reachable_
 from pipelines.options import stream_parser
 from transforms.stream.changes import ChangeProblem
 from transforms.commit.audit import append_event
-from transforms.stream.epochs import (CUTOVER_FILE, Committed, CommitEpochs, Trail, checked_epochs,
-                               conservation, committed_so_far, count, epoch_dir)
+from transforms.stream.chain import CUTOVER_FILE, Committed, Trail, checked_epochs, conservation, committed_so_far, count, epoch_dir
+from transforms.stream.epochs import CommitEpochs
 from transforms.common.errors import ConfigError, NovationError
 from transforms.common.files import exists, has_scheme, join, why_not_writable
 from transforms.keys.keyring import load_keyring

@@ -34,8 +34,9 @@ from transforms.stream.changes import Change
 from transforms.consent.events import decision_at
 from transforms.keys.crypto import cached_keyed_ops, file_identity
 from transforms.write.delivered import deadletter_lines
-from transforms.stream.epochs import (Trail, checked_epochs, commit_parts, masked_keys,
-                               prepare_items, write_cutover)
+from transforms.stream.chain import Trail, checked_epochs, write_cutover
+from transforms.stream.epochs import commit_parts, prepare_items
+from transforms.stream.deliver import masked_keys
 from transforms.common.errors import ConfigError, NovationError
 from transforms.stream.feeds import Feed, FileRead, read_feed_file, read_seed_file
 from transforms.common.files import exists, join, read_bytes

@@ -125,7 +125,7 @@ def verify_stream(stream_dir: str, keys: str) -> dict:
     size, crc32c and rows (decrypted, which authenticates it), the stream's conservation (every
     feed event accounted for), files no epoch lists, and the leak scan, with the fields'
     treatment from the snapshot run's manifest (without one, nothing is scanned)."""
-    from transforms.stream.epochs import CUTOVER_FILE, EPOCHS_DIR, conservation
+    from transforms.stream.chain import CUTOVER_FILE, EPOCHS_DIR, conservation
     keyring = load_keyring(keys, hint=READ_HINT)
     run_id = stream_dir.rstrip('/').split('/')[-1]
     result = {'run_id': run_id, 'files': 0, 'files_ok': 0, 'tables': 0, 'problems': [],

@@ -224,7 +224,7 @@ def test_epochs_deleted_replaced_or_added_break_the_log(tmp_path, tamper, expect
 
 def test_a_restart_goes_on_only_from_the_epochs_the_log_records(tmp_path):
     from pipelines.stream import check_last_epoch
-    from transforms.stream.epochs import Committed
+    from transforms.stream.chain import Committed
     out = str(tmp_path / 'out')
     shas = {n: _epoch(out, 's1', n, f'{{"epoch": {n}}}') for n in (1, 2)}
     for n, sha in shas.items():
@@ -238,7 +238,7 @@ def test_a_restart_goes_on_only_from_the_epochs_the_log_records(tmp_path):
 
 def test_an_epoch_whose_record_a_kill_cut_off_is_recorded_on_restart(tmp_path):
     from pipelines.stream import check_last_epoch
-    from transforms.stream.epochs import Committed
+    from transforms.stream.chain import Committed
     out = str(tmp_path / 'out')
     first = _epoch(out, 's1', 1, '{"epoch": 1}')
     append_event(out, 'epoch_committed', stream_id='s1', epoch=1, manifest_sha256=first)

@@ -10,7 +10,7 @@ import pytest
 from tests.pipelines.test_fuzz import _places
 from transforms.stream.cdc_values import plain_row
 from transforms.stream.changes import Change, ChangeProblem, JsonNumber, NotAChange, TimeRules
-from transforms.stream.epochs import conservation, epoch_line
+from transforms.stream.chain import conservation, epoch_line
 from transforms.stream.feeds import Feed, FeedEvent, parse_json_event, read_feed_file
 from transforms.stream.order import verdict
 from transforms.stream.consent import ChangeEvent, Counted, Decided, route
@@ -194,7 +194,7 @@ def _replaced(value, path, new):
 def test_fuzz_no_line_of_any_tool_changed_at_random_stops_the_stream(tables, keys_dir):
     from transforms.consent.rules import refusal_problems
     from transforms.keys.crypto import keyed_ops
-    from transforms.stream.epochs import deliver_changes
+    from transforms.stream.deliver import deliver_changes
     from transforms.keys.keyring import load_keyring
     ops = keyed_ops(load_keyring(keys_dir, ('pseudonym', 'token'), warn=False))
     problems = refusal_problems({'credit_management': 'consent'}, 'HK')

@@ -31,7 +31,7 @@ from pipelines.demo import prepare_demo
 from pipelines.demo_feed import land_waves, plan_feed
 from pipelines.migrate import run
 from transforms.write.delivered import parquet_file
-from transforms.stream.epochs import manifest_sha256
+from transforms.stream.chain import manifest_sha256
 from transforms.common.errors import NovationError
 from transforms.keys.keyring import load_keyring
 

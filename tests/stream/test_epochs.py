@@ -13,7 +13,7 @@ from config import load_config
 from transforms.stream.changes import Change
 from transforms.consent.rules import refusal_problems
 from transforms.keys.crypto import keyed_ops
-from transforms.stream.epochs import deliver_changes
+from transforms.stream.deliver import deliver_changes
 from transforms.keys.keyring import load_keyring
 from transforms.stream.consent import ChangeEvent, Decided
 
@@ -130,7 +130,7 @@ def test_an_epoch_commits_encrypted_files_then_a_manifest_chained_to_the_last(
     import hashlib
     import json
     from transforms.write.delivered import deadletter_lines, parquet_file
-    from transforms.stream.epochs import commit_epoch, manifest_sha256
+    from transforms.stream.chain import commit_epoch, manifest_sha256
     from transforms.stream.consent import Retraction
 
     keyring = load_keyring(keys_dir, warn=False)
@@ -192,7 +192,8 @@ def test_a_stream_of_decisions_commits_epochs_of_commit_time_chained_in_order(
     from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
     from apache_beam.testing.test_stream import TestStream as EventStream
     from apache_beam.transforms.window import TimestampedValue
-    from transforms.stream.epochs import CommitEpochs, manifest_sha256
+    from transforms.stream.epochs import CommitEpochs
+    from transforms.stream.chain import manifest_sha256
     from transforms.stream.feeds import EndOfFeeds, ReleasedUpTo
     from transforms.stream.consent import Batch, Retraction
 
@@ -236,7 +237,7 @@ def dataclasses_replace_keys(config, keys_dir):
 
 def test_resuming_reads_what_was_committed_and_refuses_a_broken_chain(table, ops, keys_dir,
                                                                       tmp_path):
-    from transforms.stream.epochs import commit_epoch, committed_so_far, manifest_sha256
+    from transforms.stream.chain import commit_epoch, committed_so_far, manifest_sha256
     from transforms.common.errors import InputError
     stream = str(tmp_path / 'stream')
     tables = {t.name: t for t in table.tables}

@@ -19,7 +19,7 @@ from tests.conftest import user_lines
 from pipelines.stream import build_stream
 from transforms.keys.crypto import keyed_ops
 from transforms.write.delivered import deadletter_lines, parquet_file
-from transforms.stream.epochs import manifest_sha256
+from transforms.stream.chain import manifest_sha256
 from transforms.stream.feeds import Feed
 from transforms.keys.keyring import load_keyring
 
@@ -437,7 +437,7 @@ def test_the_changes_applied_in_order_give_the_sellers_final_state_masked(table,
     (upserts by key, tombstones, retractions)."""
     from transforms.stream.changes import Change
     from transforms.consent.rules import refusal_problems
-    from transforms.stream.epochs import deliver_changes
+    from transforms.stream.deliver import deliver_changes
     from transforms.stream.consent import ChangeEvent, Decided
     config = dataclasses_replace_keys(table, keys_dir)
     data, consent = tmp_path / 'changes', tmp_path / 'consent'
