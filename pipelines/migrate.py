@@ -47,7 +47,8 @@ from transforms.common import progress
 from transforms.commit.manifest import WriteManifest
 from transforms.mask.mask import Mask
 from transforms.commit.notice import NotificationList
-from transforms.read.tables import ReadTable, check_file, splittable
+from transforms.read.tables import ReadTable, check_file
+from transforms.read.ranges import splittable
 from transforms.commit.risk import ReidentificationRisk
 from transforms.common.scratch import Scratch, partitions_for
 from transforms.keys.roles import column_keys, file_roles
@@ -246,7 +247,8 @@ def _remove_scratch(_, scratch):
 
 
 def run_scratch(run: Run) -> Scratch:
-    """The run's scratch files (``transforms.common.scratch``): removed once the manifest is written."""
+    """The run's scratch files (``transforms.common.scratch``): removed once the manifest is
+    written."""
     return Scratch(run.scratch_dir, run.keys_path, run.run_id)
 
 

@@ -28,7 +28,8 @@ from transforms.write.delivered import deadletter_lines
 from transforms.common.errors import ConfigError, NovationError
 from transforms.common.files import join, read_bytes
 from transforms.keys.keyring import cached_keyring
-from transforms.read.tables import ReadTable, SourceFacts, text_array
+from transforms.read.tables import ReadTable, SourceFacts
+from transforms.read.columns import text_array
 
 __all__ = ['ReplayDeadLetters', 'dead_letter_id', 'plan_replay', 'record_replay']
 

@@ -28,7 +28,9 @@ PURE = ('config', 'schemas', 'transforms.common.errors', 'transforms.common.file
         'transforms.common.progress', 'transforms.common.interrupts',
         'transforms.detect', 'transforms.conform.casting', 'transforms.consent.rules',
         'transforms.consent.events', 'transforms.mask.methods', 'transforms.read.csv_ranges',
-        'transforms.read.csv_records', 'transforms.keys', 'transforms.commit.report',
+        'transforms.read.csv_records', 'transforms.read.ranges', 'transforms.read.headers',
+        'transforms.read.encodings', 'transforms.read.columns', 'transforms.keys',
+        'transforms.commit.report',
         'transforms.commit.audit', 'transforms.commit.manifest_schema',
         'transforms.stream.changes', 'transforms.stream.cdc_values',
         'pipelines.options', 'pipelines.cli', 'pipelines.commands', 'pipelines.progress')

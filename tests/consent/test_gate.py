@@ -146,12 +146,12 @@ def test_a_registry_read_in_ranges_and_partitions_decides_as_a_whole_read(
 
     from transforms.consent import gate as consent
     from transforms.consent.rules import decide_table
-    from transforms.read import tables as read
+    from transforms.read import ranges as read_ranges
     path = tmp_path / 'registry.csv'
     path.write_text(REGISTRY_HEADER + ''.join(registry_lines(300)))
-    monkeypatch.setattr(read, 'MIN_RANGE_BYTES', 1000)
-    monkeypatch.setattr(read, 'MAX_RANGE_BYTES', 5000)
-    ranges = read.plan_ranges(FileMetadata(str(path), path.stat().st_size),
+    monkeypatch.setattr(read_ranges, 'MIN_RANGE_BYTES', 1000)
+    monkeypatch.setattr(read_ranges, 'MAX_RANGE_BYTES', 5000)
+    ranges = read_ranges.plan_ranges(FileMetadata(str(path), path.stat().st_size),
                               consent._REGISTRY_LAYOUT, 2)
     assert len(ranges) >= 4
     purposes = config.transfer.legal_bases
@@ -177,14 +177,14 @@ def test_a_bad_value_in_a_later_range_names_its_row_in_the_file(tmp_path, monkey
 
     from transforms.common.errors import InputError
     from transforms.consent import gate as consent
-    from transforms.read import tables as read
+    from transforms.read import ranges as read_ranges
     lines = registry_lines(300)
     lines[500] = lines[500].replace(',true,2023', ',maybe,2023')
     path = tmp_path / 'registry.csv'
     path.write_text(REGISTRY_HEADER + ''.join(lines))
-    monkeypatch.setattr(read, 'MIN_RANGE_BYTES', 1000)
-    monkeypatch.setattr(read, 'MAX_RANGE_BYTES', 5000)
-    ranges = read.plan_ranges(FileMetadata(str(path), path.stat().st_size),
+    monkeypatch.setattr(read_ranges, 'MIN_RANGE_BYTES', 1000)
+    monkeypatch.setattr(read_ranges, 'MAX_RANGE_BYTES', 5000)
+    ranges = read_ranges.plan_ranges(FileMetadata(str(path), path.stat().st_size),
                               consent._REGISTRY_LAYOUT, 2)
     bad = max((r for r in ranges if r.first_row <= 501), key=lambda r: r.first_row)
     assert bad.start > 0

@@ -18,10 +18,12 @@ import pytest
 
 from tests.conftest import local_pipeline
 from tests.read.test_dirty_exports import make_table
-from transforms.read import tables as read
+from transforms.read import encodings
+from transforms.read import ranges as read_ranges
 from transforms.common.batches import ROW
 from transforms.read.csv_ranges import record_splits, splittable_encoding
-from transforms.read.tables import FileRange, ReadTable, _ReadBatchesFn, plan_ranges
+from transforms.read.ranges import FileRange, plan_ranges
+from transforms.read.tables import ReadTable, _ReadBatchesFn
 
 COLUMNS = 3
 
@@ -165,8 +167,8 @@ def read_range(table, file_range):
 @pytest.mark.parametrize('bad_bytes', [False, True])
 def test_ranges_read_every_row_once_with_its_number(tmp_path, monkeypatch, bad_bytes):
     table = write_export(str(tmp_path), bad_bytes)
-    monkeypatch.setattr(read, 'MIN_RANGE_BYTES', 100)
-    monkeypatch.setattr(read, 'MAX_RANGE_BYTES', 300)
+    monkeypatch.setattr(read_ranges, 'MIN_RANGE_BYTES', 100)
+    monkeypatch.setattr(read_ranges, 'MAX_RANGE_BYTES', 300)
     ranges = plan_ranges(FileMetadata(table.path, os.path.getsize(table.path)), table, 3)
     assert len(ranges) == 9 and ranges[0].start == 0 and ranges[-1].end is None
     assert all(a.end == b.start for a, b in zip(ranges, ranges[1:]))
@@ -182,7 +184,7 @@ def test_small_or_compressed_files_are_read_whole(tmp_path, monkeypatch):
     table = write_export(str(tmp_path))
     size = os.path.getsize(table.path)
     assert plan_ranges(FileMetadata(table.path, size), table, 2) == [FileRange(table.path)]
-    monkeypatch.setattr(read, 'MIN_RANGE_BYTES', 100)
+    monkeypatch.setattr(read_ranges, 'MIN_RANGE_BYTES', 100)
     assert plan_ranges(FileMetadata(table.path, size), table, 1) == [FileRange(table.path)]
     assert plan_ranges(FileMetadata(table.path + '.gz', size), table, 2) == \
         [FileRange(table.path + '.gz')]
@@ -190,7 +192,7 @@ def test_small_or_compressed_files_are_read_whole(tmp_path, monkeypatch):
 
 def test_read_table_with_two_workers_gives_what_one_gives(tmp_path, monkeypatch):
     table = write_export(str(tmp_path))
-    monkeypatch.setattr(read, 'MIN_RANGE_BYTES', 100)
+    monkeypatch.setattr(read_ranges, 'MIN_RANGE_BYTES', 100)
     expected = read_range(table, FileRange(table.path))
     with local_pipeline() as p:
         out = p | ReadTable(table, workers=2)
@@ -209,8 +211,8 @@ def test_only_the_files_first_batch_can_condemn_its_encoding(tmp_path, monkeypat
     with open(table.path, 'wb') as f:
         f.write(b'rid,amount,day,flag,note\n' + '\n'.join(good).encode('gbk') + b'\n'
                 + b'\n'.join(bad) + b'\n')
-    monkeypatch.setattr(read, 'MIN_RANGE_BYTES', 100)
+    monkeypatch.setattr(read_ranges, 'MIN_RANGE_BYTES', 100)
     first, later = plan_ranges(FileMetadata(table.path, os.path.getsize(table.path)), table, 2)
     rows, dead, _ = read_range(table, later)  # over 20 rows, all undecodable: still just rows
-    assert len(dead) >= read.WRONG_ENCODING_ROWS and not rows
+    assert len(dead) >= encodings.WRONG_ENCODING_ROWS and not rows
     assert all(reason == 'malformed' for _, reason in dead)

@@ -10,11 +10,12 @@ import pytest
 
 from tests.read.test_dirty_exports import MARK, assert_no_value_in_reasons, make_table
 from transforms.read import csv_records as records_module
-from transforms.read import tables as read
+from transforms.read import ranges as read_ranges
 from transforms.common.batches import ROW
 from transforms.read.csv_ranges import record_splits
 from transforms.read.csv_records import broken_quote_problem, csv_records, holds_a_record
-from transforms.read.tables import FileRange, ReadTable, _ReadBatchesFn, plan_ranges
+from transforms.read.ranges import FileRange, plan_ranges
+from transforms.read.tables import ReadTable, _ReadBatchesFn
 
 
 def records(text, width=3, subject=0, **shape):
@@ -183,8 +184,8 @@ def test_a_file_with_a_stray_quote_is_read_whole(tmp_path, monkeypatch, stray):
     notes = [f'备注{i}' for i in range(1, 61)]
     notes[stray] = '"开'
     table = export(tmp_path, notes)
-    monkeypatch.setattr(read, 'MIN_RANGE_BYTES', 100)
-    monkeypatch.setattr(read, 'MAX_RANGE_BYTES', 300)
+    monkeypatch.setattr(read_ranges, 'MIN_RANGE_BYTES', 100)
+    monkeypatch.setattr(read_ranges, 'MAX_RANGE_BYTES', 300)
     ranges = plan_ranges(FileMetadata(table.path, os.path.getsize(table.path)), table, 3)
     # Before a split, the records a stray quote ran across could not be counted: read whole.
     assert ranges == [FileRange(table.path)]

@@ -25,7 +25,8 @@ from config import load_config
 from transforms.common.batches import ROW
 from transforms.conform.conform import conform_batch
 from transforms.common.errors import InputError
-from transforms.read.tables import FileRange, ReadTable, _ReadBatchesFn
+from transforms.read.ranges import FileRange
+from transforms.read.tables import ReadTable, _ReadBatchesFn
 
 # Every free-text value generated carries this letter, which no reason text contains: a leak of
 # any value into a dead letter's field or problem would show.
@@ -287,7 +288,7 @@ def test_records_whose_keys_name_no_field_are_one_error_without_values(tmp_path)
     ('x' * 65, True), ('2024-01-02 08:00:00', True),
 ])
 def test_looks_like_value(name, looks):
-    from transforms.read.tables import looks_like_value
+    from transforms.read.columns import looks_like_value
     assert looks_like_value(name) is looks
 
 

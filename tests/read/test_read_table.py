@@ -41,8 +41,8 @@ def test_read_table_keeps_row_numbers_and_dead_letters_broken_rows(config, tmp_p
     *[(['a' * ((1 << 20) + shift) + '\ufffd'], True) for shift in (-3, -2, -1, 0, 1)],
 ])
 def test_undecodable_screen_finds_every_replacement_character(values, expected):
-    from transforms.read.tables import _may_hold_replacement
-    assert _may_hold_replacement(pa.array(values, pa.string())) is expected
+    from transforms.read.encodings import may_hold_replacement
+    assert may_hold_replacement(pa.array(values, pa.string())) is expected
 
 
 @pytest.mark.parametrize('data, encoding, offset', [
@@ -53,7 +53,7 @@ def test_undecodable_screen_finds_every_replacement_character(values, expected):
     ('王五'.encode('gbk'), 'gbk', -1),
 ])
 def test_first_undecodable_byte_is_a_file_offset(tmp_path, data, encoding, offset):
-    from transforms.read.tables import first_undecodable_byte
+    from transforms.read.encodings import first_undecodable_byte
     path = tmp_path / 'f.csv'
     path.write_bytes(data)
     assert first_undecodable_byte(str(path), encoding) == offset

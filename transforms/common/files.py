@@ -25,6 +25,19 @@ def filesystems():
     return FileSystems
 
 
+def uncompressed():
+    """Beam's compression type that reads a file's bytes as they are (no decompression by
+    the file's name)."""
+    from apache_beam.io.filesystem import CompressionTypes
+    return CompressionTypes.UNCOMPRESSED
+
+
+def compressed_by_name(path: str) -> bool:
+    """Whether Beam reads ``path`` decompressed, as its name says (.gz, .bz2, ...)."""
+    from apache_beam.io.filesystem import CompressionTypes
+    return CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
+
+
 def has_scheme(path: str) -> bool:
     return '://' in path
 

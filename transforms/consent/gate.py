@@ -2,8 +2,8 @@
 
 ``ConsentDecisions`` reads the consent registry and the erasure list inside the pipeline and
 decides every customer, one hash partition of the customers at a time, into the run's scratch
-files (``transforms.common.scratch``); ``ConsentGate`` loads them once per worker process and applies
-them to a table's batches with one lookup per distinct customer of a batch.
+files (``transforms.common.scratch``); ``ConsentGate`` loads them once per worker process and
+applies them to a table's batches with one lookup per distinct customer of a batch.
 """
 
 import collections
@@ -25,7 +25,8 @@ from transforms.consent.rules import (VERDICT_CODE, VERDICTS, Decisions, FlagRun
                                       refusal_problems, registry_flags)
 from transforms.common.errors import InputError
 from transforms.mask.methods import string_form
-from transforms.read.tables import FileRange, open_range, plan_ranges, split_csv_line
+from transforms.read.ranges import FileRange, open_range, plan_ranges
+from transforms.read.headers import split_csv_line
 from transforms.common.reasons import DeadLetter
 from transforms.common.scratch import SPILL_ROWS, Partitions, write_partitions
 from transforms.common.sorted_keys import fixed_width, key_column, keys_of, partition_of, texts

@@ -2,15 +2,15 @@
 
 Every file is read in bounded memory (batch by batch, never whole) and every input row comes out
 exactly once: in a batch, with its source file and row number, or as a dead letter. Columns are
-mapped to schema fields by name or by the schema's Avro ``aliases`` (e.g. 证件号码 -> national_id).
+mapped to schema fields by name or by the schema's Avro ``aliases`` (e.g. 证件号码 -> national_id)
+(``columns.py``); large CSV files are read in byte ranges by several workers (``ranges.py``);
+a file's first bytes and header are checked before any row (``headers.py``), and its text
+encoding as it is read (``encodings.py``).
 """
 
-import codecs
 import csv
 import io
 import json
-import math
-import os
 import re
 from typing import NamedTuple, Optional
 
@@ -26,47 +26,26 @@ import pyarrow.parquet as pq
 
 from transforms.common import progress
 from transforms.common.batches import holding_batches, with_provenance
-from transforms.read.csv_ranges import record_splits, splittable_encoding
 from transforms.read.csv_records import (broken_quote_problem, csv_records, holds_a_record,
                                    split_fields)
 from transforms.common.errors import InputError
 from transforms.common.reasons import DeadLetter
+from transforms.read.columns import ColumnPlan, text_array, typed_array
+from transforms.read.encodings import (CSV_BLOCK_BYTES, DecodedStream, REPLACEMENT,
+                                       WRONG_ENCODING_ROWS, WRONG_ENCODING_SHARE,
+                                       first_undecodable_byte, may_hold_replacement)
+from transforms.read.headers import (file_head, header_problem, split_csv_line, split_line,
+                                     start_problem)
+from transforms.read.ranges import open_range, plan_ranges
 
-__all__ = ['ColumnPlan', 'DecodedStream', 'FileRange', 'ReadTable', 'first_undecodable_byte',
-           'SourceFacts', 'header_problem', 'open_range', 'plan_ranges', 'splittable',
-           'start_problem', 'text_array']
+__all__ = ['ReadTable', 'SourceFacts']
 
-_CSV_BLOCK_BYTES = 4 << 20
 _HEADER_MAX = 1 << 20  # a first line longer than this is no header
 # A record is as long as its fields: Python's csv module (headers, malformed rows) would stop
 # at 128 KiB by default.
 csv.field_size_limit(1 << 30)
 _BATCH_ROWS = 65_536
 _TEXT_BATCH_ROWS = 16_384  # JSON Lines and Avro build batches from Python values
-# A file whose first batch has at least WRONG_ENCODING_ROWS undecodable rows, more than
-# WRONG_ENCODING_SHARE of it, is in the wrong encoding as a whole: one clear error instead of a
-# dead letter per row.
-WRONG_ENCODING_SHARE = 0.5
-WRONG_ENCODING_ROWS = 20
-REPLACEMENT = '\ufffd'
-_REPLACEMENT_UTF8 = REPLACEMENT.encode('utf-8')
-# A CSV file read by several workers is cut into ranges of at least MIN_RANGE_BYTES (smaller
-# ones cost more in start-up than they save) and at most MAX_RANGE_BYTES.
-MIN_RANGE_BYTES = 16 << 20
-MAX_RANGE_BYTES = 256 << 20
-
-
-class FileRange(NamedTuple):
-    """What one reader reads: a whole file, or the records of a CSV file from byte ``start``
-    (a record start) to ``end``, numbered from ``first_row``."""
-    path: str
-    start: int = 0
-    end: Optional[int] = None
-    first_row: int = 1
-
-    @property
-    def whole(self):
-        return self.start == 0 and self.end is None
 
 
 class SourceFacts(NamedTuple):
@@ -111,261 +90,6 @@ class ReadTable(beam.PTransform):
         return read
 
 
-def splittable(path: str, size: int, table) -> bool:
-    """Whether several workers can share the file: an uncompressed CSV file of at least two
-    ranges, in an encoding where the delimiter and quote bytes are never part of a character."""
-    return (size >= 2 * MIN_RANGE_BYTES and table.format == 'csv'
-            and CompressionTypes.detect_compression_type(path) == CompressionTypes.UNCOMPRESSED
-            and splittable_encoding(table.encoding, table.delimiter, table.quote))
-
-
-def plan_ranges(metadata, table, workers):
-    """The ranges one file is read in: whole, or for a large CSV file read by several workers,
-    a multiple of ``workers`` ranges cut at record starts (see transforms.read.csv_ranges)."""
-    path, size = metadata.path, metadata.size_in_bytes
-    if path.endswith(('/', os.sep)):
-        return []  # a directory matched by the pattern, as fileio.ReadMatches skips it
-    count = workers * max(1, math.ceil(size / (workers * MAX_RANGE_BYTES)))
-    count = min(count, size // MIN_RANGE_BYTES)
-    if count < 2 or not splittable(path, size, table):
-        return [FileRange(path)]
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        header = f.readline() if table.header else b''
-        width = (len(split_csv_line(header.decode(table.encoding, 'replace'), table.delimiter,
-                                    table.quote) or []) if table.header
-                 else len(table.schema.field_names))
-        splits = record_splits(f, len(header), [len(header) + (size - len(header)) * k // count
-                                                for k in range(1, count)],
-                               delimiter=table.delimiter, quote=table.quote, width=width)
-    splits = [s for s in splits or [] if s.offset < size]
-    if not splits:
-        return [FileRange(path)]
-    starts = [(0, 0)] + [(s.offset, s.rows_before) for s in splits]
-    ends = [s.offset for s in splits] + [None]
-    return [FileRange(path, start, end, rows_before + 1)
-            for (start, rows_before), end in zip(starts, ends)]
-
-
-# A column name longer than this, or holding this many digits, is more likely a value.
-_NAME_MAX = 64
-_NAME_DIGITS = 6
-
-
-def looks_like_value(name: str) -> bool:
-    """Whether a column name looks like a customer's value rather than a name: an identifier
-    the detectors find, many digits, an @, or very long."""
-    from transforms.detect.detectors import find
-    return (len(name) > _NAME_MAX or sum(c.isdigit() for c in name) >= _NAME_DIGITS
-            or '@' in name or bool(find(name)))
-
-
-def shown_columns(names) -> list:
-    """Column names as messages and the manifest show them. If any looks like a value, the
-    line they come from is probably a record, not a header: none of them is shown (a name
-    next to an ID number may be the customer's own)."""
-    names = list(names)
-    if _any_looks_like_value(names):
-        return [f'<{len(names)} name(s) not shown: some look like values, so the first line '
-                f'may be a record, not a header>']
-    return names
-
-
-def _any_looks_like_value(names) -> bool:
-    """``looks_like_value`` over many names, the detectors run once over all of them."""
-    from transforms.detect.detectors import scan
-    return any(len(n) > _NAME_MAX or sum(c.isdigit() for c in n) >= _NAME_DIGITS or '@' in n
-               for n in names) or bool(names and scan(list(names)))
-
-
-def _some(names, shown=20) -> str:
-    """Names for a one-line message: the first ``shown``, then how many more."""
-    names = list(names)
-    more = f' and {len(names) - shown:,} more' if len(names) > shown else ''
-    return ', '.join(str(n) for n in names[:shown]) + more
-
-
-class ColumnPlan:
-    """How a file's columns map to the schema's fields (pure).
-
-    A column is a field's name or one of its aliases. Columns that are no field are an error
-    (they would be unclassified data) unless the table says ``extra_columns: ignore``; then they
-    are left out and listed in the manifest. Missing nullable fields read as nulls; missing
-    required fields are an error.
-    """
-
-    def __init__(self, table):
-        self._table = table
-        self._field_of = {}
-        for f in table.schema.fields:
-            for name in (f.name,) + f.aliases:
-                self._field_of[name] = f.name
-
-    def knows(self, column: str) -> bool:
-        """Whether ``column`` names a field of the schema (by name or alias)."""
-        return column in self._field_of
-
-    def field(self, column: str) -> str:
-        """The field ``column`` names (a field's name or one of its aliases)."""
-        return self._field_of[column]
-
-    def resolve(self, columns, path, *, require_all=True):
-        """(source column -> field, ignored columns), or InputError naming what is wrong.
-
-        ``require_all=False`` (JSON Lines, where each record names its own keys) leaves missing
-        required fields to Conform, row by row.
-        """
-        schema = self._table.schema
-        if columns and not any(c in self._field_of for c in columns):
-            raise InputError(f'{path}: none of its {len(columns)} column names is a field of '
-                             f'{schema.source}: a file without its header line, or another '
-                             f'table\'s file? (the names are not shown: they may be data)')
-        mapping, ignored, seen = {}, [], {}
-        for column in columns:
-            field = self._field_of.get(column)
-            if field is None:
-                ignored.append(column)
-                continue
-            if field in seen:
-                raise InputError(f'{path}: columns {seen[field]!r} and {column!r} both map to '
-                                 f'field {field!r} of {schema.source}')
-            seen[field] = column
-            mapping[column] = field
-        ignored = shown_columns(ignored) if ignored else []  # the manifest lists them
-        if ignored and self._table.extra_columns != 'ignore':
-            raise InputError(
-                f'{path}: column(s) not in the schema (unclassified): {_some(ignored)}; '
-                f'classify them in {schema.source} (or add an alias), or set tables.'
-                f'{self._table.name}.extra_columns: ignore')
-        missing = [f.name for f in schema.fields if f.name not in seen and not f.nullable]
-        if missing and require_all:
-            raise InputError(f'{path}: missing required column(s) {", ".join(missing)} of '
-                             f'{schema.source}')
-        return mapping, ignored
-
-    def batch(self, batch: pa.RecordBatch, mapping) -> pa.RecordBatch:
-        """``batch`` with the schema's fields in order; absent fields as null text."""
-        by_field = {field: batch.column(column) for column, field in mapping.items()}
-        n = batch.num_rows
-        names = self._table.schema.field_names
-        return pa.RecordBatch.from_arrays(
-            [by_field[name] if name in by_field else pa.nulls(n, pa.string()) for name in names],
-            names=list(names))
-
-
-def _may_hold_replacement(column: pa.Array) -> bool:
-    """Whether a string column may hold U+FFFD: a search of its data buffer, 1 MB at a time (a
-    copy of the whole buffer would add to the peak), several times faster than matching value
-    by value. A slice's buffer may hold more than its values, so a hit is only a "may"."""
-    data = column.buffers()[2]
-    if data is None:
-        return False
-    view, step = memoryview(data), 1 << 20
-    # windows overlap by two bytes, so a sequence across a window's end is still found
-    return any(_REPLACEMENT_UTF8 in view[i:i + step + 2].tobytes()
-               for i in range(0, len(view), step))
-
-
-class DecodedStream(io.RawIOBase):
-    """A binary file in ``encoding`` read as UTF-8; undecodable bytes become U+FFFD.
-
-    The rows holding U+FFFD are then dead-lettered one by one, so a few bad bytes cost a few
-    rows, not the file. A UTF-8 byte-order mark at the file start is dropped.
-    """
-
-    def __init__(self, raw, encoding, *, file_start=True):
-        super().__init__()
-        self._raw = raw
-        name = ('utf-8-sig' if codecs.lookup(encoding).name == 'utf-8' and file_start
-                else encoding)
-        self._decoder = codecs.getincrementaldecoder(name)(errors='replace')
-        self._pending = b''
-        self._pos = 0  # how much of _pending was handed out (no re-slicing per small read)
-        self._eof = False
-        self._newlines, self._last = 0, b'\n'
-
-    @property
-    def lines(self) -> int:
-        """Physical lines decoded so far (a last line without a line ending counts)."""
-        return self._newlines + (self._last != b'\n')
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        while self._pos == len(self._pending) and not self._eof:
-            chunk = self._raw.read(_CSV_BLOCK_BYTES)
-            self._eof = not chunk
-            self._pending = self._decoder.decode(chunk, final=self._eof).encode('utf-8')
-            self._pos = 0
-            if self._pending:
-                self._newlines += self._pending.count(b'\n')
-                self._last = self._pending[-1:]
-        n = min(len(buffer), len(self._pending) - self._pos)
-        buffer[:n] = self._pending[self._pos:self._pos + n]
-        self._pos += n
-        return n
-
-
-def first_undecodable_byte(path: str, encoding: str) -> int:
-    """File offset of the first byte sequence that ``encoding`` cannot decode (-1: none)."""
-    from apache_beam.io.filesystems import FileSystems
-    decoder = codecs.getincrementaldecoder(encoding)()
-    offset = 0
-    with FileSystems.open(path) as f:
-        while True:
-            chunk = f.read(1 << 20)
-            try:
-                decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError as e:
-                # e.start counts from the bytes the decoder held back plus this chunk
-                pending = len(e.object) - len(chunk)
-                return offset - pending + e.start
-            if not chunk:
-                return -1
-            offset += len(chunk)
-
-
-class _RangeStream(io.RawIOBase):
-    """The bytes of ``raw`` up to ``length`` (None: all of them)."""
-
-    def __init__(self, raw, length):
-        super().__init__()
-        self._raw = raw
-        self._left = length
-        self._read = 0
-
-    def readable(self):
-        return True
-
-    def tell(self):
-        return self._read  # bytes of the range read so far
-
-    def read(self, size=-1):
-        if self._left is None:
-            chunk = self._raw.read(size)
-        else:
-            size = self._left if size is None or size < 0 else min(size, self._left)
-            chunk = self._raw.read(size)
-            self._left -= len(chunk)
-        self._read += len(chunk)
-        return chunk
-
-    def readinto(self, buffer):
-        chunk = self.read(len(buffer))
-        buffer[:len(chunk)] = chunk
-        return len(chunk)
-
-
-def open_range(file_range):
-    """A readable stream of the range's bytes; a whole file is decompressed as its name says."""
-    if file_range.whole:
-        return FileSystems.open(file_range.path)
-    f = FileSystems.open(file_range.path, compression_type=CompressionTypes.UNCOMPRESSED)
-    f.seek(file_range.start)
-    end = file_range.end
-    return _RangeStream(f, None if end is None else end - file_range.start)
-
-
 class _Progress:
     """Counts a file's rows read and bytes consumed (``transforms.common.progress``); ``position``
     says how far into the file the reader is, in bytes of the file."""
@@ -396,7 +120,7 @@ class _ReadBatchesFn(beam.DoFn):
         state = {'mapping': None, 'ignored': [], 'present': set()}
         self._lines = None
         if file_range.start == 0:
-            problem = start_problem(_file_head(path), self._table, path)
+            problem = start_problem(file_head(path), self._table, path)
             if problem:
                 raise InputError(problem)
         with open_range(file_range) as f:
@@ -444,7 +168,7 @@ class _ReadBatchesFn(beam.DoFn):
         masks = {name: pc.fill_null(pc.match_substring(batch.column(name), REPLACEMENT), False)
                  for name in batch.schema.names
                  if pa.types.is_string(batch.schema.field(name).type)
-                 and _may_hold_replacement(batch.column(name))}
+                 and may_hold_replacement(batch.column(name))}
         bad = np.zeros(batch.num_rows, dtype=bool)
         for mask in masks.values():
             bad |= mask.to_numpy(zero_copy_only=False)
@@ -557,7 +281,7 @@ class _ReadBatchesFn(beam.DoFn):
         try:
             reader = pa_csv.open_csv(
                 text,
-                read_options=pa_csv.ReadOptions(column_names=columns, block_size=_CSV_BLOCK_BYTES,
+                read_options=pa_csv.ReadOptions(column_names=columns, block_size=CSV_BLOCK_BYTES,
                                                 use_threads=False),
                 parse_options=pa_csv.ParseOptions(delimiter=t.delimiter, quote_char=t.quote,
                                                   newlines_in_values=True,
@@ -660,7 +384,7 @@ class _ReadBatchesFn(beam.DoFn):
             raise InputError(f'{path}: the header line cannot be split into columns at '
                              f'{t.delimiter!r} (an unterminated {t.quote!r} quote, or a line '
                              f'ending inside it?)')
-        columns = _split_line(line, self._table.delimiter, self._table.quote)
+        columns = split_line(line, self._table.delimiter, self._table.quote)
         problem = header_problem(columns, line, self._table, self._plan, path)
         if problem:
             raise InputError(problem)
@@ -759,22 +483,11 @@ def _undamaged(items, path, fmt, done):
         yield item
 
 
-# The first bytes of files in formats a seller may hand over instead of the one configured.
-_MAGIC = ((b'PAR1', 'parquet'), (b'Obj\x01', 'avro'))
-_HEAD_BYTES = 4
-OTHER_DELIMITERS = (',', ';', '\t', '|')
-
-
-def _file_head(path: str) -> bytes:
-    with FileSystems.open(path) as f:  # decompressed as the name says, as the reader will
-        return f.read(_HEAD_BYTES)
-
-
 def check_file(table, path: str) -> None:
     """What the reader would stop on at a file's start, found before a run reads any data:
     another format, an encoding mark, a header (CSV) or schema (Parquet, Avro) whose columns
     the table's schema does not classify. Raises InputError."""
-    problem = start_problem(_file_head(path), table, path)
+    problem = start_problem(file_head(path), table, path)
     if problem:
         raise InputError(problem)
     columns = None
@@ -792,86 +505,6 @@ def check_file(table, path: str) -> None:
                                  ) from None
     if columns is not None:
         ColumnPlan(table).resolve(columns, path)
-
-
-def start_problem(head: bytes, table, path: str) -> Optional[str]:
-    """What is wrong with a file whose first bytes are ``head`` (the whole file if shorter),
-    read as ``table`` says; None if nothing shows yet (pure).
-
-    Recognised: another format's magic bytes, a ZIP archive (a spreadsheet), a UTF-16 or a
-    UTF-8 byte-order mark against another encoding, an empty file where rows or a header
-    are needed. A text file without rows, or a CSV file without rows and header, is an empty
-    table, not an error.
-    """
-    fmt, key = table.format, f'tables.{table.name}'
-    actual = next((f for magic, f in _MAGIC if head.startswith(magic)), None)
-    if not head:
-        if fmt in ('avro', 'parquet'):
-            return f'{path} is empty (0 bytes), not a {fmt} file'
-        if fmt == 'csv' and table.header:
-            return (f'{path} is empty (0 bytes): a CSV export has at least its header line '
-                    f'(or set {key}.header: false)')
-        return None
-    if head.startswith(b'PK\x03\x04'):
-        return (f'{path} is a ZIP archive (an Excel workbook?), not {fmt}: export the table '
-                f'as {fmt}')
-    if fmt in ('avro', 'parquet'):
-        if actual == fmt:
-            return None
-        if actual:
-            looks = f'it is {actual}; set {key}.format: {actual}'
-        elif _looks_like_text(head):
-            looks = f'it looks like text (CSV or JSON Lines?); set {key}.format'
-        else:
-            looks = 'its first bytes are those of no format Novation reads'
-        return f'{path} is not a {fmt} file: {looks}'
-    if actual:
-        return f'{path} is a {actual} file, not {fmt}: set {key}.format: {actual}'
-    if head.startswith((b'\xff\xfe', b'\xfe\xff')):
-        return (f'{path} is UTF-16 text (it starts with a UTF-16 byte-order mark), which '
-                f'{key}.encoding cannot be: re-export it as utf-8, gbk or gb18030')
-    if head.startswith(codecs.BOM_UTF8) and not codecs.lookup(table.encoding).name.startswith(
-            'utf-8'):
-        return (f'{path} starts with a UTF-8 byte-order mark, so it is UTF-8, not '
-                f'{table.encoding}: set {key}.encoding: utf-8')
-    return None
-
-
-def _looks_like_text(head: bytes) -> bool:
-    return all(b >= 0x20 or b in b'\t\r\n' for b in head)
-
-
-def split_csv_line(line: str, delimiter: str = ',', quote: str = '"', *,
-                   strict: bool = False) -> Optional[list]:
-    """The fields of one CSV line (its line ending removed), or None if it cannot be split
-    (a line ending inside a field; with ``strict``, also an unterminated quote)."""
-    try:
-        return next(csv.reader([line.rstrip('\r\n')], delimiter=delimiter, quotechar=quote,
-                               strict=strict), [])
-    except csv.Error:
-        return None
-
-
-def _split_line(line: str, delimiter: str, quote: str) -> list:
-    return [c.strip() for c in split_csv_line(line, delimiter, quote) or []]
-
-
-def header_problem(columns, line: str, table, plan: ColumnPlan, path: str) -> Optional[str]:
-    """Why a CSV header line names none of the schema's columns, or None if it names some
-    (pure; the column checks then say the rest). Never quotes the line: if it is no header,
-    it is a customer's record."""
-    if any(plan.knows(c) for c in columns):
-        return None
-    key = f'tables.{table.name}'
-    for delimiter in OTHER_DELIMITERS:
-        if delimiter != table.delimiter and sum(
-                plan.knows(c) for c in _split_line(line, delimiter, table.quote)) >= 2:
-            return (f'{path}: the header splits into the columns of {table.schema.source} at '
-                    f'{delimiter!r}, not at {table.delimiter!r}: set {key}.delimiter: '
-                    f'{delimiter!r}')
-    return (f'{path}: the first line names none of the columns of {table.schema.source}: the '
-            f'file seems to have no header line (set {key}.header: false to read the columns '
-            f'in schema order) or to be another table\'s export')
 
 
 def _no_rows(schema):
@@ -913,25 +546,7 @@ def _batch_of_records(records, *, text_only):
     columns = []
     for name in names:
         values = [r.get(name) for r in records]
-        columns.append(text_array(values) if text_only else _typed_array(values))
+        columns.append(text_array(values) if text_only else typed_array(values))
     return pa.RecordBatch.from_arrays(columns, names=names)
 
 
-def text_array(values):
-    """Values as text: strings as they are, booleans as true/false, anything else (numbers
-    not kept as text, nested values) as its JSON."""
-    try:
-        return pa.array(values, type=pa.string())  # all strings (or None): Arrow's own loop
-    except (pa.ArrowTypeError, pa.ArrowInvalid):
-        pass
-    return pa.array([None if v is None else
-                     ('true' if v else 'false') if isinstance(v, bool) else
-                     v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-                     for v in values], type=pa.string())
-
-
-def _typed_array(values):
-    try:
-        return pa.array(values)
-    except (pa.ArrowException, TypeError, ValueError):
-        return text_array(values)  # mixed types (an Avro union): let Conform cast the text

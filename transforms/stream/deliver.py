@@ -20,7 +20,7 @@ from transforms.conform.conform import conform_batch
 from transforms.consent.gate import suppress_sensitive
 from transforms.mask.mask import mask_batch
 from transforms.mask.methods import MaskContext, string_form
-from transforms.read.tables import ColumnPlan, shown_columns, text_array
+from transforms.read.columns import ColumnPlan, shown_columns, text_array
 from transforms.common.reasons import DeadLetter
 
 
