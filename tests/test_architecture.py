@@ -157,3 +157,18 @@ def test_the_tests_mirror_the_stages():
     stages = sorted(d for d in os.listdir(os.path.join(ROOT, 'transforms'))
                     if os.path.isfile(os.path.join(ROOT, 'transforms', d, '__init__.py')))
     assert [s for s in stages if not glob.glob(os.path.join(ROOT, 'tests', s, 'test_*.py'))] == []
+
+
+def test_each_vocabulary_has_one_home():
+    """The words of each reason code are written once, in the registry: a second copy would
+    drift from it (as the report's own table of reasons once did)."""
+    from transforms.common.reasons import REGISTRY
+    words = {text: r.code for r in REGISTRY for text in (r.meaning, r.report_en, r.report_zh)}
+    homes = {}
+    for module, path in MODULES.items():
+        tree = ast.parse(open(path, encoding='utf-8').read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in words:
+                homes.setdefault(words[node.value], set()).add(module)
+    assert {code: sorted(m) for code, m in homes.items()} == {
+        r.code: ['transforms.common.reasons'] for r in REGISTRY}

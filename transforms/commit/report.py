@@ -33,29 +33,6 @@ REASON_TEXT = {r.code: (r.article, r.report_en, r.report_zh) for r in REGISTRY}
 DATA_QUALITY = DATA_QUALITY_REASONS
 
 TEXT = {
-    'malformed': ('PIPL Art. 8', 'a value cannot be read as the schema type, or the row is '
-                  'broken', '值无法按字段类型读取，或该行已损坏'),
-    'missing_required': ('PIPL Art. 8', 'a field the schema requires is empty',
-                         '必填字段为空'),
-    'duplicate_key': ('PIPL Art. 8', 'the same primary key appears more than once: a person '
-                      'must decide which copy is right', '同一主键出现多次，需人工确认哪条正确'),
-    'no_primary_key': ('PIPL Art. 8', 'an update or delete of a table without a primary key',
-                       '无主键表的更新或删除'),
-    'implausible_time': ('PIPL Art. 8', 'a live change or consent event whose time cannot be '
-                         'read without guessing', '实时变更或同意事件的时间无法确定（单位不明或不合理）'),
-    'no_consent': ('PIPL Art. 13, 14', 'no live consent for a consent-based purpose of the '
-                   'transfer', '该转移目的需要同意，但没有有效同意'),
-    'consent_withdrawn': ('PIPL Art. 15', 'the customer withdrew consent',
-                          '客户已撤回同意'),
-    'erasure_requested': ('PIPL Art. 47', 'the customer asked for erasure; the row is not kept',
-                          '客户要求删除，该行不予保留'),
-    'no_cross_border_consent': ('PIPL Art. 39', 'no separate consent to a transfer abroad',
-                                '没有出境单独同意'),
-}
-DATA_QUALITY = ('malformed', 'missing_required', 'duplicate_key', 'no_primary_key',
-                'implausible_time')
-
-TEXT = {
     'en': {
         'title': 'Transfer report', 'run': 'Run', 'completed': 'Completed',
         'from_to': 'From {seller} to {acquirer} ({source} to {destination}{abroad})',
