@@ -47,7 +47,7 @@ def prepare(workdir: str, customers: int) -> str:
     """Generate the customers export once per size; write the benchmark config and keys."""
     import yaml
     from pipelines.demo_data import generate
-    from transforms.keys.keyring import init_keyring
+    from transforms.keys.admin import init_keyring
     stamp = os.path.join(workdir, 'customers.count')
     if not (os.path.exists(stamp) and open(stamp).read() == str(customers)):
         shutil.rmtree(os.path.join(workdir, 'exports'), ignore_errors=True)

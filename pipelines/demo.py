@@ -11,7 +11,7 @@ from pipelines.migrate import run
 from pipelines.summary import print_summary
 from config import load_config
 from transforms.common import progress
-from transforms.keys.keyring import init_keyring
+from transforms.keys.admin import init_keyring
 
 __all__ = ['prepare_demo', 'run_demo', 'run_live']
 

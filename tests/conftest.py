@@ -50,7 +50,7 @@ def local_pipeline():
 
 @pytest.fixture(scope='session')
 def keys_dir(tmp_path_factory):
-    from transforms.keys.keyring import init_keyring
+    from transforms.keys.admin import init_keyring
     path = str(tmp_path_factory.mktemp('keys') / 'keyring')
     init_keyring(path, columns=['customers.monthly_income'])  # the demo policy's encrypt
     return path

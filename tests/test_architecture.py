@@ -30,7 +30,7 @@ PURE = ('config', 'schemas', 'transforms.common.errors', 'transforms.common.file
         'transforms.consent.events', 'transforms.mask.methods', 'transforms.read.csv_ranges',
         'transforms.read.csv_records', 'transforms.read.ranges', 'transforms.read.headers',
         'transforms.read.encodings', 'transforms.read.columns', 'transforms.keys',
-        'transforms.commit.report',
+        'transforms.commit.report', 'transforms.commit.report_text',
         'transforms.commit.audit', 'transforms.commit.manifest_schema',
         'transforms.stream.changes', 'transforms.stream.cdc_values',
         'pipelines.options', 'pipelines.cli', 'pipelines.commands', 'pipelines.progress')

@@ -85,6 +85,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def main(call) -> int:
     args = call.args
+    from transforms.keys import admin
     from transforms.keys import keyring as kr
     from transforms.keys.roles import DETERMINISTIC_ROLES
     path = args.directory
@@ -96,10 +97,10 @@ def main(call) -> int:
                 raise kr.KeyringError(f'--master-key {uri}: give the path of the master key '
                                       f'file after {kr.LOCAL_KMS}')
             if not os.path.exists(local):
-                kr.create_local_master_key(local)
+                admin.create_local_master_key(local)
                 print(f'created local master key {local}: keep it apart from the keyring '
                       f'and back it up; without it the keyring cannot be opened')
-        keyring = kr.init_keyring(path, master_key_uri=uri, columns=args.column)
+        keyring = admin.init_keyring(path, master_key_uri=uri, columns=args.column)
         print(f'keyring created in {path}')
         _print_keys(keyring)
         if keyring.protection == 'cleartext':
@@ -107,16 +108,16 @@ def main(call) -> int:
     elif args.keys_command == 'show':
         _print_keys(kr.load_keyring(path))
     elif args.keys_command == 'add':
-        kr.add_roles(path, args.roles)
+        admin.add_roles(path, args.roles)
         print(f'added {", ".join(args.roles)} to {path}')
     elif args.keys_command == 'share':
-        shared = kr.share_keyring(path, args.destination, _roles_to_share(args))
+        shared = admin.share_keyring(path, args.destination, _roles_to_share(args))
         print(f'keyring {args.destination} created with {", ".join(shared.roles)} of {path} '
               f'(manifest: the public half, to check seals)')
     else:
         roles = args.role or [r for r in kr.load_keyring(path, warn=False).roles
                               if r not in DETERMINISTIC_ROLES]
-        rotated = kr.rotate_keyring(path, roles)
+        rotated = admin.rotate_keyring(path, roles)
         for role, (old, new) in rotated.items():
             print(f'  {role:24s} primary key {old} -> {new}')
         if args.audit:

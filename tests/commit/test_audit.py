@@ -124,7 +124,8 @@ def test_an_aborted_run_is_recorded(tmp_path):
 def test_sealed_records_anchor_the_chain_under_the_manifest_key(tmp_path, keys_dir):
     """A record written with the manifest key's private half is sealed; with the chain
     recomputed after an edit the seal fails, and records after the newest seal are named."""
-    from transforms.keys.keyring import load_keyring, share_keyring
+    from transforms.keys.keyring import load_keyring
+    from transforms.keys.admin import share_keyring
     from transforms.commit.audit import record_sha256
     out = str(tmp_path / 'out')
     append_event(out, 'run_started', keys=keys_dir, run_id='r1')

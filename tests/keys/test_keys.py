@@ -22,6 +22,7 @@ from tink.testing import fake_kms
 
 from pipelines.decrypt import read_deadletters, read_table
 from pipelines.migrate import run
+from transforms.keys import admin
 from transforms.keys import keyring as kr
 from transforms.keys.roles import DETERMINISTIC_ROLES
 from transforms.keys.crypto import keyed_ops
@@ -58,7 +59,7 @@ def keyset_files(directory):
 
 def test_a_cleartext_keyring_warns_on_every_use(tmp_path, caplog):
     path = str(tmp_path / 'k')
-    kr.init_keyring(path)
+    admin.init_keyring(path)
     with caplog.at_level(logging.WARNING, logger='novation.keys'):
         kr.load_keyring(path)
         kr.load_keyring(path, ('token',))
@@ -73,9 +74,9 @@ def test_a_cleartext_keyring_warns_on_every_use(tmp_path, caplog):
 def test_a_kms_wrapped_keyring_holds_no_key_in_clear(tmp_path, master, caplog):
     uri = kr.LOCAL_KMS + str(tmp_path / 'master.json') if master == 'local' else fake_kms_uri()
     if master == 'local':
-        kr.create_local_master_key(str(tmp_path / 'master.json'))
+        admin.create_local_master_key(str(tmp_path / 'master.json'))
     path = str(tmp_path / 'k')
-    ring = kr.init_keyring(path, master_key_uri=uri, columns=['customers.mobile'])
+    ring = admin.init_keyring(path, master_key_uri=uri, columns=['customers.mobile'])
     assert ring.protection == 'kms' and 'column.customers.mobile' in ring.roles
     for role, file in keyset_files(path).items():
         doc = json.load(open(file))
@@ -95,7 +96,7 @@ def test_a_wrong_master_key_is_one_clear_line(tmp_path):
     proc = novation('keys', 'init', path, '--master-key', kr.LOCAL_KMS + str(master))
     assert proc.returncode == 0 and 'created local master key' in proc.stdout, proc.stderr
     os.remove(master)
-    kr.create_local_master_key(str(master))  # same place, another key
+    admin.create_local_master_key(str(master))  # same place, another key
     proc = novation('keys', 'show', path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -111,7 +112,7 @@ def test_a_wrong_master_key_is_one_clear_line(tmp_path):
 
 def test_a_keyset_file_cannot_stand_in_for_another_role(tmp_path):
     path = str(tmp_path / 'k')
-    kr.init_keyring(path, master_key_uri=fake_kms_uri())
+    admin.init_keyring(path, master_key_uri=fake_kms_uri())
     files = keyset_files(path)
     shutil.copyfile(files['data.personal'], files['data.sensitive'])  # same kind, other role
     with pytest.raises(KeyringError, match='data.sensitive.json: the master key fake-kms://'
@@ -130,13 +131,13 @@ def test_master_key_uri_errors_name_what_to_do(tmp_path, uri, message, monkeypat
     monkeypatch.delenv('GOOGLE_APPLICATION_CREDENTIALS', raising=False)
     messages = message if isinstance(message, tuple) else (message,)
     with pytest.raises(KeyringError, match='|'.join(map(re.escape, messages))):
-        kr.init_keyring(str(tmp_path / 'k'), master_key_uri=uri)
+        admin.init_keyring(str(tmp_path / 'k'), master_key_uri=uri)
     assert not os.path.exists(tmp_path / 'k' / 'keyring.json')
 
 
 def test_show_prints_ids_and_times_never_material(tmp_path):
     path = str(tmp_path / 'k')
-    kr.init_keyring(path)
+    admin.init_keyring(path)
     proc = novation('keys', 'show', path)
     assert proc.returncode == 0, proc.stderr
     assert 'protection: cleartext' in proc.stdout and 'DEMO/TEST ONLY' in proc.stderr
@@ -155,7 +156,7 @@ def test_show_prints_ids_and_times_never_material(tmp_path):
 
 def test_rotate_adds_a_primary_and_keeps_the_old_keys(tmp_path):
     path = str(tmp_path / 'k')
-    before = kr.init_keyring(path).key_ids()
+    before = admin.init_keyring(path).key_ids()
     proc = novation('keys', 'rotate', path)
     assert proc.returncode == 0, proc.stderr
     after = kr.load_keyring(path, warn=False).key_ids()
@@ -171,13 +172,13 @@ def test_rotate_adds_a_primary_and_keeps_the_old_keys(tmp_path):
 
 def test_add_gives_a_new_role_and_refuses_a_present_or_unknown_one(tmp_path):
     path = str(tmp_path / 'k')
-    kr.init_keyring(path, master_key_uri=fake_kms_uri())
-    ring = kr.add_roles(path, ['column.customers.mobile'])
+    admin.init_keyring(path, master_key_uri=fake_kms_uri())
+    ring = admin.add_roles(path, ['column.customers.mobile'])
     assert ring.has('column.customers.mobile') and ring.protection == 'kms'
     with pytest.raises(KeyringError, match='already has'):
-        kr.add_roles(path, ['column.customers.mobile'])
+        admin.add_roles(path, ['column.customers.mobile'])
     with pytest.raises(KeyringError, match="unknown key role 'colum.x'"):
-        kr.add_roles(path, ['colum.x'])
+        admin.add_roles(path, ['colum.x'])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,9 +191,9 @@ def test_a_run_under_a_kms_keyring_rotated_between_runs(demo_copy, tmp_path):
     workdir, config, _ = demo_copy
     keys = os.path.join(workdir, 'keys')
     shutil.rmtree(keys)
-    kr.init_keyring(keys, master_key_uri=fake_kms_uri(), columns=['customers.monthly_income'])
+    admin.init_keyring(keys, master_key_uri=fake_kms_uri(), columns=['customers.monthly_income'])
     first = run(['--config', config])
-    kr.rotate_keyring(keys, ['data.footer', 'data.personal', 'data.sensitive', 'data.internal',
+    admin.rotate_keyring(keys, ['data.footer', 'data.personal', 'data.sensitive', 'data.internal',
                              'column.customers.monthly_income', 'deadletter'])
     second = run(['--config', config])
     for role in ('data.personal', 'deadletter'):
@@ -210,8 +211,8 @@ def test_a_run_under_a_kms_keyring_rotated_between_runs(demo_copy, tmp_path):
 
 def test_pseudonyms_are_stable_per_keyset_and_differ_across_keysets(tmp_path):
     a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
-    kr.init_keyring(a)
-    kr.init_keyring(b)
+    admin.init_keyring(a)
+    admin.init_keyring(b)
     values = pa.array(['C0001', 'C0002', '张三'])
     first, again, other = (keyed_ops(kr.load_keyring(k, warn=False)).pseudonyms(
         'customer_id', values).to_pylist() for k in (a, a, b))
@@ -223,7 +224,7 @@ def test_a_run_needing_a_missing_column_key_fails_before_reading(demo_copy):
     workdir, config, _ = demo_copy
     keys = os.path.join(workdir, 'keys')
     shutil.rmtree(keys)
-    kr.init_keyring(keys)  # no column.customers.monthly_income
+    admin.init_keyring(keys)  # no column.customers.monthly_income
     with pytest.raises(KeyringError, match="no 'column.customers.monthly_income' keyset .*"
                                            'novation keys add'):
         run(['--config', config])
@@ -264,7 +265,7 @@ def test_novation_pseudonym_follows_the_documented_formula(tmp_path, capsys):
     import json
     from tink.proto import hmac_prf_pb2
     from pipelines.cli import main
-    from transforms.keys.keyring import init_keyring
+    from transforms.keys.admin import init_keyring
     keys = str(tmp_path / 'keys')
     init_keyring(keys)
     keyset = json.load(open(tmp_path / 'keys' / 'pseudonym.cleartext.json'))

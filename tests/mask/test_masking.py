@@ -31,7 +31,7 @@ def test_mask_text(value, first, last, expected):
 
 @pytest.fixture(scope='module')
 def ops(tmp_path_factory):
-    from transforms.keys.keyring import init_keyring
+    from transforms.keys.admin import init_keyring
     path = str(tmp_path_factory.mktemp('k') / 'ring')
     init_keyring(path)
     return keyed_ops(load_keyring(path))

@@ -16,7 +16,8 @@ from tests.conftest import DEMO_CUSTOMERS, keyring_without, user_lines, with_man
 from pipelines.decrypt import read_deadletters, read_table
 from pipelines.migrate import run
 from transforms.keys.crypto import keyed_ops
-from transforms.keys.keyring import init_keyring, load_keyring
+from transforms.keys.admin import init_keyring
+from transforms.keys.keyring import load_keyring
 from transforms.common.errors import KeyringError, NovationError
 
 
@@ -198,7 +199,7 @@ def keep_lines(path, n):
 
 def shared_keyring(keys):
     """The run's keyring replaced by one shared from it (an acquirer's: no sealing key)."""
-    from transforms.keys.keyring import share_keyring
+    from transforms.keys.admin import share_keyring
     full = keys + '-full'
     os.rename(keys, full)
     share_keyring(full, keys, ['data.personal'])

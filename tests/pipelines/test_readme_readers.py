@@ -89,7 +89,7 @@ def test_the_readme_seal_check_refuses_an_edited_manifest(demo_run, tmp_path):
     with pytest.raises(tink.TinkError):
         run_examples(str(tmp_path / 'd'), copy, os.path.join(workdir, 'keys'), 'common')
     shared = str(tmp_path / 'shared')  # the public half of a shared keyring checks it too
-    from transforms.keys.keyring import share_keyring
+    from transforms.keys.admin import share_keyring
     share_keyring(os.path.join(workdir, 'keys'), shared, ['data.footer', 'data.personal'])
     found = run_examples(str(tmp_path / 'e'), result.run_dir, shared, 'common')
     assert found['manifest']['run_id'] == result.manifest['run_id']

@@ -20,7 +20,8 @@ from pipelines.decrypt import read_table
 from transforms.keys.crypto import file_identity, pme_decryption_properties
 from transforms.write.deadletter import EncryptedJsonLines
 from transforms.write.delivered import avro_records, deadletter_lines
-from transforms.keys.keyring import init_keyring, load_keyring
+from transforms.keys.admin import init_keyring
+from transforms.keys.keyring import load_keyring
 from transforms.write.tables import ParquetFiles, _AvroFiles
 
 RUN = 'r-tamper'

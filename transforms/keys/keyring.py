@@ -14,10 +14,8 @@ Rotation adds a new primary key to a keyset and keeps the old ones, so files wri
 still decrypt. Nothing here prints, logs or puts key material into an exception message.
 """
 
-import datetime
 import json
 import logging
-import os
 import threading
 from typing import Dict, Optional, Sequence
 
@@ -26,12 +24,11 @@ from tink import aead, daead, prf, secret_key_access, signature, streaming_aead
 from tink.proto import tink_pb2
 
 from transforms.common.errors import KeyringError, NovationError
-from transforms.common.files import has_scheme, join, read_text
+from transforms.common.files import join, read_text
 from transforms.keys.roles import BASE_ROLES, COLUMN_PREFIX, ROLES, column_role
 
-__all__ = ['Keyring', 'add_roles', 'cached_keyring',
-           'column_role', 'display_uri', 'init_keyring', 'load_keyring', 'rotate_keyring',
-           'share_keyring']
+
+__all__ = ['Keyring', 'cached_keyring', 'column_role', 'display_uri', 'load_keyring']
 
 aead.register()
 daead.register()
@@ -48,11 +45,11 @@ CLEARTEXT_WARNING = ('DEMO/TEST ONLY: these keysets are stored in clear. Use a K
 LOCAL_KMS = 'local-kms://'
 GCP_KMS = 'gcp-kms://'
 
-_AEAD = aead.aead_key_templates.AES256_GCM
+AEAD_TEMPLATE = aead.aead_key_templates.AES256_GCM
 _BY_KIND = {  # the Tink template and primitive of each kind of role (transforms.keys.roles)
     'prf': (prf.prf_key_templates.HMAC_SHA256, prf.PrfSet),
     'daead': (daead.deterministic_aead_key_templates.AES256_SIV, daead.DeterministicAead),
-    'aead': (_AEAD, aead.Aead),
+    'aead': (AEAD_TEMPLATE, aead.Aead),
     'streaming_aead': (streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB,
                        streaming_aead.StreamingAead),
     # a reader of a seal holds the public half alone, so the primitive is the verifier
@@ -62,15 +59,15 @@ _TEMPLATES = {role.name: _BY_KIND[role.kind][0] for role in ROLES}
 _PRIMITIVES = {role.name: _BY_KIND[role.kind][1] for role in ROLES}
 
 
-def _template(role):
-    return _AEAD if role.startswith(COLUMN_PREFIX) else _TEMPLATES[role]
+def template_for(role):
+    return AEAD_TEMPLATE if role.startswith(COLUMN_PREFIX) else _TEMPLATES[role]
 
 
 def _primitive_class(role):
     return aead.Aead if role.startswith(COLUMN_PREFIX) else _PRIMITIVES[role]
 
 
-def _check_role_name(role):
+def check_role_name(role):
     if role in _TEMPLATES:
         return
     name = role[len(COLUMN_PREFIX):] if role.startswith(COLUMN_PREFIX) else ''
@@ -204,7 +201,7 @@ def master_key_aead(uri: str):
         try:
             remote = gcpkms.GcpKmsClient(uri, None).get_aead(uri)
         except Exception as e:  # no credentials, malformed URI, ...: Google's text says which
-            raise KeyringError(f'{uri}: cannot use this Cloud KMS key: {_first_line(e)}'
+            raise KeyringError(f'{uri}: cannot use this Cloud KMS key: {first_line(e)}'
                                ) from None
     else:
         try:
@@ -213,171 +210,19 @@ def master_key_aead(uri: str):
             raise KeyringError(f'master key {display_uri(uri)}: unsupported URI; allowed: '
                                f'{GCP_KMS}projects/P/locations/L/keyRings/R/cryptoKeys/K, '
                                f'{LOCAL_KMS}PATH') from None
-    return aead.KmsEnvelopeAead(_AEAD, remote)
+    return aead.KmsEnvelopeAead(AEAD_TEMPLATE, remote)
 
 
-def _first_line(exc) -> str:
+def first_line(exc) -> str:
     text = str(exc).strip()
     return f'{type(exc).__name__}: {text.splitlines()[0]}' if text else type(exc).__name__
-
-
-def create_local_master_key(path: str) -> None:
-    """A new AES256_GCM keyset at ``path`` (mode 0600) to act as an on-premises master key."""
-    handle = tink.new_keyset_handle(_AEAD)
-    _write_private(path, tink.json_proto_keyset_format.serialize(handle, secret_key_access.TOKEN))
 
 
 # ---------------------------------------------------------------------------------------------
 # Creating, extending and rotating keyrings (local directories)
 
 
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
-
-
-def _write_private(path: str, text: str, *, replace: bool = False) -> None:
-    """Write a file readable by its owner only; replacing goes through a rename (atomic)."""
-    target = path + '.tmp' if replace else path
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-        f.write(text)
-    if replace:
-        os.replace(target, path)
-
-
-def _local_dir(directory):
-    if has_scheme(directory):
-        raise KeyringError(f'{directory}: keyrings are created and changed in a local directory;'
-                           f' copy it to its bucket afterwards')
-    return directory
-
-
-def init_keyring(directory: str, *, master_key_uri: Optional[str] = None,
-                 columns: Sequence[str] = ()) -> Keyring:
-    """Create a keyring with every base role (and ``column.NAME`` for ``columns``).
-
-    Without ``master_key_uri`` the keysets are stored in clear (demo/test only).
-    """
-    _local_dir(directory)
-    if os.path.exists(os.path.join(directory, KEYRING_FILE)):
-        raise KeyringError(f'{directory} already holds a keyring; refusing to overwrite it')
-    roles = list(BASE_ROLES) + [column_role(c) for c in columns]
-    for role in roles:
-        _check_role_name(role)
-    wrap = master_key_aead(master_key_uri) if master_key_uri else None
-    os.makedirs(directory, exist_ok=True)
-    doc = {'format': KEYRING_FORMAT,
-           'protection': 'kms' if wrap else 'cleartext',
-           **({'master_key_uri': master_key_uri} if wrap else {'warning': CLEARTEXT_WARNING}),
-           'created_at': _now(),
-           'keysets': {}}
-    for role in roles:
-        _store(directory, doc, role, tink.new_keyset_handle(_template(role)), wrap, new=True)
-    _save_doc(directory, doc, new=True)
-    return load_keyring(directory, warn=False)
-
-
-def add_roles(directory: str, roles: Sequence[str]) -> Keyring:
-    """Add keysets for new roles (e.g. ``column.mobile``) to an existing keyring."""
-    doc, wrap = _open_for_change(directory)
-    for role in roles:
-        _check_role_name(role)
-        if role in doc['keysets']:
-            raise KeyringError(f'keyring {directory} already has a {role!r} keyset; use '
-                               f'`novation keys rotate` to add a key to it')
-    for role in roles:
-        _store(directory, doc, role, tink.new_keyset_handle(_template(role)), wrap, new=True)
-    _save_doc(directory, doc)
-    return load_keyring(directory, warn=False)
-
-
-def rotate_keyring(directory: str, roles: Sequence[str]) -> Dict[str, tuple]:
-    """Give each role a new primary key; old keys stay so earlier files still decrypt.
-
-    Returns role -> (old primary id, new primary id).
-    """
-    doc, wrap = _open_for_change(directory)
-    keyring = load_keyring(directory, warn=False)
-    keyring.require(roles)
-    changed = {}
-    for role in roles:
-        old = keyring._handles[role]
-        new = _with_new_primary(old, _template(role))
-        _store(directory, doc, role, new, wrap)
-        changed[role] = (old.keyset_info().primary_key_id, new.keyset_info().primary_key_id)
-    _save_doc(directory, doc)
-    return changed
-
-
-def share_keyring(source: str, destination: str, roles: Sequence[str]) -> Keyring:
-    """A new keyring at ``destination`` holding ``roles`` of ``source`` (same keys, same
-    protection), for a key holder: the acquirer's data team, a compliance operator. The
-    ``manifest`` role is always given, as its public half only: enough to check every seal,
-    never to forge one."""
-    _local_dir(destination)
-    if os.path.exists(os.path.join(destination, KEYRING_FILE)):
-        raise KeyringError(f'{destination} already holds a keyring; refusing to overwrite it')
-    doc, wrap = _open_for_change(source)
-    keyring = load_keyring(source, warn=False)
-    keyring.require(roles)
-    os.makedirs(destination, exist_ok=True)
-    shared = {k: v for k, v in doc.items() if k != 'keysets'}
-    shared.update(created_at=_now(), keysets={})
-    for role in sorted(set(roles) | ({'manifest'} & set(keyring.roles))):
-        handle = keyring._handles[role]
-        if role == 'manifest':
-            handle = tink.json_proto_keyset_format.parse_without_secret(
-                keyring.public_keyset(role))
-        _store(destination, shared, role, handle, wrap, new=True)
-        shared['keysets'][role]['created'] = dict(doc['keysets'][role].get('created', {}))
-    _save_doc(destination, shared, new=True)
-    return load_keyring(destination, warn=False)
-
-
-def _open_for_change(directory):
-    _local_dir(directory)
-    doc = _read_doc(directory)
-    wrap = master_key_aead(doc['master_key_uri']) if doc['protection'] == 'kms' else None
-    return doc, wrap
-
-
-def _with_new_primary(handle, template):
-    keyset = tink_pb2.Keyset.FromString(
-        tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN))
-    used = {k.key_id for k in keyset.key}
-    while True:
-        fresh = tink_pb2.Keyset.FromString(tink.proto_keyset_format.serialize(
-            tink.new_keyset_handle(template), secret_key_access.TOKEN)).key[0]
-        if fresh.key_id not in used:
-            break
-    keyset.key.append(fresh)
-    keyset.primary_key_id = fresh.key_id
-    return tink.proto_keyset_format.parse(keyset.SerializeToString(), secret_key_access.TOKEN)
-
-
-def _store(directory, doc, role, handle, wrap, *, new=False):
-    """Write one role's keyset file and record its keys' creation times."""
-    entry = doc['keysets'].setdefault(role, {
-        'file': f'{role}.json' if wrap else f'{role}.cleartext.json', 'created': {}})
-    if wrap:
-        try:
-            text = tink.json_proto_keyset_format.serialize_encrypted(handle, wrap, _ad(role))
-        except Exception as e:  # the KMS could not be reached or refused the call
-            raise KeyringError(f'the KMS behind {display_uri(doc.get("master_key_uri"))} '
-                               f'failed: {_first_line(e)}') from None
-    else:
-        text = tink.json_proto_keyset_format.serialize(handle, secret_key_access.TOKEN)
-    _write_private(os.path.join(directory, entry['file']), text, replace=not new)
-    for key in handle.keyset_info().key_info:
-        entry['created'].setdefault(str(key.key_id), _now())
-
-
-def _save_doc(directory, doc, *, new=False):
-    _write_private(os.path.join(directory, KEYRING_FILE), json.dumps(doc, indent=2) + '\n',
-                   replace=not new)
-
-
-def _ad(role):
+def keyset_associated_data(role):
     return f'novation-keyring/{role}'.encode('utf-8')
 
 
@@ -399,7 +244,7 @@ def _doc_text(path, hint=CREATE_HINT):
                            f'{hint.format(path=path)}') from None
 
 
-def _read_doc(path, hint=CREATE_HINT):
+def read_doc(path, hint=CREATE_HINT):
     where = join(path, KEYRING_FILE)
     text = _doc_text(path, hint)
     try:
@@ -428,7 +273,7 @@ def load_keyring(path: str, roles: Optional[Sequence[str]] = None, *,
     A cleartext keyring logs a warning on every load with ``warn``. ``hint`` says what to do
     if there is no keyring at ``path`` (READ_HINT for commands that read a finished run).
     """
-    doc = _read_doc(path, hint)
+    doc = read_doc(path, hint)
     keysets = doc['keysets']
     wanted = sorted(keysets) if roles is None else list(roles)
     missing = [r for r in wanted if r not in keysets]
@@ -463,14 +308,14 @@ def _parse_keyset(text, role, keyset_path, wrap, master_key_uri):
             raise KeyringError(f'{keyset_path}: not a valid cleartext Tink keyset for role '
                                f'{role!r}') from None
     try:
-        return tink.json_proto_keyset_format.parse_encrypted(text, wrap, _ad(role))
+        return tink.json_proto_keyset_format.parse_encrypted(text, wrap, keyset_associated_data(role))
     except tink.TinkError:
         raise KeyringError(f'{keyset_path}: the master key {display_uri(master_key_uri)} does '
                            f'not open this keyset (wrong master key, or the file was changed)'
                            ) from None
     except Exception as e:  # the KMS could not be reached or refused the call
         raise KeyringError(f'{keyset_path}: the KMS behind {display_uri(master_key_uri)} '
-                           f'failed: {_first_line(e)}') from None
+                           f'failed: {first_line(e)}') from None
 
 
 _CACHE = {}
