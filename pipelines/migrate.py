@@ -7,11 +7,9 @@ PCollections so tests can assert on them.
 
 import collections
 import dataclasses
-import datetime
 import logging
 import os
 import re
-import secrets
 import shutil
 import tempfile
 import time
@@ -38,7 +36,7 @@ from transforms.keys.keyring import load_keyring
 from transforms.keys.seal import require_signing
 from transforms.write.deadletter import WriteDeadLetters
 from transforms.conform.dedup import DropDuplicates
-from transforms.common.run import Run
+from transforms.common.run import Run, check_run_id, new_run_id
 from transforms.common.errors import ConfigError, DeadLetterLimitExceeded, NovationError
 from transforms.common.files import (check_reachable, exists, has_scheme, join, why_not_readable,
                               why_not_writable)
@@ -107,10 +105,7 @@ def plan_run(config, *, run_id=None, runner='local', temp_location=None,
             raise ConfigError(f'{config.source}: {key}: {path} {why}')
     check_consent_files(config)
     registry_bytes = FileSystems.match([config.consent.registry])[0].metadata_list[0].size_in_bytes
-    run_id = run_id or (datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
-                        + '-' + secrets.token_hex(3))
-    if not re.fullmatch(r'[A-Za-z0-9_.-]+', run_id):
-        raise ConfigError(f'run id {run_id!r} may hold only letters, digits, "_", "." and "-"')
+    run_id = check_run_id(run_id or new_run_id())
     run_dir = join(config.output.path, run_id)
     if exists(run_dir):
         raise ConfigError(f'{run_dir} already exists; every run writes a new directory')

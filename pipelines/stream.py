@@ -20,8 +20,6 @@ source, and ConsentInOrder and CommitEpochs wait for the watermark instead.
 import datetime
 import logging
 import os
-import re
-import secrets
 import signal
 import time
 
@@ -37,6 +35,7 @@ from pipelines.launch import (check_beam_args, check_plan_hash, check_reachable_
                               local_runner, runner_kind, unwrap_error, with_overrides,
                               workers_off_the_working_directory)
 from pipelines.options import stream_parser
+from transforms.common.run import check_run_id, new_run_id
 from transforms.stream.changes import ChangeProblem
 from transforms.commit.audit import append_event
 from transforms.stream.chain import CUTOVER_FILE, Committed, Trail, checked_epochs, conservation, committed_so_far, count, epoch_dir
@@ -181,11 +180,7 @@ def run_stream(argv=None) -> dict:
         _check_dataflow(config, keyring, options, known.snapshot)
     snapshot_at, snapshot_id = (_snapshot(known.snapshot, keyring, plan) if known.snapshot
                                 else (None, None))
-    run_id = known.run_id or ('stream-' + datetime.datetime.now(datetime.timezone.utc)
-                              .strftime('%Y%m%dT%H%M%SZ') + '-' + secrets.token_hex(3))
-    if not re.fullmatch(r'[A-Za-z0-9][-_.A-Za-z0-9]{0,99}', run_id):
-        raise ConfigError(f'--run-id {run_id!r}: a stream id is 1 to 100 letters, digits, '
-                          f'"_", "." and "-", starting with a letter or digit')
+    run_id = check_run_id(known.run_id or new_run_id('stream-'), '--run-id')
     stream_dir = join(config.output.path, run_id)
     existed = exists(stream_dir)
     if existed and exists(join(stream_dir, MANIFEST_FILE)):

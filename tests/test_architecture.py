@@ -24,7 +24,7 @@ BEAM_MODULES = {
     'transforms.stream.order', 'transforms.stream.epochs',
 }
 PURE = ('config', 'schemas', 'transforms.common.errors', 'transforms.common.files',
-        'transforms.common.reasons', 'transforms.common.sorted_keys',
+        'transforms.common.reasons', 'transforms.common.sorted_keys', 'transforms.common.run',
         'transforms.common.progress', 'transforms.common.interrupts',
         'transforms.detect', 'transforms.conform.casting', 'transforms.consent.rules',
         'transforms.consent.events', 'transforms.mask.methods', 'transforms.read.csv_ranges',

@@ -16,6 +16,7 @@ import jsonschema
 
 from transforms.common.errors import NovationError
 from transforms.common.reasons import REASONS
+from transforms.common.run import RUN_ID_PATTERN
 
 __all__ = ['MANIFEST_FORMAT', 'SCHEMA', 'FileEntry', 'Manifest', 'SourceEntry', 'TableEntry',
            'check']
@@ -152,7 +153,7 @@ SCHEMA = {
                  'sources'],
     'properties': {
         'format': {'const': MANIFEST_FORMAT},
-        'run_id': {'type': 'string', 'pattern': '^[A-Za-z0-9_.-]+$'},
+        'run_id': {'type': 'string', 'pattern': f'^{RUN_ID_PATTERN}$'},
         'completed_at': {'type': 'string'},
         'config_sha256': _SHA256,
         'plan_sha256': {'anyOf': [_SHA256, {'type': 'null'}]},

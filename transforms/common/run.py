@@ -7,9 +7,32 @@ Frozen: Beam pickles it into each step, and no step may change what another one 
 """
 
 import dataclasses
+import datetime
+import re
+import secrets
 from typing import Mapping, Optional, Tuple
 
-__all__ = ['Run']
+from transforms.common.errors import ConfigError
+
+__all__ = ['RUN_ID_PATTERN', 'Run', 'check_run_id', 'new_run_id']
+
+# A run's or a stream's id names its directory: one rule for both, and for the manifests that
+# carry it (transforms.commit.manifest_schema).
+RUN_ID_PATTERN = '[A-Za-z0-9][-_.A-Za-z0-9]{0,99}'
+
+
+def new_run_id(prefix: str = '') -> str:
+    """``<prefix>YYYYMMDDTHHMMSSZ-<6 hex>``: sorted by time, unique without coordination."""
+    return (prefix + datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+            + '-' + secrets.token_hex(3))
+
+
+def check_run_id(run_id: str, what: str = 'run id') -> str:
+    """``run_id`` if it may name a directory; else a ConfigError saying the rule."""
+    if not re.fullmatch(RUN_ID_PATTERN, run_id):
+        raise ConfigError(f'{what} {run_id!r}: 1 to 100 letters, digits, "_", "." and "-", '
+                          f'starting with a letter or digit')
+    return run_id
 
 
 @dataclasses.dataclass(frozen=True)
