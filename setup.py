@@ -14,7 +14,7 @@ REQUIRED = [
     'jsonschema>=4.18',  # the manifest's published shape, checked by every reader
     'python-stdnum>=1.19',  # check digits of resident IDs, USCCs and cards
     'Jinja2>=3.1',  # the report's HTML, autoescaped (transforms/commit/templates)
-    'fonttools>=4.40',  # the report carries the CJK glyphs it shows (transforms/commit/report_font.py)
+    'fonttools>=4.40',  # the report carries its CJK glyphs (transforms/commit/report_font.py)
 ]
 # Dataflow (build: the sdist staged for workers) and Cloud KMS master keys (gcp-kms://).
 GCP = ['apache-beam[gcp]==2.77.0', 'tink[gcpkms]==1.16.1', 'build>=1']

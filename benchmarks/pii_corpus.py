@@ -139,9 +139,11 @@ def _negatives(rng):
     yield rng.choice(_SENTENCES).format(_not_a_card(resident_id(rng))), set()
     yield rng.choice(_SENTENCES).format(mobile(rng) + str(rng.randrange(10))), set()
     yield rng.choice(_SENTENCES).format(str(rng.randrange(1, 10)) + mobile(rng)), set()
-    yield rng.choice(_SENTENCES).format('1' + rng.choice('012') + f'{rng.randrange(10 ** 9):09d}'), set()
+    number = '1' + rng.choice('012') + f'{rng.randrange(10 ** 9):09d}'
+    yield rng.choice(_SENTENCES).format(number), set()
     yield rng.choice(_SENTENCES).format('A' + passport(rng)), set()
-    yield rng.choice(_SENTENCES).format(f'合同金额{rng.randrange(10 ** 6)}元，期数{rng.randrange(60)}'), set()
+    amount = f'合同金额{rng.randrange(10 ** 6)}元，期数{rng.randrange(60)}'
+    yield rng.choice(_SENTENCES).format(amount), set()
 
 
 def corpus(n: int = 2000, seed: int = 20261203):

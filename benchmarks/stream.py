@@ -375,7 +375,8 @@ def run_state(keys, rows, changes, batch):
             row['customer_id'])))
     batches = [Routed(tuple(events[i:i + batch])) for i in range(0, len(events), batch)]
     out = {}
-    for name, cipher in (('clear', Clear(keys, 'bench')), ('encrypted', StateCipher(keys, 'bench'))):
+    ciphers = (('clear', Clear(keys, 'bench')), ('encrypted', StateCipher(keys, 'bench')))
+    for name, cipher in ciphers:
         consent = _ConsentInOrderFn(transfer.legal_bases, transfer.cross_border, ('customers',),
                                     None, True, 0, cipher)
         order = _KeyOrderFn(cipher)

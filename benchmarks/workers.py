@@ -6,11 +6,12 @@
 For each size, an export is generated once: ``demo``, the demo's whole export (customers as GBK
 CSV, contracts as Parquet, repayments as JSON Lines, collection calls as Avro, the consent
 registry), or ``customers``, the throughput benchmark's customers table alone (GBK CSV). Then
-``novation run`` runs on it alternately in one process (``--direct_running_mode in_memory``),
-with two worker processes (``--direct_num_workers 2 --direct_running_mode multi_processing``)
-and, with ``--auto``, as it chooses by itself, R times each, each run in its own process. It prints the median wall time (start-up included) and peak memory (the child
-and its worker processes) of each, the ratio, and last one JSON object for scripts.
-PARALLEL_MIN_BYTES in ``pipelines.migrate`` is set from these figures.
+``novation run`` runs on it alternately in one process (``--direct_running_mode in_memory``), with
+two worker processes (``--direct_num_workers 2 --direct_running_mode multi_processing``) and, with
+``--auto``, as it chooses by itself, R times each, each run in its own process. It prints the median
+wall time (start-up included) and peak memory (the child and its worker processes) of each, the
+ratio, and last one JSON object for scripts. PARALLEL_MIN_BYTES in ``pipelines.migrate`` is set from
+these figures.
 """
 
 import argparse

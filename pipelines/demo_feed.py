@@ -3,14 +3,14 @@ the acquirer's stream runs (``novation demo --live``, the stream benchmark, test
 
 ``plan_feed(workdir, planted, ...)`` plans waves of feed files from the demo's own exports:
 customers changing their mobile number, new customers (with their consent), new contracts,
-repayments, closed contracts deleted, withdrawals and erasures, each at a commit time a little
-after the wave's landing time. Some waves carry the dirt a real feed has: lines out of commit
-order, a withdrawal that lands late (after changes committed after it), a line that is not JSON,
-a change for a customer the seller never had. Later waves bring consent given again: a customer
-who withdrew consents again, and one whose rows moved without their sensitive fields gives the
-separate consent for them (their rows then need ``novation backfill``). Changes come as Debezium envelopes and as plain
-change rows, both forms ``transforms.stream.changes`` accepts. ``land_waves`` writes the files at their
-times, each whole and then renamed into place, as a CDC tool would.
+repayments, closed contracts deleted, withdrawals and erasures, each at a commit time a little after
+the wave's landing time. Some waves carry the dirt a real feed has: lines out of commit order, a
+withdrawal that lands late (after changes committed after it), a line that is not JSON, a change for
+a customer the seller never had. Later waves bring consent given again: a customer who withdrew
+consents again, and one whose rows moved without their sensitive fields gives the separate consent
+for them (their rows then need ``novation backfill``). Changes come as Debezium envelopes and as
+plain change rows, both forms ``transforms.stream.changes`` accepts. ``land_waves`` writes the files
+at their times, each whole and then renamed into place, as a CDC tool would.
 """
 
 import csv

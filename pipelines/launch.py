@@ -85,11 +85,11 @@ def workers_off_the_working_directory():
             os.environ['PYTHONSAFEPATH'] = before
 
 
-# Below this much CSV that workers can share (``transforms.read.tables.splittable``), a second worker
-# process costs more than it saves: it starts, and every batch between two steps crosses from
-# one process to another. Measured with benchmarks/workers.py (see docs/performance.md):
-# even at 69 MB of such CSV, 10% faster at 138 MB, 20% at 277 MB; a 4-table export
-# of 128 MB with 56 MB of it in such CSV was 9% slower with two.
+# Below this much CSV that workers can share (``transforms.read.ranges.splittable``), a second
+# worker process costs more than it saves: it starts, and every batch between two steps crosses from
+# one process to another. Measured with benchmarks/workers.py (see docs/performance.md): even at 69
+# MB of such CSV, 10% faster at 138 MB, 20% at 277 MB; a 4-table export of 128 MB with 56 MB of it
+# in such CSV was 9% slower with two.
 PARALLEL_MIN_BYTES = 128 << 20
 
 

@@ -62,8 +62,9 @@ def stream_parser(add_help=True) -> argparse.ArgumentParser:
                       help='cut-over: stop at this time (ISO 8601 with its zone, e.g. '
                            '2026-12-31T18:00:00+08:00), committing the open epoch')
     stop.add_argument('--seconds', type=float, metavar='N', help='stop after N seconds')
-    parser.add_argument('--run-id', '--run_id', dest='run_id', help='name of the stream directory (default: stream- + UTC '
-                                         'time + random); an existing stream\'s id resumes it '
+    parser.add_argument('--run-id', '--run_id', dest='run_id',
+                        help='name of the stream directory (default: stream- + UTC '
+                             'time + random); an existing stream\'s id resumes it '
                                          'after its last committed epoch')
     parser.add_argument('--output', metavar='PATH',
                         help='where stream directories are created, instead of output.path')

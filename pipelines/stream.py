@@ -38,7 +38,8 @@ from pipelines.options import stream_parser
 from transforms.common.run import check_run_id, new_run_id
 from transforms.stream.changes import ChangeProblem
 from transforms.commit.audit import append_event
-from transforms.stream.chain import CUTOVER_FILE, Committed, Trail, checked_epochs, conservation, committed_so_far, count, epoch_dir
+from transforms.stream.chain import (CUTOVER_FILE, Committed, Trail, checked_epochs, conservation,
+                                     committed_so_far, count, epoch_dir)
 from transforms.stream.epochs import CommitEpochs
 from transforms.common.errors import ConfigError, NovationError
 from transforms.common.files import exists, has_scheme, join, why_not_writable
@@ -285,8 +286,8 @@ def run_stream(argv=None) -> dict:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return {**stream_summary(stream_dir, run_id, config.output.keys), 'cutover': join(stream_dir, CUTOVER_FILE),
-                'status': 'done'}
+        return {**stream_summary(stream_dir, run_id, config.output.keys),
+                'cutover': join(stream_dir, CUTOVER_FILE), 'status': 'done'}
     finally:
         if lock is not None:
             lock.release(finished=True)

@@ -1,4 +1,5 @@
-"""``novation backfill``: deliver the rows of customers who consented again, through the running stream."""
+"""``novation backfill``: deliver the rows of customers who consented again, through the
+running stream."""
 
 import argparse
 
@@ -7,7 +8,8 @@ import collections
 
 
 SYNOPSIS = (
-    'novation backfill STREAM_DIR (--keys DIR --list FILE.{csv,jsonl} | --config FILE --export TABLE=PATH... [--exported-at TIME])',
+    'novation backfill STREAM_DIR (--keys DIR --list FILE.{csv,jsonl} | --config FILE '
+     '--export TABLE=PATH... [--exported-at TIME])',
 )
 TAKES_BEAM_OPTIONS = False
 RAW_ARGUMENTS = False

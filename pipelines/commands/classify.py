@@ -4,7 +4,8 @@ import argparse
 
 
 SYNOPSIS = (
-    'novation classify EXPORT_FILE [--format F] [--encoding E] [--sample N] [--name T] [--table SELLER_TABLE] --out draft.avsc',
+    'novation classify EXPORT_FILE [--format F] [--encoding E] [--sample N] [--name T] '
+     '[--table SELLER_TABLE] --out draft.avsc',
 )
 TAKES_BEAM_OPTIONS = False
 RAW_ARGUMENTS = False

@@ -6,7 +6,8 @@ from pipelines.options import add_keys
 
 
 SYNOPSIS = (
-    'novation decrypt RUN_DIR --keys DIR --table NAME [--deadletter] [--epoch N] --out FILE.{csv,jsonl,parquet}',
+    'novation decrypt RUN_DIR --keys DIR --table NAME [--deadletter] [--epoch N] --out '
+     'FILE.{csv,jsonl,parquet}',
 )
 TAKES_BEAM_OPTIONS = False
 RAW_ARGUMENTS = False

@@ -7,7 +7,8 @@ import sys
 
 
 SYNOPSIS = (
-    'novation detokenize --run RUN_DIR --keys DIR --field TABLE.FIELD (TOKEN... | --in FILE) [--out FILE.csv]',
+    'novation detokenize --run RUN_DIR --keys DIR --field TABLE.FIELD (TOKEN... | --in '
+     'FILE) [--out FILE.csv]',
 )
 TAKES_BEAM_OPTIONS = False
 RAW_ARGUMENTS = False

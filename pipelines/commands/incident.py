@@ -8,7 +8,8 @@ from pipelines.commands.notice import write_people
 
 
 SYNOPSIS = (
-    'novation incident --run RUN_DIR --file PATH --keys DIR [--notice NOTICE_DIR --out FILE.{csv,jsonl,parquet}]',
+    'novation incident --run RUN_DIR --file PATH --keys DIR [--notice NOTICE_DIR --out '
+     'FILE.{csv,jsonl,parquet}]',
 )
 TAKES_BEAM_OPTIONS = False
 RAW_ARGUMENTS = False

@@ -25,9 +25,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         'init', help='create a new keyring',
         description='Create a keyring with the roles pseudonym, token, data.footer, '
                     'data.internal, data.personal, data.sensitive, data.avro, deadletter, '
-                    'notice and manifest (and column.NAME for each --column). With --master-key every keyset is '
-                    'encrypted under that master key (Tink KMS envelope); without it keysets '
-                    'are stored in clear JSON, for demos and tests only.')
+                    'notice and manifest (and column.NAME for each --column). With '
+                    '--master-key every keyset is encrypted under that master key (Tink KMS '
+                    'envelope); without it keysets are stored in clear JSON, for demos and '
+                    'tests only.')
     init.add_argument('directory', help='new or empty local directory')
     init.add_argument('--master-key', metavar='URI',
                       help='gcp-kms://projects/P/locations/L/keyRings/R/cryptoKeys/K (needs '

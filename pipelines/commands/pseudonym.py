@@ -6,7 +6,8 @@ from pipelines.options import add_keys
 
 
 SYNOPSIS = (
-    'novation pseudonym --keys DIR (--domain D | --run RUN_DIR --field TABLE.FIELD) (VALUE... | --in FILE)',
+    'novation pseudonym --keys DIR (--domain D | --run RUN_DIR --field TABLE.FIELD) '
+     '(VALUE... | --in FILE)',
 )
 TAKES_BEAM_OPTIONS = False
 RAW_ARGUMENTS = False

@@ -58,7 +58,8 @@ def main(call) -> int:
 
 def _stream_report(args):
     from pipelines.decrypt import stream_epochs
-    from transforms.stream.chain import CUTOVER_FILE, epoch_dir, write_epoch_report, write_stream_report
+    from transforms.stream.chain import (CUTOVER_FILE, epoch_dir, write_epoch_report,
+                                         write_stream_report)
     from transforms.common.errors import NovationError
     from transforms.common.files import exists, join
     from transforms.commit.report import REPORT_HTML

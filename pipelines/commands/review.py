@@ -6,7 +6,8 @@ from pipelines.options import add_keys
 
 
 SYNOPSIS = (
-    'novation review RUN_DIR --keys DIR [--table T] [--reason R] [--field F] [--source FILE] [--epoch N] [--out FILE | --decide replay|discard|hold --by NAME [--note TEXT]]',
+    'novation review RUN_DIR --keys DIR [--table T] [--reason R] [--field F] [--source '
+     'FILE] [--epoch N] [--out FILE | --decide replay|discard|hold --by NAME [--note TEXT]]',
 )
 TAKES_BEAM_OPTIONS = False
 RAW_ARGUMENTS = False

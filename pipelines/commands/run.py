@@ -7,7 +7,8 @@ from pipelines.progress import showing_progress
 
 
 SYNOPSIS = (
-    'novation run --config FILE [--run-id ID] [--output PATH] [--keys PATH] [--plan-hash SHA256] [--detach] [Beam options]',
+    'novation run --config FILE [--run-id ID] [--output PATH] [--keys PATH] [--plan-hash '
+     'SHA256] [--detach] [Beam options]',
 )
 TAKES_BEAM_OPTIONS = True
 RAW_ARGUMENTS = True  # parsed again by the command from the words after it

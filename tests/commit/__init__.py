@@ -1,1 +1,2 @@
-"""Tests of commit: the audit log, re-identification risk, notification list, report and manifest."""
+"""Tests of commit: the audit log, re-identification risk, notification list, report and
+manifest."""

@@ -254,11 +254,12 @@ EPOCH = {'run_id': 'live', 'epoch': 3, 'committed_at': '2026-12-03T08:00:05+00:0
 @pytest.mark.parametrize('lang, summary', [
     ('en', '7 changes delivered, 2 refused, 1 retractions (customers whose delivered rows the '
            'acquirer must delete, PIPL Art. 47).'),
-    ('zh', '交付变更 7 条，拒绝 2 条，撤回 1 项（受让方须删除其已交付记录的客户，《个人信息保护法》第四十七条）。'),
+    ('zh', '交付变更 7 条，拒绝 2 条，撤回 1 项（受让方须删除其已交付记录的客户，'
+           '《个人信息保护法》第四十七条）。'),
 ])
 def test_an_epoch_and_the_stream_are_reported_from_their_manifests(lang, summary):
-    from transforms.commit.report import (build_epoch_report, build_stream_report, render_epoch_html,
-                                   render_stream_html)
+    from transforms.commit.report import (build_epoch_report, build_stream_report,
+                                          render_epoch_html, render_stream_html)
     report = build_epoch_report(EPOCH, lang)
     assert report['summary'] == summary
     assert report['totals'] == {'rows_written': 7, 'rows_refused': 2,

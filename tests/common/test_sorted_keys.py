@@ -13,8 +13,8 @@ from transforms.common.batches import ROW, SOURCE
 from transforms.consent.rules import (VERDICT_CODE, ConsentRow, Decisions, FlagRun, decide_flags,
                                       decide_subject, default_decision, flag_run, registry_flags)
 from transforms.common.scratch import Scratch
-from transforms.common.sorted_keys import (fit_width, fixed_width, group_starts, merge_runs, partition_of,
-                                    sorted_run, split_by_partition, texts)
+from transforms.common.sorted_keys import (fit_width, fixed_width, group_starts, merge_runs,
+                                           partition_of, sorted_run, split_by_partition, texts)
 
 KEYS = st.text(alphabet=st.sampled_from(['a', 'b', '\x00', '王', '\x01']), max_size=4)
 

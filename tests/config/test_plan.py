@@ -21,7 +21,8 @@ def demo_doc():
 
 
 def plan_of(doc, base=ROOT):
-    return build_plan(parse_config(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), 'demo.yaml', base))
+    text = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+    return build_plan(parse_config(text, 'demo.yaml', base))
 
 
 def field(plan, table, name):

@@ -258,7 +258,8 @@ def test_no_key_material_in_any_output_file(demo_run):
 
 def test_novation_pseudonym_follows_the_documented_formula(tmp_path, capsys):
     """hex(HMAC-SHA256(key, len(domain) as 2 bytes big-endian + domain + value)[:16]): what the
-    docs/evidence.md tells an acquirer, computed here with the standard library from the key itself."""
+    docs/evidence.md tells an acquirer, computed here with the standard library from the key
+    itself."""
     import base64
     import hashlib
     import hmac

@@ -14,7 +14,8 @@ from transforms.common.errors import SchemaError
 
 @pytest.mark.parametrize('column, expected', [
     ('手机号', 'cn_mobile'), ('联系电话', 'cn_mobile'), ('mobile', 'cn_mobile'),
-    ('证件号码', 'cn_resident_id'), ('身份证号', 'cn_resident_id'), ('id_card_no', 'cn_resident_id'),
+    ('证件号码', 'cn_resident_id'), ('身份证号', 'cn_resident_id'),
+    ('id_card_no', 'cn_resident_id'),
     ('客户编号', 'customer_id'), ('cust_no', 'customer_id'), ('姓名', 'person_name'),
     ('guarantor_name', 'person_name'), ('备注', 'free_text'), ('call_notes', 'free_text'),
     ('银行卡号', 'bank_card'), ('开户行', 'bank_name'), ('登录密码', 'auth_credential'),

@@ -410,7 +410,8 @@ def test_decrypting_with_another_keyring_is_one_clear_line(demo_run, tmp_path):
                     '--out', str(tmp_path / 'x.csv'))
     assert proc.returncode == 2
     [line] = problems(proc.stderr)  # its manifest key does not check the run's seal
-    assert line.startswith('novation: error: ') and 'does not hold' in line and 'use the keyring the run was written with' in line
+    assert line.startswith('novation: error: ') and 'does not hold' in line
+    assert 'use the keyring the run was written with' in line
     with_manifest_key_of(os.path.join(workdir, 'keys'), other)
     proc = novation('decrypt', result.run_dir, '--keys', other, '--table', 'contracts',
                     '--out', str(tmp_path / 'x.csv'))

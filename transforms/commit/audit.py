@@ -3,13 +3,12 @@
 One JSON file per event under ``OUT/audit/`` (``00000001.json``, ...), each holding the sha256
 of the one before (``prev_sha256``) and its own (``sha256``, over its canonical JSON without
 that key). Events: a run started (config and plan hashes, key ids), committed (the manifest's
-sha256), aborted; a review decision, a sign-off, a replay; keys rotated; leftovers cleaned; a
-stream started (config and plan hashes, key ids, the snapshot it continues), cut over (the
-sha256 of its cut-over manifest, which names every epoch's) or aborted; each epoch a stream
-commits (the sha256 of its manifest). Editing, removing or
-reordering a record breaks the chain; a run's manifest (and a stream's epoch and cut-over
-manifests) name the record of its start, so removing the newest records shows too. No personal data: ids, hashes, counts and the names of
-the staff who decided.
+sha256), aborted; a review decision, a sign-off, a replay; keys rotated; leftovers cleaned; a stream
+started (config and plan hashes, key ids, the snapshot it continues), cut over (the sha256 of its
+cut-over manifest, which names every epoch's) or aborted; each epoch a stream commits (the sha256 of
+its manifest). Editing, removing or reordering a record breaks the chain; a run's manifest (and a
+stream's epoch and cut-over manifests) name the record of its start, so removing the newest records
+shows too. No personal data: ids, hashes, counts and the names of the staff who decided.
 
 One file per record, because object stores (gs://) cannot append; a local record is created
 exclusively, so two runs appending at once take different numbers (on gs:// two writers in the

@@ -22,7 +22,8 @@ from transforms.commit.report_font import font_face
 from transforms.common.reasons import DATA_QUALITY_REASONS, REGISTRY
 from transforms.commit.report_text import TEXT, law_in
 
-__all__ = ['LANGS', 'REPORT_HTML', 'REPORT_JSON', 'build_epoch_report', 'build_report', 'build_stream_report', 'render_epoch_html', 'render_html', 'render_stream_html']
+__all__ = ['LANGS', 'REPORT_HTML', 'REPORT_JSON', 'build_epoch_report', 'build_report',
+           'build_stream_report', 'render_epoch_html', 'render_html', 'render_stream_html']
 
 REPORT_JSON = 'report.json'
 REPORT_HTML = 'report.html'

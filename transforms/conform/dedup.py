@@ -5,7 +5,8 @@ Whether a row is a refused copy is known only once every row's key has been seen
 keys, and takes them back once the duplicated keys are known: the rows wait on disk (encrypted),
 not in memory, and the table is read and conformed once. Of each row it keeps a few bytes (the
 key, and where the row is) in scratch files split by a hash of the key
-(``transforms.common.scratch``), and finds the duplicated keys one partition at a time: memory follows
+(``transforms.common.scratch``), and finds the duplicated keys one partition at a time: memory
+follows
 a partition, not the table. It then refuses every copy (``keep: none``) or every copy but the
 one with the greatest ``order_by`` (``keep: latest``; ties go to the last row read).
 """
@@ -32,7 +33,8 @@ __all__ = ['DropDuplicates', 'KeyFacts', 'duplicate_rows', 'duplicated_keys', 'k
 PARK_ROWS = 1 << 15
 
 
-# The duplicate check's view of a batch: its keys as a sorted run (transforms.common.sorted_keys) and, when
+# The duplicate check's view of a batch: its keys as a sorted run (transforms.common.sorted_keys)
+# and, when
 # the copy to keep is ranked (keep: latest), the rank of each key's row in the same order.
 KeyFacts = collections.namedtuple('KeyFacts', 'keys ranks')
 

@@ -193,7 +193,8 @@ def _decide_flags(merged: FlagRun, erasures, purposes, cross_border):
 class SubjectCodes(Mapping):
     """subject -> decision code, compact enough for tens of millions of customers.
 
-    Subjects are kept as sorted fixed-width keys (``transforms.common.sorted_keys``) beside an int8 code
+    Subjects are kept as sorted fixed-width keys (``transforms.common.sorted_keys``) beside an int8
+    code
     each: about (longest id + 2) bytes per customer, where a dict takes over 100. Lookups are
     binary searches, vectorized per batch.
     """

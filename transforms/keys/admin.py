@@ -14,9 +14,13 @@ from tink.proto import tink_pb2
 from transforms.common.errors import KeyringError
 from transforms.common.files import has_scheme
 from transforms.keys.roles import BASE_ROLES, column_role
-from transforms.keys.keyring import AEAD_TEMPLATE, CLEARTEXT_WARNING, KEYRING_FILE, KEYRING_FORMAT, Keyring, check_role_name, display_uri, first_line, keyset_associated_data, load_keyring, master_key_aead, read_doc, template_for
+from transforms.keys.keyring import (AEAD_TEMPLATE, CLEARTEXT_WARNING, KEYRING_FILE, KEYRING_FORMAT,
+                                     Keyring, check_role_name, display_uri, first_line,
+                                     keyset_associated_data, load_keyring, master_key_aead,
+                                     read_doc, template_for)
 
-__all__ = ['add_roles', 'create_local_master_key', 'init_keyring', 'rotate_keyring', 'share_keyring']
+__all__ = ['add_roles', 'create_local_master_key', 'init_keyring', 'rotate_keyring',
+           'share_keyring']
 
 
 def create_local_master_key(path: str) -> None:
@@ -155,7 +159,8 @@ def _store(directory, doc, role, handle, wrap, *, new=False):
         'file': f'{role}.json' if wrap else f'{role}.cleartext.json', 'created': {}})
     if wrap:
         try:
-            text = tink.json_proto_keyset_format.serialize_encrypted(handle, wrap, keyset_associated_data(role))
+            text = tink.json_proto_keyset_format.serialize_encrypted(
+                handle, wrap, keyset_associated_data(role))
         except Exception as e:  # the KMS could not be reached or refused the call
             raise KeyringError(f'the KMS behind {display_uri(doc.get("master_key_uri"))} '
                                f'failed: {first_line(e)}') from None

@@ -308,7 +308,8 @@ def _parse_keyset(text, role, keyset_path, wrap, master_key_uri):
             raise KeyringError(f'{keyset_path}: not a valid cleartext Tink keyset for role '
                                f'{role!r}') from None
     try:
-        return tink.json_proto_keyset_format.parse_encrypted(text, wrap, keyset_associated_data(role))
+        return tink.json_proto_keyset_format.parse_encrypted(text, wrap,
+                                                             keyset_associated_data(role))
     except tink.TinkError:
         raise KeyringError(f'{keyset_path}: the master key {display_uri(master_key_uri)} does '
                            f'not open this keyset (wrong master key, or the file was changed)'

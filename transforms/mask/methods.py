@@ -5,7 +5,8 @@ before any data is read), then applied batch by batch. Keyed operators get their
 ``KeyedOps`` object (see ``transforms.keys.crypto``); nothing here imports Beam.
 
 Methods: ``keep``, ``drop``, ``redact``, ``mask``, ``hash``, ``tokenize``, ``generalize``,
-``date_shift``, ``encrypt``, ``scrub``. No per-record random salts: determinism is what keeps joins intact.
+``date_shift``, ``encrypt``, ``scrub``. No per-record random salts: determinism is what keeps joins
+intact.
 """
 
 import dataclasses
@@ -19,8 +20,8 @@ import pyarrow.compute as pc
 from schemas import FieldSpec
 from transforms.common.errors import ConfigError
 
-__all__ = ['METHODS', 'OPERATORS', 'methods_table', 'MaskContext', 'Operator', 'make_operator', 'string_form',
-           'year_or_month']
+__all__ = ['METHODS', 'OPERATORS', 'MaskContext', 'Operator', 'make_operator', 'methods_table',
+           'string_form', 'year_or_month']
 
 _TEXT_KINDS = ('string', 'enum')
 _NUMBER_KINDS = ('int', 'long', 'float', 'double', 'decimal')

@@ -124,7 +124,8 @@ def shard_of(subject: str, shards: int) -> str:
 
 class ConsentInOrder(beam.PTransform):
     """``Routed`` batches -> one ``Batch`` of ``Decided`` (deliver or refuse),
-    ``Retraction`` and ``Regained`` items per batch; any other item (dead letters, the watermark's marks, the
+    ``Retraction`` and ``Regained`` items per batch; any other item (dead letters, the watermark's
+    marks, the
     end of the feeds) passes through as it came, so the steps of a stream stay one chain: the
     local runner stops running in real time at a Flatten."""
 

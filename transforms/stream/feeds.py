@@ -23,7 +23,8 @@ FnApiRunner runs a source and the keyed steps after it in real time only when no
 flattened in between (two sources flattened ran to their end before the next step).
 
 Every file is read once per run; a restarted stream reads them all again (the consent events
-rebuild each customer's state) and ``transforms.stream.epochs`` commits nothing twice. A watcher that
+rebuild each customer's state) and ``transforms.stream.epochs`` commits nothing twice. A watcher
+that
 stops emits ``EndOfFeeds`` last.
 """
 
@@ -52,8 +53,8 @@ from transforms.stream.changes import (Change, ChangeProblem, JsonNumber, NotACh
                                parse_change)
 from transforms.consent.events import ConsentEvent, parse_consent_event
 
-__all__ = ['BACKFILL_FILES', 'DRAIN', 'EndOfFeeds', 'Feed', 'FeedEvent', 'FileRead', 'Released', 'ReleasedUpTo',
-           'WatchFeeds', 'feed_root', 'parse_json_event', 'read_feed_file',
+__all__ = ['BACKFILL_FILES', 'DRAIN', 'EndOfFeeds', 'Feed', 'FeedEvent', 'FileRead', 'Released',
+           'ReleasedUpTo', 'WatchFeeds', 'feed_root', 'parse_json_event', 'read_feed_file',
            'renamed_for_feeds']
 
 KINDS = ('changes', 'consent', 'registry', 'erasures')

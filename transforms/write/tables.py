@@ -131,7 +131,8 @@ def avro_schema(table) -> dict:
     for rule in table.rules:
         if not rule.delivered:
             continue
-        field = {'name': rule.field.name, 'type': ['null', avro_type_of(rule.operator.output_type())],
+        avro_type = avro_type_of(rule.operator.output_type())
+        field = {'name': rule.field.name, 'type': ['null', avro_type],
                  'default': None, 'classification': rule.field.classification,
                  'masking': rule.operator.name}
         if rule.field.doc:
