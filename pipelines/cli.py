@@ -87,6 +87,7 @@ def _configure_logging(verbose: bool):
 def _commands() -> dict:
     """Command name -> its module (argparse only: help starts at once)."""
     import importlib
+
     from pipelines.commands import COMMANDS
     return {name: importlib.import_module(f'pipelines.commands.{name}') for name in COMMANDS}
 

@@ -13,8 +13,12 @@ import difflib
 import os
 import re
 
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
-                                                  StandardOptions, TestOptions)
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    TestOptions,
+)
 
 from config.plan import build_plan, plan_sha256
 from transforms.common import interrupts

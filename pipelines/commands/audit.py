@@ -4,7 +4,6 @@ import argparse
 
 from pipelines.options import add_keys
 
-
 SYNOPSIS = (
     'novation audit verify|show OUT_DIR [--keys DIR]',
 )

@@ -2,10 +2,9 @@
 running stream."""
 
 import argparse
-
-from pipelines.options import add_keys
 import collections
 
+from pipelines.options import add_keys
 
 SYNOPSIS = (
     'novation backfill STREAM_DIR (--keys DIR --list FILE.{csv,jsonl} | --config FILE '
@@ -49,6 +48,7 @@ def main(call) -> int:
     args = call.args
     parser = call.parser
     import datetime
+
     from config import load_config
     from pipelines.backfill import backfill_list, land_backfill, write_list
     if bool(args.list_out) == bool(args.export):

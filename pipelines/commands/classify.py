@@ -2,7 +2,6 @@
 
 import argparse
 
-
 SYNOPSIS = (
     'novation classify EXPORT_FILE [--format F] [--encoding E] [--sample N] [--name T] '
      '[--table SELLER_TABLE] --out draft.avsc',
@@ -45,6 +44,7 @@ def main(call) -> int:
     parser = call.parser
     import json
     import posixpath
+
     from pipelines.classify import classify_export, format_proposals
     from transforms.common.files import write_whole
     if args.sample < 1:

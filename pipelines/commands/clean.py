@@ -3,7 +3,6 @@
 import argparse
 import os
 
-
 SYNOPSIS = (
     'novation clean OUT_DIR [--scratch DIR] [--yes]',
 )

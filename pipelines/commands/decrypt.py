@@ -4,7 +4,6 @@ import argparse
 
 from pipelines.options import add_keys
 
-
 SYNOPSIS = (
     'novation decrypt RUN_DIR --keys DIR --table NAME [--deadletter] [--epoch N] --out '
      'FILE.{csv,jsonl,parquet}',

@@ -6,7 +6,6 @@ import sys
 from pipelines.options import PROGRESS_HELP
 from pipelines.progress import showing_progress
 
-
 SYNOPSIS = (
     'novation demo [--workdir DIR] [--customers N] [--seed S] [Beam options]',
 )

@@ -1,10 +1,9 @@
 """``novation detokenize``: reverse tokenized values of a run (token key holders only)."""
 
 import argparse
-
-from pipelines.options import add_keys
 import sys
 
+from pipelines.options import add_keys
 
 SYNOPSIS = (
     'novation detokenize --run RUN_DIR --keys DIR --field TABLE.FIELD (TOKEN... | --in '

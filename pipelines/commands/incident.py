@@ -2,10 +2,8 @@
 
 import argparse
 
-from pipelines.options import add_keys
-
 from pipelines.commands.notice import write_people
-
+from pipelines.options import add_keys
 
 SYNOPSIS = (
     'novation incident --run RUN_DIR --file PATH --keys DIR [--notice NOTICE_DIR --out '

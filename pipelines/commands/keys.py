@@ -3,7 +3,6 @@
 import argparse
 import os
 
-
 SYNOPSIS = (
     'novation keys init DIR [--master-key URI] [--column NAME]...',
     'novation keys show DIR',

@@ -4,7 +4,6 @@ import argparse
 
 from pipelines.options import add_keys
 
-
 SYNOPSIS = (
     'novation notice NOTICE_DIR --keys DIR --out FILE.{csv,jsonl,parquet}',
 )
@@ -45,6 +44,7 @@ def main(call) -> int:
 def write_people(rows, out):
     """Notification rows to ``out``: .csv, .jsonl or .parquet."""
     import pyarrow as pa
+
     from pipelines.decrypt import write_rows
     from transforms.commit.notice import NOTICE_SCHEMA
     write_rows(pa.Table.from_pylist(rows, schema=NOTICE_SCHEMA), out)

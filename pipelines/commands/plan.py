@@ -2,7 +2,6 @@
 
 import argparse
 
-
 SYNOPSIS = (
     'novation plan --config FILE [--format text|md|json] [--out FILE]',
     'novation plan --diff A B',
@@ -57,6 +56,7 @@ def main(call) -> int:
     text = render_plan(plan, args.plan_format)
     if args.out:
         import posixpath
+
         from transforms.common.files import write_whole
         write_whole(posixpath.dirname(args.out) or '.', posixpath.basename(args.out),
                     text.encode('utf-8'))
@@ -69,6 +69,7 @@ def main(call) -> int:
 def _load_plan(path):
     """A plan from a config (YAML) or a plan saved with --format json."""
     import json
+
     from config import load_config
     from config.plan import PLAN_FORMATS, build_plan, plan_sha256
     from transforms.common.errors import ConfigError

@@ -4,7 +4,6 @@ import argparse
 
 from pipelines.options import add_keys
 
-
 SYNOPSIS = (
     'novation pseudonym --keys DIR (--domain D | --run RUN_DIR --field TABLE.FIELD) '
      '(VALUE... | --in FILE)',

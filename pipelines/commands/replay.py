@@ -5,7 +5,6 @@ import argparse
 from pipelines.options import run_parser
 from pipelines.progress import showing_progress
 
-
 SYNOPSIS = (
     'novation replay RUN_DIR --config FILE [--only N,...] [--run-id ID] [Beam options]',
 )

@@ -2,8 +2,7 @@
 
 import argparse
 
-from pipelines.options import add_keys, SEAL_CHECK
-
+from pipelines.options import SEAL_CHECK, add_keys
 
 SYNOPSIS = (
     'novation report RUN_DIR --keys DIR [--lang en|zh] [--epoch N]',
@@ -41,9 +40,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def main(call) -> int:
     args = call.args
     from pipelines.decrypt import is_stream, load_manifest
+    from transforms.commit.report import REPORT_HTML
     from transforms.common.errors import NovationError
     from transforms.common.files import join
-    from transforms.commit.report import REPORT_HTML
     if is_stream(args.run_dir):
         return _stream_report(args)
     if args.epoch is not None:
@@ -58,11 +57,15 @@ def main(call) -> int:
 
 def _stream_report(args):
     from pipelines.decrypt import stream_epochs
-    from transforms.stream.chain import (CUTOVER_FILE, epoch_dir, write_epoch_report,
-                                         write_stream_report)
+    from transforms.commit.report import REPORT_HTML
     from transforms.common.errors import NovationError
     from transforms.common.files import exists, join
-    from transforms.commit.report import REPORT_HTML
+    from transforms.stream.chain import (
+        CUTOVER_FILE,
+        epoch_dir,
+        write_epoch_report,
+        write_stream_report,
+    )
     manifests = stream_epochs(args.run_dir, args.keys, args.epoch)  # seals and chain checked
     if args.epoch is not None:
         report = write_epoch_report(args.run_dir, manifests[0], args.lang)

@@ -4,7 +4,6 @@ import argparse
 
 from pipelines.options import add_keys
 
-
 SYNOPSIS = (
     'novation review RUN_DIR --keys DIR [--table T] [--reason R] [--field F] [--source '
      'FILE] [--epoch N] [--out FILE | --decide replay|discard|hold --by NAME [--note TEXT]]',

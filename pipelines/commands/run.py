@@ -5,7 +5,6 @@ import argparse
 from pipelines.options import PROGRESS_HELP, run_parser
 from pipelines.progress import showing_progress
 
-
 SYNOPSIS = (
     'novation run --config FILE [--run-id ID] [--output PATH] [--keys PATH] [--plan-hash '
      'SHA256] [--detach] [Beam options]',

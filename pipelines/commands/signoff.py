@@ -2,8 +2,7 @@
 
 import argparse
 
-from pipelines.options import add_keys, SEAL_CHECK
-
+from pipelines.options import SEAL_CHECK, add_keys
 
 SYNOPSIS = (
     'novation signoff RUN_DIR --keys DIR --by NAME',

@@ -4,7 +4,6 @@ import argparse
 
 from pipelines.options import stream_parser
 
-
 SYNOPSIS = (
     'novation stream --config FILE [--snapshot RUN_DIR] [--run-id ID] [--until TIME | '
      '--seconds N] [--plan-hash SHA256] [Beam options]',

@@ -4,7 +4,6 @@ import argparse
 
 from pipelines.options import add_keys
 
-
 SYNOPSIS = (
     'novation verify RUN_DIR --keys DIR',
 )

@@ -8,16 +8,29 @@ import datetime
 import json
 import os
 from typing import Dict, Optional, Sequence
+
 import tink
 from tink import secret_key_access
 from tink.proto import tink_pb2
+
 from transforms.common.errors import KeyringError
 from transforms.common.files import has_scheme
+from transforms.keys.keyring import (
+    AEAD_TEMPLATE,
+    CLEARTEXT_WARNING,
+    KEYRING_FILE,
+    KEYRING_FORMAT,
+    Keyring,
+    check_role_name,
+    display_uri,
+    first_line,
+    keyset_associated_data,
+    load_keyring,
+    master_key_aead,
+    read_doc,
+    template_for,
+)
 from transforms.keys.roles import BASE_ROLES, column_role
-from transforms.keys.keyring import (AEAD_TEMPLATE, CLEARTEXT_WARNING, KEYRING_FILE, KEYRING_FORMAT,
-                                     Keyring, check_role_name, display_uri, first_line,
-                                     keyset_associated_data, load_keyring, master_key_aead,
-                                     read_doc, template_for)
 
 __all__ = ['add_roles', 'create_local_master_key', 'init_keyring', 'rotate_keyring',
            'share_keyring']

@@ -27,7 +27,6 @@ from transforms.common.errors import KeyringError, NovationError
 from transforms.common.files import join, read_text
 from transforms.keys.roles import BASE_ROLES, COLUMN_PREFIX, ROLES, column_role
 
-
 __all__ = ['Keyring', 'cached_keyring', 'column_role', 'display_uri', 'load_keyring']
 
 aead.register()

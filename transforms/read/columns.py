@@ -3,9 +3,10 @@ columns, a header that is really a data row), and Python values made into Arrow 
 """
 
 import json
-import pyarrow as pa
-from transforms.common.errors import InputError
 
+import pyarrow as pa
+
+from transforms.common.errors import InputError
 
 __all__ = ['ColumnPlan', 'looks_like_value', 'shown_columns', 'text_array', 'typed_array']
 

@@ -5,10 +5,10 @@ replacement characters.
 
 import codecs
 import io
+
 import pyarrow as pa
 
 from transforms.common.files import filesystems
-
 
 __all__ = ['CSV_BLOCK_BYTES', 'DecodedStream', 'REPLACEMENT', 'REPLACEMENT_UTF8',
            'WRONG_ENCODING_ROWS', 'WRONG_ENCODING_SHARE', 'first_undecodable_byte',

@@ -6,6 +6,7 @@ one line naming the file.
 import codecs
 import csv
 from typing import Optional
+
 from transforms.common.files import filesystems
 from transforms.read.columns import ColumnPlan
 

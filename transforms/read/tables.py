@@ -15,27 +15,42 @@ import re
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from transforms.common import progress
 from transforms.common.batches import holding_batches, with_provenance
-from transforms.read.csv_records import (broken_quote_problem, csv_records, holds_a_record,
-                                   split_fields)
 from transforms.common.errors import InputError
 from transforms.common.reasons import DeadLetter
 from transforms.read.columns import ColumnPlan, text_array, typed_array
-from transforms.read.encodings import (CSV_BLOCK_BYTES, DecodedStream, REPLACEMENT,
-                                       WRONG_ENCODING_ROWS, WRONG_ENCODING_SHARE,
-                                       first_undecodable_byte, may_hold_replacement)
-from transforms.read.headers import (file_head, header_problem, split_csv_line, split_line,
-                                     start_problem)
+from transforms.read.csv_records import (
+    broken_quote_problem,
+    csv_records,
+    holds_a_record,
+    split_fields,
+)
+from transforms.read.encodings import (
+    CSV_BLOCK_BYTES,
+    REPLACEMENT,
+    WRONG_ENCODING_ROWS,
+    WRONG_ENCODING_SHARE,
+    DecodedStream,
+    first_undecodable_byte,
+    may_hold_replacement,
+)
+from transforms.read.headers import (
+    file_head,
+    header_problem,
+    split_csv_line,
+    split_line,
+    start_problem,
+)
 from transforms.read.ranges import open_range, plan_ranges
 
 __all__ = ['ReadTable', 'SourceFacts']

@@ -14,19 +14,25 @@ from typing import NamedTuple, Optional, Sequence
 import pyarrow as pa
 
 from transforms.commit.audit import append_event
-from transforms.keys.crypto import file_identity
-from transforms.write.deadletter import EncryptedJsonLines, encode, seal
-from transforms.common.files import filesystems, join, write_json, write_whole
-from transforms.keys.keyring import cached_keyring
 from transforms.commit.manifest import MANIFEST_FILE, file_facts
+from transforms.commit.report import (
+    REPORT_HTML,
+    REPORT_JSON,
+    build_epoch_report,
+    build_stream_report,
+    render_epoch_html,
+    render_stream_html,
+)
 from transforms.common.errors import InputError, NovationError
-from transforms.keys.seal import SEAL_ROLE, read_sealed, write_sealed_json
+from transforms.common.files import filesystems, join, write_json, write_whole
 from transforms.common.reasons import DeadLetter
-from transforms.commit.report import (REPORT_HTML, REPORT_JSON, build_epoch_report,
-                               build_stream_report, render_epoch_html, render_stream_html)
+from transforms.keys.crypto import file_identity
+from transforms.keys.keyring import cached_keyring
+from transforms.keys.seal import SEAL_ROLE, read_sealed, write_sealed_json
 from transforms.stream.consent import Retraction
-from transforms.write.tables import ParquetFiles
 from transforms.stream.deliver import CHANGE_COLUMNS
+from transforms.write.deadletter import EncryptedJsonLines, encode, seal
+from transforms.write.tables import ParquetFiles
 
 __all__ = ['CUTOVER_FILE', 'Committed', 'EPOCHS_DIR', 'EPOCH_FORMAT', 'EPOCH_MANIFEST',
            'RETRACTION_FIELDS', 'RETRACTION_KEYS', 'RetractionFiles', 'Trail', 'checked_epochs',

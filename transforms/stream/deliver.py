@@ -11,18 +11,19 @@ import collections
 import dataclasses
 import operator
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
-import pyarrow as pa
+
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
+
 from transforms.common.batches import ROW, SOURCE
+from transforms.common.reasons import DeadLetter
 from transforms.conform.casting import cast_column
 from transforms.conform.conform import conform_batch
 from transforms.consent.gate import suppress_sensitive
 from transforms.mask.mask import mask_batch
 from transforms.mask.methods import MaskContext, string_form
 from transforms.read.columns import ColumnPlan, shown_columns, text_array
-from transforms.common.reasons import DeadLetter
-
 
 __all__ = ['CHANGE_COLUMNS', 'ChangeRows', 'change_batch', 'deliver_changes', 'masked_keys',
            'replayable']

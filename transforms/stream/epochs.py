@@ -16,22 +16,33 @@ import time
 from typing import Optional, Tuple
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.coders import BytesCoder, PickleCoder
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec,
-                                              TimerSpec, on_timer)
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
-import pyarrow as pa
 
 from transforms.common import metrics
-from transforms.keys.crypto import StateCipher
 from transforms.common.reasons import DeadLetter
-from transforms.stream.feeds import EndOfFeeds, FileRead, ReleasedUpTo
+from transforms.keys.crypto import StateCipher
+from transforms.stream.chain import (
+    Committed,
+    Trail,
+    commit_epoch,
+    epoch_line,
+    manifest_sha256,
+    retraction_id,
+    write_cutover,
+)
 from transforms.stream.consent import Batch, Counted, Decided, Regained, Retraction
-from transforms.stream.chain import (Committed, Trail, commit_epoch, epoch_line, manifest_sha256,
-                                     retraction_id, write_cutover)
 from transforms.stream.deliver import deliver_changes
+from transforms.stream.feeds import EndOfFeeds, FileRead, ReleasedUpTo
 
 __all__ = ['CommitEpochs', 'Prepared']
 _PROGRESS = logging.getLogger('novation.progress')
