@@ -23,7 +23,8 @@ READER = r'''
 import os, sys
 sys.path.insert(0, sys.argv[3])
 from tests.read.test_dirty_exports import make_table
-from transforms.read.tables import FileRange, _ReadBatchesFn
+from transforms.read.ranges import FileRange
+from transforms.read.tables import _ReadBatchesFn
 table = make_table(sys.argv[1], 'csv', encoding='gbk')
 path = table.path
 # what the interpreter and the imported libraries already hold before any byte is read
