@@ -98,8 +98,12 @@ def test_the_architecture_page_names_every_stage_package():
     assert [p for p in packages if f'`transforms/{p}/`' not in page] == []
 
 
-def test_the_published_manifest_schema_is_the_readers():
+@pytest.mark.parametrize('page, schema', [('manifest.schema.json', 'SCHEMA'),
+                                          ('epoch-manifest.schema.json', 'EPOCH_SCHEMA')])
+def test_the_published_manifest_schemas_are_the_readers(page, schema):
     import json
-    from transforms.commit.manifest_schema import SCHEMA
-    published = json.loads(_text(os.path.join(ROOT, 'docs', 'manifest.schema.json')))
-    assert published == SCHEMA, 'docs/manifest.schema.json: write json.dumps(SCHEMA, indent=2)'
+    from transforms.commit import manifest_schema
+    published = json.loads(_text(os.path.join(ROOT, 'docs', page)))
+    assert published == getattr(manifest_schema, schema), \
+        f'docs/{page}: write json.dumps({schema}, indent=2)'
+

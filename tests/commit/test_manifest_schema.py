@@ -73,3 +73,38 @@ def test_a_manifest_of_another_shape_is_refused_naming_the_place(edit, place, wh
         check(m, 'RUN/manifest.json')
     assert str(e.value).startswith(f'RUN/manifest.json: {place} {what}')
     assert str(e.value).endswith('the manifest is refused')
+
+
+EPOCH = {
+    'format': 'novation-epoch/1', 'run_id': 'stream-20261207T120000Z-abcdef', 'epoch': 2,
+    'committed_at': '2026-12-07T12:00:05+00:00', 'previous_manifest_sha256': 'c' * 64,
+    'latest_change_at': '2026-12-07T12:00:01+00:00', 'plan_sha256': 'b' * 64,
+    'config_sha256': 'a' * 64, 'audit_started_sha256': None,
+    'tables': {'t': {'rows_written': 2, 'ops': {'c': 1, 'd': 1},
+                     'dead_letters': {'no_consent': 1}}},
+    'retractions': 0, 'retraction_ids': [], 'backfill': {},
+    'files': [{'table': 't', 'kind': 'data', 'path': 'epochs/000002/data/t/part-1.parquet',
+               'rows': 2, 'bytes': 10, 'crc32c': '0a1b2c3d', 'keys': {'data.personal': 7}}],
+    'files_read': [], 'held_columns': {},
+    'sources': [{'path': 'data/a.jsonl', 'first_line': 1, 'last_line': 3, 'changes': 3}],
+    'consumed': [{'path': 'data/a.jsonl', 'lines': [[1, 3]]}],
+    'outcomes': {'data/a.jsonl': {'delivered': 2, 'dead_letter': 1}},
+}
+
+
+@pytest.mark.parametrize('edit, place, what', [
+    (_set(['epoch'], 0), 'epoch', 'is not what'),
+    (_set(['tables', 't', 'ops', 'x'], 1), 'tables.t.ops', 'names an unknown key'),
+    (_set(['files', 0, 'kind'], 'other'), 'files[0].kind', 'is not one of the allowed'),
+    (_set(['consumed', 0, 'lines'], [[1]]), 'consumed[0].lines[0]', 'is not what'),
+    (_set(['previous_manifest_sha256'], 'x'), 'previous_manifest_sha256', 'is not what'),
+    (_set(['format'], 'novation-manifest/1'), 'format', 'is not novation-epoch/1'),
+])
+def test_an_epoch_manifest_of_another_shape_is_refused_naming_the_place(edit, place, what):
+    from transforms.commit.manifest_schema import check_epoch
+    assert check_epoch(copy.deepcopy(EPOCH), 'e') == EPOCH
+    m = copy.deepcopy(EPOCH)
+    edit(m)
+    with pytest.raises(NovationError) as e:
+        check_epoch(m, 'OUT/s: epoch 000002')
+    assert str(e.value).startswith(f'OUT/s: epoch 000002: {place} {what}')

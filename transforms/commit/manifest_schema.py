@@ -1,12 +1,14 @@
-"""The batch manifest's shape: one definition for its writer (``transforms.commit.manifest``)
-and every reader (``decrypt``, ``verify``, ``report``, ``review``, ``replay``, ``incident``).
+"""The manifests' shapes: one definition for each writer (``transforms.commit.manifest`` for a
+batch run, ``transforms.stream.chain`` for a stream's epochs) and every reader (``decrypt``,
+``verify``, ``report``, ``review``, ``replay``, ``incident``, a restarted stream).
 
 ``Manifest`` and its parts are typed dictionaries, so the code that builds and reads them says
 what it expects; ``SCHEMA`` is the same shape as a JSON Schema (draft 2020-12), published as
 docs/manifest.schema.json for readers without Novation (a test keeps the two equal). The
-format is versioned by ``format`` (``MANIFEST_FORMAT``): a change that a reader of the
-version before could misread gets a new number. ``check`` is what a reader runs after the seal
-checks: a manifest that does not have this shape is refused in one line naming where.
+format is versioned by ``format`` (``MANIFEST_FORMAT``, ``EPOCH_FORMAT``): a change that a
+reader of the version before could misread gets a new number. ``check`` and ``check_epoch`` are
+what a reader runs after the seal checks: a manifest that does not have its shape is refused in
+one line naming where. ``EPOCH_SCHEMA`` is published as docs/epoch-manifest.schema.json.
 Pure: neither Beam nor Tink.
 """
 
@@ -18,10 +20,11 @@ from transforms.common.errors import NovationError
 from transforms.common.reasons import REASONS
 from transforms.common.run import RUN_ID_PATTERN
 
-__all__ = ['MANIFEST_FORMAT', 'SCHEMA', 'FileEntry', 'Manifest', 'SourceEntry', 'TableEntry',
-           'check']
+__all__ = ['EPOCH_FORMAT', 'EPOCH_SCHEMA', 'MANIFEST_FORMAT', 'SCHEMA', 'FileEntry', 'Manifest',
+           'SourceEntry', 'TableEntry', 'check', 'check_epoch']
 
 MANIFEST_FORMAT = 'novation-manifest/1'
+EPOCH_FORMAT = 'novation-epoch/1'
 
 
 class FileEntry(TypedDict):
@@ -176,22 +179,81 @@ SCHEMA = {
         'notice': {'type': 'object'},
     },
 }
-_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+_EPOCH_FILE = {**_FILE, 'required': ['table', 'kind', *_FILE['required']],
+               'properties': {**_FILE['properties'], 'table': {'type': 'string'},
+                              'kind': {'enum': ['data', 'deadletter', 'retractions',
+                                                'backfill']}}}
+_LINES = {'type': 'array', 'items': {'type': 'array', 'prefixItems': [_COUNT, _COUNT],
+                                     'minItems': 2, 'maxItems': 2}}
+EPOCH_SCHEMA = {
+    '$schema': 'https://json-schema.org/draft/2020-12/schema',
+    '$id': 'https://novation.invalid/schemas/' + EPOCH_FORMAT.replace('/', '-') + '.json',
+    'title': 'Novation stream epoch manifest (' + EPOCH_FORMAT + ')',
+    'description': 'epochs/NNNNNN/manifest.json of a stream: the changes one epoch delivered, '
+                   'refused and retracted, every file with its size and crc32c, every feed line '
+                   'it accounts for, and the sha256 of the epoch before. Believe it only once '
+                   'its seal checks and the chain holds.',
+    'type': 'object',
+    'required': ['format', 'run_id', 'epoch', 'committed_at', 'previous_manifest_sha256',
+                 'plan_sha256', 'config_sha256', 'tables', 'retractions', 'files', 'sources',
+                 'consumed', 'outcomes'],
+    'properties': {
+        'format': {'const': EPOCH_FORMAT},
+        'run_id': {'type': 'string', 'pattern': f'^{RUN_ID_PATTERN}$'},
+        'epoch': {'type': 'integer', 'minimum': 1},
+        'committed_at': {'type': 'string'},
+        'previous_manifest_sha256': {'anyOf': [_SHA256, {'type': 'null'}]},
+        'latest_change_at': {'type': ['string', 'null']},
+        'plan_sha256': {'anyOf': [_SHA256, {'type': 'null'}]},
+        'config_sha256': {'anyOf': [_SHA256, {'type': 'null'}]},
+        'audit_started_sha256': {'anyOf': [_SHA256, {'type': 'null'}]},
+        'tables': {'type': 'object', 'additionalProperties': {
+            'type': 'object', 'required': ['rows_written', 'ops', 'dead_letters'],
+            'properties': {'rows_written': _COUNT, 'dead_letters': _BY_REASON,
+                           'ops': {'type': 'object', 'propertyNames': {'enum': ['c', 'u', 'd',
+                                                                                'r']},
+                                   'additionalProperties': _COUNT}}}},
+        'retractions': _COUNT,
+        'retraction_ids': _NAMES,
+        'backfill': {'type': 'object'},
+        'files': {'type': 'array', 'items': _EPOCH_FILE},
+        'files_read': {'type': 'array'},
+        'held_columns': {'type': 'object'},
+        'sources': {'type': 'array', 'items': {
+            'type': 'object', 'required': ['path', 'changes'],
+            'properties': {'path': {'type': 'string'}, 'changes': _COUNT}}},
+        'consumed': {'type': 'array', 'items': {
+            'type': 'object', 'required': ['path', 'lines'],
+            'properties': {'path': {'type': 'string'}, 'lines': _LINES}}},
+        'outcomes': {'type': 'object', 'additionalProperties': {'type': 'object'}},
+    },
+}
+_VALIDATORS = {MANIFEST_FORMAT: jsonschema.Draft202012Validator(SCHEMA),
+               EPOCH_FORMAT: jsonschema.Draft202012Validator(EPOCH_SCHEMA)}
 
 
 def check(manifest, where: str) -> Manifest:
     """``manifest`` if it has the shape of ``MANIFEST_FORMAT``; else NovationError naming the
     first place that does not (never a value: a manifest holds no personal data, but a
     changed one may hold anything)."""
-    error = next(iter(sorted(_VALIDATOR.iter_errors(manifest), key=lambda e: list(e.path))),
-                 None)
+    return _checked(manifest, where, MANIFEST_FORMAT)
+
+
+def check_epoch(manifest, where: str) -> dict:
+    """``manifest`` if it has the shape of ``EPOCH_FORMAT``; else NovationError, as ``check``."""
+    return _checked(manifest, where, EPOCH_FORMAT)
+
+
+def _checked(manifest, where: str, form: str):
+    error = next(iter(sorted(_VALIDATORS[form].iter_errors(manifest),
+                             key=lambda e: list(e.path))), None)
     if error is None:
         return manifest
     place = ''.join(f'[{p}]' if isinstance(p, int) else f'.{p}' for p in error.path)
     validator = 'propertyNames' if 'propertyNames' in error.schema_path else error.validator
     what = {'required': 'lacks a required key', 'additionalProperties': 'has an unknown key',
-            'const': 'is not ' + MANIFEST_FORMAT, 'pattern': 'is not in its form',
+            'const': 'is not ' + form, 'pattern': 'is not in its form',
             'enum': 'is not one of the allowed values', 'propertyNames': 'names an unknown key',
-            }.get(validator, f'is not what {MANIFEST_FORMAT} holds ({validator})')
+            }.get(validator, f'is not what {form} holds ({validator})')
     raise NovationError(f'{where}: {place.lstrip(".") or "the manifest"} {what}; the manifest '
                         f'is refused')

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from transforms.commit.audit import append_event
 from transforms.commit.manifest import MANIFEST_FILE, file_facts
+from transforms.commit.manifest_schema import EPOCH_FORMAT, check_epoch
 from transforms.commit.report import (
     REPORT_HTML,
     REPORT_JSON,
@@ -43,7 +44,6 @@ __all__ = ['CUTOVER_FILE', 'Committed', 'EPOCHS_DIR', 'EPOCH_FORMAT', 'EPOCH_MAN
 
 EPOCHS_DIR = 'epochs'
 EPOCH_MANIFEST = 'manifest.json'
-EPOCH_FORMAT = 'novation-epoch/1'
 RETRACTION_FIELDS = (pa.field('subject_id', pa.string()), pa.field('tables', pa.string()),
                      pa.field('reason', pa.string()),
                      pa.field('at', pa.timestamp('us', tz='UTC')))
@@ -308,7 +308,7 @@ def checked_epochs(stream_dir: str, run_id: str, keys_path: str) -> list:
                                what='epoch manifest')
         except NovationError as e:
             raise InputError(f'{stream_dir}: epoch {number:06d}: {e}') from None
-        manifest = json.loads(text)
+        manifest = check_epoch(json.loads(text), f'{stream_dir}: epoch {number:06d}')
         if manifest.get('previous_manifest_sha256') != previous:
             raise InputError(f'{stream_dir}: epoch {number:06d} does not follow epoch '
                              f'{number - 1:06d} (its sha256 differs): an epoch was altered')
