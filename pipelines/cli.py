@@ -140,6 +140,8 @@ def main(argv=None) -> int:
         return code
     except interrupts.Interrupted as stop:
         print(f'novation: interrupted ({stop.name})', file=sys.stderr)
+        if argv is None:
+            interrupts.end_now(stop.exit_code)
         return stop.exit_code
 
 

@@ -11,10 +11,8 @@ import time
 
 import pytest
 
-from tests.conftest import user_lines
+from tests.conftest import ROOT, user_lines
 from transforms.common import interrupts
-
-from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -114,3 +112,16 @@ def test_signals_at_any_moment_of_a_run(demo_copy, tmp_path):
             assert log[-1]['why'].startswith(f'interrupted by {signal.Signals(signum).name}')
     from transforms.commit.audit import verify_log
     assert verify_log(out)['problems'] == []
+
+
+def test_an_interrupted_command_ends_even_with_a_thread_left_running():
+    """Beam's in-process worker, stopped mid-bundle, leaves its state sampler thread (not a
+    daemon) sleeping in a loop; Python would wait for it for ever at exit. end_now does not."""
+    code = ('import threading, time\n'
+            'from transforms.common import interrupts\n'
+            'threading.Thread(target=time.sleep, args=(3600,)).start()\n'
+            'print("novation: interrupted (SIGINT)", flush=False)\n'
+            'interrupts.end_now(130)\n')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert (proc.returncode, proc.stdout) == (130, 'novation: interrupted (SIGINT)\n')

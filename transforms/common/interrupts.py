@@ -11,11 +11,12 @@ during it takes effect after it, and the run reports the success it had.
 import contextlib
 import os
 import signal
+import sys
 import threading
 from typing import Optional
 
-__all__ = ['Interrupted', 'deferred', 'install', 'keep_workers_out', 'received', 'reset',
-           'settle']
+__all__ = ['Interrupted', 'deferred', 'end_now', 'install', 'keep_workers_out', 'received',
+           'reset', 'settle']
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _state = {'received': None, 'deferring': 0, 'pending': None}
@@ -122,6 +123,19 @@ def settle() -> None:
     if threading.current_thread() is threading.main_thread():
         for signum in SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
+
+
+def end_now(code: int) -> None:
+    """End an interrupted command now, once it has cleaned up and said so. Python would first
+    wait for every thread that is not a daemon, and a signal that stops Beam's in-process
+    worker mid-bundle leaves its state sampler's thread (a plain thread sleeping in a loop) for
+    ever: the command would print that it was interrupted and never exit."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def received() -> Optional[int]:
