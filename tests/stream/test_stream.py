@@ -167,7 +167,7 @@ def test_novation_stream_starts_from_the_snapshots_consent_and_says_what_it_comm
                                 'incomplete'),
     (['--runner', 'PortableRunner'], 'novation stream runs on the local runner (no --runner) '
                                      'or on Dataflow'),
-    (['--run-id', '../elsewhere'], "--run-id '../elsewhere': a stream id is 1 to 100 letters"),
+    (['--run-id', '../elsewhere'], "--run-id '../elsewhere': 1 to 100 letters, digits"),
     (['--runner', 'DataflowRunner', '--seconds', '5'], 'on Dataflow the stream runs until it '
                                                        'is drained'),
     ([a for a in DATAFLOW if a != '--dry_run=True'],
