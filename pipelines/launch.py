@@ -26,7 +26,8 @@ from transforms.common.errors import ConfigError, NovationError, os_problem
 from transforms.common.files import has_scheme
 from transforms.keys.keyring import display_uri
 
-__all__ = ['DATAFLOW_READ_WORKERS', 'PARALLEL_MIN_BYTES', 'bound_malloc_retention',
+__all__ = ['DATAFLOW_READ_WORKERS', 'PARALLEL_MIN_BYTES', 'abort_reason', 'bound_malloc_retention',
+           'launch_config',
            'check_beam_args', 'check_plan_hash', 'check_reachable_by_workers', 'local_runner',
            'read_workers', 'runner_kind', 'unwrap_error', 'with_overrides',
            'workers_off_the_working_directory']
@@ -217,3 +218,24 @@ def unwrap_error(exc: BaseException) -> BaseException:
 
 _OS_ERROR_TEXT = re.compile(r"\b\w*Error: \[Errno (?P<errno>\d+)\] (?P<strerror>[^:\n\]]+)"
                             r"(?:: '(?P<filename>[^'\n]*)')?")
+
+
+def launch_config(parser: argparse.ArgumentParser, argv):
+    """The first steps of every launch (a batch run, a stream, a replay), before any data is
+    read: the command's options, Beam's checked (a typo is refused, not dropped), the config
+    with --output and --keys applied, and its plan checked against --plan-hash.
+    Returns ``(options, beam_args, config)``."""
+    from config import load_config
+    known, beam_args = parser.parse_known_args(argv)
+    check_beam_args(beam_args, parser)
+    config = with_overrides(load_config(known.config), output=known.output, keys=known.keys)
+    check_plan_hash(config, known.plan_hash)
+    return known, beam_args, config
+
+
+def abort_reason(error: BaseException) -> str:
+    """Why a launch stopped, for the audit log's abort record: the user's one line, or the
+    name of a bug's exception (its details stay in the log, never in the record)."""
+    if isinstance(error, NovationError):
+        return str(error).splitlines()[0][:300]
+    return f'{type(error).__name__} (a bug: see the log)'

@@ -21,12 +21,11 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions,
                                                   TypeOptions)
 from apache_beam.runners.runner import PipelineState
 
-from config import load_config
 from config.plan import build_plan, plan_sha256
 from pipelines.clean import RunLock
-from pipelines.launch import (bound_malloc_retention, check_beam_args, check_plan_hash,
-                              check_reachable_by_workers, local_runner, read_workers, runner_kind,
-                              unwrap_error, with_overrides, workers_off_the_working_directory)
+from pipelines.launch import (abort_reason, bound_malloc_retention, check_reachable_by_workers,
+                              launch_config, local_runner, read_workers, runner_kind,
+                              unwrap_error, workers_off_the_working_directory)
 from pipelines.options import run_parser
 from transforms.commit.audit import append_event
 from transforms.consent.gate import (ConsentDecisions, ConsentGate, ErasedSubjects,
@@ -277,11 +276,7 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
     the numbers of the replay decisions to apply, all by default).
     Raises NovationError on user errors.
     """
-    parser = run_parser()
-    known, beam_args = parser.parse_known_args(argv)
-    check_beam_args(beam_args, parser)
-    config = with_overrides(load_config(known.config), output=known.output, keys=known.keys)
-    check_plan_hash(config, known.plan_hash)
+    known, beam_args, config = launch_config(run_parser(), argv)
     options = PipelineOptions(beam_args)
     if not any(arg.split('=')[0] in ('--pipeline_type_check', '--no_pipeline_type_check')
                for arg in beam_args):
@@ -341,10 +336,8 @@ def run(argv=None, *, replay=None, only=None) -> RunResult:
                 _remove_scratch(None, run_scratch(run_info))
             error = unwrap_error(e)
             if not isinstance(error, DeadLetterLimitExceeded) and not dry_run:  # logged in-job
-                why = (str(error).splitlines()[0][:300] if isinstance(error, NovationError)
-                       else f'{type(error).__name__} (a bug: see the log)')
                 append_event(config.output.path, 'run_aborted', keys=config.output.keys,
-                             run_id=run_info.run_id, why=why)
+                             run_id=run_info.run_id, why=abort_reason(error))
             raise error from None
         progress.note('finished', finished=True)
         if state != PipelineState.DONE:

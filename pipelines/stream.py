@@ -28,11 +28,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
                                                   StandardOptions)
 
-from config import load_config
 from config.plan import build_plan, plan_sha256
 from pipelines.clean import RunLock
-from pipelines.launch import (check_beam_args, check_plan_hash, check_reachable_by_workers,
-                              local_runner, runner_kind, unwrap_error, with_overrides,
+from pipelines.launch import (abort_reason, check_reachable_by_workers, launch_config,
+                              local_runner, runner_kind, unwrap_error,
                               workers_off_the_working_directory)
 from pipelines.options import stream_parser
 from transforms.common.run import check_run_id, new_run_id
@@ -145,14 +144,10 @@ def run_stream(argv=None) -> dict:
 
     Raises NovationError on user errors, before the stream starts.
     """
-    parser = stream_parser()
-    known, beam_args = parser.parse_known_args(argv)
-    check_beam_args(beam_args, parser)
-    config = with_overrides(load_config(known.config), output=known.output, keys=known.keys)
+    known, beam_args, config = launch_config(stream_parser(), argv)
     if config.stream is None:
         raise ConfigError(f'{config.source}: stream: missing; novation stream needs '
                           f'stream.changes and stream.consent (globs of the feed files)')
-    check_plan_hash(config, known.plan_hash)
     plan = plan_sha256(build_plan(config))
     options = PipelineOptions(list(beam_args) + ['--streaming'])
     kind = runner_kind(options)
@@ -278,10 +273,8 @@ def run_stream(argv=None) -> dict:
                 pipeline.run().wait_until_finish()
         except Exception as e:  # Beam re-raises worker errors wrapped; surface ours cleanly
             error = unwrap_error(e)
-            why = (str(error).splitlines()[0][:300] if isinstance(error, NovationError)
-                   else f'{type(error).__name__} (a bug: see the log)')
             append_event(config.output.path, 'stream_aborted', keys=config.output.keys,
-                         stream_id=run_id, why=why)
+                         stream_id=run_id, why=abort_reason(error))
             raise error from None
         finally:
             for sig, handler in previous.items():

@@ -346,17 +346,13 @@ def run_stream_replay(stream_dir: str, argv, only=None) -> dict:
     [--only N,...]`` (other options: Beam's)."""
     import argparse
     from apache_beam.options.pipeline_options import PipelineOptions
-    from config.loader import load_config
     from config.plan import build_plan, plan_sha256
-    from pipelines.launch import check_beam_args, check_plan_hash, with_overrides
+    from pipelines.launch import launch_config
     parser = argparse.ArgumentParser(prog='novation replay', add_help=False)
     parser.add_argument('--config', required=True)
     parser.add_argument('--output')
     parser.add_argument('--keys')
     parser.add_argument('--plan-hash')
-    known, beam_args = parser.parse_known_args(argv)
-    check_beam_args(beam_args, parser)
-    config = with_overrides(load_config(known.config), output=known.output, keys=known.keys)
-    check_plan_hash(config, known.plan_hash)
+    _, beam_args, config = launch_config(parser, argv)
     return replay_stream(stream_dir, config, plan_sha256(build_plan(config)), only=only,
                          options=PipelineOptions(beam_args))
