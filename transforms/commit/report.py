@@ -31,7 +31,6 @@ LANGS = ('en', 'zh')
 
 # reason -> (law, meaning in English, meaning in Chinese), from the registry
 REASON_TEXT = {r.code: (r.article, r.report_en, r.report_zh) for r in REGISTRY}
-DATA_QUALITY = DATA_QUALITY_REASONS
 
 
 def build_report(manifest: dict, lang: str = 'en') -> dict:
@@ -49,7 +48,7 @@ def build_report(manifest: dict, lang: str = 'en') -> dict:
         detail = [{**d, 'got': _got(d['got'], lang)} for d in table.get('dead_letter_detail', [])]
         by_field = {}
         for d in detail:
-            if d['field'] and d['reason'] in DATA_QUALITY:
+            if d['field'] and d['reason'] in DATA_QUALITY_REASONS:
                 by_field[d['field']] = by_field.get(d['field'], 0) + d['count']
         tables.append({'table': name, 'rows_read': table['rows_read'], 'detail': detail,
                        'problems_by_field': dict(sorted(by_field.items())),
@@ -132,7 +131,7 @@ def _customers(manifest, t):
     primary key is its subject key), as far as the manifest can tell: the first table."""
     name, table = next(iter(manifest['tables'].items()))
     dead = table['dead_letters']
-    consent = {r: n for r, n in dead.items() if n and r not in DATA_QUALITY}
+    consent = {r: n for r, n in dead.items() if n and r not in DATA_QUALITY_REASONS}
     return {'table': name, 'admitted': table['rows_written'], 'refused': sum(consent.values()),
             'refused_by_reason': consent, 'erasures_honoured': dead.get('erasure_requested', 0),
             'text': t['customers_text'].format(
@@ -238,7 +237,7 @@ def _reason_rows(report) -> list:
 def _reasons(reasons_seen, lang, t) -> list:
     return [{'reason': r, 'law': law_in(REASON_TEXT[r][0], lang),
              'meaning': REASON_TEXT[r][1 if lang == 'en' else 2],
-             'kind': t['kind_quality'] if r in DATA_QUALITY else t['kind_consent']}
+             'kind': t['kind_quality'] if r in DATA_QUALITY_REASONS else t['kind_consent']}
             for r in reasons_seen]
 
 

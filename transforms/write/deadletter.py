@@ -141,11 +141,13 @@ class _SealFn(beam.DoFn):
         if len(self._rows[detail]) < ROW_SAMPLE and record['row'] is not None:
             self._rows[detail].append(record['row'])
         progress.count('dead', letter.table)
-        metrics.count(letter.table, f'dead_letters/{record["reason"]}')
         yield encode(record)
 
     def finish_bundle(self):
         progress.flush()
+        for (kind, table, _, reason), n in self._counts.items():
+            if kind == 'dead':  # the runner's console, once a bundle (transforms.common.metrics)
+                metrics.count(table, f'dead_letters/{reason}', n)
         out = list(self._counts.items()) + [(('rows',) + detail, tuple(rows))
                                             for detail, rows in self._rows.items()]
         for key, value in out:
