@@ -225,11 +225,12 @@ def build_pipeline(pipeline, config, run, *, workers=1, replay=None) -> dict:
     if config.risk_tables:
         commit['risk'] = ({t.name: outputs[t.name]['rows'] for t in config.risk_tables}
                           | 'Risk' >> ReidentificationRisk(config.risk_tables,
-                                                          config.risk.min_k))
+                                                          config.risk.min_k, scratch))
     if config.notice is not None:
         parts = {**{f'admitted {name}': rows for name, rows in admitted.items()},
                  **{f'refused {i}': letters for i, letters in enumerate(refused)}}
-        commit['notice'] = parts | 'NotificationList' >> NotificationList(config, run, erased)
+        commit['notice'] = parts | 'NotificationList' >> NotificationList(config, run, erased,
+                                                                         scratch)
     manifest = commit | 'Commit' >> WriteManifest(run)
     _ = manifest | 'RemoveScratch' >> beam.Map(_remove_scratch, scratch)
     return {'manifest': manifest, 'tables': outputs}

@@ -41,13 +41,13 @@ def batches(df, size):
 
 
 @pytest.mark.parametrize('n, seed', [(300, 1), (2000, 2), (5000, 3)])
-def test_k_and_l_match_pycanon_on_generated_customers(n, seed):
+def test_k_and_l_match_pycanon_on_generated_customers(n, seed, scratch):
     df = generated(n, seed)
     qis, sa = ['gender', 'birth_year', 'city'], 'score'
     table = Table('customers', qis, [sa])
     with local_pipeline() as p:
         figures = ({'customers': p | __import__('apache_beam').Create(batches(df, 256))}
-                   | ReidentificationRisk([table], min_k=5))
+                   | ReidentificationRisk([table], min_k=5, scratch=scratch))
         expected_k = anonymity.k_anonymity(df, qis)
         expected_l = anonymity.l_diversity(df, qis, [sa])
         sizes = df.groupby(qis).size()

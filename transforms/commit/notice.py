@@ -16,7 +16,8 @@ key role ``notice`` and goes to ``notice.path``, on the seller's side; the acqui
 gets its counts only.
 
 The work is columnar throughout: each batch becomes one row per customer (the categories a
-bitmask), customers are split into shards by a hash of their id, and each shard is merged and
+bitmask), customers are split into shards by a hash of their id, the shards wait in the run's
+scratch files (``GroupInScratch``, not the runner's memory), and each shard is merged and
 written with Arrow, so the step costs a few elements per batch, not one per customer.
 """
 
@@ -37,6 +38,7 @@ from transforms.keys.keyring import cached_keyring
 from transforms.mask.mask import KeyedBatchFn
 from transforms.mask.methods import MaskContext, string_form
 from transforms.write.sink import WriteEncryptedFiles
+from transforms.common.scratch import GroupInScratch
 from transforms.common.sorted_keys import split_table
 
 __all__ = ['NOTICE_FILE', 'NOTICE_SCHEMA', 'NotificationList', 'moved_parts', 'notice_table']
@@ -231,13 +233,15 @@ def _moved_by_shard(batch, table, keyed_ops):
 class NotificationList(beam.PTransform):
     """Takes {'admitted TABLE': batches about to be masked, 'refused N': dead letters} and
     the erased subjects (a singleton); writes the encrypted list under
-    ``notice.path/<run_id>`` and outputs its counts once written."""
+    ``notice.path/<run_id>`` and outputs its counts once written. ``scratch``: the run's
+    ``transforms.common.scratch.Scratch``, where the shards wait to be merged."""
 
-    def __init__(self, config, run, erased):
+    def __init__(self, config, run, erased, scratch):
         super().__init__()
         self._config = config
         self._run = run
         self._erased = erased
+        self._scratch = scratch
 
     def expand(self, inputs):
         keys = self._run.keys_path
@@ -258,7 +262,7 @@ class NotificationList(beam.PTransform):
         categories = {table.name: table_categories(table) for table in self._config.tables}
         shards = (parts
                   | 'AllParts' >> beam.Flatten()
-                  | 'ByShard' >> beam.GroupByKey()
+                  | 'ByShard' >> GroupInScratch(self._scratch, 'notice', SHARDS)
                   | 'Rows' >> beam.Map(lambda kv: notice_table(
                       kv[1], categories, t.acquirer, t.acquirer_contact)))
         notice_dir = join(self._config.notice.path, self._run.run_id)

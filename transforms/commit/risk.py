@@ -17,7 +17,8 @@ Everything runs in the pipeline, on every worker, in Arrow tables: each batch's 
 split into shards by a hash of their delivered subject key; each shard finds its customers'
 classes, which are split again by a hash of the class, so that each class meets in one shard;
 each such shard counts its classes' sizes and values, and only those figures meet in one place.
-No rows are gathered, and no Beam element stands for one customer or one class.
+No rows are gathered, and no Beam element stands for one customer or one class. The shards wait
+in the run's scratch files between the steps (``GroupInScratch``), not in the runner's memory.
 """
 
 import apache_beam as beam
@@ -25,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.common.scratch import GroupInScratch
 from transforms.common.sorted_keys import split_table
 
 __all__ = ['ReidentificationRisk', 'class_figures', 'customer_classes', 'customer_parts',
@@ -86,10 +88,15 @@ def customer_classes(parts) -> tuple:
     return classes.select(['class']), values
 
 
+def _parts_by_shard(batch, table):
+    for shard, part in split_table(customer_parts(batch, table), _SUBJECT, SHARDS):
+        yield shard, ('parts', part)
+
+
 def _by_class(kv):
     """A shard of customers' classes and values, split again by a hash of the class: every
     customer of a class then meets in one shard."""
-    customers, values = customer_classes(kv[1])
+    customers, values = customer_classes(table for _, table in kv[1])
     for shard, part in split_table(customers, 'class', SHARDS):
         yield shard, ('customers', part)
     for shard, part in split_table(values, 'class', SHARDS):
@@ -179,22 +186,23 @@ def risk_figures(sizes: dict, min_k: int, l_values=None, single=None) -> dict:
 
 class ReidentificationRisk(beam.PTransform):
     """Takes {table name: delivered batches} for ``config.risk_tables``; outputs one dict,
-    the run's risk figures (``risk_figures``)."""
+    the run's risk figures (``risk_figures``). ``scratch``: the run's
+    ``transforms.common.scratch.Scratch``, where the shards wait between steps."""
 
-    def __init__(self, tables, min_k):
+    def __init__(self, tables, min_k, scratch):
         super().__init__()
         self._tables = tuple(tables)
         self._min_k = min_k
+        self._scratch = scratch
 
     def expand(self, delivered):
-        parts = [delivered[t.name] | f'Parts[{t.name}]' >> beam.FlatMap(
-            lambda batch, table: split_table(customer_parts(batch, table), _SUBJECT, SHARDS), t)
-            for t in self._tables]
+        parts = [delivered[t.name] | f'Parts[{t.name}]' >> beam.FlatMap(_parts_by_shard, t)
+                 for t in self._tables]
         attributes = [f'{t.name}.{n}' for t in self._tables for n in t.sensitive_attributes]
         return (parts
                 | 'AllParts' >> beam.Flatten()
-                | 'ByCustomer' >> beam.GroupByKey()
+                | 'ByCustomer' >> GroupInScratch(self._scratch, 'risk-customers', SHARDS)
                 | 'Classes' >> beam.FlatMap(_by_class)
-                | 'ByClass' >> beam.GroupByKey()
+                | 'ByClass' >> GroupInScratch(self._scratch, 'risk-classes', SHARDS)
                 | 'ShardFigures' >> beam.Map(lambda kv: class_figures(kv[1], attributes))
                 | 'Figures' >> beam.CombineGlobally(_RiskFigures(self._min_k, attributes)))

@@ -22,14 +22,15 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.keys.crypto import decrypting_stream, encrypting_stream
 from transforms.common.files import has_scheme
 from transforms.keys.keyring import cached_keyring
 from transforms.common.sorted_keys import key_column, split_by_partition
 
-__all__ = ['PARTITION_BYTES', 'SPILL_ROWS', 'BatchFile', 'Partitions', 'Scratch', 'partitions_for',
-           'write_partitions']
+__all__ = ['PARTITION_BYTES', 'SPILL_ROWS', 'BatchFile', 'GroupInScratch', 'Partitions', 'Scratch',
+           'partitions_for', 'write_partitions']
 
 ROLE = 'deadletter'
 # Input bytes per partition: a partition's keys and facts are then a few MB to a few tens of MB.
@@ -75,6 +76,67 @@ class Partitions(beam.PTransform):
         if self._parts > 1:
             numbers |= 'Spread' >> beam.Reshuffle()
         return numbers
+
+
+class GroupInScratch(beam.PTransform):
+    """A GroupByKey of Arrow tables by a small shard number, through the run's scratch files.
+
+    Takes ``(shard, (kind, table))`` items with ``shard`` in 0 .. shards - 1; outputs
+    ``(shard, [(kind, table), ...])`` for each shard that has any. The local runner holds a
+    GroupByKey's data in memory until the next stage has read it all; here each bundle writes
+    its tables to scratch (at most SPILL_ROWS rows held), only their paths pass through the
+    runner, and each shard is read back alone. Tables of one kind may differ in columns: they
+    are concatenated with the missing columns null.
+    """
+
+    def __init__(self, scratch: 'Scratch', prefix: str, shards: int):
+        super().__init__()
+        self._scratch = scratch
+        self._prefix = prefix
+        self._shards = shards
+
+    def expand(self, items):
+        spilled = items | 'Spill' >> beam.ParDo(_SpillShardsFn(self._scratch, self._prefix))
+        return (items.pipeline
+                | 'Shards' >> Partitions(self._shards)
+                | 'Gather' >> beam.FlatMap(_gathered, self._scratch, beam.pvalue.AsList(spilled)))
+
+
+class _SpillShardsFn(beam.DoFn):
+    """Tables gathered by (shard, kind) and written to scratch once SPILL_ROWS rows are held
+    and at the end of a bundle; outputs ``(shard, kind, path)``."""
+
+    def __init__(self, scratch, prefix):
+        self._scratch = scratch
+        self._prefix = prefix
+        self._held, self._rows = {}, 0
+
+    def start_bundle(self):
+        self._held, self._rows = {}, 0
+
+    def process(self, item):
+        shard, (kind, table) = item
+        self._held.setdefault((shard, kind), []).append(table)
+        self._rows += table.num_rows
+        if self._rows >= SPILL_ROWS:
+            yield from self._spill()
+
+    def finish_bundle(self):
+        for written in self._spill():
+            yield GlobalWindows.windowed_value(written)
+
+    def _spill(self):
+        held, self._held, self._rows = self._held, {}, 0
+        return [(shard, kind, self._scratch.write(
+                    f'{self._prefix}-{shard}',
+                    pa.concat_tables(tables, promote_options='default')))
+                for (shard, kind), tables in sorted(held.items())]
+
+
+def _gathered(shard, scratch, spilled):
+    items = [(kind, scratch.read(path)) for s, kind, path in spilled if s == shard]
+    if items:
+        yield shard, items
 
 
 class BatchFile:
