@@ -111,3 +111,31 @@ def test_remove_deletes_the_directory_and_tolerates_none(scratch):
     (10 * MAX_PARTITIONS * PARTITION_BYTES, MAX_PARTITIONS)])
 def test_partitions_follow_the_input_size(size, parts):
     assert partitions_for(size) == parts
+
+
+def test_group_in_scratch_gathers_each_shard_from_several_inputs(scratch, monkeypatch):
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that
+    from tests.conftest import local_pipeline
+    from transforms.common import scratch as module
+    monkeypatch.setattr(module, 'SPILL_BYTES', 64)  # a file every few tables
+
+    def items(tag, n):
+        return [(i % 3, (kind, pa.table({'id': [f'{tag}{i}'], kind: [i]})))
+                for i in range(n) for kind in ('a', 'b')]
+
+    def check(gathered):
+        assert sorted(shard for shard, _ in gathered) == [0, 1, 2]
+        for shard, kinds in gathered:
+            for kind in ('a', 'b'):
+                ids = sorted(i for k, t in kinds if k == kind for i in t.column('id').to_pylist())
+                assert ids == sorted([f'x{i}' for i in range(10) if i % 3 == shard]
+                                     + [f'y{i}' for i in range(7) if i % 3 == shard])
+        files = os.listdir(scratch.directory)
+        assert len(files) > 6 and all(f.endswith('.arrows') for f in files)
+
+    with local_pipeline() as p:
+        x = p | 'X' >> beam.Create(items('x', 10))
+        y = p | 'Y' >> beam.Create(items('y', 7))
+        gathered = (x, y) | module.GroupInScratch(scratch, 'test', 4)
+        assert_that(gathered, check)

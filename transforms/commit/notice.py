@@ -260,8 +260,7 @@ class NotificationList(beam.PTransform):
                              | f'RefusedShards[{name}]' >> beam.FlatMap(_refused_by_shard))
         t = self._config.transfer
         categories = {table.name: table_categories(table) for table in self._config.tables}
-        shards = (parts
-                  | 'AllParts' >> beam.Flatten()
+        shards = (tuple(parts)
                   | 'ByShard' >> GroupInScratch(self._scratch, 'notice', SHARDS)
                   | 'Rows' >> beam.Map(lambda kv: notice_table(
                       kv[1], categories, t.acquirer, t.acquirer_contact)))

@@ -196,11 +196,10 @@ class ReidentificationRisk(beam.PTransform):
         self._scratch = scratch
 
     def expand(self, delivered):
-        parts = [delivered[t.name] | f'Parts[{t.name}]' >> beam.FlatMap(_parts_by_shard, t)
-                 for t in self._tables]
+        parts = tuple(delivered[t.name] | f'Parts[{t.name}]' >> beam.FlatMap(_parts_by_shard, t)
+                      for t in self._tables)
         attributes = [f'{t.name}.{n}' for t in self._tables for n in t.sensitive_attributes]
         return (parts
-                | 'AllParts' >> beam.Flatten()
                 | 'ByCustomer' >> GroupInScratch(self._scratch, 'risk-customers', SHARDS)
                 | 'Classes' >> beam.FlatMap(_by_class)
                 | 'ByClass' >> GroupInScratch(self._scratch, 'risk-classes', SHARDS)

@@ -38,6 +38,8 @@ PARTITION_BYTES = 64 << 20
 MAX_PARTITIONS = 256
 # Rows of state a step gathers before it writes them: bounds its memory to tens of MB.
 SPILL_ROWS = 1 << 20
+# Bytes of tables GroupInScratch holds in a worker before it writes them.
+SPILL_BYTES = 16 << 20
 
 
 def partitions_for(input_bytes: int) -> int:
@@ -81,12 +83,13 @@ class Partitions(beam.PTransform):
 class GroupInScratch(beam.PTransform):
     """A GroupByKey of Arrow tables by a small shard number, through the run's scratch files.
 
-    Takes ``(shard, (kind, table))`` items with ``shard`` in 0 .. shards - 1; outputs
-    ``(shard, [(kind, table), ...])`` for each shard that has any. The local runner holds a
-    GroupByKey's data in memory until the next stage has read it all; here each bundle writes
-    its tables to scratch (at most SPILL_ROWS rows held), only their paths pass through the
-    runner, and each shard is read back alone. Tables of one kind may differ in columns: they
-    are concatenated with the missing columns null.
+    Takes a PCollection, or a tuple of them, of ``(shard, (kind, table))`` items with ``shard`` in
+    0 .. shards - 1; outputs ``(shard, [(kind, table), ...])`` for each shard that has any.
+    The local runner holds a GroupByKey's data in memory until the next stage has read it all,
+    and a Flatten of PCollections made in different stages passes through it too. Here each
+    input is written to scratch by the stage that made it (at most SPILL_BYTES held), only
+    the files' paths pass through the runner, and each shard is read back alone. Tables of one
+    kind may differ in columns: they are concatenated with the missing columns null.
     """
 
     def __init__(self, scratch: 'Scratch', prefix: str, shards: int):
@@ -95,30 +98,32 @@ class GroupInScratch(beam.PTransform):
         self._prefix = prefix
         self._shards = shards
 
-    def expand(self, items):
-        spilled = items | 'Spill' >> beam.ParDo(_SpillShardsFn(self._scratch, self._prefix))
-        return (items.pipeline
+    def expand(self, inputs):
+        inputs = (inputs,) if isinstance(inputs, beam.pvalue.PCollection) else inputs
+        spilled = [items | f'Spill{i}' >> beam.ParDo(_SpillShardsFn(self._scratch, self._prefix))
+                   for i, items in enumerate(inputs)] | 'Spilled' >> beam.Flatten()
+        return (inputs[0].pipeline
                 | 'Shards' >> Partitions(self._shards)
                 | 'Gather' >> beam.FlatMap(_gathered, self._scratch, beam.pvalue.AsList(spilled)))
 
 
 class _SpillShardsFn(beam.DoFn):
-    """Tables gathered by (shard, kind) and written to scratch once SPILL_ROWS rows are held
-    and at the end of a bundle; outputs ``(shard, kind, path)``."""
+    """Tables gathered by (shard, kind) and written to scratch once SPILL_BYTES are held and
+    at the end of a bundle; outputs ``(shard, kind, path)``."""
 
     def __init__(self, scratch, prefix):
         self._scratch = scratch
         self._prefix = prefix
-        self._held, self._rows = {}, 0
+        self._held, self._bytes = {}, 0
 
     def start_bundle(self):
-        self._held, self._rows = {}, 0
+        self._held, self._bytes = {}, 0
 
     def process(self, item):
         shard, (kind, table) = item
         self._held.setdefault((shard, kind), []).append(table)
-        self._rows += table.num_rows
-        if self._rows >= SPILL_ROWS:
+        self._bytes += table.nbytes
+        if self._bytes >= SPILL_BYTES:
             yield from self._spill()
 
     def finish_bundle(self):
@@ -126,7 +131,7 @@ class _SpillShardsFn(beam.DoFn):
             yield GlobalWindows.windowed_value(written)
 
     def _spill(self):
-        held, self._held, self._rows = self._held, {}, 0
+        held, self._held, self._bytes = self._held, {}, 0
         return [(shard, kind, self._scratch.write(
                     f'{self._prefix}-{shard}',
                     pa.concat_tables(tables, promote_options='default')))
