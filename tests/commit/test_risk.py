@@ -19,9 +19,10 @@ from transforms.commit.risk import (ReidentificationRisk, class_figures, custome
 class Table:
     """The parts of a TableConfig the risk step reads."""
 
-    def __init__(self, name, qis, sas=(), subject='customer_id'):
+    def __init__(self, name, qis, sas=(), subject='customer_id', primary_key=None):
         self.name, self.quasi_identifiers, self.sensitive_attributes = name, tuple(qis), tuple(sas)
         self.subject_key = subject
+        self.schema = type('Schema', (), {'primary_key': primary_key})
 
 
 def generated(n, seed):
@@ -40,11 +41,14 @@ def batches(df, size):
     return table.to_batches(max_chunksize=size)
 
 
+@pytest.mark.parametrize('primary_key', [None, 'customer_id'], ids=['by-customer', 'counted'])
 @pytest.mark.parametrize('n, seed', [(300, 1), (2000, 2), (5000, 3)])
-def test_k_and_l_match_pycanon_on_generated_customers(n, seed, scratch):
+def test_k_and_l_match_pycanon_on_generated_customers(n, seed, primary_key, scratch):
+    """Both ways: customers gathered first, and (one row a customer) classes counted per
+    batch."""
     df = generated(n, seed)
     qis, sa = ['gender', 'birth_year', 'city'], 'score'
-    table = Table('customers', qis, [sa])
+    table = Table('customers', qis, [sa], primary_key=primary_key)
     with local_pipeline() as p:
         figures = ({'customers': p | __import__('apache_beam').Create(batches(df, 256))}
                    | ReidentificationRisk([table], min_k=5, scratch=scratch))
@@ -79,6 +83,26 @@ def test_a_customer_with_several_rows_in_several_tables_is_one_record():
     customers, _ = customer_classes(parts)
     figures = class_figures([('customers', customers)], [])
     assert figures['sizes'] == {1: 1, 2: 1}
+
+
+@pytest.mark.parametrize('primary_key', [None, 'customer_id'], ids=['by-customer', 'counted'])
+def test_rows_without_a_subject_are_one_customer_either_way(primary_key, scratch):
+    import apache_beam as beam
+    t = pa.table({'customer_id': ['a', None, 'c', None, 'e', 'f'],
+                  'gender': ['M', 'M', 'F', 'F', 'M', 'F'],
+                  'score': ['x', 'y', 'x', 'y', 'z', 'x']})
+    table = Table('t', ['gender'], ['score'], primary_key=primary_key)
+
+    def check(actual):
+        (f,) = actual
+        # a, e: M; c, f: F; the two rows without a subject, one customer of class {M, F}
+        assert (f['customers'], f['class_sizes']) == (5, {'1': 1, '2': 2})
+        # M: x, z; F: x, x; {M, F}: y
+        assert f['l_diversity'] == {'t.score': {'l': 1, 'classes_with_one_value': 2}}
+    with local_pipeline() as p:
+        figures = ({'t': p | beam.Create(t.to_batches(max_chunksize=2))}
+                   | ReidentificationRisk([table], min_k=2, scratch=scratch))
+        assert_that(figures, check)
 
 
 def test_nulls_are_a_value_and_sensitive_values_are_counted_per_class():

@@ -19,6 +19,10 @@ classes, which are split again by a hash of the class, so that each class meets 
 each such shard counts its classes' sizes and values, and only those figures meet in one place.
 No rows are gathered, and no Beam element stands for one customer or one class. The shards wait
 in the run's scratch files between the steps (``GroupInScratch``), not in the runner's memory.
+
+When one table holds the quasi-identifiers and its primary key is its subject key, a
+delivered row is a customer (duplicates were refused), so each batch counts its own classes
+and only the counts go on: the step by customer is skipped (``class_counts``).
 """
 
 import apache_beam as beam
@@ -29,14 +33,17 @@ import pyarrow.compute as pc
 from transforms.common.scratch import GroupInScratch
 from transforms.common.sorted_keys import split_table
 
-__all__ = ['ReidentificationRisk', 'class_figures', 'customer_classes', 'customer_parts',
-           'risk_figures']
+__all__ = ['ReidentificationRisk', 'class_counts', 'class_figures', 'customer_classes',
+           'customer_parts', 'one_row_a_customer', 'risk_figures']
 
 _SUBJECT, _PART = '__subject', '__part'
 _NULL = '\u2205'  # a null value, as a class sees it
 _FIELD_SEPARATOR = '\u241f'
 _PART_SEPARATOR = '\u241e'
+_NO_VALUES = pa.table({'class': pa.array([], pa.string()), 'attribute': pa.array([], pa.string()),
+                       'value': pa.array([], pa.string())})
 SHARDS = 16
+_PARTS = 'parts'
 
 
 def _text(column: pa.Array) -> pa.Array:
@@ -56,6 +63,30 @@ def customer_parts(batch: pa.RecordBatch, table) -> pa.Table:
         columns[f'{table.name}.{name}'] = _text(batch.column(name))
     t = pa.table(columns)
     return t.group_by(t.column_names, use_threads=False).aggregate([])
+
+
+def one_row_a_customer(tables) -> bool:
+    """Whether each delivered row of ``tables`` is one customer's whole part: one table, whose
+    primary key is its subject key."""
+    return len(tables) == 1 and tables[0].schema.primary_key == tables[0].subject_key
+
+
+def class_counts(batch: pa.RecordBatch, table) -> tuple:
+    """(customers, values) of a batch of a ``one_row_a_customer`` table, as ``customer_classes``
+    gives them, with the customers counted: (class, count) per class of the batch."""
+    parts = customer_parts(batch, table)
+    classes = parts.group_by(_PART, use_threads=False).aggregate([(_SUBJECT, 'count')])
+    customers = pa.table({'class': classes.column(_PART),
+                          'count': classes.column(f'{_SUBJECT}_count')})
+    values = []
+    for name in table.sensitive_attributes:
+        attribute = f'{table.name}.{name}'
+        rows = parts.select([_PART, attribute]).filter(pc.is_valid(parts.column(attribute)))
+        rows = rows.group_by([_PART, attribute], use_threads=False).aggregate([])
+        values.append(pa.table({'class': rows.column(_PART),
+                                'attribute': pa.array([attribute] * rows.num_rows, pa.string()),
+                                'value': rows.column(attribute)}))
+    return customers, (pa.concat_tables(values) if values else _NO_VALUES)
 
 
 def customer_classes(parts) -> tuple:
@@ -82,21 +113,36 @@ def customer_classes(parts) -> tuple:
                                 'attribute': pa.array([attribute] * joined.num_rows,
                                                       pa.string()),
                                 'value': joined.column(attribute)}))
-    values = pa.concat_tables(values) if values else pa.table(
-        {'class': pa.array([], pa.string()), 'attribute': pa.array([], pa.string()),
-         'value': pa.array([], pa.string())})
-    return classes.select(['class']), values
+    values = pa.concat_tables(values) if values else _NO_VALUES
+    customers = classes.select(['class'])
+    return customers.append_column('count', pa.array(np.ones(customers.num_rows, np.int64))), \
+        values
 
 
 def _parts_by_shard(batch, table):
     for shard, part in split_table(customer_parts(batch, table), _SUBJECT, SHARDS):
-        yield shard, ('parts', part)
+        yield shard, (_PARTS, part)
 
 
 def _by_class(kv):
     """A shard of customers' classes and values, split again by a hash of the class: every
     customer of a class then meets in one shard."""
-    customers, values = customer_classes(table for _, table in kv[1])
+    yield from _classes_by_shard(customer_classes(table for _, table in kv[1]))
+
+
+def _counted_by_shard(batch, table):
+    """A batch's class counts, split by a hash of the class; a row without a subject goes the
+    way of customers with several rows (they are one customer, as there)."""
+    valid = pc.is_valid(batch.column(table.subject_key))
+    if not pc.all(valid).as_py():
+        for item in _parts_by_shard(batch.filter(pc.invert(valid)), table):
+            yield beam.pvalue.TaggedOutput(_PARTS, item)
+        batch = batch.filter(valid)
+    yield from _classes_by_shard(class_counts(batch, table))
+
+
+def _classes_by_shard(classes):
+    customers, values = classes
     for shard, part in split_table(customers, 'class', SHARDS):
         yield shard, ('customers', part)
     for shard, part in split_table(values, 'class', SHARDS):
@@ -105,11 +151,12 @@ def _by_class(kv):
 
 def class_figures(items, attributes) -> dict:
     """{'sizes': {size: classes}, 'l': {attribute: least l}, 'single': {attribute: classes
-    with at most one value}} of one shard of classes (pure)."""
+    with at most one value}} of one shard of classes (pure): ``items`` are ('customers',
+    (class, count)) and ('values', (class, attribute, value)) tables."""
     customers = pa.concat_tables([v for k, v in items if k == 'customers'])
     values = [v for k, v in items if k == 'values']
-    sizes = customers.group_by('class').aggregate([('class', 'count')])
-    histogram = pc.value_counts(sizes.column('class_count')).to_pylist()
+    sizes = customers.group_by('class').aggregate([('count', 'sum')])
+    histogram = pc.value_counts(sizes.column('count_sum')).to_pylist()
     out = {'sizes': {h['values']: h['counts'] for h in histogram}, 'l': {}, 'single': {}}
     values = pa.concat_tables(values) if values else None
     for attribute in attributes:
@@ -196,12 +243,20 @@ class ReidentificationRisk(beam.PTransform):
         self._scratch = scratch
 
     def expand(self, delivered):
-        parts = tuple(delivered[t.name] | f'Parts[{t.name}]' >> beam.FlatMap(_parts_by_shard, t)
-                      for t in self._tables)
+        if one_row_a_customer(self._tables):
+            t = self._tables[0]
+            counted = delivered[t.name] | f'Counts[{t.name}]' >> beam.FlatMap(
+                _counted_by_shard, t).with_outputs(_PARTS, main='classes')
+            parts, counted = (counted[_PARTS],), (counted['classes'],)
+        else:
+            parts = tuple(delivered[t.name] | f'Parts[{t.name}]' >> beam.FlatMap(
+                _parts_by_shard, t) for t in self._tables)
+            counted = ()
         attributes = [f'{t.name}.{n}' for t in self._tables for n in t.sensitive_attributes]
-        return (parts
-                | 'ByCustomer' >> GroupInScratch(self._scratch, 'risk-customers', SHARDS)
-                | 'Classes' >> beam.FlatMap(_by_class)
+        classes = (parts
+                   | 'ByCustomer' >> GroupInScratch(self._scratch, 'risk-customers', SHARDS)
+                   | 'Classes' >> beam.FlatMap(_by_class))
+        return ((classes,) + counted
                 | 'ByClass' >> GroupInScratch(self._scratch, 'risk-classes', SHARDS)
                 | 'ShardFigures' >> beam.Map(lambda kv: class_figures(kv[1], attributes))
                 | 'Figures' >> beam.CombineGlobally(_RiskFigures(self._min_k, attributes)))
