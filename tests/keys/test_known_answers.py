@@ -116,6 +116,12 @@ def test_keyed_ops_agree_with_independent_hmac_and_aes_siv():
     pseudonyms = ops.pseudonyms('customer_id', pa.array(values)).to_pylist()
     assert pseudonyms == [prf_ref('customer_id', v, 16).hex() for v in values]
     assert pseudonyms[0] == ops.pseudonym('customer_id', values[0])
+    # the last outputs of a domain are kept for a second step on the same values, and only
+    # for the same values, domain and size
+    assert ops.pseudonyms('customer_id', pa.array(values)).to_pylist() == pseudonyms
+    assert ops.pseudonyms('customer_id', pa.array(values[::-1])).to_pylist() == pseudonyms[::-1]
+    assert ops.pseudonyms('email', pa.array(values)).to_pylist() == \
+        [prf_ref('email', v, 16).hex() for v in values]
 
     siv = AESSIV(siv_key)
     tokens = ops.tokens('cn_resident_id', pa.array(values)).to_pylist()

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.common.scratch import GroupInScratch
-from transforms.common.sorted_keys import split_table
+from transforms.common.sorted_keys import split_rows, split_table, string_hashes
 
 __all__ = ['ReidentificationRisk', 'class_counts', 'class_figures', 'customer_classes',
            'customer_parts', 'one_row_a_customer', 'risk_figures']
@@ -55,14 +55,18 @@ def _text(column: pa.Array) -> pa.Array:
 def customer_parts(batch: pa.RecordBatch, table) -> pa.Table:
     """(subject, part, sensitive attributes...) of a delivered batch, distinct: ``part`` is the
     table's name and the row's quasi-identifiers, as one text."""
-    qis = [_text(batch.column(n)) for n in table.quasi_identifiers]
-    part = pc.binary_join_element_wise(pa.array([table.name] * batch.num_rows, pa.string()),
-                                       *qis, _FIELD_SEPARATOR)
-    columns = {_SUBJECT: _text(batch.column(table.subject_key)), _PART: part}
+    columns = {_SUBJECT: _text(batch.column(table.subject_key)), _PART: _part(batch, table)}
     for name in table.sensitive_attributes:
         columns[f'{table.name}.{name}'] = _text(batch.column(name))
     t = pa.table(columns)
     return t.group_by(t.column_names, use_threads=False).aggregate([])
+
+
+def _part(batch, table) -> pa.Array:
+    """Each row's part: the table's name and the row's quasi-identifiers, as one text."""
+    qis = [_text(batch.column(n)) for n in table.quasi_identifiers]
+    return pc.binary_join_element_wise(pa.array([table.name] * batch.num_rows, pa.string()),
+                                       *qis, _FIELD_SEPARATOR)
 
 
 def one_row_a_customer(tables) -> bool:
@@ -74,18 +78,20 @@ def one_row_a_customer(tables) -> bool:
 def class_counts(batch: pa.RecordBatch, table) -> tuple:
     """(customers, values) of a batch of a ``one_row_a_customer`` table, as ``customer_classes``
     gives them, with the customers counted: (class, count) per class of the batch."""
-    parts = customer_parts(batch, table)
-    classes = parts.group_by(_PART, use_threads=False).aggregate([(_SUBJECT, 'count')])
-    customers = pa.table({'class': classes.column(_PART),
-                          'count': classes.column(f'{_SUBJECT}_count')})
+    classes = pc.dictionary_encode(_part(batch, table))
+    index = classes.indices.to_numpy()
+    customers = pa.table({'class': classes.dictionary,
+                          'count': np.bincount(index, minlength=len(classes.dictionary))})
     values = []
     for name in table.sensitive_attributes:
-        attribute = f'{table.name}.{name}'
-        rows = parts.select([_PART, attribute]).filter(pc.is_valid(parts.column(attribute)))
-        rows = rows.group_by([_PART, attribute], use_threads=False).aggregate([])
-        values.append(pa.table({'class': rows.column(_PART),
-                                'attribute': pa.array([attribute] * rows.num_rows, pa.string()),
-                                'value': rows.column(attribute)}))
+        encoded = pc.dictionary_encode(_text(batch.column(name)))
+        width = max(1, len(encoded.dictionary))
+        pairs = np.unique(index.astype(np.int64) * width + encoded.indices.to_numpy())
+        of_class, of_value = np.divmod(pairs, width)
+        values.append(pa.table({'class': classes.dictionary.take(pa.array(of_class)),
+                                'attribute': pa.array([f'{table.name}.{name}'] * len(pairs),
+                                                      pa.string()),
+                                'value': encoded.dictionary.take(pa.array(of_value))}))
     return customers, (pa.concat_tables(values) if values else _NO_VALUES)
 
 
@@ -142,11 +148,16 @@ def _counted_by_shard(batch, table):
 
 
 def _classes_by_shard(classes):
+    """Customers' classes and values, by a hash of the class (each distinct class hashed once:
+    the values' classes are among the customers')."""
     customers, values = classes
-    for shard, part in split_table(customers, 'class', SHARDS):
-        yield shard, ('customers', part)
-    for shard, part in split_table(values, 'class', SHARDS):
-        yield shard, ('values', part)
+    distinct = pc.dictionary_encode(customers.column('class').combine_chunks())
+    shard_of = (string_hashes(distinct.dictionary) % np.uint64(SHARDS)).astype(np.intp)
+    yield from ((shard, ('customers', part)) for shard, part in split_rows(
+        customers, shard_of[distinct.indices.to_numpy()], SHARDS))
+    of_values = pc.index_in(values.column('class'), value_set=distinct.dictionary).to_numpy()
+    yield from ((shard, ('values', part)) for shard, part in split_rows(
+        values, shard_of[of_values], SHARDS))
 
 
 def class_figures(items, attributes) -> dict:

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = ['fit_width', 'fixed_width', 'group_starts', 'key_column', 'keys_of', 'merge_order',
-           'merge_runs', 'partition_of', 'sorted_run', 'split_by_partition', 'split_table',
+           'merge_runs', 'partition_of', 'sorted_run', 'split_by_partition', 'split_rows',
+           'split_table',
            'string_hashes', 'texts']
 
 _CHUNK = 1 << 18  # keys per step: bounds the temporary index arrays
@@ -161,7 +162,13 @@ def split_table(table: pa.Table, column: str, parts: int):
     """(part, rows of ``table`` whose ``column`` falls in it) for each part holding any, by a
     hash of the column's text. Each part is a copy of its rows, not a slice: a pickled slice
     would carry the whole table's buffers."""
-    of = (string_hashes(table.column(column)) % np.uint64(parts)).astype(np.intp)
+    yield from split_rows(table, (string_hashes(table.column(column)) % np.uint64(parts))
+                          .astype(np.intp), parts)
+
+
+def split_rows(table: pa.Table, of: np.ndarray, parts: int):
+    """(part, rows of ``table`` in it) for each part holding any: ``of`` is each row's part.
+    Each part is a copy of its rows, not a slice (see ``split_table``)."""
     order = np.argsort(of, kind='stable')
     bounds = np.searchsorted(of[order], np.arange(parts + 1))
     for part in range(parts):

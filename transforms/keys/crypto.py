@@ -62,6 +62,9 @@ class KeyedOps:
     def __init__(self, prf_set, daead_primitive):
         self._prf = prf_set and prf_set.primary()
         self._daead = daead_primitive
+        # The last outputs per (domain, size): steps fused behind each other ask for the same
+        # batch's subjects (masking, then the notification list's delivered ids).
+        self._last = {}
 
     def pseudonyms(self, domain: str, values: pa.Array) -> pa.Array:
         """The hex pseudonym of each value."""
@@ -97,9 +100,14 @@ class KeyedOps:
 
     def _prf_outputs(self, domain: str, values: pa.Array, size: int) -> bytes:
         """The PRF's ``size``-byte outputs for the domain and each value, concatenated."""
+        last = self._last.get((domain, size))
+        if last is not None and last[0].equals(values):
+            return last[1]
         inputs = pc.binary_join_element_wise(pa.scalar(_domain_prefix(domain), pa.binary()),
                                              _binary(values), pa.scalar(b'', pa.binary()))
-        return b''.join(map(self._prf.compute, inputs.to_pylist(), repeat(size)))
+        raw = b''.join(map(self._prf.compute, inputs.to_pylist(), repeat(size)))
+        self._last[(domain, size)] = (values, raw)
+        return raw
 
 
 def _binary(values: pa.Array) -> pa.Array:
@@ -112,9 +120,17 @@ def _domain_prefix(domain: str) -> bytes:
     return len(d).to_bytes(2, 'big') + d
 
 
+_KEYED_OPS = {}
+
+
 def cached_keyed_ops(path: str) -> KeyedOps:
-    """The pseudonym and token operations of a keyring, loaded once per worker process."""
-    return keyed_ops(cached_keyring(path, ('pseudonym', 'token')))
+    """The pseudonym and token operations of a keyring, loaded once per worker process and
+    shared by its steps (a rotated keyring gets new ones)."""
+    keyring = cached_keyring(path, ('pseudonym', 'token'))
+    ops = _KEYED_OPS.get(id(keyring))
+    if ops is None or ops[0] is not keyring:
+        ops = _KEYED_OPS[id(keyring)] = (keyring, keyed_ops(keyring))
+    return ops[1]
 
 
 # ---------------------------------------------------------------------------------------------
