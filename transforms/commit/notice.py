@@ -21,6 +21,7 @@ scratch files (``GroupInScratch``, not the runner's memory), and each shard is m
 written with Arrow, so the step costs a few elements per batch, not one per customer.
 """
 
+import functools
 import io
 
 import apache_beam as beam
@@ -45,7 +46,7 @@ __all__ = ['NOTICE_FILE', 'NOTICE_SCHEMA', 'NotificationList', 'moved_parts', 'n
 
 NOTICE_FILE = 'notice.json'
 NOTICE_SUFFIX = '.parquet.enc'
-SHARDS = 16
+SHARDS = 16  # at least; more for a large input (NotificationList's ``shards``)
 _PARTS = pa.schema([('subject', pa.string()), ('table', pa.string()),
                     ('delivered_as', pa.string()), ('mask', pa.int64())])
 _REFUSED = pa.schema([('subject', pa.string()), ('table', pa.string()),
@@ -115,10 +116,10 @@ def _refused(letter, erased):
     yield subject, letter.table, 'erasure_requested' if subject in erased else letter.reason
 
 
-def _refused_by_shard(rows):
+def _refused_by_shard(rows, shards):
     """A bundle's refusals as (shard, ('refused', table)) items."""
     t = pa.Table.from_pylist([dict(zip(_REFUSED.names, r)) for r in rows], schema=_REFUSED)
-    for shard, part in split_table(t, 'subject', SHARDS):
+    for shard, part in split_table(t, 'subject', shards):
         yield shard, ('refused', part)
 
 
@@ -224,9 +225,9 @@ def _merge_counts(counts):
     return total
 
 
-def _moved_by_shard(batch, table, keyed_ops):
+def _moved_by_shard(batch, table, keyed_ops, shards):
     if batch.num_rows:
-        for shard, part in split_table(moved_parts(batch, table, keyed_ops), 'subject', SHARDS):
+        for shard, part in split_table(moved_parts(batch, table, keyed_ops), 'subject', shards):
             yield shard, ('moved', part)
 
 
@@ -234,14 +235,16 @@ class NotificationList(beam.PTransform):
     """Takes {'admitted TABLE': batches about to be masked, 'refused N': dead letters} and
     the erased subjects (a singleton); writes the encrypted list under
     ``notice.path/<run_id>`` and outputs its counts once written. ``scratch``: the run's
-    ``transforms.common.scratch.Scratch``, where the shards wait to be merged."""
+    ``transforms.common.scratch.Scratch``, where the shards wait to be merged; ``shards``:
+    how many (memory follows a shard, so a large input takes more)."""
 
-    def __init__(self, config, run, erased, scratch):
+    def __init__(self, config, run, erased, scratch, shards=SHARDS):
         super().__init__()
         self._config = config
         self._run = run
         self._erased = erased
         self._scratch = scratch
+        self._shards = max(SHARDS, shards)
 
     def expand(self, inputs):
         keys = self._run.keys_path
@@ -250,18 +253,20 @@ class NotificationList(beam.PTransform):
             kind, name = key.split(' ', 1)
             if kind == 'admitted':
                 parts.append(pcoll | f'Moved[{name}]' >> beam.ParDo(
-                    KeyedBatchFn(_moved_by_shard, self._config.table(name), keys)))
+                    KeyedBatchFn(functools.partial(_moved_by_shard, shards=self._shards),
+                                 self._config.table(name), keys)))
             else:
                 parts.append(pcoll
                              | f'Refused[{name}]' >> beam.FlatMap(
                                  _refused, beam.pvalue.AsSingleton(self._erased))
                              | f'RefusedBatches[{name}]' >> beam.BatchElements(
                                  min_batch_size=1000, max_batch_size=50_000)
-                             | f'RefusedShards[{name}]' >> beam.FlatMap(_refused_by_shard))
+                             | f'RefusedShards[{name}]' >> beam.FlatMap(_refused_by_shard,
+                                                                        self._shards))
         t = self._config.transfer
         categories = {table.name: table_categories(table) for table in self._config.tables}
         shards = (tuple(parts)
-                  | 'ByShard' >> GroupInScratch(self._scratch, 'notice', SHARDS)
+                  | 'ByShard' >> GroupInScratch(self._scratch, 'notice', self._shards)
                   | 'Rows' >> beam.Map(lambda kv: notice_table(
                       kv[1], categories, t.acquirer, t.acquirer_contact)))
         notice_dir = join(self._config.notice.path, self._run.run_id)

@@ -42,7 +42,7 @@ _FIELD_SEPARATOR = '\u241f'
 _PART_SEPARATOR = '\u241e'
 _NO_VALUES = pa.table({'class': pa.array([], pa.string()), 'attribute': pa.array([], pa.string()),
                        'value': pa.array([], pa.string())})
-SHARDS = 16
+SHARDS = 16  # at least; more for a large input (ReidentificationRisk's ``shards``)
 _PARTS = 'parts'
 
 
@@ -125,39 +125,39 @@ def customer_classes(parts) -> tuple:
         values
 
 
-def _parts_by_shard(batch, table):
-    for shard, part in split_table(customer_parts(batch, table), _SUBJECT, SHARDS):
+def _parts_by_shard(batch, table, shards):
+    for shard, part in split_table(customer_parts(batch, table), _SUBJECT, shards):
         yield shard, (_PARTS, part)
 
 
-def _by_class(kv):
+def _by_class(kv, shards):
     """A shard of customers' classes and values, split again by a hash of the class: every
     customer of a class then meets in one shard."""
-    yield from _classes_by_shard(customer_classes(table for _, table in kv[1]))
+    yield from _classes_by_shard(customer_classes(table for _, table in kv[1]), shards)
 
 
-def _counted_by_shard(batch, table):
+def _counted_by_shard(batch, table, shards):
     """A batch's class counts, split by a hash of the class; a row without a subject goes the
     way of customers with several rows (they are one customer, as there)."""
     valid = pc.is_valid(batch.column(table.subject_key))
     if not pc.all(valid).as_py():
-        for item in _parts_by_shard(batch.filter(pc.invert(valid)), table):
+        for item in _parts_by_shard(batch.filter(pc.invert(valid)), table, shards):
             yield beam.pvalue.TaggedOutput(_PARTS, item)
         batch = batch.filter(valid)
-    yield from _classes_by_shard(class_counts(batch, table))
+    yield from _classes_by_shard(class_counts(batch, table), shards)
 
 
-def _classes_by_shard(classes):
+def _classes_by_shard(classes, shards):
     """Customers' classes and values, by a hash of the class (each distinct class hashed once:
     the values' classes are among the customers')."""
     customers, values = classes
     distinct = pc.dictionary_encode(customers.column('class').combine_chunks())
-    shard_of = (string_hashes(distinct.dictionary) % np.uint64(SHARDS)).astype(np.intp)
+    shard_of = (string_hashes(distinct.dictionary) % np.uint64(shards)).astype(np.intp)
     yield from ((shard, ('customers', part)) for shard, part in split_rows(
-        customers, shard_of[distinct.indices.to_numpy()], SHARDS))
+        customers, shard_of[distinct.indices.to_numpy()], shards))
     of_values = pc.index_in(values.column('class'), value_set=distinct.dictionary).to_numpy()
     yield from ((shard, ('values', part)) for shard, part in split_rows(
-        values, shard_of[of_values], SHARDS))
+        values, shard_of[of_values], shards))
 
 
 def class_figures(items, attributes) -> dict:
@@ -245,29 +245,32 @@ def risk_figures(sizes: dict, min_k: int, l_values=None, single=None) -> dict:
 class ReidentificationRisk(beam.PTransform):
     """Takes {table name: delivered batches} for ``config.risk_tables``; outputs one dict,
     the run's risk figures (``risk_figures``). ``scratch``: the run's
-    ``transforms.common.scratch.Scratch``, where the shards wait between steps."""
+    ``transforms.common.scratch.Scratch``, where the shards wait between steps; ``shards``:
+    how many (memory follows a shard, so a large input takes more)."""
 
-    def __init__(self, tables, min_k, scratch):
+    def __init__(self, tables, min_k, scratch, shards=SHARDS):
         super().__init__()
         self._tables = tuple(tables)
         self._min_k = min_k
         self._scratch = scratch
+        self._shards = max(SHARDS, shards)
 
     def expand(self, delivered):
         if one_row_a_customer(self._tables):
             t = self._tables[0]
             counted = delivered[t.name] | f'Counts[{t.name}]' >> beam.FlatMap(
-                _counted_by_shard, t).with_outputs(_PARTS, main='classes')
+                _counted_by_shard, t, self._shards).with_outputs(_PARTS, main='classes')
             parts, counted = (counted[_PARTS],), (counted['classes'],)
         else:
             parts = tuple(delivered[t.name] | f'Parts[{t.name}]' >> beam.FlatMap(
-                _parts_by_shard, t) for t in self._tables)
+                _parts_by_shard, t, self._shards) for t in self._tables)
             counted = ()
         attributes = [f'{t.name}.{n}' for t in self._tables for n in t.sensitive_attributes]
         classes = (parts
-                   | 'ByCustomer' >> GroupInScratch(self._scratch, 'risk-customers', SHARDS)
-                   | 'Classes' >> beam.FlatMap(_by_class))
+                   | 'ByCustomer' >> GroupInScratch(self._scratch, 'risk-customers',
+                                                   self._shards)
+                   | 'Classes' >> beam.FlatMap(_by_class, self._shards))
         return ((classes,) + counted
-                | 'ByClass' >> GroupInScratch(self._scratch, 'risk-classes', SHARDS)
+                | 'ByClass' >> GroupInScratch(self._scratch, 'risk-classes', self._shards)
                 | 'ShardFigures' >> beam.Map(lambda kv: class_figures(kv[1], attributes))
                 | 'Figures' >> beam.CombineGlobally(_RiskFigures(self._min_k, attributes)))

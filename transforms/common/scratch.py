@@ -39,7 +39,7 @@ MAX_PARTITIONS = 256
 # Rows of state a step gathers before it writes them: bounds its memory to tens of MB.
 SPILL_ROWS = 1 << 20
 # Bytes of tables GroupInScratch holds in a worker before it writes them.
-SPILL_BYTES = 16 << 20
+SPILL_BYTES = 32 << 20
 
 
 def partitions_for(input_bytes: int) -> int:
