@@ -310,8 +310,10 @@ def test_a_run_parks_its_state_in_scratch_and_removes_it(demo_copy, tmp_path, mo
     [(directory, names)] = removed
     assert directory == os.path.join(temp, 'novation-' + result.manifest['run_id'])
     # key facts and parked rows of the three tables with a primary key, consent flags,
-    # consent decisions
-    assert {name.split('-')[0] for name in names} == {'keys', 'rows', 'flags', 'decisions'}
+    # consent decisions, the risk's classes and the notification list's shards
+    assert {name.split('-')[0] for name in names} == {'keys', 'rows', 'flags', 'decisions',
+                                                      'risk', 'notice'}
+    assert {name.split('-')[1] for name in names if name.startswith('risk-')} == {'classes'}
     assert {name.split('-')[1] for name in names if name.startswith('rows-')} == {
         'contracts', 'customers', 'repayments'}
     assert os.listdir(temp) == []
