@@ -43,7 +43,6 @@ _PART_SEPARATOR = '\u241e'
 _NO_VALUES = pa.table({'class': pa.array([], pa.string()), 'attribute': pa.array([], pa.string()),
                        'value': pa.array([], pa.string())})
 SHARDS = 16  # at least; more for a large input (ReidentificationRisk's ``shards``)
-_PARTS = 'parts'
 
 
 def _text(column: pa.Array) -> pa.Array:
@@ -71,7 +70,8 @@ def _part(batch, table) -> pa.Array:
 
 def one_row_a_customer(tables) -> bool:
     """Whether each delivered row of ``tables`` is one customer's whole part: one table, whose
-    primary key is its subject key."""
+    primary key is its subject key (a primary key is never null, and duplicates are refused
+    before delivery)."""
     return len(tables) == 1 and tables[0].schema.primary_key == tables[0].subject_key
 
 
@@ -127,7 +127,7 @@ def customer_classes(parts) -> tuple:
 
 def _parts_by_shard(batch, table, shards):
     for shard, part in split_table(customer_parts(batch, table), _SUBJECT, shards):
-        yield shard, (_PARTS, part)
+        yield shard, ('parts', part)
 
 
 def _by_class(kv, shards):
@@ -137,13 +137,7 @@ def _by_class(kv, shards):
 
 
 def _counted_by_shard(batch, table, shards):
-    """A batch's class counts, split by a hash of the class; a row without a subject goes the
-    way of customers with several rows (they are one customer, as there)."""
-    valid = pc.is_valid(batch.column(table.subject_key))
-    if not pc.all(valid).as_py():
-        for item in _parts_by_shard(batch.filter(pc.invert(valid)), table, shards):
-            yield beam.pvalue.TaggedOutput(_PARTS, item)
-        batch = batch.filter(valid)
+    """A batch's class counts, split by a hash of the class."""
     yield from _classes_by_shard(class_counts(batch, table), shards)
 
 
@@ -258,19 +252,16 @@ class ReidentificationRisk(beam.PTransform):
     def expand(self, delivered):
         if one_row_a_customer(self._tables):
             t = self._tables[0]
-            counted = delivered[t.name] | f'Counts[{t.name}]' >> beam.FlatMap(
-                _counted_by_shard, t, self._shards).with_outputs(_PARTS, main='classes')
-            parts, counted = (counted[_PARTS],), (counted['classes'],)
+            classes = delivered[t.name] | f'Counts[{t.name}]' >> beam.FlatMap(
+                _counted_by_shard, t, self._shards)
         else:
-            parts = tuple(delivered[t.name] | f'Parts[{t.name}]' >> beam.FlatMap(
-                _parts_by_shard, t, self._shards) for t in self._tables)
-            counted = ()
+            classes = (tuple(delivered[t.name] | f'Parts[{t.name}]' >> beam.FlatMap(
+                           _parts_by_shard, t, self._shards) for t in self._tables)
+                       | 'ByCustomer' >> GroupInScratch(self._scratch, 'risk-customers',
+                                                       self._shards)
+                       | 'Classes' >> beam.FlatMap(_by_class, self._shards))
         attributes = [f'{t.name}.{n}' for t in self._tables for n in t.sensitive_attributes]
-        classes = (parts
-                   | 'ByCustomer' >> GroupInScratch(self._scratch, 'risk-customers',
-                                                   self._shards)
-                   | 'Classes' >> beam.FlatMap(_by_class, self._shards))
-        return ((classes,) + counted
+        return (classes
                 | 'ByClass' >> GroupInScratch(self._scratch, 'risk-classes', self._shards)
                 | 'ShardFigures' >> beam.Map(lambda kv: class_figures(kv[1], attributes))
                 | 'Figures' >> beam.CombineGlobally(_RiskFigures(self._min_k, attributes)))

@@ -88,7 +88,7 @@ class GroupInScratch(beam.PTransform):
     The local runner holds a GroupByKey's data in memory until the next stage has read it all,
     and a Flatten of PCollections made in different stages passes through it too. Here each
     input is written to scratch by the stage that made it (at most SPILL_BYTES held), only
-    the files' paths pass through the runner, and each shard is read back alone. Tables of one
+    the files' paths are grouped by shard, and each shard is read back alone. Tables of one
     kind may differ in columns: they are concatenated with the missing columns null.
     """
 
@@ -100,16 +100,17 @@ class GroupInScratch(beam.PTransform):
 
     def expand(self, inputs):
         inputs = (inputs,) if isinstance(inputs, beam.pvalue.PCollection) else inputs
-        spilled = [items | f'Spill{i}' >> beam.ParDo(_SpillShardsFn(self._scratch, self._prefix))
-                   for i, items in enumerate(inputs)] | 'Spilled' >> beam.Flatten()
-        return (inputs[0].pipeline
-                | 'Shards' >> Partitions(self._shards)
-                | 'Gather' >> beam.FlatMap(_gathered, self._scratch, beam.pvalue.AsList(spilled)))
+        spilled = tuple(items | f'Spill{i}' >> beam.ParDo(_SpillShardsFn(self._scratch,
+                                                                          self._prefix))
+                        for i, items in enumerate(inputs)) | 'Spilled' >> beam.Flatten()
+        return (spilled
+                | 'ByShard' >> beam.GroupByKey()
+                | 'Gather' >> beam.Map(_gathered, self._scratch))
 
 
 class _SpillShardsFn(beam.DoFn):
     """Tables gathered by (shard, kind) and written to scratch once SPILL_BYTES are held and
-    at the end of a bundle; outputs ``(shard, kind, path)``."""
+    at the end of a bundle; outputs ``(shard, (kind, path))``."""
 
     def __init__(self, scratch, prefix):
         self._scratch = scratch
@@ -132,16 +133,15 @@ class _SpillShardsFn(beam.DoFn):
 
     def _spill(self):
         held, self._held, self._bytes = self._held, {}, 0
-        return [(shard, kind, self._scratch.write(
+        return [(shard, (kind, self._scratch.write(
                     f'{self._prefix}-{shard}',
-                    pa.concat_tables(tables, promote_options='default')))
+                    pa.concat_tables(tables, promote_options='default'))))
                 for (shard, kind), tables in sorted(held.items())]
 
 
-def _gathered(shard, scratch, spilled):
-    items = [(kind, scratch.read(path)) for s, kind, path in spilled if s == shard]
-    if items:
-        yield shard, items
+def _gathered(kv, scratch):
+    shard, files = kv
+    return shard, [(kind, scratch.read(path)) for kind, path in sorted(files)]
 
 
 class BatchFile:
