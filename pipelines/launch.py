@@ -131,11 +131,16 @@ def read_workers(options: PipelineOptions, split_bytes: int, beam_args=()) -> in
 # process. Measured at 1M customers (runner + 2 workers): peak 1.87 GB -> 1.33 GB, time within
 # the machine's noise.
 MALLOC_SETTINGS = (('MALLOC_ARENA_MAX', -8, 2), ('MALLOC_MMAP_THRESHOLD_', -3, 2 << 20))
+# Arrow's own allocator (mimalloc) keeps freed pages per thread as well: Arrow allocates with
+# glibc's malloc under the settings above instead. Measured at 10M customers (runner + 2
+# workers): peak 1.74 GB -> 1.46 GB, CPU 316 -> 322 s.
+ARROW_POOL = ('ARROW_DEFAULT_MEMORY_POOL', 'system')
 
 
 def bound_malloc_retention() -> None:
-    """Apply MALLOC_SETTINGS to this process and to the worker processes it starts, unless the
-    environment already sets them. Does nothing where the C library is not glibc."""
+    """Apply MALLOC_SETTINGS and ARROW_POOL to this process and to the worker processes it
+    starts, unless the environment already sets them. Does nothing where the C library is not
+    glibc."""
     try:
         libc = ctypes.CDLL('libc.so.6')
         mallopt = libc.mallopt
@@ -145,6 +150,11 @@ def bound_malloc_retention() -> None:
         if name not in os.environ:
             os.environ[name] = str(value)  # read by each worker process as it starts
             mallopt(option, value)
+    name, value = ARROW_POOL
+    if name not in os.environ:
+        import pyarrow as pa
+        os.environ[name] = value  # read by each worker's pyarrow as it starts
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def check_beam_args(beam_args, ours: argparse.ArgumentParser) -> None:

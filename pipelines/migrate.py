@@ -222,19 +222,19 @@ def build_pipeline(pipeline, config, run, *, workers=1, replay=None) -> dict:
         refused += dead + [gated[ConsentGate.DEAD]]
     commit = {'counts': counts | 'AllCounts' >> beam.Flatten(),
               'files': files | 'AllFiles' >> beam.Flatten()}
-    # The risk and the notice wait in scratch in shards of customers, four per partition of
-    # the tables (16 MB of input): a shard is merged whole, in a few copies.
+    # The risk and the notice wait in scratch in shards of customers, two per partition of
+    # the tables (32 MB of input): a shard is merged whole, in a few copies.
     if config.risk_tables:
         commit['risk'] = ({t.name: outputs[t.name]['rows'] for t in config.risk_tables}
                           | 'Risk' >> ReidentificationRisk(
                               config.risk_tables, config.risk.min_k, scratch,
-                              shards=4 * sum(parts.get(t.name, 1) for t in config.risk_tables)))
+                              shards=2 * sum(parts.get(t.name, 1) for t in config.risk_tables)))
     if config.notice is not None:
         inputs = {**{f'admitted {name}': rows for name, rows in admitted.items()},
                   **{f'refused {i}': letters for i, letters in enumerate(refused)}}
         commit['notice'] = inputs | 'NotificationList' >> NotificationList(
             config, run, erased, scratch,
-            shards=4 * sum(parts.get(t.name, 1) for t in config.tables))
+            shards=2 * sum(parts.get(t.name, 1) for t in config.tables))
     manifest = commit | 'Commit' >> WriteManifest(run)
     _ = manifest | 'RemoveScratch' >> beam.Map(_remove_scratch, scratch)
     return {'manifest': manifest, 'tables': outputs}

@@ -12,8 +12,8 @@ from apache_beam.testing.util import assert_that
 from pycanon import anonymity
 
 from tests.conftest import local_pipeline, user_lines
-from transforms.commit.risk import (ReidentificationRisk, class_figures, customer_classes,
-                             customer_parts, risk_figures)
+from transforms.commit.risk import (ReidentificationRisk, class_figures, combined_classes,
+                                    customer_classes, customer_parts, risk_figures)
 
 
 class Table:
@@ -104,6 +104,20 @@ def test_rows_without_a_subject_are_one_customer(scratch):
         figures = ({'t': p | beam.Create(t.to_batches(max_chunksize=2))}
                    | ReidentificationRisk([table], min_k=2, scratch=scratch))
         assert_that(figures, check)
+
+
+def test_classes_combined_before_they_are_written_give_the_same_figures():
+    df = generated(3000, 4)
+    table = Table('customers', ['gender', 'birth_year', 'city'], ['score'])
+    parts = [customer_parts(b, table) for b in batches(df, 500)]
+    customers, values = customer_classes(parts)
+    items = [('customers', customers), ('values', values)]
+    halves = [(kind, combined_classes(kind, t.slice(0, len(t) // 2)))
+              for kind, t in items] + [(kind, combined_classes(kind, t.slice(len(t) // 2)))
+                                       for kind, t in items]
+    assert combined_classes('customers', customers).num_rows < customers.num_rows
+    assert class_figures(halves, ['customers.score']) == \
+        class_figures(items, ['customers.score'])
 
 
 def test_nulls_are_a_value_and_sensitive_values_are_counted_per_class():

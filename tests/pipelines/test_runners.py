@@ -198,12 +198,16 @@ def test_other_runners_read_ranges_for_their_own_workers(flags, workers):
 
 def test_worker_processes_start_with_bounded_malloc_retention_unless_the_user_chose(
         monkeypatch):
+    import pyarrow as pa
     from pipelines import launch
     monkeypatch.delenv('MALLOC_MMAP_THRESHOLD_', raising=False)
+    monkeypatch.delenv('ARROW_DEFAULT_MEMORY_POOL', raising=False)
     monkeypatch.setenv('MALLOC_ARENA_MAX', '4')
     launch.bound_malloc_retention()
     assert os.environ['MALLOC_ARENA_MAX'] == '4'
     assert os.environ['MALLOC_MMAP_THRESHOLD_'] == str(2 << 20)
+    assert os.environ['ARROW_DEFAULT_MEMORY_POOL'] == 'system'
+    assert pa.default_memory_pool().backend_name == "system"
 
 
 def test_cloud_storage_out_of_reach_is_one_line_within_seconds(demo_copy, capsys):

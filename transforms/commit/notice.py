@@ -45,6 +45,7 @@ __all__ = ['NOTICE_FILE', 'NOTICE_SCHEMA', 'NotificationList', 'moved_parts', 'n
 
 NOTICE_FILE = 'notice.json'
 NOTICE_SUFFIX = '.parquet.enc'
+_CHUNK = 4 << 20
 SHARDS = 16  # at least; more for a large input (NotificationList's ``shards``)
 _PARTS = pa.schema([('subject', pa.string()), ('table', pa.string()),
                     ('delivered_as', pa.string()), ('mask', pa.int64())])
@@ -290,10 +291,13 @@ def _write_summary(_, notice_dir, run, files, counts):
     summary = _merge_counts(counts)
     listed = []
     for path in sorted(files):
-        with FileSystems.open(path) as f:
-            data = f.read()
-        listed.append({'path': relative_path(notice_dir, path), 'bytes': len(data),
-                       'crc32c': google_crc32c.Checksum(data).digest().hex()})
+        checksum, size = google_crc32c.Checksum(), 0
+        with FileSystems.open(path) as f:  # a chunk at a time: a list may be GBs
+            for chunk in iter(lambda: f.read(_CHUNK), b''):
+                checksum.update(chunk)
+                size += len(chunk)
+        listed.append({'path': relative_path(notice_dir, path), 'bytes': size,
+                       'crc32c': checksum.digest().hex()})
     write_sealed_json(notice_dir, NOTICE_FILE,
                       {'run_id': run_id, 'key_role': 'notice',
                        'format': 'Parquet in Tink streaming AEAD AES256_GCM_HKDF_1MB (notice)',

@@ -33,7 +33,8 @@ import pyarrow.compute as pc
 from transforms.common.scratch import GroupInScratch
 from transforms.common.sorted_keys import split_rows, split_table, string_hashes
 
-__all__ = ['ReidentificationRisk', 'class_counts', 'class_figures', 'customer_classes',
+__all__ = ['ReidentificationRisk', 'class_counts', 'class_figures', 'combined_classes',
+           'customer_classes',
            'customer_parts', 'one_row_a_customer', 'risk_figures']
 
 _SUBJECT, _PART = '__subject', '__part'
@@ -154,6 +155,17 @@ def _classes_by_shard(classes, shards):
         values, shard_of[of_values], shards))
 
 
+def combined_classes(kind: str, table: pa.Table) -> pa.Table:
+    """A shard's ('customers', (class, count)) rows summed by class, or its ('values', (class,
+    attribute, value)) rows made distinct (pure): what a worker holds of a shard shrinks to its
+    classes before it is written."""
+    if kind == 'customers':
+        summed = table.group_by('class', use_threads=False).aggregate([('count', 'sum')])
+        return pa.table({'class': summed.column('class'), 'count': summed.column('count_sum')})
+    return table.group_by(['class', 'attribute', 'value'], use_threads=False).aggregate(
+        []).select(['class', 'attribute', 'value'])
+
+
 def class_figures(items, attributes) -> dict:
     """{'sizes': {size: classes}, 'l': {attribute: least l}, 'single': {attribute: classes
     with at most one value}} of one shard of classes (pure): ``items`` are ('customers',
@@ -262,6 +274,7 @@ class ReidentificationRisk(beam.PTransform):
                        | 'Classes' >> beam.FlatMap(_by_class, self._shards))
         attributes = [f'{t.name}.{n}' for t in self._tables for n in t.sensitive_attributes]
         return (classes
-                | 'ByClass' >> GroupInScratch(self._scratch, 'risk-classes', self._shards)
+                | 'ByClass' >> GroupInScratch(self._scratch, 'risk-classes', self._shards,
+                                              combine=combined_classes)
                 | 'ShardFigures' >> beam.Map(lambda kv: class_figures(kv[1], attributes))
                 | 'Figures' >> beam.CombineGlobally(_RiskFigures(self._min_k, attributes)))

@@ -39,7 +39,7 @@ MAX_PARTITIONS = 256
 # Rows of state a step gathers before it writes them: bounds its memory to tens of MB.
 SPILL_ROWS = 1 << 20
 # Bytes of tables GroupInScratch holds in a worker before it writes them.
-SPILL_BYTES = 32 << 20
+SPILL_BYTES = 8 << 20
 
 
 def partitions_for(input_bytes: int) -> int:
@@ -90,18 +90,21 @@ class GroupInScratch(beam.PTransform):
     input is written to scratch by the stage that made it (at most SPILL_BYTES held), only
     the files' paths are grouped by shard, and each shard is read back alone. Tables of one
     kind may differ in columns: they are concatenated with the missing columns null.
+    ``combine(kind, table)``, if given, reduces what a worker holds of a shard before it is
+    written (a combiner: its output must be an input it accepts again).
     """
 
-    def __init__(self, scratch: 'Scratch', prefix: str, shards: int):
+    def __init__(self, scratch: 'Scratch', prefix: str, shards: int, combine=None):
         super().__init__()
         self._scratch = scratch
         self._prefix = prefix
         self._shards = shards
+        self._combine = combine
 
     def expand(self, inputs):
         inputs = (inputs,) if isinstance(inputs, beam.pvalue.PCollection) else inputs
-        spilled = tuple(items | f'Spill{i}' >> beam.ParDo(_SpillShardsFn(self._scratch,
-                                                                          self._prefix))
+        spilled = tuple(items | f'Spill{i}' >> beam.ParDo(_SpillShardsFn(
+                            self._scratch, self._prefix, self._combine))
                         for i, items in enumerate(inputs)) | 'Spilled' >> beam.Flatten()
         return (spilled
                 | 'ByShard' >> beam.GroupByKey()
@@ -112,9 +115,10 @@ class _SpillShardsFn(beam.DoFn):
     """Tables gathered by (shard, kind) and written to scratch once SPILL_BYTES are held and
     at the end of a bundle; outputs ``(shard, (kind, path))``."""
 
-    def __init__(self, scratch, prefix):
+    def __init__(self, scratch, prefix, combine=None):
         self._scratch = scratch
         self._prefix = prefix
+        self._combine = combine
         self._held, self._bytes = {}, 0
 
     def start_bundle(self):
@@ -133,13 +137,19 @@ class _SpillShardsFn(beam.DoFn):
 
     def _spill(self):
         held, self._held, self._bytes = self._held, {}, 0
-        return [(shard, (kind, self._scratch.write(
-                    f'{self._prefix}-{shard}',
-                    pa.concat_tables(tables, promote_options='default'))))
+        return [(shard, (kind, self._scratch.write(f'{self._prefix}-{shard}',
+                                                   self._combined(kind, tables))))
                 for (shard, kind), tables in sorted(held.items())]
+
+    def _combined(self, kind, tables):
+        table = pa.concat_tables(tables, promote_options='default')
+        return table if self._combine is None else self._combine(kind, table)
 
 
 def _gathered(kv, scratch):
+    # The stage before (the main one) leaves freed memory cached in Arrow's allocator: give it
+    # back before a shard is merged whole.
+    pa.default_memory_pool().release_unused()
     shard, files = kv
     return shard, [(kind, scratch.read(path)) for kind, path in sorted(files)]
 
