@@ -34,8 +34,7 @@ from transforms.common.scratch import GroupInScratch
 from transforms.common.sorted_keys import split_rows, split_table, string_hashes
 
 __all__ = ['ReidentificationRisk', 'class_counts', 'class_figures', 'combined_classes',
-           'customer_classes',
-           'customer_parts', 'one_row_a_customer', 'risk_figures']
+           'customer_classes', 'customer_parts', 'one_row_a_customer', 'risk_figures']
 
 _SUBJECT, _PART = '__subject', '__part'
 _NULL = '\u2205'  # a null value, as a class sees it

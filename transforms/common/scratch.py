@@ -147,7 +147,7 @@ class _SpillShardsFn(beam.DoFn):
 
 
 def _gathered(kv, scratch):
-    # The stage before (the main one) leaves freed memory cached in Arrow's allocator: give it
+    # The stage before (the main one) leaves freed memory cached by the allocator: give it
     # back before a shard is merged whole.
     pa.default_memory_pool().release_unused()
     shard, files = kv
